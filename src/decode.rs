@@ -1,0 +1,724 @@
+//! YAML tree -> [`Document`], collecting every shape problem (unknown, missing and duplicate keys, wrong types,
+//! bad scalars) instead of stopping at the first, each pointing at the value at fault.
+
+use std::collections::HashMap;
+
+use crate::diagnostic::{suggestion_help, Code, Diagnostic};
+use crate::document::*;
+use crate::source::Span;
+use crate::values::{name_problem, parse_datetime, parse_duration, parse_zone};
+use crate::yaml::{Node, Value};
+
+const DOCUMENT_KEYS: &[&str] = &["version", "name", "description", "executors", "channels", "defaults", "jobs"];
+const EXECUTOR_KEYS: &[&str] = &["type", "max_workers"];
+const CHANNEL_KEYS: &[&str] = &["kind", "capacity", "max_message"];
+const OPTION_KEYS: &[&str] = &[
+    "cwd",
+    "env",
+    "executor",
+    "max_instances",
+    "coalesce",
+    "misfire_grace",
+    "timeout",
+    "retry",
+    "restart",
+    "stop_grace",
+    "dead_letter",
+];
+const JOB_ONLY_KEYS: &[&str] = &["run", "trigger", "stdin", "stdout"];
+const RETRY_KEYS: &[&str] = &["attempts", "backoff"];
+const TRIGGER_WORDS: &[&str] = &["start", "cron", "interval", "at", "after", "each"];
+
+/// Read the tree into a document. Problems are pushed to `out`; the document holds what could be read.
+pub fn decode(root: &Node, out: &mut Vec<Diagnostic>) -> Option<Document> {
+    let mut d = Decoder { out };
+    d.document(root)
+}
+
+struct Decoder<'a> {
+    out: &'a mut Vec<Diagnostic>,
+}
+
+/// The keys of one mapping, checked: each known key once, with its key span kept for messages.
+struct Fields<'n> {
+    map: HashMap<&'n str, (&'n Node, &'n Node)>,
+}
+
+impl<'n> Fields<'n> {
+    fn get(&self, key: &str) -> Option<&'n Node> {
+        self.map.get(key).map(|(_, v)| *v)
+    }
+}
+
+impl Decoder<'_> {
+    fn push(&mut self, diagnostic: Diagnostic) {
+        self.out.push(diagnostic);
+    }
+
+    fn type_error(&mut self, node: &Node, expected: &str) {
+        let found = node.value.type_name();
+        self.push(
+            Diagnostic::new(Code::InvalidValue, node.span, format!("expected {expected}, found {found}"))
+                .label(format!("this is {found}"))
+                .help(format!("write {expected} here")),
+        );
+    }
+
+    fn invalid(&mut self, span: Span, message: impl Into<String>, help: impl Into<String>) {
+        let message = message.into();
+        self.push(Diagnostic::new(Code::InvalidValue, span, message.clone()).label("invalid value").help(help));
+    }
+
+    /// Check a mapping's keys against `allowed` and `required`. `owner` is what a missing key is reported at.
+    fn fields<'n>(
+        &mut self,
+        node: &'n Node,
+        allowed: &[&[&str]],
+        required: &[&str],
+        owner: Span,
+        what: &str,
+    ) -> Option<Fields<'n>> {
+        let Value::Map(pairs) = &node.value else {
+            self.type_error(node, &format!("a mapping ({what})"));
+            return None;
+        };
+        let mut map: HashMap<&'n str, (&'n Node, &'n Node)> = HashMap::new();
+        for (key, value) in pairs {
+            let Some(name) = key.as_str() else {
+                self.type_error(key, "a key that is a string");
+                continue;
+            };
+            if !allowed.iter().any(|set| set.contains(&name)) {
+                let candidates: Vec<&str> = allowed.iter().flat_map(|s| s.iter().copied()).collect();
+                self.push(
+                    Diagnostic::new(Code::UnknownKey, key.span, format!("unknown key `{name}` in {what}"))
+                        .label("not a key of this mapping")
+                        .help(suggestion_help(name, &candidates, "key")),
+                );
+                continue;
+            }
+            if let Some((first, _)) = map.get(name) {
+                let line_hint = format!("`{name}` was already given at byte {}", first.span.offset);
+                self.push(
+                    Diagnostic::new(Code::DuplicateKey, key.span, format!("duplicate key `{name}` in {what}"))
+                        .label("repeated here")
+                        .help(format!("{line_hint}; keep one of them")),
+                );
+                continue;
+            }
+            map.insert(name, (key, value));
+        }
+        for key in required {
+            if !map.contains_key(key) {
+                self.push(
+                    Diagnostic::new(Code::MissingKey, owner, format!("{what} has no `{key}`"))
+                        .label(format!("`{key}` is required here"))
+                        .help(missing_help(key)),
+                );
+            }
+        }
+        Some(Fields { map })
+    }
+
+    /// A mapping whose keys are user names (jobs, channels, executors, env variables).
+    fn named<'n, T>(
+        &mut self,
+        node: &'n Node,
+        what: &str,
+        check_names: bool,
+        mut item: impl FnMut(&mut Self, &'n Node, &'n Node) -> Option<T>,
+    ) -> Named<T> {
+        let mut named = Named::default();
+        let Value::Map(pairs) = &node.value else {
+            if node.value != Value::Null {
+                self.type_error(node, &format!("a mapping of {what}s"));
+            }
+            return named;
+        };
+        let mut seen: HashMap<String, Span> = HashMap::new();
+        for (key, value) in pairs {
+            let Some(name) = key.scalar_text().filter(|_| !matches!(key.value, Value::Null)) else {
+                self.type_error(key, &format!("a {what} name"));
+                continue;
+            };
+            if seen.contains_key(&name) {
+                self.push(
+                    Diagnostic::new(Code::DuplicateKey, key.span, format!("duplicate {what} `{name}`"))
+                        .label("declared again here")
+                        .help(format!("each {what} is declared once; rename or remove one")),
+                );
+                continue;
+            }
+            seen.insert(name.clone(), key.span);
+            if check_names {
+                if let Some(problem) = name_problem(&name) {
+                    self.invalid(
+                        key.span,
+                        format!("`{name}` is not a valid {what} name"),
+                        format!("{problem} (`[A-Za-z][A-Za-z0-9_-]*`, at most 64)"),
+                    );
+                    continue;
+                }
+            }
+            if let Some(v) = item(self, key, value) {
+                named.0.push((Sp::new(name, key.span), v));
+            }
+        }
+        named
+    }
+
+    fn string(&mut self, node: &Node, what: &str) -> Option<Sp<String>> {
+        match &node.value {
+            Value::Str(s) => Some(Sp::new(s.clone(), node.span)),
+            _ => {
+                self.type_error(node, what);
+                None
+            }
+        }
+    }
+
+    /// A reference to a job, channel or executor by name.
+    fn name_ref(&mut self, node: &Node, what: &str) -> Option<Sp<String>> {
+        let s = self.string(node, &format!("a {what} name"))?;
+        if let Some(problem) = name_problem(&s.value) {
+            self.invalid(s.span, format!("`{}` is not a valid {what} name", s.value), problem);
+            return None;
+        }
+        Some(s)
+    }
+
+    fn uint(&mut self, node: &Node, min: u32, max: u32, what: &str) -> Option<Sp<u32>> {
+        match node.value {
+            Value::Int(i) if i >= min as i64 && i <= max as i64 => Some(Sp::new(i as u32, node.span)),
+            Value::Int(i) => {
+                self.invalid(
+                    node.span,
+                    format!("{what} must be between {min} and {max}, not {i}"),
+                    format!("use a whole number from {min} to {max}"),
+                );
+                None
+            }
+            _ => {
+                self.type_error(node, &format!("a whole number ({what})"));
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, node: &Node) -> Option<Sp<bool>> {
+        match node.value {
+            Value::Bool(b) => Some(Sp::new(b, node.span)),
+            _ => {
+                self.type_error(node, "`true` or `false`");
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, node: &Node, positive: bool) -> Option<Sp<Dur>> {
+        let text = match &node.value {
+            Value::Str(s) => s.clone(),
+            Value::Int(i) => i.to_string(),
+            Value::Float(f) => f.to_string(),
+            _ => {
+                self.type_error(node, "a duration such as `5s`");
+                return None;
+            }
+        };
+        match parse_duration(&text) {
+            Ok(d) if positive && d.is_zero() => {
+                self.invalid(node.span, "a zero duration is not allowed here", "use a positive duration, e.g. `1s`");
+                None
+            }
+            Ok(d) => Some(Sp::new(Dur(d), node.span)),
+            Err(e) => {
+                self.push(
+                    Diagnostic::new(Code::InvalidValue, node.span, e)
+                        .label("not a duration")
+                        .help("a duration is a number with a unit: `250ms`, `5s`, `1m30s`, `2h`, `1d`"),
+                );
+                None
+            }
+        }
+    }
+
+    fn datetime(&mut self, node: &Node) -> Option<Sp<DateTimeValue>> {
+        let s = self.string(node, "a date-time such as `2026-12-01T10:00:00+01:00`")?;
+        match parse_datetime(&s.value) {
+            Ok(dt) => Some(Sp::new(DateTimeValue(dt), s.span)),
+            Err(e) => {
+                self.invalid(s.span, e, "RFC 3339 with an offset, or a local `YYYY-MM-DD HH:MM[:SS]`");
+                None
+            }
+        }
+    }
+
+    fn zone(&mut self, node: &Node) -> Option<Sp<Zone>> {
+        let s = self.string(node, "an IANA time zone name")?;
+        match parse_zone(&s.value) {
+            Ok(z) => Some(Sp::new(Zone(z), s.span)),
+            Err(e) => {
+                let names: Vec<&str> = chrono_tz::TZ_VARIANTS.iter().map(|z| z.name()).collect();
+                let help = match crate::diagnostic::did_you_mean(&s.value, names.iter().copied()) {
+                    Some(best) => format!("did you mean `{best}`?"),
+                    None => "use a name from the IANA database, e.g. `Europe/Berlin`, `America/New_York`, `UTC`".into(),
+                };
+                self.push(Diagnostic::new(Code::InvalidValue, s.span, e).label("unknown time zone").help(help));
+                None
+            }
+        }
+    }
+
+    fn keyword<T: Copy>(&mut self, node: &Node, words: &[(&str, T)], what: &str) -> Option<Sp<T>> {
+        let allowed: Vec<&str> = words.iter().map(|(w, _)| *w).collect();
+        let list = allowed.iter().map(|w| format!("`{w}`")).collect::<Vec<_>>().join(", ");
+        let Some(text) = node.as_str() else {
+            self.type_error(node, &format!("one of {list}"));
+            return None;
+        };
+        match words.iter().find(|(w, _)| *w == text) {
+            Some((_, v)) => Some(Sp::new(*v, node.span)),
+            None => {
+                let help = match crate::diagnostic::did_you_mean(text, allowed.iter().copied()) {
+                    Some(best) => format!("did you mean `{best}`?"),
+                    None => format!("{what} is one of {list}"),
+                };
+                self.push(
+                    Diagnostic::new(Code::InvalidValue, node.span, format!("`{text}` is not a valid {what}"))
+                        .label("invalid value")
+                        .help(help),
+                );
+                None
+            }
+        }
+    }
+
+    fn byte_size(&mut self, node: &Node) -> Option<Sp<ByteSize>> {
+        let parsed = match &node.value {
+            Value::Int(i) if *i > 0 => Some(*i as u64),
+            Value::Str(s) => parse_byte_size(s),
+            _ => None,
+        };
+        match parsed {
+            Some(n) if n > 0 => Some(Sp::new(ByteSize(n), node.span)),
+            _ => {
+                self.invalid(node.span, "not a size in bytes", "write a number of bytes or e.g. `64KiB`, `1MiB`");
+                None
+            }
+        }
+    }
+
+    fn document(&mut self, root: &Node) -> Option<Document> {
+        if root.value == Value::Null {
+            self.push(
+                Diagnostic::new(Code::MissingKey, root.span, "the workflow file is empty")
+                    .label("`jobs` is required")
+                    .help("declare at least one job under `jobs:`"),
+            );
+            return None;
+        }
+        let f = self.fields(root, &[DOCUMENT_KEYS], &["jobs"], Span::new(0, 0), "the workflow")?;
+        let version = f.get("version").and_then(|n| self.uint(n, 1, 1, "version"));
+        let name = f.get("name").and_then(|n| self.string(n, "a string"));
+        let description = f.get("description").and_then(|n| self.string(n, "a string"));
+        let executors = f.get("executors").map(|n| self.named(n, "executor", true, |d, k, v| d.executor(k, v)));
+        let channels = f.get("channels").map(|n| self.named(n, "channel", true, |d, k, v| d.channel(k, v)));
+        let defaults = f.get("defaults").and_then(|n| {
+            if n.value == Value::Null {
+                return Some(JobOptions::default());
+            }
+            let fields = self.fields(n, &[OPTION_KEYS], &[], n.span, "`defaults`")?;
+            Some(self.options(&fields))
+        });
+        let jobs = match f.get("jobs") {
+            Some(n) => {
+                if let Value::Map(pairs) = &n.value {
+                    if pairs.is_empty() {
+                        self.invalid(n.span, "`jobs` is empty", "declare at least one job");
+                    }
+                } else if n.value == Value::Null {
+                    self.invalid(n.span, "`jobs` is empty", "declare at least one job");
+                }
+                self.named(n, "job", true, |d, k, v| d.job(k, v))
+            }
+            None => Named::default(),
+        };
+        Some(Document {
+            version,
+            name,
+            description,
+            executors,
+            channels,
+            defaults,
+            jobs,
+        })
+    }
+
+    fn executor(&mut self, key: &Node, node: &Node) -> Option<ExecutorSpec> {
+        if node.value == Value::Null {
+            return Some(ExecutorSpec {
+                kind: None,
+                max_workers: None,
+            });
+        }
+        let f = self.fields(node, &[EXECUTOR_KEYS], &[], key.span, "an executor")?;
+        Some(ExecutorSpec {
+            kind: f
+                .get("type")
+                .and_then(|n| self.keyword(n, &[("process", ExecutorType::Process)], "executor type")),
+            max_workers: f.get("max_workers").and_then(|n| self.uint(n, 1, 100_000, "max_workers")),
+        })
+    }
+
+    fn channel(&mut self, key: &Node, node: &Node) -> Option<ChannelSpec> {
+        if node.value == Value::Null {
+            return Some(ChannelSpec {
+                kind: None,
+                capacity: None,
+                max_message: None,
+            });
+        }
+        let f = self.fields(node, &[CHANNEL_KEYS], &[], key.span, "a channel")?;
+        let kinds = [
+            ("queue", ChannelKind::Queue),
+            ("pipe", ChannelKind::Pipe),
+            ("broadcast", ChannelKind::Broadcast),
+        ];
+        Some(ChannelSpec {
+            kind: f.get("kind").and_then(|n| self.keyword(n, &kinds, "channel kind")),
+            capacity: f.get("capacity").and_then(|n| self.uint(n, 1, 10_000_000, "capacity")),
+            max_message: f.get("max_message").and_then(|n| self.byte_size(n)),
+        })
+    }
+
+    fn job(&mut self, key: &Node, node: &Node) -> Option<JobSpec> {
+        let what = format!("job `{}`", key.scalar_text().unwrap_or_default());
+        let f = self.fields(node, &[JOB_ONLY_KEYS, OPTION_KEYS], &["run"], key.span, &what)?;
+        let run = f.get("run").and_then(|n| self.run(n));
+        let trigger = f.get("trigger").and_then(|n| self.triggers(n));
+        let stdin = f.get("stdin").and_then(|n| self.name_ref(n, "channel"));
+        let stdout = f.get("stdout").and_then(|n| self.name_ref(n, "channel"));
+        let options = self.options(&f);
+        Some(JobSpec {
+            run: run?,
+            trigger,
+            stdin,
+            stdout,
+            options,
+        })
+    }
+
+    fn run(&mut self, node: &Node) -> Option<Sp<RunSpec>> {
+        match &node.value {
+            Value::Str(s) if s.trim().is_empty() => {
+                self.invalid(node.span, "`run` is empty", "give a shell command, or a list: `[program, arg, ...]`");
+                None
+            }
+            Value::Str(s) => Some(Sp::new(RunSpec::Shell(s.clone()), node.span)),
+            Value::Seq(items) if items.is_empty() => {
+                self.invalid(node.span, "`run` is an empty list", "the list is the program and its arguments");
+                None
+            }
+            Value::Seq(items) => {
+                let mut argv = Vec::new();
+                for item in items {
+                    match item.scalar_text().filter(|_| !matches!(item.value, Value::Null)) {
+                        Some(s) => argv.push(Sp::new(s, item.span)),
+                        None => self.type_error(item, "a string (one argument)"),
+                    }
+                }
+                if argv.len() != items.len() {
+                    return None;
+                }
+                if argv[0].value.is_empty() {
+                    self.invalid(argv[0].span, "the program name is empty", "the first item is the program to run");
+                    return None;
+                }
+                Some(Sp::new(RunSpec::Argv(argv), node.span))
+            }
+            _ => {
+                self.type_error(node, "a command string or a list of arguments");
+                None
+            }
+        }
+    }
+
+    fn options(&mut self, f: &Fields) -> JobOptions {
+        let restarts = [
+            ("never", Restart::Never),
+            ("on-failure", Restart::OnFailure),
+            ("always", Restart::Always),
+        ];
+        JobOptions {
+            cwd: f.get("cwd").and_then(|n| {
+                let s = self.string(n, "a directory path")?;
+                if s.value.is_empty() {
+                    self.invalid(s.span, "`cwd` is empty", "leave it out to use the workflow file's folder");
+                    return None;
+                }
+                Some(s)
+            }),
+            env: f.get("env").map(|n| {
+                self.named(n, "environment variable", false, |d, k, v| {
+                    let name = k.scalar_text().unwrap_or_default();
+                    if name.is_empty() || name.contains('=') || name.contains('\0') {
+                        d.invalid(k.span, format!("`{name}` is not a variable name"), "a name without `=`");
+                        return None;
+                    }
+                    match &v.value {
+                        Value::Seq(_) | Value::Map(_) => {
+                            d.type_error(v, "a scalar (string, number or boolean)");
+                            None
+                        }
+                        _ => Some(Sp::new(EnvValue(v.scalar_text().unwrap_or_default()), v.span)),
+                    }
+                })
+            }),
+            executor: f.get("executor").and_then(|n| self.name_ref(n, "executor")),
+            max_instances: f.get("max_instances").and_then(|n| self.uint(n, 1, 100_000, "max_instances")),
+            coalesce: f.get("coalesce").and_then(|n| self.boolean(n)),
+            misfire_grace: f.get("misfire_grace").and_then(|n| self.duration(n, false)),
+            timeout: f.get("timeout").and_then(|n| self.duration(n, true)),
+            retry: f.get("retry").and_then(|n| self.retry(n)),
+            restart: f.get("restart").and_then(|n| self.keyword(n, &restarts, "restart policy")),
+            stop_grace: f.get("stop_grace").and_then(|n| self.duration(n, false)),
+            dead_letter: f.get("dead_letter").and_then(|n| self.name_ref(n, "channel")),
+        }
+    }
+
+    fn retry(&mut self, node: &Node) -> Option<Sp<RetrySpec>> {
+        let f = self.fields(node, &[RETRY_KEYS], &["attempts"], node.span, "`retry`")?;
+        let attempts = f.get("attempts").and_then(|n| self.uint(n, 1, 1_000, "attempts"));
+        let backoff = f.get("backoff").and_then(|n| self.duration(n, false));
+        Some(Sp::new(
+            RetrySpec {
+                attempts: attempts?,
+                backoff,
+            },
+            node.span,
+        ))
+    }
+
+    fn triggers(&mut self, node: &Node) -> Option<Sp<OneOrMany<Sp<TriggerSpec>>>> {
+        let items: Vec<&Node> = match &node.value {
+            Value::Seq(items) if items.is_empty() => {
+                self.invalid(node.span, "the trigger list is empty", "leave `trigger` out to run once at start");
+                return None;
+            }
+            Value::Seq(items) => items.iter().collect(),
+            _ => vec![node],
+        };
+        let triggers: Vec<_> = items.into_iter().filter_map(|n| self.trigger(n)).collect();
+        Some(Sp::new(OneOrMany(triggers), node.span))
+    }
+
+    fn trigger(&mut self, node: &Node) -> Option<Sp<TriggerSpec>> {
+        if let Some(word) = node.as_str() {
+            if word == "start" {
+                return Some(Sp::new(TriggerSpec::Start(StartWord::Start), node.span));
+            }
+            let help = match crate::diagnostic::did_you_mean(word, TRIGGER_WORDS.iter().copied()) {
+                Some("start") | None => "a trigger is `start` or a mapping such as `{ interval: 1m }`".to_string(),
+                Some(best) => format!("did you mean `{{ {best}: ... }}`?"),
+            };
+            self.push(
+                Diagnostic::new(Code::InvalidValue, node.span, format!("`{word}` is not a trigger"))
+                    .label("invalid trigger")
+                    .help(help),
+            );
+            return None;
+        }
+        let Value::Map(pairs) = &node.value else {
+            self.type_error(node, "a trigger (`start` or a mapping such as `{ interval: 1m }`)");
+            return None;
+        };
+        // The trigger's kind is the first of its keys that names one.
+        let kind = pairs
+            .iter()
+            .filter_map(|(k, _)| k.as_str())
+            .find(|k| TRIGGER_WORDS[1..].contains(k));
+        let Some(kind) = kind else {
+            let first = pairs.first().map(|(k, _)| k);
+            let span = first.map_or(node.span, |k| k.span);
+            let word = first.and_then(|k| k.as_str()).unwrap_or("");
+            let help = match crate::diagnostic::did_you_mean(word, TRIGGER_WORDS[1..].iter().copied()) {
+                Some(best) => format!("did you mean `{best}`?"),
+                None => "a trigger mapping has one of `cron`, `interval`, `at`, `after`, `each`".into(),
+            };
+            self.push(
+                Diagnostic::new(Code::UnknownKey, span, format!("`{word}` is not a kind of trigger"))
+                    .label("unknown trigger")
+                    .help(help),
+            );
+            return None;
+        };
+        let spec = match kind {
+            "cron" => {
+                let f = self.fields(node, &[&["cron", "timezone", "jitter"]], &[], node.span, "a cron trigger")?;
+                let cron = f.get("cron").and_then(|n| self.cron(n));
+                let timezone = f.get("timezone").and_then(|n| self.zone(n));
+                let jitter = f.get("jitter").and_then(|n| self.duration(n, false));
+                TriggerSpec::Cron(CronTrigger {
+                    cron: cron?,
+                    timezone,
+                    jitter,
+                })
+            }
+            "interval" => {
+                let keys: &[&str] = &["interval", "jitter", "start", "end", "timezone"];
+                let f = self.fields(node, &[keys], &[], node.span, "an interval trigger")?;
+                let interval = f.get("interval").and_then(|n| self.duration(n, true));
+                let jitter = f.get("jitter").and_then(|n| self.duration(n, false));
+                let start = f.get("start").and_then(|n| self.datetime(n));
+                let end = f.get("end").and_then(|n| self.datetime(n));
+                let timezone = f.get("timezone").and_then(|n| self.zone(n));
+                TriggerSpec::Interval(IntervalTrigger {
+                    interval: interval?,
+                    jitter,
+                    start,
+                    end,
+                    timezone,
+                })
+            }
+            "at" => {
+                let f = self.fields(node, &[&["at", "timezone"]], &[], node.span, "an at trigger")?;
+                let at = f.get("at").and_then(|n| self.datetime(n));
+                let timezone = f.get("timezone").and_then(|n| self.zone(n));
+                TriggerSpec::At(AtTrigger { at: at?, timezone })
+            }
+            "after" => {
+                let f = self.fields(node, &[&["after", "status"]], &[], node.span, "an after trigger")?;
+                let after = f.get("after").and_then(|n| self.job_list(n));
+                let statuses = [
+                    ("success", Status::Success),
+                    ("failure", Status::Failure),
+                    ("any", Status::Any),
+                ];
+                let status = f.get("status").and_then(|n| self.keyword(n, &statuses, "status"));
+                TriggerSpec::After(AfterTrigger { after: after?, status })
+            }
+            _ => {
+                let f = self.fields(node, &[&["each", "batch"]], &[], node.span, "an each trigger")?;
+                let each = f.get("each").and_then(|n| self.name_ref(n, "channel"));
+                let batch = f.get("batch").and_then(|n| self.uint(n, 1, 1_000_000, "batch"));
+                TriggerSpec::Each(EachTrigger { each: each?, batch })
+            }
+        };
+        Some(Sp::new(spec, node.span))
+    }
+
+    fn job_list(&mut self, node: &Node) -> Option<Sp<OneOrMany<Sp<String>>>> {
+        let names: Vec<Sp<String>> = match &node.value {
+            Value::Seq(items) if items.is_empty() => {
+                self.invalid(node.span, "`after` lists no job", "name at least one job");
+                return None;
+            }
+            Value::Seq(items) => items.iter().filter_map(|n| self.name_ref(n, "job")).collect(),
+            _ => vec![self.name_ref(node, "job")?],
+        };
+        Some(Sp::new(OneOrMany(names), node.span))
+    }
+
+    fn cron(&mut self, node: &Node) -> Option<Sp<CronExpr>> {
+        let s = self.string(node, "a cron expression")?;
+        // The string's content starts after an opening quote when the value is quoted.
+        match crate::trigger::parse_cron(&s.value) {
+            Ok(cron) => Some(Sp::new(CronExpr { text: s.value, cron }, s.span)),
+            Err(e) => {
+                let span = match e.field {
+                    Some((start, len)) => field_span(s.span, &s.value, start, len),
+                    None => s.span,
+                };
+                self.push(
+                    Diagnostic::new(Code::InvalidCron, span, e.message)
+                        .label(e.label)
+                        .help(e.help),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// The span of bytes `start..start+len` of a scalar's value inside the file. Plain and quoted scalars without
+/// escapes map one to one (offset by the quote); otherwise the whole scalar is the best honest answer.
+fn field_span(scalar: Span, value: &str, start: usize, len: usize) -> Span {
+    let quoted = scalar.len == value.len() + 2;
+    if scalar.len == value.len() {
+        scalar.sub(start, len)
+    } else if quoted {
+        scalar.sub(start + 1, len)
+    } else {
+        scalar
+    }
+}
+
+fn missing_help(key: &str) -> String {
+    match key {
+        "run" => "add `run: <command>` (a shell string or a list of arguments)".into(),
+        "jobs" => "declare the jobs under `jobs:`".into(),
+        "attempts" => "add `attempts: N`, the number of tries after a failure".into(),
+        _ => format!("add `{key}`"),
+    }
+}
+
+fn parse_byte_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let number: u64 = text[..split].parse().ok()?;
+    let factor: u64 = match text[split..].trim() {
+        "" | "B" => 1,
+        "K" | "KiB" => 1 << 10,
+        "KB" => 1_000,
+        "M" | "MiB" => 1 << 20,
+        "MB" => 1_000_000,
+        "G" | "GiB" => 1 << 30,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    number.checked_mul(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<(Code, String)> {
+        let root = crate::yaml::parse(text).unwrap();
+        let mut out = Vec::new();
+        decode(&root, &mut out);
+        out.into_iter().map(|d| (d.code, text[d.span.offset..d.span.end()].to_string())).collect()
+    }
+
+    #[test]
+    fn unknown_key_points_at_the_key() {
+        let p = problems("jobs:\n  a:\n    run: x\n    tigger: start\n");
+        assert_eq!(p, [(Code::UnknownKey, "tigger".to_string())]);
+    }
+
+    #[test]
+    fn bare_number_duration_is_invalid() {
+        let p = problems("jobs:\n  a:\n    run: x\n    timeout: 5\n");
+        assert_eq!(p, [(Code::InvalidValue, "5".to_string())]);
+    }
+
+    #[test]
+    fn cron_label_is_on_the_bad_field() {
+        let p = problems("jobs:\n  a:\n    run: x\n    trigger: { cron: \"0 25 * * *\" }\n");
+        assert_eq!(p, [(Code::InvalidCron, "25".to_string())]);
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_byte_size("1MiB"), Some(1 << 20));
+        assert_eq!(parse_byte_size("64KiB"), Some(65536));
+        assert_eq!(parse_byte_size("12"), Some(12));
+        assert_eq!(parse_byte_size("x"), None);
+    }
+
+    #[test]
+    fn missing_run_points_at_the_job_name() {
+        let p = problems("jobs:\n  worker:\n    stdout: c\n");
+        assert_eq!(p, [(Code::MissingKey, "worker".to_string())]);
+    }
+}

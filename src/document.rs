@@ -1,0 +1,416 @@
+//! The workflow file as written (SPEC §2): every value keeps its span so that validation can point at it.
+//!
+//! These types are filled by `decode` (which collects every problem instead of stopping at the first) and are
+//! the source of the JSON Schema (`flowrun schema`), so the schema and the reader cannot drift apart.
+
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use std::borrow::Cow;
+use std::time::Duration;
+
+use crate::source::Span;
+use crate::values::DateTimeSpec;
+
+/// A value and the place it was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sp<T> {
+    pub value: T,
+    pub span: Span,
+}
+
+impl<T> Sp<T> {
+    pub fn new(value: T, span: Span) -> Self {
+        Sp { value, span }
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Sp<T> {
+    fn inline_schema() -> bool {
+        T::inline_schema()
+    }
+    fn schema_name() -> Cow<'static, str> {
+        T::schema_name()
+    }
+    fn schema_id() -> Cow<'static, str> {
+        T::schema_id()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        T::json_schema(generator)
+    }
+}
+
+/// A mapping from user-chosen names (jobs, channels, executors, env variables) to values, in file order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Named<T>(pub Vec<(Sp<String>, T)>);
+
+impl<T> Default for Named<T> {
+    fn default() -> Self {
+        Named(Vec::new())
+    }
+}
+
+impl<T> Named<T> {
+    pub fn get(&self, name: &str) -> Option<&T> {
+        self.0.iter().find(|(k, _)| k.value == name).map(|(_, v)| v)
+    }
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(k, _)| k.value.as_str())
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Named<T> {
+    fn schema_name() -> Cow<'static, str> {
+        format!("Named_{}", T::schema_name()).into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let values = generator.subschema_for::<T>();
+        json_schema!({
+            "type": "object",
+            "propertyNames": { "pattern": "^[A-Za-z][A-Za-z0-9_-]{0,63}$" },
+            "additionalProperties": values,
+        })
+    }
+}
+
+/// One value or a list of them (`trigger`, `after`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OneOrMany<T>(pub Vec<T>);
+
+impl<T: JsonSchema> JsonSchema for OneOrMany<T> {
+    fn schema_name() -> Cow<'static, str> {
+        format!("OneOrMany_{}", T::schema_name()).into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let one = generator.subschema_for::<T>();
+        json_schema!({ "anyOf": [one, { "type": "array", "items": one, "minItems": 1 }] })
+    }
+}
+
+/// A duration such as `250ms`, `5s`, `1m30s`, `2h`, `1d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl JsonSchema for Dur {
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": "^([0-9]+(ms|s|m|h|d))+$",
+            "description": "A number with a unit, several in a row: `250ms`, `5s`, `1m30s`, `2h`, `1d`.",
+        })
+    }
+}
+
+/// An RFC 3339 date-time, or a local one read in the trigger's time zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DateTimeValue(pub DateTimeSpec);
+
+impl JsonSchema for DateTimeValue {
+    fn schema_name() -> Cow<'static, str> {
+        "DateTime".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "description": "`2026-12-01T10:00:00+01:00`, or a local `2026-12-01T10:00:00` / `2026-12-01 10:00`.",
+        })
+    }
+}
+
+/// An IANA time zone name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Zone(pub chrono_tz::Tz);
+
+impl JsonSchema for Zone {
+    fn schema_name() -> Cow<'static, str> {
+        "TimeZone".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string", "description": "An IANA time zone, e.g. `Europe/Berlin` or `UTC`." })
+    }
+}
+
+/// A parsed cron expression with the text it came from.
+#[derive(Debug, Clone)]
+pub struct CronExpr {
+    pub text: String,
+    pub cron: croner::Cron,
+}
+
+impl PartialEq for CronExpr {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl JsonSchema for CronExpr {
+    fn schema_name() -> Cow<'static, str> {
+        "CronExpression".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "description": "5 fields (minute hour day-of-month month day-of-week), 6 with leading seconds, or @yearly, @monthly, @weekly, @daily, @hourly.",
+        })
+    }
+}
+
+/// A size in bytes: a number, or `64KiB`, `1MiB`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl JsonSchema for ByteSize {
+    fn schema_name() -> Cow<'static, str> {
+        "ByteSize".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "anyOf": [
+                { "type": "integer", "minimum": 1 },
+                { "type": "string", "pattern": "^[0-9]+ ?(B|KiB|MiB|GiB|KB|MB|GB|K|M|G)?$" }
+            ]
+        })
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, JsonSchema)]
+#[schemars(deny_unknown_fields, title = "flowrun workflow", description = "A flowrun workflow file (SPEC §2).")]
+pub struct Document {
+    /// Format version; only 1 exists.
+    #[schemars(range(min = 1, max = 1))]
+    pub version: Option<Sp<u32>>,
+    /// The workflow's name; defaults to the file's stem.
+    pub name: Option<Sp<String>>,
+    pub description: Option<Sp<String>>,
+    /// Process pools. `default` always exists (10 workers).
+    pub executors: Option<Named<ExecutorSpec>>,
+    /// Every channel a job touches must be declared here.
+    pub channels: Option<Named<ChannelSpec>>,
+    /// Job keys applied to every job that does not set them.
+    pub defaults: Option<JobOptions>,
+    pub jobs: Named<JobSpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
+#[schemars(rename_all = "lowercase")]
+pub enum ExecutorType {
+    Process,
+}
+
+#[derive(Debug, Clone, PartialEq, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct ExecutorSpec {
+    #[schemars(rename = "type")]
+    pub kind: Option<Sp<ExecutorType>>,
+    /// Runs of this executor's jobs alive at once.
+    #[schemars(range(min = 1))]
+    pub max_workers: Option<Sp<u32>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, JsonSchema)]
+#[schemars(rename_all = "lowercase")]
+pub enum ChannelKind {
+    Queue,
+    Pipe,
+    Broadcast,
+}
+
+impl ChannelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelKind::Queue => "queue",
+            ChannelKind::Pipe => "pipe",
+            ChannelKind::Broadcast => "broadcast",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct ChannelSpec {
+    /// `queue` (default), `pipe` or `broadcast`.
+    pub kind: Option<Sp<ChannelKind>>,
+    /// Messages waiting (per reader for broadcast) before writers are held back. Default 1024.
+    #[schemars(range(min = 1))]
+    pub capacity: Option<Sp<u32>>,
+    /// The longest line a writer may send. Default 1 MiB.
+    pub max_message: Option<Sp<ByteSize>>,
+}
+
+#[derive(Debug, Clone, PartialEq, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct JobSpec {
+    /// A string runs through `/bin/sh -c`; a list of strings is executed directly.
+    pub run: Sp<RunSpec>,
+    /// One trigger or a list; the job fires when any fires. Default `start`.
+    pub trigger: Option<Sp<OneOrMany<Sp<TriggerSpec>>>>,
+    /// A channel the job reads on standard input.
+    pub stdin: Option<Sp<String>>,
+    /// A channel the job's standard output feeds.
+    pub stdout: Option<Sp<String>>,
+    #[schemars(flatten)]
+    pub options: JobOptions,
+}
+
+/// The job keys that `defaults` may set.
+#[derive(Debug, Clone, Default, PartialEq, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct JobOptions {
+    /// Working directory, relative to the workflow file's folder.
+    pub cwd: Option<Sp<String>>,
+    /// Variables added to the inherited environment.
+    pub env: Option<Named<Sp<EnvValue>>>,
+    /// A declared executor. Default `default`.
+    pub executor: Option<Sp<String>>,
+    /// Runs alive at once; a firing beyond it is skipped. Default 1.
+    #[schemars(range(min = 1))]
+    pub max_instances: Option<Sp<u32>>,
+    /// Several missed firings run once. Default true.
+    pub coalesce: Option<Sp<bool>>,
+    /// A firing later than this is dropped. Default 1s.
+    pub misfire_grace: Option<Sp<Dur>>,
+    /// A run past this is stopped and fails.
+    pub timeout: Option<Sp<Dur>>,
+    pub retry: Option<Sp<RetrySpec>>,
+    pub restart: Option<Sp<Restart>>,
+    /// Time between SIGTERM and SIGKILL. Default 5s.
+    pub stop_grace: Option<Sp<Dur>>,
+    /// A channel for the messages of `each` runs that failed their last attempt.
+    pub dead_letter: Option<Sp<String>>,
+}
+
+/// An environment value: any scalar, turned into a string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvValue(pub String);
+
+impl JsonSchema for EnvValue {
+    fn schema_name() -> Cow<'static, str> {
+        "EnvValue".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": ["string", "number", "boolean"] })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, JsonSchema)]
+#[schemars(untagged)]
+pub enum RunSpec {
+    Shell(#[schemars(length(min = 1))] String),
+    Argv(#[schemars(length(min = 1))] Vec<Sp<String>>),
+}
+
+#[derive(Debug, Clone, PartialEq, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RetrySpec {
+    /// Further tries after a failed run.
+    #[schemars(range(min = 1))]
+    pub attempts: Sp<u32>,
+    /// Wait before the first retry; doubles each time, capped at 5m. Default 1s.
+    pub backoff: Option<Sp<Dur>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
+#[schemars(rename_all = "kebab-case")]
+pub enum Restart {
+    Never,
+    OnFailure,
+    Always,
+}
+
+#[derive(Debug, Clone, PartialEq, JsonSchema)]
+#[schemars(untagged)]
+pub enum TriggerSpec {
+    Start(StartWord),
+    Cron(CronTrigger),
+    Interval(IntervalTrigger),
+    At(AtTrigger),
+    After(AfterTrigger),
+    Each(EachTrigger),
+}
+
+impl TriggerSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TriggerSpec::Start(_) => "start",
+            TriggerSpec::Cron(_) => "cron",
+            TriggerSpec::Interval(_) => "interval",
+            TriggerSpec::At(_) => "at",
+            TriggerSpec::After(_) => "after",
+            TriggerSpec::Each(_) => "each",
+        }
+    }
+}
+
+/// The word `start`: fire once when the runner starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
+#[schemars(rename_all = "lowercase")]
+pub enum StartWord {
+    Start,
+}
+
+#[derive(Debug, Clone, PartialEq, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct CronTrigger {
+    pub cron: Sp<CronExpr>,
+    pub timezone: Option<Sp<Zone>>,
+    pub jitter: Option<Sp<Dur>>,
+}
+
+#[derive(Debug, Clone, PartialEq, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct IntervalTrigger {
+    pub interval: Sp<Dur>,
+    pub jitter: Option<Sp<Dur>>,
+    pub start: Option<Sp<DateTimeValue>>,
+    pub end: Option<Sp<DateTimeValue>>,
+    /// The zone for local `start`/`end` times.
+    pub timezone: Option<Sp<Zone>>,
+}
+
+#[derive(Debug, Clone, PartialEq, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct AtTrigger {
+    pub at: Sp<DateTimeValue>,
+    pub timezone: Option<Sp<Zone>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
+#[schemars(rename_all = "lowercase")]
+pub enum Status {
+    Success,
+    Failure,
+    Any,
+}
+
+#[derive(Debug, Clone, PartialEq, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct AfterTrigger {
+    pub after: Sp<OneOrMany<Sp<String>>>,
+    /// Default `success`.
+    pub status: Option<Sp<Status>>,
+}
+
+#[derive(Debug, Clone, PartialEq, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct EachTrigger {
+    pub each: Sp<String>,
+    #[schemars(range(min = 1))]
+    pub batch: Option<Sp<u32>>,
+}
+
+/// The draft-07 JSON Schema of the format, as `flowrun schema` prints it.
+pub fn json_schema() -> String {
+    let generator = schemars::generate::SchemaSettings::draft07().into_generator();
+    let schema = generator.into_root_schema_for::<Document>();
+    let mut text = serde_json::to_string_pretty(&schema).expect("a schema is always serializable");
+    text.push('\n');
+    text
+}

@@ -1,0 +1,121 @@
+//! The workflow file's text and positions in it.
+
+use std::path::{Path, PathBuf};
+
+/// A byte range in the source text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Span {
+    pub offset: usize,
+    pub len: usize,
+}
+
+impl Span {
+    pub const fn new(offset: usize, len: usize) -> Self {
+        Span { offset, len }
+    }
+
+    pub fn end(&self) -> usize {
+        self.offset + self.len
+    }
+
+    /// A part of this span, for labels inside a string (a cron field).
+    pub fn sub(&self, start: usize, len: usize) -> Span {
+        Span::new(self.offset + start, len)
+    }
+}
+
+impl From<Span> for miette::SourceSpan {
+    fn from(s: Span) -> Self {
+        (s.offset, s.len).into()
+    }
+}
+
+/// A 1-based line and column (columns count characters, as editors do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineCol {
+    pub line: usize,
+    pub column: usize,
+}
+
+/// The file as read, with a line index for turning byte offsets into lines and columns.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub path: PathBuf,
+    pub text: String,
+    line_starts: Vec<usize>,
+}
+
+/// The largest workflow file read (SPEC §2).
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is {size} bytes; a workflow file may be at most 4 MiB")]
+    TooLarge { path: String, size: u64 },
+    #[error("{path} is not UTF-8 text (invalid byte at offset {offset})")]
+    NotUtf8 { path: String, offset: usize },
+}
+
+impl Source {
+    pub fn new(path: impl Into<PathBuf>, text: String) -> Self {
+        let mut line_starts = vec![0];
+        line_starts.extend(memchr::memchr_iter(b'\n', text.as_bytes()).map(|i| i + 1));
+        Source {
+            path: path.into(),
+            text,
+            line_starts,
+        }
+    }
+
+    /// Read a workflow file, refusing what cannot be a workflow before parsing it.
+    pub fn read(path: &Path) -> Result<Source, ReadError> {
+        let shown = path.display().to_string();
+        let io = |source| ReadError::Io {
+            path: shown.clone(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(io)?;
+        if meta.len() > MAX_FILE_BYTES {
+            return Err(ReadError::TooLarge {
+                path: shown,
+                size: meta.len(),
+            });
+        }
+        let bytes = std::fs::read(path).map_err(io)?;
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            return Err(ReadError::TooLarge {
+                path: shown,
+                size: bytes.len() as u64,
+            });
+        }
+        let text = String::from_utf8(bytes).map_err(|e| ReadError::NotUtf8 {
+            path: shown.clone(),
+            offset: e.utf8_error().valid_up_to(),
+        })?;
+        Ok(Source::new(path, text))
+    }
+
+    pub fn name(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    pub fn line_col(&self, offset: usize) -> LineCol {
+        let offset = offset.min(self.text.len());
+        let line = self.line_starts.partition_point(|&s| s <= offset) - 1;
+        let start = self.line_starts[line];
+        let column = self.text[start..offset].chars().count() + 1;
+        LineCol {
+            line: line + 1,
+            column,
+        }
+    }
+
+    pub fn slice(&self, span: Span) -> &str {
+        self.text.get(span.offset..span.end()).unwrap_or("")
+    }
+}

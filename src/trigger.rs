@@ -1,0 +1,364 @@
+//! Pure time maths for the time triggers of SPEC §2.3: the next fire instant strictly after a given instant.
+//!
+//! Cron expressions are matched on *local wall time* (croner over `NaiveDateTime`), then the local time is turned
+//! into an instant with SPEC's DST rule: a local time skipped by a DST change fires at the first instant after the
+//! gap, a local time that occurs twice fires once, at its first occurrence. Doing the matching on wall time and
+//! the resolution in one place keeps both rules in a few lines that are easy to test.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono_tz::Tz;
+use croner::parser::{CronParser, Seconds, Year};
+use croner::Cron;
+use std::time::Duration;
+
+use crate::values::resolve_local;
+
+/// Why a cron expression does not parse, and which field (byte range in the expression) is at fault.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CronProblem {
+    pub message: String,
+    pub label: String,
+    pub help: String,
+    pub field: Option<(usize, usize)>,
+}
+
+const FIELD_NAMES_5: [&str; 5] = ["minute", "hour", "day-of-month", "month", "day-of-week"];
+const FIELD_NAMES_6: [&str; 6] = ["second", "minute", "hour", "day-of-month", "month", "day-of-week"];
+const MACROS: [&str; 7] = ["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"];
+
+fn parser() -> CronParser {
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .year(Year::Disallowed)
+        .build()
+}
+
+/// Parse a 5- or 6-field expression or a macro; on failure find the field at fault.
+pub fn parse_cron(text: &str) -> Result<Cron, CronProblem> {
+    let trimmed = text.trim();
+    if trimmed.starts_with('@') {
+        if !MACROS.contains(&trimmed.to_ascii_lowercase().as_str()) {
+            return Err(CronProblem {
+                message: format!("`{trimmed}` is not a cron macro"),
+                label: "unknown macro".into(),
+                help: "the macros are @yearly, @monthly, @weekly, @daily and @hourly".into(),
+                field: None,
+            });
+        }
+        return parser().parse(trimmed).map_err(|e| CronProblem {
+            message: format!("`{trimmed}`: {e}"),
+            label: "invalid macro".into(),
+            help: "the macros are @yearly, @monthly, @weekly, @daily and @hourly".into(),
+            field: None,
+        });
+    }
+    let fields: Vec<(usize, &str)> = field_positions(text);
+    if fields.len() != 5 && fields.len() != 6 {
+        return Err(CronProblem {
+            message: format!("a cron expression has 5 or 6 fields; this one has {}", fields.len()),
+            label: "wrong number of fields".into(),
+            help: "write `minute hour day-of-month month day-of-week`, with an optional leading seconds field".into(),
+            field: None,
+        });
+    }
+    match parser().parse(text) {
+        Ok(cron) => Ok(cron),
+        Err(whole) => {
+            let names: &[&str] = if fields.len() == 5 { &FIELD_NAMES_5 } else { &FIELD_NAMES_6 };
+            // Try each field alone among wildcards: the first that still fails is the one at fault.
+            for (i, (offset, field)) in fields.iter().enumerate() {
+                let probe: Vec<&str> = (0..fields.len()).map(|j| if j == i { *field } else { "*" }).collect();
+                if let Err(e) = parser().parse(&probe.join(" ")) {
+                    return Err(CronProblem {
+                        message: format!("invalid {} field `{field}` in cron expression: {e}", names[i]),
+                        label: format!("bad {} field", names[i]),
+                        help: field_help(names[i]),
+                        field: Some((*offset, field.len())),
+                    });
+                }
+            }
+            Err(CronProblem {
+                message: format!("invalid cron expression: {whole}"),
+                label: "invalid cron expression".into(),
+                help: "check the fields together (e.g. a day that no month has)".into(),
+                field: None,
+            })
+        }
+    }
+}
+
+fn field_positions(text: &str) -> Vec<(usize, &str)> {
+    let mut out = Vec::new();
+    let mut start = None;
+    for (i, c) in text.char_indices() {
+        match (c.is_whitespace(), start) {
+            (false, None) => start = Some(i),
+            (true, Some(s)) => {
+                out.push((s, &text[s..i]));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        out.push((s, &text[s..]));
+    }
+    out
+}
+
+fn field_help(name: &str) -> String {
+    let range = match name {
+        "second" | "minute" => "0-59",
+        "hour" => "0-23",
+        "day-of-month" => "1-31",
+        "month" => "1-12 or JAN-DEC",
+        _ => "0-7 (0 and 7 are Sunday) or SUN-SAT",
+    };
+    format!("the {name} field takes {range}, with `*`, ranges `a-b`, lists `a,b` and steps `*/n`")
+}
+
+/// One time rule, ready to answer "when next?".
+#[derive(Debug, Clone)]
+pub enum TimeRule {
+    Cron { cron: Cron, zone: Tz },
+    /// Fires at `anchor + k * every` for `k >= first_k`, never after `end`.
+    Interval { anchor: DateTime<Utc>, every: Duration, first_k: u64, end: Option<DateTime<Utc>> },
+    At { at: DateTime<Utc> },
+}
+
+impl TimeRule {
+    /// The first fire instant strictly after `after`, or `None` when the rule can fire no more.
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self {
+            TimeRule::At { at } => (*at > after).then_some(*at),
+            TimeRule::Interval {
+                anchor,
+                every,
+                first_k,
+                end,
+            } => {
+                let every_ns = every.as_nanos().max(1) as i128;
+                let since = (after - *anchor).num_nanoseconds().map(i128::from).unwrap_or(i128::MAX / 4);
+                // The smallest k with anchor + k*every > after.
+                let k = if since < 0 { 0 } else { since / every_ns + 1 };
+                let k = k.max(*first_k as i128);
+                let offset = chrono::Duration::nanoseconds(i64::try_from(k * every_ns).ok()?);
+                let next = *anchor + offset;
+                match end {
+                    Some(end) if next > *end => None,
+                    _ => Some(next),
+                }
+            }
+            TimeRule::Cron { cron, zone } => next_cron(cron, *zone, after),
+        }
+    }
+
+    /// The next `count` fire instants after `after`.
+    pub fn upcoming(&self, after: DateTime<Utc>, count: usize) -> Vec<DateTime<Utc>> {
+        let mut out = Vec::with_capacity(count);
+        let mut cursor = after;
+        while out.len() < count {
+            match self.next_after(cursor) {
+                Some(t) => {
+                    out.push(t);
+                    cursor = t;
+                }
+                None => break,
+            }
+        }
+        out
+    }
+}
+
+fn next_cron(cron: &Cron, zone: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let mut local: NaiveDateTime = after.with_timezone(&zone).naive_local();
+    // Local times in a gap collapse onto the gap's end and a repeated hour maps back to its first pass, so a
+    // candidate may not be after `after`: keep searching (bounded; a gap or repeat is at most a few hours).
+    for _ in 0..100_000 {
+        let next_local = cron.find_next_occurrence(&local, false).ok()?;
+        let instant = resolve_local(next_local, zone);
+        if instant > after {
+            return Some(instant);
+        }
+        local = next_local;
+    }
+    None
+}
+
+/// Merge several rules: the earliest next instant of any.
+pub fn next_of(rules: &[TimeRule], after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    rules.iter().filter_map(|r| r.next_after(after)).min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn cron_rule(expr: &str, zone: &str) -> TimeRule {
+        TimeRule::Cron {
+            cron: parse_cron(expr).unwrap(),
+            zone: zone.parse().unwrap(),
+        }
+    }
+
+    fn times(rule: &TimeRule, from: &str, n: usize) -> Vec<String> {
+        rule.upcoming(utc(from), n)
+            .into_iter()
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .collect()
+    }
+
+    #[test]
+    fn five_and_six_fields() {
+        let r = cron_rule("*/15 * * * *", "UTC");
+        assert_eq!(times(&r, "2026-01-01T00:00:00Z", 2), ["2026-01-01T00:15:00Z", "2026-01-01T00:30:00Z"]);
+        let r = cron_rule("*/20 * * * * *", "UTC");
+        assert_eq!(times(&r, "2026-01-01T00:00:00Z", 2), ["2026-01-01T00:00:20Z", "2026-01-01T00:00:40Z"]);
+    }
+
+    #[test]
+    fn names_and_macros_and_sunday_seven() {
+        // 2026-01-01 is a Thursday.
+        let r = cron_rule("0 9 * JAN MON", "UTC");
+        assert_eq!(times(&r, "2026-01-01T00:00:00Z", 1), ["2026-01-05T09:00:00Z"]);
+        let r = cron_rule("0 0 * * 7", "UTC");
+        assert_eq!(times(&r, "2026-01-01T00:00:00Z", 1), ["2026-01-04T00:00:00Z"]);
+        let r = cron_rule("0 0 * * 0", "UTC");
+        assert_eq!(times(&r, "2026-01-01T00:00:00Z", 1), ["2026-01-04T00:00:00Z"]);
+        let r = cron_rule("@daily", "UTC");
+        assert_eq!(times(&r, "2026-01-01T10:00:00Z", 1), ["2026-01-02T00:00:00Z"]);
+        let r = cron_rule("@hourly", "UTC");
+        assert_eq!(times(&r, "2026-01-01T10:00:00Z", 1), ["2026-01-01T11:00:00Z"]);
+        let r = cron_rule("@monthly", "UTC");
+        assert_eq!(times(&r, "2026-01-01T10:00:00Z", 1), ["2026-02-01T00:00:00Z"]);
+        let r = cron_rule("@yearly", "UTC");
+        assert_eq!(times(&r, "2026-01-01T10:00:00Z", 1), ["2027-01-01T00:00:00Z"]);
+        let r = cron_rule("@weekly", "UTC");
+        assert_eq!(times(&r, "2026-01-01T10:00:00Z", 1), ["2026-01-04T00:00:00Z"]);
+    }
+
+    #[test]
+    fn day_fields_are_ored_when_both_restricted() {
+        // The 13th, or any Friday. 2026-02-06 is a Friday; the 13th of February 2026 is also a Friday.
+        let r = cron_rule("0 0 13 * FRI", "UTC");
+        assert_eq!(
+            times(&r, "2026-02-01T00:00:00Z", 3),
+            ["2026-02-06T00:00:00Z", "2026-02-13T00:00:00Z", "2026-02-20T00:00:00Z"]
+        );
+        let r = cron_rule("0 0 1 * MON", "UTC");
+        // 2026-06-01 is a Monday; the next match after it is Monday 8th, not 1st of July.
+        assert_eq!(times(&r, "2026-05-30T00:00:00Z", 2), ["2026-06-01T00:00:00Z", "2026-06-08T00:00:00Z"]);
+    }
+
+    #[test]
+    fn berlin_spring_forward_fires_after_the_gap() {
+        // 2026-03-29: 02:00 CET -> 03:00 CEST (01:00 UTC). 02:30 does not exist: fire at 03:00 CEST.
+        let r = cron_rule("30 2 * * *", "Europe/Berlin");
+        assert_eq!(
+            times(&r, "2026-03-28T12:00:00Z", 3),
+            ["2026-03-29T01:00:00Z", "2026-03-30T00:30:00Z", "2026-03-31T00:30:00Z"]
+        );
+        // Every 15 minutes: the four skipped times collapse into one firing at the gap's end.
+        let r = cron_rule("*/15 * * * *", "Europe/Berlin");
+        assert_eq!(
+            times(&r, "2026-03-29T00:40:00Z", 4),
+            ["2026-03-29T00:45:00Z", "2026-03-29T01:00:00Z", "2026-03-29T01:15:00Z", "2026-03-29T01:30:00Z"]
+        );
+    }
+
+    #[test]
+    fn berlin_fall_back_fires_once_at_the_first_occurrence() {
+        // 2026-10-25: 03:00 CEST -> 02:00 CET (01:00 UTC). 02:30 happens at 00:30 UTC and 01:30 UTC.
+        let r = cron_rule("30 2 * * *", "Europe/Berlin");
+        assert_eq!(times(&r, "2026-10-24T12:00:00Z", 2), ["2026-10-25T00:30:00Z", "2026-10-26T01:30:00Z"]);
+    }
+
+    #[test]
+    fn new_york_both_directions() {
+        // 2026-03-08: 02:00 EST -> 03:00 EDT (07:00 UTC).
+        let r = cron_rule("30 2 * * *", "America/New_York");
+        assert_eq!(times(&r, "2026-03-07T12:00:00Z", 2), ["2026-03-08T07:00:00Z", "2026-03-09T06:30:00Z"]);
+        // 2026-11-01: 02:00 EDT -> 01:00 EST. 01:30 happens at 05:30 UTC and 06:30 UTC: fire at 05:30 only.
+        let r = cron_rule("30 1 * * *", "America/New_York");
+        assert_eq!(times(&r, "2026-10-31T12:00:00Z", 2), ["2026-11-01T05:30:00Z", "2026-11-02T06:30:00Z"]);
+    }
+
+    #[test]
+    fn interval_is_a_fixed_grid_in_absolute_time_across_dst() {
+        let anchor = utc("2026-03-29T00:30:00Z");
+        let r = TimeRule::Interval {
+            anchor,
+            every: Duration::from_secs(3600),
+            first_k: 1,
+            end: None,
+        };
+        assert_eq!(
+            times(&r, "2026-03-29T00:30:00Z", 3),
+            ["2026-03-29T01:30:00Z", "2026-03-29T02:30:00Z", "2026-03-29T03:30:00Z"]
+        );
+        // From a late wake-up the grid is kept, not restarted.
+        assert_eq!(times(&r, "2026-03-29T02:45:00Z", 1), ["2026-03-29T03:30:00Z"]);
+    }
+
+    #[test]
+    fn interval_with_start_and_end() {
+        let r = TimeRule::Interval {
+            anchor: utc("2026-01-01T10:00:00Z"),
+            every: Duration::from_secs(600),
+            first_k: 0,
+            end: Some(utc("2026-01-01T10:20:00Z")),
+        };
+        assert_eq!(
+            times(&r, "2026-01-01T09:00:00Z", 5),
+            ["2026-01-01T10:00:00Z", "2026-01-01T10:10:00Z", "2026-01-01T10:20:00Z"]
+        );
+    }
+
+    #[test]
+    fn combined_rules_merge_in_time_order() {
+        let rules = [
+            TimeRule::At {
+                at: utc("2026-01-01T00:07:00Z"),
+            },
+            cron_rule("*/5 * * * *", "UTC"),
+        ];
+        let mut t = utc("2026-01-01T00:00:00Z");
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            t = next_of(&rules, t).unwrap();
+            seen.push(t.format("%H:%M").to_string());
+        }
+        assert_eq!(seen, ["00:05", "00:07", "00:10"]);
+    }
+
+    #[test]
+    fn bad_field_is_located() {
+        let e = parse_cron("0 25 * * *").unwrap_err();
+        assert_eq!(e.field, Some((2, 2)));
+        let e = parse_cron("* * * * MOX").unwrap_err();
+        assert_eq!(e.field, Some((8, 3)));
+        let e = parse_cron("* * *").unwrap_err();
+        assert_eq!(e.field, None);
+        assert!(parse_cron("@sometimes").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fire_times_strictly_increase(minute in 0u32..60, step in 1u32..30, start in 0i64..2_000_000_000) {
+            let expr = format!("{minute}-59/{step} * * * *");
+            let rule = TimeRule::Cron { cron: parse_cron(&expr).unwrap(), zone: "Europe/Berlin".parse().unwrap() };
+            let from = Utc.timestamp_opt(start, 0).unwrap();
+            let times = rule.upcoming(from, 20);
+            proptest::prop_assert_eq!(times.len(), 20);
+            proptest::prop_assert!(times[0] > from);
+            for w in times.windows(2) {
+                proptest::prop_assert!(w[0] < w[1]);
+            }
+        }
+    }
+}
