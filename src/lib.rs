@@ -1,17 +1,33 @@
 //! flowrun: a declarative workflow-file runner.
 //!
 //! ```text
-//! text -> yaml (spanned tree) -> decode -> Document -> validate -> Plan -> runner
-//!                                  `--------------------`-> diagnostics (human | json | github)
+//! text -> yaml (spanned tree) -> decode -> Document -> validate -> Plan ----------------.
+//!                                  `-------------------`-> diagnostics -> render        |
+//!                                                                                       v
+//!   timers (trigger) --fire--> runner (dispatcher) <--exits-- process (one per run)
+//!   signals, --for   -------->     |      ^                          |
+//!                                  |      `---- channel (queues) <---' pipes
+//!                                  v
+//!                        event -> report (text | json)
 //! ```
-//!
-//! `source` owns the text and spans, `yaml` the spanned tree, `document` the format as written, `decode` the
-//! shape checks, `validate` the rules between parts, `plan` the validated model, `trigger` the time maths.
 
+pub mod app;
+pub mod channel;
+pub mod cli;
 pub mod decode;
 pub mod diagnostic;
 pub mod document;
+pub mod dryrun;
+pub mod event;
+pub mod exit;
+pub mod graph;
+pub mod plan;
+pub mod process;
+pub mod render;
+pub mod report;
+pub mod runner;
 pub mod source;
 pub mod trigger;
+pub mod validate;
 pub mod values;
 pub mod yaml;

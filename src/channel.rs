@@ -1,0 +1,491 @@
+//! The message broker: bounded queues of newline-framed messages, the pumps that fill them from writer runs,
+//! the feeders that stream them into `stdin:` readers, and take-back of what a reader left unread.
+//!
+//! Messages travel in chunks (one buffer holding many whole messages, split with memchr), so the hot path
+//! allocates per read, not per message. Capacity is counted in messages; a writer waits for room, which stops
+//! the runner reading its pipe, which blocks the writer process (backpressure).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
+
+/// Whole messages (each ends with `\n`) inside a shared buffer.
+#[derive(Clone, Debug)]
+pub struct Chunk {
+    data: Arc<Vec<u8>>,
+    start: usize,
+    end: usize,
+    count: usize,
+}
+
+impl Chunk {
+    pub fn from_vec(data: Vec<u8>, count: usize) -> Chunk {
+        let end = data.len();
+        Chunk {
+            data: Arc::new(data),
+            start: 0,
+            end,
+            count,
+        }
+    }
+    pub fn bytes(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+    pub fn count(&self) -> usize {
+        self.count
+    }
+    /// Split after the `n`-th message: (first n, rest).
+    fn split(&self, n: usize) -> (Chunk, Chunk) {
+        let at = memchr::memchr_iter(b'\n', self.bytes()).nth(n - 1).map_or(self.end, |i| self.start + i + 1);
+        (
+            Chunk {
+                data: self.data.clone(),
+                start: self.start,
+                end: at,
+                count: n,
+            },
+            Chunk {
+                data: self.data.clone(),
+                start: at,
+                end: self.end,
+                count: self.count - n,
+            },
+        )
+    }
+}
+
+/// Message counts of one channel (SPEC §3: in = out + left).
+#[derive(Default, Debug)]
+pub struct Stats {
+    pub taken_in: AtomicU64,
+    pub handed_out: AtomicU64,
+}
+
+/// One FIFO of waiting messages: a queue channel has one, a broadcast channel one per reader job.
+pub struct Queue {
+    inner: Mutex<Inner>,
+    capacity: usize,
+    pub stats: Arc<Stats>,
+    /// Woken when messages arrive or the queue closes (feeders wait on it).
+    data: Notify,
+    /// Woken when room appears (writer pumps wait on it); shared by the queues of one channel.
+    space: Arc<Notify>,
+    /// Set by the dispatcher when an `each` job waits for messages; cleared by the pump that wakes it.
+    pub wake_dispatcher: AtomicBool,
+    orphaned: AtomicBool,
+}
+
+#[derive(Default)]
+struct Inner {
+    chunks: VecDeque<Chunk>,
+    waiting: usize,
+    closed: bool,
+}
+
+impl Queue {
+    pub fn new(capacity: usize, stats: Arc<Stats>, space: Arc<Notify>) -> Arc<Queue> {
+        Arc::new(Queue {
+            inner: Mutex::new(Inner::default()),
+            capacity: capacity.max(1),
+            stats,
+            data: Notify::new(),
+            space,
+            wake_dispatcher: AtomicBool::new(false),
+            orphaned: AtomicBool::new(false),
+        })
+    }
+
+    pub fn waiting(&self) -> usize {
+        self.inner.lock().unwrap().waiting
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.inner.lock().unwrap().closed
+    }
+
+    /// No writer can add more: feeders end their readers' input once the rest is delivered.
+    pub fn close(&self) {
+        self.inner.lock().unwrap().closed = true;
+        self.data.notify_waiters();
+    }
+
+    /// No reader job can ever read this queue again: writers stop waiting for room (what they still hold is
+    /// kept and counted as left) and their pumps end, so a writer process sees a closed pipe as in a shell.
+    pub fn orphan(&self) {
+        self.orphaned.store(true, Ordering::Release);
+        self.space.notify_waiters();
+    }
+
+    fn is_orphaned(&self) -> bool {
+        self.orphaned.load(Ordering::Acquire)
+    }
+
+    fn room(&self) -> usize {
+        let inner = self.inner.lock().unwrap();
+        self.capacity.saturating_sub(inner.waiting)
+    }
+
+    /// Add messages from a writer without waiting for room (dead letters, which must not block the dispatcher).
+    pub fn push_unbounded(&self, chunk: Chunk) {
+        if chunk.count == 0 {
+            return;
+        }
+        self.stats.taken_in.fetch_add(chunk.count as u64, Ordering::Relaxed);
+        let mut inner = self.inner.lock().unwrap();
+        inner.waiting += chunk.count;
+        inner.chunks.push_back(chunk);
+        drop(inner);
+        self.data.notify_waiters();
+    }
+
+    /// Put messages back at the front (take-back); they were counted out and now wait again.
+    pub fn push_front(&self, chunk: Chunk) {
+        if chunk.count == 0 {
+            return;
+        }
+        self.stats.handed_out.fetch_sub(chunk.count as u64, Ordering::Relaxed);
+        let mut inner = self.inner.lock().unwrap();
+        inner.waiting += chunk.count;
+        inner.chunks.push_front(chunk);
+        drop(inner);
+        self.data.notify_waiters();
+    }
+
+    /// Take up to `n` messages as one buffer (an `each` run's input), or `None` when nothing waits.
+    pub fn pop_batch(&self, n: usize) -> Option<(Vec<u8>, usize)> {
+        let mut inner = self.inner.lock().unwrap();
+        if inner.waiting == 0 {
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut taken = 0;
+        while taken < n {
+            let Some(front) = inner.chunks.pop_front() else { break };
+            let want = n - taken;
+            let chunk = if front.count > want {
+                let (head, rest) = front.split(want);
+                inner.chunks.push_front(rest);
+                head
+            } else {
+                front
+            };
+            out.extend_from_slice(chunk.bytes());
+            taken += chunk.count;
+        }
+        inner.waiting -= taken;
+        drop(inner);
+        self.stats.handed_out.fetch_add(taken as u64, Ordering::Relaxed);
+        self.space.notify_waiters();
+        Some((out, taken))
+    }
+
+    /// Take the next chunk for a streaming reader, waiting for one; `None` once closed and empty.
+    async fn pop_chunk(&self) -> Option<Chunk> {
+        loop {
+            let notified = self.data.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut inner = self.inner.lock().unwrap();
+                if let Some(chunk) = inner.chunks.pop_front() {
+                    inner.waiting -= chunk.count;
+                    drop(inner);
+                    self.stats.handed_out.fetch_add(chunk.count as u64, Ordering::Relaxed);
+                    self.space.notify_waiters();
+                    return Some(chunk);
+                }
+                if inner.closed {
+                    return None;
+                }
+            }
+            notified.await;
+        }
+    }
+}
+
+/// The queues one writer feeds (one for a queue channel, one per reader job for broadcast) and who to tell.
+#[derive(Clone)]
+pub struct Target {
+    pub queues: Vec<Arc<Queue>>,
+    pub max_message: usize,
+    /// Called when an `each` job was waiting for messages on a queue this pump just filled.
+    pub wake: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl Target {
+    /// Push whole messages, waiting for room in every queue; splits the chunk to what fits. Returns false when
+    /// no queue has a reader any more (the pump should stop reading).
+    async fn push(&self, mut chunk: Chunk) -> bool {
+        while chunk.count > 0 {
+            let room = loop {
+                // The queues of one channel share one `space` signal, so one wait covers them all.
+                let notified = self.queues[0].space.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let live: Vec<&Arc<Queue>> = self.queues.iter().filter(|q| !q.is_orphaned()).collect();
+                if live.is_empty() {
+                    break usize::MAX;
+                }
+                let room = live.iter().map(|q| q.room()).min().unwrap_or(0);
+                if room > 0 {
+                    break room;
+                }
+                notified.await;
+            };
+            let piece = if chunk.count > room {
+                let (head, rest) = chunk.split(room);
+                chunk = rest;
+                head
+            } else {
+                let empty = Chunk::from_vec(Vec::new(), 0);
+                std::mem::replace(&mut chunk, empty)
+            };
+            for q in &self.queues {
+                q.stats.taken_in.fetch_add(piece.count as u64, Ordering::Relaxed);
+                let mut inner = q.inner.lock().unwrap();
+                inner.waiting += piece.count;
+                inner.chunks.push_back(piece.clone());
+                drop(inner);
+                q.data.notify_waiters();
+                if q.wake_dispatcher.swap(false, Ordering::AcqRel) {
+                    (self.wake)();
+                }
+            }
+            if room == usize::MAX {
+                return false;
+            }
+        }
+        !self.queues.iter().all(|q| q.is_orphaned())
+    }
+}
+
+/// How a writer pump ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PumpEnd {
+    /// The writer's output ended; everything was taken.
+    Eof,
+    /// A line longer than `max_message`: the run fails; what came before was kept.
+    Overlong { length: usize },
+    /// The process exited but something it left behind kept the pipe open; the pipe was abandoned.
+    Abandoned,
+    /// No reader can take more; the pipe was closed so the writer stops, as in a shell pipeline.
+    NoReader,
+    Error(String),
+}
+
+/// Set when the run's process has exited, so pumps waiting for more output wait only a short drain.
+#[derive(Default)]
+pub struct ExitFlag {
+    exited: AtomicBool,
+    notify: Notify,
+}
+
+impl ExitFlag {
+    pub fn set(&self) {
+        self.exited.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+    pub fn is_set(&self) -> bool {
+        self.exited.load(Ordering::Acquire)
+    }
+    /// Resolves `drain` after the process exited.
+    pub async fn drained(&self, drain: Duration) {
+        loop {
+            let n = self.notify.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            if self.is_set() {
+                tokio::time::sleep(drain).await;
+                return;
+            }
+            n.await;
+        }
+    }
+}
+
+pub const DRAIN: Duration = Duration::from_millis(200);
+const READ_SIZE: usize = 256 * 1024;
+
+/// Read a writer run's standard output into the channel, framing it into messages.
+pub async fn pump_writer<R: AsyncRead + Unpin>(mut src: R, target: Target, exit: Arc<ExitFlag>) -> PumpEnd {
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_SIZE);
+    loop {
+        if buf.capacity() - buf.len() < READ_SIZE / 4 {
+            buf.reserve(READ_SIZE);
+        }
+        let read = tokio::select! {
+            r = src.read_buf(&mut buf) => r,
+            _ = exit.drained(DRAIN) => {
+                // Whatever arrived is still delivered; a partial last line counts as a message.
+                finish(&mut buf, &target).await;
+                return PumpEnd::Abandoned;
+            }
+        };
+        match read {
+            Ok(0) => {
+                if !buf.is_empty() {
+                    if buf.len() > target.max_message {
+                        return PumpEnd::Overlong { length: buf.len() };
+                    }
+                    finish(&mut buf, &target).await;
+                }
+                return PumpEnd::Eof;
+            }
+            Ok(_) => {}
+            Err(e) => return PumpEnd::Error(e.to_string()),
+        }
+        // Frame the complete lines; keep the partial tail for the next read.
+        let Some(last_nl) = memchr::memrchr(b'\n', &buf) else {
+            if buf.len() > target.max_message {
+                return PumpEnd::Overlong { length: buf.len() };
+            }
+            continue;
+        };
+        let mut count = 0;
+        let mut line_start = 0;
+        for nl in memchr::memchr_iter(b'\n', &buf[..=last_nl]) {
+            if nl - line_start > target.max_message {
+                // Keep the messages before the long one, then fail the run.
+                let kept = buf[..line_start].to_vec();
+                if count > 0 {
+                    target.push(Chunk::from_vec(kept, count)).await;
+                }
+                return PumpEnd::Overlong {
+                    length: nl - line_start,
+                };
+            }
+            count += 1;
+            line_start = nl + 1;
+        }
+        let tail = buf.split_off(last_nl + 1);
+        let complete = std::mem::replace(&mut buf, tail);
+        if buf.capacity() < READ_SIZE {
+            buf.reserve(READ_SIZE - buf.len());
+        }
+        if !target.push(Chunk::from_vec(complete, count)).await {
+            return PumpEnd::NoReader;
+        }
+    }
+}
+
+async fn finish(buf: &mut Vec<u8>, target: &Target) {
+    if buf.is_empty() {
+        return;
+    }
+    let mut data = std::mem::take(buf);
+    if data.last() != Some(&b'\n') {
+        data.push(b'\n');
+    }
+    let count = memchr::memchr_iter(b'\n', &data).count();
+    target.push(Chunk::from_vec(data, count)).await;
+}
+
+/// What a feeder has written into one reader's pipe, kept so unread messages can be taken back.
+#[derive(Default)]
+pub struct FeedState {
+    /// Chunks written (or being written), each with its offset in the pipe's byte stream.
+    sent: VecDeque<(u64, Chunk)>,
+    written: u64,
+    pipe_size: usize,
+}
+
+/// Stream a queue into a reader run's standard input until the queue closes and empties.
+pub async fn feed(queue: Arc<Queue>, mut pipe: tokio::net::unix::pipe::Sender, state: Arc<Mutex<FeedState>>, pipe_size: usize) {
+    state.lock().unwrap().pipe_size = pipe_size;
+    while let Some(chunk) = queue.pop_chunk().await {
+        {
+            let mut s = state.lock().unwrap();
+            let stream_start = s.sent.back().map_or(s.written, |(o, c)| o + c.bytes().len() as u64);
+            s.sent.push_back((stream_start, chunk.clone()));
+            // Chunks entirely older than a pipe's worth of bytes have surely been read.
+            let horizon = s.written.saturating_sub(s.pipe_size as u64);
+            while s.sent.len() > 1 && s.sent[0].0 + s.sent[0].1.bytes().len() as u64 <= horizon {
+                s.sent.pop_front();
+            }
+        }
+        let bytes = chunk.bytes();
+        let mut off = 0;
+        while off < bytes.len() {
+            match pipe.write(&bytes[off..]).await {
+                Ok(n) => {
+                    off += n;
+                    state.lock().unwrap().written += n as u64;
+                }
+                // The reader closed its input (and we do not hold a read end): what is left is taken back.
+                Err(_) => return,
+            }
+        }
+    }
+    let _ = pipe.shutdown().await;
+}
+
+/// After a reader run exited: put the messages it did not read back at the front of its queue.
+/// `unread` is the byte count still in the pipe. A message the reader read only part of is handed out again
+/// whole, so no message is lost; returns how many messages went back.
+pub fn take_back(queue: &Queue, state: &Mutex<FeedState>, unread: usize) -> usize {
+    let s = state.lock().unwrap();
+    let Some((last_start, last)) = s.sent.back() else { return 0 };
+    let stream_end = last_start + last.bytes().len() as u64;
+    let consumed = s.written.saturating_sub(unread as u64);
+    if consumed >= stream_end {
+        return 0;
+    }
+    let mut returned = Vec::new();
+    for (start, chunk) in &s.sent {
+        let end = start + chunk.bytes().len() as u64;
+        if end <= consumed {
+            continue;
+        }
+        let bytes = chunk.bytes();
+        let from = if *start < consumed {
+            let within = (consumed - start) as usize;
+            // Back to the start of the message that the reader was in the middle of.
+            memchr::memrchr(b'\n', &bytes[..within]).map_or(0, |i| i + 1)
+        } else {
+            0
+        };
+        returned.extend_from_slice(&bytes[from..]);
+    }
+    drop(s);
+    let count = memchr::memchr_iter(b'\n', &returned).count();
+    queue.push_front(Chunk::from_vec(returned, count));
+    count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pop_batch_splits_chunks_and_counts() {
+        let stats = Arc::new(Stats::default());
+        let q = Queue::new(10, stats.clone(), Arc::new(Notify::new()));
+        q.push_unbounded(Chunk::from_vec(b"a\nb\nc\n".to_vec(), 3));
+        assert_eq!(q.pop_batch(2), Some((b"a\nb\n".to_vec(), 2)));
+        assert_eq!(q.waiting(), 1);
+        assert_eq!(q.pop_batch(5), Some((b"c\n".to_vec(), 1)));
+        assert_eq!(q.pop_batch(1), None);
+        assert_eq!(stats.taken_in.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.handed_out.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn take_back_returns_whole_messages() {
+        let stats = Arc::new(Stats::default());
+        let q = Queue::new(10, stats.clone(), Arc::new(Notify::new()));
+        let state = Mutex::new(FeedState::default());
+        let chunk = Chunk::from_vec(b"one\ntwo\nthree\n".to_vec(), 3);
+        stats.handed_out.fetch_add(3, Ordering::Relaxed);
+        {
+            let mut s = state.lock().unwrap();
+            s.sent.push_back((0, chunk));
+            s.written = 14;
+        }
+        // The reader consumed "one\ntw": "two" is handed out again whole, with "three".
+        assert_eq!(take_back(&q, &state, 8), 2);
+        assert_eq!(q.pop_batch(10), Some((b"two\nthree\n".to_vec(), 2)));
+    }
+}

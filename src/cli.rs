@@ -1,0 +1,103 @@
+//! The command line (SPEC §3). `flowrun FILE` is short for `flowrun run FILE`.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+use crate::render::Format;
+
+#[derive(Debug, Parser)]
+#[command(name = "flowrun", version, about = "Run a declarative workflow file: jobs, triggers, executors and channels")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate, then run the workflow until its work is done, `--for` elapses, or SIGINT/SIGTERM.
+    Run(RunArgs),
+    /// Check workflow files without running anything.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+        /// Fail (exit 1) on warnings too.
+        #[arg(long)]
+        deny_warnings: bool,
+    },
+    /// Print the next fire times of time-triggered jobs.
+    Next {
+        file: PathBuf,
+        /// Only these jobs.
+        jobs: Vec<String>,
+        #[arg(short = 'n', long = "count", default_value_t = 5)]
+        count: usize,
+        /// Start from this date-time instead of now (RFC 3339, or local in the system zone).
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
+        format: TextOrJson,
+    },
+    /// Print the jobs and channels as a graph.
+    Graph {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
+        format: GraphFormat,
+    },
+    /// Print the JSON Schema of the workflow format.
+    Schema,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    pub file: PathBuf,
+    /// Stop after this long (e.g. `30s`, `1h`).
+    #[arg(long = "for", value_parser = parse_duration_arg)]
+    pub run_for: Option<std::time::Duration>,
+    /// Print the validated plan and exit.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long, value_enum, default_value_t = Progress::Auto)]
+    pub progress: Progress,
+    #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
+    pub log_format: TextOrJson,
+    /// Also write each run's output to DIR/JOB/RUN.log.
+    #[arg(long)]
+    pub log_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Progress {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TextOrJson {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    Mermaid,
+    Dot,
+}
+
+fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    crate::values::parse_duration(s)
+}
+
+const SUBCOMMANDS: &[&str] = &["run", "validate", "next", "graph", "schema", "help"];
+
+/// Insert `run` when the first argument is a file rather than a subcommand.
+pub fn normalize_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    if let Some(first) = args.get(1).and_then(|a| a.to_str()) {
+        if !first.starts_with('-') && !SUBCOMMANDS.contains(&first) {
+            args.insert(1, "run".into());
+        }
+    }
+    args
+}

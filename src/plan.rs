@@ -1,0 +1,161 @@
+//! The validated model the runner executes: no spans, no options left unresolved, names turned into indices.
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use crate::document::{ChannelKind, Restart, Status};
+use crate::trigger::TimeRule;
+
+pub type JobId = usize;
+pub type ChannelId = usize;
+pub type ExecutorId = usize;
+
+pub const DEFAULT_WORKERS: usize = 10;
+pub const DEFAULT_CAPACITY: usize = 1024;
+pub const DEFAULT_MAX_MESSAGE: usize = 1 << 20;
+pub const DEFAULT_MISFIRE_GRACE: Duration = Duration::from_secs(1);
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(5);
+pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub name: String,
+    /// The workflow file as given on the command line (`FLOWRUN_WORKFLOW`).
+    pub path: PathBuf,
+    pub executors: Vec<Executor>,
+    pub channels: Vec<Channel>,
+    pub jobs: Vec<Job>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Executor {
+    pub name: String,
+    pub max_workers: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Channel {
+    pub name: String,
+    pub kind: ChannelKind,
+    pub capacity: usize,
+    pub max_message: usize,
+    /// Jobs whose `stdout` feeds this channel, or that send dead letters to it.
+    pub writers: Vec<JobId>,
+    /// Jobs that read it by `stdin` or `each`.
+    pub readers: Vec<JobId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Shell(String),
+    Argv(Vec<String>),
+}
+
+impl Command {
+    pub fn display(&self) -> String {
+        match self {
+            Command::Shell(s) => s.clone(),
+            Command::Argv(a) => a.join(" "),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Retry {
+    pub attempts: u32,
+    pub backoff: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: String,
+    pub command: Command,
+    pub cwd: PathBuf,
+    pub env: Vec<(String, String)>,
+    pub triggers: Vec<Trigger>,
+    pub executor: ExecutorId,
+    pub stdin: Option<ChannelId>,
+    pub stdout: Option<ChannelId>,
+    pub max_instances: usize,
+    pub coalesce: bool,
+    pub misfire_grace: Duration,
+    pub timeout: Option<Duration>,
+    pub retry: Option<Retry>,
+    pub restart: Restart,
+    pub stop_grace: Duration,
+    pub dead_letter: Option<ChannelId>,
+}
+
+impl Job {
+    pub fn each(&self) -> Option<(ChannelId, usize)> {
+        self.triggers.iter().find_map(|t| match t {
+            Trigger::Each { channel, batch } => Some((*channel, *batch)),
+            _ => None,
+        })
+    }
+
+    pub fn has_time_trigger(&self) -> bool {
+        self.triggers.iter().any(|t| matches!(t, Trigger::Time { .. }))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Trigger {
+    Start,
+    Time { rule: TimeSpec, jitter: Duration },
+    After { jobs: Vec<JobId>, status: Status },
+    Each { channel: ChannelId, batch: usize },
+}
+
+/// A time rule before the runner's start is known (an interval without `start` is anchored at it).
+#[derive(Debug, Clone)]
+pub enum TimeSpec {
+    Cron {
+        cron: croner::Cron,
+        zone: Tz,
+        text: String,
+    },
+    Interval {
+        every: Duration,
+        start: Option<DateTime<Utc>>,
+        end: Option<DateTime<Utc>>,
+    },
+    At {
+        at: DateTime<Utc>,
+    },
+}
+
+impl TimeSpec {
+    pub fn rule(&self, runner_start: DateTime<Utc>) -> TimeRule {
+        match self {
+            TimeSpec::Cron { cron, zone, .. } => TimeRule::Cron {
+                cron: cron.clone(),
+                zone: *zone,
+            },
+            TimeSpec::Interval { every, start, end } => TimeRule::Interval {
+                anchor: start.unwrap_or(runner_start),
+                every: *every,
+                first_k: if start.is_some() { 0 } else { 1 },
+                end: *end,
+            },
+            TimeSpec::At { at } => TimeRule::At { at: *at },
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            TimeSpec::Cron { text, zone, .. } => format!("cron `{text}` ({zone})"),
+            TimeSpec::Interval { every, .. } => format!("every {}", crate::values::format_duration(*every)),
+            TimeSpec::At { at } => format!("at {}", at.to_rfc3339()),
+        }
+    }
+}
+
+impl Plan {
+    pub fn job_id(&self, name: &str) -> Option<JobId> {
+        self.jobs.iter().position(|j| j.name == name)
+    }
+}

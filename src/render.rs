@@ -1,0 +1,156 @@
+//! Diagnostics as people and machines read them: miette's graphical report, the JSON document of SPEC §3, and
+//! GitHub Actions workflow commands.
+
+use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource};
+use serde_json::json;
+use std::fmt;
+
+use crate::diagnostic::{Diagnostic, Severity};
+use crate::source::Source;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+    Github,
+}
+
+/// The diagnostics of one file, or why it could not be read.
+pub struct FileReport<'a> {
+    pub file: String,
+    pub source: Option<&'a Source>,
+    pub diagnostics: &'a [Diagnostic],
+}
+
+/// One diagnostic wrapped for miette.
+struct Shown<'a> {
+    d: &'a Diagnostic,
+    src: NamedSource<String>,
+}
+
+impl fmt::Debug for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.d.message)
+    }
+}
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.d.message)
+    }
+}
+impl std::error::Error for Shown<'_> {}
+
+impl miette::Diagnostic for Shown<'_> {
+    fn code<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
+        Some(Box::new(format!("flowrun({})", self.d.code.as_str())))
+    }
+    fn severity(&self) -> Option<miette::Severity> {
+        Some(match self.d.severity() {
+            Severity::Error => miette::Severity::Error,
+            Severity::Warning => miette::Severity::Warning,
+        })
+    }
+    fn help<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
+        self.d.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
+    }
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        Some(&self.src)
+    }
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        let label = (!self.d.label.is_empty()).then(|| self.d.label.clone());
+        Some(Box::new(std::iter::once(LabeledSpan::new_with_span(label, self.d.span))))
+    }
+}
+
+/// The graphical report of every diagnostic of one file.
+pub fn human(source: &Source, diagnostics: &[Diagnostic], color: bool) -> String {
+    let theme = if color {
+        GraphicalTheme::unicode()
+    } else {
+        GraphicalTheme::unicode_nocolor()
+    };
+    let handler = GraphicalReportHandler::new_themed(theme).with_width(100);
+    let mut out = String::new();
+    for d in diagnostics {
+        let shown = Shown {
+            d,
+            src: NamedSource::new(source.name(), source.text.clone()),
+        };
+        // Writing to a String cannot fail.
+        let _ = handler.render_report(&mut out, &shown);
+        out.push('\n');
+    }
+    out
+}
+
+fn position(source: &Source, d: &Diagnostic) -> (usize, usize, usize, usize) {
+    let start = source.line_col(d.span.offset);
+    let end = source.line_col(d.span.end());
+    (start.line, start.column, end.line, end.column)
+}
+
+/// SPEC §3's one JSON document for every file.
+pub fn json(reports: &[FileReport]) -> String {
+    let mut errors = 0;
+    let mut warnings = 0;
+    let files: Vec<_> = reports
+        .iter()
+        .map(|r| {
+            let diagnostics: Vec<_> = r
+                .diagnostics
+                .iter()
+                .map(|d| {
+                    match d.severity() {
+                        Severity::Error => errors += 1,
+                        Severity::Warning => warnings += 1,
+                    }
+                    let (line, column, end_line, end_column) = r.source.map_or((1, 1, 1, 1), |s| position(s, d));
+                    json!({
+                        "severity": d.severity().as_str(),
+                        "code": d.code.as_str(),
+                        "message": d.message,
+                        "line": line,
+                        "column": column,
+                        "end_line": end_line,
+                        "end_column": end_column,
+                        "help": d.help,
+                    })
+                })
+                .collect();
+            json!({ "file": r.file, "diagnostics": diagnostics })
+        })
+        .collect();
+    let doc = json!({ "files": files, "errors": errors, "warnings": warnings });
+    let mut text = serde_json::to_string_pretty(&doc).expect("JSON values serialize");
+    text.push('\n');
+    text
+}
+
+/// GitHub Actions annotations: `::error file=…,line=…,col=…,title=flowrun(CODE)::message`.
+pub fn github(report: &FileReport) -> String {
+    let mut out = String::new();
+    for d in report.diagnostics {
+        let (line, col, end_line, end_col) = report.source.map_or((1, 1, 1, 1), |s| position(s, d));
+        let mut message = d.message.clone();
+        if let Some(help) = &d.help {
+            message.push_str(&format!("\n{help}"));
+        }
+        out.push_str(&format!(
+            "::{} file={},line={line},col={col},endLine={end_line},endColumn={end_col},title=flowrun({})::{}\n",
+            d.severity().as_str(),
+            escape_property(&report.file),
+            d.code.as_str(),
+            escape_data(&message)
+        ));
+    }
+    out
+}
+
+// GitHub's workflow-command escaping: data escapes %, CR, LF; properties also `:` and `,`.
+fn escape_data(s: &str) -> String {
+    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+}
+
+fn escape_property(s: &str) -> String {
+    escape_data(s).replace(':', "%3A").replace(',', "%2C")
+}

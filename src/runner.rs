@@ -1,0 +1,1137 @@
+//! The dispatcher: the one place that sees the whole run. A single loop selects over run events, timer fires,
+//! signals and the `--for` deadline; it admits runs to executors, wires channels, and decides when the work is
+//! over. Runs, pumps and feeders are tasks that only report back to it.
+
+use chrono::{DateTime, Utc};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::os::fd::{AsFd, OwnedFd};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::task::JoinHandle;
+
+use crate::channel::{self, Chunk, ExitFlag, FeedState, PumpEnd, Queue, Stats, Target};
+use crate::cli::{RunArgs, TextOrJson};
+use crate::event::{timestamp, ChannelCounts, Event, JobCounts, Summary};
+use crate::exit;
+use crate::plan::{ChannelKind, Plan, Restart, Status, Trigger, MAX_BACKOFF};
+use crate::process;
+use crate::report::{Mode, Reporter};
+use crate::trigger::TimeRule;
+
+/// `flowrun run`: validate, then run on a multi-threaded runtime (its worker threads live as long as the runner,
+/// which the parent-death signal needs).
+pub fn run_command(args: RunArgs) -> i32 {
+    let plan = match crate::app::load_plan(&args.file) {
+        Ok(plan) => plan,
+        Err(code) => return code,
+    };
+    if args.dry_run {
+        crate::app::print_out(&crate::dryrun::describe(&plan, Utc::now()));
+        return exit::OK;
+    }
+    let mode = match args.log_format {
+        TextOrJson::Text => Mode::Text,
+        TextOrJson::Json => Mode::Json,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("the async runtime starts");
+    let code = runtime.block_on(run(plan, Arc::new(Reporter::new(mode)), args.run_for));
+    // Tasks blocked on pipes of orphaned grandchildren must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    code
+}
+
+type RunId = u64;
+
+enum Msg {
+    Exited { id: RunId, status: Result<std::process::ExitStatus, String>, pump: Option<PumpEnd> },
+    Timeout { id: RunId },
+    KillNow { id: RunId },
+    Fire { job: usize, scheduled: DateTime<Utc>, coalesced: u64 },
+    Retry { pending: Pending },
+    Restart { job: usize },
+    Wake,
+}
+
+/// A run waiting for a worker of its executor.
+struct Pending {
+    job: usize,
+    scheduled: DateTime<Utc>,
+    attempt: u32,
+    /// The messages of an `each` run, and how many.
+    input: Option<(Arc<Vec<u8>>, usize)>,
+    coalesced: u64,
+}
+
+struct Live {
+    job: usize,
+    number: u64,
+    pid: u32,
+    started: Instant,
+    attempt: u32,
+    input: Option<(Arc<Vec<u8>>, usize)>,
+    scheduled: DateTime<Utc>,
+    stopping: bool,
+    by_runner: bool,
+    timed_out: bool,
+    feeder: Option<Feeder>,
+}
+
+/// The streaming input of a `stdin:` reader run, kept for take-back.
+struct Feeder {
+    task: JoinHandle<()>,
+    state: Arc<Mutex<FeedState>>,
+    read_end: OwnedFd,
+    queue: Arc<Queue>,
+}
+
+#[derive(Default)]
+struct JobState {
+    counts: JobCounts,
+    live: usize,
+    /// Runs in an executor's queue, retries and restarts waiting on a timer, delayed (jitter) firings.
+    pending: usize,
+    next_number: u64,
+    done: bool,
+    /// Per trigger: for `after`, which listed jobs reached the status / ended any run since the last firing.
+    joins: Vec<Join>,
+    fired_via_join: Vec<bool>,
+    /// Per trigger: the next time firing, if the trigger is a time trigger that can still fire.
+    next_time: Vec<Option<DateTime<Utc>>>,
+    rules: Vec<Option<TimeRule>>,
+    restart_delay: Duration,
+}
+
+#[derive(Default, Clone)]
+struct Join {
+    reached: Vec<bool>,
+    ended_since: Vec<bool>,
+}
+
+struct ChannelRt {
+    /// One queue for a queue channel; one per reader job (in `readers` order) for broadcast; none for pipe.
+    queues: Vec<Arc<Queue>>,
+    stats: Arc<Stats>,
+    space: Arc<tokio::sync::Notify>,
+    pipe_read: Option<OwnedFd>,
+    pipe_write: Option<OwnedFd>,
+    closed: bool,
+}
+
+struct Executor {
+    busy: usize,
+    waiting: VecDeque<Pending>,
+}
+
+struct Dispatcher {
+    plan: Plan,
+    reporter: Arc<Reporter>,
+    tx: UnboundedSender<Msg>,
+    jobs: Vec<JobState>,
+    channels: Vec<ChannelRt>,
+    executors: Vec<Executor>,
+    live: std::collections::HashMap<RunId, Live>,
+    next_id: RunId,
+    timers: BinaryHeap<Reverse<(DateTime<Utc>, usize, usize)>>,
+    stopping: bool,
+    forced: bool,
+    failed: bool,
+    failed_messages: u64,
+    workflow_path: String,
+    started_at: DateTime<Utc>,
+}
+
+pub async fn run(plan: Plan, reporter: Arc<Reporter>, run_for: Option<Duration>) -> i32 {
+    let (tx, mut rx) = unbounded_channel();
+    let mut d = Dispatcher::new(plan, reporter, tx);
+    d.start();
+    d.main_loop(&mut rx, run_for).await
+}
+
+impl Dispatcher {
+    fn new(plan: Plan, reporter: Arc<Reporter>, tx: UnboundedSender<Msg>) -> Dispatcher {
+        let started_at = Utc::now();
+        let jobs = plan
+            .jobs
+            .iter()
+            .map(|job| JobState {
+                next_number: 1,
+                joins: job
+                    .triggers
+                    .iter()
+                    .map(|t| match t {
+                        Trigger::After { jobs, .. } => Join {
+                            reached: vec![false; jobs.len()],
+                            ended_since: vec![false; jobs.len()],
+                        },
+                        _ => Join::default(),
+                    })
+                    .collect(),
+                fired_via_join: vec![false; job.triggers.len()],
+                next_time: vec![None; job.triggers.len()],
+                rules: job
+                    .triggers
+                    .iter()
+                    .map(|t| match t {
+                        Trigger::Time { rule, .. } => Some(rule.rule(started_at)),
+                        _ => None,
+                    })
+                    .collect(),
+                restart_delay: Duration::from_millis(100),
+                ..JobState::default()
+            })
+            .collect();
+        let channels = plan
+            .channels
+            .iter()
+            .map(|c| {
+                let stats = Arc::new(Stats::default());
+                let space = Arc::new(tokio::sync::Notify::new());
+                let queues = match c.kind {
+                    ChannelKind::Queue => vec![Queue::new(c.capacity, stats.clone(), space.clone())],
+                    ChannelKind::Broadcast => c
+                        .readers
+                        .iter()
+                        .map(|_| Queue::new(c.capacity, stats.clone(), space.clone()))
+                        .collect(),
+                    ChannelKind::Pipe => Vec::new(),
+                };
+                let (pipe_read, pipe_write) = if c.kind == ChannelKind::Pipe {
+                    let (r, w) = os_pipe::pipe().expect("a pipe can be created");
+                    process::grow_pipe(w.as_fd());
+                    (Some(OwnedFd::from(r)), Some(OwnedFd::from(w)))
+                } else {
+                    (None, None)
+                };
+                ChannelRt {
+                    queues,
+                    stats,
+                    space,
+                    pipe_read,
+                    pipe_write,
+                    closed: false,
+                }
+            })
+            .collect();
+        let executors = plan
+            .executors
+            .iter()
+            .map(|_| Executor {
+                busy: 0,
+                waiting: VecDeque::new(),
+            })
+            .collect();
+        let workflow_path = plan.path.display().to_string();
+        Dispatcher {
+            plan,
+            reporter,
+            tx,
+            jobs,
+            channels,
+            executors,
+            live: Default::default(),
+            next_id: 1,
+            timers: BinaryHeap::new(),
+            stopping: false,
+            forced: false,
+            failed: false,
+            failed_messages: 0,
+            workflow_path,
+            started_at,
+        }
+    }
+
+    fn start(&mut self) {
+        let mut e = Event::new("runner.start");
+        e.reason = Some(format!("workflow {}", self.plan.name));
+        self.reporter.event(&e, None);
+        let now = self.started_at;
+        for j in 0..self.plan.jobs.len() {
+            for t in 0..self.plan.jobs[j].triggers.len() {
+                if let Some(rule) = &self.jobs[j].rules[t] {
+                    self.jobs[j].next_time[t] = first_fire(rule, now, self.plan.jobs[j].misfire_grace);
+                    if let Some(at) = self.jobs[j].next_time[t] {
+                        self.timers.push(Reverse((at, j, t)));
+                    }
+                }
+            }
+        }
+        for j in 0..self.plan.jobs.len() {
+            if self.plan.jobs[j].triggers.iter().any(|t| matches!(t, Trigger::Start)) {
+                self.fire(j, now, 0);
+            }
+            if self.plan.jobs[j].each().is_some() {
+                self.pump_each(j);
+            }
+        }
+        self.admit();
+        self.refresh();
+    }
+
+    async fn main_loop(&mut self, rx: &mut UnboundedReceiver<Msg>, run_for: Option<Duration>) -> i32 {
+        let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).expect("SIGINT handler");
+        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let deadline = run_for.map(|d| tokio::time::Instant::now() + d);
+        loop {
+            if self.finished() {
+                break;
+            }
+            let next_timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
+            let sleep_for = next_timer.map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO));
+            tokio::select! {
+                msg = rx.recv() => {
+                    if let Some(msg) = msg {
+                        self.handle(msg);
+                    }
+                }
+                _ = tokio::time::sleep(sleep_for.unwrap_or(Duration::from_secs(86_400))), if sleep_for.is_some() => {
+                    self.due_timers();
+                }
+                _ = sigint.recv() => {
+                    if self.stopping {
+                        self.force();
+                    } else {
+                        self.stop("SIGINT");
+                    }
+                }
+                _ = sigterm.recv() => self.stop("SIGTERM"),
+                _ = sleep_until_opt(deadline), if deadline.is_some() && !self.stopping => self.stop("--for elapsed"),
+            }
+        }
+        self.finish()
+    }
+
+    fn finished(&self) -> bool {
+        self.live.is_empty() && (self.stopping || self.jobs.iter().all(|j| j.done))
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Exited { id, status, pump } => self.on_exit(id, status, pump),
+            Msg::Timeout { id } => {
+                if let Some(run) = self.live.get_mut(&id) {
+                    if !run.stopping {
+                        run.timed_out = true;
+                        let (job, number) = (run.job, run.number);
+                        let mut e = Event::new("run.timeout").job(&self.plan.jobs[job].name, Some(number));
+                        e.pid = Some(run.pid);
+                        self.reporter.event(&e, Some(format!("{}#{number} timed out", self.plan.jobs[job].name)));
+                        self.stop_run(id, false);
+                    }
+                }
+            }
+            Msg::KillNow { id } => {
+                if let Some(run) = self.live.get(&id) {
+                    process::signal_group(run.pid, libc::SIGKILL);
+                }
+            }
+            Msg::Fire { job, scheduled, coalesced } => {
+                self.jobs[job].pending -= 1;
+                self.fire(job, scheduled, coalesced);
+            }
+            Msg::Retry { pending } => {
+                self.jobs[pending.job].pending -= 1;
+                if self.stopping {
+                    self.give_back(pending);
+                } else {
+                    self.jobs[pending.job].pending += 1;
+                    self.enqueue(pending);
+                }
+            }
+            Msg::Restart { job } => {
+                self.jobs[job].pending -= 1;
+                self.fire(job, Utc::now(), 0);
+            }
+            Msg::Wake => {
+                for j in 0..self.plan.jobs.len() {
+                    if self.plan.jobs[j].each().is_some() {
+                        self.pump_each(j);
+                    }
+                }
+            }
+        }
+        self.admit();
+        self.refresh();
+    }
+
+    /// A firing: skipped beyond `max_instances`, else queued for a worker.
+    fn fire(&mut self, job: usize, scheduled: DateTime<Utc>, coalesced: u64) {
+        if self.stopping || self.jobs[job].done {
+            return;
+        }
+        let spec = &self.plan.jobs[job];
+        let state = &mut self.jobs[job];
+        if state.live + state.pending >= spec.max_instances {
+            state.counts.skipped += 1;
+            let mut e = Event::new("run.skipped").job(&spec.name, None);
+            e.scheduled = Some(timestamp(scheduled));
+            e.reason = Some(format!("max_instances ({}) runs are alive", spec.max_instances));
+            self.reporter.event(&e, Some(format!("{} skipped: max_instances ({}) reached", spec.name, spec.max_instances)));
+            return;
+        }
+        state.pending += 1;
+        self.enqueue(Pending {
+            job,
+            scheduled,
+            attempt: 1,
+            input: None,
+            coalesced,
+        });
+    }
+
+    fn enqueue(&mut self, pending: Pending) {
+        let ex = self.plan.jobs[pending.job].executor;
+        self.executors[ex].waiting.push_back(pending);
+    }
+
+    /// Start waiting runs while their executors have free workers (FIFO per executor).
+    fn admit(&mut self) {
+        if self.stopping {
+            return;
+        }
+        for ex in 0..self.executors.len() {
+            while self.executors[ex].busy < self.plan.executors[ex].max_workers {
+                let Some(pending) = self.executors[ex].waiting.pop_front() else { break };
+                self.jobs[pending.job].pending -= 1;
+                self.executors[ex].busy += 1;
+                self.start_run(pending);
+            }
+        }
+    }
+
+    /// Take messages for `each` runs while the job may start more.
+    fn pump_each(&mut self, job: usize) {
+        let Some((channel, batch)) = self.plan.jobs[job].each() else { return };
+        if self.stopping || self.jobs[job].done {
+            return;
+        }
+        let queue = self.reader_queue(channel, job);
+        loop {
+            let state = &self.jobs[job];
+            if state.live + state.pending >= self.plan.jobs[job].max_instances {
+                break;
+            }
+            match queue.pop_batch(batch) {
+                Some((data, count)) => {
+                    self.jobs[job].pending += 1;
+                    self.enqueue(Pending {
+                        job,
+                        scheduled: Utc::now(),
+                        attempt: 1,
+                        input: Some((Arc::new(data), count)),
+                        coalesced: 0,
+                    });
+                }
+                None => {
+                    // Ask the writer pumps for a wake-up, then look again in case messages arrived meanwhile.
+                    queue.wake_dispatcher.store(true, std::sync::atomic::Ordering::Release);
+                    if queue.waiting() == 0 {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn reader_queue(&self, channel: usize, job: usize) -> Arc<Queue> {
+        let c = &self.plan.channels[channel];
+        match c.kind {
+            ChannelKind::Broadcast => {
+                let i = c.readers.iter().position(|&r| r == job).expect("a reader of its channel");
+                self.channels[channel].queues[i].clone()
+            }
+            _ => self.channels[channel].queues[0].clone(),
+        }
+    }
+
+    fn start_run(&mut self, pending: Pending) {
+        let job_id = pending.job;
+        let number = self.jobs[job_id].next_number;
+        self.jobs[job_id].next_number += 1;
+        self.jobs[job_id].counts.runs += 1;
+        self.jobs[job_id].live += 1;
+        let id = self.next_id;
+        self.next_id += 1;
+        let job = self.plan.jobs[job_id].clone();
+        let scheduled = timestamp(pending.scheduled);
+
+        // Standard input: an `each` batch, a channel, or /dev/null (never the runner's own stdin).
+        let mut feeder_parts = None;
+        let mut input_writer = None;
+        let stdin = if let Some((data, _)) = &pending.input {
+            let (r, w) = os_pipe::pipe().expect("pipe");
+            input_writer = Some((w, data.clone()));
+            Stdio::from(r)
+        } else if let Some(c) = job.stdin {
+            match self.plan.channels[c].kind {
+                ChannelKind::Pipe => match self.channels[c].pipe_read.as_ref().map(|fd| fd.try_clone()) {
+                    Some(Ok(fd)) => Stdio::from(fd),
+                    _ => Stdio::null(),
+                },
+                _ => {
+                    let (r, w) = os_pipe::pipe().expect("pipe");
+                    let size = process::grow_pipe(w.as_fd());
+                    let keep = OwnedFd::from(r.try_clone().expect("dup"));
+                    feeder_parts = Some((w, keep, size, self.reader_queue(c, job_id)));
+                    Stdio::from(r)
+                }
+            }
+        } else {
+            Stdio::null()
+        };
+        // Standard output: a pipe channel's write end, a pump into a queue, or prefixed log lines.
+        let stdout = match job.stdout {
+            Some(c) if self.plan.channels[c].kind == ChannelKind::Pipe => {
+                match self.channels[c].pipe_write.as_ref().map(|fd| fd.try_clone()) {
+                    Some(Ok(fd)) => Stdio::from(fd),
+                    _ => Stdio::null(),
+                }
+            }
+            _ => Stdio::piped(),
+        };
+        let spawned = process::spawn(process::SpawnSpec {
+            job: &job,
+            run: number,
+            workflow: &self.workflow_path,
+            scheduled: &scheduled,
+            stdin,
+            stdout,
+        });
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                let reason = format!("cannot start `{}`: {e} (cwd {})", job.command.display(), job.cwd.display());
+                let live = Live {
+                    job: job_id,
+                    number,
+                    pid: 0,
+                    started: Instant::now(),
+                    attempt: pending.attempt,
+                    input: pending.input,
+                    scheduled: pending.scheduled,
+                    stopping: false,
+                    by_runner: false,
+                    timed_out: false,
+                    feeder: None,
+                };
+                self.live.insert(id, live);
+                let _ = self.tx.send(Msg::Exited {
+                    id,
+                    status: Err(reason),
+                    pump: None,
+                });
+                return;
+            }
+        };
+        let pid = child.id().unwrap_or(0);
+        let lateness = Utc::now() - pending.scheduled;
+        let mut e = Event::new("run.start").job(&job.name, Some(number));
+        e.pid = Some(pid);
+        e.scheduled = Some(scheduled.clone());
+        e.lateness_us = lateness.num_microseconds();
+        if pending.attempt > 1 {
+            e.attempt = Some(pending.attempt);
+        }
+        if pending.coalesced > 1 {
+            e.coalesced = Some(pending.coalesced);
+        }
+        if let Some((_, n)) = &pending.input {
+            e.messages = Some(*n as u64);
+        }
+        let quiet = pending.input.is_some();
+        self.reporter.event(&e, (!quiet).then(|| format!("{}#{number} started (pid {pid})", job.name)));
+
+        if let Some((w, data)) = input_writer {
+            tokio::spawn(async move {
+                if let Ok(mut w) = tokio::net::unix::pipe::Sender::from_owned_fd(OwnedFd::from(w)) {
+                    let _ = w.write_all(&data).await;
+                }
+            });
+        }
+        let feeder = feeder_parts.and_then(|(w, keep, size, queue)| {
+            let state = Arc::new(Mutex::new(FeedState::default()));
+            let sender = tokio::net::unix::pipe::Sender::from_owned_fd(OwnedFd::from(w)).ok()?;
+            let task = tokio::spawn(channel::feed(queue.clone(), sender, state.clone(), size));
+            Some(Feeder {
+                task,
+                state,
+                read_end: keep,
+                queue,
+            })
+        });
+
+        let exit_flag = Arc::new(ExitFlag::default());
+        let mut output_tasks = Vec::new();
+        if let Some(stderr) = child.stderr.take() {
+            output_tasks.push(tokio::spawn(pump_lines(stderr, self.reporter.clone(), job.name.clone(), number, "stderr", exit_flag.clone())));
+        }
+        let mut writer_pump = None;
+        if let Some(stdout) = child.stdout.take() {
+            match job.stdout {
+                Some(c) => {
+                    let tx = self.tx.clone();
+                    let target = Target {
+                        queues: self.channels[c].queues.clone(),
+                        max_message: self.plan.channels[c].max_message,
+                        wake: Arc::new(move || {
+                            let _ = tx.send(Msg::Wake);
+                        }),
+                    };
+                    writer_pump = Some(tokio::spawn(channel::pump_writer(stdout, target, exit_flag.clone())));
+                }
+                None => output_tasks.push(tokio::spawn(pump_lines(stdout, self.reporter.clone(), job.name.clone(), number, "stdout", exit_flag.clone()))),
+            }
+        }
+        if let Some(timeout) = job.timeout {
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                let _ = tx.send(Msg::Timeout { id });
+            });
+        }
+        let tx = self.tx.clone();
+        let stop_grace = job.stop_grace;
+        tokio::spawn(async move {
+            let status = child.wait().await.map_err(|e| e.to_string());
+            exit_flag.set();
+            for t in output_tasks {
+                let _ = t.await;
+            }
+            let pump = match writer_pump {
+                Some(t) => t.await.ok(),
+                None => None,
+            };
+            // Whatever the run left behind in its group is stopped too.
+            if pid != 0 && process::group_alive(pid) {
+                process::signal_group(pid, libc::SIGTERM);
+                tokio::spawn(async move {
+                    tokio::time::sleep(stop_grace).await;
+                    process::signal_group(pid, libc::SIGKILL);
+                });
+            }
+            let _ = tx.send(Msg::Exited { id, status, pump });
+        });
+        self.live.insert(
+            id,
+            Live {
+                job: job_id,
+                number,
+                pid,
+                started: Instant::now(),
+                attempt: pending.attempt,
+                input: pending.input,
+                scheduled: pending.scheduled,
+                stopping: false,
+                by_runner: false,
+                timed_out: false,
+                feeder,
+            },
+        );
+    }
+
+    fn on_exit(&mut self, id: RunId, status: Result<std::process::ExitStatus, String>, pump: Option<PumpEnd>) {
+        let Some(mut run) = self.live.remove(&id) else { return };
+        let job_id = run.job;
+        let job = self.plan.jobs[job_id].clone();
+        self.jobs[job_id].live -= 1;
+        self.executors[job.executor].busy -= 1;
+        if let Some(f) = run.feeder.take() {
+            f.task.abort();
+            let unread = process::unread_bytes(f.read_end.as_fd());
+            let back = channel::take_back(&f.queue, &f.state, unread);
+            if back > 0 {
+                let mut e = Event::new("channel.takeback").job(&job.name, Some(run.number));
+                e.channel = job.stdin.map(|c| self.plan.channels[c].name.clone());
+                e.messages = Some(back as u64);
+                self.reporter.event(&e, None);
+            }
+        }
+        use std::os::unix::process::ExitStatusExt;
+        let mut e = Event::new("run.exit").job(&job.name, Some(run.number));
+        e.pid = (run.pid != 0).then_some(run.pid);
+        let mut reason = None;
+        let mut success = match &status {
+            Ok(s) => {
+                e.code = s.code();
+                e.signal = s.signal().map(process::signal_name);
+                s.success()
+            }
+            Err(msg) => {
+                reason = Some(msg.clone());
+                false
+            }
+        };
+        match &pump {
+            Some(PumpEnd::Overlong { length }) => {
+                success = false;
+                let limit = self.plan.channels[job.stdout.unwrap_or(0)].max_message;
+                reason = Some(format!("wrote a line of {length}+ bytes, longer than max_message ({limit})"));
+            }
+            Some(PumpEnd::Error(err)) => reason = Some(format!("reading its output: {err}")),
+            Some(PumpEnd::Abandoned) => {
+                reason.get_or_insert_with(|| "its output stayed open after it exited (a background process?)".into());
+            }
+            _ => {}
+        }
+        if run.timed_out {
+            success = false;
+            reason = Some(format!("timed out after {}", crate::values::format_duration(job.timeout.unwrap_or_default())));
+        }
+        e.reason = reason.clone();
+        let stopped_by_runner = run.by_runner && !run.timed_out;
+        let status_text = match (&e.code, &e.signal) {
+            (Some(c), _) => format!("exited {c}"),
+            (None, Some(s)) => format!("killed by {s}"),
+            _ => "could not start".to_string(),
+        };
+        let text = format!(
+            "{}#{} {}{}",
+            job.name,
+            run.number,
+            status_text,
+            reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
+        );
+        let quiet = run.input.is_some() && success;
+        self.reporter.event(&e, (!quiet).then_some(text));
+
+        // Outcome: stopped by the runner at shutdown counts neither way.
+        let outcome = if stopped_by_runner {
+            None
+        } else if success {
+            self.jobs[job_id].counts.succeeded += 1;
+            Some(Status::Success)
+        } else {
+            self.jobs[job_id].counts.failed += 1;
+            Some(Status::Failure)
+        };
+
+        if outcome == Some(Status::Failure) {
+            let retry = job.retry.as_ref().filter(|r| run.attempt <= r.attempts);
+            if let (Some(retry), false) = (retry, self.stopping) {
+                let backoff = retry.backoff.saturating_mul(1 << (run.attempt - 1).min(20)).min(MAX_BACKOFF);
+                let mut e = Event::new("run.retry").job(&job.name, Some(run.number));
+                e.attempt = Some(run.attempt + 1);
+                e.reason = Some(format!("retry in {}", crate::values::format_duration(backoff)));
+                self.reporter.event(&e, Some(format!("{}#{} will be retried in {}", job.name, run.number, crate::values::format_duration(backoff))));
+                self.jobs[job_id].pending += 1;
+                let pending = Pending {
+                    job: job_id,
+                    scheduled: run.scheduled,
+                    attempt: run.attempt + 1,
+                    input: run.input.take(),
+                    coalesced: 0,
+                };
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(backoff).await;
+                    let _ = tx.send(Msg::Retry { pending });
+                });
+            } else if let Some((data, count)) = run.input.take() {
+                self.dead_letter(job_id, data, count);
+            } else if !self.stopping || !run.by_runner {
+                self.failed = true;
+            }
+        } else if outcome.is_none() {
+            // Stopped at shutdown: an `each` run's messages were not done; they wait again.
+            if let Some((data, count)) = run.input.take() {
+                self.give_back_input(job_id, data, count);
+            }
+        }
+
+        // Joins downstream.
+        for d in 0..self.plan.jobs.len() {
+            for (t, trig) in self.plan.jobs[d].triggers.iter().enumerate() {
+                if let Trigger::After { jobs, status } = trig {
+                    for (k, &u) in jobs.iter().enumerate() {
+                        if u == job_id && outcome.is_some() {
+                            self.jobs[d].joins[t].ended_since[k] = true;
+                            if *status == Status::Any || outcome == Some(*status) {
+                                self.jobs[d].joins[t].reached[k] = true;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let ready: Vec<(usize, usize)> = (0..self.plan.jobs.len())
+            .flat_map(|d| (0..self.plan.jobs[d].triggers.len()).map(move |t| (d, t)))
+            .filter(|&(d, t)| matches!(self.plan.jobs[d].triggers[t], Trigger::After { .. }) && self.jobs[d].joins[t].reached.iter().all(|r| *r))
+            .collect();
+        for (d, t) in ready {
+            let n = self.jobs[d].joins[t].reached.len();
+            self.jobs[d].joins[t] = Join {
+                reached: vec![false; n],
+                ended_since: vec![false; n],
+            };
+            self.jobs[d].fired_via_join[t] = true;
+            self.fire(d, Utc::now(), 0);
+        }
+
+        // Services come back.
+        let restart = match job.restart {
+            Restart::Always => true,
+            Restart::OnFailure => outcome == Some(Status::Failure) && job.retry.as_ref().is_none_or(|r| run.attempt > r.attempts),
+            Restart::Never => false,
+        };
+        if restart && !self.stopping {
+            let state = &mut self.jobs[job_id];
+            if run.started.elapsed() >= Duration::from_secs(10) {
+                state.restart_delay = Duration::from_millis(100);
+            }
+            let delay = state.restart_delay;
+            state.restart_delay = (delay * 2).min(Duration::from_secs(30));
+            state.pending += 1;
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = tx.send(Msg::Restart { job: job_id });
+            });
+        }
+        if job.each().is_some() {
+            self.pump_each(job_id);
+        }
+    }
+
+    fn dead_letter(&mut self, job: usize, data: Arc<Vec<u8>>, count: usize) {
+        match self.plan.jobs[job].dead_letter {
+            Some(c) => {
+                let chunk = Chunk::from_vec(data.as_ref().clone(), count);
+                match self.plan.channels[c].kind {
+                    ChannelKind::Pipe => {}
+                    _ => {
+                        let queues = self.channels[c].queues.clone();
+                        for q in &queues {
+                            q.push_unbounded(chunk.clone());
+                        }
+                        for q in &queues {
+                            q.wake_dispatcher.store(false, std::sync::atomic::Ordering::Release);
+                        }
+                        let _ = self.tx.send(Msg::Wake);
+                    }
+                }
+            }
+            None => {
+                self.failed_messages += count as u64;
+                self.failed = true;
+            }
+        }
+    }
+
+    /// Messages of an `each` run that never completed go back to the front of their queue.
+    fn give_back_input(&mut self, job: usize, data: Arc<Vec<u8>>, count: usize) {
+        if let Some((channel, _)) = self.plan.jobs[job].each() {
+            let queue = self.reader_queue(channel, job);
+            queue.push_front(Chunk::from_vec(data.as_ref().clone(), count));
+        }
+    }
+
+    fn give_back(&mut self, pending: Pending) {
+        if let Some((data, count)) = pending.input {
+            self.give_back_input(pending.job, data, count);
+        }
+    }
+
+    /// Handle every time firing that is due: misfire grace, coalescing, then the next firing on the heap.
+    fn due_timers(&mut self) {
+        let now = Utc::now();
+        while let Some(Reverse((at, j, t))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if self.stopping || self.jobs[j].next_time[t] != Some(at) {
+                continue;
+            }
+            let rule = self.jobs[j].rules[t].clone().expect("a time trigger has a rule");
+            // Every firing due by now: a long sleep (suspend, clock step) may have passed several.
+            let mut due = vec![at];
+            let mut cursor = at;
+            while let Some(next) = rule.next_after(cursor) {
+                if next > now || due.len() >= 100_000 {
+                    break;
+                }
+                due.push(next);
+                cursor = next;
+            }
+            let next = rule.next_after(*due.last().expect("at least one"));
+            self.jobs[j].next_time[t] = next;
+            if let Some(next) = next {
+                self.timers.push(Reverse((next, j, t)));
+            }
+            let spec = self.plan.jobs[j].clone();
+            let grace = chrono::Duration::from_std(spec.misfire_grace).unwrap_or(chrono::Duration::MAX);
+            // Coalesced firings are not misses: the one run stands for them, and its `coalesced` says how many.
+            let (to_fire, coalesced): (Vec<DateTime<Utc>>, u64) = if spec.coalesce {
+                (vec![*due.last().unwrap()], due.len() as u64)
+            } else {
+                (due.clone(), 1)
+            };
+            for scheduled in to_fire {
+                if now - scheduled > grace {
+                    self.jobs[j].counts.missed += 1;
+                    let mut e = Event::new("run.missed").job(&spec.name, None);
+                    e.scheduled = Some(timestamp(scheduled));
+                    e.reason = Some(format!("handled {}ms late, misfire_grace is {}", (now - scheduled).num_milliseconds(), crate::values::format_duration(spec.misfire_grace)));
+                    self.reporter.event(&e, Some(format!("{} missed its firing at {}", spec.name, timestamp(scheduled))));
+                    continue;
+                }
+                let jitter = match &spec.triggers[t] {
+                    Trigger::Time { jitter, .. } => *jitter,
+                    _ => Duration::ZERO,
+                };
+                if jitter.is_zero() {
+                    self.fire(j, scheduled, coalesced);
+                } else {
+                    let delay = Duration::from_nanos(rand::random_range(0..=jitter.as_nanos() as u64));
+                    self.jobs[j].pending += 1;
+                    let tx = self.tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ = tx.send(Msg::Fire { job: j, scheduled, coalesced });
+                    });
+                }
+            }
+        }
+        self.admit();
+        self.refresh();
+    }
+
+    /// Mark jobs that can never fire again as done, close the channels they wrote, and fail dead joins.
+    fn refresh(&mut self) {
+        loop {
+            let mut changed = false;
+            for j in 0..self.plan.jobs.len() {
+                if self.jobs[j].done || self.jobs[j].live > 0 || self.jobs[j].pending > 0 {
+                    continue;
+                }
+                if !self.can_fire_again(j) {
+                    self.jobs[j].done = true;
+                    changed = true;
+                    self.on_job_done(j);
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+    }
+
+    fn can_fire_again(&self, j: usize) -> bool {
+        if self.stopping {
+            return false;
+        }
+        self.plan.jobs[j].triggers.iter().enumerate().any(|(t, trig)| match trig {
+            Trigger::Start => false,
+            Trigger::Time { .. } => self.jobs[j].next_time[t].is_some(),
+            Trigger::After { jobs, .. } => jobs
+                .iter()
+                .enumerate()
+                .all(|(k, &u)| self.jobs[j].joins[t].reached[k] || !self.jobs[u].done),
+            Trigger::Each { channel, .. } => {
+                let q = self.reader_queue(*channel, j);
+                !q.is_closed() || q.waiting() > 0
+            }
+        })
+    }
+
+    fn on_job_done(&mut self, j: usize) {
+        // A join that can never complete: skipped for good, and the workflow fails — unless its upstream simply
+        // ended after the last firing it contributed to.
+        for (t, trig) in self.plan.jobs[j].triggers.iter().enumerate() {
+            if let Trigger::After { jobs, status } = trig {
+                let join = &self.jobs[j].joins[t];
+                let never_fired = !self.jobs[j].fired_via_join[t];
+                let blocking: Vec<&str> = jobs
+                    .iter()
+                    .enumerate()
+                    .filter(|&(k, &u)| !join.reached[k] && self.jobs[u].done && (never_fired || join.ended_since[k]))
+                    .map(|(_, &u)| self.plan.jobs[u].name.as_str())
+                    .collect();
+                if !blocking.is_empty() && !self.stopping {
+                    let want = match status {
+                        Status::Success => "success",
+                        Status::Failure => "failure",
+                        Status::Any => "an end",
+                    };
+                    let reason = format!("`after` can never fire: {} ended without reaching {want}", blocking.join(", "));
+                    self.jobs[j].counts.skipped += 1;
+                    self.failed = true;
+                    let e = Event::new("run.skipped").job(&self.plan.jobs[j].name, None).reason(reason.clone());
+                    self.reporter.event(&e, Some(format!("{} skipped for good: {reason}", self.plan.jobs[j].name)));
+                }
+            }
+        }
+        for c in 0..self.plan.channels.len() {
+            let channel = &self.plan.channels[c];
+            let writers_done = channel.writers.iter().all(|&w| self.jobs[w].done);
+            if channel.writers.contains(&j) && writers_done && !self.channels[c].closed {
+                self.channels[c].closed = true;
+                // Dropping the runner's write end lets the reader see EOF once the writer's runs are gone.
+                self.channels[c].pipe_write = None;
+                for q in &self.channels[c].queues {
+                    q.close();
+                }
+                let mut e = Event::new("channel.closed");
+                e.channel = Some(channel.name.clone());
+                e.messages = Some(self.channels[c].stats.taken_in.load(std::sync::atomic::Ordering::Relaxed));
+                self.reporter.event(&e, None);
+                let _ = self.tx.send(Msg::Wake);
+            }
+            if channel.readers.contains(&j) {
+                match channel.kind {
+                    ChannelKind::Pipe => self.channels[c].pipe_read = None,
+                    ChannelKind::Queue => {
+                        if channel.readers.iter().all(|&r| self.jobs[r].done) {
+                            self.channels[c].queues[0].orphan();
+                        }
+                    }
+                    ChannelKind::Broadcast => {
+                        let i = channel.readers.iter().position(|&r| r == j).expect("reader");
+                        self.channels[c].queues[i].orphan();
+                    }
+                }
+            }
+        }
+    }
+
+    fn stop(&mut self, why: &str) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        let mut e = Event::new("runner.stopping");
+        e.reason = Some(why.to_string());
+        self.reporter.event(&e, Some(format!("stopping ({why}): stopping {} run(s)", self.live.len())));
+        self.timers.clear();
+        for ex in 0..self.executors.len() {
+            while let Some(p) = self.executors[ex].waiting.pop_front() {
+                self.jobs[p.job].pending -= 1;
+                self.give_back(p);
+            }
+        }
+        // Writers blocked on full queues must be able to finish: nobody will read now.
+        for c in &self.channels {
+            for q in &c.queues {
+                q.orphan();
+            }
+            let _ = &c.space;
+        }
+        let ids: Vec<RunId> = self.live.keys().copied().collect();
+        for id in ids {
+            self.stop_run(id, true);
+        }
+        for c in &mut self.channels {
+            c.pipe_write = None;
+            c.pipe_read = None;
+        }
+    }
+
+    fn stop_run(&mut self, id: RunId, by_runner: bool) {
+        let Some(run) = self.live.get_mut(&id) else { return };
+        if run.stopping {
+            return;
+        }
+        run.stopping = true;
+        run.by_runner = by_runner;
+        if run.pid == 0 {
+            return;
+        }
+        process::signal_group(run.pid, libc::SIGTERM);
+        let grace = self.plan.jobs[run.job].stop_grace;
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let _ = tx.send(Msg::KillNow { id });
+        });
+    }
+
+    fn force(&mut self) {
+        self.forced = true;
+        for run in self.live.values() {
+            if run.pid != 0 {
+                process::signal_group(run.pid, libc::SIGKILL);
+            }
+        }
+    }
+
+    fn finish(&mut self) -> i32 {
+        let mut summary = Summary {
+            failed_messages: self.failed_messages,
+            ..Summary::default()
+        };
+        for (j, job) in self.plan.jobs.iter().enumerate() {
+            summary.jobs.insert(job.name.clone(), self.jobs[j].counts.clone());
+        }
+        for (c, channel) in self.plan.channels.iter().enumerate() {
+            let stats = &self.channels[c].stats;
+            let left: usize = self.channels[c].queues.iter().map(|q| q.waiting()).sum();
+            summary.channels.insert(
+                channel.name.clone(),
+                ChannelCounts {
+                    taken_in: stats.taken_in.load(std::sync::atomic::Ordering::Relaxed),
+                    out: stats.handed_out.load(std::sync::atomic::Ordering::Relaxed),
+                    left: left as u64,
+                },
+            );
+        }
+        let code = if self.forced {
+            exit::FORCED
+        } else if self.failed {
+            exit::FAILED
+        } else {
+            exit::OK
+        };
+        let mut e = Event::new("runner.stop");
+        e.code = Some(code);
+        e.summary = Some(summary.clone());
+        self.reporter.event(&e, None);
+        self.reporter.text(&summary.table());
+        code
+    }
+}
+
+/// The first firing of a time rule at runner start. An `at` time already past fires only within misfire_grace.
+fn first_fire(rule: &TimeRule, now: DateTime<Utc>, grace: Duration) -> Option<DateTime<Utc>> {
+    if let TimeRule::At { at } = rule {
+        let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+        return (*at > now - grace).then_some(*at);
+    }
+    // Inclusive of `now`, so an interval whose `start` is now fires at once.
+    rule.next_after(now - chrono::Duration::nanoseconds(1))
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Print a run's output line by line, prefixed; stop waiting a short drain after the process exited.
+async fn pump_lines<R: tokio::io::AsyncRead + Unpin>(src: R, reporter: Arc<Reporter>, job: String, run: u64, stream: &'static str, exit: Arc<ExitFlag>) {
+    let mut reader = BufReader::with_capacity(64 * 1024, src);
+    let mut line = Vec::with_capacity(256);
+    loop {
+        line.clear();
+        let read = tokio::select! {
+            r = reader.read_until(b'\n', &mut line) => r,
+            _ = exit.drained(channel::DRAIN) => {
+                if !line.is_empty() {
+                    reporter.output(&job, run, stream, &line);
+                }
+                return;
+            }
+        };
+        match read {
+            Ok(0) | Err(_) => return,
+            Ok(_) => reporter.output(&job, run, stream, &line),
+        }
+    }
+}

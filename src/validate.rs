@@ -1,0 +1,754 @@
+//! The rules between the parts of a workflow (SPEC §2.6): channels, executors, `after` links, pipes, conflicts.
+//! Every problem is collected; a [`Plan`] is built only when there is no error.
+
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::decode::decode;
+use crate::diagnostic::{suggestion_help, Code, Diagnostic, Severity};
+use crate::document::*;
+use crate::plan::{self, Plan, TimeSpec};
+use crate::source::{Source, Span};
+use crate::values::system_zone;
+
+/// What validation found in one file.
+#[derive(Debug)]
+pub struct Validated {
+    pub diagnostics: Vec<Diagnostic>,
+    pub plan: Option<Plan>,
+}
+
+impl Validated {
+    pub fn errors(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.severity() == Severity::Error).count()
+    }
+    pub fn warnings(&self) -> usize {
+        self.diagnostics.len() - self.errors()
+    }
+}
+
+/// Validate a workflow read from `source`; `now` decides what is "already past".
+pub fn validate(source: &Source, now: DateTime<Utc>) -> Validated {
+    let mut diagnostics = Vec::new();
+    let root = match crate::yaml::parse(&source.text) {
+        Ok(root) => root,
+        Err(e) => {
+            diagnostics.push(
+                Diagnostic::new(Code::Syntax, e.span, e.message)
+                    .label("the YAML does not parse here")
+                    .help("check the indentation, quotes and brackets around this point"),
+            );
+            return Validated {
+                diagnostics,
+                plan: None,
+            };
+        }
+    };
+    let document = decode(&root, &mut diagnostics);
+    let plan = document.and_then(|doc| {
+        let mut rules = Rules::new(&doc, now, &mut diagnostics);
+        rules.check_all();
+        let plan = rules.build_plan(&source.path);
+        let has_error = diagnostics.iter().any(|d| d.severity() == Severity::Error);
+        if has_error {
+            None
+        } else {
+            plan
+        }
+    });
+    // One problem in `defaults` is seen by every job; report it once.
+    diagnostics.sort_by_key(|d| (d.span.offset, d.span.len, d.code.as_str()));
+    diagnostics.dedup_by(|a, b| a.code == b.code && a.span == b.span && a.message == b.message);
+    Validated { diagnostics, plan }
+}
+
+/// A job's options with `defaults` filled in.
+struct Resolved<'d> {
+    job: &'d JobSpec,
+    name: &'d Sp<String>,
+    o: JobOptions,
+}
+
+struct Rules<'d, 'o> {
+    doc: &'d Document,
+    now: DateTime<Utc>,
+    out: &'o mut Vec<Diagnostic>,
+    jobs: Vec<Resolved<'d>>,
+    channel_names: Vec<&'d str>,
+}
+
+/// One use of a channel by a job.
+#[derive(Clone, Copy, PartialEq)]
+enum Use {
+    Stdin,
+    Stdout,
+    Each,
+    DeadLetter,
+}
+
+impl Use {
+    fn writes(self) -> bool {
+        matches!(self, Use::Stdout | Use::DeadLetter)
+    }
+}
+
+impl<'d, 'o> Rules<'d, 'o> {
+    fn new(doc: &'d Document, now: DateTime<Utc>, out: &'o mut Vec<Diagnostic>) -> Self {
+        let defaults = doc.defaults.clone().unwrap_or_default();
+        let jobs = doc
+            .jobs
+            .0
+            .iter()
+            .map(|(name, job)| Resolved {
+                job,
+                name,
+                o: merge_options(&job.options, &defaults),
+            })
+            .collect();
+        let channel_names = doc.channels.as_ref().map(|c| c.names().collect()).unwrap_or_default();
+        Rules {
+            doc,
+            now,
+            out,
+            jobs,
+            channel_names,
+        }
+    }
+
+    fn channels(&self) -> &'d [(Sp<String>, ChannelSpec)] {
+        self.doc.channels.as_ref().map(|c| c.0.as_slice()).unwrap_or(&[])
+    }
+
+    fn channel(&self, name: &str) -> Option<&'d ChannelSpec> {
+        self.doc.channels.as_ref().and_then(|c| c.get(name))
+    }
+
+    fn triggers(job: &'d JobSpec) -> impl Iterator<Item = &'d Sp<TriggerSpec>> {
+        job.trigger.iter().flat_map(|t| t.value.0.iter())
+    }
+
+    /// Every channel reference of a job, with how it is used.
+    fn uses(r: &Resolved<'d>) -> Vec<(Sp<String>, Use)> {
+        let mut uses = Vec::new();
+        if let Some(c) = &r.job.stdin {
+            uses.push((c.clone(), Use::Stdin));
+        }
+        if let Some(c) = &r.job.stdout {
+            uses.push((c.clone(), Use::Stdout));
+        }
+        for t in Self::triggers(r.job) {
+            if let TriggerSpec::Each(e) = &t.value {
+                uses.push((e.each.clone(), Use::Each));
+            }
+        }
+        if let Some(c) = &r.o.dead_letter {
+            uses.push((c.clone(), Use::DeadLetter));
+        }
+        uses
+    }
+
+    fn check_all(&mut self) {
+        self.check_channel_refs();
+        self.check_executor_refs();
+        self.check_after();
+        self.check_channel_usage();
+        self.check_conflicts();
+        self.check_starved();
+        self.check_times();
+    }
+
+    fn check_channel_refs(&mut self) {
+        let mut found = Vec::new();
+        for r in &self.jobs {
+            for (name, _) in Self::uses(r) {
+                if self.channel(&name.value).is_none() {
+                    found.push(
+                        Diagnostic::new(
+                            Code::UndeclaredChannel,
+                            name.span,
+                            format!("job `{}` uses channel `{}`, which is not declared", r.name.value, name.value),
+                        )
+                        .label("not declared under `channels`")
+                        .help(match crate::diagnostic::did_you_mean(&name.value, self.channel_names.iter().copied()) {
+                            Some(best) => format!("did you mean `{best}`?"),
+                            None => format!("declare it: `channels: {{ {}: {{ kind: queue }} }}`", name.value),
+                        }),
+                    );
+                }
+            }
+        }
+        self.out.extend(found);
+    }
+
+    fn check_executor_refs(&mut self) {
+        let declared: Vec<&str> = self.doc.executors.as_ref().map(|e| e.names().collect()).unwrap_or_default();
+        let mut all = declared.clone();
+        if !all.contains(&"default") {
+            all.push("default");
+        }
+        let mut found = Vec::new();
+        for r in &self.jobs {
+            if let Some(e) = &r.o.executor {
+                if !all.contains(&e.value.as_str()) {
+                    found.push(
+                        Diagnostic::new(
+                            Code::UndeclaredExecutor,
+                            e.span,
+                            format!("job `{}` names executor `{}`, which is not declared", r.name.value, e.value),
+                        )
+                        .label("not declared under `executors`")
+                        .help(suggestion_help(&e.value, &all, "executor")),
+                    );
+                }
+            }
+        }
+        self.out.extend(found);
+    }
+
+    fn job_index(&self, name: &str) -> Option<usize> {
+        self.jobs.iter().position(|r| r.name.value == name)
+    }
+
+    fn check_after(&mut self) {
+        let names: Vec<&str> = self.jobs.iter().map(|r| r.name.value.as_str()).collect();
+        let mut found = Vec::new();
+        // edges[j] = (upstream job, the span of its name in j's `after`)
+        let mut edges: Vec<Vec<(usize, Span)>> = vec![Vec::new(); self.jobs.len()];
+        for (j, r) in self.jobs.iter().enumerate() {
+            for t in Self::triggers(r.job) {
+                if let TriggerSpec::After(a) = &t.value {
+                    for up in &a.after.value.0 {
+                        match self.job_index(&up.value) {
+                            Some(u) => edges[j].push((u, up.span)),
+                            None => found.push(
+                                Diagnostic::new(
+                                    Code::UnknownJob,
+                                    up.span,
+                                    format!("job `{}` runs after `{}`, which is not a job", r.name.value, up.value),
+                                )
+                                .label("no job has this name")
+                                .help(suggestion_help(&up.value, &names, "job")),
+                            ),
+                        }
+                    }
+                }
+            }
+        }
+        for cycle in find_cycles(&edges) {
+            // Report at the `after` entry of the first job of the cycle that names the next one.
+            let first = cycle[0];
+            let next = cycle[1 % cycle.len()];
+            let span = edges[first].iter().find(|(u, _)| *u == next).map(|(_, s)| *s).unwrap_or(self.jobs[first].name.span);
+            let mut path: Vec<&str> = cycle.iter().map(|&j| names[j]).collect();
+            path.push(path[0]);
+            let path = path.join(" -> ");
+            found.push(
+                Diagnostic::new(
+                    Code::DependencyCycle,
+                    span,
+                    format!("`after` triggers form a cycle: {path} (each waits for the next)"),
+                )
+                    .label("this link closes the cycle")
+                    .help("no job of a cycle could ever run first; remove one of these `after` links"),
+            );
+        }
+        self.out.extend(found);
+    }
+
+    fn check_channel_usage(&mut self) {
+        let mut found = Vec::new();
+        for (name, spec) in self.channels() {
+            let kind = spec.kind.as_ref().map_or(ChannelKind::Queue, |k| k.value);
+            let mut writers: Vec<(usize, Span, Use)> = Vec::new();
+            let mut readers: Vec<(usize, Span, Use)> = Vec::new();
+            for (j, r) in self.jobs.iter().enumerate() {
+                for (c, u) in Self::uses(r) {
+                    if c.value == name.value {
+                        if u.writes() {
+                            writers.push((j, c.span, u));
+                        } else {
+                            readers.push((j, c.span, u));
+                        }
+                    }
+                }
+            }
+            let writer_jobs = distinct(&writers);
+            let reader_jobs = distinct(&readers);
+            if writers.is_empty() && readers.is_empty() {
+                found.push(
+                    Diagnostic::new(Code::UnusedChannel, name.span, format!("channel `{}` is declared but no job uses it", name.value))
+                        .label("unused")
+                        .help("remove it, or connect a job with `stdout:`, `stdin:` or `each:`"),
+                );
+                continue;
+            }
+            if kind == ChannelKind::Pipe {
+                for (j, span, u) in writers.iter().chain(readers.iter()) {
+                    let bad = match u {
+                        Use::Each => Some("a pipe is read on standard input (`stdin:`), not by `each`"),
+                        Use::DeadLetter => Some("dead letters are messages; send them to a queue, not a pipe"),
+                        _ => None,
+                    };
+                    if let Some(why) = bad {
+                        found.push(
+                            Diagnostic::new(Code::PipeEndpoints, *span, format!("job `{}` cannot use pipe `{}` this way", self.jobs[*j].name.value, name.value))
+                                .label("not a pipe endpoint")
+                                .help(format!("{why}; or make `{}` a queue", name.value)),
+                        );
+                    }
+                }
+                if writer_jobs.len() != 1 || reader_jobs.len() != 1 {
+                    found.push(
+                        Diagnostic::new(
+                            Code::PipeEndpoints,
+                            name.span,
+                            format!(
+                                "pipe `{}` has {} writer job(s) and {} reader job(s); a pipe joins exactly one of each",
+                                name.value,
+                                writer_jobs.len(),
+                                reader_jobs.len()
+                            ),
+                        )
+                        .label("pipe declared here")
+                        .help("use `kind: queue` for several writers or readers"),
+                    );
+                }
+                for &j in writer_jobs.iter().chain(reader_jobs.iter()) {
+                    let r = &self.jobs[j];
+                    if let Some(mi) = r.o.max_instances.as_ref().filter(|m| m.value > 1) {
+                        found.push(
+                            Diagnostic::new(
+                                Code::PipeEndpoints,
+                                mi.span,
+                                format!("job `{}` uses pipe `{}` but allows {} runs at once", r.name.value, name.value, mi.value),
+                            )
+                            .label("must be 1 for a pipe endpoint")
+                            .help("one OS pipe cannot be shared by concurrent runs; use a queue or `max_instances: 1`"),
+                        );
+                    }
+                }
+            }
+            if !writers.is_empty() && readers.is_empty() {
+                found.push(
+                    Diagnostic::new(Code::NoReader, name.span, format!("channel `{}` is written but no job reads it", name.value))
+                        .label("no reader")
+                        .help("its writers would block for ever once it is full; add a job with `stdin:` or `each:`"),
+                );
+            }
+            if writers.is_empty() && !readers.is_empty() {
+                found.push(
+                    Diagnostic::new(Code::NoWriter, name.span, format!("channel `{}` is read but no job writes it", name.value))
+                        .label("no writer")
+                        .help("its readers get end-of-file at once; add a job with `stdout:` to it"),
+                );
+            }
+        }
+        self.out.extend(found);
+    }
+
+    fn check_conflicts(&mut self) {
+        let mut found = Vec::new();
+        for r in &self.jobs {
+            let each: Vec<&EachTrigger> = Self::triggers(r.job)
+                .filter_map(|t| match &t.value {
+                    TriggerSpec::Each(e) => Some(e),
+                    _ => None,
+                })
+                .collect();
+            let conflict = |span: Span, message: String, help: &str| {
+                Diagnostic::new(Code::ConflictingKeys, span, message).label("conflicts").help(help.to_string())
+            };
+            if let Some(stdin) = &r.job.stdin {
+                for e in &each {
+                    if e.each.value == stdin.value {
+                        found.push(conflict(
+                            e.each.span,
+                            format!("job `{}` reads channel `{}` both by `stdin` and by `each`", r.name.value, stdin.value),
+                            "`each` already puts the messages on the run's standard input; remove `stdin`",
+                        ));
+                    }
+                }
+                if let Some(stdout) = r.job.stdout.as_ref().filter(|o| o.value == stdin.value) {
+                    found.push(conflict(
+                        stdout.span,
+                        format!("job `{}` writes the channel `{}` that it reads", r.name.value, stdin.value),
+                        "a job cannot feed itself; use a second channel",
+                    ));
+                }
+            }
+            if each.len() > 1 {
+                found.push(conflict(
+                    each[1].each.span,
+                    format!("job `{}` has more than one `each` trigger", r.name.value),
+                    "a run's standard input holds the messages of one channel; split the job in two",
+                ));
+            }
+            if let Some(e) = each.first() {
+                if let Some(stdin) = r.job.stdin.as_ref().filter(|s| s.value != e.each.value) {
+                    found.push(conflict(
+                        stdin.span,
+                        format!("job `{}` has an `each` trigger and reads `stdin` from another channel", r.name.value),
+                        "an `each` run's standard input holds its messages; remove `stdin`",
+                    ));
+                }
+                if let Some(restart) = r.o.restart.as_ref().filter(|x| x.value != Restart::Never) {
+                    found.push(conflict(
+                        restart.span,
+                        format!("job `{}` has both `restart` and an `each` trigger", r.name.value),
+                        "an `each` job runs once per message; use `retry` to try a message again",
+                    ));
+                }
+                if let Some(dl) = r.o.dead_letter.as_ref().filter(|d| d.value == e.each.value) {
+                    found.push(conflict(
+                        dl.span,
+                        format!("job `{}` sends dead letters back to the channel it reads", r.name.value),
+                        "failed messages would loop for ever; use a separate channel",
+                    ));
+                }
+            } else if let Some(dl) = &r.o.dead_letter {
+                // `defaults` may set dead_letter for all jobs; only a job's own key is a conflict.
+                if r.job.options.dead_letter.is_some() {
+                    found.push(conflict(
+                        dl.span,
+                        format!("job `{}` has `dead_letter` but no `each` trigger", r.name.value),
+                        "dead letters are the messages of failed `each` runs; add `trigger: { each: CHANNEL }`",
+                    ));
+                }
+            }
+            for t in Self::triggers(r.job) {
+                if let TriggerSpec::Interval(i) = &t.value {
+                    if let Some(j) = i.jitter.as_ref().filter(|j| j.value.0 >= i.interval.value.0) {
+                        found.push(conflict(
+                            j.span,
+                            "`jitter` must be shorter than `interval`".to_string(),
+                            "a jitter as long as the interval would let firings overtake each other",
+                        ));
+                    }
+                    if let (Some(s), Some(e)) = (&i.start, &i.end) {
+                        let zone = i.timezone.as_ref().map_or_else(system_zone, |z| z.value.0);
+                        if e.value.0.resolve(zone) < s.value.0.resolve(zone) {
+                            found.push(conflict(e.span, "`end` is before `start`".to_string(), "the interval would never fire"));
+                        }
+                    }
+                }
+            }
+        }
+        self.out.extend(found);
+    }
+
+    fn executor_workers(&self, name: Option<&str>) -> usize {
+        let name = name.unwrap_or("default");
+        let declared = self.doc.executors.as_ref().and_then(|e| e.get(name));
+        match declared {
+            Some(e) => e.max_workers.as_ref().map_or(plan::DEFAULT_WORKERS, |w| w.value as usize),
+            None => plan::DEFAULT_WORKERS,
+        }
+    }
+
+    fn check_starved(&mut self) {
+        let mut found = Vec::new();
+        for (name, _) in self.channels() {
+            let mut writers = Vec::new();
+            let mut readers = Vec::new();
+            for (j, r) in self.jobs.iter().enumerate() {
+                for (c, u) in Self::uses(r) {
+                    if c.value == name.value {
+                        if u.writes() {
+                            writers.push(j);
+                        } else {
+                            readers.push((j, c.span));
+                        }
+                    }
+                }
+            }
+            for &(rj, span) in &readers {
+                for &wj in &writers {
+                    if wj == rj {
+                        continue;
+                    }
+                    let (re, we) = (&self.jobs[rj].o.executor, &self.jobs[wj].o.executor);
+                    let re_name = re.as_ref().map(|e| e.value.as_str());
+                    let we_name = we.as_ref().map(|e| e.value.as_str());
+                    if re_name.unwrap_or("default") == we_name.unwrap_or("default") && self.executor_workers(re_name) == 1 {
+                        found.push(
+                            Diagnostic::new(
+                                Code::StarvedExecutor,
+                                span,
+                                format!(
+                                    "jobs `{}` and `{}` share channel `{}` but can only run on executor `{}` with max_workers: 1",
+                                    self.jobs[wj].name.value,
+                                    self.jobs[rj].name.value,
+                                    name.value,
+                                    re_name.unwrap_or("default")
+                                ),
+                            )
+                            .label("this reader waits for the writer's worker")
+                            .help("the writer blocks when the channel is full while the reader waits for the only worker; give one of them another executor or raise max_workers"),
+                        );
+                    }
+                }
+            }
+        }
+        self.out.extend(found);
+    }
+
+    fn check_times(&mut self) {
+        let mut found = Vec::new();
+        for r in &self.jobs {
+            for t in Self::triggers(r.job) {
+                let (dt, zone) = match &t.value {
+                    TriggerSpec::At(a) => (&a.at, &a.timezone),
+                    TriggerSpec::Interval(i) => match &i.end {
+                        Some(end) => (end, &i.timezone),
+                        None => continue,
+                    },
+                    _ => continue,
+                };
+                let zone = zone.as_ref().map_or_else(system_zone, |z| z.value.0);
+                let instant = dt.value.0.resolve(zone);
+                if instant < self.now {
+                    found.push(
+                        Diagnostic::new(Code::PastTime, dt.span, format!("{} is already past", instant.to_rfc3339()))
+                            .label("in the past")
+                            .help("this trigger will not fire (an `at` time fires late only within `misfire_grace`)"),
+                    );
+                }
+            }
+        }
+        self.out.extend(found);
+    }
+
+    /// The plan, when every name resolves (the caller drops it if any error was found).
+    fn build_plan(&self, path: &Path) -> Option<Plan> {
+        let mut executors = vec![plan::Executor {
+            name: "default".into(),
+            max_workers: plan::DEFAULT_WORKERS,
+        }];
+        if let Some(decl) = &self.doc.executors {
+            for (name, spec) in &decl.0 {
+                let max_workers = spec.max_workers.as_ref().map_or(plan::DEFAULT_WORKERS, |w| w.value as usize);
+                if name.value == "default" {
+                    executors[0].max_workers = max_workers;
+                } else {
+                    executors.push(plan::Executor {
+                        name: name.value.clone(),
+                        max_workers,
+                    });
+                }
+            }
+        }
+        let mut channels: Vec<plan::Channel> = self
+            .channels()
+            .iter()
+            .map(|(name, spec)| plan::Channel {
+                name: name.value.clone(),
+                kind: spec.kind.as_ref().map_or(ChannelKind::Queue, |k| k.value),
+                capacity: spec.capacity.as_ref().map_or(plan::DEFAULT_CAPACITY, |c| c.value as usize),
+                max_message: spec.max_message.as_ref().map_or(plan::DEFAULT_MAX_MESSAGE, |m| m.value.0 as usize),
+                writers: Vec::new(),
+                readers: Vec::new(),
+            })
+            .collect();
+        let channel_id: HashMap<&str, usize> = channels.iter().enumerate().map(|(i, c)| (c.name.as_str(), i)).collect();
+        let channel_id: HashMap<String, usize> = channel_id.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let folder = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let folder = if folder.as_os_str().is_empty() { ".".into() } else { folder };
+        let mut jobs = Vec::new();
+        for (j, r) in self.jobs.iter().enumerate() {
+            let o = &r.o;
+            let ch = |s: &Option<Sp<String>>| -> Option<Option<usize>> {
+                match s {
+                    None => Some(None),
+                    Some(n) => channel_id.get(&n.value).map(|&i| Some(i)),
+                }
+            };
+            let stdin = ch(&r.job.stdin)?;
+            let stdout = ch(&r.job.stdout)?;
+            let dead_letter = ch(&o.dead_letter)?;
+            let mut triggers = Vec::new();
+            for t in Self::triggers(r.job) {
+                triggers.push(match &t.value {
+                    TriggerSpec::Start(_) => plan::Trigger::Start,
+                    TriggerSpec::Cron(c) => plan::Trigger::Time {
+                        rule: TimeSpec::Cron {
+                            cron: c.cron.value.cron.clone(),
+                            zone: c.timezone.as_ref().map_or_else(system_zone, |z| z.value.0),
+                            text: c.cron.value.text.clone(),
+                        },
+                        jitter: c.jitter.as_ref().map_or(std::time::Duration::ZERO, |j| j.value.0),
+                    },
+                    TriggerSpec::Interval(i) => {
+                        let zone = i.timezone.as_ref().map_or_else(system_zone, |z| z.value.0);
+                        plan::Trigger::Time {
+                            rule: TimeSpec::Interval {
+                                every: i.interval.value.0,
+                                start: i.start.as_ref().map(|s| s.value.0.resolve(zone)),
+                                end: i.end.as_ref().map(|s| s.value.0.resolve(zone)),
+                            },
+                            jitter: i.jitter.as_ref().map_or(std::time::Duration::ZERO, |j| j.value.0),
+                        }
+                    }
+                    TriggerSpec::At(a) => {
+                        let zone = a.timezone.as_ref().map_or_else(system_zone, |z| z.value.0);
+                        plan::Trigger::Time {
+                            rule: TimeSpec::At { at: a.at.value.0.resolve(zone) },
+                            jitter: std::time::Duration::ZERO,
+                        }
+                    }
+                    TriggerSpec::After(a) => plan::Trigger::After {
+                        jobs: a.after.value.0.iter().map(|n| self.job_index(&n.value)).collect::<Option<Vec<_>>>()?,
+                        status: a.status.as_ref().map_or(Status::Success, |s| s.value),
+                    },
+                    TriggerSpec::Each(e) => plan::Trigger::Each {
+                        channel: *channel_id.get(&e.each.value)?,
+                        batch: e.batch.as_ref().map_or(1, |b| b.value as usize),
+                    },
+                });
+            }
+            if r.job.trigger.is_none() {
+                triggers.push(plan::Trigger::Start);
+            }
+            for t in &triggers {
+                if let plan::Trigger::Each { channel, .. } = t {
+                    channels[*channel].readers.push(j);
+                }
+            }
+            if let Some(c) = stdin {
+                channels[c].readers.push(j);
+            }
+            if let Some(c) = stdout {
+                channels[c].writers.push(j);
+            }
+            if let Some(c) = dead_letter {
+                channels[c].writers.push(j);
+            }
+            let executor_name = o.executor.as_ref().map_or("default", |e| e.value.as_str());
+            let executor = executors.iter().position(|e| e.name == executor_name)?;
+            let cwd = match &o.cwd {
+                Some(c) if Path::new(&c.value).is_absolute() => c.value.clone().into(),
+                Some(c) => folder.join(&c.value),
+                None => folder.clone(),
+            };
+            jobs.push(plan::Job {
+                name: r.name.value.clone(),
+                command: match &r.job.run.value {
+                    RunSpec::Shell(s) => plan::Command::Shell(s.clone()),
+                    RunSpec::Argv(a) => plan::Command::Argv(a.iter().map(|s| s.value.clone()).collect()),
+                },
+                cwd,
+                env: o
+                    .env
+                    .as_ref()
+                    .map(|e| e.0.iter().map(|(k, v)| (k.value.clone(), v.value.0.clone())).collect())
+                    .unwrap_or_default(),
+                triggers,
+                executor,
+                stdin,
+                stdout,
+                max_instances: o.max_instances.as_ref().map_or(1, |m| m.value as usize),
+                coalesce: o.coalesce.as_ref().is_none_or(|c| c.value),
+                misfire_grace: o.misfire_grace.as_ref().map_or(plan::DEFAULT_MISFIRE_GRACE, |d| d.value.0),
+                timeout: o.timeout.as_ref().map(|d| d.value.0),
+                retry: o.retry.as_ref().map(|r| plan::Retry {
+                    attempts: r.value.attempts.value,
+                    backoff: r.value.backoff.as_ref().map_or(plan::DEFAULT_BACKOFF, |b| b.value.0),
+                }),
+                restart: o.restart.as_ref().map_or(Restart::Never, |r| r.value),
+                stop_grace: o.stop_grace.as_ref().map_or(plan::DEFAULT_STOP_GRACE, |d| d.value.0),
+                dead_letter,
+            });
+        }
+        for c in &mut channels {
+            c.readers.dedup();
+            c.writers.dedup();
+        }
+        let name = self.doc.name.as_ref().map(|n| n.value.clone()).unwrap_or_else(|| {
+            path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "workflow".into())
+        });
+        Some(Plan {
+            name,
+            path: path.to_path_buf(),
+            executors,
+            channels,
+            jobs,
+        })
+    }
+}
+
+fn distinct(uses: &[(usize, Span, Use)]) -> Vec<usize> {
+    let mut jobs: Vec<usize> = uses.iter().map(|(j, _, _)| *j).collect();
+    jobs.sort_unstable();
+    jobs.dedup();
+    jobs
+}
+
+fn merge_options(job: &JobOptions, defaults: &JobOptions) -> JobOptions {
+    fn pick<T: Clone>(a: &Option<T>, b: &Option<T>) -> Option<T> {
+        a.clone().or_else(|| b.clone())
+    }
+    let env = match (&job.env, &defaults.env) {
+        (Some(j), Some(d)) => {
+            // Job variables override default variables of the same name.
+            let mut merged = d.clone();
+            merged.0.retain(|(k, _)| j.get(&k.value).is_none());
+            merged.0.extend(j.0.iter().cloned());
+            Some(merged)
+        }
+        (j, d) => pick(j, d),
+    };
+    JobOptions {
+        cwd: pick(&job.cwd, &defaults.cwd),
+        env,
+        executor: pick(&job.executor, &defaults.executor),
+        max_instances: pick(&job.max_instances, &defaults.max_instances),
+        coalesce: pick(&job.coalesce, &defaults.coalesce),
+        misfire_grace: pick(&job.misfire_grace, &defaults.misfire_grace),
+        timeout: pick(&job.timeout, &defaults.timeout),
+        retry: pick(&job.retry, &defaults.retry),
+        restart: pick(&job.restart, &defaults.restart),
+        stop_grace: pick(&job.stop_grace, &defaults.stop_grace),
+        dead_letter: pick(&job.dead_letter, &defaults.dead_letter),
+    }
+}
+
+/// Elementary cycles of the `after` graph, one per strongly connected component (each reported once).
+fn find_cycles(edges: &[Vec<(usize, Span)>]) -> Vec<Vec<usize>> {
+    // Iterative DFS with colours; a back edge closes a cycle, which is the stack from its target up.
+    let n = edges.len();
+    let mut colour = vec![0u8; n]; // 0 new, 1 on stack, 2 done
+    let mut cycles = Vec::new();
+    let mut in_cycle = vec![false; n];
+    for root in 0..n {
+        if colour[root] != 0 {
+            continue;
+        }
+        let mut stack: Vec<(usize, usize)> = vec![(root, 0)];
+        colour[root] = 1;
+        while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+            if *next < edges[node].len() {
+                let (up, _) = edges[node][*next];
+                *next += 1;
+                match colour[up] {
+                    0 => {
+                        colour[up] = 1;
+                        stack.push((up, 0));
+                    }
+                    1 if !in_cycle[up] => {
+                        let start = stack.iter().position(|(s, _)| *s == up).unwrap_or(0);
+                        let cycle: Vec<usize> = stack[start..].iter().map(|(s, _)| *s).collect();
+                        for &c in &cycle {
+                            in_cycle[c] = true;
+                        }
+                        cycles.push(cycle);
+                    }
+                    _ => {}
+                }
+            } else {
+                colour[node] = 2;
+                stack.pop();
+            }
+        }
+    }
+    cycles
+}
