@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use crate::diagnostic::{suggestion_help, Code, Diagnostic};
 use crate::document::*;
-use crate::source::Span;
+use crate::source::{Source, Span};
 use crate::values::{name_problem, parse_datetime, parse_duration, parse_zone};
 use crate::yaml::{Node, Value};
 
@@ -30,13 +30,14 @@ const RETRY_KEYS: &[&str] = &["attempts", "backoff"];
 const TRIGGER_WORDS: &[&str] = &["start", "cron", "interval", "at", "after", "each"];
 
 /// Read the tree into a document. Problems are pushed to `out`; the document holds what could be read.
-pub fn decode(root: &Node, out: &mut Vec<Diagnostic>) -> Option<Document> {
-    let mut d = Decoder { out };
+pub fn decode(root: &Node, source: &Source, out: &mut Vec<Diagnostic>) -> Option<Document> {
+    let mut d = Decoder { out, source };
     d.document(root)
 }
 
 struct Decoder<'a> {
     out: &'a mut Vec<Diagnostic>,
+    source: &'a Source,
 }
 
 /// The keys of one mapping, checked: each known key once, with its key span kept for messages.
@@ -98,7 +99,8 @@ impl Decoder<'_> {
                 continue;
             }
             if let Some((first, _)) = map.get(name) {
-                let line_hint = format!("`{name}` was already given at byte {}", first.span.offset);
+                let at = self.source.line_col(first.span.offset);
+                let line_hint = format!("`{name}` was first given on line {}, column {}", at.line, at.column);
                 self.push(
                     Diagnostic::new(Code::DuplicateKey, key.span, format!("duplicate key `{name}` in {what}"))
                         .label("repeated here")
@@ -399,8 +401,10 @@ impl Decoder<'_> {
         let stdin = f.get("stdin").and_then(|n| self.name_ref(n, "channel"));
         let stdout = f.get("stdout").and_then(|n| self.name_ref(n, "channel"));
         let options = self.options(&f);
+        // A job whose `run` is missing or bad is kept (with an empty command that can never reach a plan, since
+        // its error is already reported) so its channels and links still count and no false warnings follow.
         Some(JobSpec {
-            run: run?,
+            run: run.unwrap_or_else(|| Sp::new(RunSpec::Argv(Vec::new()), key.span)),
             trigger,
             stdin,
             stdout,
@@ -685,8 +689,9 @@ mod tests {
 
     fn problems(text: &str) -> Vec<(Code, String)> {
         let root = crate::yaml::parse(text).unwrap();
+        let source = Source::new("t.yaml", text.to_string());
         let mut out = Vec::new();
-        decode(&root, &mut out);
+        decode(&root, &source, &mut out);
         out.into_iter().map(|d| (d.code, text[d.span.offset..d.span.end()].to_string())).collect()
     }
 

@@ -66,6 +66,10 @@ impl<T: JsonSchema> JsonSchema for Named<T> {
     }
     fn json_schema(generator: &mut SchemaGenerator) -> Schema {
         let values = generator.subschema_for::<T>();
+        // Environment variable names follow the shell's rules, not flowrun's name rule.
+        if T::schema_name() == "EnvValue" {
+            return json_schema!({ "type": "object", "additionalProperties": values });
+        }
         json_schema!({
             "type": "object",
             "propertyNames": { "pattern": "^[A-Za-z][A-Za-z0-9_-]{0,63}$" },
@@ -410,7 +414,43 @@ pub struct EachTrigger {
 pub fn json_schema() -> String {
     let generator = schemars::generate::SchemaSettings::draft07().into_generator();
     let schema = generator.into_root_schema_for::<Document>();
-    let mut text = serde_json::to_string_pretty(&schema).expect("a schema is always serializable");
+    let mut value = schema.to_value();
+    // An absent key is how a file leaves an option out; `key: null` is an error for `validate`, so the schema
+    // must not offer it either (schemars makes every `Option` nullable).
+    drop_null(&mut value);
+    // `flatten` copies the flattened struct's description over the job's own.
+    value["definitions"]["JobSpec"]["description"] = "One job: a command, what fires it, and how it is wired.".into();
+    let mut text = serde_json::to_string_pretty(&value).expect("a schema is always serializable");
     text.push('\n');
     text
+}
+
+fn drop_null(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    let Value::Object(map) = value else {
+        if let Value::Array(items) = value {
+            items.iter_mut().for_each(drop_null);
+        }
+        return;
+    };
+    if let Some(Value::Array(types)) = map.get_mut("type") {
+        types.retain(|t| t != "null");
+        if types.len() == 1 {
+            let only = types[0].clone();
+            map.insert("type".into(), only);
+        }
+    }
+    if let Some(Value::Array(options)) = map.get_mut("anyOf") {
+        options.retain(|o| o.get("type").is_none_or(|t| t != "null"));
+        if options.len() == 1 {
+            let only = options.remove(0);
+            map.remove("anyOf");
+            if let Value::Object(inner) = only {
+                for (k, v) in inner {
+                    map.entry(k).or_insert(v);
+                }
+            }
+        }
+    }
+    map.values_mut().for_each(drop_null);
 }

@@ -34,8 +34,13 @@ pub fn validate(source: &Source, now: DateTime<Utc>) -> Validated {
     let root = match crate::yaml::parse(&source.text) {
         Ok(root) => root,
         Err(e) => {
+            let span = if e.span.offset == 0 && e.line > 0 {
+                Span::new(source.offset_of(e.line, e.column), 1)
+            } else {
+                e.span
+            };
             diagnostics.push(
-                Diagnostic::new(Code::Syntax, e.span, e.message)
+                Diagnostic::new(Code::Syntax, span, e.message)
                     .label("the YAML does not parse here")
                     .help("check the indentation, quotes and brackets around this point"),
             );
@@ -45,7 +50,7 @@ pub fn validate(source: &Source, now: DateTime<Utc>) -> Validated {
             };
         }
     };
-    let document = decode(&root, &mut diagnostics);
+    let document = decode(&root, source, &mut diagnostics);
     let plan = document.and_then(|doc| {
         let mut rules = Rules::new(&doc, now, &mut diagnostics);
         rules.check_all();

@@ -148,11 +148,13 @@ impl<'de> Visitor<'de> for RawVisitor {
     }
 }
 
-/// Why the text is not a YAML tree at all.
+/// Why the text is not a YAML tree at all. `line`/`column` are 1-based (0 when the parser gave no place).
 #[derive(Debug, Clone)]
 pub struct SyntaxError {
     pub message: String,
     pub span: Span,
+    pub line: usize,
+    pub column: usize,
 }
 
 /// Parse the whole text. Aliases are bounded so a "billion laughs" file fails fast instead of eating memory.
@@ -173,16 +175,30 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
         });
     }
     serde_saphyr::from_str_with_options::<Node>(text, options).map_err(|e| {
-        let span = e
-            .location()
+        let location = e.location();
+        let span = location
             .and_then(|l| {
                 let s = l.span();
                 s.byte_offset().map(|o| Span::new(o as usize, s.byte_len().unwrap_or(0) as usize))
             })
             .unwrap_or_else(|| Span::new(0, 0));
+        let (line, column) = location.map_or((0, 0), |l| (l.line() as usize, l.column() as usize));
         SyntaxError {
-            message: e.to_string(),
+            message: short_message(&e.to_string()),
             span,
+            line,
+            column,
         }
     })
+}
+
+/// serde-saphyr's message carries its own rendered snippet; keep the first line without the position prefix
+/// (the diagnostic shows the place itself).
+fn short_message(full: &str) -> String {
+    let first = full.lines().next().unwrap_or(full);
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    match first.strip_prefix("line ").and_then(|rest| rest.split_once(": ")) {
+        Some((_, message)) => message.to_string(),
+        None => first.to_string(),
+    }
 }

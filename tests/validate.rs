@@ -1,0 +1,250 @@
+//! `flowrun validate`, `schema` and the examples, driven through the real binary.
+
+use assert_cmd::Command;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn flowrun() -> Command {
+    let mut cmd = Command::cargo_bin("flowrun").unwrap();
+    cmd.env("NO_COLOR", "1").env("TZ", "UTC");
+    cmd
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/invalid").join(format!("{name}.yaml"))
+}
+
+fn json_report(file: &Path) -> Value {
+    let out = flowrun().args(["validate", "--format", "json"]).arg(file).output().unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// (code, line, column) of every diagnostic of a file.
+fn positions(file: &Path) -> Vec<(String, u64, u64)> {
+    let report = json_report(file);
+    report["files"][0]["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["code"].as_str().unwrap().to_string(), d["line"].as_u64().unwrap(), d["column"].as_u64().unwrap()))
+        .collect()
+}
+
+/// Each code of SPEC §2.6, its fixture, and the exact place of the value at fault.
+const CASES: &[(&str, u64, u64)] = &[
+    ("syntax", 3, 17),
+    ("unknown-key", 4, 5),
+    ("missing-key", 2, 3),
+    ("duplicate-key", 5, 5),
+    ("invalid-value", 4, 14),
+    ("invalid-cron", 4, 26),
+    ("undeclared-channel", 9, 12),
+    ("undeclared-executor", 6, 15),
+    ("unknown-job", 6, 23),
+    ("dependency-cycle", 4, 23),
+    ("pipe-endpoints", 2, 3),
+    ("no-reader", 2, 3),
+    ("no-writer", 2, 3),
+    ("unused-channel", 2, 3),
+    ("conflicting-keys", 10, 14),
+    ("starved-executor", 13, 12),
+    ("past-time", 4, 20),
+];
+
+#[test]
+fn every_code_is_reported_at_the_exact_place() {
+    for (code, line, column) in CASES {
+        let found = positions(&fixture(code));
+        assert!(
+            found.contains(&(code.to_string(), *line, *column)),
+            "{code}: expected at {line}:{column}, found {found:?}"
+        );
+    }
+}
+
+#[test]
+fn every_spec_code_has_a_fixture() {
+    for code in flowrun::diagnostic::Code::ALL {
+        assert!(CASES.iter().any(|(c, _, _)| *c == code.as_str()), "no fixture for {}", code.as_str());
+    }
+}
+
+#[test]
+fn human_reports_match_snapshots() {
+    for (code, _, _) in CASES {
+        let file = format!("tests/fixtures/invalid/{code}.yaml");
+        let out = flowrun().current_dir(env!("CARGO_MANIFEST_DIR")).args(["validate", &file]).output().unwrap();
+        let text = String::from_utf8(out.stderr).unwrap();
+        assert!(text.contains(&format!("{file}:")), "{code}: the report names file:line:col");
+        insta::assert_snapshot!(format!("human-{code}"), text);
+    }
+}
+
+#[test]
+fn all_problems_of_a_file_are_reported() {
+    let found = positions(&fixture("many-problems"));
+    let expected = [
+        ("invalid-value", 2, 22),
+        ("no-writer", 4, 3),
+        ("unused-channel", 5, 3),
+        ("invalid-value", 5, 18),
+        ("undeclared-channel", 9, 13),
+        ("invalid-value", 10, 14),
+        ("missing-key", 11, 3),
+        ("invalid-cron", 15, 29),
+    ];
+    let expected: Vec<(String, u64, u64)> = expected.iter().map(|(c, l, k)| (c.to_string(), *l, *k)).collect();
+    assert_eq!(found, expected);
+    let report = json_report(&fixture("many-problems"));
+    assert_eq!(report["errors"], 6);
+    assert_eq!(report["warnings"], 2);
+    let first = &report["files"][0]["diagnostics"][0];
+    assert_eq!(first["end_line"], 2);
+    assert_eq!(first["end_column"], 23);
+    assert_eq!(first["severity"], "error");
+    assert!(first["help"].as_str().unwrap().contains("1 to 100000"));
+}
+
+#[test]
+fn exit_codes() {
+    // Errors: 1. Warnings only: 0, or 1 under --deny-warnings. Unreadable: 2.
+    flowrun().arg("validate").arg(fixture("unknown-key")).assert().code(1);
+    flowrun().arg("validate").arg(fixture("unused-channel")).assert().code(0);
+    flowrun().args(["validate", "--deny-warnings"]).arg(fixture("unused-channel")).assert().code(1);
+    flowrun().args(["validate", "/nonexistent/flow.yaml"]).assert().code(2);
+    flowrun().args(["validate", "--format", "xml"]).arg(fixture("unknown-key")).assert().code(2);
+}
+
+#[test]
+fn several_files_in_one_run() {
+    let report = {
+        let out = flowrun()
+            .args(["validate", "--format", "json"])
+            .arg(fixture("unknown-key"))
+            .arg(fixture("no-writer"))
+            .output()
+            .unwrap();
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    assert_eq!(report["files"].as_array().unwrap().len(), 2);
+    assert_eq!(report["errors"], 1);
+    assert_eq!(report["warnings"], 1);
+}
+
+#[test]
+fn github_annotations() {
+    let out = flowrun().args(["validate", "--format", "github"]).arg(fixture("undeclared-executor")).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("::error file="), "{text}");
+    assert!(text.contains(",line=6,col=15,"), "{text}");
+    assert!(text.contains("title=flowrun(undeclared-executor)::"), "{text}");
+    let out = flowrun().args(["validate", "--format", "github"]).arg(fixture("no-writer")).output().unwrap();
+    assert!(String::from_utf8(out.stdout).unwrap().starts_with("::warning file="));
+}
+
+#[test]
+fn files_too_large_or_not_utf8_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.yaml");
+    std::fs::write(&big, format!("# {}\njobs: {{}}\n", "x".repeat(5 * 1024 * 1024))).unwrap();
+    let out = flowrun().arg("validate").arg(&big).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("4 MiB"));
+    let latin = dir.path().join("latin.yaml");
+    std::fs::write(&latin, b"jobs:\n  caf\xe9:\n    run: echo\n").unwrap();
+    let out = flowrun().arg("validate").arg(&latin).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("UTF-8"));
+}
+
+#[test]
+fn an_alias_bomb_is_an_error_not_an_explosion() {
+    let mut text = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+    for (i, name) in ["b", "c", "d", "e", "f", "g", "h", "i"].iter().enumerate() {
+        let prev = ["a", "b", "c", "d", "e", "f", "g", "h"][i];
+        text.push_str(&format!("{name}: &{name} [{}]\n", vec![format!("*{prev}"); 10].join(", ")));
+    }
+    text.push_str("jobs: { x: { run: echo } }\n");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bomb.yaml");
+    std::fs::write(&file, text).unwrap();
+    let found = positions(&file);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, "syntax");
+}
+
+#[test]
+fn anchors_aliases_and_merge_keys_work() {
+    let text = "\
+base: &base
+  timeout: 5m
+  retry: { attempts: 2 }
+jobs:
+  a:
+    <<: *base
+    run: echo a
+  b:
+    <<: *base
+    run: echo b
+    timeout: 1m
+";
+    // `base` is not a key of the format: the merge source must live under a known key, so use defaults instead.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("merge.yaml");
+    std::fs::write(&file, text).unwrap();
+    let found = positions(&file);
+    assert_eq!(found, [("unknown-key".to_string(), 1, 1)]);
+    let text = "\
+defaults: &base
+  timeout: 5m
+jobs:
+  a:
+    <<: *base
+    run: echo a
+  b:
+    <<: *base
+    run: [echo, b]
+    timeout: 1m
+";
+    std::fs::write(&file, text).unwrap();
+    assert_eq!(positions(&file), []);
+}
+
+#[test]
+fn examples_validate_without_any_diagnostic() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows");
+    let mut count = 0;
+    for entry in std::fs::read_dir(examples).unwrap() {
+        let path = entry.unwrap().path();
+        flowrun().args(["validate", "--deny-warnings"]).arg(&path).assert().success();
+        count += 1;
+    }
+    assert!(count >= 6);
+}
+
+#[test]
+fn schema_command_matches_the_committed_schema() {
+    let out = flowrun().arg("schema").output().unwrap();
+    let committed = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/workflow.schema.json")).unwrap();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        committed,
+        "schemas/workflow.schema.json is stale: run `cargo run -- schema > schemas/workflow.schema.json`"
+    );
+}
+
+#[test]
+fn examples_conform_to_the_schema() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(root.join("schemas/workflow.schema.json")).unwrap()).unwrap();
+    let validator = jsonschema::draft7::new(&schema).unwrap();
+    for entry in std::fs::read_dir(root.join("workflows")).unwrap() {
+        let path = entry.unwrap().path();
+        let doc: Value = serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{}: {errors:?}", path.display());
+    }
+    // And the schema rejects what validate rejects.
+    let bad: Value = serde_json::json!({ "jobs": { "a": { "run": "x", "tigger": "start" } } });
+    assert!(!validator.is_valid(&bad));
+}
