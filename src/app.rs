@@ -78,9 +78,9 @@ fn validate_files(files: &[std::path::PathBuf], format: Format, deny_warnings: b
             }
         }
     }
-    let (errors, warnings) = loaded
-        .iter()
-        .fold((0, 0), |(e, w), (_, _, v)| (e + v.errors(), w + v.warnings()));
+    let (errors, warnings) = loaded.iter().fold((0, 0), |(e, w), (_, _, v)| {
+        (e + v.errors(), w + v.warnings())
+    });
     match format {
         Format::Json => {
             let reports: Vec<FileReport> = loaded
@@ -134,13 +134,21 @@ pub fn load_plan(file: &Path) -> Result<Plan, i32> {
     })?;
     let validated = validate(&source, Utc::now());
     if !validated.diagnostics.is_empty() {
-        eprint!("{}", render::human(&source, &validated.diagnostics, color_on_stderr()));
+        eprint!(
+            "{}",
+            render::human(&source, &validated.diagnostics, color_on_stderr())
+        );
     }
     validated.plan.ok_or(exit::INVALID)
 }
 
 /// The next `count` fire times of each time-triggered job, merged over its triggers, in time order.
-pub fn next_fires(plan: &Plan, job: usize, from: DateTime<Utc>, count: usize) -> Vec<DateTime<Utc>> {
+pub fn next_fires(
+    plan: &Plan,
+    job: usize,
+    from: DateTime<Utc>,
+    count: usize,
+) -> Vec<DateTime<Utc>> {
     let rules: Vec<_> = plan.jobs[job]
         .triggers
         .iter()

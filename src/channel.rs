@@ -39,7 +39,9 @@ impl Chunk {
     }
     /// Split after the `n`-th message: (first n, rest).
     fn split(&self, n: usize) -> (Chunk, Chunk) {
-        let at = memchr::memchr_iter(b'\n', self.bytes()).nth(n - 1).map_or(self.end, |i| self.start + i + 1);
+        let at = memchr::memchr_iter(b'\n', self.bytes())
+            .nth(n - 1)
+            .map_or(self.end, |i| self.start + i + 1);
         (
             Chunk {
                 data: self.data.clone(),
@@ -133,7 +135,9 @@ impl Queue {
         if chunk.count == 0 {
             return;
         }
-        self.stats.taken_in.fetch_add(chunk.count as u64, Ordering::Relaxed);
+        self.stats
+            .taken_in
+            .fetch_add(chunk.count as u64, Ordering::Relaxed);
         let mut inner = self.inner.lock().unwrap();
         inner.waiting += chunk.count;
         inner.chunks.push_back(chunk);
@@ -146,7 +150,9 @@ impl Queue {
         if chunk.count == 0 {
             return;
         }
-        self.stats.handed_out.fetch_sub(chunk.count as u64, Ordering::Relaxed);
+        self.stats
+            .handed_out
+            .fetch_sub(chunk.count as u64, Ordering::Relaxed);
         let mut inner = self.inner.lock().unwrap();
         inner.waiting += chunk.count;
         inner.chunks.push_front(chunk);
@@ -163,7 +169,9 @@ impl Queue {
         let mut out = Vec::new();
         let mut taken = 0;
         while taken < n {
-            let Some(front) = inner.chunks.pop_front() else { break };
+            let Some(front) = inner.chunks.pop_front() else {
+                break;
+            };
             let want = n - taken;
             let chunk = if front.count > want {
                 let (head, rest) = front.split(want);
@@ -177,7 +185,9 @@ impl Queue {
         }
         inner.waiting -= taken;
         drop(inner);
-        self.stats.handed_out.fetch_add(taken as u64, Ordering::Relaxed);
+        self.stats
+            .handed_out
+            .fetch_add(taken as u64, Ordering::Relaxed);
         self.space.notify_waiters();
         Some((out, taken))
     }
@@ -193,7 +203,9 @@ impl Queue {
                 if let Some(chunk) = inner.chunks.pop_front() {
                     inner.waiting -= chunk.count;
                     drop(inner);
-                    self.stats.handed_out.fetch_add(chunk.count as u64, Ordering::Relaxed);
+                    self.stats
+                        .handed_out
+                        .fetch_add(chunk.count as u64, Ordering::Relaxed);
                     self.space.notify_waiters();
                     return Some(chunk);
                 }
@@ -225,7 +237,8 @@ impl Target {
                 let notified = self.queues[0].space.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
-                let live: Vec<&Arc<Queue>> = self.queues.iter().filter(|q| !q.is_orphaned()).collect();
+                let live: Vec<&Arc<Queue>> =
+                    self.queues.iter().filter(|q| !q.is_orphaned()).collect();
                 if live.is_empty() {
                     break usize::MAX;
                 }
@@ -244,7 +257,9 @@ impl Target {
                 std::mem::replace(&mut chunk, empty)
             };
             for q in &self.queues {
-                q.stats.taken_in.fetch_add(piece.count as u64, Ordering::Relaxed);
+                q.stats
+                    .taken_in
+                    .fetch_add(piece.count as u64, Ordering::Relaxed);
                 let mut inner = q.inner.lock().unwrap();
                 inner.waiting += piece.count;
                 inner.chunks.push_back(piece.clone());
@@ -268,7 +283,9 @@ pub enum PumpEnd {
     /// The writer's output ended; everything was taken.
     Eof,
     /// A line longer than `max_message`: the run fails; what came before was kept.
-    Overlong { length: usize },
+    Overlong {
+        length: usize,
+    },
     /// The process exited but something it left behind kept the pipe open; the pipe was abandoned.
     Abandoned,
     /// No reader can take more; the pipe was closed so the writer stops, as in a shell pipeline.
@@ -310,7 +327,11 @@ pub const DRAIN: Duration = Duration::from_millis(200);
 const READ_SIZE: usize = 256 * 1024;
 
 /// Read a writer run's standard output into the channel, framing it into messages.
-pub async fn pump_writer<R: AsyncRead + Unpin>(mut src: R, target: Target, exit: Arc<ExitFlag>) -> PumpEnd {
+pub async fn pump_writer<R: AsyncRead + Unpin>(
+    mut src: R,
+    target: Target,
+    exit: Arc<ExitFlag>,
+) -> PumpEnd {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_SIZE);
     loop {
         if buf.capacity() - buf.len() < READ_SIZE / 4 {
@@ -393,12 +414,20 @@ pub struct FeedState {
 }
 
 /// Stream a queue into a reader run's standard input until the queue closes and empties.
-pub async fn feed(queue: Arc<Queue>, mut pipe: tokio::net::unix::pipe::Sender, state: Arc<Mutex<FeedState>>, pipe_size: usize) {
+pub async fn feed(
+    queue: Arc<Queue>,
+    mut pipe: tokio::net::unix::pipe::Sender,
+    state: Arc<Mutex<FeedState>>,
+    pipe_size: usize,
+) {
     state.lock().unwrap().pipe_size = pipe_size;
     while let Some(chunk) = queue.pop_chunk().await {
         {
             let mut s = state.lock().unwrap();
-            let stream_start = s.sent.back().map_or(s.written, |(o, c)| o + c.bytes().len() as u64);
+            let stream_start = s
+                .sent
+                .back()
+                .map_or(s.written, |(o, c)| o + c.bytes().len() as u64);
             s.sent.push_back((stream_start, chunk.clone()));
             // Chunks entirely older than a pipe's worth of bytes have surely been read.
             let horizon = s.written.saturating_sub(s.pipe_size as u64);
@@ -427,7 +456,9 @@ pub async fn feed(queue: Arc<Queue>, mut pipe: tokio::net::unix::pipe::Sender, s
 /// whole, so no message is lost; returns how many messages went back.
 pub fn take_back(queue: &Queue, state: &Mutex<FeedState>, unread: usize) -> usize {
     let s = state.lock().unwrap();
-    let Some((last_start, last)) = s.sent.back() else { return 0 };
+    let Some((last_start, last)) = s.sent.back() else {
+        return 0;
+    };
     let stream_end = last_start + last.bytes().len() as u64;
     let consumed = s.written.saturating_sub(unread as u64);
     if consumed >= stream_end {

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use crate::render::Format;
 
 #[derive(Debug, Parser)]
-#[command(name = "flowrun", version, about = "Run a declarative workflow file: jobs, triggers, executors and channels")]
+#[command(
+    name = "flowrun",
+    version,
+    about = "Run a declarative workflow file: jobs, triggers, executors and channels"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -9,7 +9,15 @@ use crate::source::{Source, Span};
 use crate::values::{name_problem, parse_datetime, parse_duration, parse_zone};
 use crate::yaml::{Node, Value};
 
-const DOCUMENT_KEYS: &[&str] = &["version", "name", "description", "executors", "channels", "defaults", "jobs"];
+const DOCUMENT_KEYS: &[&str] = &[
+    "version",
+    "name",
+    "description",
+    "executors",
+    "channels",
+    "defaults",
+    "jobs",
+];
 const EXECUTOR_KEYS: &[&str] = &["type", "max_workers"];
 const CHANNEL_KEYS: &[&str] = &["kind", "capacity", "max_message"];
 const OPTION_KEYS: &[&str] = &[
@@ -59,15 +67,23 @@ impl Decoder<'_> {
     fn type_error(&mut self, node: &Node, expected: &str) {
         let found = node.value.type_name();
         self.push(
-            Diagnostic::new(Code::InvalidValue, node.span, format!("expected {expected}, found {found}"))
-                .label(format!("this is {found}"))
-                .help(format!("write {expected} here")),
+            Diagnostic::new(
+                Code::InvalidValue,
+                node.span,
+                format!("expected {expected}, found {found}"),
+            )
+            .label(format!("this is {found}"))
+            .help(format!("write {expected} here")),
         );
     }
 
     fn invalid(&mut self, span: Span, message: impl Into<String>, help: impl Into<String>) {
         let message = message.into();
-        self.push(Diagnostic::new(Code::InvalidValue, span, message.clone()).label("invalid value").help(help));
+        self.push(
+            Diagnostic::new(Code::InvalidValue, span, message.clone())
+                .label("invalid value")
+                .help(help),
+        );
     }
 
     /// Check a mapping's keys against `allowed` and `required`. `owner` is what a missing key is reported at.
@@ -90,21 +106,33 @@ impl Decoder<'_> {
                 continue;
             };
             if !allowed.iter().any(|set| set.contains(&name)) {
-                let candidates: Vec<&str> = allowed.iter().flat_map(|s| s.iter().copied()).collect();
+                let candidates: Vec<&str> =
+                    allowed.iter().flat_map(|s| s.iter().copied()).collect();
                 self.push(
-                    Diagnostic::new(Code::UnknownKey, key.span, format!("unknown key `{name}` in {what}"))
-                        .label("not a key of this mapping")
-                        .help(suggestion_help(name, &candidates, "key")),
+                    Diagnostic::new(
+                        Code::UnknownKey,
+                        key.span,
+                        format!("unknown key `{name}` in {what}"),
+                    )
+                    .label("not a key of this mapping")
+                    .help(suggestion_help(name, &candidates, "key")),
                 );
                 continue;
             }
             if let Some((first, _)) = map.get(name) {
                 let at = self.source.line_col(first.span.offset);
-                let line_hint = format!("`{name}` was first given on line {}, column {}", at.line, at.column);
+                let line_hint = format!(
+                    "`{name}` was first given on line {}, column {}",
+                    at.line, at.column
+                );
                 self.push(
-                    Diagnostic::new(Code::DuplicateKey, key.span, format!("duplicate key `{name}` in {what}"))
-                        .label("repeated here")
-                        .help(format!("{line_hint}; keep one of them")),
+                    Diagnostic::new(
+                        Code::DuplicateKey,
+                        key.span,
+                        format!("duplicate key `{name}` in {what}"),
+                    )
+                    .label("repeated here")
+                    .help(format!("{line_hint}; keep one of them")),
                 );
                 continue;
             }
@@ -139,15 +167,24 @@ impl Decoder<'_> {
         };
         let mut seen: HashMap<String, Span> = HashMap::new();
         for (key, value) in pairs {
-            let Some(name) = key.scalar_text().filter(|_| !matches!(key.value, Value::Null)) else {
+            let Some(name) = key
+                .scalar_text()
+                .filter(|_| !matches!(key.value, Value::Null))
+            else {
                 self.type_error(key, &format!("a {what} name"));
                 continue;
             };
             if seen.contains_key(&name) {
                 self.push(
-                    Diagnostic::new(Code::DuplicateKey, key.span, format!("duplicate {what} `{name}`"))
-                        .label("declared again here")
-                        .help(format!("each {what} is declared once; rename or remove one")),
+                    Diagnostic::new(
+                        Code::DuplicateKey,
+                        key.span,
+                        format!("duplicate {what} `{name}`"),
+                    )
+                    .label("declared again here")
+                    .help(format!(
+                        "each {what} is declared once; rename or remove one"
+                    )),
                 );
                 continue;
             }
@@ -183,7 +220,11 @@ impl Decoder<'_> {
     fn name_ref(&mut self, node: &Node, what: &str) -> Option<Sp<String>> {
         let s = self.string(node, &format!("a {what} name"))?;
         if let Some(problem) = name_problem(&s.value) {
-            self.invalid(s.span, format!("`{}` is not a valid {what} name", s.value), problem);
+            self.invalid(
+                s.span,
+                format!("`{}` is not a valid {what} name", s.value),
+                problem,
+            );
             return None;
         }
         Some(s)
@@ -191,7 +232,9 @@ impl Decoder<'_> {
 
     fn uint(&mut self, node: &Node, min: u32, max: u32, what: &str) -> Option<Sp<u32>> {
         match node.value {
-            Value::Int(i) if i >= min as i64 && i <= max as i64 => Some(Sp::new(i as u32, node.span)),
+            Value::Int(i) if i >= min as i64 && i <= max as i64 => {
+                Some(Sp::new(i as u32, node.span))
+            }
             Value::Int(i) => {
                 self.invalid(
                     node.span,
@@ -229,7 +272,11 @@ impl Decoder<'_> {
         };
         match parse_duration(&text) {
             Ok(d) if positive && d.is_zero() => {
-                self.invalid(node.span, "a zero duration is not allowed here", "use a positive duration, e.g. `1s`");
+                self.invalid(
+                    node.span,
+                    "a zero duration is not allowed here",
+                    "use a positive duration, e.g. `1s`",
+                );
                 None
             }
             Ok(d) => Some(Sp::new(Dur(d), node.span)),
@@ -249,7 +296,11 @@ impl Decoder<'_> {
         match parse_datetime(&s.value) {
             Ok(dt) => Some(Sp::new(DateTimeValue(dt), s.span)),
             Err(e) => {
-                self.invalid(s.span, e, "RFC 3339 with an offset, or a local `YYYY-MM-DD HH:MM[:SS]`");
+                self.invalid(
+                    s.span,
+                    e,
+                    "RFC 3339 with an offset, or a local `YYYY-MM-DD HH:MM[:SS]`",
+                );
                 None
             }
         }
@@ -265,7 +316,11 @@ impl Decoder<'_> {
                     Some(best) => format!("did you mean `{best}`?"),
                     None => "use a name from the IANA database, e.g. `Europe/Berlin`, `America/New_York`, `UTC`".into(),
                 };
-                self.push(Diagnostic::new(Code::InvalidValue, s.span, e).label("unknown time zone").help(help));
+                self.push(
+                    Diagnostic::new(Code::InvalidValue, s.span, e)
+                        .label("unknown time zone")
+                        .help(help),
+                );
                 None
             }
         }
@@ -273,7 +328,11 @@ impl Decoder<'_> {
 
     fn keyword<T: Copy>(&mut self, node: &Node, words: &[(&str, T)], what: &str) -> Option<Sp<T>> {
         let allowed: Vec<&str> = words.iter().map(|(w, _)| *w).collect();
-        let list = allowed.iter().map(|w| format!("`{w}`")).collect::<Vec<_>>().join(", ");
+        let list = allowed
+            .iter()
+            .map(|w| format!("`{w}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let Some(text) = node.as_str() else {
             self.type_error(node, &format!("one of {list}"));
             return None;
@@ -286,9 +345,13 @@ impl Decoder<'_> {
                     None => format!("{what} is one of {list}"),
                 };
                 self.push(
-                    Diagnostic::new(Code::InvalidValue, node.span, format!("`{text}` is not a valid {what}"))
-                        .label("invalid value")
-                        .help(help),
+                    Diagnostic::new(
+                        Code::InvalidValue,
+                        node.span,
+                        format!("`{text}` is not a valid {what}"),
+                    )
+                    .label("invalid value")
+                    .help(help),
                 );
                 None
             }
@@ -304,7 +367,11 @@ impl Decoder<'_> {
         match parsed {
             Some(n) if n > 0 => Some(Sp::new(ByteSize(n), node.span)),
             _ => {
-                self.invalid(node.span, "not a size in bytes", "write a number of bytes or e.g. `64KiB`, `1MiB`");
+                self.invalid(
+                    node.span,
+                    "not a size in bytes",
+                    "write a number of bytes or e.g. `64KiB`, `1MiB`",
+                );
                 None
             }
         }
@@ -319,12 +386,24 @@ impl Decoder<'_> {
             );
             return None;
         }
-        let f = self.fields(root, &[DOCUMENT_KEYS], &["jobs"], Span::new(0, 0), "the workflow")?;
+        let f = self.fields(
+            root,
+            &[DOCUMENT_KEYS],
+            &["jobs"],
+            Span::new(0, 0),
+            "the workflow",
+        )?;
         let version = f.get("version").and_then(|n| self.uint(n, 1, 1, "version"));
         let name = f.get("name").and_then(|n| self.string(n, "a string"));
-        let description = f.get("description").and_then(|n| self.string(n, "a string"));
-        let executors = f.get("executors").map(|n| self.named(n, "executor", true, |d, k, v| d.executor(k, v)));
-        let channels = f.get("channels").map(|n| self.named(n, "channel", true, |d, k, v| d.channel(k, v)));
+        let description = f
+            .get("description")
+            .and_then(|n| self.string(n, "a string"));
+        let executors = f
+            .get("executors")
+            .map(|n| self.named(n, "executor", true, |d, k, v| d.executor(k, v)));
+        let channels = f
+            .get("channels")
+            .map(|n| self.named(n, "channel", true, |d, k, v| d.channel(k, v)));
         let defaults = f.get("defaults").and_then(|n| {
             if n.value == Value::Null {
                 return Some(JobOptions::default());
@@ -365,10 +444,12 @@ impl Decoder<'_> {
         }
         let f = self.fields(node, &[EXECUTOR_KEYS], &[], key.span, "an executor")?;
         Some(ExecutorSpec {
-            kind: f
-                .get("type")
-                .and_then(|n| self.keyword(n, &[("process", ExecutorType::Process)], "executor type")),
-            max_workers: f.get("max_workers").and_then(|n| self.uint(n, 1, 100_000, "max_workers")),
+            kind: f.get("type").and_then(|n| {
+                self.keyword(n, &[("process", ExecutorType::Process)], "executor type")
+            }),
+            max_workers: f
+                .get("max_workers")
+                .and_then(|n| self.uint(n, 1, 100_000, "max_workers")),
         })
     }
 
@@ -387,15 +468,25 @@ impl Decoder<'_> {
             ("broadcast", ChannelKind::Broadcast),
         ];
         Some(ChannelSpec {
-            kind: f.get("kind").and_then(|n| self.keyword(n, &kinds, "channel kind")),
-            capacity: f.get("capacity").and_then(|n| self.uint(n, 1, 10_000_000, "capacity")),
+            kind: f
+                .get("kind")
+                .and_then(|n| self.keyword(n, &kinds, "channel kind")),
+            capacity: f
+                .get("capacity")
+                .and_then(|n| self.uint(n, 1, 10_000_000, "capacity")),
             max_message: f.get("max_message").and_then(|n| self.byte_size(n)),
         })
     }
 
     fn job(&mut self, key: &Node, node: &Node) -> Option<JobSpec> {
         let what = format!("job `{}`", key.scalar_text().unwrap_or_default());
-        let f = self.fields(node, &[JOB_ONLY_KEYS, OPTION_KEYS], &["run"], key.span, &what)?;
+        let f = self.fields(
+            node,
+            &[JOB_ONLY_KEYS, OPTION_KEYS],
+            &["run"],
+            key.span,
+            &what,
+        )?;
         let run = f.get("run").and_then(|n| self.run(n));
         let trigger = f.get("trigger").and_then(|n| self.triggers(n));
         let stdin = f.get("stdin").and_then(|n| self.name_ref(n, "channel"));
@@ -415,18 +506,29 @@ impl Decoder<'_> {
     fn run(&mut self, node: &Node) -> Option<Sp<RunSpec>> {
         match &node.value {
             Value::Str(s) if s.trim().is_empty() => {
-                self.invalid(node.span, "`run` is empty", "give a shell command, or a list: `[program, arg, ...]`");
+                self.invalid(
+                    node.span,
+                    "`run` is empty",
+                    "give a shell command, or a list: `[program, arg, ...]`",
+                );
                 None
             }
             Value::Str(s) => Some(Sp::new(RunSpec::Shell(s.clone()), node.span)),
             Value::Seq(items) if items.is_empty() => {
-                self.invalid(node.span, "`run` is an empty list", "the list is the program and its arguments");
+                self.invalid(
+                    node.span,
+                    "`run` is an empty list",
+                    "the list is the program and its arguments",
+                );
                 None
             }
             Value::Seq(items) => {
                 let mut argv = Vec::new();
                 for item in items {
-                    match item.scalar_text().filter(|_| !matches!(item.value, Value::Null)) {
+                    match item
+                        .scalar_text()
+                        .filter(|_| !matches!(item.value, Value::Null))
+                    {
                         Some(s) => argv.push(Sp::new(s, item.span)),
                         None => self.type_error(item, "a string (one argument)"),
                     }
@@ -435,7 +537,11 @@ impl Decoder<'_> {
                     return None;
                 }
                 if argv[0].value.is_empty() {
-                    self.invalid(argv[0].span, "the program name is empty", "the first item is the program to run");
+                    self.invalid(
+                        argv[0].span,
+                        "the program name is empty",
+                        "the first item is the program to run",
+                    );
                     return None;
                 }
                 Some(Sp::new(RunSpec::Argv(argv), node.span))
@@ -457,7 +563,11 @@ impl Decoder<'_> {
             cwd: f.get("cwd").and_then(|n| {
                 let s = self.string(n, "a directory path")?;
                 if s.value.is_empty() {
-                    self.invalid(s.span, "`cwd` is empty", "leave it out to use the workflow file's folder");
+                    self.invalid(
+                        s.span,
+                        "`cwd` is empty",
+                        "leave it out to use the workflow file's folder",
+                    );
                     return None;
                 }
                 Some(s)
@@ -466,7 +576,11 @@ impl Decoder<'_> {
                 self.named(n, "environment variable", false, |d, k, v| {
                     let name = k.scalar_text().unwrap_or_default();
                     if name.is_empty() || name.contains('=') || name.contains('\0') {
-                        d.invalid(k.span, format!("`{name}` is not a variable name"), "a name without `=`");
+                        d.invalid(
+                            k.span,
+                            format!("`{name}` is not a variable name"),
+                            "a name without `=`",
+                        );
                         return None;
                     }
                     match &v.value {
@@ -474,25 +588,36 @@ impl Decoder<'_> {
                             d.type_error(v, "a scalar (string, number or boolean)");
                             None
                         }
-                        _ => Some(Sp::new(EnvValue(v.scalar_text().unwrap_or_default()), v.span)),
+                        _ => Some(Sp::new(
+                            EnvValue(v.scalar_text().unwrap_or_default()),
+                            v.span,
+                        )),
                     }
                 })
             }),
             executor: f.get("executor").and_then(|n| self.name_ref(n, "executor")),
-            max_instances: f.get("max_instances").and_then(|n| self.uint(n, 1, 100_000, "max_instances")),
+            max_instances: f
+                .get("max_instances")
+                .and_then(|n| self.uint(n, 1, 100_000, "max_instances")),
             coalesce: f.get("coalesce").and_then(|n| self.boolean(n)),
             misfire_grace: f.get("misfire_grace").and_then(|n| self.duration(n, false)),
             timeout: f.get("timeout").and_then(|n| self.duration(n, true)),
             retry: f.get("retry").and_then(|n| self.retry(n)),
-            restart: f.get("restart").and_then(|n| self.keyword(n, &restarts, "restart policy")),
+            restart: f
+                .get("restart")
+                .and_then(|n| self.keyword(n, &restarts, "restart policy")),
             stop_grace: f.get("stop_grace").and_then(|n| self.duration(n, false)),
-            dead_letter: f.get("dead_letter").and_then(|n| self.name_ref(n, "channel")),
+            dead_letter: f
+                .get("dead_letter")
+                .and_then(|n| self.name_ref(n, "channel")),
         }
     }
 
     fn retry(&mut self, node: &Node) -> Option<Sp<RetrySpec>> {
         let f = self.fields(node, &[RETRY_KEYS], &["attempts"], node.span, "`retry`")?;
-        let attempts = f.get("attempts").and_then(|n| self.uint(n, 1, 1_000, "attempts"));
+        let attempts = f
+            .get("attempts")
+            .and_then(|n| self.uint(n, 1, 1_000, "attempts"));
         let backoff = f.get("backoff").and_then(|n| self.duration(n, false));
         Some(Sp::new(
             RetrySpec {
@@ -506,7 +631,11 @@ impl Decoder<'_> {
     fn triggers(&mut self, node: &Node) -> Option<Sp<OneOrMany<Sp<TriggerSpec>>>> {
         let items: Vec<&Node> = match &node.value {
             Value::Seq(items) if items.is_empty() => {
-                self.invalid(node.span, "the trigger list is empty", "leave `trigger` out to run once at start");
+                self.invalid(
+                    node.span,
+                    "the trigger list is empty",
+                    "leave `trigger` out to run once at start",
+                );
                 return None;
             }
             Value::Seq(items) => items.iter().collect(),
@@ -522,18 +651,27 @@ impl Decoder<'_> {
                 return Some(Sp::new(TriggerSpec::Start(StartWord::Start), node.span));
             }
             let help = match crate::diagnostic::did_you_mean(word, TRIGGER_WORDS.iter().copied()) {
-                Some("start") | None => "a trigger is `start` or a mapping such as `{ interval: 1m }`".to_string(),
+                Some("start") | None => {
+                    "a trigger is `start` or a mapping such as `{ interval: 1m }`".to_string()
+                }
                 Some(best) => format!("did you mean `{{ {best}: ... }}`?"),
             };
             self.push(
-                Diagnostic::new(Code::InvalidValue, node.span, format!("`{word}` is not a trigger"))
-                    .label("invalid trigger")
-                    .help(help),
+                Diagnostic::new(
+                    Code::InvalidValue,
+                    node.span,
+                    format!("`{word}` is not a trigger"),
+                )
+                .label("invalid trigger")
+                .help(help),
             );
             return None;
         }
         let Value::Map(pairs) = &node.value else {
-            self.type_error(node, "a trigger (`start` or a mapping such as `{ interval: 1m }`)");
+            self.type_error(
+                node,
+                "a trigger (`start` or a mapping such as `{ interval: 1m }`)",
+            );
             return None;
         };
         // The trigger's kind is the first of its keys that names one.
@@ -545,20 +683,34 @@ impl Decoder<'_> {
             let first = pairs.first().map(|(k, _)| k);
             let span = first.map_or(node.span, |k| k.span);
             let word = first.and_then(|k| k.as_str()).unwrap_or("");
-            let help = match crate::diagnostic::did_you_mean(word, TRIGGER_WORDS[1..].iter().copied()) {
-                Some(best) => format!("did you mean `{best}`?"),
-                None => "a trigger mapping has one of `cron`, `interval`, `at`, `after`, `each`".into(),
-            };
+            let help =
+                match crate::diagnostic::did_you_mean(word, TRIGGER_WORDS[1..].iter().copied()) {
+                    Some(best) => format!("did you mean `{best}`?"),
+                    None => {
+                        "a trigger mapping has one of `cron`, `interval`, `at`, `after`, `each`"
+                            .into()
+                    }
+                };
             self.push(
-                Diagnostic::new(Code::UnknownKey, span, format!("`{word}` is not a kind of trigger"))
-                    .label("unknown trigger")
-                    .help(help),
+                Diagnostic::new(
+                    Code::UnknownKey,
+                    span,
+                    format!("`{word}` is not a kind of trigger"),
+                )
+                .label("unknown trigger")
+                .help(help),
             );
             return None;
         };
         let spec = match kind {
             "cron" => {
-                let f = self.fields(node, &[&["cron", "timezone", "jitter"]], &[], node.span, "a cron trigger")?;
+                let f = self.fields(
+                    node,
+                    &[&["cron", "timezone", "jitter"]],
+                    &[],
+                    node.span,
+                    "a cron trigger",
+                )?;
                 let cron = f.get("cron").and_then(|n| self.cron(n));
                 let timezone = f.get("timezone").and_then(|n| self.zone(n));
                 let jitter = f.get("jitter").and_then(|n| self.duration(n, false));
@@ -585,26 +737,51 @@ impl Decoder<'_> {
                 })
             }
             "at" => {
-                let f = self.fields(node, &[&["at", "timezone"]], &[], node.span, "an at trigger")?;
+                let f = self.fields(
+                    node,
+                    &[&["at", "timezone"]],
+                    &[],
+                    node.span,
+                    "an at trigger",
+                )?;
                 let at = f.get("at").and_then(|n| self.datetime(n));
                 let timezone = f.get("timezone").and_then(|n| self.zone(n));
                 TriggerSpec::At(AtTrigger { at: at?, timezone })
             }
             "after" => {
-                let f = self.fields(node, &[&["after", "status"]], &[], node.span, "an after trigger")?;
+                let f = self.fields(
+                    node,
+                    &[&["after", "status"]],
+                    &[],
+                    node.span,
+                    "an after trigger",
+                )?;
                 let after = f.get("after").and_then(|n| self.job_list(n));
                 let statuses = [
                     ("success", Status::Success),
                     ("failure", Status::Failure),
                     ("any", Status::Any),
                 ];
-                let status = f.get("status").and_then(|n| self.keyword(n, &statuses, "status"));
-                TriggerSpec::After(AfterTrigger { after: after?, status })
+                let status = f
+                    .get("status")
+                    .and_then(|n| self.keyword(n, &statuses, "status"));
+                TriggerSpec::After(AfterTrigger {
+                    after: after?,
+                    status,
+                })
             }
             _ => {
-                let f = self.fields(node, &[&["each", "batch"]], &[], node.span, "an each trigger")?;
+                let f = self.fields(
+                    node,
+                    &[&["each", "batch"]],
+                    &[],
+                    node.span,
+                    "an each trigger",
+                )?;
                 let each = f.get("each").and_then(|n| self.name_ref(n, "channel"));
-                let batch = f.get("batch").and_then(|n| self.uint(n, 1, 1_000_000, "batch"));
+                let batch = f
+                    .get("batch")
+                    .and_then(|n| self.uint(n, 1, 1_000_000, "batch"));
                 TriggerSpec::Each(EachTrigger { each: each?, batch })
             }
         };
@@ -617,7 +794,10 @@ impl Decoder<'_> {
                 self.invalid(node.span, "`after` lists no job", "name at least one job");
                 return None;
             }
-            Value::Seq(items) => items.iter().filter_map(|n| self.name_ref(n, "job")).collect(),
+            Value::Seq(items) => items
+                .iter()
+                .filter_map(|n| self.name_ref(n, "job"))
+                .collect(),
             _ => vec![self.name_ref(node, "job")?],
         };
         Some(Sp::new(OneOrMany(names), node.span))
@@ -627,7 +807,13 @@ impl Decoder<'_> {
         let s = self.string(node, "a cron expression")?;
         // The string's content starts after an opening quote when the value is quoted.
         match crate::trigger::parse_cron(&s.value) {
-            Ok(cron) => Some(Sp::new(CronExpr { text: s.value, cron }, s.span)),
+            Ok(cron) => Some(Sp::new(
+                CronExpr {
+                    text: s.value,
+                    cron: Box::new(cron),
+                },
+                s.span,
+            )),
             Err(e) => {
                 let span = match e.field {
                     Some((start, len)) => field_span(s.span, &s.value, start, len),
@@ -668,7 +854,9 @@ fn missing_help(key: &str) -> String {
 
 fn parse_byte_size(text: &str) -> Option<u64> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let number: u64 = text[..split].parse().ok()?;
     let factor: u64 = match text[split..].trim() {
         "" | "B" => 1,
@@ -692,7 +880,9 @@ mod tests {
         let source = Source::new("t.yaml", text.to_string());
         let mut out = Vec::new();
         decode(&root, &source, &mut out);
-        out.into_iter().map(|d| (d.code, text[d.span.offset..d.span.end()].to_string())).collect()
+        out.into_iter()
+            .map(|d| (d.code, text[d.span.offset..d.span.end()].to_string()))
+            .collect()
     }
 
     #[test]

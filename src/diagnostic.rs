@@ -128,12 +128,17 @@ impl Diagnostic {
 
 /// The candidate nearest to `word`, if it is near enough to be a plausible typo.
 /// Only called once a problem is known, so its cost never touches valid files.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let word_lower = word.to_lowercase();
     candidates
         .into_iter()
         .map(|c| (levenshtein(&word_lower, &c.to_lowercase()), c))
-        .filter(|(d, c)| *d <= (c.chars().count().max(word.chars().count()) / 3).max(1) || c.starts_with(word))
+        .filter(|(d, c)| {
+            *d <= (c.chars().count().max(word.chars().count()) / 3).max(1) || c.starts_with(word)
+        })
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }
@@ -146,7 +151,11 @@ fn levenshtein(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
             let cur = row[j + 1];
-            row[j + 1] = if ca == *cb { prev } else { 1 + prev.min(cur).min(row[j]) };
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(cur).min(row[j])
+            };
             prev = cur;
         }
     }
@@ -154,13 +163,17 @@ fn levenshtein(a: &str, b: &str) -> usize {
 }
 
 /// "did you mean" as a help line, or a list of what is allowed when nothing is close.
-pub fn suggestion_help<'a>(word: &str, candidates: &[&'a str], what: &str) -> String {
+pub fn suggestion_help(word: &str, candidates: &[&str], what: &str) -> String {
     match did_you_mean(word, candidates.iter().copied()) {
         Some(best) => format!("did you mean `{best}`?"),
         None if candidates.is_empty() => format!("no {what} is declared"),
         None => format!(
             "the {what}s here are: {}",
-            candidates.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
+            candidates
+                .iter()
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }
@@ -171,7 +184,10 @@ mod tests {
 
     #[test]
     fn suggests_close_words_only() {
-        assert_eq!(did_you_mean("tigger", ["trigger", "timeout"]), Some("trigger"));
+        assert_eq!(
+            did_you_mean("tigger", ["trigger", "timeout"]),
+            Some("trigger")
+        );
         assert_eq!(did_you_mean("stdot", ["stdin", "stdout"]), Some("stdout"));
         assert_eq!(did_you_mean("zzzzzz", ["trigger", "timeout"]), None);
         assert_eq!(levenshtein("kitten", "sitting"), 3);
@@ -179,7 +195,13 @@ mod tests {
 
     #[test]
     fn warnings_are_the_three_spec_names() {
-        let warnings: Vec<_> = Code::ALL.iter().filter(|c| c.severity() == Severity::Warning).collect();
-        assert_eq!(warnings, [&Code::NoWriter, &Code::UnusedChannel, &Code::PastTime]);
+        let warnings: Vec<_> = Code::ALL
+            .iter()
+            .filter(|c| c.severity() == Severity::Warning)
+            .collect();
+        assert_eq!(
+            warnings,
+            [&Code::NoWriter, &Code::UnusedChannel, &Code::PastTime]
+        );
     }
 }

@@ -145,7 +145,7 @@ impl JsonSchema for Zone {
 #[derive(Debug, Clone)]
 pub struct CronExpr {
     pub text: String,
-    pub cron: croner::Cron,
+    pub cron: Box<croner::Cron>,
 }
 
 impl PartialEq for CronExpr {
@@ -186,7 +186,11 @@ impl JsonSchema for ByteSize {
 
 /// The whole file.
 #[derive(Debug, Clone, PartialEq, JsonSchema)]
-#[schemars(deny_unknown_fields, title = "flowrun workflow", description = "A flowrun workflow file (SPEC §2).")]
+#[schemars(
+    deny_unknown_fields,
+    title = "flowrun workflow",
+    description = "A flowrun workflow file (SPEC §2)."
+)]
 pub struct Document {
     /// Format version; only 1 exists.
     #[schemars(range(min = 1, max = 1))]
@@ -419,7 +423,8 @@ pub fn json_schema() -> String {
     // must not offer it either (schemars makes every `Option` nullable).
     drop_null(&mut value);
     // `flatten` copies the flattened struct's description over the job's own.
-    value["definitions"]["JobSpec"]["description"] = "One job: a command, what fires it, and how it is wired.".into();
+    value["definitions"]["JobSpec"]["description"] =
+        "One job: a command, what fires it, and how it is wired.".into();
     let mut text = serde_json::to_string_pretty(&value).expect("a schema is always serializable");
     text.push('\n');
     text

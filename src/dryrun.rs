@@ -5,14 +5,23 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use crate::plan::{Plan, Trigger};
 
 pub fn describe(plan: &Plan, now: DateTime<Utc>) -> String {
-    let mut out = format!("workflow {} ({})\n\nexecutors:\n", plan.name, plan.path.display());
+    let mut out = format!(
+        "workflow {} ({})\n\nexecutors:\n",
+        plan.name,
+        plan.path.display()
+    );
     for e in &plan.executors {
         out.push_str(&format!("  {} (max_workers {})\n", e.name, e.max_workers));
     }
     if !plan.channels.is_empty() {
         out.push_str("\nchannels:\n");
         for c in &plan.channels {
-            let names = |ids: &[usize]| ids.iter().map(|&j| plan.jobs[j].name.as_str()).collect::<Vec<_>>().join(", ");
+            let names = |ids: &[usize]| {
+                ids.iter()
+                    .map(|&j| plan.jobs[j].name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
             out.push_str(&format!(
                 "  {} ({}, capacity {}): {} -> {}\n",
                 c.name,
@@ -38,16 +47,24 @@ pub fn describe(plan: &Plan, now: DateTime<Utc>) -> String {
                 Trigger::Time { rule, .. } => rule.describe(),
                 Trigger::After { jobs, status } => format!(
                     "after {} ({status:?})",
-                    jobs.iter().map(|&u| plan.jobs[u].name.as_str()).collect::<Vec<_>>().join(", ")
+                    jobs.iter()
+                        .map(|&u| plan.jobs[u].name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
                 .to_lowercase(),
-                Trigger::Each { channel, batch } => format!("each {} (batch {batch})", plan.channels[*channel].name),
+                Trigger::Each { channel, batch } => {
+                    format!("each {} (batch {batch})", plan.channels[*channel].name)
+                }
             };
             out.push_str(&format!("    trigger: {text}\n"));
         }
         let next = crate::app::next_fires(plan, j, now, 3);
         if !next.is_empty() {
-            let times: Vec<String> = next.iter().map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)).collect();
+            let times: Vec<String> = next
+                .iter()
+                .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
+                .collect();
             out.push_str(&format!("    next: {}\n", times.join(", ")));
         }
         if let Some(c) = job.stdin {

@@ -100,7 +100,14 @@ impl Summary {
     /// The summary as a small table for people.
     pub fn table(&self) -> String {
         let mut out = String::new();
-        let width = self.jobs.keys().chain(self.channels.keys()).map(|k| k.len()).max().unwrap_or(3).max(7);
+        let width = self
+            .jobs
+            .keys()
+            .chain(self.channels.keys())
+            .map(|k| k.len())
+            .max()
+            .unwrap_or(3)
+            .max(7);
         out.push_str(&format!(
             "{:<width$}  {:>8} {:>9} {:>7} {:>7} {:>7}\n",
             "job", "runs", "succeeded", "failed", "skipped", "missed"
@@ -112,13 +119,22 @@ impl Summary {
             ));
         }
         if !self.channels.is_empty() {
-            out.push_str(&format!("{:<width$}  {:>8} {:>9} {:>7}\n", "channel", "in", "out", "left"));
+            out.push_str(&format!(
+                "{:<width$}  {:>8} {:>9} {:>7}\n",
+                "channel", "in", "out", "left"
+            ));
             for (name, c) in &self.channels {
-                out.push_str(&format!("{:<width$}  {:>8} {:>9} {:>7}\n", name, c.taken_in, c.out, c.left));
+                out.push_str(&format!(
+                    "{:<width$}  {:>8} {:>9} {:>7}\n",
+                    name, c.taken_in, c.out, c.left
+                ));
             }
         }
         if self.failed_messages > 0 {
-            out.push_str(&format!("{} message(s) failed their last attempt and had no dead_letter\n", self.failed_messages));
+            out.push_str(&format!(
+                "{} message(s) failed their last attempt and had no dead_letter\n",
+                self.failed_messages
+            ));
         }
         out
     }

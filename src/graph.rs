@@ -14,7 +14,15 @@ fn trigger_note(plan: &Plan, job: usize) -> String {
                 format!("after {}{}", names.join(" + "), status_suffix(*status))
             }
             Trigger::Each { channel, batch } => {
-                format!("each {}{}", plan.channels[*channel].name, if *batch > 1 { format!(" (batch {batch})") } else { String::new() })
+                format!(
+                    "each {}{}",
+                    plan.channels[*channel].name,
+                    if *batch > 1 {
+                        format!(" (batch {batch})")
+                    } else {
+                        String::new()
+                    }
+                )
             }
         })
         .collect::<Vec<_>>()
@@ -57,7 +65,11 @@ fn after_edges(plan: &Plan) -> Vec<(usize, usize)> {
 pub fn mermaid(plan: &Plan) -> String {
     let mut out = String::from("flowchart LR\n");
     for (j, job) in plan.jobs.iter().enumerate() {
-        out.push_str(&format!("  j{j}[\"{}<br/><small>{}</small>\"]\n", job.name, trigger_note(plan, j).replace('"', "'")));
+        out.push_str(&format!(
+            "  j{j}[\"{}<br/><small>{}</small>\"]\n",
+            job.name,
+            trigger_note(plan, j).replace('"', "'")
+        ));
     }
     for (w, r, label) in channel_edges(plan) {
         out.push_str(&format!("  j{w} -->|{label}| j{r}\n"));
@@ -69,7 +81,10 @@ pub fn mermaid(plan: &Plan) -> String {
 }
 
 pub fn dot(plan: &Plan) -> String {
-    let mut out = format!("digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box];\n", plan.name);
+    let mut out = format!(
+        "digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box];\n",
+        plan.name
+    );
     for (j, job) in plan.jobs.iter().enumerate() {
         out.push_str(&format!(
             "  \"{}\" [label=\"{}\\n{}\"];\n",
@@ -79,10 +94,16 @@ pub fn dot(plan: &Plan) -> String {
         ));
     }
     for (w, r, label) in channel_edges(plan) {
-        out.push_str(&format!("  \"{}\" -> \"{}\" [label=\"{label}\"];\n", plan.jobs[w].name, plan.jobs[r].name));
+        out.push_str(&format!(
+            "  \"{}\" -> \"{}\" [label=\"{label}\"];\n",
+            plan.jobs[w].name, plan.jobs[r].name
+        ));
     }
     for (u, d) in after_edges(plan) {
-        out.push_str(&format!("  \"{}\" -> \"{}\" [style=dashed, label=\"after\"];\n", plan.jobs[u].name, plan.jobs[d].name));
+        out.push_str(&format!(
+            "  \"{}\" -> \"{}\" [style=dashed, label=\"after\"];\n",
+            plan.jobs[u].name, plan.jobs[d].name
+        ));
     }
     out.push_str("}\n");
     out

@@ -98,7 +98,9 @@ impl Job {
     }
 
     pub fn has_time_trigger(&self) -> bool {
-        self.triggers.iter().any(|t| matches!(t, Trigger::Time { .. }))
+        self.triggers
+            .iter()
+            .any(|t| matches!(t, Trigger::Time { .. }))
     }
 }
 
@@ -114,7 +116,7 @@ pub enum Trigger {
 #[derive(Debug, Clone)]
 pub enum TimeSpec {
     Cron {
-        cron: croner::Cron,
+        cron: Box<croner::Cron>,
         zone: Tz,
         text: String,
     },
@@ -148,7 +150,9 @@ impl TimeSpec {
     pub fn describe(&self) -> String {
         match self {
             TimeSpec::Cron { text, zone, .. } => format!("cron `{text}` ({zone})"),
-            TimeSpec::Interval { every, .. } => format!("every {}", crate::values::format_duration(*every)),
+            TimeSpec::Interval { every, .. } => {
+                format!("every {}", crate::values::format_duration(*every))
+            }
             TimeSpec::At { at } => format!("at {}", at.to_rfc3339()),
         }
     }

@@ -45,12 +45,21 @@ pub fn spawn(spec: SpawnSpec) -> std::io::Result<tokio::process::Child> {
     // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             // The runner may have died between fork and prctl; then nobody would ever stop this child.
             if libc::getppid() != parent {
-                return Err(std::io::Error::other("the runner exited while starting the run"));
+                return Err(std::io::Error::other(
+                    "the runner exited while starting the run",
+                ));
             }
             Ok(())
         });

@@ -51,14 +51,20 @@ impl miette::Diagnostic for Shown<'_> {
         })
     }
     fn help<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
-        self.d.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
+        self.d
+            .help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
         Some(&self.src)
     }
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
         let label = (!self.d.label.is_empty()).then(|| self.d.label.clone());
-        Some(Box::new(std::iter::once(LabeledSpan::new_with_span(label, self.d.span))))
+        Some(Box::new(std::iter::once(LabeledSpan::new_with_span(
+            label,
+            self.d.span,
+        ))))
     }
 }
 
@@ -104,7 +110,8 @@ pub fn json(reports: &[FileReport]) -> String {
                         Severity::Error => errors += 1,
                         Severity::Warning => warnings += 1,
                     }
-                    let (line, column, end_line, end_column) = r.source.map_or((1, 1, 1, 1), |s| position(s, d));
+                    let (line, column, end_line, end_column) =
+                        r.source.map_or((1, 1, 1, 1), |s| position(s, d));
                     json!({
                         "severity": d.severity().as_str(),
                         "code": d.code.as_str(),
@@ -148,7 +155,9 @@ pub fn github(report: &FileReport) -> String {
 
 // GitHub's workflow-command escaping: data escapes %, CR, LF; properties also `:` and `,`.
 fn escape_data(s: &str) -> String {
-    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
 }
 
 fn escape_property(s: &str) -> String {

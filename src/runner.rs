@@ -51,12 +51,28 @@ pub fn run_command(args: RunArgs) -> i32 {
 type RunId = u64;
 
 enum Msg {
-    Exited { id: RunId, status: Result<std::process::ExitStatus, String>, pump: Option<PumpEnd> },
-    Timeout { id: RunId },
-    KillNow { id: RunId },
-    Fire { job: usize, scheduled: DateTime<Utc>, coalesced: u64 },
-    Retry { pending: Pending },
-    Restart { job: usize },
+    Exited {
+        id: RunId,
+        status: Result<std::process::ExitStatus, String>,
+        pump: Option<PumpEnd>,
+    },
+    Timeout {
+        id: RunId,
+    },
+    KillNow {
+        id: RunId,
+    },
+    Fire {
+        job: usize,
+        scheduled: DateTime<Utc>,
+        coalesced: u64,
+    },
+    Retry {
+        pending: Pending,
+    },
+    Restart {
+        job: usize,
+    },
     Wake,
 }
 
@@ -195,7 +211,9 @@ impl Dispatcher {
                 let stats = Arc::new(Stats::default());
                 let space = Arc::new(tokio::sync::Notify::new());
                 let queues = match c.kind {
-                    ChannelKind::Queue => vec![Queue::new(c.capacity, stats.clone(), space.clone())],
+                    ChannelKind::Queue => {
+                        vec![Queue::new(c.capacity, stats.clone(), space.clone())]
+                    }
                     ChannelKind::Broadcast => c
                         .readers
                         .iter()
@@ -256,7 +274,8 @@ impl Dispatcher {
         for j in 0..self.plan.jobs.len() {
             for t in 0..self.plan.jobs[j].triggers.len() {
                 if let Some(rule) = &self.jobs[j].rules[t] {
-                    self.jobs[j].next_time[t] = first_fire(rule, now, self.plan.jobs[j].misfire_grace);
+                    self.jobs[j].next_time[t] =
+                        first_fire(rule, now, self.plan.jobs[j].misfire_grace);
                     if let Some(at) = self.jobs[j].next_time[t] {
                         self.timers.push(Reverse((at, j, t)));
                     }
@@ -264,7 +283,11 @@ impl Dispatcher {
             }
         }
         for j in 0..self.plan.jobs.len() {
-            if self.plan.jobs[j].triggers.iter().any(|t| matches!(t, Trigger::Start)) {
+            if self.plan.jobs[j]
+                .triggers
+                .iter()
+                .any(|t| matches!(t, Trigger::Start))
+            {
                 self.fire(j, now, 0);
             }
             if self.plan.jobs[j].each().is_some() {
@@ -275,16 +298,23 @@ impl Dispatcher {
         self.refresh();
     }
 
-    async fn main_loop(&mut self, rx: &mut UnboundedReceiver<Msg>, run_for: Option<Duration>) -> i32 {
-        let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).expect("SIGINT handler");
-        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    async fn main_loop(
+        &mut self,
+        rx: &mut UnboundedReceiver<Msg>,
+        run_for: Option<Duration>,
+    ) -> i32 {
+        let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .expect("SIGINT handler");
+        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         let deadline = run_for.map(|d| tokio::time::Instant::now() + d);
         loop {
             if self.finished() {
                 break;
             }
             let next_timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
-            let sleep_for = next_timer.map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO));
+            let sleep_for =
+                next_timer.map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO));
             tokio::select! {
                 msg = rx.recv() => {
                     if let Some(msg) = msg {
@@ -320,9 +350,13 @@ impl Dispatcher {
                     if !run.stopping {
                         run.timed_out = true;
                         let (job, number) = (run.job, run.number);
-                        let mut e = Event::new("run.timeout").job(&self.plan.jobs[job].name, Some(number));
+                        let mut e =
+                            Event::new("run.timeout").job(&self.plan.jobs[job].name, Some(number));
                         e.pid = Some(run.pid);
-                        self.reporter.event(&e, Some(format!("{}#{number} timed out", self.plan.jobs[job].name)));
+                        self.reporter.event(
+                            &e,
+                            Some(format!("{}#{number} timed out", self.plan.jobs[job].name)),
+                        );
                         self.stop_run(id, false);
                     }
                 }
@@ -332,7 +366,11 @@ impl Dispatcher {
                     process::signal_group(run.pid, libc::SIGKILL);
                 }
             }
-            Msg::Fire { job, scheduled, coalesced } => {
+            Msg::Fire {
+                job,
+                scheduled,
+                coalesced,
+            } => {
                 self.jobs[job].pending -= 1;
                 self.fire(job, scheduled, coalesced);
             }
@@ -372,8 +410,17 @@ impl Dispatcher {
             state.counts.skipped += 1;
             let mut e = Event::new("run.skipped").job(&spec.name, None);
             e.scheduled = Some(timestamp(scheduled));
-            e.reason = Some(format!("max_instances ({}) runs are alive", spec.max_instances));
-            self.reporter.event(&e, Some(format!("{} skipped: max_instances ({}) reached", spec.name, spec.max_instances)));
+            e.reason = Some(format!(
+                "max_instances ({}) runs are alive",
+                spec.max_instances
+            ));
+            self.reporter.event(
+                &e,
+                Some(format!(
+                    "{} skipped: max_instances ({}) reached",
+                    spec.name, spec.max_instances
+                )),
+            );
             return;
         }
         state.pending += 1;
@@ -398,7 +445,9 @@ impl Dispatcher {
         }
         for ex in 0..self.executors.len() {
             while self.executors[ex].busy < self.plan.executors[ex].max_workers {
-                let Some(pending) = self.executors[ex].waiting.pop_front() else { break };
+                let Some(pending) = self.executors[ex].waiting.pop_front() else {
+                    break;
+                };
                 self.jobs[pending.job].pending -= 1;
                 self.executors[ex].busy += 1;
                 self.start_run(pending);
@@ -408,7 +457,9 @@ impl Dispatcher {
 
     /// Take messages for `each` runs while the job may start more.
     fn pump_each(&mut self, job: usize) {
-        let Some((channel, batch)) = self.plan.jobs[job].each() else { return };
+        let Some((channel, batch)) = self.plan.jobs[job].each() else {
+            return;
+        };
         if self.stopping || self.jobs[job].done {
             return;
         }
@@ -431,7 +482,9 @@ impl Dispatcher {
                 }
                 None => {
                     // Ask the writer pumps for a wake-up, then look again in case messages arrived meanwhile.
-                    queue.wake_dispatcher.store(true, std::sync::atomic::Ordering::Release);
+                    queue
+                        .wake_dispatcher
+                        .store(true, std::sync::atomic::Ordering::Release);
                     if queue.waiting() == 0 {
                         break;
                     }
@@ -444,7 +497,11 @@ impl Dispatcher {
         let c = &self.plan.channels[channel];
         match c.kind {
             ChannelKind::Broadcast => {
-                let i = c.readers.iter().position(|&r| r == job).expect("a reader of its channel");
+                let i = c
+                    .readers
+                    .iter()
+                    .position(|&r| r == job)
+                    .expect("a reader of its channel");
                 self.channels[channel].queues[i].clone()
             }
             _ => self.channels[channel].queues[0].clone(),
@@ -471,10 +528,12 @@ impl Dispatcher {
             Stdio::from(r)
         } else if let Some(c) = job.stdin {
             match self.plan.channels[c].kind {
-                ChannelKind::Pipe => match self.channels[c].pipe_read.as_ref().map(|fd| fd.try_clone()) {
-                    Some(Ok(fd)) => Stdio::from(fd),
-                    _ => Stdio::null(),
-                },
+                ChannelKind::Pipe => {
+                    match self.channels[c].pipe_read.as_ref().map(|fd| fd.try_clone()) {
+                        Some(Ok(fd)) => Stdio::from(fd),
+                        _ => Stdio::null(),
+                    }
+                }
                 _ => {
                     let (r, w) = os_pipe::pipe().expect("pipe");
                     let size = process::grow_pipe(w.as_fd());
@@ -489,7 +548,11 @@ impl Dispatcher {
         // Standard output: a pipe channel's write end, a pump into a queue, or prefixed log lines.
         let stdout = match job.stdout {
             Some(c) if self.plan.channels[c].kind == ChannelKind::Pipe => {
-                match self.channels[c].pipe_write.as_ref().map(|fd| fd.try_clone()) {
+                match self.channels[c]
+                    .pipe_write
+                    .as_ref()
+                    .map(|fd| fd.try_clone())
+                {
                     Some(Ok(fd)) => Stdio::from(fd),
                     _ => Stdio::null(),
                 }
@@ -507,7 +570,11 @@ impl Dispatcher {
         let mut child = match spawned {
             Ok(child) => child,
             Err(e) => {
-                let reason = format!("cannot start `{}`: {e} (cwd {})", job.command.display(), job.cwd.display());
+                let reason = format!(
+                    "cannot start `{}`: {e} (cwd {})",
+                    job.command.display(),
+                    job.cwd.display()
+                );
                 let live = Live {
                     job: job_id,
                     number,
@@ -546,7 +613,10 @@ impl Dispatcher {
             e.messages = Some(*n as u64);
         }
         let quiet = pending.input.is_some();
-        self.reporter.event(&e, (!quiet).then(|| format!("{}#{number} started (pid {pid})", job.name)));
+        self.reporter.event(
+            &e,
+            (!quiet).then(|| format!("{}#{number} started (pid {pid})", job.name)),
+        );
 
         if let Some((w, data)) = input_writer {
             tokio::spawn(async move {
@@ -570,7 +640,14 @@ impl Dispatcher {
         let exit_flag = Arc::new(ExitFlag::default());
         let mut output_tasks = Vec::new();
         if let Some(stderr) = child.stderr.take() {
-            output_tasks.push(tokio::spawn(pump_lines(stderr, self.reporter.clone(), job.name.clone(), number, "stderr", exit_flag.clone())));
+            output_tasks.push(tokio::spawn(pump_lines(
+                stderr,
+                self.reporter.clone(),
+                job.name.clone(),
+                number,
+                "stderr",
+                exit_flag.clone(),
+            )));
         }
         let mut writer_pump = None;
         if let Some(stdout) = child.stdout.take() {
@@ -584,9 +661,20 @@ impl Dispatcher {
                             let _ = tx.send(Msg::Wake);
                         }),
                     };
-                    writer_pump = Some(tokio::spawn(channel::pump_writer(stdout, target, exit_flag.clone())));
+                    writer_pump = Some(tokio::spawn(channel::pump_writer(
+                        stdout,
+                        target,
+                        exit_flag.clone(),
+                    )));
                 }
-                None => output_tasks.push(tokio::spawn(pump_lines(stdout, self.reporter.clone(), job.name.clone(), number, "stdout", exit_flag.clone()))),
+                None => output_tasks.push(tokio::spawn(pump_lines(
+                    stdout,
+                    self.reporter.clone(),
+                    job.name.clone(),
+                    number,
+                    "stdout",
+                    exit_flag.clone(),
+                ))),
             }
         }
         if let Some(timeout) = job.timeout {
@@ -636,8 +724,15 @@ impl Dispatcher {
         );
     }
 
-    fn on_exit(&mut self, id: RunId, status: Result<std::process::ExitStatus, String>, pump: Option<PumpEnd>) {
-        let Some(mut run) = self.live.remove(&id) else { return };
+    fn on_exit(
+        &mut self,
+        id: RunId,
+        status: Result<std::process::ExitStatus, String>,
+        pump: Option<PumpEnd>,
+    ) {
+        let Some(mut run) = self.live.remove(&id) else {
+            return;
+        };
         let job_id = run.job;
         let job = self.plan.jobs[job_id].clone();
         self.jobs[job_id].live -= 1;
@@ -672,17 +767,24 @@ impl Dispatcher {
             Some(PumpEnd::Overlong { length }) => {
                 success = false;
                 let limit = self.plan.channels[job.stdout.unwrap_or(0)].max_message;
-                reason = Some(format!("wrote a line of {length}+ bytes, longer than max_message ({limit})"));
+                reason = Some(format!(
+                    "wrote a line of {length}+ bytes, longer than max_message ({limit})"
+                ));
             }
             Some(PumpEnd::Error(err)) => reason = Some(format!("reading its output: {err}")),
             Some(PumpEnd::Abandoned) => {
-                reason.get_or_insert_with(|| "its output stayed open after it exited (a background process?)".into());
+                reason.get_or_insert_with(|| {
+                    "its output stayed open after it exited (a background process?)".into()
+                });
             }
             _ => {}
         }
         if run.timed_out {
             success = false;
-            reason = Some(format!("timed out after {}", crate::values::format_duration(job.timeout.unwrap_or_default())));
+            reason = Some(format!(
+                "timed out after {}",
+                crate::values::format_duration(job.timeout.unwrap_or_default())
+            ));
         }
         e.reason = reason.clone();
         let stopped_by_runner = run.by_runner && !run.timed_out;
@@ -696,7 +798,10 @@ impl Dispatcher {
             job.name,
             run.number,
             status_text,
-            reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
+            reason
+                .as_ref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
         );
         let quiet = run.input.is_some() && success;
         self.reporter.event(&e, (!quiet).then_some(text));
@@ -715,11 +820,25 @@ impl Dispatcher {
         if outcome == Some(Status::Failure) {
             let retry = job.retry.as_ref().filter(|r| run.attempt <= r.attempts);
             if let (Some(retry), false) = (retry, self.stopping) {
-                let backoff = retry.backoff.saturating_mul(1 << (run.attempt - 1).min(20)).min(MAX_BACKOFF);
+                let backoff = retry
+                    .backoff
+                    .saturating_mul(1 << (run.attempt - 1).min(20))
+                    .min(MAX_BACKOFF);
                 let mut e = Event::new("run.retry").job(&job.name, Some(run.number));
                 e.attempt = Some(run.attempt + 1);
-                e.reason = Some(format!("retry in {}", crate::values::format_duration(backoff)));
-                self.reporter.event(&e, Some(format!("{}#{} will be retried in {}", job.name, run.number, crate::values::format_duration(backoff))));
+                e.reason = Some(format!(
+                    "retry in {}",
+                    crate::values::format_duration(backoff)
+                ));
+                self.reporter.event(
+                    &e,
+                    Some(format!(
+                        "{}#{} will be retried in {}",
+                        job.name,
+                        run.number,
+                        crate::values::format_duration(backoff)
+                    )),
+                );
                 self.jobs[job_id].pending += 1;
                 let pending = Pending {
                     job: job_id,
@@ -762,7 +881,10 @@ impl Dispatcher {
         }
         let ready: Vec<(usize, usize)> = (0..self.plan.jobs.len())
             .flat_map(|d| (0..self.plan.jobs[d].triggers.len()).map(move |t| (d, t)))
-            .filter(|&(d, t)| matches!(self.plan.jobs[d].triggers[t], Trigger::After { .. }) && self.jobs[d].joins[t].reached.iter().all(|r| *r))
+            .filter(|&(d, t)| {
+                matches!(self.plan.jobs[d].triggers[t], Trigger::After { .. })
+                    && self.jobs[d].joins[t].reached.iter().all(|r| *r)
+            })
             .collect();
         for (d, t) in ready {
             let n = self.jobs[d].joins[t].reached.len();
@@ -777,7 +899,10 @@ impl Dispatcher {
         // Services come back.
         let restart = match job.restart {
             Restart::Always => true,
-            Restart::OnFailure => outcome == Some(Status::Failure) && job.retry.as_ref().is_none_or(|r| run.attempt > r.attempts),
+            Restart::OnFailure => {
+                outcome == Some(Status::Failure)
+                    && job.retry.as_ref().is_none_or(|r| run.attempt > r.attempts)
+            }
             Restart::Never => false,
         };
         if restart && !self.stopping {
@@ -811,7 +936,8 @@ impl Dispatcher {
                             q.push_unbounded(chunk.clone());
                         }
                         for q in &queues {
-                            q.wake_dispatcher.store(false, std::sync::atomic::Ordering::Release);
+                            q.wake_dispatcher
+                                .store(false, std::sync::atomic::Ordering::Release);
                         }
                         let _ = self.tx.send(Msg::Wake);
                     }
@@ -849,7 +975,9 @@ impl Dispatcher {
             if self.stopping || self.jobs[j].next_time[t] != Some(at) {
                 continue;
             }
-            let rule = self.jobs[j].rules[t].clone().expect("a time trigger has a rule");
+            let rule = self.jobs[j].rules[t]
+                .clone()
+                .expect("a time trigger has a rule");
             // Every firing due by now: a long sleep (suspend, clock step) may have passed several.
             let mut due = vec![at];
             let mut cursor = at;
@@ -866,7 +994,8 @@ impl Dispatcher {
                 self.timers.push(Reverse((next, j, t)));
             }
             let spec = self.plan.jobs[j].clone();
-            let grace = chrono::Duration::from_std(spec.misfire_grace).unwrap_or(chrono::Duration::MAX);
+            let grace =
+                chrono::Duration::from_std(spec.misfire_grace).unwrap_or(chrono::Duration::MAX);
             // Coalesced firings are not misses: the one run stands for them, and its `coalesced` says how many.
             let (to_fire, coalesced): (Vec<DateTime<Utc>>, u64) = if spec.coalesce {
                 (vec![*due.last().unwrap()], due.len() as u64)
@@ -878,8 +1007,19 @@ impl Dispatcher {
                     self.jobs[j].counts.missed += 1;
                     let mut e = Event::new("run.missed").job(&spec.name, None);
                     e.scheduled = Some(timestamp(scheduled));
-                    e.reason = Some(format!("handled {}ms late, misfire_grace is {}", (now - scheduled).num_milliseconds(), crate::values::format_duration(spec.misfire_grace)));
-                    self.reporter.event(&e, Some(format!("{} missed its firing at {}", spec.name, timestamp(scheduled))));
+                    e.reason = Some(format!(
+                        "handled {}ms late, misfire_grace is {}",
+                        (now - scheduled).num_milliseconds(),
+                        crate::values::format_duration(spec.misfire_grace)
+                    ));
+                    self.reporter.event(
+                        &e,
+                        Some(format!(
+                            "{} missed its firing at {}",
+                            spec.name,
+                            timestamp(scheduled)
+                        )),
+                    );
                     continue;
                 }
                 let jitter = match &spec.triggers[t] {
@@ -889,12 +1029,17 @@ impl Dispatcher {
                 if jitter.is_zero() {
                     self.fire(j, scheduled, coalesced);
                 } else {
-                    let delay = Duration::from_nanos(rand::random_range(0..=jitter.as_nanos() as u64));
+                    let delay =
+                        Duration::from_nanos(rand::random_range(0..=jitter.as_nanos() as u64));
                     self.jobs[j].pending += 1;
                     let tx = self.tx.clone();
                     tokio::spawn(async move {
                         tokio::time::sleep(delay).await;
-                        let _ = tx.send(Msg::Fire { job: j, scheduled, coalesced });
+                        let _ = tx.send(Msg::Fire {
+                            job: j,
+                            scheduled,
+                            coalesced,
+                        });
                     });
                 }
             }
@@ -927,18 +1072,22 @@ impl Dispatcher {
         if self.stopping {
             return false;
         }
-        self.plan.jobs[j].triggers.iter().enumerate().any(|(t, trig)| match trig {
-            Trigger::Start => false,
-            Trigger::Time { .. } => self.jobs[j].next_time[t].is_some(),
-            Trigger::After { jobs, .. } => jobs
-                .iter()
-                .enumerate()
-                .all(|(k, &u)| self.jobs[j].joins[t].reached[k] || !self.jobs[u].done),
-            Trigger::Each { channel, .. } => {
-                let q = self.reader_queue(*channel, j);
-                !q.is_closed() || q.waiting() > 0
-            }
-        })
+        self.plan.jobs[j]
+            .triggers
+            .iter()
+            .enumerate()
+            .any(|(t, trig)| match trig {
+                Trigger::Start => false,
+                Trigger::Time { .. } => self.jobs[j].next_time[t].is_some(),
+                Trigger::After { jobs, .. } => jobs
+                    .iter()
+                    .enumerate()
+                    .all(|(k, &u)| self.jobs[j].joins[t].reached[k] || !self.jobs[u].done),
+                Trigger::Each { channel, .. } => {
+                    let q = self.reader_queue(*channel, j);
+                    !q.is_closed() || q.waiting() > 0
+                }
+            })
     }
 
     fn on_job_done(&mut self, j: usize) {
@@ -951,7 +1100,11 @@ impl Dispatcher {
                 let blocking: Vec<&str> = jobs
                     .iter()
                     .enumerate()
-                    .filter(|&(k, &u)| !join.reached[k] && self.jobs[u].done && (never_fired || join.ended_since[k]))
+                    .filter(|&(k, &u)| {
+                        !join.reached[k]
+                            && self.jobs[u].done
+                            && (never_fired || join.ended_since[k])
+                    })
                     .map(|(_, &u)| self.plan.jobs[u].name.as_str())
                     .collect();
                 if !blocking.is_empty() && !self.stopping {
@@ -960,11 +1113,22 @@ impl Dispatcher {
                         Status::Failure => "failure",
                         Status::Any => "an end",
                     };
-                    let reason = format!("`after` can never fire: {} ended without reaching {want}", blocking.join(", "));
+                    let reason = format!(
+                        "`after` can never fire: {} ended without reaching {want}",
+                        blocking.join(", ")
+                    );
                     self.jobs[j].counts.skipped += 1;
                     self.failed = true;
-                    let e = Event::new("run.skipped").job(&self.plan.jobs[j].name, None).reason(reason.clone());
-                    self.reporter.event(&e, Some(format!("{} skipped for good: {reason}", self.plan.jobs[j].name)));
+                    let e = Event::new("run.skipped")
+                        .job(&self.plan.jobs[j].name, None)
+                        .reason(reason.clone());
+                    self.reporter.event(
+                        &e,
+                        Some(format!(
+                            "{} skipped for good: {reason}",
+                            self.plan.jobs[j].name
+                        )),
+                    );
                 }
             }
         }
@@ -980,7 +1144,12 @@ impl Dispatcher {
                 }
                 let mut e = Event::new("channel.closed");
                 e.channel = Some(channel.name.clone());
-                e.messages = Some(self.channels[c].stats.taken_in.load(std::sync::atomic::Ordering::Relaxed));
+                e.messages = Some(
+                    self.channels[c]
+                        .stats
+                        .taken_in
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                );
                 self.reporter.event(&e, None);
                 let _ = self.tx.send(Msg::Wake);
             }
@@ -993,7 +1162,11 @@ impl Dispatcher {
                         }
                     }
                     ChannelKind::Broadcast => {
-                        let i = channel.readers.iter().position(|&r| r == j).expect("reader");
+                        let i = channel
+                            .readers
+                            .iter()
+                            .position(|&r| r == j)
+                            .expect("reader");
                         self.channels[c].queues[i].orphan();
                     }
                 }
@@ -1008,7 +1181,13 @@ impl Dispatcher {
         self.stopping = true;
         let mut e = Event::new("runner.stopping");
         e.reason = Some(why.to_string());
-        self.reporter.event(&e, Some(format!("stopping ({why}): stopping {} run(s)", self.live.len())));
+        self.reporter.event(
+            &e,
+            Some(format!(
+                "stopping ({why}): stopping {} run(s)",
+                self.live.len()
+            )),
+        );
         self.timers.clear();
         for ex in 0..self.executors.len() {
             while let Some(p) = self.executors[ex].waiting.pop_front() {
@@ -1034,7 +1213,9 @@ impl Dispatcher {
     }
 
     fn stop_run(&mut self, id: RunId, by_runner: bool) {
-        let Some(run) = self.live.get_mut(&id) else { return };
+        let Some(run) = self.live.get_mut(&id) else {
+            return;
+        };
         if run.stopping {
             return;
         }
@@ -1067,7 +1248,9 @@ impl Dispatcher {
             ..Summary::default()
         };
         for (j, job) in self.plan.jobs.iter().enumerate() {
-            summary.jobs.insert(job.name.clone(), self.jobs[j].counts.clone());
+            summary
+                .jobs
+                .insert(job.name.clone(), self.jobs[j].counts.clone());
         }
         for (c, channel) in self.plan.channels.iter().enumerate() {
             let stats = &self.channels[c].stats;
@@ -1115,7 +1298,14 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
 }
 
 /// Print a run's output line by line, prefixed; stop waiting a short drain after the process exited.
-async fn pump_lines<R: tokio::io::AsyncRead + Unpin>(src: R, reporter: Arc<Reporter>, job: String, run: u64, stream: &'static str, exit: Arc<ExitFlag>) {
+async fn pump_lines<R: tokio::io::AsyncRead + Unpin>(
+    src: R,
+    reporter: Arc<Reporter>,
+    job: String,
+    run: u64,
+    stream: &'static str,
+    exit: Arc<ExitFlag>,
+) {
     let mut reader = BufReader::with_capacity(64 * 1024, src);
     let mut line = Vec::with_capacity(256);
     loop {

@@ -23,8 +23,23 @@ pub struct CronProblem {
 }
 
 const FIELD_NAMES_5: [&str; 5] = ["minute", "hour", "day-of-month", "month", "day-of-week"];
-const FIELD_NAMES_6: [&str; 6] = ["second", "minute", "hour", "day-of-month", "month", "day-of-week"];
-const MACROS: [&str; 7] = ["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"];
+const FIELD_NAMES_6: [&str; 6] = [
+    "second",
+    "minute",
+    "hour",
+    "day-of-month",
+    "month",
+    "day-of-week",
+];
+const MACROS: [&str; 7] = [
+    "@yearly",
+    "@annually",
+    "@monthly",
+    "@weekly",
+    "@daily",
+    "@midnight",
+    "@hourly",
+];
 
 fn parser() -> CronParser {
     CronParser::builder()
@@ -64,13 +79,22 @@ pub fn parse_cron(text: &str) -> Result<Cron, CronProblem> {
     match parser().parse(text) {
         Ok(cron) => Ok(cron),
         Err(whole) => {
-            let names: &[&str] = if fields.len() == 5 { &FIELD_NAMES_5 } else { &FIELD_NAMES_6 };
+            let names: &[&str] = if fields.len() == 5 {
+                &FIELD_NAMES_5
+            } else {
+                &FIELD_NAMES_6
+            };
             // Try each field alone among wildcards: the first that still fails is the one at fault.
             for (i, (offset, field)) in fields.iter().enumerate() {
-                let probe: Vec<&str> = (0..fields.len()).map(|j| if j == i { *field } else { "*" }).collect();
+                let probe: Vec<&str> = (0..fields.len())
+                    .map(|j| if j == i { *field } else { "*" })
+                    .collect();
                 if let Err(e) = parser().parse(&probe.join(" ")) {
                     return Err(CronProblem {
-                        message: format!("invalid {} field `{field}` in cron expression: {e}", names[i]),
+                        message: format!(
+                            "invalid {} field `{field}` in cron expression: {e}",
+                            names[i]
+                        ),
                         label: format!("bad {} field", names[i]),
                         help: field_help(names[i]),
                         field: Some((*offset, field.len())),
@@ -120,10 +144,20 @@ fn field_help(name: &str) -> String {
 /// One time rule, ready to answer "when next?".
 #[derive(Debug, Clone)]
 pub enum TimeRule {
-    Cron { cron: Cron, zone: Tz },
+    Cron {
+        cron: Box<Cron>,
+        zone: Tz,
+    },
     /// Fires at `anchor + k * every` for `k >= first_k`, never after `end`.
-    Interval { anchor: DateTime<Utc>, every: Duration, first_k: u64, end: Option<DateTime<Utc>> },
-    At { at: DateTime<Utc> },
+    Interval {
+        anchor: DateTime<Utc>,
+        every: Duration,
+        first_k: u64,
+        end: Option<DateTime<Utc>>,
+    },
+    At {
+        at: DateTime<Utc>,
+    },
 }
 
 impl TimeRule {
@@ -138,7 +172,10 @@ impl TimeRule {
                 end,
             } => {
                 let every_ns = every.as_nanos().max(1) as i128;
-                let since = (after - *anchor).num_nanoseconds().map(i128::from).unwrap_or(i128::MAX / 4);
+                let since = (after - *anchor)
+                    .num_nanoseconds()
+                    .map(i128::from)
+                    .unwrap_or(i128::MAX / 4);
                 // The smallest k with anchor + k*every > after.
                 let k = if since < 0 { 0 } else { since / every_ns + 1 };
                 let k = k.max(*first_k as i128);
@@ -201,7 +238,7 @@ mod tests {
 
     fn cron_rule(expr: &str, zone: &str) -> TimeRule {
         TimeRule::Cron {
-            cron: parse_cron(expr).unwrap(),
+            cron: Box::new(parse_cron(expr).unwrap()),
             zone: zone.parse().unwrap(),
         }
     }
@@ -216,30 +253,60 @@ mod tests {
     #[test]
     fn five_and_six_fields() {
         let r = cron_rule("*/15 * * * *", "UTC");
-        assert_eq!(times(&r, "2026-01-01T00:00:00Z", 2), ["2026-01-01T00:15:00Z", "2026-01-01T00:30:00Z"]);
+        assert_eq!(
+            times(&r, "2026-01-01T00:00:00Z", 2),
+            ["2026-01-01T00:15:00Z", "2026-01-01T00:30:00Z"]
+        );
         let r = cron_rule("*/20 * * * * *", "UTC");
-        assert_eq!(times(&r, "2026-01-01T00:00:00Z", 2), ["2026-01-01T00:00:20Z", "2026-01-01T00:00:40Z"]);
+        assert_eq!(
+            times(&r, "2026-01-01T00:00:00Z", 2),
+            ["2026-01-01T00:00:20Z", "2026-01-01T00:00:40Z"]
+        );
     }
 
     #[test]
     fn names_and_macros_and_sunday_seven() {
         // 2026-01-01 is a Thursday.
         let r = cron_rule("0 9 * JAN MON", "UTC");
-        assert_eq!(times(&r, "2026-01-01T00:00:00Z", 1), ["2026-01-05T09:00:00Z"]);
+        assert_eq!(
+            times(&r, "2026-01-01T00:00:00Z", 1),
+            ["2026-01-05T09:00:00Z"]
+        );
         let r = cron_rule("0 0 * * 7", "UTC");
-        assert_eq!(times(&r, "2026-01-01T00:00:00Z", 1), ["2026-01-04T00:00:00Z"]);
+        assert_eq!(
+            times(&r, "2026-01-01T00:00:00Z", 1),
+            ["2026-01-04T00:00:00Z"]
+        );
         let r = cron_rule("0 0 * * 0", "UTC");
-        assert_eq!(times(&r, "2026-01-01T00:00:00Z", 1), ["2026-01-04T00:00:00Z"]);
+        assert_eq!(
+            times(&r, "2026-01-01T00:00:00Z", 1),
+            ["2026-01-04T00:00:00Z"]
+        );
         let r = cron_rule("@daily", "UTC");
-        assert_eq!(times(&r, "2026-01-01T10:00:00Z", 1), ["2026-01-02T00:00:00Z"]);
+        assert_eq!(
+            times(&r, "2026-01-01T10:00:00Z", 1),
+            ["2026-01-02T00:00:00Z"]
+        );
         let r = cron_rule("@hourly", "UTC");
-        assert_eq!(times(&r, "2026-01-01T10:00:00Z", 1), ["2026-01-01T11:00:00Z"]);
+        assert_eq!(
+            times(&r, "2026-01-01T10:00:00Z", 1),
+            ["2026-01-01T11:00:00Z"]
+        );
         let r = cron_rule("@monthly", "UTC");
-        assert_eq!(times(&r, "2026-01-01T10:00:00Z", 1), ["2026-02-01T00:00:00Z"]);
+        assert_eq!(
+            times(&r, "2026-01-01T10:00:00Z", 1),
+            ["2026-02-01T00:00:00Z"]
+        );
         let r = cron_rule("@yearly", "UTC");
-        assert_eq!(times(&r, "2026-01-01T10:00:00Z", 1), ["2027-01-01T00:00:00Z"]);
+        assert_eq!(
+            times(&r, "2026-01-01T10:00:00Z", 1),
+            ["2027-01-01T00:00:00Z"]
+        );
         let r = cron_rule("@weekly", "UTC");
-        assert_eq!(times(&r, "2026-01-01T10:00:00Z", 1), ["2026-01-04T00:00:00Z"]);
+        assert_eq!(
+            times(&r, "2026-01-01T10:00:00Z", 1),
+            ["2026-01-04T00:00:00Z"]
+        );
     }
 
     #[test]
@@ -248,11 +315,18 @@ mod tests {
         let r = cron_rule("0 0 13 * FRI", "UTC");
         assert_eq!(
             times(&r, "2026-02-01T00:00:00Z", 3),
-            ["2026-02-06T00:00:00Z", "2026-02-13T00:00:00Z", "2026-02-20T00:00:00Z"]
+            [
+                "2026-02-06T00:00:00Z",
+                "2026-02-13T00:00:00Z",
+                "2026-02-20T00:00:00Z"
+            ]
         );
         let r = cron_rule("0 0 1 * MON", "UTC");
         // 2026-06-01 is a Monday; the next match after it is Monday 8th, not 1st of July.
-        assert_eq!(times(&r, "2026-05-30T00:00:00Z", 2), ["2026-06-01T00:00:00Z", "2026-06-08T00:00:00Z"]);
+        assert_eq!(
+            times(&r, "2026-05-30T00:00:00Z", 2),
+            ["2026-06-01T00:00:00Z", "2026-06-08T00:00:00Z"]
+        );
     }
 
     #[test]
@@ -261,13 +335,22 @@ mod tests {
         let r = cron_rule("30 2 * * *", "Europe/Berlin");
         assert_eq!(
             times(&r, "2026-03-28T12:00:00Z", 3),
-            ["2026-03-29T01:00:00Z", "2026-03-30T00:30:00Z", "2026-03-31T00:30:00Z"]
+            [
+                "2026-03-29T01:00:00Z",
+                "2026-03-30T00:30:00Z",
+                "2026-03-31T00:30:00Z"
+            ]
         );
         // Every 15 minutes: the four skipped times collapse into one firing at the gap's end.
         let r = cron_rule("*/15 * * * *", "Europe/Berlin");
         assert_eq!(
             times(&r, "2026-03-29T00:40:00Z", 4),
-            ["2026-03-29T00:45:00Z", "2026-03-29T01:00:00Z", "2026-03-29T01:15:00Z", "2026-03-29T01:30:00Z"]
+            [
+                "2026-03-29T00:45:00Z",
+                "2026-03-29T01:00:00Z",
+                "2026-03-29T01:15:00Z",
+                "2026-03-29T01:30:00Z"
+            ]
         );
     }
 
@@ -275,17 +358,26 @@ mod tests {
     fn berlin_fall_back_fires_once_at_the_first_occurrence() {
         // 2026-10-25: 03:00 CEST -> 02:00 CET (01:00 UTC). 02:30 happens at 00:30 UTC and 01:30 UTC.
         let r = cron_rule("30 2 * * *", "Europe/Berlin");
-        assert_eq!(times(&r, "2026-10-24T12:00:00Z", 2), ["2026-10-25T00:30:00Z", "2026-10-26T01:30:00Z"]);
+        assert_eq!(
+            times(&r, "2026-10-24T12:00:00Z", 2),
+            ["2026-10-25T00:30:00Z", "2026-10-26T01:30:00Z"]
+        );
     }
 
     #[test]
     fn new_york_both_directions() {
         // 2026-03-08: 02:00 EST -> 03:00 EDT (07:00 UTC).
         let r = cron_rule("30 2 * * *", "America/New_York");
-        assert_eq!(times(&r, "2026-03-07T12:00:00Z", 2), ["2026-03-08T07:00:00Z", "2026-03-09T06:30:00Z"]);
+        assert_eq!(
+            times(&r, "2026-03-07T12:00:00Z", 2),
+            ["2026-03-08T07:00:00Z", "2026-03-09T06:30:00Z"]
+        );
         // 2026-11-01: 02:00 EDT -> 01:00 EST. 01:30 happens at 05:30 UTC and 06:30 UTC: fire at 05:30 only.
         let r = cron_rule("30 1 * * *", "America/New_York");
-        assert_eq!(times(&r, "2026-10-31T12:00:00Z", 2), ["2026-11-01T05:30:00Z", "2026-11-02T06:30:00Z"]);
+        assert_eq!(
+            times(&r, "2026-10-31T12:00:00Z", 2),
+            ["2026-11-01T05:30:00Z", "2026-11-02T06:30:00Z"]
+        );
     }
 
     #[test]
@@ -299,10 +391,17 @@ mod tests {
         };
         assert_eq!(
             times(&r, "2026-03-29T00:30:00Z", 3),
-            ["2026-03-29T01:30:00Z", "2026-03-29T02:30:00Z", "2026-03-29T03:30:00Z"]
+            [
+                "2026-03-29T01:30:00Z",
+                "2026-03-29T02:30:00Z",
+                "2026-03-29T03:30:00Z"
+            ]
         );
         // From a late wake-up the grid is kept, not restarted.
-        assert_eq!(times(&r, "2026-03-29T02:45:00Z", 1), ["2026-03-29T03:30:00Z"]);
+        assert_eq!(
+            times(&r, "2026-03-29T02:45:00Z", 1),
+            ["2026-03-29T03:30:00Z"]
+        );
     }
 
     #[test]
@@ -315,7 +414,11 @@ mod tests {
         };
         assert_eq!(
             times(&r, "2026-01-01T09:00:00Z", 5),
-            ["2026-01-01T10:00:00Z", "2026-01-01T10:10:00Z", "2026-01-01T10:20:00Z"]
+            [
+                "2026-01-01T10:00:00Z",
+                "2026-01-01T10:10:00Z",
+                "2026-01-01T10:20:00Z"
+            ]
         );
     }
 
@@ -351,7 +454,7 @@ mod tests {
         #[test]
         fn fire_times_strictly_increase(minute in 0u32..60, step in 1u32..30, start in 0i64..2_000_000_000) {
             let expr = format!("{minute}-59/{step} * * * *");
-            let rule = TimeRule::Cron { cron: parse_cron(&expr).unwrap(), zone: "Europe/Berlin".parse().unwrap() };
+            let rule = TimeRule::Cron { cron: Box::new(parse_cron(&expr).unwrap()), zone: "Europe/Berlin".parse().unwrap() };
             let from = Utc.timestamp_opt(start, 0).unwrap();
             let times = rule.upcoming(from, 20);
             proptest::prop_assert_eq!(times.len(), 20);

@@ -21,7 +21,10 @@ pub struct Validated {
 
 impl Validated {
     pub fn errors(&self) -> usize {
-        self.diagnostics.iter().filter(|d| d.severity() == Severity::Error).count()
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity() == Severity::Error)
+            .count()
     }
     pub fn warnings(&self) -> usize {
         self.diagnostics.len() - self.errors()
@@ -111,7 +114,11 @@ impl<'d, 'o> Rules<'d, 'o> {
                 o: merge_options(&job.options, &defaults),
             })
             .collect();
-        let channel_names = doc.channels.as_ref().map(|c| c.names().collect()).unwrap_or_default();
+        let channel_names = doc
+            .channels
+            .as_ref()
+            .map(|c| c.names().collect())
+            .unwrap_or_default();
         Rules {
             doc,
             now,
@@ -122,7 +129,11 @@ impl<'d, 'o> Rules<'d, 'o> {
     }
 
     fn channels(&self) -> &'d [(Sp<String>, ChannelSpec)] {
-        self.doc.channels.as_ref().map(|c| c.0.as_slice()).unwrap_or(&[])
+        self.doc
+            .channels
+            .as_ref()
+            .map(|c| c.0.as_slice())
+            .unwrap_or(&[])
     }
 
     fn channel(&self, name: &str) -> Option<&'d ChannelSpec> {
@@ -172,13 +183,24 @@ impl<'d, 'o> Rules<'d, 'o> {
                         Diagnostic::new(
                             Code::UndeclaredChannel,
                             name.span,
-                            format!("job `{}` uses channel `{}`, which is not declared", r.name.value, name.value),
+                            format!(
+                                "job `{}` uses channel `{}`, which is not declared",
+                                r.name.value, name.value
+                            ),
                         )
                         .label("not declared under `channels`")
-                        .help(match crate::diagnostic::did_you_mean(&name.value, self.channel_names.iter().copied()) {
-                            Some(best) => format!("did you mean `{best}`?"),
-                            None => format!("declare it: `channels: {{ {}: {{ kind: queue }} }}`", name.value),
-                        }),
+                        .help(
+                            match crate::diagnostic::did_you_mean(
+                                &name.value,
+                                self.channel_names.iter().copied(),
+                            ) {
+                                Some(best) => format!("did you mean `{best}`?"),
+                                None => format!(
+                                    "declare it: `channels: {{ {}: {{ kind: queue }} }}`",
+                                    name.value
+                                ),
+                            },
+                        ),
                     );
                 }
             }
@@ -187,7 +209,12 @@ impl<'d, 'o> Rules<'d, 'o> {
     }
 
     fn check_executor_refs(&mut self) {
-        let declared: Vec<&str> = self.doc.executors.as_ref().map(|e| e.names().collect()).unwrap_or_default();
+        let declared: Vec<&str> = self
+            .doc
+            .executors
+            .as_ref()
+            .map(|e| e.names().collect())
+            .unwrap_or_default();
         let mut all = declared.clone();
         if !all.contains(&"default") {
             all.push("default");
@@ -200,7 +227,10 @@ impl<'d, 'o> Rules<'d, 'o> {
                         Diagnostic::new(
                             Code::UndeclaredExecutor,
                             e.span,
-                            format!("job `{}` names executor `{}`, which is not declared", r.name.value, e.value),
+                            format!(
+                                "job `{}` names executor `{}`, which is not declared",
+                                r.name.value, e.value
+                            ),
                         )
                         .label("not declared under `executors`")
                         .help(suggestion_help(&e.value, &all, "executor")),
@@ -230,7 +260,10 @@ impl<'d, 'o> Rules<'d, 'o> {
                                 Diagnostic::new(
                                     Code::UnknownJob,
                                     up.span,
-                                    format!("job `{}` runs after `{}`, which is not a job", r.name.value, up.value),
+                                    format!(
+                                        "job `{}` runs after `{}`, which is not a job",
+                                        r.name.value, up.value
+                                    ),
                                 )
                                 .label("no job has this name")
                                 .help(suggestion_help(&up.value, &names, "job")),
@@ -244,7 +277,11 @@ impl<'d, 'o> Rules<'d, 'o> {
             // Report at the `after` entry of the first job of the cycle that names the next one.
             let first = cycle[0];
             let next = cycle[1 % cycle.len()];
-            let span = edges[first].iter().find(|(u, _)| *u == next).map(|(_, s)| *s).unwrap_or(self.jobs[first].name.span);
+            let span = edges[first]
+                .iter()
+                .find(|(u, _)| *u == next)
+                .map(|(_, s)| *s)
+                .unwrap_or(self.jobs[first].name.span);
             let mut path: Vec<&str> = cycle.iter().map(|&j| names[j]).collect();
             path.push(path[0]);
             let path = path.join(" -> ");
@@ -254,8 +291,8 @@ impl<'d, 'o> Rules<'d, 'o> {
                     span,
                     format!("`after` triggers form a cycle: {path} (each waits for the next)"),
                 )
-                    .label("this link closes the cycle")
-                    .help("no job of a cycle could ever run first; remove one of these `after` links"),
+                .label("this link closes the cycle")
+                .help("no job of a cycle could ever run first; remove one of these `after` links"),
             );
         }
         self.out.extend(found);
@@ -282,24 +319,39 @@ impl<'d, 'o> Rules<'d, 'o> {
             let reader_jobs = distinct(&readers);
             if writers.is_empty() && readers.is_empty() {
                 found.push(
-                    Diagnostic::new(Code::UnusedChannel, name.span, format!("channel `{}` is declared but no job uses it", name.value))
-                        .label("unused")
-                        .help("remove it, or connect a job with `stdout:`, `stdin:` or `each:`"),
+                    Diagnostic::new(
+                        Code::UnusedChannel,
+                        name.span,
+                        format!("channel `{}` is declared but no job uses it", name.value),
+                    )
+                    .label("unused")
+                    .help("remove it, or connect a job with `stdout:`, `stdin:` or `each:`"),
                 );
                 continue;
             }
             if kind == ChannelKind::Pipe {
                 for (j, span, u) in writers.iter().chain(readers.iter()) {
                     let bad = match u {
-                        Use::Each => Some("a pipe is read on standard input (`stdin:`), not by `each`"),
-                        Use::DeadLetter => Some("dead letters are messages; send them to a queue, not a pipe"),
+                        Use::Each => {
+                            Some("a pipe is read on standard input (`stdin:`), not by `each`")
+                        }
+                        Use::DeadLetter => {
+                            Some("dead letters are messages; send them to a queue, not a pipe")
+                        }
                         _ => None,
                     };
                     if let Some(why) = bad {
                         found.push(
-                            Diagnostic::new(Code::PipeEndpoints, *span, format!("job `{}` cannot use pipe `{}` this way", self.jobs[*j].name.value, name.value))
-                                .label("not a pipe endpoint")
-                                .help(format!("{why}; or make `{}` a queue", name.value)),
+                            Diagnostic::new(
+                                Code::PipeEndpoints,
+                                *span,
+                                format!(
+                                    "job `{}` cannot use pipe `{}` this way",
+                                    self.jobs[*j].name.value, name.value
+                                ),
+                            )
+                            .label("not a pipe endpoint")
+                            .help(format!("{why}; or make `{}` a queue", name.value)),
                         );
                     }
                 }
@@ -343,9 +395,13 @@ impl<'d, 'o> Rules<'d, 'o> {
             }
             if writers.is_empty() && !readers.is_empty() {
                 found.push(
-                    Diagnostic::new(Code::NoWriter, name.span, format!("channel `{}` is read but no job writes it", name.value))
-                        .label("no writer")
-                        .help("its readers get end-of-file at once; add a job with `stdout:` to it"),
+                    Diagnostic::new(
+                        Code::NoWriter,
+                        name.span,
+                        format!("channel `{}` is read but no job writes it", name.value),
+                    )
+                    .label("no writer")
+                    .help("its readers get end-of-file at once; add a job with `stdout:` to it"),
                 );
             }
         }
@@ -362,7 +418,9 @@ impl<'d, 'o> Rules<'d, 'o> {
                 })
                 .collect();
             let conflict = |span: Span, message: String, help: &str| {
-                Diagnostic::new(Code::ConflictingKeys, span, message).label("conflicts").help(help.to_string())
+                Diagnostic::new(Code::ConflictingKeys, span, message)
+                    .label("conflicts")
+                    .help(help.to_string())
             };
             if let Some(stdin) = &r.job.stdin {
                 for e in &each {
@@ -377,7 +435,10 @@ impl<'d, 'o> Rules<'d, 'o> {
                 if let Some(stdout) = r.job.stdout.as_ref().filter(|o| o.value == stdin.value) {
                     found.push(conflict(
                         stdout.span,
-                        format!("job `{}` writes the channel `{}` that it reads", r.name.value, stdin.value),
+                        format!(
+                            "job `{}` writes the channel `{}` that it reads",
+                            r.name.value, stdin.value
+                        ),
                         "a job cannot feed itself; use a second channel",
                     ));
                 }
@@ -393,21 +454,30 @@ impl<'d, 'o> Rules<'d, 'o> {
                 if let Some(stdin) = r.job.stdin.as_ref().filter(|s| s.value != e.each.value) {
                     found.push(conflict(
                         stdin.span,
-                        format!("job `{}` has an `each` trigger and reads `stdin` from another channel", r.name.value),
+                        format!(
+                            "job `{}` has an `each` trigger and reads `stdin` from another channel",
+                            r.name.value
+                        ),
                         "an `each` run's standard input holds its messages; remove `stdin`",
                     ));
                 }
                 if let Some(restart) = r.o.restart.as_ref().filter(|x| x.value != Restart::Never) {
                     found.push(conflict(
                         restart.span,
-                        format!("job `{}` has both `restart` and an `each` trigger", r.name.value),
+                        format!(
+                            "job `{}` has both `restart` and an `each` trigger",
+                            r.name.value
+                        ),
                         "an `each` job runs once per message; use `retry` to try a message again",
                     ));
                 }
                 if let Some(dl) = r.o.dead_letter.as_ref().filter(|d| d.value == e.each.value) {
                     found.push(conflict(
                         dl.span,
-                        format!("job `{}` sends dead letters back to the channel it reads", r.name.value),
+                        format!(
+                            "job `{}` sends dead letters back to the channel it reads",
+                            r.name.value
+                        ),
                         "failed messages would loop for ever; use a separate channel",
                     ));
                 }
@@ -423,7 +493,11 @@ impl<'d, 'o> Rules<'d, 'o> {
             }
             for t in Self::triggers(r.job) {
                 if let TriggerSpec::Interval(i) = &t.value {
-                    if let Some(j) = i.jitter.as_ref().filter(|j| j.value.0 >= i.interval.value.0) {
+                    if let Some(j) = i
+                        .jitter
+                        .as_ref()
+                        .filter(|j| j.value.0 >= i.interval.value.0)
+                    {
                         found.push(conflict(
                             j.span,
                             "`jitter` must be shorter than `interval`".to_string(),
@@ -433,7 +507,11 @@ impl<'d, 'o> Rules<'d, 'o> {
                     if let (Some(s), Some(e)) = (&i.start, &i.end) {
                         let zone = i.timezone.as_ref().map_or_else(system_zone, |z| z.value.0);
                         if e.value.0.resolve(zone) < s.value.0.resolve(zone) {
-                            found.push(conflict(e.span, "`end` is before `start`".to_string(), "the interval would never fire"));
+                            found.push(conflict(
+                                e.span,
+                                "`end` is before `start`".to_string(),
+                                "the interval would never fire",
+                            ));
                         }
                     }
                 }
@@ -446,7 +524,10 @@ impl<'d, 'o> Rules<'d, 'o> {
         let name = name.unwrap_or("default");
         let declared = self.doc.executors.as_ref().and_then(|e| e.get(name));
         match declared {
-            Some(e) => e.max_workers.as_ref().map_or(plan::DEFAULT_WORKERS, |w| w.value as usize),
+            Some(e) => e
+                .max_workers
+                .as_ref()
+                .map_or(plan::DEFAULT_WORKERS, |w| w.value as usize),
             None => plan::DEFAULT_WORKERS,
         }
     }
@@ -475,7 +556,9 @@ impl<'d, 'o> Rules<'d, 'o> {
                     let (re, we) = (&self.jobs[rj].o.executor, &self.jobs[wj].o.executor);
                     let re_name = re.as_ref().map(|e| e.value.as_str());
                     let we_name = we.as_ref().map(|e| e.value.as_str());
-                    if re_name.unwrap_or("default") == we_name.unwrap_or("default") && self.executor_workers(re_name) == 1 {
+                    if re_name.unwrap_or("default") == we_name.unwrap_or("default")
+                        && self.executor_workers(re_name) == 1
+                    {
                         found.push(
                             Diagnostic::new(
                                 Code::StarvedExecutor,
@@ -532,7 +615,10 @@ impl<'d, 'o> Rules<'d, 'o> {
         }];
         if let Some(decl) = &self.doc.executors {
             for (name, spec) in &decl.0 {
-                let max_workers = spec.max_workers.as_ref().map_or(plan::DEFAULT_WORKERS, |w| w.value as usize);
+                let max_workers = spec
+                    .max_workers
+                    .as_ref()
+                    .map_or(plan::DEFAULT_WORKERS, |w| w.value as usize);
                 if name.value == "default" {
                     executors[0].max_workers = max_workers;
                 } else {
@@ -549,16 +635,33 @@ impl<'d, 'o> Rules<'d, 'o> {
             .map(|(name, spec)| plan::Channel {
                 name: name.value.clone(),
                 kind: spec.kind.as_ref().map_or(ChannelKind::Queue, |k| k.value),
-                capacity: spec.capacity.as_ref().map_or(plan::DEFAULT_CAPACITY, |c| c.value as usize),
-                max_message: spec.max_message.as_ref().map_or(plan::DEFAULT_MAX_MESSAGE, |m| m.value.0 as usize),
+                capacity: spec
+                    .capacity
+                    .as_ref()
+                    .map_or(plan::DEFAULT_CAPACITY, |c| c.value as usize),
+                max_message: spec
+                    .max_message
+                    .as_ref()
+                    .map_or(plan::DEFAULT_MAX_MESSAGE, |m| m.value.0 as usize),
                 writers: Vec::new(),
                 readers: Vec::new(),
             })
             .collect();
-        let channel_id: HashMap<&str, usize> = channels.iter().enumerate().map(|(i, c)| (c.name.as_str(), i)).collect();
-        let channel_id: HashMap<String, usize> = channel_id.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let channel_id: HashMap<&str, usize> = channels
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.as_str(), i))
+            .collect();
+        let channel_id: HashMap<String, usize> = channel_id
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
         let folder = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let folder = if folder.as_os_str().is_empty() { ".".into() } else { folder };
+        let folder = if folder.as_os_str().is_empty() {
+            ".".into()
+        } else {
+            folder
+        };
         let mut jobs = Vec::new();
         for (j, r) in self.jobs.iter().enumerate() {
             let o = &r.o;
@@ -581,7 +684,10 @@ impl<'d, 'o> Rules<'d, 'o> {
                             zone: c.timezone.as_ref().map_or_else(system_zone, |z| z.value.0),
                             text: c.cron.value.text.clone(),
                         },
-                        jitter: c.jitter.as_ref().map_or(std::time::Duration::ZERO, |j| j.value.0),
+                        jitter: c
+                            .jitter
+                            .as_ref()
+                            .map_or(std::time::Duration::ZERO, |j| j.value.0),
                     },
                     TriggerSpec::Interval(i) => {
                         let zone = i.timezone.as_ref().map_or_else(system_zone, |z| z.value.0);
@@ -591,18 +697,29 @@ impl<'d, 'o> Rules<'d, 'o> {
                                 start: i.start.as_ref().map(|s| s.value.0.resolve(zone)),
                                 end: i.end.as_ref().map(|s| s.value.0.resolve(zone)),
                             },
-                            jitter: i.jitter.as_ref().map_or(std::time::Duration::ZERO, |j| j.value.0),
+                            jitter: i
+                                .jitter
+                                .as_ref()
+                                .map_or(std::time::Duration::ZERO, |j| j.value.0),
                         }
                     }
                     TriggerSpec::At(a) => {
                         let zone = a.timezone.as_ref().map_or_else(system_zone, |z| z.value.0);
                         plan::Trigger::Time {
-                            rule: TimeSpec::At { at: a.at.value.0.resolve(zone) },
+                            rule: TimeSpec::At {
+                                at: a.at.value.0.resolve(zone),
+                            },
                             jitter: std::time::Duration::ZERO,
                         }
                     }
                     TriggerSpec::After(a) => plan::Trigger::After {
-                        jobs: a.after.value.0.iter().map(|n| self.job_index(&n.value)).collect::<Option<Vec<_>>>()?,
+                        jobs: a
+                            .after
+                            .value
+                            .0
+                            .iter()
+                            .map(|n| self.job_index(&n.value))
+                            .collect::<Option<Vec<_>>>()?,
                         status: a.status.as_ref().map_or(Status::Success, |s| s.value),
                     },
                     TriggerSpec::Each(e) => plan::Trigger::Each {
@@ -639,13 +756,19 @@ impl<'d, 'o> Rules<'d, 'o> {
                 name: r.name.value.clone(),
                 command: match &r.job.run.value {
                     RunSpec::Shell(s) => plan::Command::Shell(s.clone()),
-                    RunSpec::Argv(a) => plan::Command::Argv(a.iter().map(|s| s.value.clone()).collect()),
+                    RunSpec::Argv(a) => {
+                        plan::Command::Argv(a.iter().map(|s| s.value.clone()).collect())
+                    }
                 },
                 cwd,
                 env: o
                     .env
                     .as_ref()
-                    .map(|e| e.0.iter().map(|(k, v)| (k.value.clone(), v.value.0.clone())).collect())
+                    .map(|e| {
+                        e.0.iter()
+                            .map(|(k, v)| (k.value.clone(), v.value.0.clone()))
+                            .collect()
+                    })
                     .unwrap_or_default(),
                 triggers,
                 executor,
@@ -653,14 +776,24 @@ impl<'d, 'o> Rules<'d, 'o> {
                 stdout,
                 max_instances: o.max_instances.as_ref().map_or(1, |m| m.value as usize),
                 coalesce: o.coalesce.as_ref().is_none_or(|c| c.value),
-                misfire_grace: o.misfire_grace.as_ref().map_or(plan::DEFAULT_MISFIRE_GRACE, |d| d.value.0),
+                misfire_grace: o
+                    .misfire_grace
+                    .as_ref()
+                    .map_or(plan::DEFAULT_MISFIRE_GRACE, |d| d.value.0),
                 timeout: o.timeout.as_ref().map(|d| d.value.0),
                 retry: o.retry.as_ref().map(|r| plan::Retry {
                     attempts: r.value.attempts.value,
-                    backoff: r.value.backoff.as_ref().map_or(plan::DEFAULT_BACKOFF, |b| b.value.0),
+                    backoff: r
+                        .value
+                        .backoff
+                        .as_ref()
+                        .map_or(plan::DEFAULT_BACKOFF, |b| b.value.0),
                 }),
                 restart: o.restart.as_ref().map_or(Restart::Never, |r| r.value),
-                stop_grace: o.stop_grace.as_ref().map_or(plan::DEFAULT_STOP_GRACE, |d| d.value.0),
+                stop_grace: o
+                    .stop_grace
+                    .as_ref()
+                    .map_or(plan::DEFAULT_STOP_GRACE, |d| d.value.0),
                 dead_letter,
             });
         }
@@ -668,9 +801,16 @@ impl<'d, 'o> Rules<'d, 'o> {
             c.readers.dedup();
             c.writers.dedup();
         }
-        let name = self.doc.name.as_ref().map(|n| n.value.clone()).unwrap_or_else(|| {
-            path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "workflow".into())
-        });
+        let name = self
+            .doc
+            .name
+            .as_ref()
+            .map(|n| n.value.clone())
+            .unwrap_or_else(|| {
+                path.file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "workflow".into())
+            });
         Some(Plan {
             name,
             path: path.to_path_buf(),

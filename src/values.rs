@@ -38,9 +38,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             i += 1;
         }
         if start == i {
-            return Err(format!("`{text}` is not a duration; write e.g. `250ms`, `5s`, `1m30s`, `2h` or `1d`"));
+            return Err(format!(
+                "`{text}` is not a duration; write e.g. `250ms`, `5s`, `1m30s`, `2h` or `1d`"
+            ));
         }
-        let number: u64 = text[start..i].parse().map_err(|_| format!("`{text}` is too large"))?;
+        let number: u64 = text[start..i]
+            .parse()
+            .map_err(|_| format!("`{text}` is too large"))?;
         let unit_start = i;
         while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
             i += 1;
@@ -51,8 +55,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "m" => 60_000,
             "h" => 3_600_000,
             "d" => 86_400_000,
-            "" => return Err(format!("`{text}`: the last number needs a unit (ms, s, m, h or d)")),
-            other => return Err(format!("`{other}` is not a duration unit; use ms, s, m, h or d")),
+            "" => {
+                return Err(format!(
+                    "`{text}`: the last number needs a unit (ms, s, m, h or d)"
+                ))
+            }
+            other => {
+                return Err(format!(
+                    "`{other}` is not a duration unit; use ms, s, m, h or d"
+                ))
+            }
         };
         let part = number
             .checked_mul(unit_ms)
@@ -71,7 +83,13 @@ pub fn format_duration(d: Duration) -> String {
         return "0s".into();
     }
     let mut out = String::new();
-    for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)] {
+    for (unit, size) in [
+        ("d", 86_400_000u128),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ] {
         if ms >= size {
             out.push_str(&format!("{}{unit}", ms / size));
             ms %= size;
@@ -92,7 +110,12 @@ pub fn parse_datetime(text: &str) -> Result<DateTimeSpec, String> {
     if let Ok(dt) = DateTime::parse_from_rfc3339(text) {
         return Ok(DateTimeSpec::Instant(dt));
     }
-    for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"] {
+    for format in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ] {
         if let Ok(naive) = NaiveDateTime::parse_from_str(text, format) {
             return Ok(DateTimeSpec::Local(naive));
         }
@@ -132,7 +155,10 @@ pub fn resolve_local(naive: NaiveDateTime, zone: Tz) -> DateTime<Utc> {
         LocalResult::Ambiguous(first, _) => first.with_timezone(&Utc),
         LocalResult::None => {
             // A gap: the first valid local minute after it is the gap's end, the first instant after the gap.
-            let mut probe = naive.with_second(0).and_then(|n| n.with_nanosecond(0)).unwrap_or(naive);
+            let mut probe = naive
+                .with_second(0)
+                .and_then(|n| n.with_nanosecond(0))
+                .unwrap_or(naive);
             for _ in 0..(24 * 60) {
                 probe += chrono::Duration::minutes(1);
                 if let Some(dt) = zone.from_local_datetime(&probe).earliest() {
@@ -171,8 +197,14 @@ mod tests {
 
     #[test]
     fn datetimes() {
-        assert!(matches!(parse_datetime("2026-12-01T10:00:00+01:00"), Ok(DateTimeSpec::Instant(_))));
-        assert!(matches!(parse_datetime("2026-12-01 10:00"), Ok(DateTimeSpec::Local(_))));
+        assert!(matches!(
+            parse_datetime("2026-12-01T10:00:00+01:00"),
+            Ok(DateTimeSpec::Instant(_))
+        ));
+        assert!(matches!(
+            parse_datetime("2026-12-01 10:00"),
+            Ok(DateTimeSpec::Local(_))
+        ));
         assert!(parse_datetime("tomorrow").is_err());
     }
 
@@ -181,9 +213,15 @@ mod tests {
         let berlin: Tz = "Europe/Berlin".parse().unwrap();
         // 2026-03-29 02:30 does not exist in Berlin: the clocks jump from 02:00 to 03:00 (01:00 UTC).
         let gap = NaiveDateTime::parse_from_str("2026-03-29 02:30", "%Y-%m-%d %H:%M").unwrap();
-        assert_eq!(resolve_local(gap, berlin).to_rfc3339(), "2026-03-29T01:00:00+00:00");
+        assert_eq!(
+            resolve_local(gap, berlin).to_rfc3339(),
+            "2026-03-29T01:00:00+00:00"
+        );
         // 2026-10-25 02:30 happens twice: the first is 00:30 UTC.
         let twice = NaiveDateTime::parse_from_str("2026-10-25 02:30", "%Y-%m-%d %H:%M").unwrap();
-        assert_eq!(resolve_local(twice, berlin).to_rfc3339(), "2026-10-25T00:30:00+00:00");
+        assert_eq!(
+            resolve_local(twice, berlin).to_rfc3339(),
+            "2026-10-25T00:30:00+00:00"
+        );
     }
 }

@@ -179,7 +179,8 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
         let span = location
             .and_then(|l| {
                 let s = l.span();
-                s.byte_offset().map(|o| Span::new(o as usize, s.byte_len().unwrap_or(0) as usize))
+                s.byte_offset()
+                    .map(|o| Span::new(o as usize, s.byte_len().unwrap_or(0) as usize))
             })
             .unwrap_or_else(|| Span::new(0, 0));
         let (line, column) = location.map_or((0, 0), |l| (l.line() as usize, l.column() as usize));
@@ -197,7 +198,10 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
 fn short_message(full: &str) -> String {
     let first = full.lines().next().unwrap_or(full);
     let first = first.strip_prefix("error: ").unwrap_or(first);
-    match first.strip_prefix("line ").and_then(|rest| rest.split_once(": ")) {
+    match first
+        .strip_prefix("line ")
+        .and_then(|rest| rest.split_once(": "))
+    {
         Some((_, message)) => message.to_string(),
         None => first.to_string(),
     }

@@ -11,11 +11,17 @@ fn flowrun() -> Command {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/invalid").join(format!("{name}.yaml"))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/invalid")
+        .join(format!("{name}.yaml"))
 }
 
 fn json_report(file: &Path) -> Value {
-    let out = flowrun().args(["validate", "--format", "json"]).arg(file).output().unwrap();
+    let out = flowrun()
+        .args(["validate", "--format", "json"])
+        .arg(file)
+        .output()
+        .unwrap();
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -26,7 +32,13 @@ fn positions(file: &Path) -> Vec<(String, u64, u64)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|d| (d["code"].as_str().unwrap().to_string(), d["line"].as_u64().unwrap(), d["column"].as_u64().unwrap()))
+        .map(|d| {
+            (
+                d["code"].as_str().unwrap().to_string(),
+                d["line"].as_u64().unwrap(),
+                d["column"].as_u64().unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -65,7 +77,11 @@ fn every_code_is_reported_at_the_exact_place() {
 #[test]
 fn every_spec_code_has_a_fixture() {
     for code in flowrun::diagnostic::Code::ALL {
-        assert!(CASES.iter().any(|(c, _, _)| *c == code.as_str()), "no fixture for {}", code.as_str());
+        assert!(
+            CASES.iter().any(|(c, _, _)| *c == code.as_str()),
+            "no fixture for {}",
+            code.as_str()
+        );
     }
 }
 
@@ -73,9 +89,16 @@ fn every_spec_code_has_a_fixture() {
 fn human_reports_match_snapshots() {
     for (code, _, _) in CASES {
         let file = format!("tests/fixtures/invalid/{code}.yaml");
-        let out = flowrun().current_dir(env!("CARGO_MANIFEST_DIR")).args(["validate", &file]).output().unwrap();
+        let out = flowrun()
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["validate", &file])
+            .output()
+            .unwrap();
         let text = String::from_utf8(out.stderr).unwrap();
-        assert!(text.contains(&format!("{file}:")), "{code}: the report names file:line:col");
+        assert!(
+            text.contains(&format!("{file}:")),
+            "{code}: the report names file:line:col"
+        );
         insta::assert_snapshot!(format!("human-{code}"), text);
     }
 }
@@ -93,7 +116,10 @@ fn all_problems_of_a_file_are_reported() {
         ("missing-key", 11, 3),
         ("invalid-cron", 15, 29),
     ];
-    let expected: Vec<(String, u64, u64)> = expected.iter().map(|(c, l, k)| (c.to_string(), *l, *k)).collect();
+    let expected: Vec<(String, u64, u64)> = expected
+        .iter()
+        .map(|(c, l, k)| (c.to_string(), *l, *k))
+        .collect();
     assert_eq!(found, expected);
     let report = json_report(&fixture("many-problems"));
     assert_eq!(report["errors"], 6);
@@ -108,11 +134,30 @@ fn all_problems_of_a_file_are_reported() {
 #[test]
 fn exit_codes() {
     // Errors: 1. Warnings only: 0, or 1 under --deny-warnings. Unreadable: 2.
-    flowrun().arg("validate").arg(fixture("unknown-key")).assert().code(1);
-    flowrun().arg("validate").arg(fixture("unused-channel")).assert().code(0);
-    flowrun().args(["validate", "--deny-warnings"]).arg(fixture("unused-channel")).assert().code(1);
-    flowrun().args(["validate", "/nonexistent/flow.yaml"]).assert().code(2);
-    flowrun().args(["validate", "--format", "xml"]).arg(fixture("unknown-key")).assert().code(2);
+    flowrun()
+        .arg("validate")
+        .arg(fixture("unknown-key"))
+        .assert()
+        .code(1);
+    flowrun()
+        .arg("validate")
+        .arg(fixture("unused-channel"))
+        .assert()
+        .code(0);
+    flowrun()
+        .args(["validate", "--deny-warnings"])
+        .arg(fixture("unused-channel"))
+        .assert()
+        .code(1);
+    flowrun()
+        .args(["validate", "/nonexistent/flow.yaml"])
+        .assert()
+        .code(2);
+    flowrun()
+        .args(["validate", "--format", "xml"])
+        .arg(fixture("unknown-key"))
+        .assert()
+        .code(2);
 }
 
 #[test]
@@ -133,20 +178,37 @@ fn several_files_in_one_run() {
 
 #[test]
 fn github_annotations() {
-    let out = flowrun().args(["validate", "--format", "github"]).arg(fixture("undeclared-executor")).output().unwrap();
+    let out = flowrun()
+        .args(["validate", "--format", "github"])
+        .arg(fixture("undeclared-executor"))
+        .output()
+        .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.starts_with("::error file="), "{text}");
     assert!(text.contains(",line=6,col=15,"), "{text}");
-    assert!(text.contains("title=flowrun(undeclared-executor)::"), "{text}");
-    let out = flowrun().args(["validate", "--format", "github"]).arg(fixture("no-writer")).output().unwrap();
-    assert!(String::from_utf8(out.stdout).unwrap().starts_with("::warning file="));
+    assert!(
+        text.contains("title=flowrun(undeclared-executor)::"),
+        "{text}"
+    );
+    let out = flowrun()
+        .args(["validate", "--format", "github"])
+        .arg(fixture("no-writer"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8(out.stdout)
+        .unwrap()
+        .starts_with("::warning file="));
 }
 
 #[test]
 fn files_too_large_or_not_utf8_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let big = dir.path().join("big.yaml");
-    std::fs::write(&big, format!("# {}\njobs: {{}}\n", "x".repeat(5 * 1024 * 1024))).unwrap();
+    std::fs::write(
+        &big,
+        format!("# {}\njobs: {{}}\n", "x".repeat(5 * 1024 * 1024)),
+    )
+    .unwrap();
     let out = flowrun().arg("validate").arg(&big).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("4 MiB"));
@@ -162,7 +224,10 @@ fn an_alias_bomb_is_an_error_not_an_explosion() {
     let mut text = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
     for (i, name) in ["b", "c", "d", "e", "f", "g", "h", "i"].iter().enumerate() {
         let prev = ["a", "b", "c", "d", "e", "f", "g", "h"][i];
-        text.push_str(&format!("{name}: &{name} [{}]\n", vec![format!("*{prev}"); 10].join(", ")));
+        text.push_str(&format!(
+            "{name}: &{name} [{}]\n",
+            vec![format!("*{prev}"); 10].join(", ")
+        ));
     }
     text.push_str("jobs: { x: { run: echo } }\n");
     let dir = tempfile::tempdir().unwrap();
@@ -216,7 +281,11 @@ fn examples_validate_without_any_diagnostic() {
     let mut count = 0;
     for entry in std::fs::read_dir(examples).unwrap() {
         let path = entry.unwrap().path();
-        flowrun().args(["validate", "--deny-warnings"]).arg(&path).assert().success();
+        flowrun()
+            .args(["validate", "--deny-warnings"])
+            .arg(&path)
+            .assert()
+            .success();
         count += 1;
     }
     assert!(count >= 6);
@@ -225,7 +294,10 @@ fn examples_validate_without_any_diagnostic() {
 #[test]
 fn schema_command_matches_the_committed_schema() {
     let out = flowrun().arg("schema").output().unwrap();
-    let committed = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/workflow.schema.json")).unwrap();
+    let committed = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/workflow.schema.json"),
+    )
+    .unwrap();
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
         committed,
@@ -236,7 +308,10 @@ fn schema_command_matches_the_committed_schema() {
 #[test]
 fn examples_conform_to_the_schema() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let schema: Value = serde_json::from_str(&std::fs::read_to_string(root.join("schemas/workflow.schema.json")).unwrap()).unwrap();
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("schemas/workflow.schema.json")).unwrap(),
+    )
+    .unwrap();
     let validator = jsonschema::draft7::new(&schema).unwrap();
     for entry in std::fs::read_dir(root.join("workflows")).unwrap() {
         let path = entry.unwrap().path();
