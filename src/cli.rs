@@ -99,7 +99,8 @@ const SUBCOMMANDS: &[&str] = &["run", "validate", "next", "graph", "schema", "he
 /// Insert `run` when the first argument is a file rather than a subcommand.
 pub fn normalize_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     if let Some(first) = args.get(1).and_then(|a| a.to_str()) {
-        if !first.starts_with('-') && !SUBCOMMANDS.contains(&first) {
+        let global_flag = matches!(first, "-h" | "--help" | "-V" | "--version");
+        if !global_flag && !SUBCOMMANDS.contains(&first) {
             args.insert(1, "run".into());
         }
     }

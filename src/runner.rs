@@ -283,11 +283,12 @@ impl Dispatcher {
             }
         }
         for j in 0..self.plan.jobs.len() {
-            if self.plan.jobs[j]
+            let starts = self.plan.jobs[j]
                 .triggers
                 .iter()
-                .any(|t| matches!(t, Trigger::Start))
-            {
+                .filter(|t| matches!(t, Trigger::Start))
+                .count();
+            for _ in 0..starts {
                 self.fire(j, now, 0);
             }
             if self.plan.jobs[j].each().is_some() {
@@ -905,7 +906,15 @@ impl Dispatcher {
             }
             Restart::Never => false,
         };
-        if restart && !self.stopping {
+        // A reader whose input is closed and drained has nothing left to do: it is not brought back.
+        let input_over = job.stdin.is_some_and(|c| match self.plan.channels[c].kind {
+            ChannelKind::Pipe => self.channels[c].closed,
+            _ => {
+                let q = self.reader_queue(c, job_id);
+                q.is_closed() && q.waiting() == 0
+            }
+        });
+        if restart && !self.stopping && !input_over {
             let state = &mut self.jobs[job_id];
             if run.started.elapsed() >= Duration::from_secs(10) {
                 state.restart_delay = Duration::from_millis(100);

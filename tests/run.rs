@@ -1,0 +1,570 @@
+//! `flowrun FILE` on the real binary: channels moving many messages, `each`, `after`, limits, stopping.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+struct Flow {
+    dir: tempfile::TempDir,
+    file: PathBuf,
+}
+
+fn flow(yaml: &str) -> Flow {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flow.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    Flow { dir, file }
+}
+
+fn bin() -> Command {
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("flowrun"));
+    cmd.env("NO_COLOR", "1");
+    cmd
+}
+
+impl Flow {
+    fn run(&self, extra: &[&str]) -> Output {
+        bin()
+            .arg(&self.file)
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+    fn run_json(&self) -> (Output, Vec<Value>) {
+        let out = self.run(&["--log-format", "json"]);
+        let events = events(&out.stderr);
+        (out, events)
+    }
+}
+
+fn events(stderr: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON event: {l:?}: {e}")))
+        .collect()
+}
+
+fn summary(events: &[Value]) -> &Value {
+    &events
+        .iter()
+        .find(|e| e["event"] == "runner.stop")
+        .expect("a runner.stop event")["summary"]
+}
+
+fn output_lines<'a>(events: &'a [Value], job: &str) -> Vec<&'a str> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "output" && e["job"] == job)
+        .map(|e| e["line"].as_str().unwrap())
+        .collect()
+}
+
+fn channel(events: &[Value], name: &str) -> (u64, u64, u64) {
+    let c = &summary(events)["channels"][name];
+    (
+        c["in"].as_u64().unwrap(),
+        c["out"].as_u64().unwrap(),
+        c["left"].as_u64().unwrap(),
+    )
+}
+
+const N: u64 = 100_000;
+const SUM: u64 = N * (N + 1) / 2;
+
+#[test]
+fn queue_moves_every_message_exactly_once() {
+    let f = flow(
+        "channels: { lines: { kind: queue, capacity: 1000 } }
+jobs:
+  produce: { run: seq 100000, stdout: lines }
+  consume:
+    run: awk '{ n++; s += $1 } END { printf \"%d %.0f\\n\", n, s }'
+    stdin: lines
+",
+    );
+    let (out, ev) = f.run_json();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(output_lines(&ev, "consume"), [format!("{N} {SUM}")]);
+    assert_eq!(channel(&ev, "lines"), (N, N, 0));
+}
+
+#[test]
+fn two_competing_readers_share_the_queue_without_loss_or_duplicates() {
+    let f = flow(
+        "channels: { lines: { kind: queue, capacity: 64 } }
+jobs:
+  produce: { run: seq 100000, stdout: lines }
+  left: { run: \"awk '{ n++; s += $1 } END { printf \\\"%d %.0f\\\\n\\\", n, s }'\", stdin: lines }
+  right: { run: \"awk '{ n++; s += $1 } END { printf \\\"%d %.0f\\\\n\\\", n, s }'\", stdin: lines }
+",
+    );
+    let (out, ev) = f.run_json();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (mut n, mut s) = (0, 0);
+    for job in ["left", "right"] {
+        let line = output_lines(&ev, job)[0];
+        let mut parts = line.split(' ').map(|p| p.parse::<u64>().unwrap());
+        n += parts.next().unwrap();
+        s += parts.next().unwrap();
+    }
+    assert_eq!((n, s), (N, SUM));
+    assert_eq!(channel(&ev, "lines"), (N, N, 0));
+}
+
+#[test]
+fn unread_messages_are_taken_back_for_the_next_reader_run() {
+    // Each reader run reads exactly 25,000 lines (sh's `read` takes one byte at a time) and exits; what is
+    // still in its pipe goes to the next run, whole and in order.
+    let f = flow(
+        "channels: { lines: { kind: queue, capacity: 5000 } }
+jobs:
+  produce: { run: seq 100000, stdout: lines }
+  consume:
+    run: |
+      i=0
+      while [ $i -lt 25000 ] && IFS= read -r line; do echo \"$line\"; i=$((i+1)); done
+    stdin: lines
+    restart: always
+",
+    );
+    let (out, ev) = f.run_json();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<u64> = output_lines(&ev, "consume")
+        .iter()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(lines, (1..=N).collect::<Vec<_>>());
+    assert!(
+        ev.iter().any(|e| e["event"] == "channel.takeback"),
+        "take-back happened"
+    );
+    assert_eq!(channel(&ev, "lines"), (N, N, 0));
+}
+
+#[test]
+fn broadcast_gives_every_reader_every_message() {
+    let f = flow(
+        "channels: { events: { kind: broadcast, capacity: 500 } }
+jobs:
+  emit: { run: seq 100000, stdout: events }
+  a: { run: \"awk '{ n++; s += $1 } END { printf \\\"%d %.0f\\\\n\\\", n, s }'\", stdin: events }
+  b: { run: \"awk '{ n++; s += $1 } END { printf \\\"%d %.0f\\\\n\\\", n, s }'\", stdin: events }
+",
+    );
+    let (out, ev) = f.run_json();
+    assert_eq!(out.status.code(), Some(0));
+    for job in ["a", "b"] {
+        assert_eq!(output_lines(&ev, job), [format!("{N} {SUM}")]);
+    }
+    // Broadcast counts one message per reader.
+    assert_eq!(channel(&ev, "events"), (2 * N, 2 * N, 0));
+}
+
+#[test]
+fn pipe_joins_writer_and_reader_directly() {
+    let f = flow(
+        "channels: { raw: { kind: pipe } }
+jobs:
+  gen: { run: [seq, \"100000\"], stdout: raw }
+  sum: { run: \"awk '{ n++; s += $1 } END { printf \\\"%d %.0f\\\\n\\\", n, s }'\", stdin: raw }
+",
+    );
+    let (out, ev) = f.run_json();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(output_lines(&ev, "sum"), [format!("{N} {SUM}")]);
+}
+
+#[test]
+fn each_with_failures_retries_and_dead_letters() {
+    let f = flow(
+        "executors: { pool: { max_workers: 4 } }
+channels:
+  tasks: {}
+  failed: {}
+jobs:
+  enqueue: { run: seq 200, stdout: tasks }
+  work:
+    run: |
+      read -r n
+      if [ $((n % 7)) -eq 0 ]; then exit 3; fi
+      echo \"done $n\"
+    trigger: { each: tasks }
+    executor: pool
+    max_instances: 4
+    retry: { attempts: 1, backoff: 1ms }
+    dead_letter: failed
+  dead:
+    run: cat
+    stdin: failed
+",
+    );
+    let (out, ev) = f.run_json();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut done: Vec<u64> = output_lines(&ev, "work")
+        .iter()
+        .map(|l| l[5..].parse().unwrap())
+        .collect();
+    done.sort_unstable();
+    let mut dead: Vec<u64> = output_lines(&ev, "dead")
+        .iter()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    dead.sort_unstable();
+    assert_eq!(done, (1..=200).filter(|n| n % 7 != 0).collect::<Vec<_>>());
+    assert_eq!(dead, (1..=200).filter(|n| n % 7 == 0).collect::<Vec<_>>());
+    let retries = ev.iter().filter(|e| e["event"] == "run.retry").count();
+    assert_eq!(retries, dead.len());
+    let work = &summary(&ev)["jobs"]["work"];
+    assert_eq!(work["runs"], 200 + 28);
+    assert_eq!(work["failed"], 56);
+    assert_eq!(channel(&ev, "tasks"), (200, 200, 0));
+    assert_eq!(channel(&ev, "failed"), (28, 28, 0));
+}
+
+#[test]
+fn each_failure_without_dead_letter_fails_the_workflow() {
+    let f = flow(
+        "channels: { tasks: {} }
+jobs:
+  enqueue: { run: seq 3, stdout: tasks }
+  work: { run: 'read -r n; [ $n -ne 2 ]', trigger: { each: tasks } }
+",
+    );
+    let (out, ev) = f.run_json();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(summary(&ev)["failed_messages"], 1);
+}
+
+#[test]
+fn after_joins_run_in_order() {
+    let (out, ev) = {
+        let out = bin()
+            .args(["--log-format", "json"])
+            .arg(example("dag.yaml"))
+            .output()
+            .unwrap();
+        let ev = events(&out.stderr);
+        (out, ev)
+    };
+    assert_eq!(out.status.code(), Some(0));
+    let order: Vec<&str> = ev
+        .iter()
+        .filter(|e| e["event"] == "run.start")
+        .map(|e| e["job"].as_str().unwrap())
+        .collect();
+    let pos = |j: &str| order.iter().position(|x| *x == j).unwrap();
+    assert!(pos("join") > pos("extract-a") && pos("join") > pos("extract-b"));
+    assert!(pos("publish") > pos("join") && pos("cleanup") > pos("publish"));
+}
+
+#[test]
+fn a_join_that_can_never_fire_is_skipped_and_fails_the_workflow() {
+    let f = flow(
+        "jobs:
+  build: { run: exit 1 }
+  deploy: { run: echo deploy, trigger: { after: build } }
+  notify: { run: echo notify, trigger: { after: build, status: failure } }
+",
+    );
+    let (out, ev) = f.run_json();
+    assert_eq!(out.status.code(), Some(1));
+    let skipped: Vec<&Value> = ev.iter().filter(|e| e["event"] == "run.skipped").collect();
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0]["job"], "deploy");
+    assert_eq!(output_lines(&ev, "notify"), ["notify"]);
+    assert!(output_lines(&ev, "deploy").is_empty());
+}
+
+#[test]
+fn a_firing_beyond_max_instances_is_skipped() {
+    let f = flow("jobs:\n  once: { run: 'echo hi', trigger: [start, start] }\n");
+    let (out, ev) = f.run_json();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(ev.iter().filter(|e| e["event"] == "run.skipped").count(), 1);
+    assert_eq!(summary(&ev)["jobs"]["once"]["skipped"], 1);
+    assert_eq!(summary(&ev)["jobs"]["once"]["runs"], 1);
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie is dead for our purpose: it runs nothing and holds nothing but a table entry.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn a_timeout_stops_the_whole_group() {
+    let f = flow(
+        "jobs:\n  slow: { run: 'sleep 1000 & echo $!; wait', timeout: 300ms, stop_grace: 100ms }\n",
+    );
+    let (out, ev) = f.run_json();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(ev
+        .iter()
+        .any(|e| e["event"] == "run.timeout" && e["job"] == "slow"));
+    let pid: u32 = output_lines(&ev, "slow")[0].parse().unwrap();
+    assert!(
+        !alive(pid),
+        "the background sleep of a timed-out run was stopped"
+    );
+}
+
+#[test]
+fn a_job_reading_stdin_without_a_channel_ends_at_once() {
+    let f = flow("jobs:\n  reader: { run: cat }\n");
+    let out = f.run(&[]);
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn runs_get_their_environment_and_folder() {
+    let f = flow(
+        "jobs:\n  show:\n    run: 'echo \"$FLOWRUN_JOB $FLOWRUN_RUN $GREETING $(pwd)\"; echo \"$FLOWRUN_SCHEDULED\"; echo \"$FLOWRUN_WORKFLOW\"'\n    env: { GREETING: hello, N: 3 }\n",
+    );
+    let (out, ev) = f.run_json();
+    assert_eq!(out.status.code(), Some(0));
+    let lines = output_lines(&ev, "show");
+    let dir = f.dir.path().canonicalize().unwrap();
+    assert_eq!(lines[0], format!("show 1 hello {}", dir.display()));
+    assert!(
+        lines[1].ends_with('Z') && lines[1].contains('T'),
+        "{}",
+        lines[1]
+    );
+    assert_eq!(lines[2], f.file.display().to_string());
+}
+
+#[test]
+fn exit_codes_for_failure_and_invalid_files() {
+    let f = flow("jobs:\n  bad: { run: exit 4 }\n");
+    let (out, ev) = f.run_json();
+    assert_eq!(out.status.code(), Some(1));
+    let exit = ev.iter().find(|e| e["event"] == "run.exit").unwrap();
+    assert_eq!(exit["code"], 4);
+    assert_eq!(exit["job"], "bad");
+    assert_eq!(exit["run"], 1);
+    assert!(exit["pid"].as_u64().unwrap() > 0);
+    assert!(exit["ts"].as_str().unwrap().ends_with('Z'));
+    let f = flow("jobs:\n  bad: { run: echo, tigger: start }\n");
+    let out = f.run(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown-key"));
+}
+
+#[test]
+fn spawn_failures_are_failed_runs_not_crashes() {
+    let f = flow(
+        "jobs:
+  missing: { run: [/nonexistent/program] }
+  badcwd: { run: echo hi, cwd: /nonexistent/folder }
+",
+    );
+    let (out, ev) = f.run_json();
+    assert_eq!(out.status.code(), Some(1));
+    for job in ["missing", "badcwd"] {
+        let exit = ev
+            .iter()
+            .find(|e| e["event"] == "run.exit" && e["job"] == job)
+            .unwrap();
+        assert!(
+            exit["reason"].as_str().unwrap().contains("cannot start"),
+            "{exit}"
+        );
+        assert_eq!(summary(&ev)["jobs"][job]["failed"], 1);
+    }
+}
+
+#[test]
+fn an_overlong_message_fails_the_writer_and_keeps_the_rest() {
+    let f = flow(
+        "channels: { c: { max_message: 100 } }
+jobs:
+  w: { run: 'echo one; head -c 500 /dev/zero | tr \"\\\\0\" x; echo; echo three', stdout: c }
+  r: { run: cat, stdin: c }
+",
+    );
+    let (out, ev) = f.run_json();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(output_lines(&ev, "r"), ["one"]);
+    let exit = ev
+        .iter()
+        .find(|e| e["event"] == "run.exit" && e["job"] == "w")
+        .unwrap();
+    assert!(
+        exit["reason"].as_str().unwrap().contains("max_message"),
+        "{exit}"
+    );
+}
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("workflows")
+        .join(name)
+}
+
+#[test]
+fn finite_examples_run_to_completion() {
+    for name in ["pipeline.yaml", "fanout.yaml", "workqueue.yaml", "dag.yaml"] {
+        let out = bin()
+            .args(["--log-format", "json"])
+            .arg(example(name))
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // queue.yaml and nightly.yaml run for ever: run them for a moment.
+    for name in ["queue.yaml", "nightly.yaml"] {
+        let out = bin()
+            .args(["--log-format", "json", "--for", "1500ms"])
+            .arg(example(name))
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Start the runner with JSON events and wait (by reading its events, not by sleeping) for `ready`.
+fn start_until(
+    yaml: &str,
+    ready: impl Fn(&Value) -> bool,
+) -> (
+    Flow,
+    std::process::Child,
+    Vec<Value>,
+    BufReader<std::process::ChildStderr>,
+) {
+    let f = flow(yaml);
+    let mut child = bin()
+        .arg(&f.file)
+        .args(["--log-format", "json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "the runner ended early: {seen:?}"
+        );
+        let e: Value = serde_json::from_str(&line).unwrap();
+        let done = ready(&e);
+        seen.push(e);
+        if done {
+            return (f, child, seen, reader);
+        }
+    }
+}
+
+fn rest(mut reader: BufReader<std::process::ChildStderr>, seen: &mut Vec<Value>) {
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut text).unwrap();
+    seen.extend(
+        text.lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()),
+    );
+}
+
+#[test]
+fn sigterm_stops_every_run_and_prints_the_summary() {
+    let (_f, mut child, mut seen, reader) = start_until(
+        "jobs:\n  svc: { run: 'sleep 1000 & echo $!; wait' }\n  svc2: { run: [sleep, \"1000\"] }\n",
+        |e| e["event"] == "output" && e["job"] == "svc",
+    );
+    let bg: u32 = seen.last().unwrap()["line"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let direct: Vec<u32> = seen
+        .iter()
+        .filter(|e| e["event"] == "run.start")
+        .map(|e| e["pid"].as_u64().unwrap() as u32)
+        .collect();
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    rest(reader, &mut seen);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "runs stopped by the runner are not failures"
+    );
+    assert!(seen.iter().any(|e| e["event"] == "runner.stop"));
+    for pid in direct.into_iter().chain([bg]) {
+        assert!(!alive(pid), "pid {pid} outlived the runner");
+    }
+}
+
+#[test]
+fn sigkill_of_the_runner_takes_the_direct_children_with_it() {
+    let (_f, mut child, seen, _reader) =
+        start_until("jobs:\n  svc: { run: [sleep, \"1000\"] }\n", |e| {
+            e["event"] == "run.start"
+        });
+    let pid = seen.last().unwrap()["pid"].as_u64().unwrap() as u32;
+    assert!(alive(pid));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The parent-death signal is delivered by the kernel as the runner dies; the child is then reaped by init.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while alive(pid) && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    assert!(!alive(pid), "the run outlived a SIGKILLed runner");
+}
+
+#[test]
+fn a_second_sigint_kills_at_once_and_exits_130() {
+    let (_f, mut child, _seen, mut reader) = start_until(
+        "jobs:\n  stubborn: { run: \"trap '' TERM; echo ready; while :; do sleep 0.1; done\", stop_grace: 1h }\n",
+        |e| e["event"] == "output" && e["line"] == "ready",
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    // Signals of one kind coalesce; the second is sent once the first has been handled.
+    loop {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0);
+        if serde_json::from_str::<Value>(&line).unwrap()["event"] == "runner.stopping" {
+            break;
+        }
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+}
