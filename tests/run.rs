@@ -457,6 +457,8 @@ fn finite_examples_run_to_completion() {
 }
 
 /// Start the runner with JSON events and wait (by reading its events, not by sleeping) for `ready`.
+/// The caller signals and waits for the returned child.
+#[allow(clippy::zombie_processes)]
 fn start_until(
     yaml: &str,
     ready: impl Fn(&Value) -> bool,
