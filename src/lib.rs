@@ -26,6 +26,7 @@ pub mod process;
 pub mod render;
 pub mod report;
 pub mod runner;
+pub mod scheduler;
 pub mod source;
 pub mod trigger;
 pub mod validate;

@@ -3,8 +3,7 @@
 //! over. Runs, pumps and feeders are tasks that only report back to it.
 
 use chrono::{DateTime, Utc};
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::os::fd::{AsFd, OwnedFd};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -20,7 +19,7 @@ use crate::exit;
 use crate::plan::{ChannelKind, Plan, Restart, Status, Trigger, MAX_BACKOFF};
 use crate::process;
 use crate::report::{Mode, Reporter};
-use crate::trigger::TimeRule;
+use crate::scheduler::{jitter_delay, Due, Entry, Timetable};
 
 /// `flowrun run`: validate, then run on a multi-threaded runtime (its worker threads live as long as the runner,
 /// which the parent-death signal needs).
@@ -119,9 +118,6 @@ struct JobState {
     /// Per trigger: for `after`, which listed jobs reached the status / ended any run since the last firing.
     joins: Vec<Join>,
     fired_via_join: Vec<bool>,
-    /// Per trigger: the next time firing, if the trigger is a time trigger that can still fire.
-    next_time: Vec<Option<DateTime<Utc>>>,
-    rules: Vec<Option<TimeRule>>,
     restart_delay: Duration,
 }
 
@@ -155,7 +151,7 @@ struct Dispatcher {
     executors: Vec<Executor>,
     live: std::collections::HashMap<RunId, Live>,
     next_id: RunId,
-    timers: BinaryHeap<Reverse<(DateTime<Utc>, usize, usize)>>,
+    timetable: Timetable,
     stopping: bool,
     forced: bool,
     failed: bool,
@@ -191,15 +187,6 @@ impl Dispatcher {
                     })
                     .collect(),
                 fired_via_join: vec![false; job.triggers.len()],
-                next_time: vec![None; job.triggers.len()],
-                rules: job
-                    .triggers
-                    .iter()
-                    .map(|t| match t {
-                        Trigger::Time { rule, .. } => Some(rule.rule(started_at)),
-                        _ => None,
-                    })
-                    .collect(),
                 restart_delay: Duration::from_millis(100),
                 ..JobState::default()
             })
@@ -247,6 +234,21 @@ impl Dispatcher {
             })
             .collect();
         let workflow_path = plan.path.display().to_string();
+        let mut entries = Vec::new();
+        for (j, job) in plan.jobs.iter().enumerate() {
+            for (t, trigger) in job.triggers.iter().enumerate() {
+                if let Trigger::Time { rule, .. } = trigger {
+                    entries.push(Entry {
+                        job: j,
+                        trigger: t,
+                        rule: rule.rule(started_at),
+                        misfire_grace: job.misfire_grace,
+                        coalesce: job.coalesce,
+                    });
+                }
+            }
+        }
+        let timetable = Timetable::new(entries, started_at);
         Dispatcher {
             plan,
             reporter,
@@ -256,7 +258,7 @@ impl Dispatcher {
             executors,
             live: Default::default(),
             next_id: 1,
-            timers: BinaryHeap::new(),
+            timetable,
             stopping: false,
             forced: false,
             failed: false,
@@ -271,17 +273,6 @@ impl Dispatcher {
         e.reason = Some(format!("workflow {}", self.plan.name));
         self.reporter.event(&e, None);
         let now = self.started_at;
-        for j in 0..self.plan.jobs.len() {
-            for t in 0..self.plan.jobs[j].triggers.len() {
-                if let Some(rule) = &self.jobs[j].rules[t] {
-                    self.jobs[j].next_time[t] =
-                        first_fire(rule, now, self.plan.jobs[j].misfire_grace);
-                    if let Some(at) = self.jobs[j].next_time[t] {
-                        self.timers.push(Reverse((at, j, t)));
-                    }
-                }
-            }
-        }
         for j in 0..self.plan.jobs.len() {
             let starts = self.plan.jobs[j]
                 .triggers
@@ -313,7 +304,7 @@ impl Dispatcher {
             if self.finished() {
                 break;
             }
-            let next_timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
+            let next_timer = self.timetable.earliest();
             let sleep_for =
                 next_timer.map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO));
             tokio::select! {
@@ -973,52 +964,29 @@ impl Dispatcher {
         }
     }
 
-    /// Handle every time firing that is due: misfire grace, coalescing, then the next firing on the heap.
+    /// Handle every time firing that is due (the timetable applies misfire grace and coalescing).
     fn due_timers(&mut self) {
         let now = Utc::now();
-        while let Some(Reverse((at, j, t))) = self.timers.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
-            if self.stopping || self.jobs[j].next_time[t] != Some(at) {
-                continue;
-            }
-            let rule = self.jobs[j].rules[t]
-                .clone()
-                .expect("a time trigger has a rule");
-            // Every firing due by now: a long sleep (suspend, clock step) may have passed several.
-            let mut due = vec![at];
-            let mut cursor = at;
-            while let Some(next) = rule.next_after(cursor) {
-                if next > now || due.len() >= 100_000 {
-                    break;
-                }
-                due.push(next);
-                cursor = next;
-            }
-            let next = rule.next_after(*due.last().expect("at least one"));
-            self.jobs[j].next_time[t] = next;
-            if let Some(next) = next {
-                self.timers.push(Reverse((next, j, t)));
-            }
-            let spec = self.plan.jobs[j].clone();
-            let grace =
-                chrono::Duration::from_std(spec.misfire_grace).unwrap_or(chrono::Duration::MAX);
-            // Coalesced firings are not misses: the one run stands for them, and its `coalesced` says how many.
-            let (to_fire, coalesced): (Vec<DateTime<Utc>>, u64) = if spec.coalesce {
-                (vec![*due.last().unwrap()], due.len() as u64)
-            } else {
-                (due.clone(), 1)
-            };
-            for scheduled in to_fire {
-                if now - scheduled > grace {
-                    self.jobs[j].counts.missed += 1;
+        if self.stopping {
+            return;
+        }
+        for due in self.timetable.due(now) {
+            match due {
+                Due::Missed {
+                    job,
+                    scheduled,
+                    late,
+                    count,
+                    ..
+                } => {
+                    let spec = &self.plan.jobs[job];
+                    self.jobs[job].counts.missed += count;
                     let mut e = Event::new("run.missed").job(&spec.name, None);
                     e.scheduled = Some(timestamp(scheduled));
+                    e.messages = (count > 1).then_some(count);
                     e.reason = Some(format!(
-                        "handled {}ms late, misfire_grace is {}",
-                        (now - scheduled).num_milliseconds(),
+                        "handled {}ms late; misfire_grace is {}",
+                        late.num_milliseconds(),
                         crate::values::format_duration(spec.misfire_grace)
                     ));
                     self.reporter.event(
@@ -1029,27 +997,32 @@ impl Dispatcher {
                             timestamp(scheduled)
                         )),
                     );
-                    continue;
                 }
-                let jitter = match &spec.triggers[t] {
-                    Trigger::Time { jitter, .. } => *jitter,
-                    _ => Duration::ZERO,
-                };
-                if jitter.is_zero() {
-                    self.fire(j, scheduled, coalesced);
-                } else {
-                    let delay =
-                        Duration::from_nanos(rand::random_range(0..=jitter.as_nanos() as u64));
-                    self.jobs[j].pending += 1;
-                    let tx = self.tx.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(delay).await;
-                        let _ = tx.send(Msg::Fire {
-                            job: j,
-                            scheduled,
-                            coalesced,
+                Due::Fire {
+                    job,
+                    trigger,
+                    scheduled,
+                    coalesced,
+                } => {
+                    let jitter = match &self.plan.jobs[job].triggers[trigger] {
+                        Trigger::Time { jitter, .. } => *jitter,
+                        _ => Duration::ZERO,
+                    };
+                    if jitter.is_zero() {
+                        self.fire(job, scheduled, coalesced);
+                    } else {
+                        let delay = jitter_delay(jitter, rand::random::<f64>());
+                        self.jobs[job].pending += 1;
+                        let tx = self.tx.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(delay).await;
+                            let _ = tx.send(Msg::Fire {
+                                job,
+                                scheduled,
+                                coalesced,
+                            });
                         });
-                    });
+                    }
                 }
             }
         }
@@ -1087,7 +1060,7 @@ impl Dispatcher {
             .enumerate()
             .any(|(t, trig)| match trig {
                 Trigger::Start => false,
-                Trigger::Time { .. } => self.jobs[j].next_time[t].is_some(),
+                Trigger::Time { .. } => self.timetable.can_fire(j, t),
                 Trigger::After { jobs, .. } => jobs
                     .iter()
                     .enumerate()
@@ -1197,7 +1170,7 @@ impl Dispatcher {
                 self.live.len()
             )),
         );
-        self.timers.clear();
+        self.timetable.clear();
         for ex in 0..self.executors.len() {
             while let Some(p) = self.executors[ex].waiting.pop_front() {
                 self.jobs[p.job].pending -= 1;
@@ -1287,16 +1260,6 @@ impl Dispatcher {
         self.reporter.text(&summary.table());
         code
     }
-}
-
-/// The first firing of a time rule at runner start. An `at` time already past fires only within misfire_grace.
-fn first_fire(rule: &TimeRule, now: DateTime<Utc>, grace: Duration) -> Option<DateTime<Utc>> {
-    if let TimeRule::At { at } = rule {
-        let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
-        return (*at > now - grace).then_some(*at);
-    }
-    // Inclusive of `now`, so an interval whose `start` is now fires at once.
-    rule.next_after(now - chrono::Duration::nanoseconds(1))
 }
 
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {

@@ -1,0 +1,304 @@
+//! The timetable: a min-heap of the next fire instant of every time trigger. The dispatcher sleeps until the
+//! earliest entry (no polling: an idle runner uses no CPU), then asks what is due. What is due is decided here,
+//! as a pure function of the wall-clock time, so misfire and coalescing rules are testable without a clock.
+
+use chrono::{DateTime, Utc};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::Duration;
+
+use crate::trigger::TimeRule;
+
+/// One time trigger of one job.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub job: usize,
+    pub trigger: usize,
+    pub rule: TimeRule,
+    pub misfire_grace: Duration,
+    pub coalesce: bool,
+}
+
+/// What the timetable decided for a due firing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Due {
+    /// Run now. `coalesced` is how many due firings this one run stands for (1 when none were merged).
+    Fire {
+        job: usize,
+        trigger: usize,
+        scheduled: DateTime<Utc>,
+        coalesced: u64,
+    },
+    /// Dropped: handled later than `misfire_grace` after `scheduled`. `count` firings are dropped at once when
+    /// coalescing.
+    Missed {
+        job: usize,
+        trigger: usize,
+        scheduled: DateTime<Utc>,
+        late: chrono::Duration,
+        count: u64,
+    },
+}
+
+pub struct Timetable {
+    entries: Vec<Entry>,
+    next: Vec<Option<DateTime<Utc>>>,
+    heap: BinaryHeap<Reverse<(DateTime<Utc>, usize)>>,
+}
+
+/// Bound on firings handled in one wake-up (a clock jump of years over a per-second cron).
+const MAX_DUE: usize = 100_000;
+
+impl Timetable {
+    /// The first firings are computed from `start` (the runner's start). An `at` time already past is kept
+    /// only when still within `misfire_grace`, so it fires late once; otherwise it never fires.
+    pub fn new(entries: Vec<Entry>, start: DateTime<Utc>) -> Timetable {
+        let mut table = Timetable {
+            next: vec![None; entries.len()],
+            entries,
+            heap: BinaryHeap::new(),
+        };
+        for i in 0..table.entries.len() {
+            let e = &table.entries[i];
+            let first = match &e.rule {
+                TimeRule::At { at } => {
+                    let grace = chrono::Duration::from_std(e.misfire_grace)
+                        .unwrap_or(chrono::Duration::MAX);
+                    (*at >= start - grace).then_some(*at)
+                }
+                // Inclusive of the start instant, so an interval whose `start` is now fires at once.
+                rule => rule.next_after(start - chrono::Duration::nanoseconds(1)),
+            };
+            table.set_next(i, first);
+        }
+        table
+    }
+
+    fn set_next(&mut self, i: usize, at: Option<DateTime<Utc>>) {
+        self.next[i] = at;
+        if let Some(at) = at {
+            self.heap.push(Reverse((at, i)));
+        }
+    }
+
+    /// The earliest instant something is due, if any trigger can still fire.
+    pub fn earliest(&self) -> Option<DateTime<Utc>> {
+        self.heap.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Whether this job's time trigger can still fire.
+    pub fn can_fire(&self, job: usize, trigger: usize) -> bool {
+        self.entries
+            .iter()
+            .zip(&self.next)
+            .any(|(e, n)| e.job == job && e.trigger == trigger && n.is_some())
+    }
+
+    /// The next scheduled instant of any of the job's time triggers (for the status display).
+    pub fn next_for(&self, job: usize) -> Option<DateTime<Utc>> {
+        self.entries
+            .iter()
+            .zip(&self.next)
+            .filter(|(e, _)| e.job == job)
+            .filter_map(|(_, n)| *n)
+            .min()
+    }
+
+    /// Stop everything (shutdown).
+    pub fn clear(&mut self) {
+        self.heap.clear();
+        self.next.iter_mut().for_each(|n| *n = None);
+    }
+
+    /// Everything due at `now`, in time order. Several due firings of one trigger (after a suspend or a clock
+    /// step) run once when the job coalesces, else once each; any handled later than `misfire_grace` is missed.
+    pub fn due(&mut self, now: DateTime<Utc>) -> Vec<Due> {
+        let mut out = Vec::new();
+        while let Some(&Reverse((at, i))) = self.heap.peek() {
+            if at > now {
+                break;
+            }
+            self.heap.pop();
+            if self.next[i] != Some(at) {
+                continue; // stale entry
+            }
+            let entry = self.entries[i].clone();
+            let mut due = vec![at];
+            let mut cursor = at;
+            while let Some(next) = entry.rule.next_after(cursor) {
+                if next > now || due.len() >= MAX_DUE {
+                    break;
+                }
+                due.push(next);
+                cursor = next;
+            }
+            let following = entry.rule.next_after(cursor);
+            self.set_next(i, following);
+            let grace =
+                chrono::Duration::from_std(entry.misfire_grace).unwrap_or(chrono::Duration::MAX);
+            let (job, trigger) = (entry.job, entry.trigger);
+            if entry.coalesce {
+                let last = *due.last().expect("one due firing at least");
+                let late = now - last;
+                out.push(if late > grace {
+                    Due::Missed {
+                        job,
+                        trigger,
+                        scheduled: last,
+                        late,
+                        count: due.len() as u64,
+                    }
+                } else {
+                    Due::Fire {
+                        job,
+                        trigger,
+                        scheduled: last,
+                        coalesced: due.len() as u64,
+                    }
+                });
+            } else {
+                for scheduled in due {
+                    let late = now - scheduled;
+                    out.push(if late > grace {
+                        Due::Missed {
+                            job,
+                            trigger,
+                            scheduled,
+                            late,
+                            count: 1,
+                        }
+                    } else {
+                        Due::Fire {
+                            job,
+                            trigger,
+                            scheduled,
+                            coalesced: 1,
+                        }
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The delay a `jitter` adds: uniform in `[0, jitter]`, from a uniform `unit` in `[0, 1]`.
+pub fn jitter_delay(jitter: Duration, unit: f64) -> Duration {
+    jitter.mul_f64(unit.clamp(0.0, 1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn every_second(coalesce: bool, grace_ms: u64, start: DateTime<Utc>) -> Timetable {
+        Timetable::new(
+            vec![Entry {
+                job: 0,
+                trigger: 0,
+                rule: TimeRule::Interval {
+                    anchor: start,
+                    every: Duration::from_secs(1),
+                    first_k: 1,
+                    end: None,
+                },
+                misfire_grace: Duration::from_millis(grace_ms),
+                coalesce,
+            }],
+            start,
+        )
+    }
+
+    #[test]
+    fn on_time_firings_fire_once_each() {
+        let start = t("2026-01-01T00:00:00Z");
+        let mut table = every_second(true, 1000, start);
+        assert_eq!(table.earliest(), Some(t("2026-01-01T00:00:01Z")));
+        assert_eq!(table.due(t("2026-01-01T00:00:00.5Z")), []);
+        assert_eq!(
+            table.due(t("2026-01-01T00:00:01.001Z")),
+            [Due::Fire {
+                job: 0,
+                trigger: 0,
+                scheduled: t("2026-01-01T00:00:01Z"),
+                coalesced: 1
+            }]
+        );
+        assert_eq!(table.earliest(), Some(t("2026-01-01T00:00:02Z")));
+    }
+
+    #[test]
+    fn a_late_wake_up_coalesces_into_one_run() {
+        let start = t("2026-01-01T00:00:00Z");
+        let mut table = every_second(true, 1000, start);
+        // Suspended for 5.2 s: firings at 1..5 are due; one run stands for all five.
+        let due = table.due(t("2026-01-01T00:00:05.2Z"));
+        assert_eq!(
+            due,
+            [Due::Fire {
+                job: 0,
+                trigger: 0,
+                scheduled: t("2026-01-01T00:00:05Z"),
+                coalesced: 5
+            }]
+        );
+        // The grid is kept: the next is 6 s, not 6.2 s.
+        assert_eq!(table.earliest(), Some(t("2026-01-01T00:00:06Z")));
+    }
+
+    #[test]
+    fn without_coalescing_each_due_firing_is_handled_and_old_ones_are_missed() {
+        let start = t("2026-01-01T00:00:00Z");
+        let mut table = every_second(false, 1500, start);
+        let due = table.due(t("2026-01-01T00:00:03.2Z"));
+        assert_eq!(due.len(), 3);
+        assert!(
+            matches!(due[0], Due::Missed { count: 1, .. }),
+            "1 s is 2.2 s late"
+        );
+        assert!(
+            matches!(due[1], Due::Fire { coalesced: 1, .. }),
+            "2 s is 1.2 s late, within 1.5 s"
+        );
+        assert!(matches!(due[2], Due::Fire { coalesced: 1, .. }));
+    }
+
+    #[test]
+    fn a_coalesced_firing_past_the_grace_is_missed() {
+        let start = t("2026-01-01T00:00:00Z");
+        let mut table = every_second(true, 100, start);
+        let due = table.due(t("2026-01-01T00:00:03.5Z"));
+        assert!(matches!(due[..], [Due::Missed { count: 3, .. }]), "{due:?}");
+    }
+
+    #[test]
+    fn a_past_at_fires_only_within_the_grace() {
+        let start = t("2026-01-01T00:00:10Z");
+        let at = |s: &str, grace_s: u64| Entry {
+            job: 0,
+            trigger: 0,
+            rule: TimeRule::At { at: t(s) },
+            misfire_grace: Duration::from_secs(grace_s),
+            coalesce: true,
+        };
+        let mut table = Timetable::new(vec![at("2026-01-01T00:00:09Z", 5)], start);
+        assert!(matches!(table.due(start)[..], [Due::Fire { .. }]));
+        assert!(!table.can_fire(0, 0));
+        let table = Timetable::new(vec![at("2026-01-01T00:00:01Z", 5)], start);
+        assert!(!table.can_fire(0, 0));
+        assert_eq!(table.earliest(), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn jitter_stays_within_bounds(ms in 0u64..10_000_000, unit in proptest::num::f64::ANY) {
+            let jitter = Duration::from_millis(ms);
+            let d = jitter_delay(jitter, if unit.is_nan() { 0.5 } else { unit });
+            proptest::prop_assert!(d <= jitter);
+        }
+    }
+}
