@@ -1,0 +1,109 @@
+//! `flowrun next`, `graph` and `--dry-run` through the real binary.
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+fn flowrun() -> Command {
+    let mut cmd = Command::cargo_bin("flowrun").unwrap();
+    cmd.env("NO_COLOR", "1").env("TZ", "UTC");
+    cmd
+}
+
+fn write(yaml: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flow.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    (dir, file)
+}
+
+const FLOW: &str = "
+jobs:
+  backup:
+    run: echo backup
+    trigger: { cron: \"30 2 * * *\", timezone: Europe/Berlin }
+  poll:
+    run: echo poll
+    trigger: [{ interval: 90s }, { at: \"2026-03-29T12:00:00Z\" }]
+  hello:
+    run: echo hello
+";
+
+#[test]
+fn next_prints_dst_aware_times_as_json() {
+    let (_d, file) = write(FLOW);
+    let out = flowrun()
+        .args(["next"])
+        .arg(&file)
+        .args(["backup", "-n", "3", "--from", "2026-03-28T12:00:00Z", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // 02:30 does not exist in Berlin on 29 March 2026: it fires at 03:00 CEST (01:00 UTC).
+    assert_eq!(
+        v,
+        serde_json::json!({ "backup": ["2026-03-29T01:00:00Z", "2026-03-30T00:30:00Z", "2026-03-31T00:30:00Z"] })
+    );
+}
+
+#[test]
+fn next_merges_a_jobs_triggers_in_time_order() {
+    let (_d, file) = write(FLOW);
+    let out = flowrun()
+        .arg("next")
+        .arg(&file)
+        .args(["poll", "-n", "4", "--from", "2026-03-29T11:57:00Z", "--format", "json"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The interval grid from --from (11:57:00 + 90 s steps) and the `at` time merged; the `at` time coincides
+    // with a grid point (12:00:00) and fires once.
+    assert_eq!(
+        v["poll"],
+        serde_json::json!(["2026-03-29T11:58:30Z", "2026-03-29T12:00:00Z", "2026-03-29T12:01:30Z", "2026-03-29T12:03:00Z"])
+    );
+}
+
+#[test]
+fn next_text_lists_every_time_triggered_job() {
+    let (_d, file) = write(FLOW);
+    let out = flowrun().arg("next").arg(&file).args(["-n", "1", "--from", "2026-01-01T00:00:00Z"]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("backup (cron `30 2 * * *` (Europe/Berlin))\n  2026-01-01T01:30:00Z\n"), "{text}");
+    assert!(text.contains("poll ("), "{text}");
+    assert!(!text.contains("hello"), "jobs without a time trigger are not listed");
+}
+
+#[test]
+fn next_rejects_an_unknown_job_with_a_hint() {
+    let (_d, file) = write(FLOW);
+    let out = flowrun().arg("next").arg(&file).arg("bakup").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean `backup`?"));
+}
+
+#[test]
+fn graph_renders_jobs_channels_and_links() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    for (example, format) in [("workqueue.yaml", "mermaid"), ("dag.yaml", "dot")] {
+        let out = flowrun()
+            .current_dir(root)
+            .args(["graph", &format!("workflows/{example}"), "--format", format])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        insta::assert_snapshot!(format!("graph-{example}-{format}"), String::from_utf8(out.stdout).unwrap());
+    }
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_starts_nothing() {
+    let (dir, file) = write("jobs:\n  touch: { run: touch created, trigger: { interval: 1h } }\n");
+    let out = flowrun().arg(&file).arg("--dry-run").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("touch: touch created"), "{text}");
+    assert!(text.contains("trigger: every 1h"), "{text}");
+    assert!(text.contains("next: "), "{text}");
+    assert!(!dir.path().join("created").exists());
+}
