@@ -192,22 +192,34 @@ impl Queue {
         Some((out, taken))
     }
 
-    /// Take the next chunk for a streaming reader, waiting for one; `None` once closed and empty.
-    async fn pop_chunk(&self) -> Option<Chunk> {
+    /// Take what waits (up to about `max_bytes`, at least one chunk) for a streaming reader, waiting for
+    /// something; `None` once closed and empty. Several chunks go out in one vectored write.
+    async fn pop_chunks(&self, max_bytes: usize) -> Option<Vec<Chunk>> {
         loop {
             let notified = self.data.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
                 let mut inner = self.inner.lock().unwrap();
-                if let Some(chunk) = inner.chunks.pop_front() {
-                    inner.waiting -= chunk.count;
+                if let Some(first) = inner.chunks.pop_front() {
+                    let mut bytes = first.bytes().len();
+                    let mut count = first.count;
+                    let mut taken = vec![first];
+                    while let Some(next) = inner.chunks.front() {
+                        if bytes + next.bytes().len() > max_bytes || taken.len() >= 256 {
+                            break;
+                        }
+                        bytes += next.bytes().len();
+                        count += next.count;
+                        taken.push(inner.chunks.pop_front().expect("front exists"));
+                    }
+                    inner.waiting -= count;
                     drop(inner);
                     self.stats
                         .handed_out
-                        .fetch_add(chunk.count as u64, Ordering::Relaxed);
+                        .fetch_add(count as u64, Ordering::Relaxed);
                     self.space.notify_waiters();
-                    return Some(chunk);
+                    return Some(taken);
                 }
                 if inner.closed {
                     return None;
@@ -324,7 +336,7 @@ impl ExitFlag {
 }
 
 pub const DRAIN: Duration = Duration::from_millis(200);
-const READ_SIZE: usize = 256 * 1024;
+const READ_SIZE: usize = 1024 * 1024;
 
 /// Read a writer run's standard output into the channel, framing it into messages.
 pub async fn pump_writer<R: AsyncRead + Unpin>(
@@ -365,22 +377,22 @@ pub async fn pump_writer<R: AsyncRead + Unpin>(
             }
             continue;
         };
-        let mut count = 0;
-        let mut line_start = 0;
-        for nl in memchr::memchr_iter(b'\n', &buf[..=last_nl]) {
-            if nl - line_start > target.max_message {
-                // Keep the messages before the long one, then fail the run.
-                let kept = buf[..line_start].to_vec();
-                if count > 0 {
-                    target.push(Chunk::from_vec(kept, count)).await;
+        // When the whole buffer is within max_message no line can be longer: just count.
+        let count = if last_nl < target.max_message {
+            memchr::memchr_iter(b'\n', &buf[..=last_nl]).count()
+        } else {
+            match check_lengths(&buf[..=last_nl], target.max_message) {
+                Ok(count) => count,
+                Err((kept_len, kept_count, length)) => {
+                    if kept_count > 0 {
+                        target
+                            .push(Chunk::from_vec(buf[..kept_len].to_vec(), kept_count))
+                            .await;
+                    }
+                    return PumpEnd::Overlong { length };
                 }
-                return PumpEnd::Overlong {
-                    length: nl - line_start,
-                };
             }
-            count += 1;
-            line_start = nl + 1;
-        }
+        };
         let tail = buf.split_off(last_nl + 1);
         let complete = std::mem::replace(&mut buf, tail);
         if buf.capacity() < READ_SIZE {
@@ -390,6 +402,21 @@ pub async fn pump_writer<R: AsyncRead + Unpin>(
             return PumpEnd::NoReader;
         }
     }
+}
+
+/// Count the lines of `data` (which ends with a newline), or find the first longer than `max`:
+/// `Err((bytes before it, lines before it, its length))`.
+fn check_lengths(data: &[u8], max: usize) -> Result<usize, (usize, usize, usize)> {
+    let mut count = 0;
+    let mut line_start = 0;
+    for nl in memchr::memchr_iter(b'\n', data) {
+        if nl - line_start > max {
+            return Err((line_start, count, nl - line_start));
+        }
+        count += 1;
+        line_start = nl + 1;
+    }
+    Ok(count)
 }
 
 async fn finish(buf: &mut Vec<u8>, target: &Target) {
@@ -421,26 +448,44 @@ pub async fn feed(
     pipe_size: usize,
 ) {
     state.lock().unwrap().pipe_size = pipe_size;
-    while let Some(chunk) = queue.pop_chunk().await {
+    while let Some(chunks) = queue.pop_chunks(pipe_size.max(64 * 1024)).await {
         {
             let mut s = state.lock().unwrap();
-            let stream_start = s
-                .sent
-                .back()
-                .map_or(s.written, |(o, c)| o + c.bytes().len() as u64);
-            s.sent.push_back((stream_start, chunk.clone()));
+            for chunk in &chunks {
+                let stream_start = s
+                    .sent
+                    .back()
+                    .map_or(s.written, |(o, c)| o + c.bytes().len() as u64);
+                s.sent.push_back((stream_start, chunk.clone()));
+            }
             // Chunks entirely older than a pipe's worth of bytes have surely been read.
             let horizon = s.written.saturating_sub(s.pipe_size as u64);
             while s.sent.len() > 1 && s.sent[0].0 + s.sent[0].1.bytes().len() as u64 <= horizon {
                 s.sent.pop_front();
             }
         }
-        let bytes = chunk.bytes();
-        let mut off = 0;
-        while off < bytes.len() {
-            match pipe.write(&bytes[off..]).await {
+        let total: usize = chunks.iter().map(|c| c.bytes().len()).sum();
+        let mut done = 0;
+        while done < total {
+            // The slices still to write: skip whole chunks already written, then the written part of the next.
+            let mut skip = done;
+            let slices: Vec<std::io::IoSlice> = chunks
+                .iter()
+                .filter_map(|c| {
+                    let b = c.bytes();
+                    if skip >= b.len() {
+                        skip -= b.len();
+                        None
+                    } else {
+                        let s = &b[skip..];
+                        skip = 0;
+                        Some(std::io::IoSlice::new(s))
+                    }
+                })
+                .collect();
+            match pipe.write_vectored(&slices).await {
                 Ok(n) => {
-                    off += n;
+                    done += n;
                     state.lock().unwrap().written += n as u64;
                 }
                 // The reader closed its input (and we do not hold a read end): what is left is taken back.

@@ -538,6 +538,7 @@ impl Dispatcher {
             Stdio::null()
         };
         // Standard output: a pipe channel's write end, a pump into a queue, or prefixed log lines.
+        let mut queue_output = None;
         let stdout = match job.stdout {
             Some(c) if self.plan.channels[c].kind == ChannelKind::Pipe => {
                 match self.channels[c]
@@ -549,7 +550,14 @@ impl Dispatcher {
                     _ => Stdio::null(),
                 }
             }
-            _ => Stdio::piped(),
+            // A queue or broadcast writer gets a large pipe so the pump reads big blocks.
+            Some(_) => {
+                let (r, w) = os_pipe::pipe().expect("pipe");
+                process::grow_pipe(w.as_fd());
+                queue_output = Some(r);
+                Stdio::from(w)
+            }
+            None => Stdio::piped(),
         };
         let spawned = process::spawn(process::SpawnSpec {
             job: &job,
@@ -642,32 +650,38 @@ impl Dispatcher {
             )));
         }
         let mut writer_pump = None;
-        if let Some(stdout) = child.stdout.take() {
-            match job.stdout {
-                Some(c) => {
-                    let tx = self.tx.clone();
-                    let target = Target {
-                        queues: self.channels[c].queues.clone(),
-                        max_message: self.plan.channels[c].max_message,
-                        wake: Arc::new(move || {
-                            let _ = tx.send(Msg::Wake);
-                        }),
-                    };
+        if let (Some(c), Some(read_end)) = (job.stdout, queue_output) {
+            let tx = self.tx.clone();
+            let target = Target {
+                queues: self.channels[c].queues.clone(),
+                max_message: self.plan.channels[c].max_message,
+                wake: Arc::new(move || {
+                    let _ = tx.send(Msg::Wake);
+                }),
+            };
+            match tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(read_end)) {
+                Ok(stdout) => {
                     writer_pump = Some(tokio::spawn(channel::pump_writer(
                         stdout,
                         target,
                         exit_flag.clone(),
-                    )));
+                    )))
                 }
-                None => output_tasks.push(tokio::spawn(pump_lines(
-                    stdout,
-                    self.reporter.clone(),
-                    job.name.clone(),
-                    number,
-                    "stdout",
-                    exit_flag.clone(),
-                ))),
+                Err(e) => {
+                    let end = PumpEnd::Error(e.to_string());
+                    writer_pump = Some(tokio::spawn(async move { end }));
+                }
             }
+        }
+        if let Some(stdout) = child.stdout.take() {
+            output_tasks.push(tokio::spawn(pump_lines(
+                stdout,
+                self.reporter.clone(),
+                job.name.clone(),
+                number,
+                "stdout",
+                exit_flag.clone(),
+            )));
         }
         if let Some(timeout) = job.timeout {
             let tx = self.tx.clone();

@@ -34,10 +34,22 @@ fn next_prints_dst_aware_times_as_json() {
     let out = flowrun()
         .args(["next"])
         .arg(&file)
-        .args(["backup", "-n", "3", "--from", "2026-03-28T12:00:00Z", "--format", "json"])
+        .args([
+            "backup",
+            "-n",
+            "3",
+            "--from",
+            "2026-03-28T12:00:00Z",
+            "--format",
+            "json",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     // 02:30 does not exist in Berlin on 29 March 2026: it fires at 03:00 CEST (01:00 UTC).
     assert_eq!(
@@ -52,7 +64,15 @@ fn next_merges_a_jobs_triggers_in_time_order() {
     let out = flowrun()
         .arg("next")
         .arg(&file)
-        .args(["poll", "-n", "4", "--from", "2026-03-29T11:57:00Z", "--format", "json"])
+        .args([
+            "poll",
+            "-n",
+            "4",
+            "--from",
+            "2026-03-29T11:57:00Z",
+            "--format",
+            "json",
+        ])
         .output()
         .unwrap();
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -60,24 +80,45 @@ fn next_merges_a_jobs_triggers_in_time_order() {
     // with a grid point (12:00:00) and fires once.
     assert_eq!(
         v["poll"],
-        serde_json::json!(["2026-03-29T11:58:30Z", "2026-03-29T12:00:00Z", "2026-03-29T12:01:30Z", "2026-03-29T12:03:00Z"])
+        serde_json::json!([
+            "2026-03-29T11:58:30Z",
+            "2026-03-29T12:00:00Z",
+            "2026-03-29T12:01:30Z",
+            "2026-03-29T12:03:00Z"
+        ])
     );
 }
 
 #[test]
 fn next_text_lists_every_time_triggered_job() {
     let (_d, file) = write(FLOW);
-    let out = flowrun().arg("next").arg(&file).args(["-n", "1", "--from", "2026-01-01T00:00:00Z"]).output().unwrap();
+    let out = flowrun()
+        .arg("next")
+        .arg(&file)
+        .args(["-n", "1", "--from", "2026-01-01T00:00:00Z"])
+        .output()
+        .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("backup (cron `30 2 * * *` (Europe/Berlin))\n  2026-01-01T01:30:00Z\n"), "{text}");
+    assert!(
+        text.contains("backup (cron `30 2 * * *` (Europe/Berlin))\n  2026-01-01T01:30:00Z\n"),
+        "{text}"
+    );
     assert!(text.contains("poll ("), "{text}");
-    assert!(!text.contains("hello"), "jobs without a time trigger are not listed");
+    assert!(
+        !text.contains("hello"),
+        "jobs without a time trigger are not listed"
+    );
 }
 
 #[test]
 fn next_rejects_an_unknown_job_with_a_hint() {
     let (_d, file) = write(FLOW);
-    let out = flowrun().arg("next").arg(&file).arg("bakup").output().unwrap();
+    let out = flowrun()
+        .arg("next")
+        .arg(&file)
+        .arg("bakup")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean `backup`?"));
 }
@@ -92,7 +133,10 @@ fn graph_renders_jobs_channels_and_links() {
             .output()
             .unwrap();
         assert!(out.status.success());
-        insta::assert_snapshot!(format!("graph-{example}-{format}"), String::from_utf8(out.stdout).unwrap());
+        insta::assert_snapshot!(
+            format!("graph-{example}-{format}"),
+            String::from_utf8(out.stdout).unwrap()
+        );
     }
 }
 
