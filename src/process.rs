@@ -1,72 +1,314 @@
-//! The OS edge: spawning a run as the leader of its own process group with a parent-death signal, and
-//! signalling whole groups.
+//! The OS edge: spawning a run as the leader of its own process group with a parent-death signal, waiting for
+//! it, and signalling whole groups.
+//!
+//! Runs are started with `clone(CLONE_VM | CLONE_VFORK)` and `execve`, the way glibc's `posix_spawn` does it,
+//! because `posix_spawn` cannot set a parent-death signal and `fork` copies the runner's page tables for every
+//! run (measured: 2,000 runs of `/bin/true` took 1.5x `xargs -P4` with fork, 0.85x with this). Between clone and
+//! exec the child runs only raw system calls on memory the parent prepared and does not touch while suspended.
 
-use std::os::unix::process::CommandExt as _;
-use std::process::Stdio;
+use std::ffi::{CString, OsStr, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
 
 use crate::plan::{Command, Job};
 
-/// What a run needs besides its job: its number, its scheduled time and its wiring.
+/// What a run needs besides its job: its number, its scheduled time and its three standard streams.
 pub struct SpawnSpec<'a> {
     pub job: &'a Job,
     pub run: u64,
     pub workflow: &'a str,
     pub scheduled: &'a str,
-    pub stdin: Stdio,
-    pub stdout: Stdio,
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
 }
 
-/// Start the child. Spawning happens on a runtime worker thread, which lives as long as the runner: the
-/// parent-death signal is tied to the thread that forked, not to the process.
-pub fn spawn(spec: SpawnSpec) -> std::io::Result<tokio::process::Child> {
-    let mut cmd = match &spec.job.command {
-        Command::Shell(script) => {
-            let mut c = std::process::Command::new("/bin/sh");
-            c.arg("-c").arg(script);
-            c
-        }
-        Command::Argv(argv) => {
-            let mut c = std::process::Command::new(&argv[0]);
-            c.args(&argv[1..]);
-            c
-        }
-    };
-    cmd.current_dir(&spec.job.cwd)
-        .envs(spec.job.env.iter().map(|(k, v)| (k, v)))
-        .env("FLOWRUN_JOB", &spec.job.name)
-        .env("FLOWRUN_RUN", spec.run.to_string())
-        .env("FLOWRUN_WORKFLOW", spec.workflow)
-        .env("FLOWRUN_SCHEDULED", spec.scheduled)
-        .stdin(spec.stdin)
-        .stdout(spec.stdout)
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
+/// A started run: its pid (also its process group id) and a pidfd to wait on.
+pub struct Child {
+    pub pid: u32,
+    pidfd: Option<OwnedFd>,
+}
+
+pub fn dev_null() -> io::Result<OwnedFd> {
+    Ok(OwnedFd::from(std::fs::File::open("/dev/null")?))
+}
+
+/// A pipe whose both ends are close-on-exec: `(read, write)`.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = os_pipe::pipe()?;
+    Ok((OwnedFd::from(r), OwnedFd::from(w)))
+}
+
+/// The runner's own 0, 1 and 2 must be open, or a pipe made later could take one of those numbers and then be
+/// clobbered when a child's standard streams are put in place.
+pub fn ensure_standard_fds() {
+    for fd in 0..3 {
+        // SAFETY: F_GETFD only queries; opening /dev/null takes the lowest free number, which is `fd`.
+        unsafe {
+            if libc::fcntl(fd, libc::F_GETFD) == -1 {
+                libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
             }
-            // The runner may have died between fork and prctl; then nobody would ever stop this child.
-            if libc::getppid() != parent {
-                return Err(std::io::Error::other(
-                    "the runner exited while starting the run",
-                ));
-            }
-            Ok(())
-        });
+        }
     }
-    let mut cmd = tokio::process::Command::from(cmd);
-    cmd.kill_on_drop(false);
-    cmd.spawn()
+}
+
+fn cstring(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a NUL byte in an argument or variable",
+        )
+    })
+}
+
+/// Find `program` as `execvp` would, in the `PATH` the child will have.
+fn resolve(program: &str, path_var: Option<&OsStr>, cwd: &Path) -> io::Result<PathBuf> {
+    if program.contains('/') {
+        return Ok(PathBuf::from(program));
+    }
+    let path_var = path_var
+        .map(OsStr::to_os_string)
+        .unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
+    for dir in std::env::split_paths(&path_var) {
+        let dir = if dir.is_relative() {
+            cwd.join(dir)
+        } else {
+            dir
+        };
+        let candidate = dir.join(program);
+        let c = cstring(candidate.as_os_str().as_bytes())?;
+        // SAFETY: access(2) reads the NUL-terminated path only.
+        if unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0 && candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("`{program}` was not found in PATH"),
+    ))
+}
+
+/// Everything the child reads between clone and exec, prepared by the parent.
+#[repr(C)]
+struct ChildArgs {
+    path: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    cwd: *const libc::c_char,
+    fds: [libc::c_int; 3],
+    parent: libc::pid_t,
+    err_fd: libc::c_int,
+}
+
+const STEP_CHDIR: i32 = 1;
+const STEP_EXEC: i32 = 2;
+const STEP_SETUP: i32 = 3;
+
+extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` points at the parent's ChildArgs, alive and untouched while the parent is suspended
+    // (CLONE_VFORK). Only system calls follow; nothing allocates or takes a lock.
+    unsafe {
+        let a = &*(arg as *const ChildArgs);
+        let fail = |step: i32| -> ! {
+            let report = [step, *libc::__errno_location()];
+            libc::write(a.err_fd, report.as_ptr() as *const libc::c_void, 8);
+            libc::_exit(127)
+        };
+        // A fresh program starts with no blocked signals and default dispositions (Rust ignores SIGPIPE).
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &empty as *const libc::sigset_t,
+            std::ptr::null_mut::<libc::sigset_t>(),
+            8,
+        );
+        for signal in 1..32 {
+            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                libc::signal(signal, libc::SIG_DFL);
+            }
+        }
+        if libc::setpgid(0, 0) != 0 {
+            fail(STEP_SETUP);
+        }
+        if libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        ) != 0
+        {
+            fail(STEP_SETUP);
+        }
+        // The runner may have died before prctl; then nobody would ever stop this child.
+        if libc::getppid() != a.parent {
+            libc::_exit(127);
+        }
+        for (target, &fd) in a.fds.iter().enumerate() {
+            if libc::dup2(fd, target as libc::c_int) < 0 {
+                fail(STEP_SETUP);
+            }
+        }
+        if libc::chdir(a.cwd) != 0 {
+            fail(STEP_CHDIR);
+        }
+        libc::execve(a.path, a.argv, a.envp);
+        fail(STEP_EXEC)
+    }
+}
+
+/// Start the child. Called on a runtime worker thread, which lives as long as the runner: the parent-death
+/// signal is tied to the thread that created the child.
+pub fn spawn(spec: SpawnSpec) -> io::Result<Child> {
+    let job = spec.job;
+    let mut env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    let mut set = |key: &str, value: &OsStr| {
+        env.retain(|(k, _)| k != key);
+        env.push((key.into(), value.to_os_string()));
+    };
+    for (k, v) in &job.env {
+        set(k, OsStr::new(v));
+    }
+    set("FLOWRUN_JOB", OsStr::new(&job.name));
+    set("FLOWRUN_RUN", OsStr::new(&spec.run.to_string()));
+    set("FLOWRUN_WORKFLOW", OsStr::new(spec.workflow));
+    set("FLOWRUN_SCHEDULED", OsStr::new(spec.scheduled));
+
+    let (program, args): (String, Vec<String>) = match &job.command {
+        Command::Shell(script) => (
+            "/bin/sh".into(),
+            vec!["/bin/sh".into(), "-c".into(), script.clone()],
+        ),
+        Command::Argv(argv) => (argv[0].clone(), argv.clone()),
+    };
+    let path_var = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_os_str());
+    let path = resolve(&program, path_var, &job.cwd)?;
+    let path = cstring(path.as_os_str().as_bytes())?;
+    let argv: Vec<CString> = args
+        .iter()
+        .map(|a| cstring(a.as_bytes()))
+        .collect::<io::Result<_>>()?;
+    let envp: Vec<CString> = env
+        .into_iter()
+        .map(|(k, v)| {
+            let mut kv = k.into_vec();
+            kv.push(b'=');
+            kv.extend(v.into_vec());
+            cstring(&kv)
+        })
+        .collect::<io::Result<_>>()?;
+    let cwd = cstring(job.cwd.as_os_str().as_bytes())?;
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
+    envp_ptrs.push(std::ptr::null());
+
+    // The child reports a failure (which step, errno) through this pipe; exec closes it on success.
+    let (err_read, err_write) = pipe()?;
+    let args = ChildArgs {
+        path: path.as_ptr(),
+        argv: argv_ptrs.as_ptr(),
+        envp: envp_ptrs.as_ptr(),
+        cwd: cwd.as_ptr(),
+        fds: [
+            spec.stdin.as_raw_fd(),
+            spec.stdout.as_raw_fd(),
+            spec.stderr.as_raw_fd(),
+        ],
+        parent: std::process::id() as libc::pid_t,
+        err_fd: err_write.as_raw_fd(),
+    };
+    let mut stack = vec![0u128; 64 * 1024 / 16];
+    // SAFETY: the stack is ours and outlives the child's use of it (CLONE_VFORK returns after exec or exit);
+    // the stack grows down, so the child starts at its top.
+    let pid = unsafe {
+        let top = stack.as_mut_ptr().add(stack.len()) as *mut libc::c_void;
+        libc::clone(
+            child_entry,
+            top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            &args as *const ChildArgs as *mut libc::c_void,
+        )
+    };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    drop(err_write);
+    drop(stack);
+    let mut report = [0i32; 2];
+    // SAFETY: reading 8 bytes into an 8-byte buffer.
+    let n = unsafe {
+        libc::read(
+            err_read.as_raw_fd(),
+            report.as_mut_ptr() as *mut libc::c_void,
+            8,
+        )
+    };
+    if n == 8 {
+        let mut status = 0;
+        // SAFETY: reaping our own failed child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        let error = io::Error::from_raw_os_error(report[1]);
+        let what = match report[0] {
+            STEP_CHDIR => format!("cannot enter {}: {error}", job.cwd.display()),
+            STEP_EXEC => format!("cannot execute `{program}`: {error}"),
+            _ => format!("cannot set up the process: {error}"),
+        };
+        return Err(io::Error::new(error.kind(), what));
+    }
+    // SAFETY: pidfd_open(2) on our own unreaped child; a negative result means an old kernel.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let pidfd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd as i32) });
+    Ok(Child {
+        pid: pid as u32,
+        pidfd,
+    })
+}
+
+impl Child {
+    /// Wait for the child to exit and reap it.
+    pub async fn wait(self) -> io::Result<ExitStatus> {
+        let pid = self.pid as libc::pid_t;
+        if let Some(pidfd) = self.pidfd {
+            // SAFETY: the AsyncFd owns the pidfd; nothing else closes or reuses it while registered.
+            let fd = unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(
+                    pidfd,
+                    tokio::io::Interest::READABLE,
+                )?
+            };
+            let _ = fd.readable().await?;
+            let mut status = 0;
+            // SAFETY: the child has exited (its pidfd is readable): this reaps it without blocking.
+            let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+            return if rc < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(ExitStatus::from_raw(status))
+            };
+        }
+        tokio::task::spawn_blocking(move || {
+            let mut status = 0;
+            // SAFETY: blocking wait for our own child on a blocking-pool thread.
+            let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+            if rc < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(ExitStatus::from_raw(status))
+            }
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
 }
 
 /// Send `signal` to every process of the group led by `pgid`. A group that is already gone is not an error.
@@ -101,8 +343,7 @@ pub fn signal_name(signal: i32) -> String {
 }
 
 /// Bytes waiting unread in a pipe, seen through any of its read ends.
-pub fn unread_bytes(fd: std::os::fd::BorrowedFd) -> usize {
-    use std::os::fd::AsRawFd;
+pub fn unread_bytes(fd: BorrowedFd) -> usize {
     let mut n: libc::c_int = 0;
     // SAFETY: FIONREAD writes one int through the pointer.
     let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) };
@@ -114,8 +355,7 @@ pub fn unread_bytes(fd: std::os::fd::BorrowedFd) -> usize {
 }
 
 /// Grow a pipe's buffer (up to the unprivileged limit, 1 MiB) so large streams need fewer wake-ups.
-pub fn grow_pipe(fd: std::os::fd::BorrowedFd) -> usize {
-    use std::os::fd::AsRawFd;
+pub fn grow_pipe(fd: BorrowedFd) -> usize {
     // SAFETY: fcntl on a valid descriptor with integer arguments.
     unsafe {
         libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);

@@ -5,7 +5,6 @@
 use chrono::{DateTime, Utc};
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, OwnedFd};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -24,6 +23,7 @@ use crate::scheduler::{jitter_delay, Due, Entry, Timetable};
 /// `flowrun run`: validate, then run on a multi-threaded runtime (its worker threads live as long as the runner,
 /// which the parent-death signal needs).
 pub fn run_command(args: RunArgs) -> i32 {
+    process::ensure_standard_fds();
     let plan = match crate::app::load_plan(&args.file) {
         Ok(plan) => plan,
         Err(code) => return code,
@@ -73,6 +73,27 @@ enum Msg {
         job: usize,
     },
     Wake,
+}
+
+/// A new run's standard streams: the child's ends, and the runner's.
+struct Wiring {
+    stdin: OwnedFd,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    parent: ParentEnds,
+}
+
+#[derive(Default)]
+struct ParentEnds {
+    /// An `each` run's messages and the pipe to write them into.
+    input_writer: Option<(OwnedFd, Arc<Vec<u8>>)>,
+    /// A `stdin:` reader's pipe (write end, a kept read end, its size) and its queue.
+    feeder_parts: Option<(OwnedFd, OwnedFd, usize, Arc<Queue>)>,
+    /// The read end of a queue or broadcast writer's output.
+    queue_output: Option<OwnedFd>,
+    /// The read end of unwired standard output (printed, prefixed).
+    stdout_read: Option<OwnedFd>,
+    stderr_read: Option<OwnedFd>,
 }
 
 /// A run waiting for a worker of its executor.
@@ -511,70 +532,22 @@ impl Dispatcher {
         let job = self.plan.jobs[job_id].clone();
         let scheduled = timestamp(pending.scheduled);
 
-        // Standard input: an `each` batch, a channel, or /dev/null (never the runner's own stdin).
-        let mut feeder_parts = None;
-        let mut input_writer = None;
-        let stdin = if let Some((data, _)) = &pending.input {
-            let (r, w) = os_pipe::pipe().expect("pipe");
-            input_writer = Some((w, data.clone()));
-            Stdio::from(r)
-        } else if let Some(c) = job.stdin {
-            match self.plan.channels[c].kind {
-                ChannelKind::Pipe => {
-                    match self.channels[c].pipe_read.as_ref().map(|fd| fd.try_clone()) {
-                        Some(Ok(fd)) => Stdio::from(fd),
-                        _ => Stdio::null(),
-                    }
-                }
-                _ => {
-                    let (r, w) = os_pipe::pipe().expect("pipe");
-                    let size = process::grow_pipe(w.as_fd());
-                    let keep = OwnedFd::from(r.try_clone().expect("dup"));
-                    feeder_parts = Some((w, keep, size, self.reader_queue(c, job_id)));
-                    Stdio::from(r)
-                }
-            }
-        } else {
-            Stdio::null()
-        };
-        // Standard output: a pipe channel's write end, a pump into a queue, or prefixed log lines.
-        let mut queue_output = None;
-        let stdout = match job.stdout {
-            Some(c) if self.plan.channels[c].kind == ChannelKind::Pipe => {
-                match self.channels[c]
-                    .pipe_write
-                    .as_ref()
-                    .map(|fd| fd.try_clone())
-                {
-                    Some(Ok(fd)) => Stdio::from(fd),
-                    _ => Stdio::null(),
-                }
-            }
-            // A queue or broadcast writer gets a large pipe so the pump reads big blocks.
-            Some(_) => {
-                let (r, w) = os_pipe::pipe().expect("pipe");
-                process::grow_pipe(w.as_fd());
-                queue_output = Some(r);
-                Stdio::from(w)
-            }
-            None => Stdio::piped(),
-        };
-        let spawned = process::spawn(process::SpawnSpec {
-            job: &job,
-            run: number,
-            workflow: &self.workflow_path,
-            scheduled: &scheduled,
-            stdin,
-            stdout,
+        let spawned = self.wire(job_id, &job, &pending).and_then(|w| {
+            let child = process::spawn(process::SpawnSpec {
+                job: &job,
+                run: number,
+                workflow: &self.workflow_path,
+                scheduled: &scheduled,
+                stdin: w.stdin,
+                stdout: w.stdout,
+                stderr: w.stderr,
+            })?;
+            Ok((child, w.parent))
         });
-        let mut child = match spawned {
-            Ok(child) => child,
+        let (child, parent_ends) = match spawned {
+            Ok(started) => started,
             Err(e) => {
-                let reason = format!(
-                    "cannot start `{}`: {e} (cwd {})",
-                    job.command.display(),
-                    job.cwd.display()
-                );
+                let reason = format!("cannot start `{}`: {e}", job.command.display());
                 let live = Live {
                     job: job_id,
                     number,
@@ -597,7 +570,15 @@ impl Dispatcher {
                 return;
             }
         };
-        let pid = child.id().unwrap_or(0);
+        let ParentEnds {
+            input_writer,
+            feeder_parts,
+            queue_output,
+            stdout_read,
+            stderr_read,
+        } = parent_ends;
+        let stderr_read = stderr_read.expect("wire always makes a stderr pipe");
+        let pid = child.pid;
         let lateness = Utc::now() - pending.scheduled;
         let mut e = Event::new("run.start").job(&job.name, Some(number));
         e.pid = Some(pid);
@@ -620,14 +601,14 @@ impl Dispatcher {
 
         if let Some((w, data)) = input_writer {
             tokio::spawn(async move {
-                if let Ok(mut w) = tokio::net::unix::pipe::Sender::from_owned_fd(OwnedFd::from(w)) {
+                if let Ok(mut w) = tokio::net::unix::pipe::Sender::from_owned_fd(w) {
                     let _ = w.write_all(&data).await;
                 }
             });
         }
         let feeder = feeder_parts.and_then(|(w, keep, size, queue)| {
             let state = Arc::new(Mutex::new(FeedState::default()));
-            let sender = tokio::net::unix::pipe::Sender::from_owned_fd(OwnedFd::from(w)).ok()?;
+            let sender = tokio::net::unix::pipe::Sender::from_owned_fd(w).ok()?;
             let task = tokio::spawn(channel::feed(queue.clone(), sender, state.clone(), size));
             Some(Feeder {
                 task,
@@ -639,7 +620,7 @@ impl Dispatcher {
 
         let exit_flag = Arc::new(ExitFlag::default());
         let mut output_tasks = Vec::new();
-        if let Some(stderr) = child.stderr.take() {
+        if let Ok(stderr) = tokio::net::unix::pipe::Receiver::from_owned_fd(stderr_read) {
             output_tasks.push(tokio::spawn(pump_lines(
                 stderr,
                 self.reporter.clone(),
@@ -659,7 +640,7 @@ impl Dispatcher {
                     let _ = tx.send(Msg::Wake);
                 }),
             };
-            match tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(read_end)) {
+            match tokio::net::unix::pipe::Receiver::from_owned_fd(read_end) {
                 Ok(stdout) => {
                     writer_pump = Some(tokio::spawn(channel::pump_writer(
                         stdout,
@@ -673,7 +654,7 @@ impl Dispatcher {
                 }
             }
         }
-        if let Some(stdout) = child.stdout.take() {
+        if let Some(Ok(stdout)) = stdout_read.map(tokio::net::unix::pipe::Receiver::from_owned_fd) {
             output_tasks.push(tokio::spawn(pump_lines(
                 stdout,
                 self.reporter.clone(),
@@ -728,6 +709,68 @@ impl Dispatcher {
                 feeder,
             },
         );
+    }
+
+    /// The three standard streams of a new run (child ends) and the runner's ends of them.
+    fn wire(
+        &self,
+        job_id: usize,
+        job: &crate::plan::Job,
+        pending: &Pending,
+    ) -> std::io::Result<Wiring> {
+        let mut parent = ParentEnds::default();
+        // Standard input: an `each` batch, a channel, or /dev/null (never the runner's own stdin).
+        let stdin = if let Some((data, _)) = &pending.input {
+            let (r, w) = process::pipe()?;
+            parent.input_writer = Some((w, data.clone()));
+            r
+        } else if let Some(c) = job.stdin {
+            match self.plan.channels[c].kind {
+                ChannelKind::Pipe => match &self.channels[c].pipe_read {
+                    Some(fd) => fd.try_clone()?,
+                    None => process::dev_null()?,
+                },
+                _ => {
+                    let (r, w) = process::pipe()?;
+                    let size = process::grow_pipe(w.as_fd());
+                    // The runner keeps a read end: unread messages can be counted and taken back.
+                    let keep = r.try_clone()?;
+                    parent.feeder_parts = Some((w, keep, size, self.reader_queue(c, job_id)));
+                    r
+                }
+            }
+        } else {
+            process::dev_null()?
+        };
+        // Standard output: a pipe channel's write end, a pump into a queue, or prefixed log lines.
+        let stdout = match job.stdout {
+            Some(c) if self.plan.channels[c].kind == ChannelKind::Pipe => {
+                match &self.channels[c].pipe_write {
+                    Some(fd) => fd.try_clone()?,
+                    None => process::dev_null()?,
+                }
+            }
+            // A queue or broadcast writer gets a large pipe so the pump reads big blocks.
+            Some(_) => {
+                let (r, w) = process::pipe()?;
+                process::grow_pipe(w.as_fd());
+                parent.queue_output = Some(r);
+                w
+            }
+            None => {
+                let (r, w) = process::pipe()?;
+                parent.stdout_read = Some(r);
+                w
+            }
+        };
+        let (stderr_read, stderr) = process::pipe()?;
+        parent.stderr_read = Some(stderr_read);
+        Ok(Wiring {
+            stdin,
+            stdout,
+            stderr,
+            parent,
+        })
     }
 
     fn on_exit(
