@@ -39,9 +39,7 @@ impl Chunk {
     }
     /// Split after the `n`-th message: (first n, rest).
     fn split(&self, n: usize) -> (Chunk, Chunk) {
-        let at = memchr::memchr_iter(b'\n', self.bytes())
-            .nth(n - 1)
-            .map_or(self.end, |i| self.start + i + 1);
+        let at = nth_newline(self.bytes(), n).map_or(self.end, |i| self.start + i + 1);
         (
             Chunk {
                 data: self.data.clone(),
@@ -57,6 +55,25 @@ impl Chunk {
             },
         )
     }
+}
+
+/// The index of the `n`-th (1-based) newline. Whole blocks are counted (vectorised) and only the last block
+/// is searched newline by newline: splitting is then about as cheap as counting.
+fn nth_newline(bytes: &[u8], n: usize) -> Option<usize> {
+    const BLOCK: usize = 4096;
+    let mut remaining = n;
+    let mut offset = 0;
+    for block in bytes.chunks(BLOCK) {
+        let count = memchr::memchr_iter(b'\n', block).count();
+        if count >= remaining {
+            return memchr::memchr_iter(b'\n', block)
+                .nth(remaining - 1)
+                .map(|i| offset + i);
+        }
+        remaining -= count;
+        offset += block.len();
+    }
+    None
 }
 
 /// Message counts of one channel (SPEC §3: in = out + left).
@@ -534,6 +551,18 @@ pub fn take_back(queue: &Queue, state: &Mutex<FeedState>, unread: usize) -> usiz
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nth_newline_across_blocks() {
+        let text: Vec<u8> = (0..5000)
+            .flat_map(|i| format!("{i}\n").into_bytes())
+            .collect();
+        for n in [1, 2, 999, 1000, 4999, 5000] {
+            let expected = memchr::memchr_iter(b'\n', &text).nth(n - 1);
+            assert_eq!(nth_newline(&text, n), expected, "n = {n}");
+        }
+        assert_eq!(nth_newline(&text, 5001), None);
+    }
 
     #[test]
     fn pop_batch_splits_chunks_and_counts() {

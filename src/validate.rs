@@ -84,10 +84,13 @@ struct Rules<'d, 'o> {
     out: &'o mut Vec<Diagnostic>,
     jobs: Vec<Resolved<'d>>,
     channel_names: Vec<&'d str>,
+    job_ids: HashMap<&'d str, usize>,
+    /// Channel name -> its uses, gathered once so the rules stay linear in the size of the file.
+    uses_by_channel: HashMap<String, Vec<(usize, Span, Use)>>,
 }
 
 /// One use of a channel by a job.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, PartialEq, Debug)]
 enum Use {
     Stdin,
     Stdout,
@@ -113,18 +116,36 @@ impl<'d, 'o> Rules<'d, 'o> {
                 name,
                 o: merge_options(&job.options, &defaults),
             })
-            .collect();
+            .collect::<Vec<_>>();
         let channel_names = doc
             .channels
             .as_ref()
             .map(|c| c.names().collect())
             .unwrap_or_default();
+        let job_ids = doc
+            .jobs
+            .0
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| (name.value.as_str(), i))
+            .collect();
+        let mut uses_by_channel: HashMap<String, Vec<(usize, Span, Use)>> = HashMap::new();
+        for (j, r) in jobs.iter().enumerate() {
+            for (c, u) in Self::uses(r) {
+                uses_by_channel
+                    .entry(c.value)
+                    .or_default()
+                    .push((j, c.span, u));
+            }
+        }
         Rules {
             doc,
             now,
             out,
             jobs,
             channel_names,
+            job_ids,
+            uses_by_channel,
         }
     }
 
@@ -242,7 +263,12 @@ impl<'d, 'o> Rules<'d, 'o> {
     }
 
     fn job_index(&self, name: &str) -> Option<usize> {
-        self.jobs.iter().position(|r| r.name.value == name)
+        self.job_ids.get(name).copied()
+    }
+
+    /// Every use of the channel `name`: (job, span of the reference, how).
+    fn uses_of(&self, name: &str) -> &[(usize, Span, Use)] {
+        self.uses_by_channel.get(name).map_or(&[], Vec::as_slice)
     }
 
     fn check_after(&mut self) {
@@ -302,19 +328,11 @@ impl<'d, 'o> Rules<'d, 'o> {
         let mut found = Vec::new();
         for (name, spec) in self.channels() {
             let kind = spec.kind.as_ref().map_or(ChannelKind::Queue, |k| k.value);
-            let mut writers: Vec<(usize, Span, Use)> = Vec::new();
-            let mut readers: Vec<(usize, Span, Use)> = Vec::new();
-            for (j, r) in self.jobs.iter().enumerate() {
-                for (c, u) in Self::uses(r) {
-                    if c.value == name.value {
-                        if u.writes() {
-                            writers.push((j, c.span, u));
-                        } else {
-                            readers.push((j, c.span, u));
-                        }
-                    }
-                }
-            }
+            let uses = self.uses_of(&name.value);
+            let writers: Vec<(usize, Span, Use)> =
+                uses.iter().copied().filter(|u| u.2.writes()).collect();
+            let readers: Vec<(usize, Span, Use)> =
+                uses.iter().copied().filter(|u| !u.2.writes()).collect();
             let writer_jobs = distinct(&writers);
             let reader_jobs = distinct(&readers);
             if writers.is_empty() && readers.is_empty() {
@@ -535,19 +553,13 @@ impl<'d, 'o> Rules<'d, 'o> {
     fn check_starved(&mut self) {
         let mut found = Vec::new();
         for (name, _) in self.channels() {
-            let mut writers = Vec::new();
-            let mut readers = Vec::new();
-            for (j, r) in self.jobs.iter().enumerate() {
-                for (c, u) in Self::uses(r) {
-                    if c.value == name.value {
-                        if u.writes() {
-                            writers.push(j);
-                        } else {
-                            readers.push((j, c.span));
-                        }
-                    }
-                }
-            }
+            let uses = self.uses_of(&name.value);
+            let writers: Vec<usize> = uses.iter().filter(|u| u.2.writes()).map(|u| u.0).collect();
+            let readers: Vec<(usize, Span)> = uses
+                .iter()
+                .filter(|u| !u.2.writes())
+                .map(|u| (u.0, u.1))
+                .collect();
             for &(rj, span) in &readers {
                 for &wj in &writers {
                     if wj == rj {

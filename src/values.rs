@@ -132,10 +132,14 @@ pub fn parse_zone(text: &str) -> Result<Tz, String> {
 
 /// The zone used when a trigger names none: the system's, or UTC when it cannot be told.
 pub fn system_zone() -> Tz {
-    iana_time_zone::get_timezone()
-        .ok()
-        .and_then(|name| name.parse().ok())
-        .unwrap_or(Tz::UTC)
+    // Asked once: finding it reads files, and a 4,000-job file may ask for every trigger.
+    static ZONE: std::sync::OnceLock<Tz> = std::sync::OnceLock::new();
+    *ZONE.get_or_init(|| {
+        iana_time_zone::get_timezone()
+            .ok()
+            .and_then(|name| name.parse().ok())
+            .unwrap_or(Tz::UTC)
+    })
 }
 
 impl DateTimeSpec {

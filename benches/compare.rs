@@ -1,0 +1,284 @@
+//! flowrun against the tools people would use instead, run by hand: `cargo bench --bench compare [NAME...]`.
+//!
+//! Each comparison runs A and B interleaved for several rounds (FLOWRUN_BENCH_ROUNDS, default 5) and prints
+//! the medians and their ratio. Names: pipe, queue, broadcast, each, validate, lateness, idle, rss.
+//! Not part of CI's pass/fail: timings depend on the machine; the goals are printed next to the figures.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn flowrun() -> &'static str {
+    env!("CARGO_BIN_EXE_flowrun")
+}
+
+fn rounds() -> usize {
+    std::env::var("FLOWRUN_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5)
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn time(cmd: &mut Command) -> Duration {
+    let start = Instant::now();
+    let status = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{cmd:?} failed");
+    start.elapsed()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn sh(script: &str) -> Command {
+    let mut c = Command::new("/bin/sh");
+    c.arg("-c").arg(script);
+    c
+}
+
+fn run(file: &Path) -> Command {
+    let mut c = Command::new(flowrun());
+    c.arg(file).arg("--progress").arg("never");
+    c
+}
+
+/// A/B interleaved; prints both medians and the ratio against the goal.
+fn compare(name: &str, goal: f64, mut ours: Command, mut theirs: Command, theirs_label: &str) {
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..rounds() {
+        a.push(time(&mut ours));
+        b.push(time(&mut theirs));
+    }
+    let (a, b) = (median(a), median(b));
+    let ratio = a.as_secs_f64() / b.as_secs_f64();
+    println!(
+        "{name:<10} flowrun {:>8.3}s   {theirs_label:<42} {:>8.3}s   ratio {ratio:.2} (goal <= {goal}) {}",
+        a.as_secs_f64(),
+        b.as_secs_f64(),
+        if ratio <= goal { "ok" } else { "MISSED" }
+    );
+}
+
+/// Lateness (scheduled instant to spawn) of every run of a workflow run for `secs` seconds, from the JSON log.
+fn lateness(file: &Path, secs: u64) -> Vec<f64> {
+    let mut child = Command::new(flowrun())
+        .arg(file)
+        .args(["--log-format", "json", "--for", &format!("{secs}s")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut late = Vec::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if v["event"] == "run.start" {
+            late.push(v["lateness_us"].as_f64().unwrap() / 1000.0);
+        }
+    }
+    child.wait().unwrap();
+    late.sort_by(f64::total_cmp);
+    late
+}
+
+fn pct(v: &[f64], p: f64) -> f64 {
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn print_lateness(name: &str, late: &[f64]) {
+    println!(
+        "{name:<28} runs {:>6}   median {:>6.3} ms   p99 {:>6.3} ms   max {:>7.3} ms   (goal: median < 1 ms, p99 < 5 ms)",
+        late.len(),
+        pct(late, 0.5),
+        pct(late, 0.99),
+        late.last().copied().unwrap_or(0.0)
+    );
+}
+
+/// CPU time (user + system, seconds) of a process so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn many_jobs(n: usize, trigger: &str) -> String {
+    let mut text = format!("executors: {{ default: {{ max_workers: {n} }} }}\njobs:\n");
+    for i in 0..n {
+        text.push_str(&format!(
+            "  job{i}: {{ run: [/bin/true], trigger: {trigger} }}\n"
+        ));
+    }
+    text
+}
+
+fn main() {
+    let wanted: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let want = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    println!(
+        "flowrun benchmarks, {} rounds, medians; {}",
+        rounds(),
+        chrono::Utc::now().format("%Y-%m-%d")
+    );
+
+    if want("pipe") {
+        let f = write(d, "pipe.yaml", "channels: { raw: { kind: pipe } }\njobs:\n  gen: { run: head -c 1G /dev/zero, stdout: raw }\n  count: { run: wc -c, stdin: raw }\n");
+        compare(
+            "pipe",
+            1.05,
+            run(&f),
+            sh("head -c 1G /dev/zero | wc -c"),
+            "head -c 1G /dev/zero | wc -c",
+        );
+    }
+    if want("queue") {
+        let f = write(d, "queue.yaml", "channels: { lines: { kind: queue } }\njobs:\n  gen: { run: seq 10000000, stdout: lines }\n  count: { run: wc -l, stdin: lines }\n");
+        compare(
+            "queue",
+            1.5,
+            run(&f),
+            sh("seq 10000000 | wc -l"),
+            "seq 10000000 | wc -l",
+        );
+    }
+    if want("broadcast") {
+        let f = write(d, "broadcast.yaml", "channels: { lines: { kind: broadcast } }\njobs:\n  gen: { run: seq 10000000, stdout: lines }\n  a: { run: wc -l, stdin: lines }\n  b: { run: wc -l, stdin: lines }\n");
+        let fifo = d.join("fifo");
+        compare(
+            "broadcast",
+            1.5,
+            run(&f),
+            sh(&format!(
+                "rm -f {0}; mkfifo {0}; wc -l < {0} & seq 10000000 | tee {0} | wc -l; wait",
+                fifo.display()
+            )),
+            "seq 10000000 | tee FIFO | wc -l (+ wc -l < FIFO)",
+        );
+    }
+    if want("each") {
+        let f = write(d, "each.yaml", "executors: { pool: { max_workers: 4 } }\nchannels: { items: {} }\njobs:\n  gen: { run: seq 2000, stdout: items }\n  work: { run: [/bin/true], trigger: { each: items }, executor: pool, max_instances: 4 }\n");
+        compare(
+            "each",
+            1.0,
+            run(&f),
+            sh("seq 2000 | xargs -P4 -n1 /bin/true"),
+            "seq 2000 | xargs -P4 -n1 /bin/true",
+        );
+    }
+    if want("validate") {
+        let mut text = String::from("channels:\n");
+        for i in 0..1000 {
+            text.push_str(&format!("  c{i}: {{ kind: queue }}\n"));
+        }
+        text.push_str("jobs:\n");
+        for i in 0..4000 {
+            let wiring = match i % 4 {
+                0 => format!("stdout: c{}", i / 4),
+                1 => format!("stdin: c{}", i / 4),
+                2 => "trigger: { cron: \"*/5 * * * *\", timezone: Europe/Berlin }".to_string(),
+                _ => format!("trigger: {{ after: job{} }}", i - 1),
+            };
+            text.push_str(&format!(
+                "  job{i}: {{ run: \"echo {i}\", timeout: 5m, {wiring} }}\n"
+            ));
+        }
+        let f = write(d, "big.yaml", &text);
+        let mut times = Vec::new();
+        for _ in 0..rounds() {
+            times.push(time(Command::new(flowrun()).arg("validate").arg(&f)));
+        }
+        println!(
+            "validate   4,000 jobs ({} KiB): median {:.3}s (goal well under 0.5 s)",
+            text.len() / 1024,
+            median(times).as_secs_f64()
+        );
+    }
+    if want("lateness") {
+        let f = write(
+            d,
+            "interval.yaml",
+            "jobs:\n  tick: { run: [/bin/true], trigger: { interval: 100ms } }\n",
+        );
+        print_lateness("interval 100ms for 10s", &lateness(&f, 10));
+        let f = write(d, "thousand.yaml", &many_jobs(1000, "{ interval: 1s }"));
+        print_lateness("1,000 jobs every 1s for 10s", &lateness(&f, 10));
+    }
+    if want("idle") {
+        let f = write(
+            d,
+            "idle.yaml",
+            "jobs:\n  yearly: { run: [/bin/true], trigger: { cron: \"@yearly\" } }\n",
+        );
+        let mut child = Command::new(flowrun())
+            .arg(&f)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let before = cpu_seconds(child.id());
+        std::thread::sleep(Duration::from_secs(10));
+        let after = cpu_seconds(child.id());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        println!(
+            "idle       CPU over 10 s: {:.3} s ({:.4}%)",
+            after - before,
+            (after - before) / 10.0 * 100.0
+        );
+    }
+    if want("rss") {
+        let f = write(d, "rss.yaml", &many_jobs(1000, "{ interval: 1s }"));
+        let mut child = Command::new(flowrun())
+            .arg(&f)
+            .args(["--for", "5s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let mut peak = 0;
+        while child.try_wait().unwrap().is_none() {
+            if let Ok(true) = std::fs::exists(format!("/proc/{pid}/status")) {
+                peak = peak.max(std::panic::catch_unwind(|| peak_rss_kib(pid)).unwrap_or(0));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        println!(
+            "rss        peak resident memory with 1,000 jobs firing every second: {:.1} MiB",
+            peak as f64 / 1024.0
+        );
+    }
+}
