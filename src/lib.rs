@@ -31,4 +31,5 @@ pub mod source;
 pub mod trigger;
 pub mod validate;
 pub mod values;
+pub mod walltimer;
 pub mod yaml;

@@ -19,6 +19,7 @@ use crate::plan::{ChannelKind, Plan, Restart, Status, Trigger, MAX_BACKOFF};
 use crate::process;
 use crate::report::{Mode, Reporter};
 use crate::scheduler::{jitter_delay, Due, Entry, Timetable};
+use crate::walltimer::WallTimer;
 
 /// `flowrun run`: validate, then run on a multi-threaded runtime (its worker threads live as long as the runner,
 /// which the parent-death signal needs).
@@ -321,22 +322,19 @@ impl Dispatcher {
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
         let deadline = run_for.map(|d| tokio::time::Instant::now() + d);
+        let mut timer = WallTimer::new().expect("a timerfd can be created");
         loop {
             if self.finished() {
                 break;
             }
-            let next_timer = self.timetable.earliest();
-            let sleep_for =
-                next_timer.map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO));
+            timer.set(self.timetable.earliest());
             tokio::select! {
                 msg = rx.recv() => {
                     if let Some(msg) = msg {
                         self.handle(msg);
                     }
                 }
-                _ = tokio::time::sleep(sleep_for.unwrap_or(Duration::from_secs(86_400))), if sleep_for.is_some() => {
-                    self.due_timers();
-                }
+                _ = timer.wait() => self.due_timers(),
                 _ = sigint.recv() => {
                     if self.stopping {
                         self.force();
