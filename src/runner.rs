@@ -184,9 +184,15 @@ struct Dispatcher {
 
 pub async fn run(plan: Plan, reporter: Arc<Reporter>, run_for: Option<Duration>) -> i32 {
     let (tx, mut rx) = unbounded_channel();
+    // Handlers first: a signal that arrives while the first runs start must stop them, not kill the runner.
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .expect("SIGINT handler");
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     let mut d = Dispatcher::new(plan, reporter, tx);
     d.start();
-    d.main_loop(&mut rx, run_for).await
+    d.main_loop(&mut rx, run_for, &mut sigint, &mut sigterm)
+        .await
 }
 
 impl Dispatcher {
@@ -316,11 +322,9 @@ impl Dispatcher {
         &mut self,
         rx: &mut UnboundedReceiver<Msg>,
         run_for: Option<Duration>,
+        sigint: &mut tokio::signal::unix::Signal,
+        sigterm: &mut tokio::signal::unix::Signal,
     ) -> i32 {
-        let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-            .expect("SIGINT handler");
-        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
         let deadline = run_for.map(|d| tokio::time::Instant::now() + d);
         let mut timer = WallTimer::new().expect("a timerfd can be created");
         loop {
