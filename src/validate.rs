@@ -42,6 +42,9 @@ pub fn validate(source: &Source, now: DateTime<Utc>) -> Validated {
             } else {
                 e.span
             };
+            // At the very end of the file the parser points one past it; the label must stay inside the text.
+            let offset = span.offset.min(source.text.len());
+            let span = Span::new(offset, span.len.min(source.text.len() - offset));
             diagnostics.push(
                 Diagnostic::new(Code::Syntax, span, e.message)
                     .label("the YAML does not parse here")
@@ -65,6 +68,11 @@ pub fn validate(source: &Source, now: DateTime<Utc>) -> Validated {
             plan
         }
     });
+    // A parser error at the very end of the file may point one past it; labels must stay inside the text.
+    for d in &mut diagnostics {
+        d.span.offset = d.span.offset.min(source.text.len());
+        d.span.len = d.span.len.min(source.text.len() - d.span.offset);
+    }
     // One problem in `defaults` is seen by every job; report it once.
     diagnostics.sort_by_key(|d| (d.span.offset, d.span.len, d.code.as_str()));
     diagnostics.dedup_by(|a, b| a.code == b.code && a.span == b.span && a.message == b.message);
