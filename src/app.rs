@@ -40,6 +40,27 @@ pub fn main(cli: Cli) -> i32 {
             Err(code) => code,
         },
         Command::Run(args) => crate::runner::run_command(args),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "flowrun", &mut out);
+            print_out(&String::from_utf8_lossy(&out));
+            exit::OK
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            match clap_mangen::Man::new(cmd).render(&mut out) {
+                Ok(()) => {
+                    print_out(&String::from_utf8_lossy(&out));
+                    exit::OK
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    exit::FAILED
+                }
+            }
+        }
     }
 }
 

@@ -51,6 +51,10 @@ pub enum Command {
     },
     /// Print the JSON Schema of the workflow format.
     Schema,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    Man,
 }
 
 #[derive(Debug, clap::Args)]
@@ -94,7 +98,16 @@ fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
     crate::values::parse_duration(s)
 }
 
-const SUBCOMMANDS: &[&str] = &["run", "validate", "next", "graph", "schema", "help"];
+const SUBCOMMANDS: &[&str] = &[
+    "run",
+    "validate",
+    "next",
+    "graph",
+    "schema",
+    "completions",
+    "man",
+    "help",
+];
 
 /// Insert `run` when the first argument is a file rather than a subcommand.
 pub fn normalize_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {

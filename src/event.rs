@@ -97,8 +97,15 @@ fn is_zero(n: &u64) -> bool {
 }
 
 impl Summary {
-    /// The summary as a small table for people.
-    pub fn table(&self) -> String {
+    /// The summary as a small table for people; headers bold and failures red with `color`.
+    pub fn table(&self, color: bool) -> String {
+        let paint = |text: String, code: &str| {
+            if color {
+                format!("\x1b[{code}m{text}\x1b[0m")
+            } else {
+                text
+            }
+        };
         let mut out = String::new();
         let width = self
             .jobs
@@ -108,15 +115,23 @@ impl Summary {
             .max()
             .unwrap_or(3)
             .max(7);
-        out.push_str(&format!(
-            "{:<width$}  {:>8} {:>9} {:>7} {:>7} {:>7}\n",
+        let header = format!(
+            "{:<width$}  {:>8} {:>9} {:>7} {:>7} {:>7}",
             "job", "runs", "succeeded", "failed", "skipped", "missed"
-        ));
+        );
+        out.push_str(&paint(header, "1"));
+        out.push('\n');
         for (name, c) in &self.jobs {
-            out.push_str(&format!(
-                "{:<width$}  {:>8} {:>9} {:>7} {:>7} {:>7}\n",
+            let line = format!(
+                "{:<width$}  {:>8} {:>9} {:>7} {:>7} {:>7}",
                 name, c.runs, c.succeeded, c.failed, c.skipped, c.missed
-            ));
+            );
+            out.push_str(&if c.failed > 0 {
+                paint(line, "31")
+            } else {
+                line
+            });
+            out.push('\n');
         }
         if !self.channels.is_empty() {
             out.push_str(&format!(

@@ -21,6 +21,7 @@ pub mod dryrun;
 pub mod event;
 pub mod exit;
 pub mod graph;
+pub mod live;
 pub mod plan;
 pub mod process;
 pub mod render;

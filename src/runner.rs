@@ -12,9 +12,10 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
 
 use crate::channel::{self, Chunk, ExitFlag, FeedState, PumpEnd, Queue, Stats, Target};
-use crate::cli::{RunArgs, TextOrJson};
+use crate::cli::{Progress, RunArgs, TextOrJson};
 use crate::event::{timestamp, ChannelCounts, Event, JobCounts, Summary};
 use crate::exit;
+use crate::live::{ChannelLine, JobLine, LiveView};
 use crate::plan::{ChannelKind, Plan, Restart, Status, Trigger, MAX_BACKOFF};
 use crate::process;
 use crate::report::{Mode, Reporter};
@@ -42,7 +43,33 @@ pub fn run_command(args: RunArgs) -> i32 {
         .enable_all()
         .build()
         .expect("the async runtime starts");
-    let code = runtime.block_on(run(plan, Arc::new(Reporter::new(mode)), args.run_for));
+    let stderr_tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let color = stderr_tty && std::env::var_os("NO_COLOR").is_none();
+    let show_live = match args.progress {
+        Progress::Always => true,
+        Progress::Never => false,
+        Progress::Auto => stderr_tty && mode == Mode::Text,
+    };
+    let mut reporter = Reporter::new(mode);
+    let live = show_live.then(|| {
+        let names: Vec<String> = plan.channels.iter().map(|c| c.name.clone()).collect();
+        LiveView::new(
+            plan.jobs.len(),
+            &names,
+            color,
+            args.progress == Progress::Always,
+        )
+    });
+    if let Some(view) = &live {
+        reporter = reporter.with_live(view.multi());
+    }
+    let options = Options {
+        run_for: args.run_for,
+        log_dir: args.log_dir,
+        live,
+        color,
+    };
+    let code = runtime.block_on(run(plan, Arc::new(reporter), options));
     // Tasks blocked on pipes of orphaned grandchildren must not hold the exit.
     runtime.shutdown_timeout(Duration::from_millis(100));
     code
@@ -119,6 +146,8 @@ struct Live {
     by_runner: bool,
     timed_out: bool,
     feeder: Option<Feeder>,
+    /// The run's file under `--log-dir`.
+    log: Option<Arc<Mutex<std::fs::File>>>,
 }
 
 /// The streaming input of a `stdin:` reader run, kept for take-back.
@@ -141,6 +170,7 @@ struct JobState {
     joins: Vec<Join>,
     fired_via_join: Vec<bool>,
     restart_delay: Duration,
+    last_exit: Option<String>,
 }
 
 #[derive(Default, Clone)]
@@ -180,9 +210,23 @@ struct Dispatcher {
     failed_messages: u64,
     workflow_path: String,
     started_at: DateTime<Utc>,
+    log_dir: Option<std::path::PathBuf>,
+    view: Option<LiveView>,
+    color: bool,
 }
 
-pub async fn run(plan: Plan, reporter: Arc<Reporter>, run_for: Option<Duration>) -> i32 {
+/// How a run is shown and bounded, beyond the plan.
+#[derive(Default)]
+pub struct Options {
+    pub run_for: Option<Duration>,
+    /// Also write each run's output to DIR/JOB/RUN.log.
+    pub log_dir: Option<std::path::PathBuf>,
+    pub live: Option<LiveView>,
+    pub color: bool,
+}
+
+pub async fn run(plan: Plan, reporter: Arc<Reporter>, options: Options) -> i32 {
+    let run_for = options.run_for;
     let (tx, mut rx) = unbounded_channel();
     // Handlers first: a signal that arrives while the first runs start must stop them, not kill the runner.
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
@@ -190,6 +234,9 @@ pub async fn run(plan: Plan, reporter: Arc<Reporter>, run_for: Option<Duration>)
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
     let mut d = Dispatcher::new(plan, reporter, tx);
+    d.log_dir = options.log_dir;
+    d.view = options.live;
+    d.color = options.color;
     d.start();
     d.main_loop(&mut rx, run_for, &mut sigint, &mut sigterm)
         .await
@@ -293,6 +340,9 @@ impl Dispatcher {
             failed_messages: 0,
             workflow_path,
             started_at,
+            log_dir: None,
+            view: None,
+            color: false,
         }
     }
 
@@ -327,6 +377,8 @@ impl Dispatcher {
     ) -> i32 {
         let deadline = run_for.map(|d| tokio::time::Instant::now() + d);
         let mut timer = WallTimer::new().expect("a timerfd can be created");
+        let mut view_tick = tokio::time::interval(crate::live::TICK);
+        view_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             if self.finished() {
                 break;
@@ -339,6 +391,7 @@ impl Dispatcher {
                     }
                 }
                 _ = timer.wait() => self.due_timers(),
+                _ = view_tick.tick(), if self.view.is_some() => self.refresh_view(),
                 _ = sigint.recv() => {
                     if self.stopping {
                         self.force();
@@ -562,6 +615,7 @@ impl Dispatcher {
                     by_runner: false,
                     timed_out: false,
                     feeder: None,
+                    log: None,
                 };
                 self.live.insert(id, live);
                 let _ = self.tx.send(Msg::Exited {
@@ -621,13 +675,21 @@ impl Dispatcher {
         });
 
         let exit_flag = Arc::new(ExitFlag::default());
+        let log = self
+            .log_dir
+            .as_ref()
+            .and_then(|dir| open_run_log(dir, &job, number, &scheduled));
+        let sink = LineSink {
+            reporter: self.reporter.clone(),
+            job: job.name.clone(),
+            run: number,
+            log: log.clone(),
+        };
         let mut output_tasks = Vec::new();
         if let Ok(stderr) = tokio::net::unix::pipe::Receiver::from_owned_fd(stderr_read) {
             output_tasks.push(tokio::spawn(pump_lines(
                 stderr,
-                self.reporter.clone(),
-                job.name.clone(),
-                number,
+                sink.clone(),
                 "stderr",
                 exit_flag.clone(),
             )));
@@ -659,9 +721,7 @@ impl Dispatcher {
         if let Some(Ok(stdout)) = stdout_read.map(tokio::net::unix::pipe::Receiver::from_owned_fd) {
             output_tasks.push(tokio::spawn(pump_lines(
                 stdout,
-                self.reporter.clone(),
-                job.name.clone(),
-                number,
+                sink.clone(),
                 "stdout",
                 exit_flag.clone(),
             )));
@@ -709,6 +769,7 @@ impl Dispatcher {
                 by_runner: false,
                 timed_out: false,
                 feeder,
+                log,
             },
         );
     }
@@ -844,6 +905,20 @@ impl Dispatcher {
             (None, Some(s)) => format!("killed by {s}"),
             _ => "could not start".to_string(),
         };
+        self.jobs[job_id].last_exit = Some(status_text.clone());
+        if let Some(log) = &run.log {
+            use std::io::Write;
+            let mut file = log.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = writeln!(
+                file,
+                "# {status_text}{} after {:.3}s",
+                reason
+                    .as_ref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default(),
+                run.started.elapsed().as_secs_f64()
+            );
+        }
         let text = format!(
             "{}#{} {}{}",
             job.name,
@@ -1283,7 +1358,61 @@ impl Dispatcher {
         }
     }
 
+    fn refresh_view(&mut self) {
+        let Some(view) = &mut self.view else { return };
+        let mut waiting = vec![0usize; self.plan.jobs.len()];
+        for ex in &self.executors {
+            for p in &ex.waiting {
+                waiting[p.job] += 1;
+            }
+        }
+        let jobs: Vec<JobLine> = self
+            .plan
+            .jobs
+            .iter()
+            .enumerate()
+            .map(|(j, job)| JobLine {
+                name: job.name.clone(),
+                running: self.jobs[j].live,
+                waiting: waiting[j],
+                done: self.jobs[j].done,
+                runs: self.jobs[j].counts.runs,
+                succeeded: self.jobs[j].counts.succeeded,
+                failed: self.jobs[j].counts.failed,
+                last_exit: self.jobs[j].last_exit.clone(),
+                next_fire: self.timetable.next_for(j),
+            })
+            .collect();
+        let channels: Vec<ChannelLine> = self
+            .plan
+            .channels
+            .iter()
+            .enumerate()
+            .map(|(c, channel)| ChannelLine {
+                name: channel.name.clone(),
+                kind: channel.kind.as_str(),
+                taken_in: self.channels[c]
+                    .stats
+                    .taken_in
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                out: self.channels[c]
+                    .stats
+                    .handed_out
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                waiting: self.channels[c]
+                    .queues
+                    .iter()
+                    .map(|q| q.waiting() as u64)
+                    .sum(),
+            })
+            .collect();
+        view.update(&jobs, &channels);
+    }
+
     fn finish(&mut self) -> i32 {
+        if let Some(view) = self.view.take() {
+            view.finish();
+        }
         let mut summary = Summary {
             failed_messages: self.failed_messages,
             ..Summary::default()
@@ -1316,7 +1445,7 @@ impl Dispatcher {
         e.code = Some(code);
         e.summary = Some(summary.clone());
         self.reporter.event(&e, None);
-        self.reporter.text(&summary.table());
+        self.reporter.text(&summary.table(self.color));
         code
     }
 }
@@ -1329,11 +1458,72 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
 }
 
 /// Print a run's output line by line, prefixed; stop waiting a short drain after the process exited.
-async fn pump_lines<R: tokio::io::AsyncRead + Unpin>(
-    src: R,
+/// Create DIR/JOB/RUN.log with its header line. A log that cannot be written is reported, not fatal.
+fn open_run_log(
+    dir: &std::path::Path,
+    job: &crate::plan::Job,
+    run: u64,
+    scheduled: &str,
+) -> Option<Arc<Mutex<std::fs::File>>> {
+    use std::io::Write;
+    let folder = dir.join(&job.name);
+    let opened = std::fs::create_dir_all(&folder)
+        .and_then(|_| std::fs::File::create(folder.join(format!("{run}.log"))));
+    match opened {
+        Ok(mut file) => {
+            // One header line, even for a multi-line script.
+            let text = job.command.display();
+            let command: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            let _ = writeln!(
+                file,
+                "# {}#{run} scheduled {scheduled}: {}",
+                job.name,
+                command.join("; ")
+            );
+            Some(Arc::new(Mutex::new(file)))
+        }
+        Err(e) => {
+            eprintln!(
+                "flowrun: cannot write the log of {}#{run} under {}: {e}",
+                job.name,
+                dir.display()
+            );
+            None
+        }
+    }
+}
+
+/// Where a run's unwired output lines go: the reporter, and the run's log file under `--log-dir`.
+#[derive(Clone)]
+struct LineSink {
     reporter: Arc<Reporter>,
     job: String,
     run: u64,
+    log: Option<Arc<Mutex<std::fs::File>>>,
+}
+
+impl LineSink {
+    fn line(&self, stream: &'static str, line: &[u8]) {
+        self.reporter.output(&self.job, self.run, stream, line);
+        if let Some(log) = &self.log {
+            use std::io::Write;
+            let mut file = log.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = file.write_all(line);
+            if line.last() != Some(&b'\n') {
+                let _ = file.write_all(b"\n");
+            }
+        }
+    }
+}
+
+/// Print a run's output line by line, prefixed; stop waiting a short drain after the process exited.
+async fn pump_lines<R: tokio::io::AsyncRead + Unpin>(
+    src: R,
+    sink: LineSink,
     stream: &'static str,
     exit: Arc<ExitFlag>,
 ) {
@@ -1345,14 +1535,14 @@ async fn pump_lines<R: tokio::io::AsyncRead + Unpin>(
             r = reader.read_until(b'\n', &mut line) => r,
             _ = exit.drained(channel::DRAIN) => {
                 if !line.is_empty() {
-                    reporter.output(&job, run, stream, &line);
+                    sink.line(stream, &line);
                 }
                 return;
             }
         };
         match read {
             Ok(0) | Err(_) => return,
-            Ok(_) => reporter.output(&job, run, stream, &line),
+            Ok(_) => sink.line(stream, &line),
         }
     }
 }
