@@ -34,6 +34,7 @@ pub struct LiveView {
     channels: Vec<ProgressBar>,
     last_out: Vec<(u64, Instant)>,
     color: bool,
+    overall: Option<ProgressBar>,
 }
 
 fn style(color: bool) -> ProgressStyle {
@@ -48,7 +49,15 @@ fn style(color: bool) -> ProgressStyle {
 }
 
 impl LiveView {
-    pub fn new(jobs: usize, channels: &[String], color: bool, force: bool) -> LiveView {
+    /// `finite`: the workflow ends by itself (no time trigger, no restart), so an overall bar of runs done
+    /// against the runs known so far means something.
+    pub fn new(
+        jobs: usize,
+        channels: &[String],
+        color: bool,
+        force: bool,
+        finite: bool,
+    ) -> LiveView {
         let target = if force {
             // `--progress always` draws even when stderr is not a terminal (a TermLike is never hidden).
             ProgressDrawTarget::term_like_with_hz(Box::new(console::Term::stderr()), 10)
@@ -63,8 +72,23 @@ impl LiveView {
         };
         let job_bars = (0..jobs).map(|_| mk(&multi)).collect();
         let channel_bars = channels.iter().map(|_| mk(&multi)).collect();
+        let overall = finite.then(|| {
+            let bar = multi.add(ProgressBar::new(0));
+            let template = if color {
+                "{bar:30.cyan/blue} {pos}/{len} runs done  {elapsed}"
+            } else {
+                "{bar:30} {pos}/{len} runs done  {elapsed}"
+            };
+            bar.set_style(
+                ProgressStyle::with_template(template)
+                    .expect("a valid template")
+                    .progress_chars("=> "),
+            );
+            bar
+        });
         LiveView {
             multi,
+            overall,
             jobs: job_bars,
             channels: channel_bars,
             last_out: channels.iter().map(|_| (0, Instant::now())).collect(),
@@ -78,6 +102,13 @@ impl LiveView {
     }
 
     pub fn update(&mut self, jobs: &[JobLine], channels: &[ChannelLine]) {
+        if let Some(bar) = &self.overall {
+            // Runs known so far: started ones plus those waiting for a worker.
+            let done: u64 = jobs.iter().map(|j| j.runs - j.running as u64).sum();
+            let known: u64 = jobs.iter().map(|j| j.runs + j.waiting as u64).sum();
+            bar.set_length(known);
+            bar.set_position(done);
+        }
         let paint = |text: String, code: &str| {
             if self.color {
                 format!("\x1b[{code}m{text}\x1b[0m")
@@ -142,7 +173,7 @@ impl LiveView {
 
     /// Remove the status area (the summary is printed after it).
     pub fn finish(&self) {
-        for bar in self.jobs.iter().chain(&self.channels) {
+        for bar in self.jobs.iter().chain(&self.channels).chain(&self.overall) {
             bar.finish_and_clear();
         }
         let _ = self.multi.clear();
