@@ -311,6 +311,11 @@ impl Target {
 pub enum PumpEnd {
     /// The writer's output ended; everything was taken.
     Eof,
+    /// The output ended in the middle of a line (the writer died mid-line?): those bytes were delivered as the
+    /// last message, and the run's exit says so.
+    Partial {
+        bytes: usize,
+    },
     /// A line longer than `max_message`: the run fails; what came before was kept.
     Overlong {
         length: usize,
@@ -380,7 +385,9 @@ pub async fn pump_writer<R: AsyncRead + Unpin>(
                     if buf.len() > target.max_message {
                         return PumpEnd::Overlong { length: buf.len() };
                     }
+                    let bytes = buf.len();
                     finish(&mut buf, &target).await;
+                    return PumpEnd::Partial { bytes };
                 }
                 return PumpEnd::Eof;
             }

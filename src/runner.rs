@@ -743,12 +743,13 @@ impl Dispatcher {
         tokio::spawn(async move {
             let status = child.wait().await.map_err(|e| e.to_string());
             exit_flag.set();
+            let mut abandoned = false;
             for t in output_tasks {
-                let _ = t.await;
+                abandoned |= t.await.unwrap_or(false);
             }
             let pump = match writer_pump {
                 Some(t) => t.await.ok(),
-                None => None,
+                None => abandoned.then_some(PumpEnd::Abandoned),
             };
             // Whatever the run left behind in its group is stopped too.
             if pid != 0 && process::group_alive(pid) {
@@ -889,6 +890,11 @@ impl Dispatcher {
                 ));
             }
             Some(PumpEnd::Error(err)) => reason = Some(format!("reading its output: {err}")),
+            Some(PumpEnd::Partial { bytes }) => {
+                reason = Some(format!(
+                    "its output ended without a newline; the last {bytes} byte(s) were delivered as one message"
+                ))
+            }
             Some(PumpEnd::Abandoned) => {
                 reason.get_or_insert_with(|| {
                     "its output stayed open after it exited (a background process?)".into()
@@ -1526,12 +1532,13 @@ impl LineSink {
 }
 
 /// Print a run's output line by line, prefixed; stop waiting a short drain after the process exited.
+/// Returns whether the pipe was abandoned (something the run left behind kept it open).
 async fn pump_lines<R: tokio::io::AsyncRead + Unpin>(
     src: R,
     sink: LineSink,
     stream: &'static str,
     exit: Arc<ExitFlag>,
-) {
+) -> bool {
     let mut reader = BufReader::with_capacity(64 * 1024, src);
     let mut line = Vec::with_capacity(256);
     loop {
@@ -1542,11 +1549,11 @@ async fn pump_lines<R: tokio::io::AsyncRead + Unpin>(
                 if !line.is_empty() {
                     sink.line(stream, &line);
                 }
-                return;
+                return true;
             }
         };
         match read {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return false,
             Ok(_) => sink.line(stream, &line),
         }
     }
