@@ -1,7 +1,7 @@
 //! flowrun against the tools people would use instead, run by hand: `cargo bench --bench compare [NAME...]`.
 //!
 //! Each comparison runs A and B interleaved for several rounds (FLOWRUN_BENCH_ROUNDS, default 5) and prints
-//! the medians and their ratio. Names: pipe, queue, broadcast, each, validate, lateness, idle, rss.
+//! the medians and their ratio. Names: pipe, queue, python, broadcast, each, validate, lateness, idle, rss.
 //! Not part of CI's pass/fail: timings depend on the machine; the goals are printed next to the figures.
 
 use std::io::{BufRead, BufReader};
@@ -173,6 +173,40 @@ fn main() {
             "seq 10000000 | wc -l",
         );
     }
+    if want("python")
+        && Command::new("python3")
+            .arg("-c")
+            .arg("import multiprocessing")
+            .status()
+            .is_ok_and(|s| s.success())
+    {
+        // Manager().Queue() is too slow for 10 M messages: both sides move 100,000 and the rates are compared.
+        let py = write(
+            d,
+            "manager_queue.py",
+            "import multiprocessing as mp\n\
+def produce(q, n):\n    for i in range(n):\n        q.put(i)\n    q.put(None)\n\
+def consume(q):\n    c = 0\n    while q.get() is not None:\n        c += 1\n    print(c)\n\
+if __name__ == '__main__':\n    m = mp.Manager()\n    q = m.Queue()\n\
+    p = mp.Process(target=produce, args=(q, 100000)); c = mp.Process(target=consume, args=(q,))\n\
+    p.start(); c.start(); p.join(); c.join()\n",
+        );
+        let f = write(d, "queue100k.yaml", "channels: { lines: { kind: queue } }\njobs:\n  gen: { run: seq 100000, stdout: lines }\n  count: { run: wc -l, stdin: lines }\n");
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..rounds().min(3) {
+            a.push(time(&mut run(&f)));
+            b.push(time(Command::new("python3").arg(&py)));
+        }
+        let (a, b) = (median(a), median(b));
+        println!(
+            "python     100,000 messages: flowrun queue {:.3}s ({:.0} msg/s), Manager().Queue() {:.3}s ({:.0} msg/s): {:.0}x",
+            a.as_secs_f64(),
+            1e5 / a.as_secs_f64(),
+            b.as_secs_f64(),
+            1e5 / b.as_secs_f64(),
+            b.as_secs_f64() / a.as_secs_f64()
+        );
+    }
     if want("broadcast") {
         let f = write(d, "broadcast.yaml", "channels: { lines: { kind: broadcast } }\njobs:\n  gen: { run: seq 10000000, stdout: lines }\n  a: { run: wc -l, stdin: lines }\n  b: { run: wc -l, stdin: lines }\n");
         let fifo = d.join("fifo");
@@ -232,6 +266,20 @@ fn main() {
             "jobs:\n  tick: { run: [/bin/true], trigger: { interval: 100ms } }\n",
         );
         print_lateness("interval 100ms for 10s", &lateness(&f, 10));
+        // The same with both cores kept busy by two spinning shells (the machine "otherwise busy").
+        let mut load: Vec<_> = (0..2)
+            .map(|_| {
+                Command::new("/bin/sh")
+                    .args(["-c", "while :; do :; done"])
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        print_lateness("interval 100ms, 2 busy cores", &lateness(&f, 10));
+        for l in &mut load {
+            l.kill().unwrap();
+            l.wait().unwrap();
+        }
         let f = write(d, "thousand.yaml", &many_jobs(1000, "{ interval: 1s }"));
         print_lateness("1,000 jobs every 1s for 10s", &lateness(&f, 10));
     }

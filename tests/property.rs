@@ -95,8 +95,13 @@ fn now() -> chrono::DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 25, 0, 0, 0).unwrap()
 }
 
+/// 200 cases in CI; `FLOWRUN_FUZZ_CASES=1000000` for a long hostile-input run by hand.
+fn cases() -> u32 {
+    std::env::var("FLOWRUN_FUZZ_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(200)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(200))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     #[test]
     fn valid_documents_have_no_diagnostics(
