@@ -149,12 +149,43 @@ fn validate_files(files: &[std::path::PathBuf], format: Format, deny_warnings: b
 
 /// Read and validate a workflow for a command that needs a plan; on problems print them and give the exit code.
 pub fn load_plan(file: &Path) -> Result<Plan, i32> {
+    load_plan_as(file, false)
+}
+
+/// As [`load_plan`]; with `json`, problems are `diagnostic` events on stderr (one JSON object a line), so a
+/// `--log-format json` stream stays machine-readable from its first line.
+pub fn load_plan_as(file: &Path, json: bool) -> Result<Plan, i32> {
     let source = Source::read(file).map_err(|e| {
-        eprintln!("error: {e}");
+        if json {
+            eprintln!(
+                "{}",
+                serde_json::to_string(
+                    &crate::event::Event::new("diagnostic").reason(e.to_string())
+                )
+                .unwrap_or_default()
+            );
+        } else {
+            eprintln!("error: {e}");
+        }
         exit::INVALID
     })?;
     let validated = validate(&source, Utc::now());
-    if !validated.diagnostics.is_empty() {
+    if json {
+        for d in &validated.diagnostics {
+            let at = source.line_col(d.span.offset);
+            let mut e = crate::event::Event::new("diagnostic");
+            e.reason = Some(format!(
+                "{} {}: {} ({}:{}:{})",
+                d.severity().as_str(),
+                d.code.as_str(),
+                d.message,
+                source.name(),
+                at.line,
+                at.column
+            ));
+            eprintln!("{}", serde_json::to_string(&e).unwrap_or_default());
+        }
+    } else if !validated.diagnostics.is_empty() {
         eprint!(
             "{}",
             render::human(&source, &validated.diagnostics, color_on_stderr())

@@ -26,7 +26,7 @@ use crate::walltimer::WallTimer;
 /// which the parent-death signal needs).
 pub fn run_command(args: RunArgs) -> i32 {
     process::ensure_standard_fds();
-    let plan = match crate::app::load_plan(&args.file) {
+    let plan = match crate::app::load_plan_as(&args.file, args.log_format == TextOrJson::Json) {
         Ok(plan) => plan,
         Err(code) => return code,
     };

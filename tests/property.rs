@@ -97,7 +97,10 @@ fn now() -> chrono::DateTime<Utc> {
 
 /// 200 cases in CI; `FLOWRUN_FUZZ_CASES=1000000` for a long hostile-input run by hand.
 fn cases() -> u32 {
-    std::env::var("FLOWRUN_FUZZ_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(200)
+    std::env::var("FLOWRUN_FUZZ_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(200)
 }
 
 proptest! {

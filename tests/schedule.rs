@@ -151,3 +151,69 @@ fn dry_run_prints_the_plan_and_starts_nothing() {
     assert!(text.contains("next: "), "{text}");
     assert!(!dir.path().join("created").exists());
 }
+
+fn run_json(file: &std::path::Path) -> Vec<Value> {
+    let out = flowrun()
+        .arg(file)
+        .args(["--log-format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn an_at_time_fires_once_when_due_and_a_past_one_only_within_the_grace() {
+    let soon = (chrono::Utc::now() + chrono::Duration::milliseconds(300)).to_rfc3339();
+    let just_past = (chrono::Utc::now() - chrono::Duration::milliseconds(200)).to_rfc3339();
+    let (_d, file) = write(&format!(
+        "jobs:
+  soon: {{ run: echo soon, trigger: {{ at: \"{soon}\" }} }}
+  late-ok: {{ run: echo late, trigger: {{ at: \"{just_past}\" }}, misfire_grace: 1m }}
+  too-late: {{ run: echo never, trigger: {{ at: \"2020-01-01T00:00:00Z\" }} }}
+"
+    ));
+    let ev = run_json(&file);
+    let started: Vec<&str> = ev
+        .iter()
+        .filter(|e| e["event"] == "run.start")
+        .map(|e| e["job"].as_str().unwrap())
+        .collect();
+    assert!(
+        started.contains(&"soon") && started.contains(&"late-ok"),
+        "{started:?}"
+    );
+    assert!(!started.contains(&"too-late"));
+    let soon_start = ev
+        .iter()
+        .find(|e| e["event"] == "run.start" && e["job"] == "soon")
+        .unwrap();
+    // Started at (not before) its instant, and promptly.
+    let scheduled =
+        chrono::DateTime::parse_from_rfc3339(soon_start["scheduled"].as_str().unwrap()).unwrap();
+    let ts = chrono::DateTime::parse_from_rfc3339(soon_start["ts"].as_str().unwrap()).unwrap();
+    assert!(ts >= scheduled);
+    assert!(soon_start["lateness_us"].as_i64().unwrap() >= 0);
+}
+
+#[test]
+fn interval_with_end_runs_a_bounded_number_of_times() {
+    let start = chrono::Utc::now() + chrono::Duration::milliseconds(100);
+    let end = start + chrono::Duration::milliseconds(450);
+    let (_d, file) = write(&format!(
+        "jobs:\n  tick: {{ run: [/bin/true], trigger: {{ interval: 100ms, start: \"{}\", end: \"{}\" }}, max_instances: 5 }}\n",
+        start.to_rfc3339(),
+        end.to_rfc3339()
+    ));
+    let ev = run_json(&file);
+    let runs = ev.iter().filter(|e| e["event"] == "run.start").count();
+    // start, +100, +200, +300, +400 ms: five firings on the grid, none after `end`; the workflow then ends.
+    assert_eq!(runs, 5);
+}
