@@ -155,6 +155,31 @@ struct Live {
     log: Option<Arc<Mutex<std::fs::File>>>,
 }
 
+impl Live {
+    fn new(
+        pending: Pending,
+        number: u64,
+        pid: u32,
+        feeder: Option<Feeder>,
+        log: Option<Arc<Mutex<std::fs::File>>>,
+    ) -> Live {
+        Live {
+            job: pending.job,
+            number,
+            pid,
+            started: Instant::now(),
+            attempt: pending.attempt,
+            input: pending.input,
+            scheduled: pending.scheduled,
+            stopping: false,
+            by_runner: false,
+            timed_out: false,
+            feeder,
+            log,
+        }
+    }
+}
+
 /// The streaming input of a `stdin:` reader run, kept for take-back.
 struct Feeder {
     task: JoinHandle<()>,
@@ -608,21 +633,8 @@ impl Dispatcher {
             Ok(started) => started,
             Err(e) => {
                 let reason = format!("cannot start `{}`: {e}", job.command.display());
-                let live = Live {
-                    job: job_id,
-                    number,
-                    pid: 0,
-                    started: Instant::now(),
-                    attempt: pending.attempt,
-                    input: pending.input,
-                    scheduled: pending.scheduled,
-                    stopping: false,
-                    by_runner: false,
-                    timed_out: false,
-                    feeder: None,
-                    log: None,
-                };
-                self.live.insert(id, live);
+                self.live
+                    .insert(id, Live::new(pending, number, 0, None, None));
                 let _ = self.tx.send(Msg::Exited {
                     id,
                     status: Err(reason),
@@ -761,23 +773,8 @@ impl Dispatcher {
             }
             let _ = tx.send(Msg::Exited { id, status, pump });
         });
-        self.live.insert(
-            id,
-            Live {
-                job: job_id,
-                number,
-                pid,
-                started: Instant::now(),
-                attempt: pending.attempt,
-                input: pending.input,
-                scheduled: pending.scheduled,
-                stopping: false,
-                by_runner: false,
-                timed_out: false,
-                feeder,
-                log,
-            },
-        );
+        self.live
+            .insert(id, Live::new(pending, number, pid, feeder, log));
     }
 
     /// The three standard streams of a new run (child ends) and the runner's ends of them.
