@@ -149,3 +149,23 @@ proptest! {
         prop_assert_eq!(v.plan.is_some(), v.errors() == 0);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+    /// Arbitrary text built from YAML's own punctuation and the format's words: never a panic, spans inside.
+    #[test]
+    fn arbitrary_text_never_panics(parts in prop::collection::vec(prop::sample::select(vec![
+        "jobs", "channels", "executors", "defaults", "run", "trigger", "each", "after", "cron", "interval", "at",
+        "stdin", "stdout", "kind", "pipe", "queue", "broadcast", "start", "5s", "\"*/5 * * * *\"", "Europe/Berlin",
+        ":", ": ", "\n", "  ", "- ", "[", "]", "{", "}", ",", "&x ", "*x", "<<: ", "!!map ", "'", "\"", "#", "|", ">",
+        "~", "null", "1", "-1", "1e9", "é", "\t", "---\n", "...\n", "? ",
+    ]), 0..80)) {
+        let text: String = parts.concat();
+        let source = Source::new("arbitrary.yaml", text.clone());
+        let v = validate(&source, now());
+        for d in &v.diagnostics {
+            prop_assert!(d.span.end() <= text.len());
+        }
+    }
+}
