@@ -32,7 +32,8 @@ pub struct LiveView {
     multi: MultiProgress,
     jobs: Vec<ProgressBar>,
     channels: Vec<ProgressBar>,
-    last_out: Vec<(u64, Instant)>,
+    /// Per channel, recent (time, out) samples: the rate is taken over the last few seconds.
+    samples: Vec<std::collections::VecDeque<(Instant, u64)>>,
     color: bool,
     overall: Option<ProgressBar>,
 }
@@ -91,7 +92,10 @@ impl LiveView {
             overall,
             jobs: job_bars,
             channels: channel_bars,
-            last_out: channels.iter().map(|_| (0, Instant::now())).collect(),
+            samples: channels
+                .iter()
+                .map(|_| std::collections::VecDeque::new())
+                .collect(),
             color,
         }
     }
@@ -123,14 +127,15 @@ impl LiveView {
             .max()
             .unwrap_or(8);
         for (bar, j) in self.jobs.iter().zip(jobs) {
+            // Padded before painting: escape codes have no width on screen.
             let state = if j.running > 0 {
-                paint(format!("running {}", j.running), "32")
+                paint(format!("{:<12}", format!("running {}", j.running)), "32")
             } else if j.waiting > 0 {
-                paint(format!("waiting {}", j.waiting), "33")
+                paint(format!("{:<12}", format!("waiting {}", j.waiting)), "33")
             } else if j.done {
-                paint("done".into(), "2")
+                paint(format!("{:<12}", "done"), "2")
             } else {
-                "idle".into()
+                format!("{:<12}", "idle")
             };
             let failed = if j.failed > 0 {
                 paint(format!("{} failed", j.failed), "31")
@@ -138,7 +143,7 @@ impl LiveView {
                 "0 failed".into()
             };
             let mut msg = format!(
-                "{:<width$}  {state:<12} runs {:>5}  ok {:>5}  {failed}",
+                "{:<width$}  {state} runs {:>5}  ok {:>5}  {failed}",
                 j.name, j.runs, j.succeeded
             );
             if let Some(exit) = &j.last_exit {
@@ -155,17 +160,26 @@ impl LiveView {
                 bar.tick();
             }
         }
-        for ((bar, c), last) in self
+        let now = Instant::now();
+        for ((bar, c), samples) in self
             .channels
             .iter()
             .zip(channels)
-            .zip(self.last_out.iter_mut())
+            .zip(self.samples.iter_mut())
         {
-            let elapsed = last.1.elapsed().as_secs_f64().max(0.001);
-            let rate = (c.out.saturating_sub(last.0)) as f64 / elapsed;
-            *last = (c.out, Instant::now());
+            samples.push_back((now, c.out));
+            while samples.len() > 2 && now.duration_since(samples[0].0) > RATE_WINDOW {
+                samples.pop_front();
+            }
+            let (t0, out0) = samples[0];
+            let elapsed = now.duration_since(t0).as_secs_f64();
+            let rate = if elapsed > 0.0 {
+                (c.out - out0) as f64 / elapsed
+            } else {
+                0.0
+            };
             bar.set_message(format!(
-                "{:<width$}  {:<9} in {:>9}  out {:>9}  waiting {:>6}  {:>9.0}/s",
+                "{:<width$}  {:<9} in {:>9}  out {:>9}  waiting {:>6}  {:>9.1}/s",
                 c.name, c.kind, c.taken_in, c.out, c.waiting, rate
             ));
         }
@@ -181,3 +195,4 @@ impl LiveView {
 }
 
 pub const TICK: Duration = Duration::from_millis(200);
+const RATE_WINDOW: Duration = Duration::from_secs(3);

@@ -666,7 +666,8 @@ impl Dispatcher {
         if let Some((_, n)) = &pending.input {
             e.messages = Some(*n as u64);
         }
-        let quiet = pending.input.is_some();
+        // Routine starts are in the status area when it is shown; plain output lists them.
+        let quiet = pending.input.is_some() || self.view.is_some();
         self.reporter.event(
             &e,
             (!quiet).then(|| format!("{}#{number} started (pid {pid})", job.name)),
@@ -927,17 +928,22 @@ impl Dispatcher {
                 run.started.elapsed().as_secs_f64()
             );
         }
+        let shown_status = if stopped_by_runner {
+            format!("stopped ({status_text})")
+        } else {
+            status_text.clone()
+        };
         let text = format!(
             "{}#{} {}{}",
             job.name,
             run.number,
-            status_text,
+            shown_status,
             reason
                 .as_ref()
                 .map(|r| format!(": {r}"))
                 .unwrap_or_default()
         );
-        let quiet = run.input.is_some() && success;
+        let quiet = success && (run.input.is_some() || self.view.is_some());
         self.reporter.event(&e, (!quiet).then_some(text));
 
         // Outcome: stopped by the runner at shutdown counts neither way.
