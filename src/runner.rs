@@ -764,13 +764,18 @@ impl Dispatcher {
                 Some(t) => t.await.ok(),
                 None => abandoned.then_some(PumpEnd::Abandoned),
             };
-            // Whatever the run left behind in its group is stopped too.
+            // Whatever the run left behind in its group is stopped too, and the run is over only when its
+            // group is: SIGTERM, a wait of up to stop_grace, then SIGKILL. Checked every 10 ms, and only while
+            // something is left, so a tidy run costs one kill(2).
             if pid != 0 && process::group_alive(pid) {
                 process::signal_group(pid, libc::SIGTERM);
-                tokio::spawn(async move {
-                    tokio::time::sleep(stop_grace).await;
+                let deadline = tokio::time::Instant::now() + stop_grace;
+                while process::group_running(pid) && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                if process::group_running(pid) {
                     process::signal_group(pid, libc::SIGKILL);
-                });
+                }
             }
             let _ = tx.send(Msg::Exited { id, status, pump });
         });
