@@ -75,7 +75,7 @@ pub fn validate(source: &Source, now: DateTime<Utc>) -> Validated {
     }
     // One problem in `defaults` is seen by every job; report it once.
     diagnostics.sort_by_key(|d| (d.span.offset, d.span.len, d.code.as_str()));
-    diagnostics.dedup_by(|a, b| a.code == b.code && a.span == b.span && a.message == b.message);
+    diagnostics.dedup_by(|a, b| a.code == b.code && a.span == b.span);
     Validated { diagnostics, plan }
 }
 
@@ -916,4 +916,177 @@ fn find_cycles(edges: &[Vec<(usize, Span)>]) -> Vec<Vec<usize>> {
         }
     }
     cycles
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    /// (code, the text the diagnostic points at) for every problem of a document.
+    fn found(text: &str) -> Vec<(&'static str, String)> {
+        let source = Source::new("t.yaml", text.to_string());
+        let now = Utc.with_ymd_and_hms(2026, 11, 25, 0, 0, 0).unwrap();
+        validate(&source, now)
+            .diagnostics
+            .into_iter()
+            .map(|d| (d.code.as_str(), source.slice(d.span).to_string()))
+            .collect()
+    }
+
+    fn one(text: &str) -> (&'static str, String) {
+        let all = found(text);
+        assert_eq!(all.len(), 1, "{all:?}");
+        all.into_iter().next().unwrap()
+    }
+
+    const PAIR: &str =
+        "channels: { c: {} }\njobs:\n  w: { run: x, stdout: c }\n  r: { run: y, stdin: c }\n";
+
+    #[test]
+    fn a_wired_pair_is_clean() {
+        assert_eq!(found(PAIR), []);
+    }
+
+    #[test]
+    fn undeclared_channel_for_every_kind_of_use() {
+        for key in ["stdin: nope", "stdout: nope", "trigger: { each: nope }"] {
+            let text = format!("jobs:\n  a: {{ run: x, {key} }}\n");
+            assert_eq!(one(&text), ("undeclared-channel", "nope".into()), "{key}");
+        }
+        let text = "channels: { c: {} }\njobs:\n  w: { run: x, stdout: c }\n  r: { run: y, trigger: { each: c }, dead_letter: nope }\n";
+        assert_eq!(one(text), ("undeclared-channel", "nope".into()));
+    }
+
+    #[test]
+    fn undeclared_executor_but_default_always_exists() {
+        assert_eq!(found("jobs:\n  a: { run: x, executor: default }\n"), []);
+        assert_eq!(
+            one("jobs:\n  a: { run: x, executor: gpu }\n"),
+            ("undeclared-executor", "gpu".into())
+        );
+    }
+
+    #[test]
+    fn unknown_job_and_cycles() {
+        assert_eq!(
+            one("jobs:\n  a: { run: x, trigger: { after: b } }\n"),
+            ("unknown-job", "b".into())
+        );
+        assert_eq!(
+            one("jobs:\n  a: { run: x, trigger: { after: a } }\n"),
+            ("dependency-cycle", "a".into())
+        );
+        let two = found("jobs:\n  a: { run: x, trigger: { after: b } }\n  b: { run: x, trigger: { after: a } }\n");
+        assert_eq!(two.len(), 1, "one cycle is reported once: {two:?}");
+        assert_eq!(two[0].0, "dependency-cycle");
+    }
+
+    #[test]
+    fn pipe_endpoints() {
+        let ok = PAIR.replace("c: {}", "c: { kind: pipe }");
+        assert_eq!(found(&ok), []);
+        let each = "channels: { c: { kind: pipe } }\njobs:\n  w: { run: x, stdout: c }\n  r: { run: y, trigger: { each: c } }\n";
+        assert_eq!(one(each), ("pipe-endpoints", "c".into()));
+        let many = ok.replace("max_instances: 1", "") + "defaults: { max_instances: 2 }\n";
+        assert!(
+            found(&many)
+                .iter()
+                .all(|(c, t)| *c == "pipe-endpoints" && t == "2"),
+            "{:?}",
+            found(&many)
+        );
+        let two_readers = ok.clone() + "  r2: { run: z, stdin: c }\n";
+        assert_eq!(one(&two_readers), ("pipe-endpoints", "c".into()));
+    }
+
+    #[test]
+    fn readers_and_writers() {
+        assert_eq!(
+            one("channels: { c: {} }\njobs:\n  w: { run: x, stdout: c }\n"),
+            ("no-reader", "c".into())
+        );
+        assert_eq!(
+            one("channels: { c: {} }\njobs:\n  r: { run: x, stdin: c }\n"),
+            ("no-writer", "c".into())
+        );
+        assert_eq!(
+            one("channels: { c: {} }\njobs:\n  a: { run: x }\n"),
+            ("unused-channel", "c".into())
+        );
+        // A dead letter is a write: the channel has a writer.
+        let dl = "channels: { c: {}, d: {} }\njobs:\n  w: { run: x, stdout: c }\n  r: { run: y, trigger: { each: c }, dead_letter: d }\n  z: { run: z, stdin: d }\n";
+        assert_eq!(found(dl), []);
+    }
+
+    #[test]
+    fn conflicting_keys() {
+        let base = "channels: { c: {}, d: {} }\njobs:\n  w: { run: x, stdout: c }\n";
+        let cases = [
+            ("  r: { run: y, stdin: c, trigger: { each: c } }\n", "c"),
+            (
+                "  r: { run: y, trigger: { each: c }, restart: always }\n",
+                "always",
+            ),
+            ("  r: { run: y, stdin: c, stdout: c }\n", "c"),
+            (
+                "  r: { run: y, trigger: { each: c }, dead_letter: c }\n",
+                "c",
+            ),
+        ];
+        for (job, at) in cases {
+            let text = format!("{base}{job}");
+            assert!(
+                found(&text).contains(&("conflicting-keys", at.to_string())),
+                "{job}: {:?}",
+                found(&text)
+            );
+        }
+        let jitter = "jobs:\n  a: { run: x, trigger: { interval: 1s, jitter: 1s } }\n";
+        assert_eq!(one(jitter), ("conflicting-keys", "1s".into()));
+        let order = "jobs:\n  a: { run: x, trigger: { interval: 1m, start: \"2030-01-02 00:00\", end: \"2030-01-01 00:00\", timezone: UTC } }\n";
+        assert_eq!(
+            one(order),
+            ("conflicting-keys", "\"2030-01-01 00:00\"".into())
+        );
+    }
+
+    #[test]
+    fn starved_executor() {
+        let text = "executors: { solo: { max_workers: 1 } }\n".to_string()
+            + &PAIR
+                .replace("stdout: c }", "stdout: c, executor: solo }")
+                .replace("stdin: c }", "stdin: c, executor: solo }");
+        assert_eq!(one(&text), ("starved-executor", "c".into()));
+        let two_workers = text.replace("max_workers: 1", "max_workers: 2");
+        assert_eq!(found(&two_workers), []);
+    }
+
+    #[test]
+    fn past_time_is_a_warning_and_the_plan_is_still_built() {
+        let text = "jobs:\n  a: { run: x, trigger: { at: \"2020-01-01T00:00:00Z\" } }\n";
+        assert_eq!(one(text), ("past-time", "\"2020-01-01T00:00:00Z\"".into()));
+        let source = Source::new("t.yaml", text.to_string());
+        assert!(validate(&source, Utc::now()).plan.is_some());
+    }
+
+    #[test]
+    fn defaults_apply_and_are_reported_once() {
+        let text = "defaults: { executor: nope }\njobs:\n  a: { run: x }\n  b: { run: y }\n";
+        assert_eq!(one(text), ("undeclared-executor", "nope".into()));
+        let source = Source::new(
+            "t.yaml",
+            "defaults: { timeout: 5m }\njobs:\n  a: { run: x }\n  b: { run: y, timeout: 1s }\n"
+                .into(),
+        );
+        let plan = validate(&source, Utc::now()).plan.unwrap();
+        assert_eq!(
+            plan.jobs[0].timeout,
+            Some(std::time::Duration::from_secs(300))
+        );
+        assert_eq!(
+            plan.jobs[1].timeout,
+            Some(std::time::Duration::from_secs(1))
+        );
+    }
 }
