@@ -178,6 +178,12 @@ impl Timetable {
                 }
             }
         }
+        // Two triggers of one job due at the same instant are one firing, not a firing and a skip.
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|d| match d {
+            Due::Fire { job, scheduled, .. } => seen.insert((*job, *scheduled)),
+            Due::Missed { .. } => true,
+        });
         out
     }
 }
@@ -291,6 +297,30 @@ mod tests {
         let table = Timetable::new(vec![at("2026-01-01T00:00:01Z", 5)], start);
         assert!(!table.can_fire(0, 0));
         assert_eq!(table.earliest(), None);
+    }
+
+    #[test]
+    fn triggers_of_one_job_due_together_fire_once() {
+        let start = t("2026-01-01T00:00:00Z");
+        let entry = |trigger, rule| Entry {
+            job: 0,
+            trigger,
+            rule,
+            misfire_grace: Duration::from_secs(1),
+            coalesce: true,
+        };
+        let every_minute = TimeRule::Interval {
+            anchor: start,
+            every: Duration::from_secs(60),
+            first_k: 1,
+            end: None,
+        };
+        let at_one = TimeRule::At {
+            at: t("2026-01-01T00:01:00Z"),
+        };
+        let mut table = Timetable::new(vec![entry(0, every_minute), entry(1, at_one)], start);
+        let due = table.due(t("2026-01-01T00:01:00.001Z"));
+        assert_eq!(due.len(), 1, "{due:?}");
     }
 
     proptest::proptest! {
