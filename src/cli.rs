@@ -9,7 +9,9 @@ use crate::render::Format;
 #[command(
     name = "flowrun",
     version,
-    about = "Run a declarative workflow file: jobs, triggers, executors and channels"
+    about = "Run a declarative workflow file: jobs, triggers, executors and channels",
+    override_usage = "flowrun FILE [--for DUR] [--dry-run] [--progress auto|always|never] [--log-format text|json] [--log-dir DIR]\n       flowrun <COMMAND> [ARGS]",
+    after_help = "Examples:\n  flowrun workflows/queue.yaml            run until Ctrl-C or until the work is done\n  flowrun validate --format github *.yaml  check files in CI\n  flowrun next nightly.yaml -n 3           the next fire times"
 )]
 pub struct Cli {
     #[command(subcommand)]
