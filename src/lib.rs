@@ -26,6 +26,7 @@ pub mod plan;
 pub mod process;
 pub mod render;
 pub mod report;
+pub mod run;
 pub mod runner;
 pub mod scheduler;
 pub mod source;

@@ -7,11 +7,9 @@ use std::collections::VecDeque;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
-use tokio::task::JoinHandle;
 
-use crate::channel::{self, Chunk, ExitFlag, FeedState, PumpEnd, Queue, Stats, Target};
+use crate::channel::{self, Chunk, PumpEnd, Queue, Stats, Target};
 use crate::cli::{Progress, RunArgs, TextOrJson};
 use crate::event::{timestamp, ChannelCounts, Event, JobCounts, Summary};
 use crate::exit;
@@ -19,6 +17,7 @@ use crate::live::{ChannelLine, JobLine, LiveView};
 use crate::plan::{ChannelKind, Plan, Restart, Status, Trigger, MAX_BACKOFF};
 use crate::process;
 use crate::report::{Mode, Reporter};
+use crate::run::{open_log, supervise, Feeder, LineSink, ParentEnds, Wiring};
 use crate::scheduler::{jitter_delay, Due, Entry, Timetable};
 use crate::walltimer::WallTimer;
 
@@ -108,27 +107,6 @@ enum Msg {
     Wake,
 }
 
-/// A new run's standard streams: the child's ends, and the runner's.
-struct Wiring {
-    stdin: OwnedFd,
-    stdout: OwnedFd,
-    stderr: OwnedFd,
-    parent: ParentEnds,
-}
-
-#[derive(Default)]
-struct ParentEnds {
-    /// An `each` run's messages and the pipe to write them into.
-    input_writer: Option<(OwnedFd, Arc<Vec<u8>>)>,
-    /// A `stdin:` reader's pipe (write end, a kept read end, its size) and its queue.
-    feeder_parts: Option<(OwnedFd, OwnedFd, usize, Arc<Queue>)>,
-    /// The read end of a queue or broadcast writer's output.
-    queue_output: Option<OwnedFd>,
-    /// The read end of unwired standard output (printed, prefixed).
-    stdout_read: Option<OwnedFd>,
-    stderr_read: Option<OwnedFd>,
-}
-
 /// A run waiting for a worker of its executor.
 struct Pending {
     job: usize,
@@ -178,14 +156,6 @@ impl Live {
             log,
         }
     }
-}
-
-/// The streaming input of a `stdin:` reader run, kept for take-back.
-struct Feeder {
-    task: JoinHandle<()>,
-    state: Arc<Mutex<FeedState>>,
-    read_end: OwnedFd,
-    queue: Arc<Queue>,
 }
 
 #[derive(Default)]
@@ -643,14 +613,6 @@ impl Dispatcher {
                 return;
             }
         };
-        let ParentEnds {
-            input_writer,
-            feeder_parts,
-            queue_output,
-            stdout_read,
-            stderr_read,
-        } = parent_ends;
-        let stderr_read = stderr_read.expect("wire always makes a stderr pipe");
         let pid = child.pid;
         let lateness = Utc::now() - pending.scheduled;
         let mut e = Event::new("run.start").job(&job.name, Some(number));
@@ -673,77 +635,6 @@ impl Dispatcher {
             (!quiet).then(|| format!("{}#{number} started (pid {pid})", job.name)),
         );
 
-        if let Some((w, data)) = input_writer {
-            tokio::spawn(async move {
-                if let Ok(mut w) = tokio::net::unix::pipe::Sender::from_owned_fd(w) {
-                    let _ = w.write_all(&data).await;
-                }
-            });
-        }
-        let feeder = feeder_parts.and_then(|(w, keep, size, queue)| {
-            let state = Arc::new(Mutex::new(FeedState::default()));
-            let sender = tokio::net::unix::pipe::Sender::from_owned_fd(w).ok()?;
-            let task = tokio::spawn(channel::feed(queue.clone(), sender, state.clone(), size));
-            Some(Feeder {
-                task,
-                state,
-                read_end: keep,
-                queue,
-            })
-        });
-
-        let exit_flag = Arc::new(ExitFlag::default());
-        let log = self
-            .log_dir
-            .as_ref()
-            .and_then(|dir| open_run_log(dir, &job, number, &scheduled));
-        let sink = LineSink {
-            reporter: self.reporter.clone(),
-            job: job.name.clone(),
-            run: number,
-            log: log.clone(),
-        };
-        let mut output_tasks = Vec::new();
-        if let Ok(stderr) = tokio::net::unix::pipe::Receiver::from_owned_fd(stderr_read) {
-            output_tasks.push(tokio::spawn(pump_lines(
-                stderr,
-                sink.clone(),
-                "stderr",
-                exit_flag.clone(),
-            )));
-        }
-        let mut writer_pump = None;
-        if let (Some(c), Some(read_end)) = (job.stdout, queue_output) {
-            let tx = self.tx.clone();
-            let target = Target {
-                queues: self.channels[c].queues.clone(),
-                max_message: self.plan.channels[c].max_message,
-                wake: Arc::new(move || {
-                    let _ = tx.send(Msg::Wake);
-                }),
-            };
-            match tokio::net::unix::pipe::Receiver::from_owned_fd(read_end) {
-                Ok(stdout) => {
-                    writer_pump = Some(tokio::spawn(channel::pump_writer(
-                        stdout,
-                        target,
-                        exit_flag.clone(),
-                    )))
-                }
-                Err(e) => {
-                    let end = PumpEnd::Error(e.to_string());
-                    writer_pump = Some(tokio::spawn(async move { end }));
-                }
-            }
-        }
-        if let Some(Ok(stdout)) = stdout_read.map(tokio::net::unix::pipe::Receiver::from_owned_fd) {
-            output_tasks.push(tokio::spawn(pump_lines(
-                stdout,
-                sink.clone(),
-                "stdout",
-                exit_flag.clone(),
-            )));
-        }
         if let Some(timeout) = job.timeout {
             let tx = self.tx.clone();
             tokio::spawn(async move {
@@ -751,34 +642,37 @@ impl Dispatcher {
                 let _ = tx.send(Msg::Timeout { id });
             });
         }
-        let tx = self.tx.clone();
-        let stop_grace = job.stop_grace;
-        tokio::spawn(async move {
-            let status = child.wait().await.map_err(|e| e.to_string());
-            exit_flag.set();
-            let mut abandoned = false;
-            for t in output_tasks {
-                abandoned |= t.await.unwrap_or(false);
+        let target = job.stdout.map(|c| {
+            let tx = self.tx.clone();
+            Target {
+                queues: self.channels[c].queues.clone(),
+                max_message: self.plan.channels[c].max_message,
+                wake: Arc::new(move || {
+                    let _ = tx.send(Msg::Wake);
+                }),
             }
-            let pump = match writer_pump {
-                Some(t) => t.await.ok(),
-                None => abandoned.then_some(PumpEnd::Abandoned),
-            };
-            // Whatever the run left behind in its group is stopped too, and the run is over only when its
-            // group is: SIGTERM, a wait of up to stop_grace, then SIGKILL. Checked every 10 ms, and only while
-            // something is left, so a tidy run costs one kill(2).
-            if pid != 0 && process::group_alive(pid) {
-                process::signal_group(pid, libc::SIGTERM);
-                let deadline = tokio::time::Instant::now() + stop_grace;
-                while process::group_running(pid) && tokio::time::Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                if process::group_running(pid) {
-                    process::signal_group(pid, libc::SIGKILL);
-                }
-            }
-            let _ = tx.send(Msg::Exited { id, status, pump });
         });
+        let log = self
+            .log_dir
+            .as_ref()
+            .and_then(|dir| open_log(dir, &job, number, &scheduled));
+        let sink = LineSink {
+            reporter: self.reporter.clone(),
+            job: job.name.clone(),
+            run: number,
+            log: log.clone(),
+        };
+        let tx = self.tx.clone();
+        let feeder = supervise(
+            child,
+            parent_ends,
+            sink,
+            target,
+            job.stop_grace,
+            move |status, pump| {
+                let _ = tx.send(Msg::Exited { id, status, pump });
+            },
+        );
         self.live
             .insert(id, Live::new(pending, number, pid, feeder, log));
     }
@@ -1473,96 +1367,5 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Print a run's output line by line, prefixed; stop waiting a short drain after the process exited.
-/// Create DIR/JOB/RUN.log with its header line. A log that cannot be written is reported, not fatal.
-fn open_run_log(
-    dir: &std::path::Path,
-    job: &crate::plan::Job,
-    run: u64,
-    scheduled: &str,
-) -> Option<Arc<Mutex<std::fs::File>>> {
-    use std::io::Write;
-    let folder = dir.join(&job.name);
-    let opened = std::fs::create_dir_all(&folder)
-        .and_then(|_| std::fs::File::create(folder.join(format!("{run}.log"))));
-    match opened {
-        Ok(mut file) => {
-            // One header line, even for a multi-line script.
-            let text = job.command.display();
-            let command: Vec<&str> = text
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .collect();
-            let _ = writeln!(
-                file,
-                "# {}#{run} scheduled {scheduled}: {}",
-                job.name,
-                command.join("; ")
-            );
-            Some(Arc::new(Mutex::new(file)))
-        }
-        Err(e) => {
-            eprintln!(
-                "flowrun: cannot write the log of {}#{run} under {}: {e}",
-                job.name,
-                dir.display()
-            );
-            None
-        }
-    }
-}
-
-/// Where a run's unwired output lines go: the reporter, and the run's log file under `--log-dir`.
-#[derive(Clone)]
-struct LineSink {
-    reporter: Arc<Reporter>,
-    job: String,
-    run: u64,
-    log: Option<Arc<Mutex<std::fs::File>>>,
-}
-
-impl LineSink {
-    fn line(&self, stream: &'static str, line: &[u8]) {
-        self.reporter.output(&self.job, self.run, stream, line);
-        if let Some(log) = &self.log {
-            use std::io::Write;
-            let mut file = log.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = file.write_all(line);
-            if line.last() != Some(&b'\n') {
-                let _ = file.write_all(b"\n");
-            }
-        }
-    }
-}
-
-/// Print a run's output line by line, prefixed; stop waiting a short drain after the process exited.
-/// Returns whether the pipe was abandoned (something the run left behind kept it open).
-async fn pump_lines<R: tokio::io::AsyncRead + Unpin>(
-    src: R,
-    sink: LineSink,
-    stream: &'static str,
-    exit: Arc<ExitFlag>,
-) -> bool {
-    let mut reader = BufReader::with_capacity(64 * 1024, src);
-    let mut line = Vec::with_capacity(256);
-    loop {
-        line.clear();
-        let read = tokio::select! {
-            r = reader.read_until(b'\n', &mut line) => r,
-            _ = exit.drained(channel::DRAIN) => {
-                if !line.is_empty() {
-                    sink.line(stream, &line);
-                }
-                return true;
-            }
-        };
-        match read {
-            Ok(0) | Err(_) => return false,
-            Ok(_) => sink.line(stream, &line),
-        }
     }
 }

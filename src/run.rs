@@ -1,0 +1,233 @@
+//! One run of a job, once spawned: feeding its standard input, pumping its output into channels or the log,
+//! waiting for it and for whatever it left in its process group. The dispatcher decides *what* runs; this file
+//! owns *how* a started run is tended, and reports its end through one callback.
+
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::task::JoinHandle;
+
+use crate::channel::{self, ExitFlag, FeedState, PumpEnd, Queue, Target};
+use crate::process::{self, Child};
+use crate::report::Reporter;
+
+/// A new run's standard streams: the child's ends, and the runner's.
+pub(crate) struct Wiring {
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    pub parent: ParentEnds,
+}
+
+#[derive(Default)]
+pub(crate) struct ParentEnds {
+    /// An `each` run's messages and the pipe to write them into.
+    pub input_writer: Option<(OwnedFd, Arc<Vec<u8>>)>,
+    /// A `stdin:` reader's pipe (write end, a kept read end, its size) and its queue.
+    pub feeder_parts: Option<(OwnedFd, OwnedFd, usize, Arc<Queue>)>,
+    /// The read end of a queue or broadcast writer's output.
+    pub queue_output: Option<OwnedFd>,
+    /// The read end of unwired standard output (printed, prefixed).
+    pub stdout_read: Option<OwnedFd>,
+    pub stderr_read: Option<OwnedFd>,
+}
+
+/// The streaming input of a `stdin:` reader run, kept for take-back.
+pub(crate) struct Feeder {
+    pub task: JoinHandle<()>,
+    pub state: Arc<Mutex<FeedState>>,
+    pub read_end: OwnedFd,
+    pub queue: Arc<Queue>,
+}
+
+/// Tend a started run: write an `each` run's messages, start the feeder of a `stdin:` reader, pump stdout into its
+/// channel (`target`) or the log, pump stderr, wait for the process and its group, then call `done` with the exit
+/// status and how the output pump ended. Returns the feeder, which the dispatcher needs for take-back.
+pub(crate) fn supervise(
+    child: Child,
+    parent_ends: ParentEnds,
+    sink: LineSink,
+    target: Option<Target>,
+    stop_grace: Duration,
+    done: impl FnOnce(Result<std::process::ExitStatus, String>, Option<PumpEnd>) + Send + 'static,
+) -> Option<Feeder> {
+    let ParentEnds {
+        input_writer,
+        feeder_parts,
+        queue_output,
+        stdout_read,
+        stderr_read,
+    } = parent_ends;
+    let pid = child.pid;
+    if let Some((w, data)) = input_writer {
+        tokio::spawn(async move {
+            if let Ok(mut w) = tokio::net::unix::pipe::Sender::from_owned_fd(w) {
+                let _ = w.write_all(&data).await;
+            }
+        });
+    }
+    let feeder = feeder_parts.and_then(|(w, keep, size, queue)| {
+        let state = Arc::new(Mutex::new(FeedState::default()));
+        let sender = tokio::net::unix::pipe::Sender::from_owned_fd(w).ok()?;
+        let task = tokio::spawn(channel::feed(queue.clone(), sender, state.clone(), size));
+        Some(Feeder {
+            task,
+            state,
+            read_end: keep,
+            queue,
+        })
+    });
+
+    let exit_flag = Arc::new(ExitFlag::default());
+    let mut output_tasks = Vec::new();
+    if let Some(Ok(stderr)) = stderr_read.map(tokio::net::unix::pipe::Receiver::from_owned_fd) {
+        output_tasks.push(tokio::spawn(pump_lines(
+            stderr,
+            sink.clone(),
+            "stderr",
+            exit_flag.clone(),
+        )));
+    }
+    let mut writer_pump = None;
+    if let (Some(target), Some(read_end)) = (target, queue_output) {
+        match tokio::net::unix::pipe::Receiver::from_owned_fd(read_end) {
+            Ok(stdout) => {
+                writer_pump = Some(tokio::spawn(channel::pump_writer(
+                    stdout,
+                    target,
+                    exit_flag.clone(),
+                )))
+            }
+            Err(e) => {
+                let end = PumpEnd::Error(e.to_string());
+                writer_pump = Some(tokio::spawn(async move { end }));
+            }
+        }
+    }
+    if let Some(Ok(stdout)) = stdout_read.map(tokio::net::unix::pipe::Receiver::from_owned_fd) {
+        output_tasks.push(tokio::spawn(pump_lines(
+            stdout,
+            sink.clone(),
+            "stdout",
+            exit_flag.clone(),
+        )));
+    }
+    tokio::spawn(async move {
+        let status = child.wait().await.map_err(|e| e.to_string());
+        exit_flag.set();
+        let mut abandoned = false;
+        for t in output_tasks {
+            abandoned |= t.await.unwrap_or(false);
+        }
+        let pump = match writer_pump {
+            Some(t) => t.await.ok(),
+            None => abandoned.then_some(PumpEnd::Abandoned),
+        };
+        // Whatever the run left behind in its group is stopped too, and the run is over only when its
+        // group is: SIGTERM, a wait of up to stop_grace, then SIGKILL. Checked every 10 ms, and only while
+        // something is left, so a tidy run costs one kill(2).
+        if pid != 0 && process::group_alive(pid) {
+            process::signal_group(pid, libc::SIGTERM);
+            let deadline = tokio::time::Instant::now() + stop_grace;
+            while process::group_running(pid) && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            if process::group_running(pid) {
+                process::signal_group(pid, libc::SIGKILL);
+            }
+        }
+        done(status, pump);
+    });
+    feeder
+}
+
+/// Create DIR/JOB/RUN.log with its header line. A log that cannot be written is reported, not fatal.
+pub(crate) fn open_log(
+    dir: &std::path::Path,
+    job: &crate::plan::Job,
+    run: u64,
+    scheduled: &str,
+) -> Option<Arc<Mutex<std::fs::File>>> {
+    use std::io::Write;
+    let folder = dir.join(&job.name);
+    let opened = std::fs::create_dir_all(&folder)
+        .and_then(|_| std::fs::File::create(folder.join(format!("{run}.log"))));
+    match opened {
+        Ok(mut file) => {
+            // One header line, even for a multi-line script.
+            let text = job.command.display();
+            let command: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            let _ = writeln!(
+                file,
+                "# {}#{run} scheduled {scheduled}: {}",
+                job.name,
+                command.join("; ")
+            );
+            Some(Arc::new(Mutex::new(file)))
+        }
+        Err(e) => {
+            eprintln!(
+                "flowrun: cannot write the log of {}#{run} under {}: {e}",
+                job.name,
+                dir.display()
+            );
+            None
+        }
+    }
+}
+
+/// Where a run's unwired output lines go: the reporter, and the run's log file under `--log-dir`.
+#[derive(Clone)]
+pub(crate) struct LineSink {
+    pub reporter: Arc<Reporter>,
+    pub job: String,
+    pub run: u64,
+    pub log: Option<Arc<Mutex<std::fs::File>>>,
+}
+
+impl LineSink {
+    fn line(&self, stream: &'static str, line: &[u8]) {
+        self.reporter.output(&self.job, self.run, stream, line);
+        if let Some(log) = &self.log {
+            use std::io::Write;
+            let mut file = log.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = file.write_all(line);
+            if line.last() != Some(&b'\n') {
+                let _ = file.write_all(b"\n");
+            }
+        }
+    }
+}
+
+/// Print a run's output line by line, prefixed; stop waiting a short drain after the process exited.
+/// Returns whether the pipe was abandoned (something the run left behind kept it open).
+async fn pump_lines<R: tokio::io::AsyncRead + Unpin>(
+    src: R,
+    sink: LineSink,
+    stream: &'static str,
+    exit: Arc<ExitFlag>,
+) -> bool {
+    let mut reader = BufReader::with_capacity(64 * 1024, src);
+    let mut line = Vec::with_capacity(256);
+    loop {
+        line.clear();
+        let read = tokio::select! {
+            r = reader.read_until(b'\n', &mut line) => r,
+            _ = exit.drained(channel::DRAIN) => {
+                if !line.is_empty() {
+                    sink.line(stream, &line);
+                }
+                return true;
+            }
+        };
+        match read {
+            Ok(0) | Err(_) => return false,
+            Ok(_) => sink.line(stream, &line),
+        }
+    }
+}
