@@ -805,7 +805,6 @@ impl Decoder<'_> {
 
     fn cron(&mut self, node: &Node) -> Option<Sp<CronExpr>> {
         let s = self.string(node, "a cron expression")?;
-        // The string's content starts after an opening quote when the value is quoted.
         match crate::trigger::parse_cron(&s.value) {
             Ok(cron) => Some(Sp::new(
                 CronExpr {
