@@ -175,7 +175,7 @@ fn an_at_time_fires_once_when_due_and_a_past_one_only_within_the_grace() {
     let just_past = (chrono::Utc::now() - chrono::Duration::milliseconds(200)).to_rfc3339();
     let (_d, file) = write(&format!(
         "jobs:
-  soon: {{ run: echo soon, trigger: {{ at: \"{soon}\" }} }}
+  soon: {{ run: echo soon, trigger: {{ at: \"{soon}\" }}, misfire_grace: 1m }}
   late-ok: {{ run: echo late, trigger: {{ at: \"{just_past}\" }}, misfire_grace: 1m }}
   too-late: {{ run: echo never, trigger: {{ at: \"2020-01-01T00:00:00Z\" }} }}
 "
