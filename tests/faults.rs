@@ -208,7 +208,8 @@ jobs:
 #[test]
 fn a_job_ignoring_sigterm_is_killed_after_stop_grace() {
     let (_d, file) = flow("jobs:\n  stubborn: { run: \"trap '' TERM; while :; do sleep 0.05; done\", stop_grace: 300ms }\n");
-    let (code, ev) = run_json(&file, &["--for", "500ms"]);
+    // Long enough for the shell to have set its trap before the stop.
+    let (code, ev) = run_json(&file, &["--for", "1500ms"]);
     assert_eq!(code, Some(0));
     let exit = ev.iter().find(|e| e["event"] == "run.exit").unwrap();
     assert_eq!(exit["signal"], "SIGKILL", "{exit}");
