@@ -155,7 +155,10 @@ impl LiveView {
                     next.with_timezone(&chrono::Local).format("%H:%M:%S")
                 ));
             }
-            bar.set_message(msg);
+            // An unchanged line is not redrawn: an idle runner under a live view stays (nearly) idle.
+            if bar.message() != msg {
+                bar.set_message(msg);
+            }
             if j.running > 0 {
                 bar.tick();
             }
@@ -178,10 +181,13 @@ impl LiveView {
             } else {
                 0.0
             };
-            bar.set_message(format!(
+            let msg = format!(
                 "{:<width$}  {:<9} in {:>9}  out {:>9}  waiting {:>6}  {:>9.1}/s",
                 c.name, c.kind, c.taken_in, c.out, c.waiting, rate
-            ));
+            );
+            if bar.message() != msg {
+                bar.set_message(msg);
+            }
         }
     }
 
