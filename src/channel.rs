@@ -285,7 +285,11 @@ impl Target {
                 let empty = Chunk::from_vec(Vec::new(), 0);
                 std::mem::replace(&mut chunk, empty)
             };
-            for q in &self.queues {
+            // A broadcast reader whose job has ended gets no more copies (its queue would only grow); the copy
+            // was never taken in for it, so in = out + left still holds. When no reader is left at all, the
+            // last piece is kept (as left) so the writer's final output is accounted for.
+            let all_gone = room == usize::MAX;
+            for q in self.queues.iter().filter(|q| all_gone || !q.is_orphaned()) {
                 q.stats
                     .taken_in
                     .fetch_add(piece.count as u64, Ordering::Relaxed);

@@ -314,3 +314,45 @@ jobs:
     assert_eq!(channel(&ev, "tasks"), (100_000, 100_000, 0));
     assert_eq!(channel(&ev, "dead"), (dead_n, dead_n, 0));
 }
+
+#[test]
+fn a_broadcast_reader_that_ends_early_neither_blocks_nor_bloats_the_others() {
+    if !std::path::Path::new("/usr/bin/time").exists() {
+        eprintln!("/usr/bin/time is not installed: skipping the memory measurement");
+        return;
+    }
+    let (_d, file) = flow(
+        "channels: { ev: { kind: broadcast, capacity: 100 } }
+jobs:
+  emit: { run: yes 0123456789abcdef | head -n 5000000, stdout: ev }
+  quick: { run: head -n 1, stdin: ev }
+  all: { run: wc -l, stdin: ev }
+",
+    );
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "maxrss_kib=%M"])
+        .arg(bin())
+        .arg(&file)
+        .args(["--log-format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let rss: u64 = err
+        .lines()
+        .find_map(|l| l.strip_prefix("maxrss_kib="))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(rss < 64 * 1024, "the runner used {rss} KiB");
+    let ev: Vec<Value> = err
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(output(&ev, "all"), ["5000000"]);
+    assert_eq!(output(&ev, "quick"), ["0123456789abcdef"]);
+    let (i, o, l) = channel(&ev, "ev");
+    assert_eq!(i, o + l);
+}
