@@ -799,6 +799,21 @@ impl Dispatcher {
             }
             _ => {}
         }
+        // A writer stopped by SIGPIPE because every reader of its channel had ended is what a shell pipeline
+        // does (`seq 1000000 | head -1`): not a failure.
+        let readers_gone = match job.stdout {
+            Some(c) if self.plan.channels[c].kind == ChannelKind::Pipe => {
+                self.channels[c].pipe_read.is_none()
+            }
+            Some(_) => matches!(pump, Some(PumpEnd::NoReader)),
+            None => false,
+        };
+        // (Through `sh -c` the shell reports its child's SIGPIPE as exit status 141.)
+        let sigpipe = e.signal.as_deref() == Some("SIGPIPE") || e.code == Some(128 + libc::SIGPIPE);
+        if !success && readers_gone && sigpipe {
+            success = true;
+            reason = Some("stopped by SIGPIPE: every reader of its channel had ended".into());
+        }
         if run.timed_out {
             success = false;
             reason = Some(format!(

@@ -570,3 +570,29 @@ fn a_second_sigint_kills_at_once_and_exits_130() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
 }
+
+#[test]
+fn writers_stopped_by_sigpipe_after_their_readers_ended_are_not_failures() {
+    // `seq 10000000 | head -n 1`, through a queue and through a pipe: exit 0, like the shell.
+    let f = flow(
+        "channels: { q: {}, p: { kind: pipe } }
+jobs:
+  gen: { run: seq 10000000, stdout: q }
+  first: { run: head -n 1, stdin: q }
+  gen2: { run: [seq, \"10000000\"], stdout: p }
+  first2: { run: head -n 1, stdin: p }
+",
+    );
+    let (out, ev) = f.run_json();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(output_lines(&ev, "first"), ["1"]);
+    assert_eq!(output_lines(&ev, "first2"), ["1"]);
+    let (i, o, l) = channel(&ev, "q");
+    assert_eq!(i, o + l);
+    assert!(l > 0, "what no reader took is reported as left");
+}
