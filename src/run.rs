@@ -5,7 +5,7 @@
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::task::JoinHandle;
 
 use crate::channel::{self, ExitFlag, FeedState, PumpEnd, Queue, Target};
@@ -204,6 +204,9 @@ impl LineSink {
     }
 }
 
+/// The longest piece of an output line printed at once.
+const MAX_LINE: u64 = 64 * 1024;
+
 /// Print a run's output line by line, prefixed; stop waiting a short drain after the process exited.
 /// Returns whether the pipe was abandoned (something the run left behind kept it open).
 async fn pump_lines<R: tokio::io::AsyncRead + Unpin>(
@@ -216,8 +219,11 @@ async fn pump_lines<R: tokio::io::AsyncRead + Unpin>(
     let mut line = Vec::with_capacity(256);
     loop {
         line.clear();
+        // A line is printed in pieces of at most MAX_LINE bytes, so a job that never writes a newline cannot
+        // make the runner hold its whole output.
+        let mut limited = (&mut reader).take(MAX_LINE);
         let read = tokio::select! {
-            r = reader.read_until(b'\n', &mut line) => r,
+            r = limited.read_until(b'\n', &mut line) => r,
             _ = exit.drained(channel::DRAIN) => {
                 if !line.is_empty() {
                     sink.line(stream, &line);

@@ -356,3 +356,36 @@ jobs:
     let (i, o, l) = channel(&ev, "ev");
     assert_eq!(i, o + l);
 }
+
+#[test]
+fn output_without_newlines_is_printed_in_pieces_with_bounded_memory() {
+    if !std::path::Path::new("/usr/bin/time").exists() {
+        eprintln!("/usr/bin/time is not installed: skipping the memory measurement");
+        return;
+    }
+    let (_d, file) =
+        flow("jobs:\n  noisy: { run: \"head -c 100000000 /dev/zero | tr '\\\\0' x\" }\n");
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "maxrss_kib=%M"])
+        .arg(bin())
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let rss: u64 = err
+        .lines()
+        .find_map(|l| l.strip_prefix("maxrss_kib="))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        rss < 64 * 1024,
+        "the runner used {rss} KiB for one 100 MB line"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let pieces: Vec<&str> = stdout.lines().collect();
+    assert_eq!(pieces.len(), 100_000_000usize.div_ceil(64 * 1024));
+    assert!(pieces.iter().all(|p| p.starts_with("noisy#1 | x")));
+}
