@@ -233,12 +233,15 @@ pub async fn run(plan: Plan, reporter: Arc<Reporter>, options: Options) -> i32 {
         .expect("SIGINT handler");
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
+    // A closed terminal (SIGHUP) stops the workflow as gracefully as SIGTERM.
+    let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .expect("SIGHUP handler");
     let mut d = Dispatcher::new(plan, reporter, tx);
     d.log_dir = options.log_dir;
     d.view = options.live;
     d.color = options.color;
     d.start();
-    d.main_loop(&mut rx, run_for, &mut sigint, &mut sigterm)
+    d.main_loop(&mut rx, run_for, &mut sigint, &mut sigterm, &mut sighup)
         .await
 }
 
@@ -374,6 +377,7 @@ impl Dispatcher {
         run_for: Option<Duration>,
         sigint: &mut tokio::signal::unix::Signal,
         sigterm: &mut tokio::signal::unix::Signal,
+        sighup: &mut tokio::signal::unix::Signal,
     ) -> i32 {
         let deadline = run_for.map(|d| tokio::time::Instant::now() + d);
         let mut timer = WallTimer::new().expect("a timerfd can be created");
@@ -400,6 +404,7 @@ impl Dispatcher {
                     }
                 }
                 _ = sigterm.recv() => self.stop("SIGTERM"),
+                _ = sighup.recv() => self.stop("SIGHUP"),
                 _ = sleep_until_opt(deadline), if deadline.is_some() && !self.stopping => self.stop("--for elapsed"),
             }
         }
