@@ -115,7 +115,7 @@ impl Decoder<'_> {
                         format!("unknown key `{name}` in {what}"),
                     )
                     .label("not a key of this mapping")
-                    .help(suggestion_help(name, &candidates, "key")),
+                    .help(key_help(name, &candidates)),
                 );
                 continue;
             }
@@ -251,8 +251,28 @@ impl Decoder<'_> {
     }
 
     fn boolean(&mut self, node: &Node) -> Option<Sp<bool>> {
-        match node.value {
-            Value::Bool(b) => Some(Sp::new(b, node.span)),
+        match &node.value {
+            Value::Bool(b) => Some(Sp::new(*b, node.span)),
+            Value::Str(word)
+                if matches!(
+                    word.to_lowercase().as_str(),
+                    "yes" | "no" | "on" | "off" | "y" | "n"
+                ) =>
+            {
+                let meant = matches!(word.to_lowercase().as_str(), "yes" | "on" | "y");
+                self.push(
+                    Diagnostic::new(
+                        Code::InvalidValue,
+                        node.span,
+                        format!("`{word}` is a string, not a boolean"),
+                    )
+                    .label("not a boolean")
+                    .help(format!(
+                        "only `true` and `false` are booleans here; write `{meant}`"
+                    )),
+                );
+                None
+            }
             _ => {
                 self.type_error(node, "`true` or `false`");
                 None
@@ -393,7 +413,17 @@ impl Decoder<'_> {
             Span::new(0, 0),
             "the workflow",
         )?;
-        let version = f.get("version").and_then(|n| self.uint(n, 1, 1, "version"));
+        let version = f.get("version").and_then(|n| match n.value {
+            Value::Int(1) => Some(Sp::new(1, n.span)),
+            _ => {
+                self.invalid(
+                    n.span,
+                    "only version 1 of the format exists",
+                    "write `version: 1`, or leave it out",
+                );
+                None
+            }
+        });
         let name = f.get("name").and_then(|n| self.string(n, "a string"));
         let description = f
             .get("description")
@@ -651,9 +681,8 @@ impl Decoder<'_> {
                 return Some(Sp::new(TriggerSpec::Start(StartWord::Start), node.span));
             }
             let help = match crate::diagnostic::did_you_mean(word, TRIGGER_WORDS.iter().copied()) {
-                Some("start") | None => {
-                    "a trigger is `start` or a mapping such as `{ interval: 1m }`".to_string()
-                }
+                Some("start") => "did you mean `start`?".to_string(),
+                None => "a trigger is `start` or a mapping such as `{ interval: 1m }`".to_string(),
                 Some(best) => format!("did you mean `{{ {best}: ... }}`?"),
             };
             self.push(
@@ -684,7 +713,9 @@ impl Decoder<'_> {
             let span = first.map_or(node.span, |k| k.span);
             let word = first.and_then(|k| k.as_str()).unwrap_or("");
             let help =
-                match crate::diagnostic::did_you_mean(word, TRIGGER_WORDS[1..].iter().copied()) {
+                match crate::diagnostic::did_you_mean(word, TRIGGER_WORDS[1..].iter().copied())
+                    .or(synonym(word))
+                {
                     Some(best) => format!("did you mean `{best}`?"),
                     None => {
                         "a trigger mapping has one of `cron`, `interval`, `at`, `after`, `each`"
@@ -842,6 +873,47 @@ fn field_span(scalar: Span, value: &str, start: usize, len: usize) -> Span {
     }
 }
 
+/// "did you mean" for a key: the nearest spelling, else what other tools call it, else the list.
+fn key_help(name: &str, candidates: &[&str]) -> String {
+    if crate::diagnostic::did_you_mean(name, candidates.iter().copied()).is_none() {
+        if let Some(ours) = key_synonym(name).filter(|k| candidates.contains(k)) {
+            return format!("did you mean `{ours}`?");
+        }
+    }
+    suggestion_help(name, candidates, "key")
+}
+
+/// Job keys as other tools spell them (GitHub Actions, docker-compose, process-compose, Dagu, APScheduler).
+fn key_synonym(name: &str) -> Option<&'static str> {
+    match name.to_lowercase().as_str() {
+        "command" | "cmd" | "script" | "exec" | "shell" | "func" => Some("run"),
+        "schedule" | "triggers" | "on" | "when" | "depends_on" | "needs" => Some("trigger"),
+        "workdir" | "working_dir" | "working-directory" | "working_directory" | "dir"
+        | "directory" => Some("cwd"),
+        "environment" | "vars" | "variables" => Some("env"),
+        "retries" | "max_retries" => Some("retry"),
+        "restart_policy" => Some("restart"),
+        "input" => Some("stdin"),
+        "output" => Some("stdout"),
+        "misfire_grace_time" => Some("misfire_grace"),
+        "timeout_seconds" | "timeout-minutes" | "timeout_minutes" => Some("timeout"),
+        "type" => Some("kind"),
+        _ => None,
+    }
+}
+
+/// What other schedulers call our trigger kinds (APScheduler, GitHub Actions, Dagu, process-compose).
+fn synonym(word: &str) -> Option<&'static str> {
+    match word.to_lowercase().as_str() {
+        "every" | "seconds" | "minutes" | "hours" | "period" | "repeat" => Some("interval"),
+        "schedule" | "crontab" | "cron_expression" => Some("cron"),
+        "once" | "date" | "run_date" | "when" => Some("at"),
+        "needs" | "depends_on" | "depends" | "requires" => Some("after"),
+        "for_each" | "foreach" | "on_message" | "per_message" => Some("each"),
+        _ => None,
+    }
+}
+
 fn missing_help(key: &str) -> String {
     match key {
         "run" => "add `run: <command>` (a shell string or a list of arguments)".into(),
@@ -900,6 +972,21 @@ mod tests {
     fn cron_label_is_on_the_bad_field() {
         let p = problems("jobs:\n  a:\n    run: x\n    trigger: { cron: \"0 25 * * *\" }\n");
         assert_eq!(p, [(Code::InvalidCron, "25".to_string())]);
+    }
+
+    #[test]
+    fn other_tools_spellings_are_recognised() {
+        let p = problems("jobs:\n  a:\n    command: make\n    working_dir: /tmp\n    run: x\n    coalesce: yes\n");
+        assert_eq!(
+            p.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
+            [Code::UnknownKey, Code::UnknownKey, Code::InvalidValue]
+        );
+        let root = crate::yaml::parse("jobs:\n  a: { command: make, run: x }\n").unwrap();
+        let source = Source::new("t.yaml", String::new());
+        let mut out = Vec::new();
+        decode(&root, &source, &mut out);
+        assert_eq!(out[0].help.as_deref(), Some("did you mean `run`?"));
+        assert_eq!(synonym("every"), Some("interval"));
     }
 
     #[test]
