@@ -162,4 +162,11 @@ impl Plan {
     pub fn job_id(&self, name: &str) -> Option<JobId> {
         self.jobs.iter().position(|j| j.name == name)
     }
+
+    /// Whether the workflow ends by itself: no job has a time trigger or restarts.
+    pub fn ends_by_itself(&self) -> bool {
+        self.jobs
+            .iter()
+            .all(|j| !j.has_time_trigger() && j.restart == Restart::Never)
+    }
 }

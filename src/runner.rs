@@ -52,16 +52,13 @@ pub fn run_command(args: RunArgs) -> i32 {
     let mut reporter = Reporter::new(mode);
     let live = show_live.then(|| {
         let names: Vec<String> = plan.channels.iter().map(|c| c.name.clone()).collect();
-        let finite = plan
-            .jobs
-            .iter()
-            .all(|j| !j.has_time_trigger() && j.restart == crate::plan::Restart::Never);
+        let always = args.progress == Progress::Always;
         LiveView::new(
             plan.jobs.len(),
             &names,
             color,
-            args.progress == Progress::Always,
-            finite,
+            always,
+            plan.ends_by_itself(),
         )
     });
     if let Some(view) = &live {

@@ -435,11 +435,7 @@ fn every_example_runs_and_the_finite_ones_end_by_themselves() {
         let plan = flowrun::validate::validate(&source, chrono::Utc::now())
             .plan
             .unwrap();
-        // An example ends by itself unless a job has a time trigger or restarts.
-        let finite = plan
-            .jobs
-            .iter()
-            .all(|j| !j.has_time_trigger() && j.restart == flowrun::plan::Restart::Never);
+        let finite = plan.ends_by_itself();
         // A finite one gets a generous deadline it must not reach; the others run for a moment.
         let deadline = if finite { "60s" } else { "1500ms" };
         let out = bin()
