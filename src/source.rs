@@ -55,7 +55,7 @@ pub enum ReadError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{path} is {size} bytes; a workflow file may be at most 4 MiB")]
+    #[error("{path} is over 4 MiB ({size} bytes or more); a workflow file may be at most 4 MiB")]
     TooLarge { path: String, size: u64 },
     #[error("{path} is not UTF-8 text (invalid byte at offset {offset})")]
     NotUtf8 { path: String, offset: usize },
@@ -86,7 +86,13 @@ impl Source {
                 size: meta.len(),
             });
         }
-        let bytes = std::fs::read(path).map_err(io)?;
+        // Read at most one byte past the limit: a device or FIFO reports size 0 and may never end (/dev/zero).
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(std::fs::File::open(path).map_err(io)?, MAX_FILE_BYTES + 1),
+            &mut bytes,
+        )
+        .map_err(io)?;
         if bytes.len() as u64 > MAX_FILE_BYTES {
             return Err(ReadError::TooLarge {
                 path: shown,

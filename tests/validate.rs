@@ -323,3 +323,10 @@ fn examples_conform_to_the_schema() {
     let bad: Value = serde_json::json!({ "jobs": { "a": { "run": "x", "tigger": "start" } } });
     assert!(!validator.is_valid(&bad));
 }
+
+#[test]
+fn an_endless_device_is_refused_not_read_for_ever() {
+    let out = flowrun().args(["validate", "/dev/zero"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("over 4 MiB"));
+}
