@@ -198,11 +198,20 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
 fn short_message(full: &str) -> String {
     let first = full.lines().next().unwrap_or(full);
     let first = first.strip_prefix("error: ").unwrap_or(first);
-    match first
+    let message = match first
         .strip_prefix("line ")
         .and_then(|rest| rest.split_once(": "))
     {
-        Some((_, message)) => message.to_string(),
-        None => first.to_string(),
+        Some((_, message)) => message,
+        None => first,
+    };
+    // The parser's own words for its safety limits, said for a person.
+    if message.starts_with("budget breached: Depth") || message.starts_with("recursion limit") {
+        return "the YAML is nested too deeply (the limit is 64 levels)".into();
     }
+    if message.contains("alias replay limit") {
+        return "aliases expand to too much (an alias bomb?); the limit is 200,000 expanded values"
+            .into();
+    }
+    message.to_string()
 }
