@@ -3,6 +3,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::plan::{Plan, Trigger};
+use crate::values::format_duration;
 
 pub fn describe(plan: &Plan, now: DateTime<Utc>) -> String {
     let mut out = format!(
@@ -34,7 +35,17 @@ pub fn describe(plan: &Plan, now: DateTime<Utc>) -> String {
     }
     out.push_str("\njobs:\n");
     for (j, job) in plan.jobs.iter().enumerate() {
-        out.push_str(&format!("  {}: {}\n", job.name, job.command.display()));
+        let command = job.command.display();
+        let command = command.trim_end();
+        if command.contains('\n') {
+            // A multi-line script is shown as a block under the job's name.
+            out.push_str(&format!("  {}:\n", job.name));
+            for line in command.lines() {
+                out.push_str(&format!("      | {line}\n"));
+            }
+        } else {
+            out.push_str(&format!("  {}: {command}\n", job.name));
+        }
         out.push_str(&format!(
             "    executor {}, max_instances {}, cwd {}\n",
             plan.executors[job.executor].name,
@@ -72,6 +83,28 @@ pub fn describe(plan: &Plan, now: DateTime<Utc>) -> String {
         }
         if let Some(c) = job.stdout {
             out.push_str(&format!("    stdout: {}\n", plan.channels[c].name));
+        }
+        if let Some(c) = job.dead_letter {
+            out.push_str(&format!("    dead_letter: {}\n", plan.channels[c].name));
+        }
+        let mut limits = Vec::new();
+        if let Some(t) = job.timeout {
+            limits.push(format!("timeout {}", format_duration(t)));
+        }
+        if let Some(r) = &job.retry {
+            limits.push(format!(
+                "retry {} (backoff {})",
+                r.attempts,
+                format_duration(r.backoff)
+            ));
+        }
+        match job.restart {
+            crate::plan::Restart::Never => {}
+            crate::plan::Restart::OnFailure => limits.push("restart on-failure".into()),
+            crate::plan::Restart::Always => limits.push("restart always".into()),
+        }
+        if !limits.is_empty() {
+            out.push_str(&format!("    {}\n", limits.join(", ")));
         }
     }
     out
