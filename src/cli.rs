@@ -24,8 +24,10 @@ pub enum Command {
     Run(RunArgs),
     /// Check workflow files without running anything.
     Validate {
+        /// Workflow files; every problem of every file is reported.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// human (a report with the source), json (one document), github (annotations).
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
         /// Fail (exit 1) on warnings too.
@@ -34,9 +36,11 @@ pub enum Command {
     },
     /// Print the next fire times of time-triggered jobs.
     Next {
+        /// The workflow file.
         file: PathBuf,
         /// Only these jobs.
         jobs: Vec<String>,
+        /// How many fire times per job.
         #[arg(short = 'n', long = "count", default_value_t = 5)]
         count: usize,
         /// Start from this date-time instead of now (RFC 3339, or local in the system zone).
@@ -47,6 +51,7 @@ pub enum Command {
     },
     /// Print the jobs and channels as a graph.
     Graph {
+        /// The workflow file.
         file: PathBuf,
         #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
         format: GraphFormat,
@@ -61,19 +66,22 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
+    /// The workflow file.
     pub file: PathBuf,
     /// Stop after this long (e.g. `30s`, `1h`).
-    #[arg(long = "for", value_parser = parse_duration_arg)]
+    #[arg(long = "for", value_name = "DUR", value_parser = parse_duration_arg)]
     pub run_for: Option<std::time::Duration>,
     /// Print the validated plan and exit.
     #[arg(long)]
     pub dry_run: bool,
+    /// The live status area: on a terminal (auto), always, or never.
     #[arg(long, value_enum, default_value_t = Progress::Auto)]
     pub progress: Progress,
+    /// `json`: one JSON event per line on stderr (the machine-readable record of the run).
     #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
     pub log_format: TextOrJson,
     /// Also write each run's output to DIR/JOB/RUN.log.
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub log_dir: Option<PathBuf>,
 }
 
