@@ -60,7 +60,7 @@ impl Chunk {
 /// The index of the `n`-th (1-based) newline. Whole blocks are counted (vectorised) and only the last block
 /// is searched newline by newline: splitting is then about as cheap as counting.
 fn nth_newline(bytes: &[u8], n: usize) -> Option<usize> {
-    const BLOCK: usize = 4096;
+    const BLOCK: usize = 256;
     let mut remaining = n;
     let mut offset = 0;
     for block in bytes.chunks(BLOCK) {
