@@ -102,6 +102,8 @@ struct Inner {
     chunks: VecDeque<Chunk>,
     waiting: usize,
     closed: bool,
+    /// Streaming feeders parked for want of messages: a writer may hand them a whole read at once.
+    idle_feeders: usize,
 }
 
 impl Queue {
@@ -142,8 +144,15 @@ impl Queue {
         self.orphaned.load(Ordering::Acquire)
     }
 
+    /// How many messages a writer may add now. When nothing waits and a reader's feeder is parked, a whole read
+    /// may go at once: it is handed straight to a ready reader rather than waiting, so `capacity` (which bounds
+    /// messages that wait for want of a reader) still holds, and the pump and feeder trade large blocks instead of
+    /// ping-ponging `capacity` messages at a time.
     fn room(&self) -> usize {
         let inner = self.inner.lock().unwrap();
+        if inner.waiting == 0 && inner.idle_feeders > 0 {
+            return usize::MAX / 2;
+        }
         self.capacity.saturating_sub(inner.waiting)
     }
 
@@ -241,9 +250,23 @@ impl Queue {
                 if inner.closed {
                     return None;
                 }
+                inner.idle_feeders += 1;
             }
+            // Counted as parked until woken or cancelled (a feeder is aborted when its reader exits).
+            let _parked = Parked(self);
+            self.space.notify_waiters();
             notified.await;
         }
+    }
+}
+
+/// Un-counts a parked feeder however its wait ends.
+struct Parked<'a>(&'a Queue);
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        let mut inner = self.0.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.idle_feeders -= 1;
     }
 }
 
