@@ -62,6 +62,41 @@ fn alive(pid: u32) -> bool {
     }
 }
 
+/// Run flowrun under `/usr/bin/time` and return (exit code, peak resident KiB, JSON events, stdout), or `None`
+/// when `/usr/bin/time` is not installed (the memory tests then say so and pass).
+fn run_measured(file: &PathBuf, extra: &[&str]) -> Option<(Option<i32>, u64, Vec<Value>, String)> {
+    if !std::path::Path::new("/usr/bin/time").exists() {
+        eprintln!("/usr/bin/time is not installed: skipping the memory measurement");
+        return None;
+    }
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "maxrss_kib=%M"])
+        .arg(bin())
+        .arg(file)
+        .args(extra)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let rss = err
+        .lines()
+        .find_map(|l| l.strip_prefix("maxrss_kib="))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let events = err
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    Some((
+        out.status.code(),
+        rss,
+        events,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    ))
+}
+
 #[test]
 fn a_reader_killed_mid_stream_loses_nothing() {
     // Each reader run SIGKILLs itself after every 7,000th line; the next run gets what it left unread.
@@ -162,10 +197,6 @@ jobs:
 
 #[test]
 fn a_reader_that_never_reads_holds_the_writer_back_with_bounded_memory() {
-    if !std::path::Path::new("/usr/bin/time").exists() {
-        eprintln!("/usr/bin/time is not installed: skipping the memory measurement");
-        return;
-    }
     let (_d, file) = flow(
         "channels: { lines: {} }
 jobs:
@@ -173,30 +204,14 @@ jobs:
   ignore: { run: sleep 1000, stdin: lines, stop_grace: 100ms }
 ",
     );
-    let out = Command::new("/usr/bin/time")
-        .args(["-f", "maxrss_kib=%M"])
-        .arg(bin())
-        .arg(&file)
-        .args(["--for", "3s", "--log-format", "json"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    let rss: u64 = err
-        .lines()
-        .find_map(|l| l.strip_prefix("maxrss_kib="))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let Some((_, rss, ev, _)) = run_measured(&file, &["--for", "3s", "--log-format", "json"])
+    else {
+        return;
+    };
     assert!(
         rss < 64 * 1024,
         "the runner used {rss} KiB while a writer offered 1 GB"
     );
-    let ev: Vec<Value> = err
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
     let (i, o, l) = channel(&ev, "lines");
     assert_eq!(i, o + l);
     assert!(
@@ -317,10 +332,6 @@ jobs:
 
 #[test]
 fn a_broadcast_reader_that_ends_early_neither_blocks_nor_bloats_the_others() {
-    if !std::path::Path::new("/usr/bin/time").exists() {
-        eprintln!("/usr/bin/time is not installed: skipping the memory measurement");
-        return;
-    }
     let (_d, file) = flow(
         "channels: { ev: { kind: broadcast, capacity: 100 } }
 jobs:
@@ -329,28 +340,11 @@ jobs:
   all: { run: wc -l, stdin: ev }
 ",
     );
-    let out = Command::new("/usr/bin/time")
-        .args(["-f", "maxrss_kib=%M"])
-        .arg(bin())
-        .arg(&file)
-        .args(["--log-format", "json"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    let err = String::from_utf8_lossy(&out.stderr);
-    let rss: u64 = err
-        .lines()
-        .find_map(|l| l.strip_prefix("maxrss_kib="))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let Some((code, rss, ev, _)) = run_measured(&file, &["--log-format", "json"]) else {
+        return;
+    };
+    assert_eq!(code, Some(0));
     assert!(rss < 64 * 1024, "the runner used {rss} KiB");
-    let ev: Vec<Value> = err
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
     assert_eq!(output(&ev, "all"), ["5000000"]);
     assert_eq!(output(&ev, "quick"), ["0123456789abcdef"]);
     let (i, o, l) = channel(&ev, "ev");
@@ -359,32 +353,16 @@ jobs:
 
 #[test]
 fn output_without_newlines_is_printed_in_pieces_with_bounded_memory() {
-    if !std::path::Path::new("/usr/bin/time").exists() {
-        eprintln!("/usr/bin/time is not installed: skipping the memory measurement");
-        return;
-    }
     let (_d, file) =
         flow("jobs:\n  noisy: { run: \"head -c 100000000 /dev/zero | tr '\\\\0' x\" }\n");
-    let out = Command::new("/usr/bin/time")
-        .args(["-f", "maxrss_kib=%M"])
-        .arg(bin())
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    let err = String::from_utf8_lossy(&out.stderr);
-    let rss: u64 = err
-        .lines()
-        .find_map(|l| l.strip_prefix("maxrss_kib="))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let Some((code, rss, _, stdout)) = run_measured(&file, &[]) else {
+        return;
+    };
+    assert_eq!(code, Some(0));
     assert!(
         rss < 64 * 1024,
         "the runner used {rss} KiB for one 100 MB line"
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
     let pieces: Vec<&str> = stdout.lines().collect();
     assert_eq!(pieces.len(), 100_000_000usize.div_ceil(64 * 1024));
     assert!(pieces.iter().all(|p| p.starts_with("noisy#1 | x")));
