@@ -167,7 +167,11 @@ extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
 /// signal is tied to the thread that created the child.
 pub fn spawn(spec: SpawnSpec) -> io::Result<Child> {
     let job = spec.job;
-    let mut env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    // The runner's own environment is read once: it is the base of every run's, and spawning is a hot path.
+    static INHERITED: std::sync::OnceLock<Vec<(OsString, OsString)>> = std::sync::OnceLock::new();
+    let mut env: Vec<(OsString, OsString)> = INHERITED
+        .get_or_init(|| std::env::vars_os().collect())
+        .clone();
     let mut set = |key: &str, value: &OsStr| {
         env.retain(|(k, _)| k != key);
         env.push((key.into(), value.to_os_string()));
