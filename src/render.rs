@@ -137,13 +137,14 @@ pub fn json(reports: &[FileReport]) -> String {
 pub fn github(report: &FileReport) -> String {
     let mut out = String::new();
     for d in report.diagnostics {
-        let (line, col, end_line, end_col) = report.source.map_or((1, 1, 1, 1), |s| position(s, d));
+        // Exactly SPEC §3's form (file, line, col, title); the help follows the message on its own line.
+        let (line, col, _, _) = report.source.map_or((1, 1, 1, 1), |s| position(s, d));
         let mut message = d.message.clone();
         if let Some(help) = &d.help {
             message.push_str(&format!("\n{help}"));
         }
         out.push_str(&format!(
-            "::{} file={},line={line},col={col},endLine={end_line},endColumn={end_col},title=flowrun({})::{}\n",
+            "::{} file={},line={line},col={col},title=flowrun({})::{}\n",
             d.severity().as_str(),
             escape_property(&report.file),
             d.code.as_str(),
