@@ -520,7 +520,10 @@ impl Dispatcher {
                 };
                 self.jobs[pending.job].pending -= 1;
                 self.executors[ex].busy += 1;
-                self.start_run(pending);
+                // A lone time firing is started on this CPU for latency; bursts and message runs are left to
+                // the scheduler, which spreads them over the CPUs for throughput.
+                let alone = pending.coalesced > 0 && self.executors[ex].waiting.is_empty();
+                self.start_run(pending, alone);
             }
         }
     }
@@ -578,7 +581,7 @@ impl Dispatcher {
         }
     }
 
-    fn start_run(&mut self, pending: Pending) {
+    fn start_run(&mut self, pending: Pending, pin: bool) {
         let job_id = pending.job;
         let number = self.jobs[job_id].next_number;
         self.jobs[job_id].next_number += 1;
@@ -598,6 +601,7 @@ impl Dispatcher {
                 stdin: w.stdin,
                 stdout: w.stdout,
                 stderr: w.stderr,
+                pin,
             })?;
             Ok((child, w.parent))
         });
