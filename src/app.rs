@@ -194,35 +194,6 @@ pub fn load_plan_as(file: &Path, json: bool) -> Result<Plan, i32> {
     validated.plan.ok_or(exit::INVALID)
 }
 
-/// The next `count` fire times of each time-triggered job, merged over its triggers, in time order.
-pub fn next_fires(
-    plan: &Plan,
-    job: usize,
-    from: DateTime<Utc>,
-    count: usize,
-) -> Vec<DateTime<Utc>> {
-    let rules: Vec<_> = plan.jobs[job]
-        .triggers
-        .iter()
-        .filter_map(|t| match t {
-            Trigger::Time { rule, .. } => Some(rule.rule(from)),
-            _ => None,
-        })
-        .collect();
-    let mut out = Vec::new();
-    let mut cursor = from;
-    while out.len() < count {
-        match crate::trigger::next_of(&rules, cursor) {
-            Some(t) => {
-                out.push(t);
-                cursor = t;
-            }
-            None => break,
-        }
-    }
-    out
-}
-
 fn next(file: &Path, jobs: &[String], count: usize, from: Option<&str>, format: TextOrJson) -> i32 {
     let plan = match load_plan(file) {
         Ok(plan) => plan,
@@ -258,7 +229,7 @@ fn next(file: &Path, jobs: &[String], count: usize, from: Option<&str>, format: 
         TextOrJson::Json => {
             let mut map = serde_json::Map::new();
             for &j in &selected {
-                let times: Vec<_> = next_fires(&plan, j, from, count).iter().map(fmt).collect();
+                let times: Vec<_> = plan.next_fires(j, from, count).iter().map(fmt).collect();
                 map.insert(plan.jobs[j].name.clone(), times.into());
             }
             let mut text = serde_json::to_string_pretty(&map).expect("JSON values serialize");
@@ -278,7 +249,7 @@ fn next(file: &Path, jobs: &[String], count: usize, from: Option<&str>, format: 
                     })
                     .collect();
                 text.push_str(&format!("{} ({})\n", job.name, rules.join(", ")));
-                for t in next_fires(&plan, j, from, count) {
+                for t in plan.next_fires(j, from, count) {
                     text.push_str(&format!("  {}\n", fmt(&t)));
                 }
             }

@@ -70,7 +70,7 @@ pub fn describe(plan: &Plan, now: DateTime<Utc>) -> String {
             };
             out.push_str(&format!("    trigger: {text}\n"));
         }
-        let next = crate::app::next_fires(plan, j, now, 3);
+        let next = plan.next_fires(j, now, 3);
         if !next.is_empty() {
             let times: Vec<String> = next
                 .iter()

@@ -163,6 +163,20 @@ impl Plan {
         self.jobs.iter().position(|j| j.name == name)
     }
 
+    /// The next `count` fire times of a job's time triggers, merged, from `from` (an interval without `start` is
+    /// anchored at `from`, as if the runner started then). Used by `next` and `--dry-run`.
+    pub fn next_fires(&self, job: JobId, from: DateTime<Utc>, count: usize) -> Vec<DateTime<Utc>> {
+        let rules: Vec<TimeRule> = self.jobs[job]
+            .triggers
+            .iter()
+            .filter_map(|t| match t {
+                Trigger::Time { rule, .. } => Some(rule.rule(from)),
+                _ => None,
+            })
+            .collect();
+        crate::trigger::upcoming(&rules, from, count)
+    }
+
     /// Whether the workflow ends by itself: no job has a time trigger or restarts.
     pub fn ends_by_itself(&self) -> bool {
         self.jobs

@@ -192,18 +192,7 @@ impl TimeRule {
 
     /// The next `count` fire instants after `after`.
     pub fn upcoming(&self, after: DateTime<Utc>, count: usize) -> Vec<DateTime<Utc>> {
-        let mut out = Vec::with_capacity(count);
-        let mut cursor = after;
-        while out.len() < count {
-            match self.next_after(cursor) {
-                Some(t) => {
-                    out.push(t);
-                    cursor = t;
-                }
-                None => break,
-            }
-        }
-        out
+        upcoming(std::slice::from_ref(self), after, count)
     }
 }
 
@@ -225,6 +214,22 @@ fn next_cron(cron: &Cron, zone: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc
 /// Merge several rules: the earliest next instant of any.
 pub fn next_of(rules: &[TimeRule], after: DateTime<Utc>) -> Option<DateTime<Utc>> {
     rules.iter().filter_map(|r| r.next_after(after)).min()
+}
+
+/// The next `count` fire instants of several rules merged, in time order (an instant two rules share, once).
+pub fn upcoming(rules: &[TimeRule], after: DateTime<Utc>, count: usize) -> Vec<DateTime<Utc>> {
+    let mut out = Vec::with_capacity(count);
+    let mut cursor = after;
+    while out.len() < count {
+        match next_of(rules, cursor) {
+            Some(t) => {
+                out.push(t);
+                cursor = t;
+            }
+            None => break,
+        }
+    }
+    out
 }
 
 #[cfg(test)]
