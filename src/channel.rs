@@ -289,14 +289,17 @@ impl Target {
                 let notified = self.queues[0].space.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
-                let live: Vec<&Arc<Queue>> =
-                    self.queues.iter().filter(|q| !q.is_orphaned()).collect();
-                if live.is_empty() {
-                    break usize::MAX;
-                }
-                let room = live.iter().map(|q| q.room()).min().unwrap_or(0);
-                if room > 0 {
-                    break room;
+                // The least room among queues that still have a reader; none left: `usize::MAX`.
+                let room = self
+                    .queues
+                    .iter()
+                    .filter(|q| !q.is_orphaned())
+                    .map(|q| q.room())
+                    .min();
+                match room {
+                    None => break usize::MAX,
+                    Some(room) if room > 0 => break room,
+                    Some(_) => {}
                 }
                 notified.await;
             };

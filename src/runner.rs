@@ -180,7 +180,6 @@ struct ChannelRt {
     /// One queue for a queue channel; one per reader job (in `readers` order) for broadcast; none for pipe.
     queues: Vec<Arc<Queue>>,
     stats: Arc<Stats>,
-    space: Arc<tokio::sync::Notify>,
     pipe_read: Option<OwnedFd>,
     pipe_write: Option<OwnedFd>,
     closed: bool,
@@ -293,7 +292,6 @@ impl Dispatcher {
                 ChannelRt {
                     queues,
                     stats,
-                    space,
                     pipe_read,
                     pipe_write,
                     closed: false,
@@ -1250,7 +1248,6 @@ impl Dispatcher {
             for q in &c.queues {
                 q.orphan();
             }
-            let _ = &c.space;
         }
         let ids: Vec<RunId> = self.live.keys().copied().collect();
         for id in ids {

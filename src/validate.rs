@@ -205,33 +205,29 @@ impl<'d, 'o> Rules<'d, 'o> {
 
     fn check_channel_refs(&mut self) {
         let mut found = Vec::new();
-        for r in &self.jobs {
-            for (name, _) in Self::uses(r) {
-                if self.channel(&name.value).is_none() {
-                    found.push(
-                        Diagnostic::new(
-                            Code::UndeclaredChannel,
-                            name.span,
-                            format!(
-                                "job `{}` uses channel `{}`, which is not declared",
-                                r.name.value, name.value
-                            ),
-                        )
-                        .label("not declared under `channels`")
-                        .help(
-                            match crate::diagnostic::did_you_mean(
-                                &name.value,
-                                self.channel_names.iter().copied(),
-                            ) {
-                                Some(best) => format!("did you mean `{best}`?"),
-                                None => format!(
-                                    "declare it: `channels: {{ {}: {{ kind: queue }} }}`",
-                                    name.value
-                                ),
-                            },
+        // Every use was gathered once in `uses_by_channel`; a name not under `channels` is undeclared.
+        for (name, uses) in &self.uses_by_channel {
+            if self.channel(name).is_some() {
+                continue;
+            }
+            let help =
+                match crate::diagnostic::did_you_mean(name, self.channel_names.iter().copied()) {
+                    Some(best) => format!("did you mean `{best}`?"),
+                    None => format!("declare it: `channels: {{ {name}: {{ kind: queue }} }}`"),
+                };
+            for &(j, span, _) in uses {
+                found.push(
+                    Diagnostic::new(
+                        Code::UndeclaredChannel,
+                        span,
+                        format!(
+                            "job `{}` uses channel `{name}`, which is not declared",
+                            self.jobs[j].name.value
                         ),
-                    );
-                }
+                    )
+                    .label("not declared under `channels`")
+                    .help(help.clone()),
+                );
             }
         }
         self.out.extend(found);
