@@ -1,6 +1,9 @@
 //! Faults on the real binary: killed readers and writers, a killed or stopped runner, a reader that never reads,
 //! stubborn and leaky jobs, spawn failures, many jobs, many failing messages. Nothing lost, nothing escapes.
 
+mod common;
+
+use common::{alive, channel, events, output_lines as output};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -25,41 +28,7 @@ fn run_json(file: &PathBuf, extra: &[&str]) -> (Option<i32>, Vec<Value>) {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let events = String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    (out.status.code(), events)
-}
-
-fn output<'a>(events: &'a [Value], job: &str) -> Vec<&'a str> {
-    events
-        .iter()
-        .filter(|e| e["event"] == "output" && e["job"] == job)
-        .map(|e| e["line"].as_str().unwrap())
-        .collect()
-}
-
-fn channel(events: &[Value], name: &str) -> (u64, u64, u64) {
-    let s =
-        &events.iter().find(|e| e["event"] == "runner.stop").unwrap()["summary"]["channels"][name];
-    (
-        s["in"].as_u64().unwrap(),
-        s["out"].as_u64().unwrap(),
-        s["left"].as_u64().unwrap(),
-    )
-}
-
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z'),
-        Err(_) => false,
-    }
+    (out.status.code(), events(&out.stderr))
 }
 
 /// Run flowrun under `/usr/bin/time` and return (exit code, peak resident KiB, JSON events, stdout), or `None`

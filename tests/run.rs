@@ -1,5 +1,8 @@
 //! `flowrun FILE` on the real binary: channels moving many messages, `each`, `after`, limits, stopping.
 
+mod common;
+
+use common::{alive, channel, events, output_lines, summary};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -37,37 +40,6 @@ impl Flow {
         let events = events(&out.stderr);
         (out, events)
     }
-}
-
-fn events(stderr: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(stderr)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON event: {l:?}: {e}")))
-        .collect()
-}
-
-fn summary(events: &[Value]) -> &Value {
-    &events
-        .iter()
-        .find(|e| e["event"] == "runner.stop")
-        .expect("a runner.stop event")["summary"]
-}
-
-fn output_lines<'a>(events: &'a [Value], job: &str) -> Vec<&'a str> {
-    events
-        .iter()
-        .filter(|e| e["event"] == "output" && e["job"] == job)
-        .map(|e| e["line"].as_str().unwrap())
-        .collect()
-}
-
-fn channel(events: &[Value], name: &str) -> (u64, u64, u64) {
-    let c = &summary(events)["channels"][name];
-    (
-        c["in"].as_u64().unwrap(),
-        c["out"].as_u64().unwrap(),
-        c["left"].as_u64().unwrap(),
-    )
 }
 
 const N: u64 = 100_000;
@@ -300,19 +272,6 @@ fn a_firing_beyond_max_instances_is_skipped() {
     assert_eq!(ev.iter().filter(|e| e["event"] == "run.skipped").count(), 1);
     assert_eq!(summary(&ev)["jobs"]["once"]["skipped"], 1);
     assert_eq!(summary(&ev)["jobs"]["once"]["runs"], 1);
-}
-
-fn alive(pid: u32) -> bool {
-    // A zombie is dead for our purpose: it runs nothing and holds nothing but a table entry.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z'),
-        Err(_) => false,
-    }
 }
 
 #[test]

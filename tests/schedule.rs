@@ -1,5 +1,7 @@
 //! `flowrun next`, `graph` and `--dry-run` through the real binary.
 
+mod common;
+
 use assert_cmd::Command;
 use serde_json::Value;
 
@@ -163,10 +165,7 @@ fn run_json(file: &std::path::Path) -> Vec<Value> {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    common::events(&out.stderr)
 }
 
 #[test]
