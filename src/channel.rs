@@ -104,6 +104,8 @@ struct Inner {
     closed: bool,
     /// Streaming feeders parked for want of messages: a writer may hand them a whole read at once.
     idle_feeders: usize,
+    /// The live `stdin:` readers' feeds: what they hold unread may come back (take-back).
+    feeds: Vec<Arc<Feed>>,
 }
 
 impl Queue {
@@ -125,6 +127,20 @@ impl Queue {
 
     pub fn is_closed(&self) -> bool {
         self.inner.lock().unwrap().closed
+    }
+
+    /// Closed, empty, and no live reader holds messages that could come back: nothing will ever wait here again.
+    pub fn settled(&self) -> bool {
+        let inner = self.inner.lock().unwrap();
+        inner.closed && inner.waiting == 0 && inner.feeds.is_empty()
+    }
+
+    /// Whether a reader other than `me` holds messages it has not read (they come back if it exits).
+    fn others_hold(&self, me: &Feed) -> bool {
+        let feeds = self.inner.lock().unwrap().feeds.clone();
+        feeds
+            .iter()
+            .any(|f| !std::ptr::eq(f.as_ref(), me) && f.holds_unread())
     }
 
     /// No writer can add more: feeders end their readers' input once the rest is delivered.
@@ -218,14 +234,16 @@ impl Queue {
         Some((out, taken))
     }
 
-    /// Take what waits (up to about `max_bytes`, at least one chunk) for a streaming reader, waiting for
-    /// something; `None` once closed and empty. Several chunks go out in one vectored write.
-    async fn pop_chunks(&self, max_bytes: usize) -> Option<Vec<Chunk>> {
+    /// Take what waits (up to about `max_bytes`, at least one chunk) for the streaming reader fed by `me`, waiting
+    /// for something; `None` once nothing can come any more: the queue is closed and empty, and no other live
+    /// reader holds unread messages (a reader that exits hands them back, and they must find a reader). Several
+    /// chunks go out in one vectored write.
+    async fn pop_chunks(&self, max_bytes: usize, me: &Feed) -> Option<Vec<Chunk>> {
         loop {
             let notified = self.data.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            {
+            let closed = {
                 let mut inner = self.inner.lock().unwrap();
                 if let Some(first) = inner.chunks.pop_front() {
                     let mut bytes = first.bytes().len();
@@ -247,10 +265,22 @@ impl Queue {
                     self.space.notify_waiters();
                     return Some(taken);
                 }
-                if inner.closed {
+                if !inner.closed {
+                    inner.idle_feeders += 1;
+                }
+                inner.closed
+            };
+            if closed {
+                if !self.others_hold(me) {
                     return None;
                 }
-                inner.idle_feeders += 1;
+                // Another reader holds unread messages. Reading them is not signalled, so look again soon; its
+                // exit (a take-back) wakes this at once. Only a closed channel's last readers wait like this.
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep(HOLD_RECHECK) => {}
+                }
+                continue;
             }
             // Counted as parked until woken or cancelled (a feeder is aborted when its reader exits).
             let _parked = Parked(self);
@@ -259,6 +289,9 @@ impl Queue {
         }
     }
 }
+
+/// How often a reader at the end of a closed channel looks whether the other readers still hold unread messages.
+const HOLD_RECHECK: Duration = Duration::from_millis(5);
 
 /// Un-counts a parked feeder however its wait ends.
 struct Parked<'a>(&'a Queue);
@@ -360,26 +393,24 @@ pub enum PumpEnd {
 /// Set when the run's process has exited, so pumps waiting for more output wait only a short drain.
 #[derive(Default)]
 pub struct ExitFlag {
-    exited: AtomicBool,
+    exited: std::sync::OnceLock<tokio::time::Instant>,
     notify: Notify,
 }
 
 impl ExitFlag {
     pub fn set(&self) {
-        self.exited.store(true, Ordering::Release);
+        let _ = self.exited.set(tokio::time::Instant::now());
         self.notify.notify_waiters();
     }
-    pub fn is_set(&self) -> bool {
-        self.exited.load(Ordering::Acquire)
-    }
-    /// Resolves `drain` after the process exited.
+    /// Resolves `drain` after the process exited. The window is counted from the exit, however often this is
+    /// called: a background process that keeps printing cannot move it.
     pub async fn drained(&self, drain: Duration) {
         loop {
             let n = self.notify.notified();
             tokio::pin!(n);
             n.as_mut().enable();
-            if self.is_set() {
-                tokio::time::sleep(drain).await;
+            if let Some(&at) = self.exited.get() {
+                tokio::time::sleep_until(at + drain).await;
                 return;
             }
             n.await;
@@ -494,22 +525,55 @@ pub struct FeedState {
     pipe_size: usize,
 }
 
-/// Stream a queue into a reader run's standard input until the queue closes and empties.
+impl FeedState {
+    fn stream_end(&self) -> u64 {
+        self.sent
+            .back()
+            .map_or(self.written, |(o, c)| o + c.bytes().len() as u64)
+    }
+}
+
+/// One `stdin:` reader run's feed: what was sent into its pipe, and a read end the runner keeps, through which
+/// the unread bytes are seen and, once the reader has exited, taken out.
+pub struct Feed {
+    state: Mutex<FeedState>,
+    read_end: std::os::fd::OwnedFd,
+}
+
+impl Feed {
+    /// Register a new reader's feed with its queue; `read_end` is a read end of the reader's pipe.
+    pub fn register(queue: &Queue, read_end: std::os::fd::OwnedFd) -> Arc<Feed> {
+        let feed = Arc::new(Feed {
+            state: Mutex::new(FeedState::default()),
+            read_end,
+        });
+        queue.inner.lock().unwrap().feeds.push(feed.clone());
+        feed
+    }
+
+    /// Whether some of what was sent is not read yet (in the pipe, or not yet written into it).
+    fn holds_unread(&self) -> bool {
+        let s = self.state.lock().unwrap();
+        let unread = crate::process::unread_bytes(std::os::fd::AsFd::as_fd(&self.read_end)) as u64;
+        s.written.saturating_sub(unread) < s.stream_end()
+    }
+}
+
+/// Stream a queue into a reader run's standard input until nothing more can come (see `pop_chunks`).
+/// Cancellation-safe for take-back: between two awaits, what is taken from the queue is recorded in `sent` and
+/// what is written into the pipe in `written`, so an abort leaves the two consistent.
 pub async fn feed(
     queue: Arc<Queue>,
     mut pipe: tokio::net::unix::pipe::Sender,
-    state: Arc<Mutex<FeedState>>,
+    feed: Arc<Feed>,
     pipe_size: usize,
 ) {
-    state.lock().unwrap().pipe_size = pipe_size;
-    while let Some(chunks) = queue.pop_chunks(pipe_size.max(64 * 1024)).await {
+    feed.state.lock().unwrap().pipe_size = pipe_size;
+    while let Some(chunks) = queue.pop_chunks(pipe_size.max(64 * 1024), &feed).await {
         {
-            let mut s = state.lock().unwrap();
+            let mut s = feed.state.lock().unwrap();
             for chunk in &chunks {
-                let stream_start = s
-                    .sent
-                    .back()
-                    .map_or(s.written, |(o, c)| o + c.bytes().len() as u64);
+                let stream_start = s.stream_end();
                 s.sent.push_back((stream_start, chunk.clone()));
             }
             // Chunks entirely older than a pipe's worth of bytes have surely been read.
@@ -540,9 +604,9 @@ pub async fn feed(
             match pipe.write_vectored(&slices).await {
                 Ok(n) => {
                     done += n;
-                    state.lock().unwrap().written += n as u64;
+                    feed.state.lock().unwrap().written += n as u64;
                 }
-                // The reader closed its input (and we do not hold a read end): what is left is taken back.
+                // Cannot happen while the runner holds a read end; what is left is taken back.
                 Err(_) => return,
             }
         }
@@ -550,39 +614,66 @@ pub async fn feed(
     let _ = pipe.shutdown().await;
 }
 
-/// After a reader run exited: put the messages it did not read back at the front of its queue.
-/// `unread` is the byte count still in the pipe. A message the reader read only part of is handed out again
-/// whole, so no message is lost; returns how many messages went back.
-pub fn take_back(queue: &Queue, state: &Mutex<FeedState>, unread: usize) -> usize {
-    let s = state.lock().unwrap();
-    let Some((last_start, last)) = s.sent.back() else {
-        return 0;
-    };
-    let stream_end = last_start + last.bytes().len() as u64;
-    let consumed = s.written.saturating_sub(unread as u64);
-    if consumed >= stream_end {
-        return 0;
-    }
-    let mut returned = Vec::new();
-    for (start, chunk) in &s.sent {
-        let end = start + chunk.bytes().len() as u64;
-        if end <= consumed {
-            continue;
+/// After a reader run exited (and its feeder task is gone): take the bytes it left in its pipe out (so nothing
+/// that outlived it can read them later), put the messages it did not read back at the front of its queue, and
+/// unregister the feed. A message the reader read only part of is handed out again whole, so no message is lost;
+/// returns how many messages went back.
+pub fn take_back(queue: &Queue, feed: &Arc<Feed>) -> usize {
+    let unread = drain_pipe(&feed.read_end);
+    let returned = {
+        let s = feed.state.lock().unwrap();
+        let consumed = s.written.saturating_sub(unread as u64);
+        let mut returned = Vec::new();
+        for (start, chunk) in &s.sent {
+            let end = start + chunk.bytes().len() as u64;
+            if end <= consumed {
+                continue;
+            }
+            let bytes = chunk.bytes();
+            let from = if *start < consumed {
+                let within = (consumed - start) as usize;
+                // Back to the start of the message that the reader was in the middle of.
+                memchr::memrchr(b'\n', &bytes[..within]).map_or(0, |i| i + 1)
+            } else {
+                0
+            };
+            returned.extend_from_slice(&bytes[from..]);
         }
-        let bytes = chunk.bytes();
-        let from = if *start < consumed {
-            let within = (consumed - start) as usize;
-            // Back to the start of the message that the reader was in the middle of.
-            memchr::memrchr(b'\n', &bytes[..within]).map_or(0, |i| i + 1)
-        } else {
-            0
-        };
-        returned.extend_from_slice(&bytes[from..]);
-    }
-    drop(s);
+        returned
+    };
     let count = memchr::memchr_iter(b'\n', &returned).count();
-    queue.push_front(Chunk::from_vec(returned, count));
+    {
+        let mut inner = queue.inner.lock().unwrap();
+        inner.feeds.retain(|f| !Arc::ptr_eq(f, feed));
+    }
+    if count > 0 {
+        queue.push_front(Chunk::from_vec(returned, count));
+    } else {
+        // Readers waiting for the last holder to finish can end now.
+        queue.data.notify_waiters();
+    }
     count
+}
+
+/// Read out whatever is left in a pipe through `fd`, without blocking; returns how many bytes that was.
+fn drain_pipe(fd: &std::os::fd::OwnedFd) -> usize {
+    use std::os::fd::{AsFd, AsRawFd};
+    let mut total = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let available = crate::process::unread_bytes(fd.as_fd());
+        if available == 0 {
+            return total;
+        }
+        let want = available.min(buf.len());
+        // SAFETY: reading at most `want` bytes into a buffer of at least that size. FIONREAD said they are there,
+        // so this does not block (the reader has exited; nothing else should be reading).
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, want) };
+        if n <= 0 {
+            return total;
+        }
+        total += n as usize;
+    }
 }
 
 #[cfg(test)]
@@ -618,16 +709,22 @@ mod tests {
     fn take_back_returns_whole_messages() {
         let stats = Arc::new(Stats::default());
         let q = Queue::new(10, stats.clone(), Arc::new(Notify::new()));
-        let state = Mutex::new(FeedState::default());
+        let (r, mut w) = os_pipe::pipe().unwrap();
+        let feed = Feed::register(&q, r.into());
         let chunk = Chunk::from_vec(b"one\ntwo\nthree\n".to_vec(), 3);
         stats.handed_out.fetch_add(3, Ordering::Relaxed);
         {
-            let mut s = state.lock().unwrap();
+            let mut s = feed.state.lock().unwrap();
             s.sent.push_back((0, chunk));
             s.written = 14;
         }
-        // The reader consumed "one\ntw": "two" is handed out again whole, with "three".
-        assert_eq!(take_back(&q, &state, 8), 2);
+        // The reader consumed "one\ntw": 8 bytes are still in the pipe; "two" is handed out again whole.
+        std::io::Write::write_all(&mut w, b"o\nthree\n").unwrap();
+        assert!(!q.settled());
+        assert_eq!(take_back(&q, &feed), 2);
         assert_eq!(q.pop_batch(10), Some((b"two\nthree\n".to_vec(), 2)));
+        assert_eq!(stats.handed_out.load(Ordering::Relaxed), 3);
+        q.close();
+        assert!(q.settled(), "no reader holds anything any more");
     }
 }

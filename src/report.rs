@@ -1,9 +1,15 @@
 //! Where events and run output go: plain prefixed lines for people, or the JSON event stream.
-//! Every line is written whole under one lock, so lines of different runs never interleave inside a line.
-//! With a live view, lines are printed above it (indicatif's `suspend`).
+//!
+//! Everything is written by one printer thread, fed through a queue: the dispatcher hands a line over and goes
+//! on, so a slow terminal or a job flooding its output never delays a timer or a spawn. Lines are whole when
+//! queued, so lines of different runs never interleave inside a line, and one queue keeps their order (a run's
+//! output before its exit). Output lines of runs take room in a bounded budget, so a flood waits for the printer
+//! (the run's pipe fills and the run blocks, as with a slow terminal) instead of growing the runner's memory;
+//! the dispatcher's own events never wait. With a live view, lines are printed above it (indicatif's `suspend`).
 
 use std::io::Write;
-use std::sync::Mutex;
+use std::sync::mpsc;
+use std::sync::Arc;
 
 use crate::event::Event;
 
@@ -13,86 +19,207 @@ pub enum Mode {
     Json,
 }
 
+/// Bytes of run output that may wait for the printer before pumps wait (about 4 MiB).
+const OUTPUT_BUDGET: usize = 4 << 20;
+
+enum Line {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    /// Output of a run: `permits` of the budget go back once it is written.
+    Output {
+        stderr: bool,
+        text: Vec<u8>,
+        permits: u32,
+    },
+    Flush(mpsc::SyncSender<()>),
+}
+
 pub struct Reporter {
     mode: Mode,
-    lock: Mutex<()>,
-    live: Option<indicatif::MultiProgress>,
+    tx: mpsc::Sender<Line>,
+    budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl Reporter {
-    pub fn new(mode: Mode) -> Reporter {
-        Reporter {
-            mode,
-            lock: Mutex::new(()),
-            live: None,
-        }
+    pub fn new(mode: Mode, live: Option<indicatif::MultiProgress>) -> Reporter {
+        let (tx, rx) = mpsc::channel();
+        let budget = Arc::new(tokio::sync::Semaphore::new(OUTPUT_BUDGET));
+        let printer_budget = budget.clone();
+        std::thread::Builder::new()
+            .name("flowrun-printer".into())
+            .spawn(move || print_lines(rx, live, printer_budget))
+            .expect("the printer thread starts");
+        Reporter { mode, tx, budget }
     }
 
-    /// Print through the live view's status area.
-    pub fn with_live(mut self, multi: indicatif::MultiProgress) -> Reporter {
-        self.live = Some(multi);
-        self
-    }
-
-    pub fn mode(&self) -> Mode {
-        self.mode
-    }
-
-    fn write(&self, f: impl FnOnce()) {
-        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        match &self.live {
-            Some(multi) => multi.suspend(f),
-            None => f(),
-        }
-    }
-
-    /// One line of a run's output.
-    pub fn output(&self, job: &str, run: u64, stream: &'static str, line: &[u8]) {
+    /// One line of a run's output. Waits (asynchronously) while the printer is a budget's worth behind.
+    pub async fn output(&self, job: &str, run: u64, stream: &'static str, line: &[u8]) {
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end_matches(['\n', '\r']);
-        match self.mode {
-            Mode::Text => self.write(|| {
-                let _ = writeln!(std::io::stdout().lock(), "{job}#{run} | {text}");
-            }),
+        let (bytes, stderr) = match self.mode {
+            Mode::Text => {
+                let mut bytes = Vec::with_capacity(job.len() + text.len() + 16);
+                let _ = writeln!(bytes, "{job}#{run} | {text}");
+                (bytes, false)
+            }
             Mode::Json => {
                 let mut e = Event::new("output").job(job, Some(run));
                 e.stream = Some(stream);
                 e.line = Some(text.to_string());
-                self.emit(&e);
+                (json_line(&e), true)
             }
+        };
+        let permits = bytes.len().min(OUTPUT_BUDGET) as u32;
+        match self.budget.acquire_many(permits).await {
+            // The permits travel with the line; the printer gives them back once it is written.
+            Ok(p) => p.forget(),
+            Err(_) => return,
         }
+        let _ = self.tx.send(Line::Output {
+            stderr,
+            text: bytes,
+            permits,
+        });
     }
 
-    /// An event: always in JSON mode; in text mode as a short line on stderr when `text` is given.
+    /// An event: always in JSON mode; in text mode as a short notice on stderr when `text` is given.
+    /// Control characters in a notice are escaped: a job's command or error text must not drive the terminal.
     pub fn event(&self, event: &Event, text: Option<String>) {
         match self.mode {
-            Mode::Json => self.emit(event),
+            Mode::Json => {
+                let _ = self.tx.send(Line::Stderr(json_line(event)));
+            }
             Mode::Text => {
                 if let Some(text) = text {
-                    self.write(|| {
-                        let _ = std::io::stdout().lock().flush();
-                        let _ = writeln!(std::io::stderr().lock(), "flowrun: {text}");
-                    });
+                    let line = format!("flowrun: {}\n", escape_controls(&text));
+                    let _ = self.tx.send(Line::Stderr(line.into_bytes()));
                 }
             }
         }
     }
 
-    fn emit(&self, event: &Event) {
-        let mut line = serde_json::to_vec(event).expect("events serialize");
-        line.push(b'\n');
-        self.write(|| {
-            let _ = std::io::stderr().lock().write_all(&line);
-        });
+    /// A runner notice in text mode (a problem outside any event), or a `diagnostic`-like event in JSON mode.
+    pub fn notice(&self, text: &str) {
+        let e = Event::new("notice").reason(text);
+        self.event(&e, Some(text.to_string()));
     }
 
     /// Text printed as is at the end (the summary table) in text mode.
     pub fn text(&self, text: &str) {
         if self.mode == Mode::Text {
-            self.write(|| {
-                let _ = std::io::stdout().lock().flush();
-                let _ = std::io::stderr().lock().write_all(text.as_bytes());
-            });
+            let _ = self.tx.send(Line::Stderr(text.as_bytes().to_vec()));
         }
+    }
+
+    /// Text for standard output as is (the dry run).
+    pub fn stdout(&self, text: &str) {
+        let _ = self.tx.send(Line::Stdout(text.as_bytes().to_vec()));
+    }
+
+    /// Wait until everything queued so far is written.
+    pub fn flush(&self) {
+        let (tx, rx) = mpsc::sync_channel(1);
+        if self.tx.send(Line::Flush(tx)).is_ok() {
+            let _ = rx.recv();
+        }
+    }
+}
+
+fn json_line(event: &Event) -> Vec<u8> {
+    let mut line = serde_json::to_vec(event).expect("events serialize");
+    line.push(b'\n');
+    line
+}
+
+/// Replace control characters (but tab) with visible escapes such as `\u{0}`.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() && c != '\t') {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
+/// The printer thread: writes what is queued, in order, in as few system calls as it can (everything waiting is
+/// written at once); stdout is flushed before each stderr line so notices follow the output they concern.
+fn print_lines(
+    rx: mpsc::Receiver<Line>,
+    live: Option<indicatif::MultiProgress>,
+    budget: Arc<tokio::sync::Semaphore>,
+) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
+    let mut err = std::io::BufWriter::with_capacity(16 * 1024, std::io::stderr());
+    let mut batch = Vec::new();
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        while batch.len() < 4096 {
+            match rx.try_recv() {
+                Ok(line) => batch.push(line),
+                Err(_) => break,
+            }
+        }
+        let mut write_all = || {
+            let mut returned = 0usize;
+            let mut flushes = Vec::new();
+            for line in batch.drain(..) {
+                match line {
+                    Line::Stdout(text) => {
+                        let _ = out.write_all(&text);
+                    }
+                    Line::Output {
+                        stderr: false,
+                        text,
+                        permits,
+                    } => {
+                        let _ = out.write_all(&text);
+                        returned += permits as usize;
+                    }
+                    Line::Output {
+                        stderr: true,
+                        text,
+                        permits,
+                    } => {
+                        let _ = out.flush();
+                        let _ = err.write_all(&text);
+                        returned += permits as usize;
+                    }
+                    Line::Stderr(text) => {
+                        let _ = out.flush();
+                        let _ = err.write_all(&text);
+                    }
+                    Line::Flush(done) => flushes.push(done),
+                }
+            }
+            let _ = out.flush();
+            let _ = err.flush();
+            budget.add_permits(returned);
+            flushes
+        };
+        let flushes = match &live {
+            Some(multi) => multi.suspend(write_all),
+            None => write_all(),
+        };
+        for done in flushes {
+            let _ = done.send(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_in_notices() {
+        assert_eq!(escape_controls("plain\ttext"), "plain\ttext");
+        assert_eq!(escape_controls("a\0b\x1b[31m"), "a\\u{0}b\\u{1b}[31m");
     }
 }

@@ -6,9 +6,8 @@ use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::task::JoinHandle;
 
-use crate::channel::{self, ExitFlag, FeedState, PumpEnd, Queue, Target};
+use crate::channel::{self, ExitFlag, Feed, PumpEnd, Queue, Target};
 use crate::process::{self, Child};
 use crate::report::Reporter;
 
@@ -33,25 +32,27 @@ pub(crate) struct ParentEnds {
     pub stderr_read: Option<OwnedFd>,
 }
 
-/// The streaming input of a `stdin:` reader run, kept for take-back.
-pub(crate) struct Feeder {
-    pub task: JoinHandle<()>,
-    pub state: Arc<Mutex<FeedState>>,
-    pub read_end: OwnedFd,
-    pub queue: Arc<Queue>,
+/// How a run ended, as its tending task saw it.
+pub(crate) struct RunEnd {
+    pub status: Result<std::process::ExitStatus, String>,
+    /// How the writer pump ended (a `stdout:` channel), or that unwired output was abandoned.
+    pub pump: Option<PumpEnd>,
+    /// Messages a `stdin:` reader left unread, put back in its queue.
+    pub taken_back: usize,
 }
 
-/// Tend a started run: write an `each` run's messages, start the feeder of a `stdin:` reader, pump stdout into its
-/// channel (`target`) or the log, pump stderr, wait for the process and its group, then call `done` with the exit
-/// status and how the output pump ended. Returns the feeder, which the dispatcher needs for take-back.
+/// Tend a started run: write an `each` run's messages, feed a `stdin:` reader, pump stdout into its channel
+/// (`target`) or the log, pump stderr, wait for the process, then stop whatever it left behind (its process
+/// group, and processes that left the group but carry its marks), take back what a reader left unread, and call
+/// `done`. All of it off the dispatcher.
 pub(crate) fn supervise(
     child: Child,
     parent_ends: ParentEnds,
     sink: LineSink,
     target: Option<Target>,
     stop_grace: Duration,
-    done: impl FnOnce(Result<std::process::ExitStatus, String>, Option<PumpEnd>) + Send + 'static,
-) -> Option<Feeder> {
+    done: impl FnOnce(RunEnd) + Send + 'static,
+) {
     let ParentEnds {
         input_writer,
         feeder_parts,
@@ -67,16 +68,18 @@ pub(crate) fn supervise(
             }
         });
     }
-    let feeder = feeder_parts.and_then(|(w, keep, size, queue)| {
-        let state = Arc::new(Mutex::new(FeedState::default()));
-        let sender = tokio::net::unix::pipe::Sender::from_owned_fd(w).ok()?;
-        let task = tokio::spawn(channel::feed(queue.clone(), sender, state.clone(), size));
-        Some(Feeder {
-            task,
-            state,
-            read_end: keep,
-            queue,
-        })
+    let feeder = feeder_parts.map(|(w, keep, size, queue)| {
+        let feed = Feed::register(&queue, keep);
+        let task = match tokio::net::unix::pipe::Sender::from_owned_fd(w) {
+            Ok(sender) => Some(tokio::spawn(channel::feed(
+                queue.clone(),
+                sender,
+                feed.clone(),
+                size,
+            ))),
+            Err(_) => None,
+        };
+        (task, feed, queue)
     });
 
     let exit_flag = Arc::new(ExitFlag::default());
@@ -129,17 +132,44 @@ pub(crate) fn supervise(
         // something is left, so a tidy run costs one kill(2).
         if pid != 0 && process::group_alive(pid) {
             process::signal_group(pid, libc::SIGTERM);
-            let deadline = tokio::time::Instant::now() + stop_grace;
-            while process::group_running(pid) && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            stop_within(stop_grace, || process::group_running(pid)).await;
             if process::group_running(pid) {
                 process::signal_group(pid, libc::SIGKILL);
             }
         }
-        done(status, pump);
+        // Processes that left the group (setsid, a double fork) but came to the runner as orphans and carry
+        // this run's marks in their environment.
+        if process::orphans_exist() {
+            let left = process::escaped_from(&sink.job, sink.run);
+            if !left.is_empty() {
+                process::signal_all(&left, libc::SIGTERM);
+                stop_within(stop_grace, || process::any_running(&left)).await;
+                process::signal_all(&left, libc::SIGKILL);
+            }
+        }
+        // The feeder must be gone before the pipe is looked at: it could otherwise still be writing.
+        let mut taken_back = 0;
+        if let Some((task, feed, queue)) = feeder {
+            if let Some(task) = task {
+                task.abort();
+                let _ = task.await;
+            }
+            taken_back = channel::take_back(&queue, &feed);
+        }
+        done(RunEnd {
+            status,
+            pump,
+            taken_back,
+        });
     });
-    feeder
+}
+
+/// Wait (checking every 10 ms) while `running` says something is left, at most `grace`.
+async fn stop_within(grace: Duration, running: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + grace;
+    while running() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Create DIR/JOB/RUN.log with its header line. A log that cannot be written is reported, not fatal.
@@ -148,6 +178,7 @@ pub(crate) fn open_log(
     job: &crate::plan::Job,
     run: u64,
     scheduled: &str,
+    reporter: &Reporter,
 ) -> Option<Arc<Mutex<std::fs::File>>> {
     use std::io::Write;
     let folder = dir.join(&job.name);
@@ -171,11 +202,11 @@ pub(crate) fn open_log(
             Some(Arc::new(Mutex::new(file)))
         }
         Err(e) => {
-            eprintln!(
-                "flowrun: cannot write the log of {}#{run} under {}: {e}",
+            reporter.notice(&format!(
+                "cannot write the log of {}#{run} under {}: {e}",
                 job.name,
                 dir.display()
-            );
+            ));
             None
         }
     }
@@ -191,8 +222,10 @@ pub(crate) struct LineSink {
 }
 
 impl LineSink {
-    fn line(&self, stream: &'static str, line: &[u8]) {
-        self.reporter.output(&self.job, self.run, stream, line);
+    async fn line(&self, stream: &'static str, line: &[u8]) {
+        self.reporter
+            .output(&self.job, self.run, stream, line)
+            .await;
         if let Some(log) = &self.log {
             use std::io::Write;
             let mut file = log.lock().unwrap_or_else(|e| e.into_inner());
@@ -226,14 +259,14 @@ async fn pump_lines<R: tokio::io::AsyncRead + Unpin>(
             r = limited.read_until(b'\n', &mut line) => r,
             _ = exit.drained(channel::DRAIN) => {
                 if !line.is_empty() {
-                    sink.line(stream, &line);
+                    sink.line(stream, &line).await;
                 }
                 return true;
             }
         };
         match read {
             Ok(0) | Err(_) => return false,
-            Ok(_) => sink.line(stream, &line),
+            Ok(_) => sink.line(stream, &line).await,
         }
     }
 }

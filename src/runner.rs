@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use crate::channel::{self, Chunk, PumpEnd, Queue, Stats, Target};
+use crate::channel::{Chunk, PumpEnd, Queue, Stats, Target};
 use crate::cli::{Progress, RunArgs, TextOrJson};
 use crate::event::{timestamp, ChannelCounts, Event, JobCounts, Summary};
 use crate::exit;
@@ -17,7 +17,7 @@ use crate::live::{ChannelLine, JobLine, LiveView};
 use crate::plan::{ChannelKind, Plan, Restart, Status, Trigger, MAX_BACKOFF};
 use crate::process;
 use crate::report::{Mode, Reporter};
-use crate::run::{open_log, supervise, Feeder, LineSink, ParentEnds, Wiring};
+use crate::run::{open_log, supervise, LineSink, ParentEnds, RunEnd, Wiring};
 use crate::scheduler::{jitter_delay, Due, Entry, Timetable};
 use crate::walltimer::WallTimer;
 
@@ -25,6 +25,17 @@ use crate::walltimer::WallTimer;
 /// which the parent-death signal needs).
 pub fn run_command(args: RunArgs) -> i32 {
     process::ensure_standard_fds();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("the async runtime starts");
+    // Handlers first, before validation: a signal that arrives while the file is read or the first runs start
+    // must stop the workflow with a summary, not kill the runner.
+    let signals = {
+        let _guard = runtime.enter();
+        Signals::install()
+    };
     let plan = match crate::app::load_plan_as(&args.file, args.log_format == TextOrJson::Json) {
         Ok(plan) => plan,
         Err(code) => return code,
@@ -37,11 +48,6 @@ pub fn run_command(args: RunArgs) -> i32 {
         TextOrJson::Text => Mode::Text,
         TextOrJson::Json => Mode::Json,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("the async runtime starts");
     let stderr_tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let color = stderr_tty && std::env::var_os("NO_COLOR").is_none();
     let show_live = match args.progress {
@@ -49,7 +55,6 @@ pub fn run_command(args: RunArgs) -> i32 {
         Progress::Never => false,
         Progress::Auto => stderr_tty && mode == Mode::Text,
     };
-    let mut reporter = Reporter::new(mode);
     let live = show_live.then(|| {
         let names: Vec<String> = plan.channels.iter().map(|c| c.name.clone()).collect();
         let always = args.progress == Progress::Always;
@@ -61,19 +66,54 @@ pub fn run_command(args: RunArgs) -> i32 {
             plan.ends_by_itself(),
         )
     });
-    if let Some(view) = &live {
-        reporter = reporter.with_live(view.multi());
-    }
+    let reporter = Arc::new(Reporter::new(mode, live.as_ref().map(|v| v.multi())));
     let options = Options {
         run_for: args.run_for,
         log_dir: args.log_dir,
         live,
         color,
     };
-    let code = runtime.block_on(run(plan, Arc::new(reporter), options));
+    let code = runtime.block_on(run(plan, reporter.clone(), options, signals));
+    reporter.flush();
     // Tasks blocked on pipes of orphaned grandchildren must not hold the exit.
     runtime.shutdown_timeout(Duration::from_millis(100));
     code
+}
+
+/// The signals that stop the runner, installed once at its very start.
+pub struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    /// A closed terminal (SIGHUP) stops the workflow as gracefully as SIGTERM.
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Install the handlers (inside a runtime).
+    pub fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            int: signal(SignalKind::interrupt()).expect("SIGINT handler"),
+            term: signal(SignalKind::terminate()).expect("SIGTERM handler"),
+            hup: signal(SignalKind::hangup()).expect("SIGHUP handler"),
+        }
+    }
+
+    /// A stop signal that already arrived (while the workflow was being read), if any.
+    fn pending(&mut self) -> Option<&'static str> {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        if self.int.poll_recv(&mut cx).is_ready() {
+            return Some("SIGINT");
+        }
+        if self.term.poll_recv(&mut cx).is_ready() {
+            return Some("SIGTERM");
+        }
+        if self.hup.poll_recv(&mut cx).is_ready() {
+            return Some("SIGHUP");
+        }
+        None
+    }
 }
 
 type RunId = u64;
@@ -81,8 +121,7 @@ type RunId = u64;
 enum Msg {
     Exited {
         id: RunId,
-        status: Result<std::process::ExitStatus, String>,
-        pump: Option<PumpEnd>,
+        end: RunEnd,
     },
     Timeout {
         id: RunId,
@@ -93,6 +132,7 @@ enum Msg {
     Fire {
         job: usize,
         scheduled: DateTime<Utc>,
+        first_due: DateTime<Utc>,
         coalesced: u64,
     },
     Retry {
@@ -108,6 +148,8 @@ enum Msg {
 struct Pending {
     job: usize,
     scheduled: DateTime<Utc>,
+    /// The earliest due instant this firing stands for (lateness is counted from it).
+    first_due: DateTime<Utc>,
     attempt: u32,
     /// The messages of an `each` run, and how many.
     input: Option<(Arc<Vec<u8>>, usize)>,
@@ -125,7 +167,6 @@ struct Live {
     stopping: bool,
     by_runner: bool,
     timed_out: bool,
-    feeder: Option<Feeder>,
     /// The run's file under `--log-dir`.
     log: Option<Arc<Mutex<std::fs::File>>>,
 }
@@ -135,7 +176,6 @@ impl Live {
         pending: Pending,
         number: u64,
         pid: u32,
-        feeder: Option<Feeder>,
         log: Option<Arc<Mutex<std::fs::File>>>,
     ) -> Live {
         Live {
@@ -149,7 +189,6 @@ impl Live {
             stopping: false,
             by_runner: false,
             timed_out: false,
-            feeder,
             log,
         }
     }
@@ -221,24 +260,31 @@ pub struct Options {
     pub color: bool,
 }
 
-pub async fn run(plan: Plan, reporter: Arc<Reporter>, options: Options) -> i32 {
+pub async fn run(
+    plan: Plan,
+    reporter: Arc<Reporter>,
+    options: Options,
+    mut signals: Signals,
+) -> i32 {
     let run_for = options.run_for;
     let (tx, mut rx) = unbounded_channel();
-    // Handlers first: a signal that arrives while the first runs start must stop them, not kill the runner.
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .expect("SIGINT handler");
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    // A closed terminal (SIGHUP) stops the workflow as gracefully as SIGTERM.
-    let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .expect("SIGHUP handler");
+    if let Err(e) = process::start_reaper() {
+        reporter.notice(&format!(
+            "cannot become the subreaper of the runs ({e}): a process that leaves its run's group may outlive it"
+        ));
+    }
     let mut d = Dispatcher::new(plan, reporter, tx);
     d.log_dir = options.log_dir;
     d.view = options.live;
     d.color = options.color;
-    d.start();
-    d.main_loop(&mut rx, run_for, &mut sigint, &mut sigterm, &mut sighup)
-        .await
+    match signals.pending() {
+        Some(why) => {
+            d.announce();
+            d.stop(why);
+        }
+        None => d.start(),
+    }
+    d.main_loop(&mut rx, run_for, &mut signals).await
 }
 
 impl Dispatcher {
@@ -344,10 +390,14 @@ impl Dispatcher {
         }
     }
 
-    fn start(&mut self) {
+    fn announce(&self) {
         let mut e = Event::new("runner.start");
         e.reason = Some(format!("workflow {}", self.plan.name));
         self.reporter.event(&e, None);
+    }
+
+    fn start(&mut self) {
+        self.announce();
         let now = self.started_at;
         for j in 0..self.plan.jobs.len() {
             let starts = self.plan.jobs[j]
@@ -356,7 +406,7 @@ impl Dispatcher {
                 .filter(|t| matches!(t, Trigger::Start))
                 .count();
             for _ in 0..starts {
-                self.fire(j, now, 0);
+                self.fire(j, now, now, 0);
             }
             if self.plan.jobs[j].each().is_some() {
                 self.pump_each(j);
@@ -370,9 +420,7 @@ impl Dispatcher {
         &mut self,
         rx: &mut UnboundedReceiver<Msg>,
         run_for: Option<Duration>,
-        sigint: &mut tokio::signal::unix::Signal,
-        sigterm: &mut tokio::signal::unix::Signal,
-        sighup: &mut tokio::signal::unix::Signal,
+        signals: &mut Signals,
     ) -> i32 {
         let deadline = run_for.map(|d| tokio::time::Instant::now() + d);
         let mut timer = WallTimer::new().expect("a timerfd can be created");
@@ -391,15 +439,15 @@ impl Dispatcher {
                 }
                 _ = timer.wait() => self.due_timers(),
                 _ = view_tick.tick(), if self.view.is_some() => self.refresh_view(),
-                _ = sigint.recv() => {
+                _ = signals.int.recv() => {
                     if self.stopping {
                         self.force();
                     } else {
                         self.stop("SIGINT");
                     }
                 }
-                _ = sigterm.recv() => self.stop("SIGTERM"),
-                _ = sighup.recv() => self.stop("SIGHUP"),
+                _ = signals.term.recv() => self.stop("SIGTERM"),
+                _ = signals.hup.recv() => self.stop("SIGHUP"),
                 _ = sleep_until_opt(deadline), if deadline.is_some() && !self.stopping => self.stop("--for elapsed"),
             }
         }
@@ -412,7 +460,7 @@ impl Dispatcher {
 
     fn handle(&mut self, msg: Msg) {
         match msg {
-            Msg::Exited { id, status, pump } => self.on_exit(id, status, pump),
+            Msg::Exited { id, end } => self.on_exit(id, end),
             Msg::Timeout { id } => {
                 if let Some(run) = self.live.get_mut(&id) {
                     if !run.stopping {
@@ -437,10 +485,11 @@ impl Dispatcher {
             Msg::Fire {
                 job,
                 scheduled,
+                first_due,
                 coalesced,
             } => {
                 self.jobs[job].pending -= 1;
-                self.fire(job, scheduled, coalesced);
+                self.fire(job, scheduled, first_due, coalesced);
             }
             Msg::Retry { pending } => {
                 self.jobs[pending.job].pending -= 1;
@@ -453,7 +502,8 @@ impl Dispatcher {
             }
             Msg::Restart { job } => {
                 self.jobs[job].pending -= 1;
-                self.fire(job, Utc::now(), 0);
+                let now = Utc::now();
+                self.fire(job, now, now, 0);
             }
             Msg::Wake => {
                 for j in 0..self.plan.jobs.len() {
@@ -468,7 +518,13 @@ impl Dispatcher {
     }
 
     /// A firing: skipped beyond `max_instances`, else queued for a worker.
-    fn fire(&mut self, job: usize, scheduled: DateTime<Utc>, coalesced: u64) {
+    fn fire(
+        &mut self,
+        job: usize,
+        scheduled: DateTime<Utc>,
+        first_due: DateTime<Utc>,
+        coalesced: u64,
+    ) {
         if self.stopping || self.jobs[job].done {
             return;
         }
@@ -495,6 +551,7 @@ impl Dispatcher {
         self.enqueue(Pending {
             job,
             scheduled,
+            first_due,
             attempt: 1,
             input: None,
             coalesced,
@@ -543,9 +600,11 @@ impl Dispatcher {
             match queue.pop_batch(batch) {
                 Some((data, count)) => {
                     self.jobs[job].pending += 1;
+                    let now = Utc::now();
                     self.enqueue(Pending {
                         job,
-                        scheduled: Utc::now(),
+                        scheduled: now,
+                        first_due: now,
                         attempt: 1,
                         input: Some((Arc::new(data), count)),
                         coalesced: 0,
@@ -607,18 +666,20 @@ impl Dispatcher {
             Ok(started) => started,
             Err(e) => {
                 let reason = format!("cannot start `{}`: {e}", job.command.display());
-                self.live
-                    .insert(id, Live::new(pending, number, 0, None, None));
+                self.live.insert(id, Live::new(pending, number, 0, None));
                 let _ = self.tx.send(Msg::Exited {
                     id,
-                    status: Err(reason),
-                    pump: None,
+                    end: RunEnd {
+                        status: Err(reason),
+                        pump: None,
+                        taken_back: 0,
+                    },
                 });
                 return;
             }
         };
         let pid = child.pid;
-        let lateness = Utc::now() - pending.scheduled;
+        let lateness = Utc::now() - pending.first_due;
         let mut e = Event::new("run.start").job(&job.name, Some(number));
         e.pid = Some(pid);
         e.scheduled = Some(scheduled.clone());
@@ -659,7 +720,7 @@ impl Dispatcher {
         let log = self
             .log_dir
             .as_ref()
-            .and_then(|dir| open_log(dir, &job, number, &scheduled));
+            .and_then(|dir| open_log(dir, &job, number, &scheduled, &self.reporter));
         let sink = LineSink {
             reporter: self.reporter.clone(),
             job: job.name.clone(),
@@ -667,18 +728,17 @@ impl Dispatcher {
             log: log.clone(),
         };
         let tx = self.tx.clone();
-        let feeder = supervise(
+        supervise(
             child,
             parent_ends,
             sink,
             target,
             job.stop_grace,
-            move |status, pump| {
-                let _ = tx.send(Msg::Exited { id, status, pump });
+            move |end| {
+                let _ = tx.send(Msg::Exited { id, end });
             },
         );
-        self.live
-            .insert(id, Live::new(pending, number, pid, feeder, log));
+        self.live.insert(id, Live::new(pending, number, pid, log));
     }
 
     /// The three standard streams of a new run (child ends) and the runner's ends of them.
@@ -743,12 +803,12 @@ impl Dispatcher {
         })
     }
 
-    fn on_exit(
-        &mut self,
-        id: RunId,
-        status: Result<std::process::ExitStatus, String>,
-        pump: Option<PumpEnd>,
-    ) {
+    fn on_exit(&mut self, id: RunId, end: RunEnd) {
+        let RunEnd {
+            status,
+            pump,
+            taken_back,
+        } = end;
         let Some(mut run) = self.live.remove(&id) else {
             return;
         };
@@ -756,16 +816,13 @@ impl Dispatcher {
         let job = self.plan.jobs[job_id].clone();
         self.jobs[job_id].live -= 1;
         self.executors[job.executor].busy -= 1;
-        if let Some(f) = run.feeder.take() {
-            f.task.abort();
-            let unread = process::unread_bytes(f.read_end.as_fd());
-            let back = channel::take_back(&f.queue, &f.state, unread);
-            if back > 0 {
-                let mut e = Event::new("channel.takeback").job(&job.name, Some(run.number));
-                e.channel = job.stdin.map(|c| self.plan.channels[c].name.clone());
-                e.messages = Some(back as u64);
-                self.reporter.event(&e, None);
-            }
+        if taken_back > 0 {
+            let mut e = Event::new("channel.takeback").job(&job.name, Some(run.number));
+            e.channel = job.stdin.map(|c| self.plan.channels[c].name.clone());
+            e.messages = Some(taken_back as u64);
+            self.reporter.event(&e, None);
+            // `each` jobs of the channel may be idle, waiting for messages: these are new to them.
+            let _ = self.tx.send(Msg::Wake);
         }
         use std::os::unix::process::ExitStatusExt;
         let mut e = Event::new("run.exit").job(&job.name, Some(run.number));
@@ -901,6 +958,7 @@ impl Dispatcher {
                 let pending = Pending {
                     job: job_id,
                     scheduled: run.scheduled,
+                    first_due: run.scheduled,
                     attempt: run.attempt + 1,
                     input: run.input.take(),
                     coalesced: 0,
@@ -951,7 +1009,8 @@ impl Dispatcher {
                 ended_since: vec![false; n],
             };
             self.jobs[d].fired_via_join[t] = true;
-            self.fire(d, Utc::now(), 0);
+            let now = Utc::now();
+            self.fire(d, now, now, 0);
         }
 
         // Services come back.
@@ -966,10 +1025,7 @@ impl Dispatcher {
         // A reader whose input is closed and drained has nothing left to do: it is not brought back.
         let input_over = job.stdin.is_some_and(|c| match self.plan.channels[c].kind {
             ChannelKind::Pipe => self.channels[c].closed,
-            _ => {
-                let q = self.reader_queue(c, job_id);
-                q.is_closed() && q.waiting() == 0
-            }
+            _ => self.reader_queue(c, job_id).settled(),
         });
         if restart && !self.stopping && !input_over {
             let state = &mut self.jobs[job_id];
@@ -1068,6 +1124,7 @@ impl Dispatcher {
                     job,
                     trigger,
                     scheduled,
+                    first_due,
                     coalesced,
                 } => {
                     let jitter = match &self.plan.jobs[job].triggers[trigger] {
@@ -1075,7 +1132,7 @@ impl Dispatcher {
                         _ => Duration::ZERO,
                     };
                     if jitter.is_zero() {
-                        self.fire(job, scheduled, coalesced);
+                        self.fire(job, scheduled, first_due, coalesced);
                     } else {
                         let delay = jitter_delay(jitter, rand::random::<f64>());
                         self.jobs[job].pending += 1;
@@ -1085,6 +1142,7 @@ impl Dispatcher {
                             let _ = tx.send(Msg::Fire {
                                 job,
                                 scheduled,
+                                first_due,
                                 coalesced,
                             });
                         });
@@ -1131,16 +1189,14 @@ impl Dispatcher {
                     .iter()
                     .enumerate()
                     .all(|(k, &u)| self.jobs[j].joins[t].reached[k] || !self.jobs[u].done),
-                Trigger::Each { channel, .. } => {
-                    let q = self.reader_queue(*channel, j);
-                    !q.is_closed() || q.waiting() > 0
-                }
+                Trigger::Each { channel, .. } => !self.reader_queue(*channel, j).settled(),
             })
     }
 
     fn on_job_done(&mut self, j: usize) {
-        // A join that can never complete: skipped for good, and the workflow fails — unless its upstream simply
-        // ended after the last firing it contributed to.
+        // A join that can never complete: skipped for good (unless its upstream simply ended after the last firing
+        // it contributed to). That alone does not fail the workflow: a failure handler that is not needed is the
+        // normal case, and an upstream failure already fails it.
         for (t, trig) in self.plan.jobs[j].triggers.iter().enumerate() {
             if let Trigger::After { jobs, status } = trig {
                 let join = &self.jobs[j].joins[t];
@@ -1166,7 +1222,6 @@ impl Dispatcher {
                         blocking.join(", ")
                     );
                     self.jobs[j].counts.skipped += 1;
-                    self.failed = true;
                     let e = Event::new("run.skipped")
                         .job(&self.plan.jobs[j].name, None)
                         .reason(reason.clone());
@@ -1271,8 +1326,13 @@ impl Dispatcher {
         if run.pid == 0 {
             return;
         }
-        process::signal_group(run.pid, libc::SIGTERM);
         let grace = self.plan.jobs[run.job].stop_grace;
+        if grace.is_zero() {
+            // No grace: nothing (not even a TERM trap) runs between the stop and the kill.
+            process::signal_group(run.pid, libc::SIGKILL);
+            return;
+        }
+        process::signal_group(run.pid, libc::SIGTERM);
         let tx = self.tx.clone();
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
@@ -1372,6 +1432,18 @@ impl Dispatcher {
         } else {
             exit::OK
         };
+        // Daemons of runs that escaped every earlier clean-up (a changed environment) end with the runner.
+        let grace = match self.forced {
+            true => Duration::ZERO,
+            false => self
+                .plan
+                .jobs
+                .iter()
+                .map(|j| j.stop_grace)
+                .max()
+                .unwrap_or_default(),
+        };
+        process::stop_descendants(grace);
         let mut e = Event::new("runner.stop");
         e.code = Some(code);
         e.summary = Some(summary.clone());

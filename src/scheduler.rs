@@ -22,11 +22,13 @@ pub struct Entry {
 /// What the timetable decided for a due firing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Due {
-    /// Run now. `coalesced` is how many due firings this one run stands for (1 when none were merged).
+    /// Run now. `coalesced` is how many due firings this one run stands for (1 when none were merged);
+    /// `first_due` is the earliest of them (the run is as late as that one).
     Fire {
         job: usize,
         trigger: usize,
         scheduled: DateTime<Utc>,
+        first_due: DateTime<Utc>,
         coalesced: u64,
     },
     /// Dropped: handled later than `misfire_grace` after `scheduled`. `count` firings are dropped at once when
@@ -153,6 +155,7 @@ impl Timetable {
                         job,
                         trigger,
                         scheduled: last,
+                        first_due: due[0],
                         coalesced: due.len() as u64,
                     }
                 });
@@ -172,6 +175,7 @@ impl Timetable {
                             job,
                             trigger,
                             scheduled,
+                            first_due: scheduled,
                             coalesced: 1,
                         }
                     });
@@ -231,6 +235,7 @@ mod tests {
                 job: 0,
                 trigger: 0,
                 scheduled: t("2026-01-01T00:00:01Z"),
+                first_due: t("2026-01-01T00:00:01Z"),
                 coalesced: 1
             }]
         );
@@ -249,6 +254,8 @@ mod tests {
                 job: 0,
                 trigger: 0,
                 scheduled: t("2026-01-01T00:00:05Z"),
+                // The run is as late as the first of the five: lateness counts from 1 s.
+                first_due: t("2026-01-01T00:00:01Z"),
                 coalesced: 5
             }]
         );

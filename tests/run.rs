@@ -247,7 +247,7 @@ fn after_joins_run_in_order() {
 }
 
 #[test]
-fn a_join_that_can_never_fire_is_skipped_and_fails_the_workflow() {
+fn a_join_that_can_never_fire_is_skipped_and_the_upstream_failure_fails_the_workflow() {
     let f = flow(
         "jobs:
   build: { run: exit 1 }
