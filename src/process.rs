@@ -40,12 +40,14 @@ pub struct Child {
 /// (`waitpid(-1)`), because the runner is a subreaper: orphans that daemonized out of a run become its children
 /// and must be reaped too. The lock is held from clone to registration, so the reaper never reaps a run it does
 /// not know yet.
-static RUNS: std::sync::Mutex<Option<HashMap<u32, tokio::sync::oneshot::Sender<ExitStatus>>>> =
-    std::sync::Mutex::new(None);
+static RUNS: std::sync::Mutex<Waiters> = std::sync::Mutex::new(None);
 
-fn runs(
-) -> std::sync::MutexGuard<'static, Option<HashMap<u32, tokio::sync::oneshot::Sender<ExitStatus>>>>
-{
+/// How many runs `RUNS` holds.
+static REGISTERED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+type Waiters = Option<HashMap<u32, tokio::sync::oneshot::Sender<ExitStatus>>>;
+
+fn runs() -> std::sync::MutexGuard<'static, Waiters> {
     RUNS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -81,6 +83,7 @@ fn reap() {
             return;
         }
         if let Some(waiter) = guard.as_mut().and_then(|m| m.remove(&(pid as u32))) {
+            REGISTERED.fetch_sub(1, std::sync::atomic::Ordering::Release);
             let _ = waiter.send(ExitStatus::from_raw(status));
         }
     }
@@ -315,6 +318,8 @@ pub fn spawn(spec: SpawnSpec) -> io::Result<Child> {
     let mut stack = vec![0u128; 64 * 1024 / 16];
     // Held until the child is registered (or reaped here after a failed exec): see `RUNS`.
     let mut registry = runs();
+    // Counted before the clone, so a child that exists is never more than the count (see `orphans_exist`).
+    REGISTERED.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     // SAFETY: the stack is ours and outlives the child's use of it (CLONE_VFORK returns after exec or exit);
     // the stack grows down, so the child starts at its top.
     let pid = unsafe {
@@ -332,6 +337,7 @@ pub fn spawn(spec: SpawnSpec) -> io::Result<Child> {
         unsafe { libc::sched_setaffinity(0, size, &original) };
     }
     if pid < 0 {
+        REGISTERED.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         return Err(clone_error);
     }
     drop(err_write);
@@ -349,6 +355,7 @@ pub fn spawn(spec: SpawnSpec) -> io::Result<Child> {
         let mut status = 0;
         // SAFETY: reaping our own failed child (the reaper cannot: it waits for the registry lock we hold).
         unsafe { libc::waitpid(pid, &mut status, 0) };
+        REGISTERED.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         let error = io::Error::from_raw_os_error(report[1]);
         let what = match report[0] {
             STEP_CHDIR => format!("cannot enter {}: {error}", job.cwd.display()),
@@ -363,6 +370,7 @@ pub fn spawn(spec: SpawnSpec) -> io::Result<Child> {
             map.insert(pid as u32, tx);
         }
         None => {
+            REGISTERED.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
             // No reaper runs (a library user that did not start one): wait for this child on a blocking thread.
             tokio::task::spawn_blocking(move || {
                 let mut raw = 0;
@@ -512,22 +520,32 @@ fn living_descendants() -> Vec<ProcEntry> {
 }
 
 /// Whether the runner has a child that is not a run it started: an orphan that came to it as subreaper.
-/// Cheap (the runner's own children lists), so it is asked at every run's end.
+/// Cheap (one /proc file), so it is asked at every run's end: runs are started by the dispatcher on the main
+/// thread, and orphans are handed to a subreaper's first living thread, the main thread too, so one children list
+/// has them all.
 pub fn orphans_exist() -> bool {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+    use std::io::Read;
+    static MAIN_THREAD: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let path =
+        MAIN_THREAD.get_or_init(|| format!("/proc/self/task/{}/children", std::process::id()));
+    let Ok(mut file) = std::fs::File::open(path) else {
         return false;
     };
-    let guard = runs();
-    let known = |pid: u32| guard.as_ref().is_some_and(|m| m.contains_key(&pid));
-    tasks.flatten().any(|task| {
-        std::fs::read_to_string(task.path().join("children"))
-            .map(|list| {
-                list.split_whitespace()
-                    .filter_map(|p| p.parse::<u32>().ok())
-                    .any(|pid| !known(pid))
-            })
-            .unwrap_or(false)
-    })
+    // Not under the registry's lock (a spawn holds it for a while): a count compared with the registered runs,
+    // which counts a run from before its clone until it is reaped.
+    let registered = REGISTERED.load(std::sync::atomic::Ordering::Acquire);
+    let mut buf = [0u8; 4096];
+    let mut children = 0;
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) | Err(_) => return children > registered,
+            // "pid pid pid ": one space after each.
+            Ok(n) => children += memchr::memchr_iter(b' ', &buf[..n]).count(),
+        }
+        if children > registered {
+            return true;
+        }
+    }
 }
 
 /// The runner's descendants that carry the marks of run `job#run` in their environment (`FLOWRUN_JOB`,
