@@ -1,26 +1,33 @@
-//! The commands: each reads its inputs, calls into the library and returns the exit code.
+//! The commands: each reads its inputs, calls into the library and returns its exit code or an [`Error`].
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::cli::{Cli, Command, GraphFormat, TextOrJson};
+use crate::cli::{Cli, Command, GraphFormat, Progress, RunArgs};
+use crate::engine::{Options, Signals};
+use crate::error::Error;
+use crate::event::Record;
 use crate::exit;
 use crate::plan::{Plan, Trigger};
 use crate::render::{self, FileReport, Format};
+use crate::report::{LiveView, Mode, Reporter};
 use crate::source::Source;
 use crate::validate::{validate, Validated};
 
-pub fn main(cli: Cli) -> i32 {
+/// Run a command: its exit code, or the error that stopped it (printed by [`report_error`]).
+pub fn main(cli: Cli) -> Result<i32, Error> {
     match cli.command {
         Command::Validate {
             files,
             format,
             deny_warnings,
-        } => validate_files(&files, format, deny_warnings),
+        } => Ok(validate_files(&files, format, deny_warnings)),
         Command::Schema => {
             print_out(&crate::document::json_schema());
-            exit::OK
+            Ok(exit::OK)
         }
         Command::Next {
             file,
@@ -29,39 +36,111 @@ pub fn main(cli: Cli) -> i32 {
             from,
             format,
         } => next(&file, &jobs, count, from.as_deref(), format),
-        Command::Graph { file, format } => match load_plan(&file) {
-            Ok(plan) => {
-                print_out(&match format {
-                    GraphFormat::Mermaid => crate::graph::mermaid(&plan),
-                    GraphFormat::Dot => crate::graph::dot(&plan),
-                });
-                exit::OK
-            }
-            Err(code) => code,
-        },
-        Command::Run(args) => crate::runner::run_command(args),
+        Command::Graph { file, format } => {
+            let plan = load_plan(&file)?;
+            print_out(&match format {
+                GraphFormat::Mermaid => crate::graph::mermaid(&plan),
+                GraphFormat::Dot => crate::graph::dot(&plan),
+            });
+            Ok(exit::OK)
+        }
+        Command::Run(args) => run(args),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut cmd, "flowrun", &mut out);
             print_out(&String::from_utf8_lossy(&out));
-            exit::OK
+            Ok(exit::OK)
         }
         Command::Man => {
             let cmd = <Cli as clap::CommandFactory>::command();
             let mut out = Vec::new();
-            match clap_mangen::Man::new(cmd).render(&mut out) {
-                Ok(()) => {
-                    print_out(&String::from_utf8_lossy(&out));
-                    exit::OK
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    exit::FAILED
-                }
-            }
+            clap_mangen::Man::new(cmd)
+                .render(&mut out)
+                .map_err(|e| Error::Output(e.to_string()))?;
+            print_out(&String::from_utf8_lossy(&out));
+            Ok(exit::OK)
         }
     }
+}
+
+/// Print a command's error: the one place errors are printed.
+pub fn report_error(e: &Error) {
+    match e {
+        Error::Invalid => {}
+        Error::Unreadable {
+            message,
+            json: true,
+        } => {
+            let line = Record::diagnostic(message.clone()).to_line();
+            let _ = std::io::stderr().write_all(&line);
+        }
+        Error::Usage {
+            message,
+            help: Some(help),
+        } => eprintln!("error: {message}\nhelp: {help}"),
+        other => eprintln!("error: {other}"),
+    }
+}
+
+/// `flowrun run`: validate, then run on a multi-threaded runtime (its worker threads live as long as the runner,
+/// which the parent-death signal needs).
+fn run(args: RunArgs) -> Result<i32, Error> {
+    crate::engine::process::ensure_standard_fds();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Setup(format!("the async runtime cannot start: {e}")))?;
+    // Handlers first, before validation: a signal that arrives while the file is read or the first runs start
+    // must stop the workflow with a summary, not kill the runner.
+    let signals = {
+        let _guard = runtime.enter();
+        Signals::install().map_err(|e| Error::Setup(format!("signal handlers: {e}")))?
+    };
+    let json = args.log_format == Mode::Json;
+    let plan = load_plan_as(&args.file, json)?;
+    if args.dry_run {
+        print_out(&crate::dryrun::describe(&plan, Utc::now()));
+        return Ok(exit::OK);
+    }
+    let color = color_on_stderr();
+    let show_live = match args.progress {
+        Progress::Always => true,
+        Progress::Never => false,
+        Progress::Auto => std::io::stderr().is_terminal() && !json,
+    };
+    let live = show_live.then(|| {
+        let names: Vec<String> = plan.channels.iter().map(|c| c.name.clone()).collect();
+        let always = args.progress == Progress::Always;
+        LiveView::new(
+            plan.jobs.len(),
+            &names,
+            color,
+            always,
+            plan.ends_by_itself(),
+        )
+    });
+    let reporter = Arc::new(Reporter::new(
+        args.log_format,
+        live.as_ref().map(|v| v.multi()),
+    ));
+    let options = Options {
+        run_for: args.run_for,
+        log_dir: args.log_dir,
+        live,
+        color,
+    };
+    let ending = runtime.block_on(crate::engine::run(
+        Arc::new(plan),
+        reporter.clone(),
+        options,
+        signals,
+    ));
+    reporter.flush();
+    // Tasks blocked on pipes of orphaned grandchildren must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    Ok(ending.code())
 }
 
 /// Print to stdout; a closed stdout (`| head`) is a normal end, not a crash.
@@ -70,6 +149,7 @@ pub fn print_out(text: &str) {
     let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
 }
 
+/// Colour on stderr: a terminal, and `NO_COLOR` not set. The one place `NO_COLOR` is read.
 fn color_on_stderr() -> bool {
     std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal()
 }
@@ -147,34 +227,23 @@ fn validate_files(files: &[std::path::PathBuf], format: Format, deny_warnings: b
     }
 }
 
-/// Read and validate a workflow for a command that needs a plan; on problems print them and give the exit code.
-pub fn load_plan(file: &Path) -> Result<Plan, i32> {
+/// Read and validate a workflow for a command that needs a plan; its diagnostics are printed.
+pub fn load_plan(file: &Path) -> Result<Plan, Error> {
     load_plan_as(file, false)
 }
 
 /// As [`load_plan`]; with `json`, problems are `diagnostic` events on stderr (one JSON object a line), so a
 /// `--log-format json` stream stays machine-readable from its first line.
-pub fn load_plan_as(file: &Path, json: bool) -> Result<Plan, i32> {
-    let source = Source::read(file).map_err(|e| {
-        if json {
-            eprintln!(
-                "{}",
-                serde_json::to_string(
-                    &crate::event::Event::new("diagnostic").reason(e.to_string())
-                )
-                .unwrap_or_default()
-            );
-        } else {
-            eprintln!("error: {e}");
-        }
-        exit::INVALID
+fn load_plan_as(file: &Path, json: bool) -> Result<Plan, Error> {
+    let source = Source::read(file).map_err(|e| Error::Unreadable {
+        message: e.to_string(),
+        json,
     })?;
     let validated = validate(&source, Utc::now());
     if json {
         for d in &validated.diagnostics {
             let at = source.line_col(d.span.offset);
-            let mut e = crate::event::Event::new("diagnostic");
-            e.reason = Some(format!(
+            let reason = format!(
                 "{} {}: {} ({}:{}:{})",
                 d.severity().as_str(),
                 d.code.as_str(),
@@ -182,8 +251,8 @@ pub fn load_plan_as(file: &Path, json: bool) -> Result<Plan, i32> {
                 source.name(),
                 at.line,
                 at.column
-            ));
-            eprintln!("{}", serde_json::to_string(&e).unwrap_or_default());
+            );
+            let _ = std::io::stderr().write_all(&Record::diagnostic(reason).to_line());
         }
     } else if !validated.diagnostics.is_empty() {
         eprint!(
@@ -191,33 +260,39 @@ pub fn load_plan_as(file: &Path, json: bool) -> Result<Plan, i32> {
             render::human(&source, &validated.diagnostics, color_on_stderr())
         );
     }
-    validated.plan.ok_or(exit::INVALID)
+    let errors = validated.errors();
+    match (validated.plan, errors) {
+        (Some(plan), _) => Ok(plan),
+        (None, 0) => Err(Error::Setup(format!(
+            "{}: no diagnostic, yet no plan could be built from it (a bug in flowrun; please report it)",
+            file.display()
+        ))),
+        (None, _) => Err(Error::Invalid),
+    }
 }
 
-fn next(file: &Path, jobs: &[String], count: usize, from: Option<&str>, format: TextOrJson) -> i32 {
-    let plan = match load_plan(file) {
-        Ok(plan) => plan,
-        Err(code) => return code,
-    };
+fn next(
+    file: &Path,
+    jobs: &[String],
+    count: usize,
+    from: Option<&str>,
+    format: Mode,
+) -> Result<i32, Error> {
+    let plan = load_plan(file)?;
     let from = match from {
         None => Utc::now(),
         Some(text) => match crate::values::parse_datetime(text) {
             Ok(dt) => dt.resolve(crate::values::system_zone()),
-            Err(e) => {
-                eprintln!("error: --from: {e}");
-                return exit::INVALID;
-            }
+            Err(e) => return Err(Error::usage(format!("--from: {e}"))),
         },
     };
     for name in jobs {
         if plan.job_id(name).is_none() {
             let names: Vec<&str> = plan.jobs.iter().map(|j| j.name.as_str()).collect();
-            eprintln!(
-                "error: `{name}` is not a job of {}\nhelp: {}",
-                file.display(),
-                crate::diagnostic::suggestion_help(name, &names, "job")
-            );
-            return exit::INVALID;
+            return Err(Error::Usage {
+                message: format!("`{name}` is not a job of {}", file.display()),
+                help: Some(crate::diagnostic::suggestion_help(name, &names, "job")),
+            });
         }
     }
     let selected: Vec<usize> = (0..plan.jobs.len())
@@ -226,7 +301,7 @@ fn next(file: &Path, jobs: &[String], count: usize, from: Option<&str>, format: 
         .collect();
     let fmt = |t: &DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
     match format {
-        TextOrJson::Json => {
+        Mode::Json => {
             let mut map = serde_json::Map::new();
             for &j in &selected {
                 let times: Vec<_> = plan.next_fires(j, from, count).iter().map(fmt).collect();
@@ -236,7 +311,7 @@ fn next(file: &Path, jobs: &[String], count: usize, from: Option<&str>, format: 
             text.push('\n');
             print_out(&text);
         }
-        TextOrJson::Text => {
+        Mode::Text => {
             let mut text = String::new();
             for &j in &selected {
                 let job = &plan.jobs[j];
@@ -259,5 +334,5 @@ fn next(file: &Path, jobs: &[String], count: usize, from: Option<&str>, format: 
             print_out(&text);
         }
     }
-    exit::OK
+    Ok(exit::OK)
 }

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 use crate::render::Format;
+use crate::report::Mode;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -46,8 +47,8 @@ pub enum Command {
         /// Start from this date-time instead of now (RFC 3339, or local in the system zone).
         #[arg(long)]
         from: Option<String>,
-        #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
-        format: TextOrJson,
+        #[arg(long, value_enum, default_value_t = Mode::Text)]
+        format: Mode,
     },
     /// Print the jobs and channels as a graph.
     Graph {
@@ -78,8 +79,8 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = Progress::Auto)]
     pub progress: Progress,
     /// `json`: one JSON event per line on stderr (the machine-readable record of the run).
-    #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
-    pub log_format: TextOrJson,
+    #[arg(long, value_enum, default_value_t = Mode::Text)]
+    pub log_format: Mode,
     /// Also write each run's output to DIR/JOB/RUN.log.
     #[arg(long, value_name = "DIR")]
     pub log_dir: Option<PathBuf>,
@@ -90,12 +91,6 @@ pub enum Progress {
     Auto,
     Always,
     Never,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TextOrJson {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -344,19 +344,6 @@ pub enum TriggerSpec {
     Each(EachTrigger),
 }
 
-impl TriggerSpec {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            TriggerSpec::Start(_) => "start",
-            TriggerSpec::Cron(_) => "cron",
-            TriggerSpec::Interval(_) => "interval",
-            TriggerSpec::At(_) => "at",
-            TriggerSpec::After(_) => "after",
-            TriggerSpec::Each(_) => "each",
-        }
-    }
-}
-
 /// The word `start`: fire once when the runner starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
 #[schemars(rename_all = "lowercase")]
@@ -396,6 +383,17 @@ pub enum Status {
     Success,
     Failure,
     Any,
+}
+
+impl Status {
+    /// What an upstream run must reach, in words: `success`, `failure`, `an end`.
+    pub fn goal(self) -> &'static str {
+        match self {
+            Status::Success => "success",
+            Status::Failure => "failure",
+            Status::Any => "an end",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, JsonSchema)]

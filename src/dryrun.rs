@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::plan::{Plan, Trigger};
+use crate::plan::Plan;
 use crate::values::format_duration;
 
 pub fn describe(plan: &Plan, now: DateTime<Utc>) -> String {
@@ -53,22 +53,7 @@ pub fn describe(plan: &Plan, now: DateTime<Utc>) -> String {
             job.cwd.display()
         ));
         for t in &job.triggers {
-            let text = match t {
-                Trigger::Start => "start".to_string(),
-                Trigger::Time { rule, .. } => rule.describe(),
-                Trigger::After { jobs, status } => format!(
-                    "after {} ({status:?})",
-                    jobs.iter()
-                        .map(|&u| plan.jobs[u].name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-                .to_lowercase(),
-                Trigger::Each { channel, batch } => {
-                    format!("each {} (batch {batch})", plan.channels[*channel].name)
-                }
-            };
-            out.push_str(&format!("    trigger: {text}\n"));
+            out.push_str(&format!("    trigger: {}\n", plan.trigger_text(t)));
         }
         let next = plan.next_fires(j, now, 3);
         if !next.is_empty() {

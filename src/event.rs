@@ -1,11 +1,118 @@
-//! The public vocabulary of a run: events (the JSON log of SPEC §3, one flat object per line) and the summary.
+//! The one vocabulary of a run: typed events, what the reporter prints and what later consumers (history,
+//! metrics, the control API) will read. Two renderings, each in one place: [`Event::record`] is the flat JSON
+//! object of the event log (SPEC §3, a stable contract), [`Event::notice`] the short line for people.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
+use crate::values::format_duration;
+
+/// Something that happened in a run of a workflow.
+#[derive(Debug, Clone)]
+pub enum Event {
+    RunnerStart {
+        workflow: String,
+    },
+    /// A stop began (a signal, `--for`, the end of the work).
+    RunnerStopping {
+        reason: String,
+        live_runs: usize,
+    },
+    RunnerStop {
+        code: i32,
+        summary: Summary,
+    },
+    RunStart {
+        job: String,
+        run: u64,
+        pid: u32,
+        scheduled: DateTime<Utc>,
+        lateness_us: Option<i64>,
+        attempt: u32,
+        coalesced: u64,
+        /// The messages of an `each` run.
+        messages: Option<u64>,
+    },
+    RunExit(Box<RunExit>),
+    RunSkipped {
+        job: String,
+        scheduled: Option<DateTime<Utc>>,
+        why: SkipReason,
+    },
+    RunMissed {
+        job: String,
+        scheduled: DateTime<Utc>,
+        count: u64,
+        late_ms: i64,
+        grace: std::time::Duration,
+    },
+    RunRetry {
+        job: String,
+        run: u64,
+        next_attempt: u32,
+        backoff: std::time::Duration,
+    },
+    RunTimeout {
+        job: String,
+        run: u64,
+        pid: u32,
+    },
+    ChannelClosed {
+        channel: String,
+        messages: u64,
+    },
+    /// Messages a reader left unread went back to the queue.
+    ChannelTakeback {
+        job: String,
+        run: u64,
+        channel: Option<String>,
+        messages: u64,
+    },
+    /// A problem of the runner outside any run (a log file that cannot be written).
+    Notice {
+        text: String,
+    },
+}
+
+/// How a run ended, as reported.
+#[derive(Debug, Clone)]
+pub struct RunExit {
+    pub job: String,
+    pub run: u64,
+    pub pid: Option<u32>,
+    pub code: Option<i32>,
+    pub signal: Option<String>,
+    pub reason: Option<String>,
+    pub success: bool,
+    /// The runner stopped it at shutdown: neither a success nor a failure.
+    pub stopped_by_runner: bool,
+    /// An `each` run (successful ones are quiet: there may be thousands).
+    pub each: bool,
+}
+
+impl RunExit {
+    /// `exited 0`, `killed by SIGTERM`, `could not start`.
+    pub fn status_text(&self) -> String {
+        match (&self.code, &self.signal) {
+            (Some(c), _) => format!("exited {c}"),
+            (None, Some(s)) => format!("killed by {s}"),
+            _ => "could not start".to_string(),
+        }
+    }
+}
+
+/// Why a firing was skipped.
+#[derive(Debug, Clone)]
+pub enum SkipReason {
+    MaxInstances(usize),
+    /// An `after` join that can never fire: the text names the jobs and the status.
+    JoinDead(String),
+}
+
+/// The flat JSON object of one event (SPEC §3). Field order is the log's.
 #[derive(Debug, Clone, Serialize, Default)]
-pub struct Event {
+pub struct Record {
     pub event: &'static str,
     pub ts: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -47,22 +154,200 @@ pub fn timestamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-impl Event {
-    pub fn new(event: &'static str) -> Event {
-        Event {
+impl Record {
+    fn new(event: &'static str, ts: DateTime<Utc>) -> Record {
+        Record {
             event,
-            ts: timestamp(Utc::now()),
-            ..Event::default()
+            ts: timestamp(ts),
+            ..Record::default()
         }
     }
-    pub fn job(mut self, job: &str, run: Option<u64>) -> Event {
+    fn job(mut self, job: &str, run: Option<u64>) -> Record {
         self.job = Some(job.to_string());
         self.run = run;
         self
     }
-    pub fn reason(mut self, reason: impl Into<String>) -> Event {
-        self.reason = Some(reason.into());
-        self
+
+    /// A validation problem, before anything starts.
+    pub fn diagnostic(reason: String) -> Record {
+        Record {
+            reason: Some(reason),
+            ..Record::new("diagnostic", Utc::now())
+        }
+    }
+
+    /// One line of a run's output.
+    pub fn output(job: &str, run: u64, stream: &'static str, line: &str) -> Record {
+        Record {
+            stream: Some(stream),
+            line: Some(line.to_string()),
+            ..Record::new("output", Utc::now()).job(job, Some(run))
+        }
+    }
+
+    pub fn to_line(&self) -> Vec<u8> {
+        let mut line = serde_json::to_vec(self).expect("events serialize");
+        line.push(b'\n');
+        line
+    }
+}
+
+impl Event {
+    /// The event's JSON record, stamped `ts`.
+    pub fn record(&self, ts: DateTime<Utc>) -> Record {
+        match self {
+            Event::RunnerStart { workflow } => Record {
+                reason: Some(format!("workflow {workflow}")),
+                ..Record::new("runner.start", ts)
+            },
+            Event::RunnerStopping { reason, .. } => Record {
+                reason: Some(reason.clone()),
+                ..Record::new("runner.stopping", ts)
+            },
+            Event::RunnerStop { code, summary } => Record {
+                code: Some(*code),
+                summary: Some(summary.clone()),
+                ..Record::new("runner.stop", ts)
+            },
+            Event::RunStart {
+                job,
+                run,
+                pid,
+                scheduled,
+                lateness_us,
+                attempt,
+                coalesced,
+                messages,
+            } => Record {
+                pid: Some(*pid),
+                scheduled: Some(timestamp(*scheduled)),
+                lateness_us: *lateness_us,
+                attempt: (*attempt > 1).then_some(*attempt),
+                coalesced: (*coalesced > 1).then_some(*coalesced),
+                messages: *messages,
+                ..Record::new("run.start", ts).job(job, Some(*run))
+            },
+            Event::RunExit(x) => Record {
+                pid: x.pid,
+                code: x.code,
+                signal: x.signal.clone(),
+                reason: x.reason.clone(),
+                ..Record::new("run.exit", ts).job(&x.job, Some(x.run))
+            },
+            Event::RunSkipped {
+                job,
+                scheduled,
+                why,
+            } => Record {
+                scheduled: scheduled.map(timestamp),
+                reason: Some(match why {
+                    SkipReason::MaxInstances(n) => format!("max_instances ({n}) runs are alive"),
+                    SkipReason::JoinDead(text) => text.clone(),
+                }),
+                ..Record::new("run.skipped", ts).job(job, None)
+            },
+            Event::RunMissed {
+                job,
+                scheduled,
+                count,
+                late_ms,
+                grace,
+            } => Record {
+                scheduled: Some(timestamp(*scheduled)),
+                messages: (*count > 1).then_some(*count),
+                reason: Some(format!(
+                    "handled {late_ms}ms late; misfire_grace is {}",
+                    format_duration(*grace)
+                )),
+                ..Record::new("run.missed", ts).job(job, None)
+            },
+            Event::RunRetry {
+                job,
+                run,
+                next_attempt,
+                backoff,
+            } => Record {
+                attempt: Some(*next_attempt),
+                reason: Some(format!("retry in {}", format_duration(*backoff))),
+                ..Record::new("run.retry", ts).job(job, Some(*run))
+            },
+            Event::RunTimeout { job, run, pid } => Record {
+                pid: Some(*pid),
+                ..Record::new("run.timeout", ts).job(job, Some(*run))
+            },
+            Event::ChannelClosed { channel, messages } => Record {
+                channel: Some(channel.clone()),
+                messages: Some(*messages),
+                ..Record::new("channel.closed", ts)
+            },
+            Event::ChannelTakeback {
+                job,
+                run,
+                channel,
+                messages,
+            } => Record {
+                channel: channel.clone(),
+                messages: Some(*messages),
+                ..Record::new("channel.takeback", ts).job(job, Some(*run))
+            },
+            Event::Notice { text } => Record {
+                reason: Some(text.clone()),
+                ..Record::new("notice", ts)
+            },
+        }
+    }
+
+    /// The notice for people (`flowrun: ...` on stderr), or `None` for events that are not printed. `live`: a
+    /// status area is shown, so routine starts and exits are left to it.
+    pub fn notice(&self, live: bool) -> Option<String> {
+        match self {
+            Event::RunnerStart { .. } | Event::RunnerStop { .. } => None,
+            Event::ChannelClosed { .. } | Event::ChannelTakeback { .. } => None,
+            Event::RunnerStopping { reason, live_runs } => {
+                Some(format!("stopping ({reason}): stopping {live_runs} run(s)"))
+            }
+            Event::RunStart {
+                job,
+                run,
+                pid,
+                messages,
+                ..
+            } => (messages.is_none() && !live).then(|| format!("{job}#{run} started (pid {pid})")),
+            Event::RunExit(x) => {
+                if x.success && (x.each || live) {
+                    return None;
+                }
+                let status = match x.stopped_by_runner {
+                    true => format!("stopped ({})", x.status_text()),
+                    false => x.status_text(),
+                };
+                let reason = x.reason.as_ref().map(|r| format!(": {r}"));
+                Some(format!(
+                    "{}#{} {status}{}",
+                    x.job,
+                    x.run,
+                    reason.unwrap_or_default()
+                ))
+            }
+            Event::RunSkipped { job, why, .. } => Some(match why {
+                SkipReason::MaxInstances(n) => {
+                    format!("{job} skipped: max_instances ({n}) reached")
+                }
+                SkipReason::JoinDead(text) => format!("{job} skipped for good: {text}"),
+            }),
+            Event::RunMissed { job, scheduled, .. } => Some(format!(
+                "{job} missed its firing at {}",
+                timestamp(*scheduled)
+            )),
+            Event::RunRetry {
+                job, run, backoff, ..
+            } => Some(format!(
+                "{job}#{run} will be retried in {}",
+                format_duration(*backoff)
+            )),
+            Event::RunTimeout { job, run, .. } => Some(format!("{job}#{run} timed out")),
+            Event::Notice { text } => Some(text.clone()),
+        }
     }
 }
 

@@ -1,40 +1,14 @@
 //! `flowrun graph`: jobs as nodes, channels as labelled edges, `after` links dashed, triggers as notes.
 
-use crate::plan::{Plan, Status, Trigger};
+use crate::plan::{Plan, Trigger};
 
 fn trigger_note(plan: &Plan, job: usize) -> String {
     plan.jobs[job]
         .triggers
         .iter()
-        .map(|t| match t {
-            Trigger::Start => "start".to_string(),
-            Trigger::Time { rule, .. } => rule.describe(),
-            Trigger::After { jobs, status } => {
-                let names: Vec<&str> = jobs.iter().map(|&j| plan.jobs[j].name.as_str()).collect();
-                format!("after {}{}", names.join(" + "), status_suffix(*status))
-            }
-            Trigger::Each { channel, batch } => {
-                format!(
-                    "each {}{}",
-                    plan.channels[*channel].name,
-                    if *batch > 1 {
-                        format!(" (batch {batch})")
-                    } else {
-                        String::new()
-                    }
-                )
-            }
-        })
+        .map(|t| plan.trigger_text(t))
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-fn status_suffix(status: Status) -> &'static str {
-    match status {
-        Status::Success => "",
-        Status::Failure => " (on failure)",
-        Status::Any => " (any status)",
-    }
 }
 
 /// Writer -> reader edges of every channel, labelled `name (kind)`.

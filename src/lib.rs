@@ -1,37 +1,40 @@
-//! flowrun: a declarative workflow-file runner.
+//! flowrun: a declarative workflow-file runner. The whole, from text to child process, one way:
 //!
 //! ```text
-//! text -> yaml (spanned tree) -> decode -> Document -> validate -> Plan ----------------.
-//!                                  `-------------------`-> diagnostics -> render        |
-//!                                                                                       v
-//!   timers (trigger) --fire--> runner (dispatcher) <--exits-- process (one per run)
-//!   signals, --for   -------->     |      ^                          |
-//!                                  |      `---- channel (queues) <---' pipes
-//!                                  v
-//!                        event -> report (text | json)
+//! text -> yaml (spanned tree) -> decode -> Document -> validate -> Plan (Arc) ---------------------.
+//!                                    `------------------`-> diagnostics -> render (human|json|github)  |
+//!                                                                                                      v
+//!   timetable --due--> engine loop --Input--> dispatcher --effects--> spawn / signal / channel writes
+//!   signals, --for ------^      ^                  |
+//!   runs, pumps, timers --------' (tasks)          `--> events --> report (printer, live view)
 //! ```
+//!
+//! - `source`, `yaml`, `decode`, `document`, `values`: reading a file into a spanned [`document::Document`].
+//! - `validate` (the rules of SPEC §2.6, diagnostics with stable codes) builds the [`plan::Plan`]; `trigger`
+//!   holds the pure fire-time maths; `render` prints diagnostics.
+//! - `engine`: runs a plan. Its loop turns inputs into one `Input`; the dispatcher decides; `supervise` tends
+//!   each run (pumps, feeders, take-back); `channel` is the message broker; `process` the OS edge (spawn,
+//!   groups, the reaper); `outcome` the pure decisions (exit classification, delays, joins).
+//! - `event`: the typed events, rendered as JSON records or notices by `report`.
+//! - `app` (the commands), `cli` (arguments), `error` (the one error type and its exit codes), `graph`,
+//!   `dryrun`: the edges.
 
 pub mod app;
-pub mod channel;
 pub mod cli;
-pub mod decode;
+mod decode;
 pub mod diagnostic;
-pub mod document;
-pub mod dryrun;
-pub mod event;
-pub mod exit;
-pub mod graph;
-pub mod live;
-pub mod plan;
-pub mod process;
-pub mod render;
-pub mod report;
-pub mod run;
-pub mod runner;
-pub mod scheduler;
+mod document;
+mod dryrun;
+mod engine;
+mod error;
+mod event;
+mod exit;
+mod graph;
+mod plan;
+mod render;
+mod report;
 pub mod source;
-pub mod trigger;
+mod trigger;
 pub mod validate;
-pub mod values;
-pub mod walltimer;
-pub mod yaml;
+mod values;
+mod yaml;

@@ -177,6 +177,28 @@ impl Plan {
         crate::trigger::upcoming(&rules, from, count)
     }
 
+    /// One trigger of a job in words, as `graph`, the dry run and the live view show it: `start`, `every 5m`,
+    /// `after a + b (on failure)`, `each tasks (batch 10)`.
+    pub fn trigger_text(&self, trigger: &Trigger) -> String {
+        match trigger {
+            Trigger::Start => "start".to_string(),
+            Trigger::Time { rule, .. } => rule.describe(),
+            Trigger::After { jobs, status } => {
+                let names: Vec<&str> = jobs.iter().map(|&j| self.jobs[j].name.as_str()).collect();
+                let suffix = match status {
+                    Status::Success => "",
+                    Status::Failure => " (on failure)",
+                    Status::Any => " (any status)",
+                };
+                format!("after {}{suffix}", names.join(" + "))
+            }
+            Trigger::Each { channel, batch } => match batch {
+                1 => format!("each {}", self.channels[*channel].name),
+                n => format!("each {} (batch {n})", self.channels[*channel].name),
+            },
+        }
+    }
+
     /// Whether the workflow ends by itself: no job has a time trigger or restarts.
     pub fn ends_by_itself(&self) -> bool {
         self.jobs

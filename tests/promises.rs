@@ -468,3 +468,26 @@ fn control_bytes_in_notices_are_escaped() {
     assert!(err.contains("no\\u{1b}[31msuch\\u{7}"), "{err}");
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn output_left_in_the_pipe_at_exit_is_delivered_however_long_backpressure_holds_it() {
+    // `w` exits with about 0.6 MB still in its pipe while the reader sleeps: the pump is held by backpressure for
+    // longer than the 200 ms drain, and must still deliver every line (the drain is for background processes
+    // that keep a pipe open, not for what the process wrote before it exited).
+    let (_d, file) = flow(
+        "channels: { q: { capacity: 10 } }
+jobs:
+  w: { run: seq 400000, stdout: q }
+  r: { run: \"sleep 0.6; awk '{ n++; s += $1 } END { printf \\\"%d %.0f\\\\n\\\", n, s }'\", stdin: q }
+",
+    );
+    let (code, ev) = run_json(&file, &[]);
+    assert_eq!(output_lines(&ev, "r"), ["400000 80000200000"]);
+    let exit = ev
+        .iter()
+        .find(|e| e["event"] == "run.exit" && e["job"] == "w")
+        .unwrap();
+    assert!(exit.get("reason").is_none(), "{exit}");
+    assert_eq!(channel(&ev, "q"), (400_000, 400_000, 0));
+    assert_eq!(code, Some(0));
+}

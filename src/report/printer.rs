@@ -11,9 +11,10 @@ use std::io::Write;
 use std::sync::mpsc;
 use std::sync::Arc;
 
-use crate::event::Event;
+use crate::event::{Event, Record};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a command prints for machines or people: `text` (people) or `json` (one JSON object a line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
     Text,
     Json,
@@ -23,7 +24,6 @@ pub enum Mode {
 const OUTPUT_BUDGET: usize = 4 << 20;
 
 enum Line {
-    Stdout(Vec<u8>),
     Stderr(Vec<u8>),
     /// Output of a run: `permits` of the budget go back once it is written.
     Output {
@@ -36,6 +36,8 @@ enum Line {
 
 pub struct Reporter {
     mode: Mode,
+    /// A status area is shown: routine starts and exits are left to it.
+    live: bool,
     tx: mpsc::Sender<Line>,
     budget: Arc<tokio::sync::Semaphore>,
 }
@@ -45,11 +47,17 @@ impl Reporter {
         let (tx, rx) = mpsc::channel();
         let budget = Arc::new(tokio::sync::Semaphore::new(OUTPUT_BUDGET));
         let printer_budget = budget.clone();
+        let shown = live.is_some();
         std::thread::Builder::new()
             .name("flowrun-printer".into())
             .spawn(move || print_lines(rx, live, printer_budget))
             .expect("the printer thread starts");
-        Reporter { mode, tx, budget }
+        Reporter {
+            mode,
+            live: shown,
+            tx,
+            budget,
+        }
     }
 
     /// One line of a run's output. Waits (asynchronously) while the printer is a budget's worth behind.
@@ -62,12 +70,7 @@ impl Reporter {
                 let _ = writeln!(bytes, "{job}#{run} | {text}");
                 (bytes, false)
             }
-            Mode::Json => {
-                let mut e = Event::new("output").job(job, Some(run));
-                e.stream = Some(stream);
-                e.line = Some(text.to_string());
-                (json_line(&e), true)
-            }
+            Mode::Json => (Record::output(job, run, stream, text).to_line(), true),
         };
         let permits = bytes.len().min(OUTPUT_BUDGET) as u32;
         match self.budget.acquire_many(permits).await {
@@ -82,15 +85,16 @@ impl Reporter {
         });
     }
 
-    /// An event: always in JSON mode; in text mode as a short notice on stderr when `text` is given.
+    /// An event: always in JSON mode; in text mode its notice on stderr, if it has one.
     /// Control characters in a notice are escaped: a job's command or error text must not drive the terminal.
-    pub fn event(&self, event: &Event, text: Option<String>) {
+    pub fn event(&self, event: &Event) {
         match self.mode {
             Mode::Json => {
-                let _ = self.tx.send(Line::Stderr(json_line(event)));
+                let line = event.record(chrono::Utc::now()).to_line();
+                let _ = self.tx.send(Line::Stderr(line));
             }
             Mode::Text => {
-                if let Some(text) = text {
+                if let Some(text) = event.notice(self.live) {
                     let line = format!("flowrun: {}\n", escape_controls(&text));
                     let _ = self.tx.send(Line::Stderr(line.into_bytes()));
                 }
@@ -98,10 +102,11 @@ impl Reporter {
         }
     }
 
-    /// A runner notice in text mode (a problem outside any event), or a `diagnostic`-like event in JSON mode.
+    /// A runner problem outside any run.
     pub fn notice(&self, text: &str) {
-        let e = Event::new("notice").reason(text);
-        self.event(&e, Some(text.to_string()));
+        self.event(&Event::Notice {
+            text: text.to_string(),
+        });
     }
 
     /// Text printed as is at the end (the summary table) in text mode.
@@ -111,11 +116,6 @@ impl Reporter {
         }
     }
 
-    /// Text for standard output as is (the dry run).
-    pub fn stdout(&self, text: &str) {
-        let _ = self.tx.send(Line::Stdout(text.as_bytes().to_vec()));
-    }
-
     /// Wait until everything queued so far is written.
     pub fn flush(&self) {
         let (tx, rx) = mpsc::sync_channel(1);
@@ -123,12 +123,6 @@ impl Reporter {
             let _ = rx.recv();
         }
     }
-}
-
-fn json_line(event: &Event) -> Vec<u8> {
-    let mut line = serde_json::to_vec(event).expect("events serialize");
-    line.push(b'\n');
-    line
 }
 
 /// Replace control characters (but tab) with visible escapes such as `\u{0}`.
@@ -171,9 +165,6 @@ fn print_lines(
             let mut flushes = Vec::new();
             for line in batch.drain(..) {
                 match line {
-                    Line::Stdout(text) => {
-                        let _ = out.write_all(&text);
-                    }
                     Line::Output {
                         stderr: false,
                         text,

@@ -34,9 +34,6 @@ impl Chunk {
     pub fn bytes(&self) -> &[u8] {
         &self.data[self.start..self.end]
     }
-    pub fn count(&self) -> usize {
-        self.count
-    }
     /// Split after the `n`-th message: (first n, rest).
     fn split(&self, n: usize) -> (Chunk, Chunk) {
         let at = nth_newline(self.bytes(), n).map_or(self.end, |i| self.start + i + 1);
@@ -123,10 +120,6 @@ impl Queue {
 
     pub fn waiting(&self) -> usize {
         self.inner.lock().unwrap().waiting
-    }
-
-    pub fn is_closed(&self) -> bool {
-        self.inner.lock().unwrap().closed
     }
 
     /// Closed, empty, and no live reader holds messages that could come back: nothing will ever wait here again.
@@ -390,7 +383,10 @@ pub enum PumpEnd {
     Error(String),
 }
 
-/// Set when the run's process has exited, so pumps waiting for more output wait only a short drain.
+/// Set when the run's process has exited. A pump reads everything the pipe holds (what the process wrote before
+/// it exited is delivered, however long backpressure held the pump); once nothing is readable it waits at most
+/// until `DRAIN` after the exit for a background process that still holds the pipe, and after that window it
+/// takes at most `DRAIN_BYTES` more, so a background process that keeps printing cannot hold the run open.
 #[derive(Default)]
 pub struct ExitFlag {
     exited: std::sync::OnceLock<tokio::time::Instant>,
@@ -402,21 +398,32 @@ impl ExitFlag {
         let _ = self.exited.set(tokio::time::Instant::now());
         self.notify.notify_waiters();
     }
-    /// Resolves `drain` after the process exited. The window is counted from the exit, however often this is
+
+    /// Resolves `DRAIN` after the process exited. The window is counted from the exit, however often this is
     /// called: a background process that keeps printing cannot move it.
-    pub async fn drained(&self, drain: Duration) {
+    pub async fn drained(&self) {
         loop {
             let n = self.notify.notified();
             tokio::pin!(n);
             n.as_mut().enable();
             if let Some(&at) = self.exited.get() {
-                tokio::time::sleep_until(at + drain).await;
+                tokio::time::sleep_until(at + DRAIN).await;
                 return;
             }
             n.await;
         }
     }
+
+    /// Whether the drain window after the exit is over.
+    pub fn window_over(&self) -> bool {
+        self.exited
+            .get()
+            .is_some_and(|&at| tokio::time::Instant::now() >= at + DRAIN)
+    }
 }
+
+/// Bytes read from a pipe after the drain window before it is abandoned.
+pub const DRAIN_BYTES: usize = 1 << 20;
 
 pub const DRAIN: Duration = Duration::from_millis(200);
 const READ_SIZE: usize = 1024 * 1024;
@@ -428,18 +435,30 @@ pub async fn pump_writer<R: AsyncRead + Unpin>(
     exit: Arc<ExitFlag>,
 ) -> PumpEnd {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_SIZE);
+    let mut late_bytes = 0;
     loop {
         if buf.capacity() - buf.len() < READ_SIZE / 4 {
             buf.reserve(READ_SIZE);
         }
+        let before = buf.len();
         let read = tokio::select! {
+            // Reading comes first: what is in the pipe is delivered before the drain can end it.
+            biased;
             r = src.read_buf(&mut buf) => r,
-            _ = exit.drained(DRAIN) => {
+            _ = exit.drained() => {
                 // Whatever arrived is still delivered; a partial last line counts as a message.
                 finish(&mut buf, &target).await;
                 return PumpEnd::Abandoned;
             }
         };
+        if exit.window_over() {
+            late_bytes += buf.len().saturating_sub(before);
+            if late_bytes >= DRAIN_BYTES {
+                // Printing on after the window: deliver what came, leave the rest to the background process.
+                finish(&mut buf, &target).await;
+                return PumpEnd::Abandoned;
+            }
+        }
         match read {
             Ok(0) => {
                 if !buf.is_empty() {
@@ -554,7 +573,7 @@ impl Feed {
     /// Whether some of what was sent is not read yet (in the pipe, or not yet written into it).
     fn holds_unread(&self) -> bool {
         let s = self.state.lock().unwrap();
-        let unread = crate::process::unread_bytes(std::os::fd::AsFd::as_fd(&self.read_end)) as u64;
+        let unread = super::process::unread_bytes(std::os::fd::AsFd::as_fd(&self.read_end)) as u64;
         s.written.saturating_sub(unread) < s.stream_end()
     }
 }
@@ -661,7 +680,7 @@ fn drain_pipe(fd: &std::os::fd::OwnedFd) -> usize {
     let mut total = 0;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let available = crate::process::unread_bytes(fd.as_fd());
+        let available = super::process::unread_bytes(fd.as_fd());
         if available == 0 {
             return total;
         }

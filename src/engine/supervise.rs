@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-use crate::channel::{self, ExitFlag, Feed, PumpEnd, Queue, Target};
-use crate::process::{self, Child};
+use super::channel::{self, ExitFlag, Feed, PumpEnd, Queue, Target};
+use super::process::{self, Child};
 use crate::report::Reporter;
 
 /// A new run's standard streams: the child's ends, and the runner's.
@@ -39,6 +39,17 @@ pub(crate) struct RunEnd {
     pub pump: Option<PumpEnd>,
     /// Messages a `stdin:` reader left unread, put back in its queue.
     pub taken_back: usize,
+}
+
+impl RunEnd {
+    /// The end of a run that could not be started.
+    pub fn not_started(reason: String) -> RunEnd {
+        RunEnd {
+            status: Err(reason),
+            pump: None,
+            taken_back: 0,
+        }
+    }
 }
 
 /// Tend a started run: write an `each` run's messages, feed a `stdin:` reader, pump stdout into its channel
@@ -250,20 +261,29 @@ async fn pump_lines<R: tokio::io::AsyncRead + Unpin>(
 ) -> bool {
     let mut reader = BufReader::with_capacity(64 * 1024, src);
     let mut line = Vec::with_capacity(256);
+    let mut late_bytes = 0;
     loop {
         line.clear();
         // A line is printed in pieces of at most MAX_LINE bytes, so a job that never writes a newline cannot
         // make the runner hold its whole output.
         let mut limited = (&mut reader).take(MAX_LINE);
         let read = tokio::select! {
+            // Reading comes first: what is in the pipe is printed before the drain can end it.
+            biased;
             r = limited.read_until(b'\n', &mut line) => r,
-            _ = exit.drained(channel::DRAIN) => {
+            _ = exit.drained() => {
                 if !line.is_empty() {
                     sink.line(stream, &line).await;
                 }
                 return true;
             }
         };
+        if exit.window_over() {
+            late_bytes += line.len();
+            if late_bytes >= channel::DRAIN_BYTES {
+                return true;
+            }
+        }
         match read {
             Ok(0) | Err(_) => return false,
             Ok(_) => sink.line(stream, &line).await,

@@ -1,0 +1,221 @@
+//! The channels of a running workflow: their queues (one for a queue channel, one per reader job for broadcast),
+//! the one OS pipe of a pipe channel, and how a new run's standard streams are wired to them.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::channel::{Chunk, Queue, Stats, Target};
+use super::process;
+use super::supervise::{ParentEnds, Wiring};
+use crate::event::ChannelCounts;
+use crate::plan::{ChannelId, ChannelKind, Job, JobId, Plan};
+
+/// One channel at run time.
+pub struct ChannelRt {
+    /// One queue for a queue channel; one per reader job (in `readers` order) for broadcast; none for pipe.
+    pub queues: Vec<Arc<Queue>>,
+    pub stats: Arc<Stats>,
+    pipe_read: Option<OwnedFd>,
+    pipe_write: Option<OwnedFd>,
+    pub closed: bool,
+}
+
+pub struct Channels {
+    plan: Arc<Plan>,
+    pub all: Vec<ChannelRt>,
+}
+
+impl Channels {
+    pub fn new(plan: Arc<Plan>) -> Channels {
+        let all = plan
+            .channels
+            .iter()
+            .map(|c| {
+                let stats = Arc::new(Stats::default());
+                let space = Arc::new(tokio::sync::Notify::new());
+                let queue = || Queue::new(c.capacity, stats.clone(), space.clone());
+                let queues = match c.kind {
+                    ChannelKind::Queue => vec![queue()],
+                    ChannelKind::Broadcast => c.readers.iter().map(|_| queue()).collect(),
+                    ChannelKind::Pipe => Vec::new(),
+                };
+                let (pipe_read, pipe_write) = match c.kind {
+                    ChannelKind::Pipe => {
+                        let (r, w) = os_pipe::pipe().expect("a pipe can be created");
+                        process::grow_pipe(w.as_fd());
+                        (Some(OwnedFd::from(r)), Some(OwnedFd::from(w)))
+                    }
+                    _ => (None, None),
+                };
+                ChannelRt {
+                    queues,
+                    stats,
+                    pipe_read,
+                    pipe_write,
+                    closed: false,
+                }
+            })
+            .collect();
+        Channels { plan, all }
+    }
+
+    /// The queue a reader job reads from a channel (its own copy for broadcast).
+    pub fn reader_queue(&self, channel: ChannelId, job: JobId) -> &Arc<Queue> {
+        let c = &self.plan.channels[channel];
+        let i = match c.kind {
+            ChannelKind::Broadcast => c
+                .readers
+                .iter()
+                .position(|&r| r == job)
+                .expect("a reader of its channel"),
+            _ => 0,
+        };
+        &self.all[channel].queues[i]
+    }
+
+    /// Whether nothing will ever wait for this reader again: a pipe that closed, or a queue that settled.
+    pub fn input_over(&self, channel: ChannelId, job: JobId) -> bool {
+        match self.plan.channels[channel].kind {
+            ChannelKind::Pipe => self.all[channel].closed,
+            _ => self.reader_queue(channel, job).settled(),
+        }
+    }
+
+    /// Whether every reader of a pipe channel has ended (its writer's SIGPIPE is then no failure).
+    pub fn pipe_readers_gone(&self, channel: ChannelId) -> bool {
+        self.all[channel].pipe_read.is_none()
+    }
+
+    /// What a writer job's pump feeds, and whom it wakes when an idle `each` job waits for messages.
+    pub fn target(&self, channel: ChannelId, wake: Arc<dyn Fn() + Send + Sync>) -> Target {
+        Target {
+            queues: self.all[channel].queues.clone(),
+            max_message: self.plan.channels[channel].max_message,
+            wake,
+        }
+    }
+
+    /// Messages of an `each` run that failed its last attempt, into its dead-letter channel; without waiting for
+    /// room, so the dispatcher never blocks.
+    pub fn dead_letter(&self, channel: ChannelId, data: &[u8], count: usize) {
+        let chunk = Chunk::from_vec(data.to_vec(), count);
+        for q in &self.all[channel].queues {
+            q.push_unbounded(chunk.clone());
+            q.wake_dispatcher.store(false, Ordering::Release);
+        }
+    }
+
+    /// No writer can add more: readers get the rest and EOF. Returns the messages the channel took in.
+    pub fn close(&mut self, channel: ChannelId) -> u64 {
+        let c = &mut self.all[channel];
+        c.closed = true;
+        // Dropping the runner's write end lets the reader see EOF once the writer's runs are gone.
+        c.pipe_write = None;
+        for q in &c.queues {
+            q.close();
+        }
+        c.stats.taken_in.load(Ordering::Relaxed)
+    }
+
+    /// A reader job of the channel can run no more.
+    pub fn reader_done(&mut self, channel: ChannelId, job: JobId, all_readers_done: bool) {
+        match self.plan.channels[channel].kind {
+            ChannelKind::Pipe => self.all[channel].pipe_read = None,
+            ChannelKind::Queue if all_readers_done => self.all[channel].queues[0].orphan(),
+            ChannelKind::Queue => {}
+            ChannelKind::Broadcast => self.reader_queue(channel, job).orphan(),
+        }
+    }
+
+    /// Shutdown: writers blocked on full queues must be able to finish (nobody will read now), and the pipe
+    /// channels' ends go.
+    pub fn shut(&mut self) {
+        for c in &mut self.all {
+            for q in &c.queues {
+                q.orphan();
+            }
+            c.pipe_write = None;
+            c.pipe_read = None;
+        }
+    }
+
+    pub fn counts(&self, channel: ChannelId) -> ChannelCounts {
+        let c = &self.all[channel];
+        ChannelCounts {
+            taken_in: c.stats.taken_in.load(Ordering::Relaxed),
+            out: c.stats.handed_out.load(Ordering::Relaxed),
+            left: c.queues.iter().map(|q| q.waiting() as u64).sum(),
+        }
+    }
+
+    /// The three standard streams of a new run (child ends) and the runner's ends of them.
+    pub fn wire(
+        &self,
+        job_id: JobId,
+        job: &Job,
+        input: Option<&Arc<Vec<u8>>>,
+    ) -> std::io::Result<Wiring> {
+        let mut parent = ParentEnds::default();
+        let stdin = self.wire_stdin(job_id, job, input, &mut parent)?;
+        // Standard output: a pipe channel's write end, a pump into a queue, or prefixed log lines.
+        let stdout = match job.stdout {
+            Some(c) if self.plan.channels[c].kind == ChannelKind::Pipe => {
+                match &self.all[c].pipe_write {
+                    Some(fd) => fd.try_clone()?,
+                    None => process::dev_null()?,
+                }
+            }
+            // A queue or broadcast writer gets a large pipe so the pump reads big blocks.
+            Some(_) => {
+                let (r, w) = process::pipe()?;
+                process::grow_pipe(w.as_fd());
+                parent.queue_output = Some(r);
+                w
+            }
+            None => {
+                let (r, w) = process::pipe()?;
+                parent.stdout_read = Some(r);
+                w
+            }
+        };
+        let (stderr_read, stderr) = process::pipe()?;
+        parent.stderr_read = Some(stderr_read);
+        Ok(Wiring {
+            stdin,
+            stdout,
+            stderr,
+            parent,
+        })
+    }
+
+    /// Standard input: an `each` batch, a channel, or /dev/null (never the runner's own stdin).
+    fn wire_stdin(
+        &self,
+        job_id: JobId,
+        job: &Job,
+        input: Option<&Arc<Vec<u8>>>,
+        parent: &mut ParentEnds,
+    ) -> std::io::Result<OwnedFd> {
+        if let Some(data) = input {
+            let (r, w) = process::pipe()?;
+            parent.input_writer = Some((w, data.clone()));
+            return Ok(r);
+        }
+        let Some(c) = job.stdin else {
+            return process::dev_null();
+        };
+        if self.plan.channels[c].kind == ChannelKind::Pipe {
+            return match &self.all[c].pipe_read {
+                Some(fd) => fd.try_clone(),
+                None => process::dev_null(),
+            };
+        }
+        let (r, w) = process::pipe()?;
+        let size = process::grow_pipe(w.as_fd());
+        // The runner keeps a read end: unread messages can be counted and taken back.
+        let keep = r.try_clone()?;
+        parent.feeder_parts = Some((w, keep, size, self.reader_queue(c, job_id).clone()));
+        Ok(r)
+    }
+}

@@ -1,0 +1,670 @@
+//! The dispatcher: the one place that sees the whole run. It takes one [`Input`] at a time and decides: firings,
+//! admission to executors, starts, stops, the end of the work. Effects (spawning, signalling) happen in the few
+//! functions named for them; everything it reports goes through [`Dispatcher::emit`].
+
+use chrono::Utc;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::channels::Channels;
+use super::process;
+use super::state::{Executor, JobState, Pending, Run, RunId, RunState, StopCause};
+use super::supervise::{open_log, supervise, LineSink, RunEnd};
+use super::timetable::{jitter_delay, Due, Entry, Timetable};
+use super::{Ending, Input, Later, Msg, Options, Stop};
+use crate::event::{timestamp, Event, SkipReason, Summary};
+use crate::plan::{JobId, Plan, Trigger};
+use crate::report::{ChannelLine, JobLine, LiveView, Reporter};
+
+pub(super) struct Dispatcher {
+    pub(super) plan: Arc<Plan>,
+    reporter: Arc<Reporter>,
+    pub(super) tx: UnboundedSender<Msg>,
+    pub(super) jobs: Vec<JobState>,
+    pub(super) channels: Channels,
+    pub(super) executors: Vec<Executor>,
+    pub(super) runs: HashMap<RunId, Run>,
+    next_id: RunId,
+    timetable: Timetable,
+    pub(super) stopping: bool,
+    forced: bool,
+    pub(super) failed: bool,
+    pub(super) failed_messages: u64,
+    log_dir: Option<std::path::PathBuf>,
+    view: Option<LiveView>,
+    color: bool,
+}
+
+impl Dispatcher {
+    pub(super) fn new(
+        plan: Arc<Plan>,
+        reporter: Arc<Reporter>,
+        tx: UnboundedSender<Msg>,
+        options: Options,
+    ) -> Dispatcher {
+        let started_at = Utc::now();
+        let mut entries = Vec::new();
+        for (j, job) in plan.jobs.iter().enumerate() {
+            for (t, trigger) in job.triggers.iter().enumerate() {
+                if let Trigger::Time { rule, .. } = trigger {
+                    entries.push(Entry {
+                        job: j,
+                        trigger: t,
+                        rule: rule.rule(started_at),
+                        misfire_grace: job.misfire_grace,
+                        coalesce: job.coalesce,
+                    });
+                }
+            }
+        }
+        Dispatcher {
+            jobs: plan
+                .jobs
+                .iter()
+                .map(|j| JobState::new(&j.triggers))
+                .collect(),
+            channels: Channels::new(plan.clone()),
+            executors: plan.executors.iter().map(|_| Executor::default()).collect(),
+            timetable: Timetable::new(entries, started_at),
+            plan,
+            reporter,
+            tx,
+            runs: HashMap::new(),
+            next_id: 1,
+            stopping: false,
+            forced: false,
+            failed: false,
+            failed_messages: 0,
+            log_dir: options.log_dir,
+            view: options.live,
+            color: options.color,
+        }
+    }
+
+    /// Announce the start and fire the `start` triggers, unless a stop signal already came.
+    pub(super) fn start(&mut self, stop: Option<Stop>) {
+        self.emit(Event::RunnerStart {
+            workflow: self.plan.name.clone(),
+        });
+        if let Some(stop) = stop {
+            self.on_stop(stop);
+            return;
+        }
+        for j in 0..self.plan.jobs.len() {
+            let starts = self.plan.jobs[j]
+                .triggers
+                .iter()
+                .filter(|t| matches!(t, Trigger::Start))
+                .count();
+            for _ in 0..starts {
+                self.fire(Pending::now(j));
+            }
+            self.pump_each(j);
+        }
+        self.admit();
+        self.refresh();
+    }
+
+    pub(super) fn finished(&self) -> bool {
+        self.runs.is_empty() && (self.stopping || self.jobs.iter().all(|j| j.done))
+    }
+
+    pub(super) fn next_due(&self) -> Option<chrono::DateTime<Utc>> {
+        self.timetable.earliest()
+    }
+
+    pub(super) fn has_view(&self) -> bool {
+        self.view.is_some()
+    }
+
+    pub(super) fn is_stopping(&self) -> bool {
+        self.stopping
+    }
+
+    /// Everything that happens goes through here.
+    pub(super) fn handle(&mut self, input: Input) {
+        match input {
+            Input::Msg(Msg::Exited { id, end }) => self.on_exit(id, end),
+            Input::Msg(Msg::Later(later)) => self.on_later(later),
+            Input::Msg(Msg::Wake) => {
+                for j in 0..self.plan.jobs.len() {
+                    self.pump_each(j);
+                }
+            }
+            Input::Timer => self.due_timers(),
+            Input::Stop(stop) => self.on_stop(stop),
+            Input::ViewTick => return self.refresh_view(),
+        }
+        self.admit();
+        self.refresh();
+    }
+
+    /// The one way events leave the engine (the reporter now; history, metrics and the API can subscribe here).
+    pub(super) fn emit(&self, event: Event) {
+        self.reporter.event(&event);
+    }
+
+    /// Arrange `later` after `delay`. A firing, retry or restart on its way counts as pending for its job.
+    pub(super) fn later(&mut self, delay: Duration, later: Later) {
+        match &later {
+            Later::Fire(p) | Later::Retry(p) => self.jobs[p.job].pending += 1,
+            Later::Restart(job) => self.jobs[*job].pending += 1,
+            Later::Timeout(_) | Later::Kill(_) => {}
+        }
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(Msg::Later(later));
+        });
+    }
+
+    fn on_later(&mut self, later: Later) {
+        match later {
+            Later::Fire(pending) => {
+                self.jobs[pending.job].pending -= 1;
+                self.fire(pending);
+            }
+            Later::Retry(pending) => {
+                self.jobs[pending.job].pending -= 1;
+                if self.stopping {
+                    self.give_back(pending);
+                } else {
+                    self.enqueue(pending);
+                }
+            }
+            Later::Restart(job) => {
+                self.jobs[job].pending -= 1;
+                self.fire(Pending::now(job));
+            }
+            Later::Timeout(id) => self.on_timeout(id),
+            Later::Kill(id) => {
+                if let Some(pid) = self.runs.get(&id).and_then(|r| r.state.pid()) {
+                    process::signal_group(pid, libc::SIGKILL);
+                }
+            }
+        }
+    }
+
+    fn on_timeout(&mut self, id: RunId) {
+        let Some(run) = self.runs.get(&id) else {
+            return;
+        };
+        if let RunState::Running { pid } = run.state {
+            self.emit(Event::RunTimeout {
+                job: self.plan.jobs[run.job].name.clone(),
+                run: run.number,
+                pid,
+            });
+            self.stop_run(id, StopCause::Timeout);
+        }
+    }
+
+    /// A firing: skipped beyond `max_instances`, else queued for a worker.
+    pub(super) fn fire(&mut self, pending: Pending) {
+        let job = pending.job;
+        if self.stopping || self.jobs[job].done {
+            return;
+        }
+        let max = self.plan.jobs[job].max_instances;
+        if self.jobs[job].instances() >= max {
+            self.jobs[job].counts.skipped += 1;
+            self.emit(Event::RunSkipped {
+                job: self.plan.jobs[job].name.clone(),
+                scheduled: Some(pending.scheduled),
+                why: SkipReason::MaxInstances(max),
+            });
+            return;
+        }
+        self.enqueue(pending);
+    }
+
+    fn enqueue(&mut self, pending: Pending) {
+        self.jobs[pending.job].pending += 1;
+        let ex = self.plan.jobs[pending.job].executor;
+        self.executors[ex].waiting.push_back(pending);
+    }
+
+    fn dequeue(&mut self, ex: usize) -> Option<Pending> {
+        let pending = self.executors[ex].waiting.pop_front()?;
+        self.jobs[pending.job].pending -= 1;
+        Some(pending)
+    }
+
+    /// Start waiting runs while their executors have free workers (FIFO per executor).
+    fn admit(&mut self) {
+        if self.stopping {
+            return;
+        }
+        for ex in 0..self.executors.len() {
+            while self.executors[ex].busy < self.plan.executors[ex].max_workers {
+                let Some(pending) = self.dequeue(ex) else {
+                    break;
+                };
+                self.executors[ex].busy += 1;
+                // A lone time firing is started on this CPU for latency; bursts and message runs are left to
+                // the scheduler, which spreads them over the CPUs for throughput.
+                let alone = pending.coalesced > 0 && self.executors[ex].waiting.is_empty();
+                self.start_run(pending, alone);
+            }
+        }
+    }
+
+    /// Take messages for `each` runs while the job may start more.
+    pub(super) fn pump_each(&mut self, job: JobId) {
+        let Some((channel, batch)) = self.plan.jobs[job].each() else {
+            return;
+        };
+        if self.stopping || self.jobs[job].done {
+            return;
+        }
+        let queue = self.channels.reader_queue(channel, job).clone();
+        while self.jobs[job].instances() < self.plan.jobs[job].max_instances {
+            match queue.pop_batch(batch) {
+                Some((data, count)) => self.enqueue(Pending {
+                    input: Some((Arc::new(data), count)),
+                    ..Pending::now(job)
+                }),
+                None => {
+                    // Ask the writer pumps for a wake-up, then look again in case messages arrived meanwhile.
+                    queue
+                        .wake_dispatcher
+                        .store(true, std::sync::atomic::Ordering::Release);
+                    if queue.waiting() == 0 {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Start a run: wire it, spawn it, announce it, arm its timeout and hand it to a tending task.
+    fn start_run(&mut self, pending: Pending, pin: bool) {
+        let plan = self.plan.clone();
+        let job = &plan.jobs[pending.job];
+        let state = &mut self.jobs[pending.job];
+        let number = state.next_number;
+        state.next_number += 1;
+        state.counts.runs += 1;
+        state.live += 1;
+        let id = self.next_id;
+        self.next_id += 1;
+        let scheduled = timestamp(pending.scheduled);
+        let spawned = self
+            .channels
+            .wire(pending.job, job, pending.input.as_ref().map(|(d, _)| d))
+            .and_then(|w| {
+                let child = process::spawn(process::SpawnSpec {
+                    job,
+                    run: number,
+                    workflow: &plan.path.display().to_string(),
+                    scheduled: &scheduled,
+                    stdin: w.stdin,
+                    stdout: w.stdout,
+                    stderr: w.stderr,
+                    pin,
+                })?;
+                Ok((child, w.parent))
+            });
+        let (child, parent_ends) = match spawned {
+            Ok(started) => started,
+            Err(e) => {
+                let reason = format!("cannot start `{}`: {e}", job.command.display());
+                self.runs
+                    .insert(id, Run::new(pending, number, RunState::NotStarted));
+                let end = RunEnd::not_started(reason);
+                let _ = self.tx.send(Msg::Exited { id, end });
+                return;
+            }
+        };
+        let pid = child.pid;
+        self.emit(Event::RunStart {
+            job: job.name.clone(),
+            run: number,
+            pid,
+            scheduled: pending.scheduled,
+            lateness_us: (Utc::now() - pending.first_due).num_microseconds(),
+            attempt: pending.attempt,
+            coalesced: pending.coalesced,
+            messages: pending.input.as_ref().map(|(_, n)| *n as u64),
+        });
+        if let Some(timeout) = job.timeout {
+            self.later(timeout, Later::Timeout(id));
+        }
+        let tx = self.tx.clone();
+        let target = job.stdout.map(|c| {
+            self.channels.target(
+                c,
+                Arc::new(move || {
+                    let _ = tx.send(Msg::Wake);
+                }),
+            )
+        });
+        let log = self
+            .log_dir
+            .as_ref()
+            .and_then(|dir| open_log(dir, job, number, &scheduled, &self.reporter));
+        let sink = LineSink {
+            reporter: self.reporter.clone(),
+            job: job.name.clone(),
+            run: number,
+            log: log.clone(),
+        };
+        let tx = self.tx.clone();
+        supervise(
+            child,
+            parent_ends,
+            sink,
+            target,
+            job.stop_grace,
+            move |end| {
+                let _ = tx.send(Msg::Exited { id, end });
+            },
+        );
+        let mut run = Run::new(pending, number, RunState::Running { pid });
+        run.log = log;
+        self.runs.insert(id, run);
+    }
+
+    /// Messages of an `each` run that never completed go back to the front of their queue.
+    pub(super) fn give_back_input(&mut self, job: JobId, data: &[u8], count: usize) {
+        if let Some((channel, _)) = self.plan.jobs[job].each() {
+            let queue = self.channels.reader_queue(channel, job);
+            queue.push_front(super::channel::Chunk::from_vec(data.to_vec(), count));
+        }
+    }
+
+    fn give_back(&mut self, pending: Pending) {
+        if let Some((data, count)) = pending.input {
+            self.give_back_input(pending.job, &data, count);
+        }
+    }
+
+    /// Handle every time firing that is due (the timetable applies misfire grace and coalescing).
+    fn due_timers(&mut self) {
+        if self.stopping {
+            return;
+        }
+        let now = Utc::now();
+        for due in self.timetable.due(now) {
+            match due {
+                Due::Missed {
+                    job,
+                    scheduled,
+                    late,
+                    count,
+                    ..
+                } => {
+                    self.jobs[job].counts.missed += count;
+                    self.emit(Event::RunMissed {
+                        job: self.plan.jobs[job].name.clone(),
+                        scheduled,
+                        count,
+                        late_ms: late.num_milliseconds(),
+                        grace: self.plan.jobs[job].misfire_grace,
+                    });
+                }
+                Due::Fire {
+                    job,
+                    trigger,
+                    scheduled,
+                    first_due,
+                    coalesced,
+                } => {
+                    let pending = Pending {
+                        scheduled,
+                        first_due,
+                        coalesced,
+                        ..Pending::now(job)
+                    };
+                    match &self.plan.jobs[job].triggers[trigger] {
+                        Trigger::Time { jitter, .. } if !jitter.is_zero() => {
+                            let delay = jitter_delay(*jitter, rand::random::<f64>());
+                            self.later(delay, Later::Fire(pending));
+                        }
+                        _ => self.fire(pending),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Mark jobs that can never fire again as done, close the channels they wrote, and skip dead joins.
+    fn refresh(&mut self) {
+        loop {
+            let mut changed = false;
+            for j in 0..self.plan.jobs.len() {
+                let state = &self.jobs[j];
+                if state.done || state.live > 0 || state.pending > 0 || self.can_fire_again(j) {
+                    continue;
+                }
+                self.jobs[j].done = true;
+                changed = true;
+                self.skip_dead_joins(j);
+                self.close_channels_of(j);
+            }
+            if !changed {
+                break;
+            }
+        }
+    }
+
+    fn can_fire_again(&self, j: JobId) -> bool {
+        if self.stopping {
+            return false;
+        }
+        self.plan.jobs[j]
+            .triggers
+            .iter()
+            .enumerate()
+            .any(|(t, trig)| match trig {
+                Trigger::Start => false,
+                Trigger::Time { .. } => self.timetable.can_fire(j, t),
+                Trigger::After { jobs, .. } => jobs
+                    .iter()
+                    .enumerate()
+                    .all(|(k, &u)| self.jobs[j].joins[t].reached(k) || !self.jobs[u].done),
+                Trigger::Each { channel, .. } => !self.channels.reader_queue(*channel, j).settled(),
+            })
+    }
+
+    /// A join that can never complete: skipped for good. That alone does not fail the workflow: a failure handler
+    /// that is not needed is the normal case, and an upstream failure already fails it.
+    fn skip_dead_joins(&mut self, j: JobId) {
+        if self.stopping {
+            return;
+        }
+        for (t, trig) in self.plan.jobs[j].triggers.iter().enumerate() {
+            let Trigger::After { jobs, status } = trig else {
+                continue;
+            };
+            let blocking = self.jobs[j].joins[t].blocking(|k| self.jobs[jobs[k]].done);
+            if blocking.is_empty() {
+                continue;
+            }
+            let names: Vec<&str> = blocking
+                .iter()
+                .map(|&k| self.plan.jobs[jobs[k]].name.as_str())
+                .collect();
+            self.jobs[j].counts.skipped += 1;
+            self.emit(Event::RunSkipped {
+                job: self.plan.jobs[j].name.clone(),
+                scheduled: None,
+                why: SkipReason::JoinDead(format!(
+                    "`after` can never fire: {} ended without reaching {}",
+                    names.join(", "),
+                    status.goal()
+                )),
+            });
+        }
+    }
+
+    /// A job that can run no more: close the channels it was the last writer of, and let go of those it read.
+    fn close_channels_of(&mut self, j: JobId) {
+        for (c, channel) in self.plan.channels.iter().enumerate() {
+            let writers_done = channel.writers.iter().all(|&w| self.jobs[w].done);
+            if channel.writers.contains(&j) && writers_done && !self.channels.all[c].closed {
+                let messages = self.channels.close(c);
+                self.emit(Event::ChannelClosed {
+                    channel: channel.name.clone(),
+                    messages,
+                });
+                let _ = self.tx.send(Msg::Wake);
+            }
+            if channel.readers.contains(&j) {
+                let all_done = channel.readers.iter().all(|&r| self.jobs[r].done);
+                self.channels.reader_done(c, j, all_done);
+            }
+        }
+    }
+
+    fn on_stop(&mut self, stop: Stop) {
+        match stop {
+            Stop::Interrupt if self.stopping => self.force(),
+            Stop::Interrupt => self.stop("SIGINT"),
+            Stop::Signal(name) => self.stop(name),
+            Stop::Deadline => self.stop("--for elapsed"),
+        }
+    }
+
+    /// Stop: no new firings; every live run is stopped; what waits is counted at the end.
+    fn stop(&mut self, why: &str) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        self.emit(Event::RunnerStopping {
+            reason: why.to_string(),
+            live_runs: self.runs.len(),
+        });
+        self.timetable.clear();
+        for ex in 0..self.executors.len() {
+            while let Some(p) = self.dequeue(ex) {
+                self.give_back(p);
+            }
+        }
+        self.channels.shut();
+        let ids: Vec<RunId> = self.runs.keys().copied().collect();
+        for id in ids {
+            self.stop_run(id, StopCause::Shutdown);
+        }
+    }
+
+    /// SIGTERM to a run's group, SIGKILL after its `stop_grace` (at once when that is zero).
+    fn stop_run(&mut self, id: RunId, cause: StopCause) {
+        let Some(run) = self.runs.get_mut(&id) else {
+            return;
+        };
+        let RunState::Running { pid } = run.state else {
+            return;
+        };
+        run.state = RunState::Stopping { pid, cause };
+        let grace = self.plan.jobs[run.job].stop_grace;
+        if grace.is_zero() {
+            // No grace: nothing (not even a TERM trap) runs between the stop and the kill.
+            process::signal_group(pid, libc::SIGKILL);
+            return;
+        }
+        process::signal_group(pid, libc::SIGTERM);
+        self.later(grace, Later::Kill(id));
+    }
+
+    fn force(&mut self) {
+        self.forced = true;
+        for run in self.runs.values() {
+            if let Some(pid) = run.state.pid() {
+                process::signal_group(pid, libc::SIGKILL);
+            }
+        }
+    }
+
+    fn refresh_view(&mut self) {
+        let Some(view) = &mut self.view else { return };
+        let mut waiting = vec![0usize; self.plan.jobs.len()];
+        for ex in &self.executors {
+            for p in &ex.waiting {
+                waiting[p.job] += 1;
+            }
+        }
+        let jobs: Vec<JobLine> = self
+            .plan
+            .jobs
+            .iter()
+            .enumerate()
+            .map(|(j, job)| JobLine {
+                name: job.name.clone(),
+                running: self.jobs[j].live,
+                waiting: waiting[j],
+                done: self.jobs[j].done,
+                runs: self.jobs[j].counts.runs,
+                succeeded: self.jobs[j].counts.succeeded,
+                failed: self.jobs[j].counts.failed,
+                last_exit: self.jobs[j].last_exit.clone(),
+                next_fire: self.timetable.next_for(j),
+            })
+            .collect();
+        let channels: Vec<ChannelLine> = self
+            .plan
+            .channels
+            .iter()
+            .enumerate()
+            .map(|(c, channel)| {
+                let counts = self.channels.counts(c);
+                ChannelLine {
+                    name: channel.name.clone(),
+                    kind: channel.kind.as_str(),
+                    taken_in: counts.taken_in,
+                    out: counts.out,
+                    waiting: counts.left,
+                }
+            })
+            .collect();
+        view.update(&jobs, &channels);
+    }
+
+    /// The end: the summary, and every process still below the runner stopped.
+    pub(super) fn finish(&mut self) -> Ending {
+        if let Some(view) = self.view.take() {
+            view.finish();
+        }
+        let mut summary = Summary {
+            failed_messages: self.failed_messages,
+            ..Summary::default()
+        };
+        for (j, job) in self.plan.jobs.iter().enumerate() {
+            summary
+                .jobs
+                .insert(job.name.clone(), self.jobs[j].counts.clone());
+        }
+        for (c, channel) in self.plan.channels.iter().enumerate() {
+            summary
+                .channels
+                .insert(channel.name.clone(), self.channels.counts(c));
+        }
+        let ending = match (self.forced, self.failed) {
+            (true, _) => Ending::Forced,
+            (false, true) => Ending::Failed,
+            (false, false) => Ending::Succeeded,
+        };
+        // Daemons of runs that escaped every earlier clean-up (a changed environment) end with the runner.
+        let grace = match self.forced {
+            true => Duration::ZERO,
+            false => self
+                .plan
+                .jobs
+                .iter()
+                .map(|j| j.stop_grace)
+                .max()
+                .unwrap_or_default(),
+        };
+        process::stop_descendants(grace);
+        let table = summary.table(self.color);
+        self.emit(Event::RunnerStop {
+            code: ending.code(),
+            summary,
+        });
+        self.reporter.text(&table);
+        ending
+    }
+}

@@ -1,0 +1,193 @@
+//! What follows a run's end: the take-back report, classification (pure, in `outcome`), the log footer, the
+//! counts, then retry or dead letter, the joins downstream, a service's restart, and more `each` runs.
+
+use std::sync::Arc;
+
+use super::dispatcher::Dispatcher;
+use super::outcome::{classify, restarts, retry_delay, Classified, ExitFacts, RunResult};
+use super::state::{Pending, Run, RunId, RunState, StopCause};
+use super::supervise::RunEnd;
+use super::{Later, Msg};
+use crate::event::{Event, RunExit};
+use crate::plan::{ChannelKind, Job, JobId, Trigger};
+
+impl Dispatcher {
+    pub(super) fn on_exit(&mut self, id: RunId, end: RunEnd) {
+        let Some(mut run) = self.runs.remove(&id) else {
+            return;
+        };
+        let plan = self.plan.clone();
+        let job = &plan.jobs[run.job];
+        self.jobs[run.job].live -= 1;
+        self.executors[job.executor].busy -= 1;
+        if end.taken_back > 0 {
+            self.emit(Event::ChannelTakeback {
+                job: job.name.clone(),
+                run: run.number,
+                channel: job.stdin.map(|c| plan.channels[c].name.clone()),
+                messages: end.taken_back as u64,
+            });
+            // `each` jobs of the channel may be idle, waiting for messages: these are new to them.
+            let _ = self.tx.send(Msg::Wake);
+        }
+        let c = classify(&ExitFacts {
+            status: &end.status,
+            pump: end.pump.as_ref(),
+            readers_gone: self.readers_gone(job, &end),
+            max_message: job.stdout.map_or(0, |c| plan.channels[c].max_message),
+            timed_out: matches!(
+                run.state,
+                RunState::Stopping {
+                    cause: StopCause::Timeout,
+                    ..
+                }
+            )
+            .then(|| job.timeout.unwrap_or_default()),
+            stopped_by_runner: matches!(
+                run.state,
+                RunState::Stopping {
+                    cause: StopCause::Shutdown,
+                    ..
+                }
+            ),
+        });
+        self.report_exit(&run, job, &c);
+        match c.outcome {
+            Some(RunResult::Succeeded) => self.jobs[run.job].counts.succeeded += 1,
+            Some(RunResult::Failed) => {
+                self.jobs[run.job].counts.failed += 1;
+                self.after_failure(&mut run, job);
+            }
+            // Stopped at shutdown: an `each` run's messages were not done; they wait again.
+            None => {
+                if let Some((data, count)) = run.input.take() {
+                    self.give_back_input(run.job, &data, count);
+                }
+            }
+        }
+        if let Some(outcome) = c.outcome {
+            self.propagate(run.job, outcome);
+        }
+        self.restart_if_due(&run, job, c.outcome);
+        self.pump_each(run.job);
+    }
+
+    /// Whether every reader of the run's `stdout:` channel had ended.
+    fn readers_gone(&self, job: &Job, end: &RunEnd) -> bool {
+        match job.stdout {
+            Some(c) if self.plan.channels[c].kind == ChannelKind::Pipe => {
+                self.channels.pipe_readers_gone(c)
+            }
+            Some(_) => matches!(end.pump, Some(super::channel::PumpEnd::NoReader)),
+            None => false,
+        }
+    }
+
+    /// The `run.exit` event and the footer of the run's log file.
+    fn report_exit(&mut self, run: &Run, job: &Job, c: &Classified) {
+        let exit = RunExit {
+            job: job.name.clone(),
+            run: run.number,
+            pid: run.state.pid(),
+            code: c.code,
+            signal: c.signal.clone(),
+            reason: c.reason.clone(),
+            success: c.success,
+            stopped_by_runner: c.outcome.is_none(),
+            each: run.input.is_some(),
+        };
+        let status_text = exit.status_text();
+        self.jobs[run.job].last_exit = Some(status_text.clone());
+        if let Some(log) = &run.log {
+            use std::io::Write;
+            let mut file = log.lock().unwrap_or_else(|e| e.into_inner());
+            let reason = c.reason.as_ref().map(|r| format!(" ({r})"));
+            let _ = writeln!(
+                file,
+                "# {status_text}{} after {:.3}s",
+                reason.unwrap_or_default(),
+                run.started.elapsed().as_secs_f64()
+            );
+        }
+        self.emit(Event::RunExit(Box::new(exit)));
+    }
+
+    /// A failed try: retried while attempts are left (not at shutdown), else its messages go to the dead letter,
+    /// or the workflow has failed.
+    fn after_failure(&mut self, run: &mut Run, job: &Job) {
+        let retry = job.retry.as_ref().filter(|r| run.attempt <= r.attempts);
+        if let (Some(retry), false) = (retry, self.stopping) {
+            let backoff = retry_delay(retry.backoff, run.attempt);
+            self.emit(Event::RunRetry {
+                job: job.name.clone(),
+                run: run.number,
+                next_attempt: run.attempt + 1,
+                backoff,
+            });
+            let pending = Pending {
+                scheduled: run.scheduled,
+                first_due: run.scheduled,
+                attempt: run.attempt + 1,
+                input: run.input.take(),
+                ..Pending::now(run.job)
+            };
+            self.later(backoff, Later::Retry(pending));
+        } else if let Some((data, count)) = run.input.take() {
+            self.dead_letter(run.job, &data, count);
+        } else {
+            self.failed = true;
+        }
+    }
+
+    fn dead_letter(&mut self, job: JobId, data: &Arc<Vec<u8>>, count: usize) {
+        match self.plan.jobs[job].dead_letter {
+            Some(c) => {
+                self.channels.dead_letter(c, data, count);
+                let _ = self.tx.send(Msg::Wake);
+            }
+            None => {
+                self.failed_messages += count as u64;
+                self.failed = true;
+            }
+        }
+    }
+
+    /// Joins downstream of a job that ended a run with `outcome`; those now complete fire.
+    fn propagate(&mut self, job: JobId, outcome: RunResult) {
+        let plan = self.plan.clone();
+        let mut ready = Vec::new();
+        for (d, downstream) in plan.jobs.iter().enumerate() {
+            for (t, trig) in downstream.triggers.iter().enumerate() {
+                let Trigger::After { jobs, status } = trig else {
+                    continue;
+                };
+                let join = &mut self.jobs[d].joins[t];
+                for (k, _) in jobs.iter().enumerate().filter(|(_, &u)| u == job) {
+                    join.record(k, outcome, *status);
+                }
+                if join.take_complete() {
+                    ready.push(d);
+                }
+            }
+        }
+        for d in ready {
+            self.fire(Pending::now(d));
+        }
+    }
+
+    /// Services come back (not at shutdown, nor a reader whose input is closed and drained).
+    fn restart_if_due(&mut self, run: &Run, job: &Job, outcome: Option<RunResult>) {
+        let retries_left = job
+            .retry
+            .as_ref()
+            .is_some_and(|r| run.attempt <= r.attempts);
+        let input_over = job
+            .stdin
+            .is_some_and(|c| self.channels.input_over(c, run.job));
+        if self.stopping || input_over || !restarts(job.restart, outcome, retries_left) {
+            return;
+        }
+        let delay = self.jobs[run.job].restart.delay(run.started.elapsed());
+        self.later(delay, Later::Restart(run.job));
+    }
+}

@@ -1,0 +1,207 @@
+//! The engine: runs a validated plan. Data flows one way:
+//!
+//! ```text
+//! timetable --due--> loop --Input--> Dispatcher::handle --effects--> spawn / signal / channel writes
+//! signals, --for ------^   ^                               `--> events --> report (printer, live view)
+//! runs, pumps, timers -----' (Msg, from tasks)
+//! ```
+//!
+//! The loop below only turns what happens (a run's end, a timer, a signal, the deadline, a view tick) into one
+//! [`Input`]; the dispatcher alone decides. Runs are tended by tasks (`supervise`) that only report back.
+
+mod channel;
+mod channels;
+mod dispatcher;
+mod exits;
+mod outcome;
+pub(crate) mod process;
+mod state;
+mod supervise;
+mod timetable;
+mod walltimer;
+
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+use crate::plan::Plan;
+use crate::report::{LiveView, Reporter};
+use dispatcher::Dispatcher;
+use state::{Pending, RunId};
+use supervise::RunEnd;
+use walltimer::WallTimer;
+
+/// How a run is shown and bounded, beyond the plan.
+#[derive(Default)]
+pub struct Options {
+    pub run_for: Option<Duration>,
+    /// Also write each run's output to DIR/JOB/RUN.log.
+    pub log_dir: Option<std::path::PathBuf>,
+    pub live: Option<LiveView>,
+    pub color: bool,
+}
+
+/// How the workflow ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Every run that ended succeeded.
+    Succeeded,
+    /// A run or a message failed for good.
+    Failed,
+    /// A second SIGINT forced the stop.
+    Forced,
+}
+
+impl Ending {
+    /// The exit code of the run command (SPEC §3).
+    pub fn code(self) -> i32 {
+        match self {
+            Ending::Succeeded => crate::exit::OK,
+            Ending::Failed => crate::exit::FAILED,
+            Ending::Forced => crate::exit::FORCED,
+        }
+    }
+}
+
+/// The signals that stop the runner, installed once at its very start (before the file is read).
+pub struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    /// A closed terminal (SIGHUP) stops the workflow as gracefully as SIGTERM.
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Install the handlers (inside a runtime).
+    pub fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// A stop signal that already arrived (while the workflow was being read), if any.
+    fn pending(&mut self) -> Option<Stop> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut ready = |s: &mut tokio::signal::unix::Signal| s.poll_recv(&mut cx).is_ready();
+        if ready(&mut self.int) {
+            Some(Stop::Interrupt)
+        } else if ready(&mut self.term) {
+            Some(Stop::Signal("SIGTERM"))
+        } else if ready(&mut self.hup) {
+            Some(Stop::Signal("SIGHUP"))
+        } else {
+            None
+        }
+    }
+}
+
+/// What asks the runner to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGINT: a stop, or at the second one a forced stop.
+    Interrupt,
+    Signal(&'static str),
+    Deadline,
+}
+
+/// What tasks tell the dispatcher.
+enum Msg {
+    Exited {
+        id: RunId,
+        end: RunEnd,
+    },
+    Later(Later),
+    /// Messages arrived (or came back) where an `each` job waits.
+    Wake,
+}
+
+/// Something the dispatcher arranged to happen after a delay.
+enum Later {
+    /// A jittered time firing, now due.
+    Fire(Pending),
+    Retry(Pending),
+    Restart(crate::plan::JobId),
+    Timeout(RunId),
+    /// The grace of a stopping run is over.
+    Kill(RunId),
+}
+
+/// One input of the dispatcher.
+enum Input {
+    Msg(Msg),
+    /// The timetable's earliest instant came (or the wall clock was set).
+    Timer,
+    Stop(Stop),
+    /// Refresh the live view.
+    ViewTick,
+}
+
+/// Run the plan until the work is done, `run_for` elapses or a signal stops it; the summary is reported.
+pub async fn run(
+    plan: Arc<Plan>,
+    reporter: Arc<Reporter>,
+    options: Options,
+    mut signals: Signals,
+) -> Ending {
+    let (tx, mut rx) = unbounded_channel();
+    if let Err(e) = process::start_reaper() {
+        reporter.notice(&format!(
+            "cannot become the subreaper of the runs ({e}): a process that leaves its run's group may outlive it"
+        ));
+    }
+    let deadline = options.run_for.map(|d| tokio::time::Instant::now() + d);
+    let mut d = Dispatcher::new(plan, reporter, tx, options);
+    d.start(signals.pending());
+    let mut timer = WallTimer::new().expect("a timerfd can be created");
+    let mut view_tick = tokio::time::interval(crate::report::TICK);
+    view_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    while !d.finished() {
+        timer.set(d.next_due());
+        let input = next_input(
+            &mut rx,
+            &mut timer,
+            &mut view_tick,
+            &mut signals,
+            &d,
+            deadline,
+        );
+        d.handle(input.await);
+    }
+    d.finish()
+}
+
+async fn next_input(
+    rx: &mut UnboundedReceiver<Msg>,
+    timer: &mut WallTimer,
+    view_tick: &mut tokio::time::Interval,
+    signals: &mut Signals,
+    d: &Dispatcher,
+    deadline: Option<tokio::time::Instant>,
+) -> Input {
+    let view = d.has_view();
+    let stopping = d.is_stopping();
+    loop {
+        return tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(msg) => Input::Msg(msg),
+                None => continue,
+            },
+            _ = timer.wait() => Input::Timer,
+            _ = view_tick.tick(), if view => Input::ViewTick,
+            _ = signals.int.recv() => Input::Stop(Stop::Interrupt),
+            _ = signals.term.recv() => Input::Stop(Stop::Signal("SIGTERM")),
+            _ = signals.hup.recv() => Input::Stop(Stop::Signal("SIGHUP")),
+            _ = sleep_until_opt(deadline), if deadline.is_some() && !stopping => Input::Stop(Stop::Deadline),
+        };
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,148 @@
+//! The engine's mutable state, apart from the immutable plan: per job, per run, per executor.
+
+use chrono::{DateTime, Utc};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::outcome::{Join, RestartBackoff};
+use crate::event::JobCounts;
+use crate::plan::{JobId, Trigger};
+
+/// The engine's own id of a run (run numbers are per job).
+pub type RunId = u64;
+
+/// An `each` run's messages: one buffer, and how many messages it holds.
+pub type Input = (Arc<Vec<u8>>, usize);
+
+/// A firing waiting for a worker of its executor (or a retry, restart or jittered firing waiting for its time).
+pub struct Pending {
+    pub job: JobId,
+    pub scheduled: DateTime<Utc>,
+    /// The earliest due instant this firing stands for (lateness is counted from it).
+    pub first_due: DateTime<Utc>,
+    pub attempt: u32,
+    pub input: Option<Input>,
+    /// How many due firings this one stands for (0: not a time firing).
+    pub coalesced: u64,
+}
+
+impl Pending {
+    /// A firing due now (start, after, restart, a manual one).
+    pub fn now(job: JobId) -> Pending {
+        let now = Utc::now();
+        Pending {
+            job,
+            scheduled: now,
+            first_due: now,
+            attempt: 1,
+            input: None,
+            coalesced: 0,
+        }
+    }
+}
+
+/// Why a run is being stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopCause {
+    /// It ran past its `timeout`: a failure.
+    Timeout,
+    /// The runner is shutting down: neither success nor failure.
+    Shutdown,
+}
+
+/// Where a run is in its life (its start is the moment it is created).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    /// It could not be started: there is no process.
+    NotStarted,
+    Running {
+        pid: u32,
+    },
+    Stopping {
+        pid: u32,
+        cause: StopCause,
+    },
+}
+
+impl RunState {
+    pub fn pid(&self) -> Option<u32> {
+        match *self {
+            RunState::NotStarted => None,
+            RunState::Running { pid } | RunState::Stopping { pid, .. } => Some(pid),
+        }
+    }
+}
+
+/// A started run.
+pub struct Run {
+    pub job: JobId,
+    pub number: u64,
+    pub attempt: u32,
+    pub scheduled: DateTime<Utc>,
+    pub input: Option<Input>,
+    pub started: Instant,
+    pub state: RunState,
+    /// The run's file under `--log-dir`.
+    pub log: Option<Arc<Mutex<std::fs::File>>>,
+}
+
+impl Run {
+    pub fn new(pending: Pending, number: u64, state: RunState) -> Run {
+        Run {
+            job: pending.job,
+            number,
+            attempt: pending.attempt,
+            scheduled: pending.scheduled,
+            input: pending.input,
+            started: Instant::now(),
+            state,
+            log: None,
+        }
+    }
+}
+
+/// Per job.
+#[derive(Default)]
+pub struct JobState {
+    pub counts: JobCounts,
+    pub live: usize,
+    /// Firings not yet started: in an executor's queue, or retries, restarts and jittered firings waiting on a
+    /// timer. Counted up and down in the dispatcher's `enqueue`/`dequeue` and `later`/`arrived` only.
+    pub pending: usize,
+    pub next_number: u64,
+    /// It can fire no more.
+    pub done: bool,
+    /// Per trigger (`Join::default()` for triggers that are not `after`).
+    pub joins: Vec<Join>,
+    pub restart: RestartBackoff,
+    pub last_exit: Option<String>,
+}
+
+impl JobState {
+    pub fn new(triggers: &[Trigger]) -> JobState {
+        JobState {
+            next_number: 1,
+            joins: triggers
+                .iter()
+                .map(|t| match t {
+                    Trigger::After { jobs, .. } => Join::new(jobs.len()),
+                    _ => Join::default(),
+                })
+                .collect(),
+            ..JobState::default()
+        }
+    }
+
+    /// Runs alive or on their way (a firing beyond `max_instances` of these is skipped).
+    pub fn instances(&self) -> usize {
+        self.live + self.pending
+    }
+}
+
+/// An executor's workers in use and its FIFO of firings waiting for one.
+#[derive(Default)]
+pub struct Executor {
+    pub busy: usize,
+    pub waiting: VecDeque<Pending>,
+}
