@@ -36,6 +36,11 @@ const OPTION_KEYS: &[&str] = &[
 const JOB_ONLY_KEYS: &[&str] = &["run", "trigger", "stdin", "stdout"];
 const RETRY_KEYS: &[&str] = &["attempts", "backoff"];
 const TRIGGER_WORDS: &[&str] = &["start", "cron", "interval", "at", "after", "each"];
+const CRON_KEYS: &[&str] = &["cron", "timezone", "jitter"];
+const INTERVAL_KEYS: &[&str] = &["interval", "jitter", "start", "end", "timezone"];
+const AT_KEYS: &[&str] = &["at", "timezone"];
+const AFTER_KEYS: &[&str] = &["after", "status"];
+const EACH_KEYS: &[&str] = &["each", "batch"];
 
 /// Read the tree into a document. Problems are pushed to `out`; the document holds what could be read.
 pub fn decode(root: &Node, source: &Source, out: &mut Vec<Diagnostic>) -> Option<Document> {
@@ -735,13 +740,7 @@ impl Decoder<'_> {
         };
         let spec = match kind {
             "cron" => {
-                let f = self.fields(
-                    node,
-                    &[&["cron", "timezone", "jitter"]],
-                    &[],
-                    node.span,
-                    "a cron trigger",
-                )?;
+                let f = self.fields(node, &[CRON_KEYS], &[], node.span, "a cron trigger")?;
                 let cron = f.get("cron").and_then(|n| self.cron(n));
                 let timezone = f.get("timezone").and_then(|n| self.zone(n));
                 let jitter = f.get("jitter").and_then(|n| self.duration(n, false));
@@ -752,8 +751,13 @@ impl Decoder<'_> {
                 })
             }
             "interval" => {
-                let keys: &[&str] = &["interval", "jitter", "start", "end", "timezone"];
-                let f = self.fields(node, &[keys], &[], node.span, "an interval trigger")?;
+                let f = self.fields(
+                    node,
+                    &[INTERVAL_KEYS],
+                    &[],
+                    node.span,
+                    "an interval trigger",
+                )?;
                 let interval = f.get("interval").and_then(|n| self.duration(n, true));
                 let jitter = f.get("jitter").and_then(|n| self.duration(n, false));
                 let start = f.get("start").and_then(|n| self.datetime(n));
@@ -768,25 +772,13 @@ impl Decoder<'_> {
                 })
             }
             "at" => {
-                let f = self.fields(
-                    node,
-                    &[&["at", "timezone"]],
-                    &[],
-                    node.span,
-                    "an at trigger",
-                )?;
+                let f = self.fields(node, &[AT_KEYS], &[], node.span, "an at trigger")?;
                 let at = f.get("at").and_then(|n| self.datetime(n));
                 let timezone = f.get("timezone").and_then(|n| self.zone(n));
                 TriggerSpec::At(AtTrigger { at: at?, timezone })
             }
             "after" => {
-                let f = self.fields(
-                    node,
-                    &[&["after", "status"]],
-                    &[],
-                    node.span,
-                    "an after trigger",
-                )?;
+                let f = self.fields(node, &[AFTER_KEYS], &[], node.span, "an after trigger")?;
                 let after = f.get("after").and_then(|n| self.job_list(n));
                 let statuses = [
                     ("success", Status::Success),
@@ -802,13 +794,7 @@ impl Decoder<'_> {
                 })
             }
             _ => {
-                let f = self.fields(
-                    node,
-                    &[&["each", "batch"]],
-                    &[],
-                    node.span,
-                    "an each trigger",
-                )?;
+                let f = self.fields(node, &[EACH_KEYS], &[], node.span, "an each trigger")?;
                 let each = f.get("each").and_then(|n| self.name_ref(n, "channel"));
                 let batch = f
                     .get("batch")
@@ -944,6 +930,47 @@ fn parse_byte_size(text: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    /// The keys the decoder accepts are the keys of the document types (whose JSON Schema is published): one
+    /// source, checked.
+    #[test]
+    fn key_lists_match_the_document_types() {
+        let schema: serde_json::Value =
+            serde_json::from_str(&crate::document::json_schema()).unwrap();
+        let props = |v: &serde_json::Value| {
+            let mut keys: Vec<String> = v["properties"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect();
+            keys.sort();
+            keys
+        };
+        let sorted = |lists: &[&[&str]]| {
+            let mut keys: Vec<String> = lists
+                .iter()
+                .flat_map(|l| l.iter().map(|k| k.to_string()))
+                .collect();
+            keys.sort();
+            keys
+        };
+        let defs = &schema["definitions"];
+        assert_eq!(props(&schema), sorted(&[DOCUMENT_KEYS]));
+        assert_eq!(props(&defs["ExecutorSpec"]), sorted(&[EXECUTOR_KEYS]));
+        assert_eq!(props(&defs["ChannelSpec"]), sorted(&[CHANNEL_KEYS]));
+        assert_eq!(props(&defs["JobOptions"]), sorted(&[OPTION_KEYS]));
+        assert_eq!(
+            props(&defs["JobSpec"]),
+            sorted(&[OPTION_KEYS, JOB_ONLY_KEYS])
+        );
+        assert_eq!(props(&defs["RetrySpec"]), sorted(&[RETRY_KEYS]));
+        assert_eq!(props(&defs["CronTrigger"]), sorted(&[CRON_KEYS]));
+        assert_eq!(props(&defs["IntervalTrigger"]), sorted(&[INTERVAL_KEYS]));
+        assert_eq!(props(&defs["AtTrigger"]), sorted(&[AT_KEYS]));
+        assert_eq!(props(&defs["AfterTrigger"]), sorted(&[AFTER_KEYS]));
+        assert_eq!(props(&defs["EachTrigger"]), sorted(&[EACH_KEYS]));
+    }
+
     use super::*;
 
     fn problems(text: &str) -> Vec<(Code, String)> {

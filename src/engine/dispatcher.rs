@@ -11,7 +11,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::channels::Channels;
 use super::process;
 use super::state::{Executor, JobState, Pending, Run, RunId, RunState, StopCause};
-use super::supervise::{open_log, supervise, LineSink, RunEnd};
+use super::supervise::{open_log, supervise, LineSink, ParentEnds, RunEnd};
 use super::timetable::{jitter_delay, Due, Entry, Timetable};
 use super::{Ending, Input, Later, Msg, Options, Stop};
 use crate::event::{timestamp, Event, SkipReason, Summary};
@@ -35,6 +35,8 @@ pub(super) struct Dispatcher {
     log_dir: Option<std::path::PathBuf>,
     view: Option<LiveView>,
     color: bool,
+    /// The workflow file as given (`FLOWRUN_WORKFLOW`).
+    workflow: String,
 }
 
 impl Dispatcher {
@@ -59,6 +61,7 @@ impl Dispatcher {
                 }
             }
         }
+        let plan_path = plan.path.display().to_string();
         Dispatcher {
             jobs: plan
                 .jobs
@@ -80,6 +83,7 @@ impl Dispatcher {
             log_dir: options.log_dir,
             view: options.live,
             color: options.color,
+            workflow: plan_path,
         }
     }
 
@@ -291,23 +295,7 @@ impl Dispatcher {
         let id = self.next_id;
         self.next_id += 1;
         let scheduled = timestamp(pending.scheduled);
-        let spawned = self
-            .channels
-            .wire(pending.job, job, pending.input.as_ref().map(|(d, _)| d))
-            .and_then(|w| {
-                let child = process::spawn(process::SpawnSpec {
-                    job,
-                    run: number,
-                    workflow: &plan.path.display().to_string(),
-                    scheduled: &scheduled,
-                    stdin: w.stdin,
-                    stdout: w.stdout,
-                    stderr: w.stderr,
-                    pin,
-                })?;
-                Ok((child, w.parent))
-            });
-        let (child, parent_ends) = match spawned {
+        let (child, parent_ends) = match self.spawn(&pending, number, &scheduled, pin) {
             Ok(started) => started,
             Err(e) => {
                 let reason = format!("cannot start `{}`: {e}", job.command.display());
@@ -333,14 +321,10 @@ impl Dispatcher {
             self.later(timeout, Later::Timeout(id));
         }
         let tx = self.tx.clone();
-        let target = job.stdout.map(|c| {
-            self.channels.target(
-                c,
-                Arc::new(move || {
-                    let _ = tx.send(Msg::Wake);
-                }),
-            )
+        let wake = Arc::new(move || {
+            let _ = tx.send(Msg::Wake);
         });
+        let target = job.stdout.map(|c| self.channels.target(c, wake));
         let log = self
             .log_dir
             .as_ref()
@@ -365,6 +349,30 @@ impl Dispatcher {
         let mut run = Run::new(pending, number, RunState::Running { pid });
         run.log = log;
         self.runs.insert(id, run);
+    }
+
+    /// Wire a new run's standard streams and spawn its process.
+    fn spawn(
+        &self,
+        pending: &Pending,
+        number: u64,
+        scheduled: &str,
+        pin: bool,
+    ) -> std::io::Result<(process::Child, ParentEnds)> {
+        let job = &self.plan.jobs[pending.job];
+        let input = pending.input.as_ref().map(|(data, _)| data);
+        let w = self.channels.wire(pending.job, job, input)?;
+        let child = process::spawn(process::SpawnSpec {
+            job,
+            run: number,
+            workflow: &self.workflow,
+            scheduled,
+            stdin: w.stdin,
+            stdout: w.stdout,
+            stderr: w.stderr,
+            pin,
+        })?;
+        Ok((child, w.parent))
     }
 
     /// Messages of an `each` run that never completed go back to the front of their queue.

@@ -55,10 +55,6 @@ fn runs() -> std::sync::MutexGuard<'static, Waiters> {
 /// or a double fork comes back to the runner instead of init), and start the reaper. Call once, inside the
 /// runtime, before the first spawn.
 pub fn start_reaper() -> io::Result<()> {
-    // SAFETY: prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
     runs().get_or_insert_with(HashMap::new);
     let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?;
     tokio::spawn(async move {
@@ -69,6 +65,10 @@ pub fn start_reaper() -> io::Result<()> {
             }
         }
     });
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
     Ok(())
 }
 
@@ -224,11 +224,17 @@ extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
     }
 }
 
-/// Start the child. Called on a runtime worker thread, which lives as long as the runner: the parent-death
-/// signal is tied to the thread that created the child.
-pub fn spawn(spec: SpawnSpec) -> io::Result<Child> {
-    let job = spec.job;
-    // The runner's own environment is read once: it is the base of every run's, and spawning is a hot path.
+/// What `execve` needs, as C strings, prepared before the clone (the child may not allocate).
+struct Exec {
+    path: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    cwd: CString,
+}
+
+/// The run's environment: the runner's own (read once: spawning is a hot path), the job's `env`, and the
+/// `FLOWRUN_*` variables (also the marks by which what a run leaves behind is found).
+fn environment(spec: &SpawnSpec) -> Vec<(OsString, OsString)> {
     static INHERITED: std::sync::OnceLock<Vec<(OsString, OsString)>> = std::sync::OnceLock::new();
     let mut env: Vec<(OsString, OsString)> = INHERITED
         .get_or_init(|| std::env::vars_os().collect())
@@ -237,14 +243,20 @@ pub fn spawn(spec: SpawnSpec) -> io::Result<Child> {
         env.retain(|(k, _)| k != key);
         env.push((key.into(), value.to_os_string()));
     };
-    for (k, v) in &job.env {
+    for (k, v) in &spec.job.env {
         set(k, OsStr::new(v));
     }
-    set("FLOWRUN_JOB", OsStr::new(&job.name));
+    set("FLOWRUN_JOB", OsStr::new(&spec.job.name));
     set("FLOWRUN_RUN", OsStr::new(&spec.run.to_string()));
     set("FLOWRUN_WORKFLOW", OsStr::new(spec.workflow));
     set("FLOWRUN_SCHEDULED", OsStr::new(spec.scheduled));
+    env
+}
 
+/// The program (as written, for messages) and everything `execve` needs.
+fn prepare(spec: &SpawnSpec) -> io::Result<(String, Exec)> {
+    let job = spec.job;
+    let env = environment(spec);
     let (program, args): (String, Vec<String>) = match &job.command {
         Command::Shell(script) => (
             "/bin/sh".into(),
@@ -257,25 +269,36 @@ pub fn spawn(spec: SpawnSpec) -> io::Result<Child> {
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.as_os_str());
     let path = resolve(&program, path_var, &job.cwd)?;
-    let path = cstring(path.as_os_str().as_bytes())?;
-    let argv: Vec<CString> = args
-        .iter()
-        .map(|a| cstring(a.as_bytes()))
-        .collect::<io::Result<_>>()?;
-    let envp: Vec<CString> = env
-        .into_iter()
-        .map(|(k, v)| {
-            let mut kv = k.into_vec();
-            kv.push(b'=');
-            kv.extend(v.into_vec());
-            cstring(&kv)
-        })
-        .collect::<io::Result<_>>()?;
-    let cwd = cstring(job.cwd.as_os_str().as_bytes())?;
-    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    let exec = Exec {
+        path: cstring(path.as_os_str().as_bytes())?,
+        argv: args
+            .iter()
+            .map(|a| cstring(a.as_bytes()))
+            .collect::<io::Result<_>>()?,
+        envp: env
+            .into_iter()
+            .map(|(k, v)| {
+                let mut kv = k.into_vec();
+                kv.push(b'=');
+                kv.extend(v.into_vec());
+                cstring(&kv)
+            })
+            .collect::<io::Result<_>>()?,
+        cwd: cstring(job.cwd.as_os_str().as_bytes())?,
+    };
+    Ok((program, exec))
+}
+
+/// Start the child. Called on a runtime worker thread, which lives as long as the runner: the parent-death
+/// signal is tied to the thread that created the child.
+pub fn spawn(spec: SpawnSpec) -> io::Result<Child> {
+    let job = spec.job;
+    let (program, exec) = prepare(&spec)?;
+    let mut argv_ptrs: Vec<*const libc::c_char> = exec.argv.iter().map(|a| a.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
-    let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
+    let mut envp_ptrs: Vec<*const libc::c_char> = exec.envp.iter().map(|e| e.as_ptr()).collect();
     envp_ptrs.push(std::ptr::null());
+    let (path, cwd) = (&exec.path, &exec.cwd);
 
     // The child reports a failure (which step, errno) through this pipe; exec closes it on success.
     let (err_read, err_write) = pipe()?;
@@ -296,29 +319,63 @@ pub fn spawn(spec: SpawnSpec) -> io::Result<Child> {
     // Start the child on this CPU: the parent sleeps until the child has exec'd (CLONE_VFORK), so this CPU is
     // free for it, whereas the scheduler would put a new task on an idle CPU, and waking an idle (virtual) CPU
     // costs up to a millisecond. The child gets the runner's full CPU set back before exec.
-    // SAFETY: cpu_set_t is plain bits; all zero is the empty set.
-    let mut original: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let size = std::mem::size_of::<libc::cpu_set_t>();
-    // SAFETY: affinity calls on the calling thread with properly sized sets.
-    let pinned = spec.pin
-        && unsafe {
-            let cpu = libc::sched_getcpu();
-            if cpu >= 0 && libc::sched_getaffinity(0, size, &mut original) == 0 {
-                let mut here: libc::cpu_set_t = std::mem::zeroed();
-                libc::CPU_SET(cpu as usize, &mut here);
-                libc::sched_setaffinity(0, size, &here) == 0
-            } else {
-                false
-            }
-        };
+    let original = if spec.pin { pin_to_this_cpu() } else { None };
     let args = ChildArgs {
-        affinity: if pinned { &original } else { std::ptr::null() },
+        affinity: original
+            .as_ref()
+            .map_or(std::ptr::null(), |o| o as *const _),
         ..args
     };
-    let mut stack = vec![0u128; 64 * 1024 / 16];
     // Held until the child is registered (or reaped here after a failed exec): see `RUNS`.
     let mut registry = runs();
-    // Counted before the clone, so a child that exists is never more than the count (see `orphans_exist`).
+    let cloned = clone_vfork(&args);
+    if let Some(original) = &original {
+        // SAFETY: restoring the calling thread's own CPU set.
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), original) };
+    }
+    let pid = cloned?;
+    drop(err_write);
+    if let Some((step, error)) = exec_failure(&err_read, pid) {
+        let what = match step {
+            STEP_CHDIR => format!("cannot enter {}: {error}", job.cwd.display()),
+            STEP_EXEC => format!("cannot execute `{program}`: {error}"),
+            _ => format!("cannot set up the process: {error}"),
+        };
+        return Err(io::Error::new(error.kind(), what));
+    }
+    let (tx, status) = tokio::sync::oneshot::channel();
+    registry
+        .as_mut()
+        .expect("the reaper runs before the first spawn")
+        .insert(pid as u32, tx);
+    drop(registry);
+    Ok(Child {
+        pid: pid as u32,
+        status,
+    })
+}
+
+/// Pin the calling thread to the CPU it is on; returns its CPU set to restore, or `None` when it was not pinned.
+fn pin_to_this_cpu() -> Option<libc::cpu_set_t> {
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: cpu_set_t is plain bits (all zero is the empty set); affinity calls on the calling thread with
+    // properly sized sets.
+    unsafe {
+        let mut original: libc::cpu_set_t = std::mem::zeroed();
+        let cpu = libc::sched_getcpu();
+        if cpu < 0 || libc::sched_getaffinity(0, size, &mut original) != 0 {
+            return None;
+        }
+        let mut here: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut here);
+        (libc::sched_setaffinity(0, size, &here) == 0).then_some(original)
+    }
+}
+
+/// clone(CLONE_VM | CLONE_VFORK) into `child_entry`: returns once the child has exec'd or exited. The child is
+/// counted as registered from before the clone (see `orphans_exist`); the caller holds the registry lock.
+fn clone_vfork(args: &ChildArgs) -> io::Result<libc::pid_t> {
+    let mut stack = vec![0u128; 64 * 1024 / 16];
     REGISTERED.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     // SAFETY: the stack is ours and outlives the child's use of it (CLONE_VFORK returns after exec or exit);
     // the stack grows down, so the child starts at its top.
@@ -328,20 +385,20 @@ pub fn spawn(spec: SpawnSpec) -> io::Result<Child> {
             child_entry,
             top,
             libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            &args as *const ChildArgs as *mut libc::c_void,
+            args as *const ChildArgs as *mut libc::c_void,
         )
     };
-    let clone_error = io::Error::last_os_error();
-    if pinned {
-        // SAFETY: restoring the calling thread's own CPU set.
-        unsafe { libc::sched_setaffinity(0, size, &original) };
-    }
     if pid < 0 {
+        let error = io::Error::last_os_error();
         REGISTERED.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-        return Err(clone_error);
+        return Err(error);
     }
-    drop(err_write);
-    drop(stack);
+    Ok(pid)
+}
+
+/// The step and error a child reported before it could exec (then it is reaped here, under the registry lock the
+/// caller holds, and uncounted); `None` when it exec'd (exec closed the pipe).
+fn exec_failure(err_read: &OwnedFd, pid: libc::pid_t) -> Option<(i32, io::Error)> {
     let mut report = [0i32; 2];
     // SAFETY: reading 8 bytes into an 8-byte buffer.
     let n = unsafe {
@@ -351,41 +408,14 @@ pub fn spawn(spec: SpawnSpec) -> io::Result<Child> {
             8,
         )
     };
-    if n == 8 {
-        let mut status = 0;
-        // SAFETY: reaping our own failed child (the reaper cannot: it waits for the registry lock we hold).
-        unsafe { libc::waitpid(pid, &mut status, 0) };
-        REGISTERED.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-        let error = io::Error::from_raw_os_error(report[1]);
-        let what = match report[0] {
-            STEP_CHDIR => format!("cannot enter {}: {error}", job.cwd.display()),
-            STEP_EXEC => format!("cannot execute `{program}`: {error}"),
-            _ => format!("cannot set up the process: {error}"),
-        };
-        return Err(io::Error::new(error.kind(), what));
+    if n != 8 {
+        return None;
     }
-    let (tx, status) = tokio::sync::oneshot::channel();
-    match registry.as_mut() {
-        Some(map) => {
-            map.insert(pid as u32, tx);
-        }
-        None => {
-            REGISTERED.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-            // No reaper runs (a library user that did not start one): wait for this child on a blocking thread.
-            tokio::task::spawn_blocking(move || {
-                let mut raw = 0;
-                // SAFETY: blocking wait for our own child.
-                if unsafe { libc::waitpid(pid, &mut raw, 0) } == pid {
-                    let _ = tx.send(ExitStatus::from_raw(raw));
-                }
-            });
-        }
-    }
-    drop(registry);
-    Ok(Child {
-        pid: pid as u32,
-        status,
-    })
+    let mut status = 0;
+    // SAFETY: reaping our own failed child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    REGISTERED.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    Some((report[0], io::Error::from_raw_os_error(report[1])))
 }
 
 impl Child {

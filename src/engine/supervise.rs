@@ -64,103 +64,24 @@ pub(crate) fn supervise(
     stop_grace: Duration,
     done: impl FnOnce(RunEnd) + Send + 'static,
 ) {
-    let ParentEnds {
-        input_writer,
-        feeder_parts,
-        queue_output,
-        stdout_read,
-        stderr_read,
-    } = parent_ends;
-    let pid = child.pid;
-    if let Some((w, data)) = input_writer {
-        tokio::spawn(async move {
-            if let Ok(mut w) = tokio::net::unix::pipe::Sender::from_owned_fd(w) {
-                let _ = w.write_all(&data).await;
-            }
-        });
-    }
-    let feeder = feeder_parts.map(|(w, keep, size, queue)| {
-        let feed = Feed::register(&queue, keep);
-        let task = match tokio::net::unix::pipe::Sender::from_owned_fd(w) {
-            Ok(sender) => Some(tokio::spawn(channel::feed(
-                queue.clone(),
-                sender,
-                feed.clone(),
-                size,
-            ))),
-            Err(_) => None,
-        };
-        (task, feed, queue)
-    });
-
     let exit_flag = Arc::new(ExitFlag::default());
-    let mut output_tasks = Vec::new();
-    if let Some(Ok(stderr)) = stderr_read.map(tokio::net::unix::pipe::Receiver::from_owned_fd) {
-        output_tasks.push(tokio::spawn(pump_lines(
-            stderr,
-            sink.clone(),
-            "stderr",
-            exit_flag.clone(),
-        )));
-    }
-    let mut writer_pump = None;
-    if let (Some(target), Some(read_end)) = (target, queue_output) {
-        match tokio::net::unix::pipe::Receiver::from_owned_fd(read_end) {
-            Ok(stdout) => {
-                writer_pump = Some(tokio::spawn(channel::pump_writer(
-                    stdout,
-                    target,
-                    exit_flag.clone(),
-                )))
-            }
-            Err(e) => {
-                let end = PumpEnd::Error(e.to_string());
-                writer_pump = Some(tokio::spawn(async move { end }));
-            }
-        }
-    }
-    if let Some(Ok(stdout)) = stdout_read.map(tokio::net::unix::pipe::Receiver::from_owned_fd) {
-        output_tasks.push(tokio::spawn(pump_lines(
-            stdout,
-            sink.clone(),
-            "stdout",
-            exit_flag.clone(),
-        )));
-    }
+    let io = start_io(parent_ends, &sink, target, &exit_flag);
+    let pid = child.pid;
     tokio::spawn(async move {
         let status = child.wait().await.map_err(|e| e.to_string());
         exit_flag.set();
         let mut abandoned = false;
-        for t in output_tasks {
+        for t in io.output_tasks {
             abandoned |= t.await.unwrap_or(false);
         }
-        let pump = match writer_pump {
+        let pump = match io.writer_pump {
             Some(t) => t.await.ok(),
             None => abandoned.then_some(PumpEnd::Abandoned),
         };
-        // Whatever the run left behind in its group is stopped too, and the run is over only when its
-        // group is: SIGTERM, a wait of up to stop_grace, then SIGKILL. Checked every 10 ms, and only while
-        // something is left, so a tidy run costs one kill(2).
-        if pid != 0 && process::group_alive(pid) {
-            process::signal_group(pid, libc::SIGTERM);
-            stop_within(stop_grace, || process::group_running(pid)).await;
-            if process::group_running(pid) {
-                process::signal_group(pid, libc::SIGKILL);
-            }
-        }
-        // Processes that left the group (setsid, a double fork) but came to the runner as orphans and carry
-        // this run's marks in their environment.
-        if process::orphans_exist() {
-            let left = process::escaped_from(&sink.job, sink.run);
-            if !left.is_empty() {
-                process::signal_all(&left, libc::SIGTERM);
-                stop_within(stop_grace, || process::any_running(&left)).await;
-                process::signal_all(&left, libc::SIGKILL);
-            }
-        }
+        stop_leftovers(pid, &sink, stop_grace).await;
         // The feeder must be gone before the pipe is looked at: it could otherwise still be writing.
         let mut taken_back = 0;
-        if let Some((task, feed, queue)) = feeder {
+        if let Some((task, feed, queue)) = io.feeder {
             if let Some(task) = task {
                 task.abort();
                 let _ = task.await;
@@ -173,6 +94,96 @@ pub(crate) fn supervise(
             taken_back,
         });
     });
+}
+
+/// The tasks that move a run's data.
+struct Io {
+    /// Unwired stdout and stderr, printed; each says whether its pipe was abandoned.
+    output_tasks: Vec<tokio::task::JoinHandle<bool>>,
+    /// The pump of a `stdout:` channel.
+    writer_pump: Option<tokio::task::JoinHandle<PumpEnd>>,
+    /// The feeder of a `stdin:` reader, for take-back.
+    feeder: Option<Feeder>,
+}
+
+/// A `stdin:` reader's feeding task (none if its pipe could not be registered), its feed and its queue.
+type Feeder = (Option<tokio::task::JoinHandle<()>>, Arc<Feed>, Arc<Queue>);
+
+/// Start writing an `each` run's messages, feeding a `stdin:` reader, and pumping the run's output.
+fn start_io(
+    parent_ends: ParentEnds,
+    sink: &LineSink,
+    target: Option<Target>,
+    exit_flag: &Arc<ExitFlag>,
+) -> Io {
+    use tokio::net::unix::pipe::{Receiver, Sender};
+    let ParentEnds {
+        input_writer,
+        feeder_parts,
+        queue_output,
+        stdout_read,
+        stderr_read,
+    } = parent_ends;
+    if let Some((w, data)) = input_writer {
+        tokio::spawn(async move {
+            if let Ok(mut w) = Sender::from_owned_fd(w) {
+                let _ = w.write_all(&data).await;
+            }
+        });
+    }
+    let feeder = feeder_parts.map(|(w, keep, size, queue)| {
+        let feed = Feed::register(&queue, keep);
+        let task = Sender::from_owned_fd(w)
+            .ok()
+            .map(|sender| tokio::spawn(channel::feed(queue.clone(), sender, feed.clone(), size)));
+        (task, feed, queue)
+    });
+    let mut output_tasks = Vec::new();
+    for (read, stream) in [(stderr_read, "stderr"), (stdout_read, "stdout")] {
+        if let Some(Ok(pipe)) = read.map(Receiver::from_owned_fd) {
+            let lines = pump_lines(pipe, sink.clone(), stream, exit_flag.clone());
+            output_tasks.push(tokio::spawn(lines));
+        }
+    }
+    let writer_pump = match (target, queue_output.map(Receiver::from_owned_fd)) {
+        (Some(target), Some(Ok(stdout))) => Some(tokio::spawn(channel::pump_writer(
+            stdout,
+            target,
+            exit_flag.clone(),
+        ))),
+        (Some(_), Some(Err(e))) => {
+            let end = PumpEnd::Error(e.to_string());
+            Some(tokio::spawn(async move { end }))
+        }
+        _ => None,
+    };
+    Io {
+        output_tasks,
+        writer_pump,
+        feeder,
+    }
+}
+
+/// Whatever the run left behind in its group is stopped too, and the run is over only when its group is:
+/// SIGTERM, a wait of up to stop_grace, then SIGKILL (checked every 10 ms, and only while something is left, so a
+/// tidy run costs one kill(2)). Then the processes that left the group (setsid, a double fork) but came to the
+/// runner as orphans and carry this run's marks in their environment.
+async fn stop_leftovers(pid: u32, sink: &LineSink, stop_grace: Duration) {
+    if pid != 0 && process::group_alive(pid) {
+        process::signal_group(pid, libc::SIGTERM);
+        stop_within(stop_grace, || process::group_running(pid)).await;
+        if process::group_running(pid) {
+            process::signal_group(pid, libc::SIGKILL);
+        }
+    }
+    if process::orphans_exist() {
+        let left = process::escaped_from(&sink.job, sink.run);
+        if !left.is_empty() {
+            process::signal_all(&left, libc::SIGTERM);
+            stop_within(stop_grace, || process::any_running(&left)).await;
+            process::signal_all(&left, libc::SIGKILL);
+        }
+    }
 }
 
 /// Wait (checking every 10 ms) while `running` says something is left, at most `grace`.
