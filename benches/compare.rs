@@ -323,6 +323,13 @@ if __name__ == '__main__':\n    m = mp.Manager()\n    q = m.Queue()\n\
             (after - before) / 10.0 * 100.0
         );
     }
+    if want("scale") {
+        scale(d, 1_000);
+        scale(d, 10_000);
+    }
+    if want("hop") {
+        hop(d);
+    }
     if want("rss") {
         let f = write(d, "rss.yaml", &many_jobs(1000, "{ interval: 1s }"));
         let mut child = Command::new(flowrun())
@@ -345,4 +352,183 @@ if __name__ == '__main__':\n    m = mp.Manager()\n    q = m.Queue()\n\
             peak as f64 / 1024.0
         );
     }
+}
+
+/// `n` jobs, each a daily cron at a random minute in Europe/Berlin (the same jobs for flowrun and APScheduler).
+fn cron_jobs(n: usize) -> Vec<(u32, u32)> {
+    let mut seed = 12345u64;
+    let mut next = move |m: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((seed >> 33) % m) as u32
+    };
+    (0..n).map(|_| (next(60), next(24))).collect()
+}
+
+/// Resident memory (KiB) and CPU seconds of a process, from /proc.
+fn rss_and_cpu(pid: u32) -> (u64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    (rss, cpu_seconds(pid))
+}
+
+/// Validate and run `n` cron jobs: validate time and peak memory, the runner's resident memory and CPU after
+/// 2 s; the same jobs in APScheduler 3 (MemoryJobStore, BackgroundScheduler) when it can be imported.
+fn scale(d: &Path, n: usize) {
+    let jobs = cron_jobs(n);
+    let mut yaml = String::from("jobs:\n");
+    for (i, (m, h)) in jobs.iter().enumerate() {
+        yaml.push_str(&format!(
+            "  job{i}: {{ run: [/bin/true], trigger: {{ cron: \"{m} {h} * * *\", timezone: Europe/Berlin }} }}\n"
+        ));
+    }
+    let f = write(d, &format!("cron{n}.yaml"), &yaml);
+    let mut times = Vec::new();
+    let mut peak = 0;
+    for _ in 0..rounds() {
+        let start = Instant::now();
+        let out = Command::new("/usr/bin/time")
+            .args(["-f", "%M"])
+            .arg(flowrun())
+            .arg("validate")
+            .arg(&f)
+            .stdout(Stdio::null())
+            .output()
+            .unwrap();
+        times.push(start.elapsed());
+        let err = String::from_utf8_lossy(&out.stderr);
+        peak = err
+            .lines()
+            .last()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or(0u64);
+    }
+    let mut child = Command::new(flowrun())
+        .arg(&f)
+        .args(["--for", "3s", "--progress", "never"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let (rss, cpu) = rss_and_cpu(child.id());
+    child.wait().unwrap();
+    println!(
+        "scale      {n:>6} cron jobs: validate {:.3}s (peak {:.1} MiB); runner after 2 s: {:.1} MiB resident, {:.2} s CPU",
+        median(times).as_secs_f64(),
+        peak as f64 / 1024.0,
+        rss as f64 / 1024.0,
+        cpu
+    );
+    let py = write(
+        d,
+        "aps.py",
+        "import sys, time\nfrom apscheduler.schedulers.background import BackgroundScheduler\nfrom apscheduler.triggers.cron import CronTrigger\n\
+         def job():\n    pass\ns = BackgroundScheduler(timezone='Europe/Berlin')\n\
+         for line in open(sys.argv[1]):\n    m, h = line.split()\n    s.add_job(job, CronTrigger(minute=int(m), hour=int(h), timezone='Europe/Berlin'))\n\
+         s.start()\nprint('started', flush=True)\ntime.sleep(60)\n",
+    );
+    let list: String = jobs.iter().map(|(m, h)| format!("{m} {h}\n")).collect();
+    let list_file = write(d, "aps.txt", &list);
+    let ok = Command::new("python3")
+        .args(["-c", "import apscheduler"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        println!("scale      {n:>6} cron jobs: APScheduler column skipped (python3 -c 'import apscheduler' fails here)");
+        return;
+    }
+    let mut child = Command::new("python3")
+        .arg(&py)
+        .arg(&list_file)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let (rss, cpu) = rss_and_cpu(child.id());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    println!(
+        "scale      {n:>6} cron jobs: APScheduler 3 after 2 s: {:.1} MiB resident, {:.2} s CPU",
+        rss as f64 / 1024.0,
+        cpu
+    );
+}
+
+/// One message every millisecond from a writer to a reader (python3 both, timestamps in the message): latency
+/// p50 and p99 through a shell pipe and through a flowrun queue channel.
+fn hop(d: &Path) {
+    let w = write(
+        d,
+        "w.py",
+        "import time, sys\nn = int(sys.argv[1]); out = sys.stdout\nt0 = time.monotonic_ns()\n\
+         for i in range(n):\n    target = t0 + i * 1_000_000\n    while True:\n        d = target - time.monotonic_ns()\n        if d <= 0: break\n        time.sleep(d / 1e9 if d > 200_000 else 0)\n    out.write(f'{time.monotonic_ns()}\\n'); out.flush()\n",
+    );
+    let r = write(
+        d,
+        "r.py",
+        "import time, sys\nlat = []\nfor line in sys.stdin:\n    lat.append(time.monotonic_ns() - int(line))\nlat.sort()\n\
+         p = lambda q: lat[int((len(lat)-1)*q)] / 1000\nprint(f'{p(0.5):.1f} {p(0.99):.1f}')\n",
+    );
+    let f = write(
+        d,
+        "hop.yaml",
+        &format!(
+            "channels: {{ q: {{}} }}\njobs:\n  w: {{ run: [python3, {}, \"3000\"], stdout: q }}\n  r: {{ run: [python3, {}], stdin: q }}\n",
+            w.display(),
+            r.display()
+        ),
+    );
+    let parse = |text: &str| -> (f64, f64) {
+        let line = text.lines().last().unwrap_or("0 0");
+        let line = line.rsplit("| ").next().unwrap();
+        let v: Vec<f64> = line
+            .split_whitespace()
+            .map(|x| x.parse().unwrap())
+            .collect();
+        (v[0], v[1])
+    };
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..rounds().min(3) {
+        let out = sh(&format!(
+            "python3 {} 3000 | python3 {}",
+            w.display(),
+            r.display()
+        ))
+        .output()
+        .unwrap();
+        theirs.push(parse(&String::from_utf8_lossy(&out.stdout)));
+        let out = Command::new(flowrun())
+            .arg(&f)
+            .args(["--progress", "never"])
+            .output()
+            .unwrap();
+        ours.push(parse(&String::from_utf8_lossy(&out.stdout)));
+    }
+    let med = |v: &[(f64, f64)], i: usize| {
+        let mut x: Vec<f64> = v.iter().map(|p| if i == 0 { p.0 } else { p.1 }).collect();
+        x.sort_by(f64::total_cmp);
+        x[x.len() / 2]
+    };
+    let (o50, o99, t50, t99) = (
+        med(&ours, 0),
+        med(&ours, 1),
+        med(&theirs, 0),
+        med(&theirs, 1),
+    );
+    println!(
+        "hop        1,000 msg/s, 3,000 messages: queue p50 {o50:.1} us p99 {o99:.1} us; shell pipe p50 {t50:.1} us p99 {t99:.1} us; ratio p50 {:.2} (goal <= 2) p99 {:.2} (goal <= 3)",
+        o50 / t50,
+        o99 / t99
+    );
 }

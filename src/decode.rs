@@ -44,13 +44,19 @@ const EACH_KEYS: &[&str] = &["each", "batch"];
 
 /// Read the tree into a document. Problems are pushed to `out`; the document holds what could be read.
 pub fn decode(root: &Node, source: &Source, out: &mut Vec<Diagnostic>) -> Option<Document> {
-    let mut d = Decoder { out, source };
+    let mut d = Decoder {
+        out,
+        source,
+        crons: HashMap::new(),
+    };
     d.document(root)
 }
 
 struct Decoder<'a> {
     out: &'a mut Vec<Diagnostic>,
     source: &'a Source,
+    /// Parsed cron expressions by their text.
+    crons: HashMap<String, Result<crate::cron::CronSet, crate::cron::CronProblem>>,
 }
 
 /// The keys of one mapping, checked: each known key once, with its key span kept for messages.
@@ -822,11 +828,20 @@ impl Decoder<'_> {
 
     fn cron(&mut self, node: &Node) -> Option<Sp<CronExpr>> {
         let s = self.string(node, "a cron expression")?;
-        match crate::trigger::parse_cron(&s.value) {
+        // Each distinct expression is parsed once: thousands of jobs share a few hundred schedules.
+        let parsed = match self.crons.get(&s.value) {
+            Some(parsed) => parsed.clone(),
+            None => {
+                let parsed = crate::cron::parse(&s.value);
+                self.crons.insert(s.value.clone(), parsed.clone());
+                parsed
+            }
+        };
+        match parsed {
             Ok(cron) => Some(Sp::new(
                 CronExpr {
                     text: s.value,
-                    cron: Box::new(cron),
+                    cron,
                 },
                 s.span,
             )),

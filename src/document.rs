@@ -145,7 +145,7 @@ impl JsonSchema for Zone {
 #[derive(Debug, Clone)]
 pub struct CronExpr {
     pub text: String,
-    pub cron: Box<croner::Cron>,
+    pub cron: crate::cron::CronSet,
 }
 
 impl PartialEq for CronExpr {

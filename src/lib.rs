@@ -21,6 +21,7 @@
 
 pub mod app;
 pub mod cli;
+mod cron;
 mod decode;
 pub mod diagnostic;
 mod document;

@@ -116,7 +116,7 @@ pub enum Trigger {
 #[derive(Debug, Clone)]
 pub enum TimeSpec {
     Cron {
-        cron: Box<croner::Cron>,
+        cron: crate::cron::CronSet,
         zone: Tz,
         text: String,
     },
@@ -134,7 +134,7 @@ impl TimeSpec {
     pub fn rule(&self, runner_start: DateTime<Utc>) -> TimeRule {
         match self {
             TimeSpec::Cron { cron, zone, .. } => TimeRule::Cron {
-                cron: cron.clone(),
+                cron: *cron,
                 zone: *zone,
             },
             TimeSpec::Interval { every, start, end } => TimeRule::Interval {

@@ -1,151 +1,22 @@
 //! Pure time maths for the time triggers of SPEC §2.3: the next fire instant strictly after a given instant.
 //!
-//! Cron expressions are matched on *local wall time* (croner over `NaiveDateTime`), then the local time is turned
+//! Cron expressions are matched on *local wall time* (`CronSet` over `NaiveDateTime`), then the local time is turned
 //! into an instant with SPEC's DST rule: a local time skipped by a DST change fires at the first instant after the
 //! gap, a local time that occurs twice fires once, at its first occurrence. Doing the matching on wall time and
 //! the resolution in one place keeps both rules in a few lines that are easy to test.
 
+use crate::cron::CronSet;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use chrono_tz::Tz;
-use croner::parser::{CronParser, Seconds, Year};
-use croner::Cron;
 use std::time::Duration;
 
 use crate::values::resolve_local;
-
-/// Why a cron expression does not parse, and which field (byte range in the expression) is at fault.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CronProblem {
-    pub message: String,
-    pub label: String,
-    pub help: String,
-    pub field: Option<(usize, usize)>,
-}
-
-const FIELD_NAMES_5: [&str; 5] = ["minute", "hour", "day-of-month", "month", "day-of-week"];
-const FIELD_NAMES_6: [&str; 6] = [
-    "second",
-    "minute",
-    "hour",
-    "day-of-month",
-    "month",
-    "day-of-week",
-];
-const MACROS: [&str; 7] = [
-    "@yearly",
-    "@annually",
-    "@monthly",
-    "@weekly",
-    "@daily",
-    "@midnight",
-    "@hourly",
-];
-
-fn parser() -> CronParser {
-    CronParser::builder()
-        .seconds(Seconds::Optional)
-        .year(Year::Disallowed)
-        .build()
-}
-
-/// Parse a 5- or 6-field expression or a macro; on failure find the field at fault.
-pub fn parse_cron(text: &str) -> Result<Cron, CronProblem> {
-    let trimmed = text.trim();
-    if trimmed.starts_with('@') {
-        if !MACROS.contains(&trimmed.to_ascii_lowercase().as_str()) {
-            return Err(CronProblem {
-                message: format!("`{trimmed}` is not a cron macro"),
-                label: "unknown macro".into(),
-                help: "the macros are @yearly, @monthly, @weekly, @daily and @hourly".into(),
-                field: None,
-            });
-        }
-        return parser().parse(trimmed).map_err(|e| CronProblem {
-            message: format!("`{trimmed}`: {e}"),
-            label: "invalid macro".into(),
-            help: "the macros are @yearly, @monthly, @weekly, @daily and @hourly".into(),
-            field: None,
-        });
-    }
-    let fields: Vec<(usize, &str)> = field_positions(text);
-    if fields.len() != 5 && fields.len() != 6 {
-        return Err(CronProblem {
-            message: format!("a cron expression has 5 or 6 fields; this one has {}", fields.len()),
-            label: "wrong number of fields".into(),
-            help: "write `minute hour day-of-month month day-of-week`, with an optional leading seconds field".into(),
-            field: None,
-        });
-    }
-    match parser().parse(text) {
-        Ok(cron) => Ok(cron),
-        Err(whole) => {
-            let names: &[&str] = if fields.len() == 5 {
-                &FIELD_NAMES_5
-            } else {
-                &FIELD_NAMES_6
-            };
-            // Try each field alone among wildcards: the first that still fails is the one at fault.
-            for (i, (offset, field)) in fields.iter().enumerate() {
-                let probe: Vec<&str> = (0..fields.len())
-                    .map(|j| if j == i { *field } else { "*" })
-                    .collect();
-                if let Err(e) = parser().parse(&probe.join(" ")) {
-                    return Err(CronProblem {
-                        message: format!(
-                            "invalid {} field `{field}` in cron expression: {e}",
-                            names[i]
-                        ),
-                        label: format!("bad {} field", names[i]),
-                        help: field_help(names[i]),
-                        field: Some((*offset, field.len())),
-                    });
-                }
-            }
-            Err(CronProblem {
-                message: format!("invalid cron expression: {whole}"),
-                label: "invalid cron expression".into(),
-                help: "check the fields together (e.g. a day that no month has)".into(),
-                field: None,
-            })
-        }
-    }
-}
-
-fn field_positions(text: &str) -> Vec<(usize, &str)> {
-    let mut out = Vec::new();
-    let mut start = None;
-    for (i, c) in text.char_indices() {
-        match (c.is_whitespace(), start) {
-            (false, None) => start = Some(i),
-            (true, Some(s)) => {
-                out.push((s, &text[s..i]));
-                start = None;
-            }
-            _ => {}
-        }
-    }
-    if let Some(s) = start {
-        out.push((s, &text[s..]));
-    }
-    out
-}
-
-fn field_help(name: &str) -> String {
-    let range = match name {
-        "second" | "minute" => "0-59",
-        "hour" => "0-23",
-        "day-of-month" => "1-31",
-        "month" => "1-12 or JAN-DEC",
-        _ => "0-7 (0 and 7 are Sunday) or SUN-SAT",
-    };
-    format!("the {name} field takes {range}, with `*`, ranges `a-b`, lists `a,b` and steps `*/n`")
-}
 
 /// One time rule, ready to answer "when next?".
 #[derive(Debug, Clone)]
 pub enum TimeRule {
     Cron {
-        cron: Box<Cron>,
+        cron: CronSet,
         zone: Tz,
     },
     /// Fires at `anchor + k * every` for `k >= first_k`, never after `end`.
@@ -196,12 +67,12 @@ impl TimeRule {
     }
 }
 
-fn next_cron(cron: &Cron, zone: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+fn next_cron(cron: &CronSet, zone: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let mut local: NaiveDateTime = after.with_timezone(&zone).naive_local();
     // Local times in a gap collapse onto the gap's end and a repeated hour maps back to its first pass, so a
     // candidate may not be after `after`: keep searching (bounded; a gap or repeat is at most a few hours).
     for _ in 0..100_000 {
-        let next_local = cron.find_next_occurrence(&local, false).ok()?;
+        let next_local = cron.next_after(local)?;
         let instant = resolve_local(next_local, zone);
         if instant > after {
             return Some(instant);
@@ -243,7 +114,7 @@ mod tests {
 
     fn cron_rule(expr: &str, zone: &str) -> TimeRule {
         TimeRule::Cron {
-            cron: Box::new(parse_cron(expr).unwrap()),
+            cron: crate::cron::parse(expr).unwrap(),
             zone: zone.parse().unwrap(),
         }
     }
@@ -446,20 +317,20 @@ mod tests {
 
     #[test]
     fn bad_field_is_located() {
-        let e = parse_cron("0 25 * * *").unwrap_err();
+        let e = crate::cron::parse("0 25 * * *").unwrap_err();
         assert_eq!(e.field, Some((2, 2)));
-        let e = parse_cron("* * * * MOX").unwrap_err();
+        let e = crate::cron::parse("* * * * MOX").unwrap_err();
         assert_eq!(e.field, Some((8, 3)));
-        let e = parse_cron("* * *").unwrap_err();
+        let e = crate::cron::parse("* * *").unwrap_err();
         assert_eq!(e.field, None);
-        assert!(parse_cron("@sometimes").is_err());
+        assert!(crate::cron::parse("@sometimes").is_err());
     }
 
     proptest::proptest! {
         #[test]
         fn fire_times_strictly_increase(minute in 0u32..60, step in 1u32..30, start in 0i64..2_000_000_000) {
             let expr = format!("{minute}-59/{step} * * * *");
-            let rule = TimeRule::Cron { cron: Box::new(parse_cron(&expr).unwrap()), zone: "Europe/Berlin".parse().unwrap() };
+            let rule = TimeRule::Cron { cron: crate::cron::parse(&expr).unwrap(), zone: "Europe/Berlin".parse().unwrap() };
             let from = Utc.timestamp_opt(start, 0).unwrap();
             let times = rule.upcoming(from, 20);
             proptest::prop_assert_eq!(times.len(), 20);

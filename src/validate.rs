@@ -696,7 +696,7 @@ impl<'d, 'o> Rules<'d, 'o> {
                     TriggerSpec::Start(_) => plan::Trigger::Start,
                     TriggerSpec::Cron(c) => plan::Trigger::Time {
                         rule: TimeSpec::Cron {
-                            cron: c.cron.value.cron.clone(),
+                            cron: c.cron.value.cron,
                             zone: c.timezone.as_ref().map_or_else(system_zone, |z| z.value.0),
                             text: c.cron.value.text.clone(),
                         },

@@ -336,3 +336,31 @@ fn output_without_newlines_is_printed_in_pieces_with_bounded_memory() {
     assert_eq!(pieces.len(), 100_000_000usize.div_ceil(64 * 1024));
     assert!(pieces.iter().all(|p| p.starts_with("noisy#1 | x")));
 }
+
+#[test]
+fn ten_thousand_cron_jobs_validate_and_run() {
+    let mut yaml = String::from("jobs:\n");
+    for i in 0..10_000 {
+        yaml.push_str(&format!(
+            "  job{i}: {{ run: [/bin/true], trigger: {{ cron: \"{} {} * * *\", timezone: Europe/Berlin }} }}\n",
+            i % 60,
+            (i / 60) % 24
+        ));
+    }
+    let (_d, file) = flow(&yaml);
+    let out = Command::new(bin())
+        .arg("validate")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, ev) = run_json(&file, &["--for", "1s"]);
+    assert_eq!(code, Some(0));
+    let jobs = &ev.iter().find(|e| e["event"] == "runner.stop").unwrap()["summary"]["jobs"];
+    assert_eq!(jobs.as_object().unwrap().len(), 10_000);
+}

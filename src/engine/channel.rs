@@ -427,6 +427,8 @@ pub const DRAIN_BYTES: usize = 1 << 20;
 
 pub const DRAIN: Duration = Duration::from_millis(200);
 const READ_SIZE: usize = 1024 * 1024;
+/// Reads smaller than this are copied out of the pump's buffer rather than handed over with it.
+const SMALL_READ: usize = 64 * 1024;
 
 /// Read a writer run's standard output into the channel, framing it into messages.
 pub async fn pump_writer<R: AsyncRead + Unpin>(
@@ -497,11 +499,21 @@ pub async fn pump_writer<R: AsyncRead + Unpin>(
                 }
             }
         };
-        let tail = buf.split_off(last_nl + 1);
-        let complete = std::mem::replace(&mut buf, tail);
-        if buf.capacity() < READ_SIZE {
-            buf.reserve(READ_SIZE - buf.len());
-        }
+        let complete = if last_nl + 1 < SMALL_READ {
+            // A small read (a message now and then): copy it out and keep the big buffer. Handing over the
+            // buffer would cost an allocation of READ_SIZE (an mmap and its page faults) per message.
+            let complete = buf[..=last_nl].to_vec();
+            buf.drain(..=last_nl);
+            complete
+        } else {
+            // A large read: hand the buffer itself over (no copy) and start a new one.
+            let tail = buf.split_off(last_nl + 1);
+            let complete = std::mem::replace(&mut buf, tail);
+            if buf.capacity() < READ_SIZE {
+                buf.reserve(READ_SIZE - buf.len());
+            }
+            complete
+        };
         if !target.push(Chunk::from_vec(complete, count)).await {
             return PumpEnd::NoReader;
         }
