@@ -303,7 +303,8 @@ fn next(
         .filter(|&j| plan.jobs[j].has_time_trigger())
         .filter(|&j| jobs.is_empty() || jobs.contains(&plan.jobs[j].name))
         .collect();
-    let fmt = |t: &DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
+    // Fractions of a second only when there are some (a 250ms interval).
+    let fmt = |t: &DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::AutoSi, true);
     match format {
         Mode::Json => {
             let mut map = serde_json::Map::new();

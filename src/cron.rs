@@ -332,10 +332,7 @@ fn value(text: &str, kind: Field, range_end: bool) -> Result<u32, FieldError> {
     }
     Err(match kind.names() {
         [] if looks_like_name => field_error(
-            format!(
-                "the {} field takes numbers only, not names like `{text}`",
-                kind.name()
-            ),
+            "this field takes numbers only (names are for months and days of the week)",
             "a name here",
         ),
         names if looks_like_name => field_error(
@@ -521,7 +518,9 @@ mod tests {
             let p = problem(expr);
             assert_eq!(p.field, Some(field), "{expr}: {p:?}");
         }
-        assert!(problem("MON * * * *").message.contains("numbers only"));
+        assert!(problem("MON * * * *")
+            .message
+            .contains("minute field `MON`: this field takes numbers only"));
         assert!(problem("0 0 * * JAN").message.contains("SUN-SAT"));
         assert!(problem("0 0 * * MONDAY").message.contains("not a name"));
     }

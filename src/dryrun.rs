@@ -59,7 +59,7 @@ pub fn describe(plan: &Plan, now: DateTime<Utc>) -> String {
         if !next.is_empty() {
             let times: Vec<String> = next
                 .iter()
-                .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
+                .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
                 .collect();
             out.push_str(&format!("    next: {}\n", times.join(", ")));
         }

@@ -135,11 +135,27 @@ pub fn system_zone() -> Tz {
     // Asked once: finding it reads files, and a 4,000-job file may ask for every trigger.
     static ZONE: std::sync::OnceLock<Tz> = std::sync::OnceLock::new();
     *ZONE.get_or_init(|| {
-        iana_time_zone::get_timezone()
+        std::env::var("TZ")
             .ok()
-            .and_then(|name| name.parse().ok())
+            .and_then(|tz| zone_from_tz_var(&tz))
+            .or_else(|| {
+                iana_time_zone::get_timezone()
+                    .ok()
+                    .and_then(|name| name.parse().ok())
+            })
             .unwrap_or(Tz::UTC)
     })
+}
+
+/// The zone a `TZ` variable names: `Europe/Berlin`, `:Europe/Berlin`, or a path into a zoneinfo tree
+/// (`/usr/share/zoneinfo/Europe/Berlin`). POSIX rules such as `CET-1CEST` are not IANA names: `None`.
+fn zone_from_tz_var(tz: &str) -> Option<Tz> {
+    let name = tz.strip_prefix(':').unwrap_or(tz);
+    if let Ok(zone) = name.parse() {
+        return Some(zone);
+    }
+    let (_, after) = name.split_once("zoneinfo/")?;
+    after.parse().ok()
 }
 
 impl DateTimeSpec {
@@ -176,6 +192,18 @@ pub fn resolve_local(naive: NaiveDateTime, zone: Tz) -> DateTime<Utc> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_tz_variable_names_a_zone() {
+        let berlin: Tz = "Europe/Berlin".parse().unwrap();
+        assert_eq!(zone_from_tz_var("Europe/Berlin"), Some(berlin));
+        assert_eq!(zone_from_tz_var(":Europe/Berlin"), Some(berlin));
+        assert_eq!(
+            zone_from_tz_var("/usr/share/zoneinfo/Europe/Berlin"),
+            Some(berlin)
+        );
+        assert_eq!(zone_from_tz_var("CET-1CEST"), None);
+    }
     use super::*;
 
     #[test]

@@ -217,3 +217,108 @@ fn interval_with_end_runs_a_bounded_number_of_times() {
     // start, +100, +200, +300, +400 ms: five firings on the grid, none after `end`; the workflow then ends.
     assert_eq!(runs, 5);
 }
+
+fn next_json(yaml: &str, args: &[&str], tz: &str) -> Value {
+    let (_d, file) = write(yaml);
+    let out = flowrun()
+        .env("TZ", tz)
+        .arg("next")
+        .arg(&file)
+        .args(args)
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn midnight_is_a_macro() {
+    let v = next_json(
+        "jobs:\n  j: { run: 'true', trigger: { cron: '@midnight', timezone: UTC } }\n",
+        &["-n", "2", "--from", "2026-01-01T10:00:00Z"],
+        "UTC",
+    );
+    assert_eq!(
+        v["j"],
+        serde_json::json!(["2026-01-02T00:00:00Z", "2026-01-03T00:00:00Z"])
+    );
+}
+
+#[test]
+fn sunday_to_sunday_fires_on_sundays_only() {
+    let v = next_json(
+        "jobs:\n  j: { run: 'true', trigger: { cron: '0 12 * * SUN-SUN', timezone: UTC } }\n",
+        &["-n", "2", "--from", "2026-11-23T00:00:00Z"],
+        "UTC",
+    );
+    assert_eq!(
+        v["j"],
+        serde_json::json!(["2026-11-29T12:00:00Z", "2026-12-06T12:00:00Z"])
+    );
+}
+
+#[test]
+fn the_tz_variable_is_the_default_zone_of_triggers_and_of_from() {
+    for tz in ["Europe/Berlin", ":Europe/Berlin"] {
+        let v = next_json(
+            "jobs:\n  j: { run: 'true', trigger: { cron: '0 12 * * *' } }\n",
+            &["-n", "1", "--from", "2026-01-01T00:00:00"],
+            tz,
+        );
+        assert_eq!(
+            v["j"],
+            serde_json::json!(["2026-01-01T11:00:00Z"]),
+            "TZ={tz}"
+        );
+    }
+}
+
+#[test]
+fn sub_second_intervals_print_their_fractions() {
+    let v = next_json(
+        "jobs:\n  j: { run: 'true', trigger: { interval: 250ms, start: '2026-01-01T00:00:00Z' } }\n",
+        &["-n", "3", "--from", "2026-01-01T00:00:00.1Z"],
+        "UTC",
+    );
+    assert_eq!(
+        v["j"],
+        serde_json::json!([
+            "2026-01-01T00:00:00.250Z",
+            "2026-01-01T00:00:00.500Z",
+            "2026-01-01T00:00:00.750Z"
+        ])
+    );
+}
+
+#[test]
+fn cron_expressions_that_cannot_be_right_are_invalid_cron_at_the_field() {
+    for (expr, column) in [
+        ("MON * * * *", 39),
+        ("0 0 * MON *", 45),
+        ("0 0 * * JAN", 47),
+        ("0 0 30 2 *", 43),
+    ] {
+        let (_d, file) = write(&format!(
+            "jobs:\n  j: {{ run: 'true', trigger: {{ cron: \"{expr}\" }} }}\n"
+        ));
+        let out = flowrun()
+            .args(["validate", "--format", "json"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{expr}");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let d = &v["files"][0]["diagnostics"][0];
+        assert_eq!(d["code"], "invalid-cron", "{expr}");
+        assert_eq!(
+            (d["line"].as_u64(), d["column"].as_u64()),
+            (Some(2), Some(column)),
+            "{expr}: {d}"
+        );
+    }
+}
