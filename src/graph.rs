@@ -42,14 +42,15 @@ pub fn mermaid(plan: &Plan) -> String {
         out.push_str(&format!(
             "  j{j}[\"{}<br/><small>{}</small>\"]\n",
             job.name,
-            trigger_note(plan, j).replace('"', "'")
+            trigger_note(plan, j).replace('"', "#quot;")
         ));
     }
+    // Edge labels are quoted: brackets in an unquoted label (`readings (queue)`) are Mermaid syntax.
     for (w, r, label) in channel_edges(plan) {
-        out.push_str(&format!("  j{w} -->|{label}| j{r}\n"));
+        out.push_str(&format!("  j{w} -->|\"{label}\"| j{r}\n"));
     }
     for (u, d) in after_edges(plan) {
-        out.push_str(&format!("  j{u} -.->|after| j{d}\n"));
+        out.push_str(&format!("  j{u} -.->|\"after\"| j{d}\n"));
     }
     out
 }

@@ -322,3 +322,47 @@ fn cron_expressions_that_cannot_be_right_are_invalid_cron_at_the_field() {
         );
     }
 }
+
+/// A grammar check of the Mermaid `flowchart` subset `graph` writes (no Mermaid parser can be installed here
+/// without a browser): a header, node lines with quoted labels, edge lines with quoted labels.
+#[test]
+fn mermaid_output_of_every_example_follows_the_grammar() {
+    let node = |l: &str| {
+        let rest = l.strip_prefix("  j").and_then(|r| r.split_once("[\""));
+        matches!(rest, Some((id, label)) if id.chars().all(|c| c.is_ascii_digit())
+            && label.ends_with("\"]") && !label[..label.len() - 2].contains('"'))
+    };
+    let edge = |l: &str| {
+        let parts: Vec<&str> = l.trim().split(' ').collect();
+        let is_id = |s: &str| s.strip_prefix('j').is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+        match parts.as_slice() {
+            [from, arrow, to] => {
+                let label = arrow
+                    .strip_prefix("-->|")
+                    .or_else(|| arrow.strip_prefix("-.->|"))
+                    .and_then(|a| a.strip_suffix('|'));
+                is_id(from) && is_id(to) && label.is_some_and(|s| s.len() >= 2 && s.starts_with('"') && s.ends_with('"') && !s[1..s.len() - 1].contains('"'))
+            }
+            _ => false,
+        }
+    };
+    for entry in std::fs::read_dir("workflows").unwrap() {
+        let path = entry.unwrap().path();
+        let out = flowrun().arg("graph").arg(&path).output().unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some("flowchart LR"), "{}", path.display());
+        for l in lines {
+            // Labels with spaces are quoted, so an edge line has exactly three space-separated parts only when
+            // its label has none; check the quoted form by joining the label back.
+            let joined = match l.find("|\"") {
+                Some(i) => {
+                    let end = l[i + 2..].find("\"|").map(|e| i + 2 + e + 2).unwrap_or(l.len());
+                    format!("{}{}{}", &l[..i], l[i..end].replace(' ', "_"), &l[end..])
+                }
+                None => l.to_string(),
+            };
+            assert!(node(l) || edge(&joined), "{}: not Mermaid: {l:?}", path.display());
+        }
+    }
+}
