@@ -4,7 +4,6 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
-use std::collections::BTreeMap;
 
 use crate::values::format_duration;
 
@@ -356,6 +355,8 @@ pub struct JobCounts {
     pub runs: u64,
     pub succeeded: u64,
     pub failed: u64,
+    /// Runs the runner stopped at shutdown: neither succeeded nor failed.
+    pub stopped: u64,
     pub skipped: u64,
     pub missed: u64,
 }
@@ -370,8 +371,11 @@ pub struct ChannelCounts {
 
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Summary {
-    pub jobs: BTreeMap<String, JobCounts>,
-    pub channels: BTreeMap<String, ChannelCounts>,
+    /// In the order of the file (a JSON object whose keys come in that order).
+    #[serde(serialize_with = "in_order")]
+    pub jobs: Vec<(String, JobCounts)>,
+    #[serde(serialize_with = "in_order")]
+    pub channels: Vec<(String, ChannelCounts)>,
     /// Messages of `each` runs that failed their last attempt with no `dead_letter` to go to.
     #[serde(skip_serializing_if = "is_zero")]
     pub failed_messages: u64,
@@ -379,6 +383,14 @@ pub struct Summary {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+/// Pairs as a JSON object, keys in the pairs' order.
+fn in_order<S: serde::Serializer, T: Serialize>(
+    pairs: &[(String, T)],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(pairs.iter().map(|(k, v)| (k, v)))
 }
 
 impl Summary {
@@ -394,22 +406,23 @@ impl Summary {
         let mut out = String::new();
         let width = self
             .jobs
-            .keys()
-            .chain(self.channels.keys())
+            .iter()
+            .map(|(k, _)| k)
+            .chain(self.channels.iter().map(|(k, _)| k))
             .map(|k| k.len())
             .max()
             .unwrap_or(3)
             .max(7);
         let header = format!(
-            "{:<width$}  {:>8} {:>9} {:>7} {:>7} {:>7}",
-            "job", "runs", "succeeded", "failed", "skipped", "missed"
+            "{:<width$}  {:>8} {:>9} {:>7} {:>7} {:>7} {:>7}",
+            "job", "runs", "succeeded", "failed", "stopped", "skipped", "missed"
         );
         out.push_str(&paint(header, "1"));
         out.push('\n');
         for (name, c) in &self.jobs {
             let line = format!(
-                "{:<width$}  {:>8} {:>9} {:>7} {:>7} {:>7}",
-                name, c.runs, c.succeeded, c.failed, c.skipped, c.missed
+                "{:<width$}  {:>8} {:>9} {:>7} {:>7} {:>7} {:>7}",
+                name, c.runs, c.succeeded, c.failed, c.stopped, c.skipped, c.missed
             );
             out.push_str(&if c.failed > 0 {
                 paint(line, "31")

@@ -301,8 +301,8 @@ fn a_flood_of_output_does_not_stall_time_triggers() {
         .skip(1)
         .map(|c| c.parse().unwrap())
         .collect();
-    // runs succeeded failed skipped missed
-    assert_eq!((cols[3], cols[4]), (0, 0), "skipped/missed firings: {row}");
+    // runs succeeded failed stopped skipped missed
+    assert_eq!((cols[4], cols[5]), (0, 0), "skipped/missed firings: {row}");
     assert!(cols[0] >= 60, "{row}");
 }
 

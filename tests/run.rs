@@ -559,3 +559,68 @@ jobs:
     assert_eq!(i, o + l);
     assert!(l > 0, "what no reader took is reported as left");
 }
+
+#[test]
+fn runs_stopped_at_shutdown_are_counted_and_the_summary_keeps_the_file_order() {
+    let f = flow(
+        "jobs:
+  zeta: { run: 'echo ready; exec sleep 100', stop_grace: 100ms }
+  alpha: { run: 'true' }
+",
+    );
+    let mut child = bin()
+        .arg(&f.file)
+        .args(["--log-format", "json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    loop {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "{seen:?}");
+        let e: Value = serde_json::from_str(&line).unwrap();
+        let ready = e["event"] == "output" && e["line"] == "ready";
+        seen.push(e);
+        if ready {
+            break;
+        }
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let stop = rest
+        .lines()
+        .find(|l| l.contains("\"runner.stop\""))
+        .unwrap();
+    let ev: Value = serde_json::from_str(stop).unwrap();
+    let zeta = &ev["summary"]["jobs"]["zeta"];
+    assert_eq!(
+        (
+            zeta["runs"].as_u64(),
+            zeta["stopped"].as_u64(),
+            zeta["failed"].as_u64()
+        ),
+        (Some(1), Some(1), Some(0))
+    );
+    // The file's order, not the alphabet's.
+    assert!(
+        stop.find("\"zeta\"").unwrap() < stop.find("\"alpha\"").unwrap(),
+        "{stop}"
+    );
+    let text = bin()
+        .arg(&f.file)
+        .args(["--for", "200ms"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&text.stderr);
+    assert!(table.contains("stopped"), "{table}");
+    assert!(
+        table.find("zeta").unwrap() < table.find("alpha").unwrap(),
+        "{table}"
+    );
+}

@@ -334,14 +334,24 @@ fn mermaid_output_of_every_example_follows_the_grammar() {
     };
     let edge = |l: &str| {
         let parts: Vec<&str> = l.trim().split(' ').collect();
-        let is_id = |s: &str| s.strip_prefix('j').is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+        let is_id = |s: &str| {
+            s.strip_prefix('j')
+                .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+        };
         match parts.as_slice() {
             [from, arrow, to] => {
                 let label = arrow
                     .strip_prefix("-->|")
                     .or_else(|| arrow.strip_prefix("-.->|"))
                     .and_then(|a| a.strip_suffix('|'));
-                is_id(from) && is_id(to) && label.is_some_and(|s| s.len() >= 2 && s.starts_with('"') && s.ends_with('"') && !s[1..s.len() - 1].contains('"'))
+                is_id(from)
+                    && is_id(to)
+                    && label.is_some_and(|s| {
+                        s.len() >= 2
+                            && s.starts_with('"')
+                            && s.ends_with('"')
+                            && !s[1..s.len() - 1].contains('"')
+                    })
             }
             _ => false,
         }
@@ -357,12 +367,19 @@ fn mermaid_output_of_every_example_follows_the_grammar() {
             // its label has none; check the quoted form by joining the label back.
             let joined = match l.find("|\"") {
                 Some(i) => {
-                    let end = l[i + 2..].find("\"|").map(|e| i + 2 + e + 2).unwrap_or(l.len());
+                    let end = l[i + 2..]
+                        .find("\"|")
+                        .map(|e| i + 2 + e + 2)
+                        .unwrap_or(l.len());
                     format!("{}{}{}", &l[..i], l[i..end].replace(' ', "_"), &l[end..])
                 }
                 None => l.to_string(),
             };
-            assert!(node(l) || edge(&joined), "{}: not Mermaid: {l:?}", path.display());
+            assert!(
+                node(l) || edge(&joined),
+                "{}: not Mermaid: {l:?}",
+                path.display()
+            );
         }
     }
 }

@@ -103,3 +103,36 @@ fn completions_and_man_page() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(".TH flowrun"));
 }
+
+#[test]
+fn the_live_view_fits_the_terminal_and_keeps_ctrl_c_from_echoing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flow.yaml");
+    std::fs::write(
+        &file,
+        "jobs:\n  a-job-with-a-rather-long-name-for-the-screen: { run: 'stty -a </dev/tty | grep -o -- \"-\\?echoctl\"; sleep 1', trigger: [start, { interval: 1h }] }\n",
+    )
+    .unwrap();
+    let Some(screen) = under_pty(&format!(
+        "stty cols 60 rows 20; {} {} --for 1500ms; echo AFTER; stty -a | grep -o -- '-\\?echoctl'",
+        bin(),
+        file.display()
+    )) else {
+        eprintln!("`script` is not installed: skipping the pseudo-terminal test");
+        return;
+    };
+    // While the view is shown, `^C` is not echoed; afterwards the terminal is as it was.
+    assert!(screen.contains("| -echoctl"), "{screen:?}");
+    let after = &screen[screen.rfind("AFTER").expect("the shell went on")..];
+    assert!(
+        after.contains("echoctl") && !after.contains("-echoctl"),
+        "{after:?}"
+    );
+    // Every status line fits in 60 columns (escape codes aside).
+    for line in screen.split(['\n', '\r']) {
+        let plain = console::strip_ansi_codes(line);
+        if plain.contains("runs ") && !plain.contains("succeeded") {
+            assert!(console::measure_text_width(&plain) <= 60, "{plain:?}");
+        }
+    }
+}

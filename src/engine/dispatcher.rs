@@ -643,12 +643,12 @@ impl Dispatcher {
         for (j, job) in self.plan.jobs.iter().enumerate() {
             summary
                 .jobs
-                .insert(job.name.clone(), self.jobs[j].counts.clone());
+                .push((job.name.clone(), self.jobs[j].counts.clone()));
         }
         for (c, channel) in self.plan.channels.iter().enumerate() {
             summary
                 .channels
-                .insert(channel.name.clone(), self.channels.counts(c));
+                .push((channel.name.clone(), self.channels.counts(c)));
         }
         let ending = match (self.forced, self.failed) {
             (true, _) => Ending::Forced,

@@ -60,6 +60,7 @@ impl Dispatcher {
             }
             // Stopped at shutdown: an `each` run's messages were not done; they wait again.
             None => {
+                self.jobs[run.job].counts.stopped += 1;
                 if let Some((data, count)) = run.input.take() {
                     self.give_back_input(run.job, &data, count);
                 }

@@ -36,13 +36,15 @@ pub struct LiveView {
     samples: Vec<std::collections::VecDeque<(Instant, u64)>>,
     color: bool,
     overall: Option<ProgressBar>,
+    /// Held for its drop, last: the terminal's settings come back after the area is cleared.
+    _echo: QuietControlEcho,
 }
 
 fn style(color: bool) -> ProgressStyle {
     let template = if color {
-        "{spinner:.cyan} {msg}"
+        "{spinner:.cyan} {wide_msg}"
     } else {
-        "{spinner} {msg}"
+        "{spinner} {wide_msg}"
     };
     ProgressStyle::with_template(template)
         .expect("a valid template")
@@ -88,6 +90,7 @@ impl LiveView {
             bar
         });
         LiveView {
+            _echo: QuietControlEcho::start(),
             multi,
             overall,
             jobs: job_bars,
@@ -150,10 +153,8 @@ impl LiveView {
                 msg.push_str(&format!("  last {exit}"));
             }
             if let Some(next) = j.next_fire {
-                msg.push_str(&format!(
-                    "  next {}",
-                    next.with_timezone(&chrono::Local).format("%H:%M:%S")
-                ));
+                let zone = crate::values::system_zone();
+                msg.push_str(&format!("  next {}", when(next, chrono::Utc::now(), zone)));
             }
             // An unchanged line is not redrawn: an idle runner under a live view stays (nearly) idle.
             if bar.message() != msg {
@@ -197,6 +198,73 @@ impl LiveView {
             bar.finish_and_clear();
         }
         let _ = self.multi.clear();
+    }
+}
+
+/// A fire time for people: the local time with the zone, and the day when it is not today.
+fn when(
+    next: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+    zone: chrono_tz::Tz,
+) -> String {
+    let local = next.with_timezone(&zone);
+    if local.date_naive() == now.with_timezone(&zone).date_naive() {
+        local.format("%H:%M:%S %Z").to_string()
+    } else {
+        local.format("%a %d %b %H:%M %Z").to_string()
+    }
+}
+
+/// While the status area is shown, the terminal does not echo control characters: the `^C` it would print where
+/// the cursor stands shifts the area's lines, and a stale status line stays on the screen. Restored on drop.
+struct QuietControlEcho {
+    saved: Option<libc::termios>,
+}
+
+impl QuietControlEcho {
+    fn start() -> QuietControlEcho {
+        // SAFETY: tcgetattr/tcsetattr on standard error (the terminal the view is drawn on) with a termios of
+        // the right type; nothing happens when it is not a terminal.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::isatty(2) != 1 || libc::tcgetattr(2, &mut t) != 0 {
+                return QuietControlEcho { saved: None };
+            }
+            let saved = t;
+            t.c_lflag &= !libc::ECHOCTL;
+            libc::tcsetattr(2, libc::TCSANOW, &t);
+            QuietControlEcho { saved: Some(saved) }
+        }
+    }
+}
+
+impl Drop for QuietControlEcho {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.saved {
+            // SAFETY: restoring the settings read at the start.
+            unsafe { libc::tcsetattr(2, libc::TCSANOW, saved) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fire_times_show_the_zone_and_the_day_when_not_today() {
+        let t = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .unwrap()
+                .with_timezone(&chrono::Utc)
+        };
+        let berlin: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
+        let now = t("2026-11-25T10:00:00Z");
+        assert_eq!(when(t("2026-11-25T12:30:00Z"), now, berlin), "13:30:00 CET");
+        assert_eq!(
+            when(t("2026-11-26T00:30:00Z"), now, berlin),
+            "Thu 26 Nov 01:30 CET"
+        );
     }
 }
 
