@@ -47,6 +47,7 @@ pub fn decode(root: &Node, source: &Source, out: &mut Vec<Diagnostic>) -> Option
     let mut d = Decoder {
         out,
         source,
+        last_job: None,
         crons: HashMap::new(),
     };
     d.document(root)
@@ -55,6 +56,8 @@ pub fn decode(root: &Node, source: &Source, out: &mut Vec<Diagnostic>) -> Option
 struct Decoder<'a> {
     out: &'a mut Vec<Diagnostic>,
     source: &'a Source,
+    /// The job decoded last (a key indented too little belongs to it).
+    last_job: Option<String>,
     /// Parsed cron expressions by their text.
     crons: HashMap<String, Result<crate::cron::CronSet, crate::cron::CronProblem>>,
 }
@@ -520,7 +523,32 @@ impl Decoder<'_> {
     }
 
     fn job(&mut self, key: &Node, node: &Node) -> Option<JobSpec> {
-        let what = format!("job `{}`", key.scalar_text().unwrap_or_default());
+        let name = key.scalar_text().unwrap_or_default();
+        let is_job_key =
+            JOB_ONLY_KEYS.contains(&name.as_str()) || OPTION_KEYS.contains(&name.as_str());
+        let has_run = matches!(&node.value, Value::Map(pairs) if pairs.iter().any(|(k, _)| k.as_str() == Some("run")));
+        if is_job_key && !has_run {
+            // `trigger:` at the level of the jobs: a key of the job above, indented too little. One error
+            // saying so, rather than "no `run`" and unknown keys for everything under it.
+            let help = match &self.last_job {
+                Some(above) => format!(
+                    "indent `{name}:` (and what is under it) under job `{above}`, level with its `run:`"
+                ),
+                None => format!("`{name}` is a key of a job: put it under one, level with its `run:`"),
+            };
+            self.push(
+                Diagnostic::new(
+                    Code::MissingKey,
+                    key.span,
+                    format!("job `{name}` has no `run`: `{name}` looks like a job key indented too little"),
+                )
+                .label("a job key at the level of the jobs")
+                .help(help),
+            );
+            return None;
+        }
+        self.last_job = Some(name.clone());
+        let what = format!("job `{name}`");
         let f = self.fields(
             node,
             &[JOB_ONLY_KEYS, OPTION_KEYS],

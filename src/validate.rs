@@ -45,10 +45,22 @@ pub fn validate(source: &Source, now: DateTime<Utc>) -> Validated {
             // At the very end of the file the parser points one past it; the label must stay inside the text.
             let offset = span.offset.min(source.text.len());
             let span = Span::new(offset, span.len.min(source.text.len() - offset));
+            // A tab where the parser stopped (or at the start of its line) is the usual cause.
+            let line_start = source.text[..offset].rfind('\n').map_or(0, |i| i + 1);
+            let tab = source.text[line_start..]
+                .chars()
+                .take_while(|c| c.is_whitespace() && *c != '\n')
+                .any(|c| c == '\t')
+                || source.text[offset..].starts_with('\t');
+            let help = if tab {
+                "YAML does not allow tabs for indentation; replace them with spaces"
+            } else {
+                "check the indentation, quotes and brackets around this point"
+            };
             diagnostics.push(
                 Diagnostic::new(Code::Syntax, span, e.message)
                     .label("the YAML does not parse here")
-                    .help("check the indentation, quotes and brackets around this point"),
+                    .help(help),
             );
             return Validated {
                 diagnostics,
@@ -95,6 +107,9 @@ struct Rules<'d, 'o> {
     job_ids: HashMap<&'d str, usize>,
     /// Channel name -> its uses, gathered once so the rules stay linear in the size of the file.
     uses_by_channel: HashMap<String, Vec<(usize, Span, Use)>>,
+    /// Channels an `undeclared-channel` error suggested (a typo of their name): their usage problems follow from
+    /// that error and are not reported again.
+    explained: std::collections::HashSet<&'d str>,
 }
 
 /// One use of a channel by a job.
@@ -154,6 +169,7 @@ impl<'d, 'o> Rules<'d, 'o> {
             channel_names,
             job_ids,
             uses_by_channel,
+            explained: Default::default(),
         }
     }
 
@@ -212,7 +228,10 @@ impl<'d, 'o> Rules<'d, 'o> {
             }
             let help =
                 match crate::diagnostic::did_you_mean(name, self.channel_names.iter().copied()) {
-                    Some(best) => format!("did you mean `{best}`?"),
+                    Some(best) => {
+                        self.explained.insert(best);
+                        format!("did you mean `{best}`?")
+                    }
                     None => format!("declare it: `channels: {{ {name}: {{ kind: queue }} }}`"),
                 };
             for &(j, span, _) in uses {
@@ -331,6 +350,9 @@ impl<'d, 'o> Rules<'d, 'o> {
     fn check_channel_usage(&mut self) {
         let mut found = Vec::new();
         for (name, spec) in self.channels() {
+            if self.explained.contains(name.value.as_str()) {
+                continue;
+            }
             let kind = spec.kind.as_ref().map_or(ChannelKind::Queue, |k| k.value);
             let uses = self.uses_of(&name.value);
             let writers: Vec<(usize, Span, Use)> =
