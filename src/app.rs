@@ -1,6 +1,6 @@
 //! The commands: each reads its inputs, calls into the library and returns its exit code or an [`Error`].
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -19,7 +19,16 @@ use crate::validate::{validate, Validated};
 
 /// Run a command: its exit code, or the error that stopped it (printed by [`report_error`]).
 pub fn main(cli: Cli) -> Result<i32, Error> {
-    match cli.command {
+    let command = match (cli.command, cli.run) {
+        (Some(command), _) => command,
+        (None, Some(args)) => Command::Run(args),
+        (None, None) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let _ = cmd.print_help();
+            return Err(Error::usage("give a workflow file to run, or a command"));
+        }
+    };
+    match command {
         Command::Validate {
             files,
             format,
@@ -53,12 +62,7 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
             Ok(exit::OK)
         }
         Command::Man => {
-            let cmd = <Cli as clap::CommandFactory>::command();
-            let mut out = Vec::new();
-            clap_mangen::Man::new(cmd)
-                .render(&mut out)
-                .map_err(|e| Error::Output(e.to_string()))?;
-            print_out(&String::from_utf8_lossy(&out));
+            print_out(&man_page().map_err(|e| Error::Output(e.to_string()))?);
             Ok(exit::OK)
         }
     }
@@ -145,6 +149,59 @@ fn run(args: RunArgs) -> Result<i32, Error> {
     // Tasks blocked on pipes of orphaned grandchildren must not hold the exit.
     runtime.shutdown_timeout(Duration::from_millis(100));
     Ok(ending.code())
+}
+
+/// One man page for the whole tool: the top level by clap_mangen, then every command with its options (folded
+/// in: there are no per-command pages), the exit status, the environment and the files.
+fn man_page() -> std::io::Result<String> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let man = clap_mangen::Man::new(cmd.clone());
+    let mut out = Vec::new();
+    man.render_title(&mut out)?;
+    man.render_name_section(&mut out)?;
+    man.render_synopsis_section(&mut out)?;
+    man.render_description_section(&mut out)?;
+    man.render_options_section(&mut out)?;
+    let mut text = String::from_utf8_lossy(&out).into_owned();
+    let roff = |s: &str| s.replace('\\', "\\\\").replace('-', "\\-");
+    text.push_str(".SH COMMANDS\n");
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        text.push_str(&format!(
+            ".TP\n\\fBflowrun {}\\fR\n{}\n.RS\n",
+            sub.get_name(),
+            roff(&sub.get_about().map(|a| a.to_string()).unwrap_or_default())
+        ));
+        for arg in sub.get_arguments().filter(|a| a.get_id() != "help") {
+            let name = match (arg.get_long(), arg.get_short()) {
+                (Some(l), Some(s)) => format!("-{s}, --{l}"),
+                (Some(l), None) => format!("--{l}"),
+                _ => arg.get_id().as_str().to_uppercase(),
+            };
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            text.push_str(&format!(".TP\n\\fB{}\\fR\n{}\n", roff(&name), roff(&help)));
+        }
+        text.push_str(".RE\n");
+    }
+    text.push_str(&roff_sections());
+    Ok(text)
+}
+
+fn roff_sections() -> String {
+    [
+        ".SH \"EXIT STATUS\"",
+        "Running: 0 every run that ended succeeded (runs stopped at shutdown do not count); 1 a run failed for good or a message failed; 2 the workflow is invalid or unreadable, or the arguments are wrong (nothing started); 130 a second SIGINT forced the stop.",
+        ".PP",
+        "validate: 0 no errors (and no warnings with \\-\\-deny\\-warnings); 1 otherwise; 2 a file could not be read.",
+        ".SH ENVIRONMENT",
+        ".TP\n\\fBNO_COLOR\\fR\nNo colours.",
+        ".TP\n\\fBTZ\\fR\nThe zone of triggers without a timezone, and of local date\\-times (else /etc/localtime).",
+        ".TP\n\\fBFLOWRUN_JOB\\fR, \\fBFLOWRUN_RUN\\fR, \\fBFLOWRUN_WORKFLOW\\fR, \\fBFLOWRUN_SCHEDULED\\fR\nGiven to every run: its job, its number, the workflow file, its scheduled time.",
+        ".SH FILES",
+        ".TP\n\\fIFILE\\fR\nThe workflow: YAML, at most 4 MiB, UTF\\-8. Its format is the JSON Schema printed by \\fBflowrun schema\\fR (schemas/workflow.schema.json in the sources, for yaml\\-language\\-server).",
+        ".TP\n\\fIDIR\\fR/\\fIJOB\\fR/\\fIRUN\\fR.log\nWith \\-\\-log\\-dir: each run's output, between a header and a footer line.",
+        "",
+    ]
+    .join("\n")
 }
 
 /// Print to stdout; a closed stdout (`| head`) is a normal end, not a crash.
@@ -303,8 +360,7 @@ fn next(
         .filter(|&j| plan.jobs[j].has_time_trigger())
         .filter(|&j| jobs.is_empty() || jobs.contains(&plan.jobs[j].name))
         .collect();
-    // Fractions of a second only when there are some (a 250ms interval).
-    let fmt = |t: &DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+    let fmt = |t: &DateTime<Utc>| crate::values::format_instant(*t);
     match format {
         Mode::Json => {
             let mut map = serde_json::Map::new();

@@ -11,12 +11,17 @@ use crate::report::Mode;
     name = "flowrun",
     version,
     about = "Run a declarative workflow file: jobs, triggers, executors and channels",
-    override_usage = "flowrun FILE [--for DUR] [--dry-run] [--progress auto|always|never] [--log-format text|json] [--log-dir DIR]\n       flowrun <COMMAND> [ARGS]",
-    after_help = "Examples:\n  flowrun workflows/queue.yaml            run until Ctrl-C or until the work is done\n  flowrun validate --format github *.yaml  check files in CI\n  flowrun next nightly.yaml -n 3           the next fire times"
+    override_usage = "flowrun FILE [OPTIONS]\n       flowrun <COMMAND> [ARGS]",
+    // `flowrun FILE ...` runs it: the run options are the top level's own, so `--help` shows them and shell
+    // completion offers them after a file.
+    args_conflicts_with_subcommands = true,
+    after_help = "Examples:\n  flowrun workflows/queue.yaml            run until Ctrl-C or until the work is done\n  flowrun validate --format github *.yaml  check files in CI\n  flowrun next nightly.yaml -n 3           the next fire times\n\nExit status: 0 every run that ended succeeded; 1 a run or a message failed for good; 2 the workflow is\ninvalid or unreadable, or the arguments are wrong; 130 a second Ctrl-C forced the stop."
 )]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: Option<RunArgs>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,26 +106,4 @@ pub enum GraphFormat {
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
     crate::values::parse_duration(s)
-}
-
-const SUBCOMMANDS: &[&str] = &[
-    "run",
-    "validate",
-    "next",
-    "graph",
-    "schema",
-    "completions",
-    "man",
-    "help",
-];
-
-/// Insert `run` when the first argument is a file rather than a subcommand.
-pub fn normalize_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
-    if let Some(first) = args.get(1).and_then(|a| a.to_str()) {
-        let global_flag = matches!(first, "-h" | "--help" | "-V" | "--version");
-        if !global_flag && !SUBCOMMANDS.contains(&first) {
-            args.insert(1, "run".into());
-        }
-    }
-    args
 }

@@ -1,6 +1,6 @@
 //! `--dry-run`: the validated plan as a person reads it (jobs, triggers with next fire times, executors, wiring).
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 
 use crate::plan::Plan;
 use crate::values::format_duration;
@@ -53,13 +53,30 @@ pub fn describe(plan: &Plan, now: DateTime<Utc>) -> String {
             job.cwd.display()
         ));
         for t in &job.triggers {
-            out.push_str(&format!("    trigger: {}\n", plan.trigger_text(t)));
+            let jitter = match t {
+                crate::plan::Trigger::Time { jitter, .. } if !jitter.is_zero() => {
+                    format!(", jitter up to {}", format_duration(*jitter))
+                }
+                _ => String::new(),
+            };
+            out.push_str(&format!("    trigger: {}{jitter}\n", plan.trigger_text(t)));
+        }
+        if job.has_time_trigger() {
+            out.push_str(&format!(
+                "    misfire_grace {}, {}\n",
+                format_duration(job.misfire_grace),
+                if job.coalesce {
+                    "coalesce"
+                } else {
+                    "no coalescing"
+                }
+            ));
         }
         let next = plan.next_fires(j, now, 3);
         if !next.is_empty() {
             let times: Vec<String> = next
                 .iter()
-                .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+                .map(|t| crate::values::format_instant(*t))
                 .collect();
             out.push_str(&format!("    next: {}\n", times.join(", ")));
         }

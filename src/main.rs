@@ -1,8 +1,7 @@
 use clap::Parser;
 
 fn main() {
-    let args = flowrun::cli::normalize_args(std::env::args_os().collect());
-    let cli = flowrun::cli::Cli::parse_from(args);
+    let cli = flowrun::cli::Cli::parse();
     let code = flowrun::app::main(cli).unwrap_or_else(|e| {
         flowrun::app::report_error(&e);
         e.code()

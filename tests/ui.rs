@@ -136,3 +136,80 @@ fn the_live_view_fits_the_terminal_and_keeps_ctrl_c_from_echoing() {
         }
     }
 }
+
+#[test]
+fn the_top_level_help_completion_and_man_page_know_the_run_options() {
+    let help = Command::new(bin()).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--for",
+        "--dry-run",
+        "--progress",
+        "--log-format",
+        "--log-dir",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
+    }
+    // `flowrun FILE --pro<TAB>`: the top level's own options include the run options.
+    let bash = Command::new(bin())
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    let bash = String::from_utf8_lossy(&bash.stdout);
+    let top = &bash[bash.find("flowrun)").unwrap()..];
+    let top = &top[..top.find(";;").unwrap()];
+    assert!(top.contains("--progress"), "{top}");
+    let man = Command::new(bin()).arg("man").output().unwrap();
+    let man = String::from_utf8_lossy(&man.stdout);
+    for section in [
+        ".SH COMMANDS",
+        ".SH \"EXIT STATUS\"",
+        ".SH ENVIRONMENT",
+        ".SH FILES",
+    ] {
+        assert!(man.contains(section), "{section}");
+    }
+    assert!(
+        !man.contains("flowrun-run(1)"),
+        "no pages that do not exist"
+    );
+    assert!(man.contains("\\fBflowrun validate\\fR"));
+}
+
+#[test]
+fn the_dry_run_shows_jitter_and_misfire_grace_and_logs_keep_scripts_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flow.yaml");
+    std::fs::write(
+        &file,
+        "jobs:\n  j:\n    run: |\n      echo one\n      echo two\n    trigger: [start, { interval: 1h, jitter: 5m }]\n    misfire_grace: 30s\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .arg(&file)
+        .arg("--dry-run")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("jitter up to 5m"), "{text}");
+    assert!(text.contains("misfire_grace 30s"), "{text}");
+    let logs = dir.path().join("logs");
+    let out = Command::new(bin())
+        .arg(&file)
+        .args(["--for", "300ms", "--log-dir"])
+        .arg(&logs)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let log = std::fs::read_to_string(logs.join("j/1.log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(
+        lines[0].starts_with("# j#1 scheduled ") && lines[0].ends_with(':'),
+        "{log}"
+    );
+    assert_eq!(
+        &lines[1..5],
+        ["#   | echo one", "#   | echo two", "one", "two"],
+        "{log}"
+    );
+}

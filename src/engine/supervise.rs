@@ -208,19 +208,19 @@ pub(crate) fn open_log(
         .and_then(|_| std::fs::File::create(folder.join(format!("{run}.log"))));
     match opened {
         Ok(mut file) => {
-            // One header line, even for a multi-line script.
+            // A one-line command on the header line; a script as `#   | line` lines under it.
             let text = job.command.display();
-            let command: Vec<&str> = text
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .collect();
-            let _ = writeln!(
-                file,
-                "# {}#{run} scheduled {scheduled}: {}",
-                job.name,
-                command.join("; ")
-            );
+            let header = format!("# {}#{run} scheduled {scheduled}:", job.name);
+            let _ = if text.trim_end().contains('\n') {
+                let script: String = text
+                    .trim_end()
+                    .lines()
+                    .map(|l| format!("#   | {l}\n"))
+                    .collect();
+                write!(file, "{header}\n{script}")
+            } else {
+                writeln!(file, "{header} {}", text.trim())
+            };
             Some(Arc::new(Mutex::new(file)))
         }
         Err(e) => {

@@ -201,6 +201,9 @@ impl LiveView {
     }
 }
 
+pub const TICK: Duration = Duration::from_millis(200);
+const RATE_WINDOW: Duration = Duration::from_secs(3);
+
 /// A fire time for people: the local time with the zone, and the day when it is not today.
 fn when(
     next: chrono::DateTime<chrono::Utc>,
@@ -268,5 +271,3 @@ mod tests {
     }
 }
 
-pub const TICK: Duration = Duration::from_millis(200);
-const RATE_WINDOW: Duration = Duration::from_secs(3);
