@@ -491,3 +491,51 @@ jobs:
     assert_eq!(channel(&ev, "q"), (400_000, 400_000, 0));
     assert_eq!(code, Some(0));
 }
+
+#[test]
+fn what_a_writer_wrote_before_the_stop_is_counted_not_lost() {
+    // The writer writes all 10,000 lines at once (into its pipe and the runner's pump) and exits 0; the stop
+    // comes while most of them wait behind backpressure. Each must be counted: handed out, or left.
+    let (_d, file) = flow(
+        "channels: { q: { capacity: 10 } }
+jobs:
+  p: { run: seq 10000, stdout: q }
+  r: { run: 'sleep 0.01; cat > /dev/null', trigger: { each: q } }
+",
+    );
+    let (code, ev) = run_json(&file, &["--for", "1s"]);
+    assert_eq!(code, Some(0));
+    let (i, o, l) = channel(&ev, "q");
+    assert_eq!(i, 10_000, "out {o}, left {l}");
+    assert_eq!(i, o + l);
+}
+
+#[test]
+fn a_second_sigint_kills_at_once_even_while_daemons_are_swept() {
+    // The daemon clears its environment (so no run owns it) and ignores SIGTERM: only the final sweep can stop
+    // it, and a second Ctrl-C must not wait for its 30 s grace.
+    let (dir, file) = flow(
+        "jobs:
+  svc:
+    run: \"setsid env -i /bin/sh -c 'trap \\\"\\\" TERM INT; echo $$ > daemon.tmp; /bin/mv daemon.tmp daemon.pid; while :; do /bin/sleep 1; done' </dev/null >/dev/null 2>&1 & while [ ! -f daemon.pid ]; do sleep 0.01; done; echo ready; exec sleep 1000\"
+    stop_grace: 30s
+",
+    );
+    let (mut child, mut reader, _) = start_until(&file, &[], |e| {
+        e["event"] == "output" && e["line"] == "ready"
+    });
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    // The run itself ends at once (its `sleep` dies of SIGTERM); then only the daemon is left to sweep.
+    loop {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0);
+        if line.contains("\"run.exit\"") {
+            break;
+        }
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = wait_or_fail(&mut child, Duration::from_secs(10), "second SIGINT");
+    assert_eq!(status.code(), Some(130));
+    let pid = read_pid(&dir.path().join("daemon.pid"));
+    assert!(!alive(pid), "the daemon outlived the runner");
+}

@@ -78,6 +78,11 @@ fn nth_newline(bytes: &[u8], n: usize) -> Option<usize> {
 pub struct Stats {
     pub taken_in: AtomicU64,
     pub handed_out: AtomicU64,
+    /// Taken in when no reader could ever read them (every reader had ended, or the runner was stopping):
+    /// counted, not kept. They are part of `left`.
+    pub discarded: AtomicU64,
+    /// The runner is stopping: a writer's remaining output is counted until it ends.
+    pub stopping: AtomicBool,
 }
 
 /// One FIFO of waiting messages: a queue channel has one, a broadcast channel one per reader job.
@@ -515,9 +520,51 @@ pub async fn pump_writer<R: AsyncRead + Unpin>(
             complete
         };
         if !target.push(Chunk::from_vec(complete, count)).await {
+            // Nobody will read more. What the writer already wrote still counts (as taken in and left): at
+            // shutdown everything until its output ends (it is being stopped), otherwise what the pipe holds
+            // now, and then the pipe is closed so the writer stops as in a shell pipeline.
+            let until_eof = target.queues[0].stats.stopping.load(Ordering::Acquire);
+            count_rest(&mut src, buf, &target, until_eof).await;
             return PumpEnd::NoReader;
         }
     }
+}
+
+/// Count, without keeping them, the messages still coming from a writer nobody will read: until the output ends
+/// (`until_eof`), or what is readable now. A partial last line counts as a message.
+async fn count_rest<R: AsyncRead + Unpin>(
+    src: &mut R,
+    mut buf: Vec<u8>,
+    target: &Target,
+    until_eof: bool,
+) {
+    let mut count = 0u64;
+    loop {
+        count += memchr::memchr_iter(b'\n', &buf).count() as u64;
+        let tail = buf.len() - memchr::memrchr(b'\n', &buf).map_or(0, |i| i + 1);
+        buf.drain(..buf.len() - tail);
+        if buf.capacity() - buf.len() < 64 * 1024 {
+            buf.reserve(64 * 1024);
+        }
+        let read = if until_eof {
+            src.read_buf(&mut buf).await
+        } else {
+            tokio::select! {
+                biased;
+                r = src.read_buf(&mut buf) => r,
+                _ = std::future::ready(()) => Ok(0),
+            }
+        };
+        if !matches!(read, Ok(n) if n > 0) {
+            break;
+        }
+    }
+    count += u64::from(!buf.is_empty());
+    // A broadcast message counts once per reader job.
+    let count = count * target.queues.len() as u64;
+    let stats = &target.queues[0].stats;
+    stats.taken_in.fetch_add(count, Ordering::Relaxed);
+    stats.discarded.fetch_add(count, Ordering::Relaxed);
 }
 
 /// Count the lines of `data` (which ends with a newline), or find the first longer than `max`:

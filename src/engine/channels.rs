@@ -132,6 +132,7 @@ impl Channels {
     /// channels' ends go.
     pub fn shut(&mut self) {
         for c in &mut self.all {
+            c.stats.stopping.store(true, Ordering::Release);
             for q in &c.queues {
                 q.orphan();
             }
@@ -145,7 +146,8 @@ impl Channels {
         ChannelCounts {
             taken_in: c.stats.taken_in.load(Ordering::Relaxed),
             out: c.stats.handed_out.load(Ordering::Relaxed),
-            left: c.queues.iter().map(|q| q.waiting() as u64).sum(),
+            left: c.queues.iter().map(|q| q.waiting() as u64).sum::<u64>()
+                + c.stats.discarded.load(Ordering::Relaxed),
         }
     }
 

@@ -631,7 +631,27 @@ impl Dispatcher {
         view.update(&jobs, &channels);
     }
 
-    /// The end: the summary, and every process still below the runner stopped.
+    /// How long what is left below the runner gets between SIGTERM and SIGKILL at the end: the longest
+    /// `stop_grace` (none after a forced stop).
+    pub(super) fn final_grace(&self) -> Duration {
+        match self.forced {
+            true => Duration::ZERO,
+            false => self
+                .plan
+                .jobs
+                .iter()
+                .map(|j| j.stop_grace)
+                .max()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// A SIGINT during the final sweep: the stop is forced.
+    pub(super) fn set_forced(&mut self) {
+        self.forced = true;
+    }
+
+    /// The end: the summary.
     pub(super) fn finish(&mut self) -> Ending {
         if let Some(view) = self.view.take() {
             view.finish();
@@ -655,18 +675,6 @@ impl Dispatcher {
             (false, true) => Ending::Failed,
             (false, false) => Ending::Succeeded,
         };
-        // Daemons of runs that escaped every earlier clean-up (a changed environment) end with the runner.
-        let grace = match self.forced {
-            true => Duration::ZERO,
-            false => self
-                .plan
-                .jobs
-                .iter()
-                .map(|j| j.stop_grace)
-                .max()
-                .unwrap_or_default(),
-        };
-        process::stop_descendants(grace);
         let table = summary.table(self.color);
         self.emit(Event::RunnerStop {
             code: ending.code(),

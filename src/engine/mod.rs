@@ -170,7 +170,37 @@ pub async fn run(
         );
         d.handle(input.await);
     }
+    // Daemons of runs that escaped every earlier clean-up (a changed environment) end with the runner.
+    if stop_what_is_left(d.final_grace(), &mut signals).await {
+        d.set_forced();
+    }
     d.finish()
+}
+
+/// Stop every process still below the runner: SIGTERM (each once, as they come up: a stopped daemon's children
+/// come to the runner in turn), then SIGKILL after `grace`. A SIGINT meanwhile kills at once; returns whether one
+/// came.
+async fn stop_what_is_left(grace: Duration, signals: &mut Signals) -> bool {
+    let mut signalled = std::collections::HashSet::new();
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut forced = false;
+    loop {
+        process::reap();
+        let left = process::living_descendant_pids();
+        if left.is_empty() {
+            return forced;
+        }
+        if forced || tokio::time::Instant::now() >= deadline {
+            process::signal_all(&left, libc::SIGKILL);
+        } else {
+            let new: Vec<u32> = left.into_iter().filter(|p| signalled.insert(*p)).collect();
+            process::signal_all(&new, libc::SIGTERM);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            _ = signals.int.recv() => forced = true,
+        }
+    }
 }
 
 async fn next_input(

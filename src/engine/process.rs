@@ -73,7 +73,7 @@ pub fn start_reaper() -> io::Result<()> {
 }
 
 /// Collect every exited child: a run's status goes to its waiter; an orphan is simply reaped.
-fn reap() {
+pub fn reap() {
     let mut guard = runs();
     loop {
         let mut status = 0;
@@ -625,43 +625,7 @@ pub fn any_running(pids: &[u32]) -> bool {
     })
 }
 
-/// At the runner's end: stop every process it still has below it (daemons of runs, their children): SIGTERM,
-/// up to `grace` for them to go, then SIGKILL; and reap them. Returns how many there were.
-pub fn stop_descendants(grace: std::time::Duration) -> usize {
-    let living = || -> Vec<u32> { living_descendants().iter().map(|e| e.pid).collect() };
-    let mut signalled: std::collections::HashSet<u32> = living().into_iter().collect();
-    if signalled.is_empty() {
-        return 0;
-    }
-    signal_all(
-        &signalled.iter().copied().collect::<Vec<_>>(),
-        libc::SIGTERM,
-    );
-    let deadline = std::time::Instant::now() + grace;
-    loop {
-        reap();
-        let left = living();
-        if left.is_empty() {
-            break;
-        }
-        if std::time::Instant::now() >= deadline {
-            // Until nothing is left: a killed daemon's children come to the runner in turn.
-            for _ in 0..100 {
-                let left = living();
-                if left.is_empty() {
-                    break;
-                }
-                signal_all(&left, libc::SIGKILL);
-                std::thread::sleep(std::time::Duration::from_millis(5));
-                reap();
-            }
-            break;
-        }
-        // Orphans of the orphans come up as they are stopped: each gets one SIGTERM too.
-        let new: Vec<u32> = left.into_iter().filter(|p| signalled.insert(*p)).collect();
-        signal_all(&new, libc::SIGTERM);
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    reap();
-    signalled.len()
+/// The runner's living descendants.
+pub fn living_descendant_pids() -> Vec<u32> {
+    living_descendants().iter().map(|e| e.pid).collect()
 }
