@@ -77,16 +77,41 @@ pub fn human(source: &Source, diagnostics: &[Diagnostic], color: bool) -> String
     };
     let handler = GraphicalReportHandler::new_themed(theme).with_width(100);
     let mut out = String::new();
+    // Control characters of the file (an escape sequence in a key) must not reach the terminal: the snippet shows
+    // them as `?` (one per byte, so the spans still fit) and messages escape them.
+    let text = visible(&source.text);
     for d in diagnostics {
+        let d = &printable(d);
         let shown = Shown {
             d,
-            src: NamedSource::new(source.name(), source.text.clone()),
+            src: NamedSource::new(source.name(), text.clone()),
         };
         // Writing to a String cannot fail.
         let _ = handler.render_report(&mut out, &shown);
         out.push('\n');
     }
     out
+}
+
+/// The text with every control character but newline and tab replaced by `?`, byte for byte.
+fn visible(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\n' | '\t' | '\r' => c.to_string(),
+            c if c.is_control() => "?".repeat(c.len_utf8()),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// A diagnostic whose message, label and help have their control characters escaped.
+fn printable(d: &Diagnostic) -> Diagnostic {
+    let escape = |s: &str| crate::report::escape_controls(s).into_owned();
+    let mut d = d.clone();
+    d.message = escape(&d.message);
+    d.label = escape(&d.label);
+    d.help = d.help.as_deref().map(escape);
+    d
 }
 
 fn position(source: &Source, d: &Diagnostic) -> (usize, usize, usize, usize) {
@@ -139,6 +164,7 @@ pub fn github(report: &FileReport) -> String {
     for d in report.diagnostics {
         // Exactly SPEC §3's form (file, line, col, title); the help follows the message on its own line.
         let (line, col, _, _) = report.source.map_or((1, 1, 1, 1), |s| position(s, d));
+        let d = &printable(d);
         let mut message = d.message.clone();
         if let Some(help) = &d.help {
             message.push_str(&format!("\n{help}"));

@@ -29,6 +29,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         return Err(format!("a duration needs a unit, e.g. `{text}s`"));
     }
+    if text.contains('.') {
+        return Err(format!(
+            "`{text}`: durations take whole numbers; write a smaller unit instead (`0.5s` is `500ms`)"
+        ));
+    }
     let bytes = text.as_bytes();
     let mut i = 0;
     let mut total = Duration::ZERO;
@@ -223,6 +228,9 @@ mod tests {
         assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7_200)));
         assert!(parse_duration("5").unwrap_err().contains("needs a unit"));
+        assert!(parse_duration("0.01s")
+            .unwrap_err()
+            .contains("whole numbers"));
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("1m30").is_err());

@@ -539,3 +539,34 @@ fn a_second_sigint_kills_at_once_even_while_daemons_are_swept() {
     let pid = read_pid(&dir.path().join("daemon.pid"));
     assert!(!alive(pid), "the daemon outlived the runner");
 }
+
+#[test]
+fn a_daemon_holding_a_readers_input_is_stopped_before_the_take_back() {
+    // The daemon clears its environment (no run's marks) and keeps reading the reader's standard input after the
+    // run has exited. It is stopped before the unread messages are taken back, so it cannot read them too.
+    let (dir, file) = flow(
+        "channels: { q: {} }
+jobs:
+  prod: { run: seq 1 100000, stdout: q }
+  r:
+    run: [bash, -c, \"setsid env -i /bin/bash -c 'while read -r l; do echo $l; done' >out.daemon 2>&1 0<&0 & sleep 0.3\"]
+    stdin: q
+  final: { run: 'cat > out.final', stdin: q, trigger: { after: r } }
+",
+    );
+    let (code, ev) = run_json(&file, &[]);
+    assert_eq!(code, Some(0));
+    let mut seen = HashMap::new();
+    for name in ["out.daemon", "out.final"] {
+        let text = std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
+        for line in text.lines() {
+            *seen.entry(line.parse::<u64>().unwrap()).or_insert(0u32) += 1;
+        }
+    }
+    let doubled: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).take(5).collect();
+    assert!(doubled.is_empty(), "read twice (stray bytes?): {doubled:?}");
+    assert!(seen.keys().all(|v| (1..=100_000).contains(v)));
+    // At most the one line the daemon had read when it was stopped, before it could write it out.
+    assert!(seen.len() >= 99_999, "only {} values arrived", seen.len());
+    assert_eq!(channel(&ev, "q"), (100_000, 100_000, 0));
+}

@@ -624,3 +624,19 @@ fn runs_stopped_at_shutdown_are_counted_and_the_summary_keeps_the_file_order() {
         "{table}"
     );
 }
+
+#[test]
+fn a_failure_handler_waits_for_the_last_try() {
+    // The first try fails, the retry succeeds: the job did not fail, so its failure handler never fires.
+    let f = flow(
+        "jobs:
+  flaky: { run: '[ \"$FLOWRUN_RUN\" -gt 1 ]', retry: { attempts: 2, backoff: 1ms } }
+  alert: { run: 'echo alert', trigger: { after: flaky, status: failure } }
+  next: { run: 'echo next', trigger: { after: flaky } }
+",
+    );
+    let (out, ev) = f.run_json();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(output_lines(&ev, "alert").is_empty());
+    assert_eq!(output_lines(&ev, "next"), ["next"]);
+}

@@ -388,3 +388,29 @@ fn cron_messages_are_in_our_words() {
     );
     assert!(d[0].3.contains("`MONDAY`"), "{d:?}");
 }
+
+#[test]
+fn control_characters_in_a_file_never_reach_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flow.yaml");
+    std::fs::write(
+        &file,
+        "jobs:\n  a: { run: x, \"\\e[2Jbad\\a\": 1, executor: \"\\e]0;title\\a\" }\n",
+    )
+    .unwrap();
+    for format in ["human", "github", "json"] {
+        let out = flowrun()
+            .args(["validate", "--format", format])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        for stream in [&out.stdout, &out.stderr] {
+            assert!(
+                !stream.iter().any(|&b| b == 0x1b || b == 0x07),
+                "{format}: {}",
+                String::from_utf8_lossy(stream)
+            );
+        }
+    }
+}

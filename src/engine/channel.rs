@@ -629,6 +629,11 @@ impl Feed {
         feed
     }
 
+    /// The runner's own read end of the reader's pipe.
+    pub fn read_end(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.read_end)
+    }
+
     /// Whether some of what was sent is not read yet (in the pipe, or not yet written into it).
     fn holds_unread(&self) -> bool {
         let s = self.state.lock().unwrap();

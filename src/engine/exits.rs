@@ -56,7 +56,11 @@ impl Dispatcher {
             Some(RunResult::Succeeded) => self.jobs[run.job].counts.succeeded += 1,
             Some(RunResult::Failed) => {
                 self.jobs[run.job].counts.failed += 1;
-                self.after_failure(&mut run, job);
+                if self.after_failure(&mut run, job) {
+                    // A try that will be retried has not ended the run's story: joins wait for the last try.
+                    self.pump_each(run.job);
+                    return;
+                }
             }
             // Stopped at shutdown: an `each` run's messages were not done; they wait again.
             None => {
@@ -114,8 +118,8 @@ impl Dispatcher {
     }
 
     /// A failed try: retried while attempts are left (not at shutdown), else its messages go to the dead letter,
-    /// or the workflow has failed.
-    fn after_failure(&mut self, run: &mut Run, job: &Job) {
+    /// or the workflow has failed. Returns whether it will be retried.
+    fn after_failure(&mut self, run: &mut Run, job: &Job) -> bool {
         let retry = job.retry.as_ref().filter(|r| run.attempt <= r.attempts);
         if let (Some(retry), false) = (retry, self.stopping) {
             let backoff = retry_delay(retry.backoff, run.attempt);
@@ -133,11 +137,13 @@ impl Dispatcher {
                 ..Pending::now(run.job)
             };
             self.later(backoff, Later::Retry(pending));
-        } else if let Some((data, count)) = run.input.take() {
-            self.dead_letter(run.job, &data, count);
-        } else {
-            self.failed = true;
+            return true;
         }
+        match run.input.take() {
+            Some((data, count)) => self.dead_letter(run.job, &data, count),
+            None => self.failed = true,
+        }
+        false
     }
 
     fn dead_letter(&mut self, job: JobId, data: &Arc<Vec<u8>>, count: usize) {

@@ -629,3 +629,28 @@ pub fn any_running(pids: &[u32]) -> bool {
 pub fn living_descendant_pids() -> Vec<u32> {
     living_descendants().iter().map(|e| e.pid).collect()
 }
+
+/// The runner's living descendants that have the pipe behind `fd` open (a daemon that kept a run's standard
+/// input, whatever its environment says).
+pub fn holding_pipe(fd: BorrowedFd) -> Vec<u32> {
+    // SAFETY: fstat fills a stat buffer of the right type for a descriptor we own.
+    let inode = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(fd.as_raw_fd(), &mut st) != 0 {
+            return Vec::new();
+        }
+        st.st_ino
+    };
+    let wanted = format!("pipe:[{inode}]");
+    living_descendants()
+        .into_iter()
+        .filter(|e| {
+            std::fs::read_dir(format!("/proc/{}/fd", e.pid)).is_ok_and(|fds| {
+                fds.flatten().any(|f| {
+                    std::fs::read_link(f.path()).is_ok_and(|l| l.as_os_str() == wanted.as_str())
+                })
+            })
+        })
+        .map(|e| e.pid)
+        .collect()
+}

@@ -82,6 +82,16 @@ pub(crate) fn supervise(
         // The feeder must be gone before the pipe is looked at: it could otherwise still be writing.
         let mut taken_back = 0;
         if let Some((task, feed, queue)) = io.feeder {
+            // Whatever still holds the run's input (a daemon that changed its environment) would read on
+            // while the unread messages are taken back: it is part of the run, and stopped first.
+            if process::orphans_exist() {
+                let holders = process::holding_pipe(feed.read_end());
+                if !holders.is_empty() {
+                    process::signal_all(&holders, libc::SIGTERM);
+                    stop_within(stop_grace, || process::any_running(&holders)).await;
+                    process::signal_all(&holders, libc::SIGKILL);
+                }
+            }
             if let Some(task) = task {
                 task.abort();
                 let _ = task.await;
