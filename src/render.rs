@@ -79,6 +79,9 @@ pub fn human(source: &Source, diagnostics: &[Diagnostic], color: bool) -> String
     let mut out = String::new();
     // Control characters of the file (an escape sequence in a key) must not reach the terminal: the snippet shows
     // them as `?` (one per byte, so the spans still fit) and messages escape them.
+    if diagnostics.is_empty() {
+        return out;
+    }
     let text = visible(&source.text);
     for d in diagnostics {
         let d = &printable(d);
@@ -95,6 +98,9 @@ pub fn human(source: &Source, diagnostics: &[Diagnostic], color: bool) -> String
 
 /// The text with every control character but newline and tab replaced by `?`, byte for byte.
 fn visible(text: &str) -> String {
+    if !text.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r')) {
+        return text.to_string();
+    }
     text.chars()
         .map(|c| match c {
             '\n' | '\t' | '\r' => c.to_string(),
