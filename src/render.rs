@@ -98,7 +98,10 @@ pub fn human(source: &Source, diagnostics: &[Diagnostic], color: bool) -> String
 
 /// The text with every control character but newline and tab replaced by `?`, byte for byte.
 fn visible(text: &str) -> String {
-    if !text.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r')) {
+    if !text
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r'))
+    {
         return text.to_string();
     }
     text.chars()

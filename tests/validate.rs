@@ -414,3 +414,57 @@ fn control_characters_in_a_file_never_reach_the_terminal() {
         }
     }
 }
+
+/// The YAML blocks of the README that are whole workflows (they have `jobs:`).
+fn readme_workflows() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    readme
+        .split("```yaml\n")
+        .skip(1)
+        .map(|b| b[..b.find("```").unwrap()].to_string())
+        .filter(|b| b.lines().any(|l| l.starts_with("jobs:")))
+        .collect()
+}
+
+#[test]
+fn every_workflow_in_the_readme_validates() {
+    let blocks = readme_workflows();
+    assert!(blocks.len() >= 5, "{} blocks", blocks.len());
+    for block in blocks {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("flow.yaml");
+        std::fs::write(&file, &block).unwrap();
+        let out = flowrun().arg("validate").arg(&file).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{block}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn the_readme_quick_start_runs_as_written() {
+    let block = readme_workflows()
+        .into_iter()
+        .find(|b| b.contains("readings"))
+        .expect("the quick start");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flow.yaml");
+    std::fs::write(&file, &block).unwrap();
+    let out = flowrun()
+        .arg(&file)
+        .args(["--for", "1500ms", "--log-format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("got reading 1: "), "{text}");
+}
