@@ -383,3 +383,41 @@ fn mermaid_output_of_every_example_follows_the_grammar() {
         }
     }
 }
+
+/// Every example's Mermaid graph through the real Mermaid parser, when `.ci/run` could install it (node, npm).
+#[test]
+fn mermaid_output_of_every_example_parses_with_mermaid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/mermaid");
+    let node_ok = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !node_ok || !dir.join("node_modules/mermaid").exists() {
+        eprintln!("node or the mermaid package is not installed (.ci/run installs it): skipping the parser check");
+        return;
+    }
+    std::fs::copy("tests/mermaid/check.mjs", dir.join("check.mjs")).unwrap();
+    for entry in std::fs::read_dir("workflows").unwrap() {
+        let path = entry.unwrap().path();
+        let out = flowrun().arg("graph").arg(&path).output().unwrap();
+        let graph = dir.join(format!(
+            "{}.mmd",
+            path.file_stem().unwrap().to_string_lossy()
+        ));
+        std::fs::write(&graph, &out.stdout).unwrap();
+        let parsed = std::process::Command::new("node")
+            .arg(dir.join("check.mjs"))
+            .arg(&graph)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&parsed.stdout);
+        assert_eq!(
+            said.trim(),
+            "ok",
+            "{}: {said}{}",
+            path.display(),
+            String::from_utf8_lossy(&parsed.stderr)
+        );
+    }
+}
