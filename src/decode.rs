@@ -64,7 +64,24 @@ struct Decoder<'a> {
 
 /// The keys of one mapping, checked: each known key once, with its key span kept for messages.
 struct Fields<'n> {
-    map: HashMap<&'n str, (&'n Node, &'n Node)>,
+    /// Key, key node, value node. A mapping has a handful of keys: a list beats a hash map (a file of 10,000 jobs
+    /// has 30,000 of these).
+    map: FieldList<'n>,
+}
+
+#[derive(Default)]
+struct FieldList<'n>(Vec<(&'n str, (&'n Node, &'n Node))>);
+
+impl<'n> FieldList<'n> {
+    fn get(&self, key: &str) -> Option<&(&'n Node, &'n Node)> {
+        self.0.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+    fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+    fn insert(&mut self, key: &'n str, value: (&'n Node, &'n Node)) {
+        self.0.push((key, value));
+    }
 }
 
 impl<'n> Fields<'n> {
@@ -113,7 +130,7 @@ impl Decoder<'_> {
             self.type_error(node, &format!("a mapping ({what})"));
             return None;
         };
-        let mut map: HashMap<&'n str, (&'n Node, &'n Node)> = HashMap::new();
+        let mut map = FieldList::default();
         for (key, value) in pairs {
             let Some(name) = key.as_str() else {
                 self.type_error(key, "a key that is a string");
