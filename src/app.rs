@@ -83,7 +83,10 @@ pub fn report_error(e: &Error) {
             message,
             help: Some(help),
         } => eprintln!("error: {message}\nhelp: {help}"),
-        other => eprintln!("error: {other}"),
+        other => eprintln!(
+            "error: {}",
+            crate::report::escape_controls(&other.to_string())
+        ),
     }
 }
 
@@ -228,7 +231,7 @@ fn validate_files(files: &[std::path::PathBuf], format: Format, deny_warnings: b
             }
             Err(e) => {
                 unreadable = true;
-                eprintln!("error: {e}");
+                eprintln!("error: {}", crate::report::escape_controls(&e.to_string()));
                 loaded.push((
                     name,
                     None,

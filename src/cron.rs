@@ -268,7 +268,7 @@ fn parse_item(item: &str, kind: Field) -> Result<u64, FieldError> {
         let from = value(a, kind, false)?;
         let to = value(b, kind, true)?;
         // `SUN-SUN` is Sunday alone, not the whole week.
-        let to = if kind == Field::Weekday && from == 0 && to == 7 && is_sunday_name(a) {
+        let to = if kind == Field::Weekday && is_sunday_name(a) && is_sunday_name(b) {
             0
         } else {
             to
@@ -342,6 +342,10 @@ fn value(text: &str, kind: Field, range_end: bool) -> Result<u32, FieldError> {
                 names[names.len() - 1]
             ),
             "unknown name",
+        ),
+        _ if text.is_empty() => field_error(
+            "a number is missing (a range or a step with an empty end?)",
+            "missing number",
         ),
         _ => field_error(format!("`{text}` is not a number"), "not a number"),
     })
@@ -506,6 +510,9 @@ mod tests {
             ["Sat 2026-11-28 12:00:00", "Sun 2026-11-29 12:00:00"]
         );
         assert_eq!(days("0 12 * * 7"), days("0 12 * * 0"));
+        // Only `SUN-SUN` is Sunday alone: `SUN-7` and `0-7` are the whole week.
+        assert_eq!(days("0 12 * * SUN-7"), days("0 12 * * *"));
+        assert_eq!(days("0 12 * * SUN-7/3"), days("0 12 * * 0-7/3"));
     }
 
     #[test]

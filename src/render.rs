@@ -87,7 +87,7 @@ pub fn human(source: &Source, diagnostics: &[Diagnostic], color: bool) -> String
         let d = &printable(d);
         let shown = Shown {
             d,
-            src: NamedSource::new(source.name(), text.clone()),
+            src: NamedSource::new(crate::report::escape_controls(&source.name()), text.clone()),
         };
         // Writing to a String cannot fail.
         let _ = handler.render_report(&mut out, &shown);
@@ -96,18 +96,19 @@ pub fn human(source: &Source, diagnostics: &[Diagnostic], color: bool) -> String
     out
 }
 
-/// The text with every control character but newline and tab replaced by `?`, byte for byte.
+/// The text with every control character but newline and tab (and every bidirectional override) replaced by `?`,
+/// byte for byte, so spans still fit.
 fn visible(text: &str) -> String {
-    if !text
-        .chars()
-        .any(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r'))
-    {
+    let unsafe_char = |c: char| {
+        !matches!(c, '\n' | '\t' | '\r')
+            && crate::report::escape_controls(c.encode_utf8(&mut [0; 4])).len() > c.len_utf8()
+    };
+    if !text.chars().any(unsafe_char) {
         return text.to_string();
     }
     text.chars()
         .map(|c| match c {
-            '\n' | '\t' | '\r' => c.to_string(),
-            c if c.is_control() => "?".repeat(c.len_utf8()),
+            c if unsafe_char(c) => "?".repeat(c.len_utf8()),
             c => c.to_string(),
         })
         .collect()
@@ -181,7 +182,7 @@ pub fn github(report: &FileReport) -> String {
         out.push_str(&format!(
             "::{} file={},line={line},col={col},title=flowrun({})::{}\n",
             d.severity().as_str(),
-            escape_property(&report.file),
+            escape_property(&crate::report::escape_controls(&report.file)),
             d.code.as_str(),
             escape_data(&message)
         ));

@@ -163,7 +163,13 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     limits.max_total_replayed_events = 200_000;
     limits.max_replay_stack_depth = 32;
     limits.max_alias_expansions_per_anchor = 10_000;
+    // Room for any file within the 4 MiB limit (one node every two bytes at most): the parser's default stops at
+    // 250,000 nodes, about 60,000 jobs written tightly. Aliases keep their own, tighter limits above.
+    let mut budget = serde_saphyr::budget::Budget::default();
+    budget.max_nodes = 4_000_000;
+    budget.max_events = 8_000_000;
     let options = serde_saphyr::options! {
+        budget: Some(budget),
         strict_booleans: true,
         duplicate_keys: serde_saphyr::options::DuplicateKeyPolicy::PassThrough,
         alias_limits: limits,
@@ -208,6 +214,12 @@ fn short_message(full: &str) -> String {
     // The parser's own words for its safety limits, said for a person.
     if message.starts_with("budget breached: Depth") || message.starts_with("recursion limit") {
         return "the YAML is nested too deeply (the limit is 64 levels)".into();
+    }
+    if message.starts_with("multiple YAML documents") {
+        return "a workflow file holds one YAML document; this one has several (`---` separates them)".into();
+    }
+    if let Some(what) = message.strip_prefix("budget breached: ") {
+        return format!("the file is too large for the YAML reader ({what})");
     }
     if message.contains("alias replay limit") {
         return "aliases expand to too much (an alias bomb?); the limit is 200,000 expanded values"

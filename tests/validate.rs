@@ -468,3 +468,46 @@ fn the_readme_quick_start_runs_as_written() {
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("got reading 1: "), "{text}");
 }
+
+#[test]
+fn file_names_with_control_characters_are_escaped_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("x\u{1b}[31m,line=1::e.yaml");
+    std::fs::copy(fixture("undeclared-channel"), &file).unwrap();
+    let missing = dir.path().join("nope\u{1b}[2J.yaml");
+    for args in [vec!["validate"], vec!["validate", "--format", "github"]] {
+        for path in [&file, &missing] {
+            let out = flowrun().args(&args).arg(path).output().unwrap();
+            for stream in [&out.stdout, &out.stderr] {
+                assert!(
+                    !stream.contains(&0x1b),
+                    "{args:?}: {}",
+                    String::from_utf8_lossy(stream)
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_large_file_within_the_limit_is_read_and_several_documents_are_refused_plainly() {
+    // Over 250,000 YAML nodes (the parser's default budget) but well under 4 MiB.
+    let mut yaml = String::from("jobs:\n  j:\n    run: 'true'\n    env:\n");
+    for i in 0..130_000 {
+        yaml.push_str(&format!("      V{i}: {i}\n"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.yaml");
+    std::fs::write(&file, &yaml).unwrap();
+    let out = flowrun().arg("validate").arg(&file).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = diagnose("---\njobs: { a: { run: x } }\n---\njobs: { b: { run: y } }\n");
+    assert_eq!(d.len(), 1);
+    assert!(d[0].3.contains("one YAML document"), "{d:?}");
+    assert!(!d[0].3.contains("from_str"), "{d:?}");
+}

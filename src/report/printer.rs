@@ -125,14 +125,21 @@ impl Reporter {
     }
 }
 
-/// Replace control characters (but tab) with visible escapes such as `\u{0}`.
+/// Characters that must not reach a terminal as they are: controls (but tab) and the bidirectional overrides,
+/// which reorder how a line is displayed.
+fn is_unsafe(c: char) -> bool {
+    (c.is_control() && c != '\t')
+        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}')
+}
+
+/// Replace control characters (but tab) and bidirectional overrides with visible escapes such as `\u{0}`.
 pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(|c| c.is_control() && c != '\t') {
+    if !text.chars().any(is_unsafe) {
         return text.into();
     }
     text.chars()
         .map(|c| {
-            if c.is_control() && c != '\t' {
+            if is_unsafe(c) {
                 c.escape_unicode().to_string()
             } else {
                 c.to_string()
@@ -212,5 +219,6 @@ mod tests {
     fn control_characters_are_escaped_in_notices() {
         assert_eq!(escape_controls("plain\ttext"), "plain\ttext");
         assert_eq!(escape_controls("a\0b\x1b[31m"), "a\\u{0}b\\u{1b}[31m");
+        assert_eq!(escape_controls("x\u{202e}y"), "x\\u{202e}y");
     }
 }
