@@ -213,3 +213,25 @@ fn the_dry_run_shows_jitter_and_misfire_grace_and_logs_keep_scripts_whole() {
         "{log}"
     );
 }
+
+#[test]
+fn a_runner_in_the_background_of_a_terminal_is_not_stopped_by_its_live_view() {
+    // With job control (`set -m`) a background job has its own process group: changing the terminal's settings
+    // from it would stop it (SIGTTOU). The view leaves the settings alone there and the run ends normally.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flow.yaml");
+    std::fs::write(
+        &file,
+        "jobs:\n  j: { run: 'echo hi', trigger: [start, { interval: 1h }] }\n",
+    )
+    .unwrap();
+    let Some(screen) = under_pty(&format!(
+        "set -m; timeout -s KILL 20 {} {} --progress always --for 500ms & wait $!; echo \"DONE $?\"",
+        bin(),
+        file.display()
+    )) else {
+        eprintln!("`script` is not installed: skipping the pseudo-terminal test");
+        return;
+    };
+    assert!(screen.contains("DONE 0"), "{screen:?}");
+}

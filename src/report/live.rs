@@ -230,7 +230,11 @@ impl QuietControlEcho {
         // the right type; nothing happens when it is not a terminal.
         unsafe {
             let mut t: libc::termios = std::mem::zeroed();
-            if libc::isatty(2) != 1 || libc::tcgetattr(2, &mut t) != 0 {
+            // Only in the terminal's foreground: a runner started with `&` must not be stopped by SIGTTOU.
+            if libc::isatty(2) != 1
+                || libc::tcgetpgrp(2) != libc::getpgrp()
+                || libc::tcgetattr(2, &mut t) != 0
+            {
                 return QuietControlEcho { saved: None };
             }
             let saved = t;
@@ -244,8 +248,13 @@ impl QuietControlEcho {
 impl Drop for QuietControlEcho {
     fn drop(&mut self) {
         if let Some(saved) = &self.saved {
-            // SAFETY: restoring the settings read at the start.
-            unsafe { libc::tcsetattr(2, libc::TCSANOW, saved) };
+            // SAFETY: restoring the settings read at the start. SIGTTOU is ignored meanwhile: the runner may have
+            // been put in the background since (Ctrl-Z, bg), and must not be stopped for putting them back.
+            unsafe {
+                let old = libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+                libc::tcsetattr(2, libc::TCSANOW, saved);
+                libc::signal(libc::SIGTTOU, old);
+            }
         }
     }
 }
