@@ -3,33 +3,11 @@
 
 mod common;
 
-use common::{alive, channel, events, output_lines as output};
+use common::{alive, bin, channel, flow, output_lines as output, run_json};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-
-fn bin() -> PathBuf {
-    assert_cmd::cargo::cargo_bin("flowrun")
-}
-
-fn flow(yaml: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("flow.yaml");
-    std::fs::write(&file, yaml).unwrap();
-    (dir, file)
-}
-
-fn run_json(file: &PathBuf, extra: &[&str]) -> (Option<i32>, Vec<Value>) {
-    let out = Command::new(bin())
-        .arg(file)
-        .args(["--log-format", "json"])
-        .args(extra)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (out.status.code(), events(&out.stderr))
-}
 
 /// Run flowrun under `/usr/bin/time` and return (exit code, peak resident KiB, JSON events, stdout), or `None`
 /// when `/usr/bin/time` is not installed (the memory tests then say so and pass).

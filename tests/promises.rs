@@ -5,35 +5,15 @@
 
 mod common;
 
-use common::{alive, channel, events, output_lines, summary};
+use common::{
+    alive, bin, channel, events, flow, output_lines, rest_of, run_json, start_until, summary,
+};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, Read};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn bin() -> PathBuf {
-    assert_cmd::cargo::cargo_bin("flowrun")
-}
-
-fn flow(yaml: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("flow.yaml");
-    std::fs::write(&file, yaml).unwrap();
-    (dir, file)
-}
-
-fn run_json(file: &Path, extra: &[&str]) -> (Option<i32>, Vec<Value>) {
-    let out = Command::new(bin())
-        .arg(file)
-        .args(["--log-format", "json"])
-        .args(extra)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (out.status.code(), events(&out.stderr))
-}
 
 /// Wait for a child with a deadline (a guard against a hang, not a synchronisation): kill it and fail past it.
 fn wait_or_fail(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
@@ -322,49 +302,6 @@ fn a_failure_handler_that_is_not_needed_does_not_fail_the_workflow() {
         .unwrap();
     assert!(skipped["reason"].as_str().unwrap().contains("never fire"));
     assert_eq!(summary(&ev)["jobs"]["alert"]["skipped"], 1);
-}
-
-/// Start the runner with JSON events and read them until `until` says stop; returns the child and the events.
-// The child is handed to the caller, which waits for it.
-#[allow(clippy::zombie_processes)]
-fn start_until(
-    file: &Path,
-    extra: &[&str],
-    until: impl Fn(&Value) -> bool,
-) -> (Child, BufReader<std::process::ChildStderr>, Vec<Value>) {
-    let mut child = Command::new(bin())
-        .arg(file)
-        .args(["--log-format", "json"])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut reader = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = Vec::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap() == 0 {
-            let _ = child.wait();
-            panic!("the runner ended early: {seen:?}");
-        }
-        let e: Value = serde_json::from_str(&line).unwrap();
-        let done = until(&e);
-        seen.push(e);
-        if done {
-            return (child, reader, seen);
-        }
-    }
-}
-
-fn rest_of(reader: BufReader<std::process::ChildStderr>, mut seen: Vec<Value>) -> Vec<Value> {
-    seen.extend(
-        reader
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(&l.unwrap()).unwrap()),
-    );
-    seen
 }
 
 #[test]

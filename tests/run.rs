@@ -568,26 +568,9 @@ fn runs_stopped_at_shutdown_are_counted_and_the_summary_keeps_the_file_order() {
   alpha: { run: 'true' }
 ",
     );
-    let mut child = bin()
-        .arg(&f.file)
-        .args(["--log-format", "json"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut reader = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = Vec::new();
-    loop {
-        let mut line = String::new();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "{seen:?}");
-        let e: Value = serde_json::from_str(&line).unwrap();
-        let ready = e["event"] == "output" && e["line"] == "ready";
-        seen.push(e);
-        if ready {
-            break;
-        }
-    }
+    let (mut child, mut reader, _) = common::start_until(&f.file, &[], |e| {
+        e["event"] == "output" && e["line"] == "ready"
+    });
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();

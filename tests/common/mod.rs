@@ -51,3 +51,82 @@ pub fn alive(pid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+/// The flowrun binary under test.
+pub fn bin() -> std::path::PathBuf {
+    assert_cmd::cargo::cargo_bin("flowrun")
+}
+
+/// A workflow file with this text in a new temporary folder (the folder goes when the guard is dropped).
+pub fn flow(yaml: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flow.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    (dir, file)
+}
+
+/// Run a workflow to its end with the JSON event log: (exit code, events).
+pub fn run_json(file: &std::path::Path, extra: &[&str]) -> (Option<i32>, Vec<Value>) {
+    let out = std::process::Command::new(bin())
+        .arg(file)
+        .args(["--log-format", "json"])
+        .args(extra)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (out.status.code(), events(&out.stderr))
+}
+
+/// Start the runner with JSON events and read them until `until` says stop; returns the child, the reader of the
+/// rest and the events so far.
+// The child is handed to the caller, which waits for it.
+#[allow(clippy::zombie_processes)]
+pub fn start_until(
+    file: &std::path::Path,
+    extra: &[&str],
+    until: impl Fn(&Value) -> bool,
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStderr>,
+    Vec<Value>,
+) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(bin())
+        .arg(file)
+        .args(["--log-format", "json"])
+        .args(extra)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            let _ = child.wait();
+            panic!("the runner ended early: {seen:?}");
+        }
+        let e: Value = serde_json::from_str(&line).unwrap();
+        let done = until(&e);
+        seen.push(e);
+        if done {
+            return (child, reader, seen);
+        }
+    }
+}
+
+/// The rest of the events, to the end of the stream, after those already seen.
+pub fn rest_of(
+    reader: std::io::BufReader<std::process::ChildStderr>,
+    mut seen: Vec<Value>,
+) -> Vec<Value> {
+    use std::io::BufRead;
+    seen.extend(
+        reader
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(&l.unwrap()).unwrap()),
+    );
+    seen
+}
