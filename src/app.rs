@@ -226,7 +226,10 @@ fn validate_files(files: &[std::path::PathBuf], format: Format, deny_warnings: b
         let name = file.display().to_string();
         match Source::read(file) {
             Ok(source) => {
-                let validated = validate(&source, now);
+                let validated = Validated {
+                    diagnostics: crate::validate::check(&source, now),
+                    plan: None,
+                };
                 loaded.push((name, Some(source), validated));
             }
             Err(e) => {
