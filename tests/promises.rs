@@ -507,3 +507,20 @@ jobs:
     assert!(seen.len() >= 99_999, "only {} values arrived", seen.len());
     assert_eq!(channel(&ev, "q"), (100_000, 100_000, 0));
 }
+
+#[test]
+fn messages_of_a_retry_waiting_at_the_stop_go_back_to_their_queue() {
+    // The batch failed and waits 10 s for its retry when the runner stops: its messages are left, not lost.
+    let (_d, file) = flow(
+        "channels: { q: {} }
+jobs:
+  w: { run: seq 5, stdout: q }
+  e: { run: 'exit 1', trigger: { each: q, batch: 5 }, retry: { attempts: 3, backoff: 10s } }
+",
+    );
+    let (mut child, reader, seen) = start_until(&file, &[], |e| e["event"] == "run.retry");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let ev = rest_of(reader, seen);
+    child.wait().unwrap();
+    assert_eq!(channel(&ev, "q"), (5, 0, 5));
+}

@@ -27,6 +27,9 @@ pub(super) struct Dispatcher {
     pub(super) executors: Vec<Executor>,
     pub(super) runs: HashMap<RunId, Run>,
     next_id: RunId,
+    /// What `later` arranged, by key, until its time comes.
+    waiting: HashMap<u64, Later>,
+    next_later: u64,
     timetable: Timetable,
     pub(super) stopping: bool,
     forced: bool,
@@ -76,6 +79,8 @@ impl Dispatcher {
             tx,
             runs: HashMap::new(),
             next_id: 1,
+            waiting: HashMap::new(),
+            next_later: 0,
             stopping: false,
             forced: false,
             failed: false,
@@ -131,7 +136,7 @@ impl Dispatcher {
     pub(super) fn handle(&mut self, input: Input) {
         match input {
             Input::Msg(Msg::Exited { id, end }) => self.on_exit(id, end),
-            Input::Msg(Msg::Later(later)) => self.on_later(later),
+            Input::Msg(Msg::Later(key)) => self.on_due(key),
             Input::Msg(Msg::Wake) => {
                 for j in 0..self.plan.jobs.len() {
                     self.pump_each(j);
@@ -150,18 +155,50 @@ impl Dispatcher {
         self.reporter.event(&event);
     }
 
-    /// Arrange `later` after `delay`. A firing, retry or restart on its way counts as pending for its job.
+    /// Arrange `later` after `delay`. A firing, retry or restart on its way counts as pending for its job. What
+    /// waits is kept here, not in the timer task: a stop must find a retry's messages to give them back.
     pub(super) fn later(&mut self, delay: Duration, later: Later) {
         match &later {
             Later::Fire(p) | Later::Retry(p) => self.jobs[p.job].pending += 1,
             Later::Restart(job) => self.jobs[*job].pending += 1,
             Later::Timeout(_) | Later::Kill(_) => {}
         }
+        let key = self.next_later;
+        self.next_later += 1;
+        self.waiting.insert(key, later);
         let tx = self.tx.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let _ = tx.send(Msg::Later(later));
+            let _ = tx.send(Msg::Later(key));
         });
+    }
+
+    /// A delay is over: what was arranged happens, unless a stop took it back meanwhile.
+    fn on_due(&mut self, key: u64) {
+        if let Some(later) = self.waiting.remove(&key) {
+            self.on_later(later);
+        }
+    }
+
+    /// At a stop: firings, retries and restarts that wait for their time happen no more; a retry's messages go
+    /// back to their queue (left, not lost). Timeouts and kills stay: they concern runs still being stopped.
+    fn drop_waiting(&mut self) {
+        let keys: Vec<u64> = self
+            .waiting
+            .iter()
+            .filter(|(_, l)| !matches!(l, Later::Timeout(_) | Later::Kill(_)))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            match self.waiting.remove(&key) {
+                Some(Later::Fire(p)) | Some(Later::Retry(p)) => {
+                    self.jobs[p.job].pending -= 1;
+                    self.give_back(p);
+                }
+                Some(Later::Restart(job)) => self.jobs[job].pending -= 1,
+                _ => {}
+            }
+        }
     }
 
     fn on_later(&mut self, later: Later) {
@@ -547,6 +584,7 @@ impl Dispatcher {
             live_runs: self.runs.len(),
         });
         self.timetable.clear();
+        self.drop_waiting();
         for ex in 0..self.executors.len() {
             while let Some(p) = self.dequeue(ex) {
                 self.give_back(p);

@@ -113,7 +113,8 @@ enum Msg {
         id: RunId,
         end: RunEnd,
     },
-    Later(Later),
+    /// The delay of what `Dispatcher::later` arranged under this key is over.
+    Later(u64),
     /// Messages arrived (or came back) where an `each` job waits.
     Wake,
 }
