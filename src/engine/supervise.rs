@@ -78,13 +78,13 @@ pub(crate) fn supervise(
             Some(t) => t.await.ok(),
             None => abandoned.then_some(PumpEnd::Abandoned),
         };
-        stop_leftovers(pid, &sink, stop_grace).await;
+        let orphans = stop_leftovers(pid, &sink, stop_grace).await;
         // The feeder must be gone before the pipe is looked at: it could otherwise still be writing.
         let mut taken_back = 0;
         if let Some((task, feed, queue)) = io.feeder {
             // Whatever still holds the run's input (a daemon that changed its environment) would read on
             // while the unread messages are taken back: it is part of the run, and stopped first.
-            if process::orphans_exist() {
+            if orphans {
                 let holders = process::holding_pipe(feed.read_end());
                 if !holders.is_empty() {
                     process::signal_all(&holders, libc::SIGTERM);
@@ -178,7 +178,8 @@ fn start_io(
 /// SIGTERM, a wait of up to stop_grace, then SIGKILL (checked every 10 ms, and only while something is left, so a
 /// tidy run costs one kill(2)). Then the processes that left the group (setsid, a double fork) but came to the
 /// runner as orphans and carry this run's marks in their environment.
-async fn stop_leftovers(pid: u32, sink: &LineSink, stop_grace: Duration) {
+/// Returns whether the runner had orphans to look at (then a reader's input pipe is looked at too).
+async fn stop_leftovers(pid: u32, sink: &LineSink, stop_grace: Duration) -> bool {
     if pid != 0 && process::group_alive(pid) {
         process::signal_group(pid, libc::SIGTERM);
         stop_within(stop_grace, || process::group_running(pid)).await;
@@ -186,14 +187,16 @@ async fn stop_leftovers(pid: u32, sink: &LineSink, stop_grace: Duration) {
             process::signal_group(pid, libc::SIGKILL);
         }
     }
-    if process::orphans_exist() {
-        let left = process::escaped_from(&sink.job, sink.run);
-        if !left.is_empty() {
-            process::signal_all(&left, libc::SIGTERM);
-            stop_within(stop_grace, || process::any_running(&left)).await;
-            process::signal_all(&left, libc::SIGKILL);
-        }
+    if !process::orphans_exist() {
+        return false;
     }
+    let left = process::escaped_from(&sink.job, sink.run);
+    if !left.is_empty() {
+        process::signal_all(&left, libc::SIGTERM);
+        stop_within(stop_grace, || process::any_running(&left)).await;
+        process::signal_all(&left, libc::SIGKILL);
+    }
+    true
 }
 
 /// Wait (checking every 10 ms) while `running` says something is left, at most `grace`.
