@@ -28,7 +28,7 @@ pub(super) struct Dispatcher {
     pub(super) runs: HashMap<RunId, Run>,
     next_id: RunId,
     /// What `later` arranged, by key, until its time comes.
-    waiting: HashMap<u64, Later>,
+    waiting: HashMap<u64, (Later, tokio::task::AbortHandle)>,
     next_later: u64,
     timetable: Timetable,
     pub(super) stopping: bool,
@@ -157,7 +157,7 @@ impl Dispatcher {
 
     /// Arrange `later` after `delay`. A firing, retry or restart on its way counts as pending for its job. What
     /// waits is kept here, not in the timer task: a stop must find a retry's messages to give them back.
-    pub(super) fn later(&mut self, delay: Duration, later: Later) {
+    pub(super) fn later(&mut self, delay: Duration, later: Later) -> u64 {
         match &later {
             Later::Fire(p) | Later::Retry(p) => self.jobs[p.job].pending += 1,
             Later::Restart(job) => self.jobs[*job].pending += 1,
@@ -165,17 +165,25 @@ impl Dispatcher {
         }
         let key = self.next_later;
         self.next_later += 1;
-        self.waiting.insert(key, later);
         let tx = self.tx.clone();
-        tokio::spawn(async move {
+        let timer = tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             let _ = tx.send(Msg::Later(key));
         });
+        self.waiting.insert(key, (later, timer.abort_handle()));
+        key
+    }
+
+    /// Call off what was arranged under `key` (a run's timeout or kill, once the run has ended).
+    pub(super) fn call_off(&mut self, key: u64) {
+        if let Some((_, timer)) = self.waiting.remove(&key) {
+            timer.abort();
+        }
     }
 
     /// A delay is over: what was arranged happens, unless a stop took it back meanwhile.
     fn on_due(&mut self, key: u64) {
-        if let Some(later) = self.waiting.remove(&key) {
+        if let Some((later, _)) = self.waiting.remove(&key) {
             self.on_later(later);
         }
     }
@@ -186,17 +194,21 @@ impl Dispatcher {
         let keys: Vec<u64> = self
             .waiting
             .iter()
-            .filter(|(_, l)| !matches!(l, Later::Timeout(_) | Later::Kill(_)))
+            .filter(|(_, (l, _))| !matches!(l, Later::Timeout(_) | Later::Kill(_)))
             .map(|(k, _)| *k)
             .collect();
         for key in keys {
-            match self.waiting.remove(&key) {
-                Some(Later::Fire(p)) | Some(Later::Retry(p)) => {
+            let Some((later, timer)) = self.waiting.remove(&key) else {
+                continue;
+            };
+            timer.abort();
+            match later {
+                Later::Fire(p) | Later::Retry(p) => {
                     self.jobs[p.job].pending -= 1;
                     self.give_back(p);
                 }
-                Some(Later::Restart(job)) => self.jobs[job].pending -= 1,
-                _ => {}
+                Later::Restart(job) => self.jobs[job].pending -= 1,
+                Later::Timeout(_) | Later::Kill(_) => {}
             }
         }
     }
@@ -354,9 +366,7 @@ impl Dispatcher {
             coalesced: pending.coalesced,
             messages: pending.input.as_ref().map(|(_, n)| *n as u64),
         });
-        if let Some(timeout) = job.timeout {
-            self.later(timeout, Later::Timeout(id));
-        }
+        let timeout = job.timeout.map(|t| self.later(t, Later::Timeout(id)));
         let tx = self.tx.clone();
         let wake = Arc::new(move || {
             let _ = tx.send(Msg::Wake);
@@ -385,6 +395,7 @@ impl Dispatcher {
         );
         let mut run = Run::new(pending, number, RunState::Running { pid });
         run.log = log;
+        run.timers.extend(timeout);
         self.runs.insert(id, run);
     }
 
@@ -613,7 +624,10 @@ impl Dispatcher {
             return;
         }
         process::signal_group(pid, libc::SIGTERM);
-        self.later(grace, Later::Kill(id));
+        let kill = self.later(grace, Later::Kill(id));
+        if let Some(run) = self.runs.get_mut(&id) {
+            run.timers.push(kill);
+        }
     }
 
     fn force(&mut self) {

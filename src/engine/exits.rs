@@ -16,6 +16,9 @@ impl Dispatcher {
         let Some(mut run) = self.runs.remove(&id) else {
             return;
         };
+        for key in std::mem::take(&mut run.timers) {
+            self.call_off(key);
+        }
         let plan = self.plan.clone();
         let job = &plan.jobs[run.job];
         self.jobs[run.job].live -= 1;

@@ -85,6 +85,8 @@ pub struct Run {
     pub state: RunState,
     /// The run's file under `--log-dir`.
     pub log: Option<Arc<Mutex<std::fs::File>>>,
+    /// Its timeout and kill timers (called off when it ends: a long timeout must not outlive the run).
+    pub timers: Vec<u64>,
 }
 
 impl Run {
@@ -98,6 +100,7 @@ impl Run {
             started: Instant::now(),
             state,
             log: None,
+            timers: Vec::new(),
         }
     }
 }
