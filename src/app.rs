@@ -165,7 +165,13 @@ fn man_page() -> std::io::Result<String> {
     man.render_synopsis_section(&mut out)?;
     man.render_description_section(&mut out)?;
     man.render_options_section(&mut out)?;
-    let mut text = String::from_utf8_lossy(&out).into_owned();
+    // Each of clap_mangen's sections starts with the same quote-string preamble: keep the first only.
+    let preamble = ".ie \\n(.g .ds Aq \\(aq\n.el .ds Aq '\n";
+    let rendered = String::from_utf8_lossy(&out);
+    let mut text = match rendered.split_once(preamble) {
+        Some((before, after)) => format!("{before}{preamble}{}", after.replace(preamble, "")),
+        None => rendered.into_owned(),
+    };
     let roff = |s: &str| s.replace('\\', "\\\\").replace('-', "\\-");
     text.push_str(".SH COMMANDS\n");
     for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {

@@ -173,6 +173,7 @@ fn the_top_level_help_completion_and_man_page_know_the_run_options() {
         !man.contains("flowrun-run(1)"),
         "no pages that do not exist"
     );
+    assert_eq!(man.matches(".ie \\n(.g").count(), 1, "one roff preamble");
     assert!(man.contains("\\fBflowrun validate\\fR"));
 }
 
