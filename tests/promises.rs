@@ -524,3 +524,29 @@ jobs:
     child.wait().unwrap();
     assert_eq!(channel(&ev, "q"), (5, 0, 5));
 }
+
+#[test]
+fn a_background_flood_after_the_exit_does_not_hold_the_run() {
+    // `yes` keeps the pipe full after the run's process exited: the pump takes at most 1 MiB more after the drain
+    // window, then abandons the pipe, and the group (with `yes`) is stopped.
+    let (_d, file) =
+        flow("jobs:\n  flood: { run: 'yes flood & echo started', stop_grace: 200ms }\n");
+    let mut child = Command::new(bin())
+        .arg(&file)
+        .args(["--progress", "never"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = err.read_to_string(&mut text);
+        text
+    });
+    let status = wait_or_fail(&mut child, Duration::from_secs(30), "background flood");
+    let err = reader.join().unwrap();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(err.contains("stayed open"), "{err}");
+}

@@ -421,7 +421,6 @@ fn every_example_runs_and_the_finite_ones_end_by_themselves() {
 
 /// Start the runner with JSON events and wait (by reading its events, not by sleeping) for `ready`.
 /// The caller signals and waits for the returned child.
-#[allow(clippy::zombie_processes)]
 fn start_until(
     yaml: &str,
     ready: impl Fn(&Value) -> bool,
@@ -432,29 +431,8 @@ fn start_until(
     BufReader<std::process::ChildStderr>,
 ) {
     let f = flow(yaml);
-    let mut child = bin()
-        .arg(&f.file)
-        .args(["--log-format", "json"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut reader = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = Vec::new();
-    loop {
-        let mut line = String::new();
-        assert!(
-            reader.read_line(&mut line).unwrap() > 0,
-            "the runner ended early: {seen:?}"
-        );
-        let e: Value = serde_json::from_str(&line).unwrap();
-        let done = ready(&e);
-        seen.push(e);
-        if done {
-            return (f, child, seen, reader);
-        }
-    }
+    let (child, reader, seen) = common::start_until(&f.file, &[], ready);
+    (f, child, seen, reader)
 }
 
 fn rest(mut reader: BufReader<std::process::ChildStderr>, seen: &mut Vec<Value>) {

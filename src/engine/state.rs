@@ -13,7 +13,7 @@ use crate::plan::{JobId, Trigger};
 pub type RunId = u64;
 
 /// An `each` run's messages: one buffer, and how many messages it holds.
-pub type Input = (Arc<Vec<u8>>, usize);
+pub type Batch = (Arc<Vec<u8>>, usize);
 
 /// A firing waiting for a worker of its executor (or a retry, restart or jittered firing waiting for its time).
 pub struct Pending {
@@ -22,7 +22,7 @@ pub struct Pending {
     /// The earliest due instant this firing stands for (lateness is counted from it).
     pub first_due: DateTime<Utc>,
     pub attempt: u32,
-    pub input: Option<Input>,
+    pub input: Option<Batch>,
     /// How many due firings this one stands for (0: not a time firing).
     pub coalesced: u64,
 }
@@ -80,7 +80,7 @@ pub struct Run {
     pub number: u64,
     pub attempt: u32,
     pub scheduled: DateTime<Utc>,
-    pub input: Option<Input>,
+    pub input: Option<Batch>,
     pub started: Instant,
     pub state: RunState,
     /// The run's file under `--log-dir`.
