@@ -54,6 +54,37 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
             Ok(exit::OK)
         }
         Command::Run(args) => run(args),
+        Command::Status {
+            file,
+            state,
+            format,
+        } => crate::inspect::status(&file, state.dir.as_deref(), format),
+        Command::History {
+            file,
+            jobs,
+            limit,
+            since,
+            failed,
+            state,
+            format,
+        } => crate::inspect::history(
+            &file,
+            crate::inspect::HistoryArgs {
+                jobs: &jobs,
+                limit,
+                since: since.as_deref(),
+                failed,
+                state: state.dir.as_deref(),
+                format,
+            },
+        ),
+        Command::Logs {
+            file,
+            job,
+            run,
+            follow,
+            state,
+        } => crate::inspect::logs(&file, &job, run, follow, state.dir.as_deref()),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut out = Vec::new();
@@ -136,11 +167,16 @@ fn run(args: RunArgs) -> Result<i32, Error> {
         args.log_format,
         live.as_ref().map(|v| v.multi()),
     ));
+    let state = open_state(&args, &plan, &reporter)?;
+    let log_dir = args
+        .log_dir
+        .or_else(|| state.as_ref().map(|s| s.dir.join("logs")));
     let options = Options {
         run_for: args.run_for,
-        log_dir: args.log_dir,
+        log_dir,
         live,
         color,
+        state,
     };
     let ending = runtime.block_on(crate::engine::run(
         Arc::new(plan),
@@ -152,6 +188,47 @@ fn run(args: RunArgs) -> Result<i32, Error> {
     // Tasks blocked on pipes of orphaned grandchildren must not hold the exit.
     runtime.shutdown_timeout(Duration::from_millis(100));
     Ok(ending.code())
+}
+
+/// The runner's state (SPEC §4): the directory made 0700, the store opened and locked (one runner per state),
+/// the runs a dead runner left marked interrupted, what it remembered read back, and the writer started.
+fn open_state(
+    args: &RunArgs,
+    plan: &Plan,
+    reporter: &Arc<Reporter>,
+) -> Result<Option<crate::engine::Persist>, Error> {
+    use crate::store::{dir, SqliteStore, Store};
+    let choice = dir::choose(args.state.as_deref(), &args.file, &plan.name);
+    let Some(path) = choice.path() else {
+        return Ok(None);
+    };
+    if let Err(e) = dir::create(path) {
+        return match choice {
+            dir::Choice::Default(_) => {
+                reporter.notice(&format!(
+                    "cannot make the state directory {} ({e}): running without state (no history, no catch-up; --state DIR names another place, --state none silences this)",
+                    path.display()
+                ));
+                Ok(None)
+            }
+            _ => Err(Error::Setup(format!(
+                "the state directory {} cannot be used: {e}",
+                path.display()
+            ))),
+        };
+    }
+    let store_error = crate::inspect::store_error;
+    let mut store = SqliteStore::open(path).map_err(store_error)?;
+    store.lock().map_err(store_error)?;
+    let recovered = store.recover(Utc::now()).map_err(store_error)?;
+    let memory = store.memory().map_err(store_error)?;
+    let history = crate::store::writer::History::start(Box::new(store), args.keep, reporter.clone());
+    Ok(Some(crate::engine::Persist {
+        dir: path.to_path_buf(),
+        history,
+        memory,
+        recovered,
+    }))
 }
 
 /// One man page for the whole tool: the top level by clap_mangen, then every command with its options (folded

@@ -55,6 +55,49 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Mode::Text)]
         format: Mode,
     },
+    /// One line per job: running or idle, the last run, the next fire, runs and failures in the last 24 h.
+    Status {
+        /// The workflow file (its state directory is found by the same rule as the runner's).
+        file: PathBuf,
+        #[command(flatten)]
+        state: StateArg,
+        #[arg(long, value_enum, default_value_t = Mode::Text)]
+        format: Mode,
+    },
+    /// The runs, skips and misses of the workflow, newest first.
+    History {
+        /// The workflow file.
+        file: PathBuf,
+        /// Only these jobs.
+        jobs: Vec<String>,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Only rows since this long ago (`2h`, `7d`) or this date-time (RFC 3339, or local).
+        #[arg(long, value_name = "DUR|DATETIME")]
+        since: Option<String>,
+        /// Only failures (failed, timeout, spawn-failed, interrupted).
+        #[arg(long)]
+        failed: bool,
+        #[command(flatten)]
+        state: StateArg,
+        #[arg(long, value_enum, default_value_t = Mode::Text)]
+        format: Mode,
+    },
+    /// Print one run's output (the job's last run by default).
+    Logs {
+        /// The workflow file.
+        file: PathBuf,
+        /// The job.
+        job: String,
+        /// The run number (`job#N`); the last run when not given.
+        run: Option<u64>,
+        /// Keep printing what a live run writes, until it ends.
+        #[arg(short, long)]
+        follow: bool,
+        #[command(flatten)]
+        state: StateArg,
+    },
     /// Print the jobs and channels as a graph.
     Graph {
         /// The workflow file.
@@ -86,9 +129,27 @@ pub struct RunArgs {
     /// `json`: one JSON event per line on stderr (the machine-readable record of the run).
     #[arg(long, value_enum, default_value_t = Mode::Text)]
     pub log_format: Mode,
-    /// Also write each run's output to DIR/JOB/RUN.log.
+    /// Write each run's output to DIR/JOB/RUN.log (default with state: STATE/logs).
     #[arg(long, value_name = "DIR")]
     pub log_dir: Option<PathBuf>,
+    /// The state directory, or `none` to run without memory. Default: $FLOWRUN_STATE, else
+    /// $XDG_STATE_HOME/flowrun/NAME-HASH (~/.local/state/flowrun/...).
+    // Not the flattened `StateArg`: a flattened group inside the top level's optional `RunArgs` makes clap
+    // never build `RunArgs`.
+    #[arg(long = "state", value_name = "DIR|none")]
+    pub state: Option<String>,
+    /// Keep history rows and their logs this long (pruned at start and every hour).
+    #[arg(long, value_name = "DUR", default_value = "30d", value_parser = parse_duration_arg)]
+    pub keep: std::time::Duration,
+}
+
+/// Where the workflow's state lives (SPEC §4).
+#[derive(Debug, Clone, clap::Args)]
+pub struct StateArg {
+    /// The state directory, or `none` to run without memory. Default: $FLOWRUN_STATE, else
+    /// $XDG_STATE_HOME/flowrun/NAME-HASH (~/.local/state/flowrun/...).
+    #[arg(long = "state", value_name = "DIR|none")]
+    pub dir: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -12,6 +12,10 @@ use crate::values::format_duration;
 pub enum Event {
     RunnerStart {
         workflow: String,
+        /// The state directory, or `None` without state.
+        state: Option<String>,
+        /// Runs a dead runner left alive in the history, now marked interrupted.
+        recovered: u64,
     },
     /// A stop began (a signal, `--for`, the end of the work).
     RunnerStopping {
@@ -30,6 +34,8 @@ pub enum Event {
         lateness_us: Option<i64>,
         attempt: u32,
         coalesced: u64,
+        /// A time firing that fell due while no runner was alive.
+        catch_up: bool,
         /// The messages of an `each` run.
         messages: Option<u64>,
     },
@@ -88,6 +94,7 @@ pub struct RunExit {
     pub stopped_by_runner: bool,
     /// An `each` run (successful ones are quiet: there may be thousands).
     pub each: bool,
+    pub duration_ms: u64,
 }
 
 impl RunExit {
@@ -145,6 +152,20 @@ pub struct Record {
     /// How late the run started after its scheduled time, in microseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lateness_us: Option<i64>,
+    /// How many firings a `run.missed` stands for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// A time firing that fell due while no runner was alive (SPEC §4).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catch_up: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// `runner.start`: the state directory, or `none`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// `runner.start`: runs found interrupted (a previous runner died while they were alive).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub summary: Option<Summary>,
 }
@@ -195,8 +216,14 @@ impl Event {
     /// The event's JSON record, stamped `ts`.
     pub fn record(&self, ts: DateTime<Utc>) -> Record {
         match self {
-            Event::RunnerStart { workflow } => Record {
+            Event::RunnerStart {
+                workflow,
+                state,
+                recovered,
+            } => Record {
                 reason: Some(format!("workflow {workflow}")),
+                state: Some(state.clone().unwrap_or_else(|| "none".to_string())),
+                recovered: Some(*recovered),
                 ..Record::new("runner.start", ts)
             },
             Event::RunnerStopping { reason, .. } => Record {
@@ -216,6 +243,7 @@ impl Event {
                 lateness_us,
                 attempt,
                 coalesced,
+                catch_up,
                 messages,
             } => Record {
                 pid: Some(*pid),
@@ -223,6 +251,7 @@ impl Event {
                 lateness_us: *lateness_us,
                 attempt: (*attempt > 1).then_some(*attempt),
                 coalesced: (*coalesced > 1).then_some(*coalesced),
+                catch_up: catch_up.then_some(true),
                 messages: *messages,
                 ..Record::new("run.start", ts).job(job, Some(*run))
             },
@@ -231,6 +260,7 @@ impl Event {
                 code: x.code,
                 signal: x.signal.clone(),
                 reason: x.reason.clone(),
+                duration_ms: Some(x.duration_ms),
                 ..Record::new("run.exit", ts).job(&x.job, Some(x.run))
             },
             Event::RunSkipped {
@@ -254,6 +284,7 @@ impl Event {
             } => Record {
                 scheduled: Some(timestamp(*scheduled)),
                 messages: (*count > 1).then_some(*count),
+                count: Some(*count),
                 reason: Some(format!(
                     "handled {late_ms}ms late; misfire_grace is {}",
                     format_duration(*grace)
@@ -310,8 +341,12 @@ impl Event {
                 run,
                 pid,
                 messages,
+                catch_up,
                 ..
-            } => (messages.is_none() && !live).then(|| format!("{job}#{run} started (pid {pid})")),
+            } => (messages.is_none() && !live).then(|| {
+                let why = if *catch_up { ", catching up" } else { "" };
+                format!("{job}#{run} started (pid {pid}{why})")
+            }),
             Event::RunExit(x) => {
                 if x.success && (x.each || live) {
                     return None;

@@ -147,6 +147,46 @@ impl TimeSpec {
         }
     }
 
+    /// What identifies this rule in the state store: any edit of the rule (text, zone, period, dates) gives
+    /// another fingerprint, so an edited trigger starts fresh instead of catching up on the old one's firings.
+    pub fn fingerprint(&self) -> String {
+        let canonical = match self {
+            TimeSpec::Cron { text, zone, .. } => format!("cron|{}|{zone}", text.trim()),
+            TimeSpec::Interval { every, start, end } => format!(
+                "interval|{}|{}|{}",
+                every.as_nanos(),
+                start.map(|t| t.timestamp_micros()).unwrap_or(-1),
+                end.map(|t| t.timestamp_micros()).unwrap_or(-1)
+            ),
+            TimeSpec::At { at } => format!("at|{}", at.timestamp_micros()),
+        };
+        // FNV-1a, 64 bits: stable across versions and machines (std's hasher is not).
+        let hash = canonical
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+            });
+        format!("{hash:016x}")
+    }
+
+    /// The rule resumed after `last`, the last firing a previous runner handled: an interval without `start`
+    /// keeps the old runner's grid instead of anchoring at this start.
+    pub fn resumed(&self, last: DateTime<Utc>, runner_start: DateTime<Utc>) -> TimeRule {
+        match self {
+            TimeSpec::Interval {
+                every,
+                start: None,
+                end,
+            } => TimeRule::Interval {
+                anchor: last,
+                every: *every,
+                first_k: 1,
+                end: *end,
+            },
+            _ => self.rule(runner_start),
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             TimeSpec::Cron { text, zone, .. } => format!("cron `{text}` ({zone})"),

@@ -11,7 +11,8 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::channels::Channels;
 use super::process;
 use super::state::{Executor, JobState, Pending, Run, RunId, RunState, StopCause};
-use super::supervise::{open_log, supervise, LineSink, ParentEnds, RunEnd};
+use super::runlog::RunLog;
+use super::supervise::{supervise, LineSink, ParentEnds, RunEnd};
 use super::timetable::{jitter_delay, Due, Entry, Timetable};
 use super::{Ending, Input, Later, Msg, Options, Stop};
 use crate::event::{timestamp, Event, SkipReason, Summary};
@@ -35,11 +36,15 @@ pub(super) struct Dispatcher {
     forced: bool,
     pub(super) failed: bool,
     pub(super) failed_messages: u64,
-    log_dir: Option<std::path::PathBuf>,
+    pub(super) log_dir: Option<std::path::PathBuf>,
     view: Option<LiveView>,
     color: bool,
     /// The workflow file as given (`FLOWRUN_WORKFLOW`).
     workflow: String,
+    /// When this runner started (a time firing due before it is a catch-up).
+    pub(super) started_at: chrono::DateTime<Utc>,
+    /// The state store's writer and what the runner was started with, when it has state.
+    pub(super) memory: Option<super::record::Memory>,
 }
 
 impl Dispatcher {
@@ -50,16 +55,22 @@ impl Dispatcher {
         options: Options,
     ) -> Dispatcher {
         let started_at = Utc::now();
+        let memory = options.state.map(super::record::Memory::new);
         let mut entries = Vec::new();
         for (j, job) in plan.jobs.iter().enumerate() {
             for (t, trigger) in job.triggers.iter().enumerate() {
                 if let Trigger::Time { rule, .. } = trigger {
+                    let resume = memory.as_ref().and_then(|m| m.last_handled(&job.name, rule));
                     entries.push(Entry {
                         job: j,
                         trigger: t,
-                        rule: rule.rule(started_at),
+                        rule: match resume {
+                            Some(last) => rule.resumed(last, started_at),
+                            None => rule.rule(started_at),
+                        },
                         misfire_grace: job.misfire_grace,
                         coalesce: job.coalesce,
+                        resume,
                     });
                 }
             }
@@ -69,7 +80,12 @@ impl Dispatcher {
             jobs: plan
                 .jobs
                 .iter()
-                .map(|j| JobState::new(&j.triggers))
+                .map(|j| {
+                    let mut state = JobState::new(&j.triggers);
+                    // Run numbers go on from the last runner's (log files and FLOWRUN_RUN never repeat).
+                    state.next_number += memory.as_ref().map_or(0, |m| m.last_run(&j.name));
+                    state
+                })
                 .collect(),
             channels: Channels::new(plan.clone()),
             executors: plan.executors.iter().map(|_| Executor::default()).collect(),
@@ -89,6 +105,8 @@ impl Dispatcher {
             view: options.live,
             color: options.color,
             workflow: plan_path,
+            started_at,
+            memory,
         }
     }
 
@@ -96,19 +114,19 @@ impl Dispatcher {
     pub(super) fn start(&mut self, stop: Option<Stop>) {
         self.emit(Event::RunnerStart {
             workflow: self.plan.name.clone(),
+            state: self.memory.as_ref().map(|m| m.dir.display().to_string()),
+            recovered: self.memory.as_ref().map_or(0, |m| m.recovered),
         });
         if let Some(stop) = stop {
             self.on_stop(stop);
             return;
         }
         for j in 0..self.plan.jobs.len() {
-            let starts = self.plan.jobs[j]
-                .triggers
-                .iter()
-                .filter(|t| matches!(t, Trigger::Start))
-                .count();
-            for _ in 0..starts {
-                self.fire(Pending::now(j));
+            let starts: Vec<usize> = (0..self.plan.jobs[j].triggers.len())
+                .filter(|&t| matches!(self.plan.jobs[j].triggers[t], Trigger::Start))
+                .collect();
+            for t in starts {
+                self.fire(Pending::by(j, t));
             }
             self.pump_each(j);
         }
@@ -229,6 +247,7 @@ impl Dispatcher {
             }
             Later::Restart(job) => {
                 self.jobs[job].pending -= 1;
+                // No trigger: the history says `restart`.
                 self.fire(Pending::now(job));
             }
             Later::Timeout(id) => self.on_timeout(id),
@@ -263,10 +282,12 @@ impl Dispatcher {
         let max = self.plan.jobs[job].max_instances;
         if self.jobs[job].instances() >= max {
             self.jobs[job].counts.skipped += 1;
+            let why = SkipReason::MaxInstances(max);
+            self.record_skip(job, pending.trigger, Some(pending.scheduled), &why);
             self.emit(Event::RunSkipped {
                 job: self.plan.jobs[job].name.clone(),
                 scheduled: Some(pending.scheduled),
-                why: SkipReason::MaxInstances(max),
+                why,
             });
             return;
         }
@@ -313,10 +334,15 @@ impl Dispatcher {
             return;
         }
         let queue = self.channels.reader_queue(channel, job).clone();
+        let trigger = self.plan.jobs[job]
+            .triggers
+            .iter()
+            .position(|t| matches!(t, Trigger::Each { .. }));
         while self.jobs[job].instances() < self.plan.jobs[job].max_instances {
             match queue.pop_batch(batch) {
                 Some((data, count)) => self.enqueue(Pending {
                     input: Some((Arc::new(data), count)),
+                    trigger,
                     ..Pending::now(job)
                 }),
                 None => {
@@ -348,22 +374,27 @@ impl Dispatcher {
             Ok(started) => started,
             Err(e) => {
                 let reason = format!("cannot start `{}`: {e}", job.command.display());
-                self.runs
-                    .insert(id, Run::new(pending, number, RunState::NotStarted));
+                let row = self.record_row(&pending, number, None, None);
+                let mut run = Run::new(pending, number, RunState::NotStarted);
+                run.row = row;
+                self.runs.insert(id, run);
                 let end = RunEnd::not_started(reason);
                 let _ = self.tx.send(Msg::Exited { id, end });
                 return;
             }
         };
         let pid = child.pid;
+        let lateness_us = (Utc::now() - pending.first_due).num_microseconds();
+        let row = self.record_start(&pending, number, Some(pid), lateness_us);
         self.emit(Event::RunStart {
             job: job.name.clone(),
             run: number,
             pid,
             scheduled: pending.scheduled,
-            lateness_us: (Utc::now() - pending.first_due).num_microseconds(),
+            lateness_us,
             attempt: pending.attempt,
             coalesced: pending.coalesced,
+            catch_up: pending.catch_up,
             messages: pending.input.as_ref().map(|(_, n)| *n as u64),
         });
         let timeout = job.timeout.map(|t| self.later(t, Later::Timeout(id)));
@@ -372,10 +403,15 @@ impl Dispatcher {
             let _ = tx.send(Msg::Wake);
         });
         let target = job.stdout.map(|c| self.channels.target(c, wake));
-        let log = self
-            .log_dir
-            .as_ref()
-            .and_then(|dir| open_log(dir, job, number, &scheduled, &self.reporter));
+        let log = self.log_dir.as_ref().map(|dir| {
+            Arc::new(RunLog::new(
+                dir,
+                job,
+                number,
+                &scheduled,
+                self.reporter.clone(),
+            ))
+        });
         let sink = LineSink {
             reporter: self.reporter.clone(),
             job: job.name.clone(),
@@ -395,6 +431,7 @@ impl Dispatcher {
         );
         let mut run = Run::new(pending, number, RunState::Running { pid });
         run.log = log;
+        run.row = row;
         run.timers.extend(timeout);
         self.runs.insert(id, run);
     }
@@ -450,9 +487,10 @@ impl Dispatcher {
                     scheduled,
                     late,
                     count,
-                    ..
+                    trigger,
                 } => {
                     self.jobs[job].counts.missed += count;
+                    self.record_missed(job, trigger, scheduled, count, late);
                     self.emit(Event::RunMissed {
                         job: self.plan.jobs[job].name.clone(),
                         scheduled,
@@ -468,11 +506,13 @@ impl Dispatcher {
                     first_due,
                     coalesced,
                 } => {
+                    self.record_handled(job, trigger, scheduled);
                     let pending = Pending {
                         scheduled,
                         first_due,
                         coalesced,
-                        ..Pending::now(job)
+                        catch_up: first_due < self.started_at,
+                        ..Pending::by(job, trigger)
                     };
                     match &self.plan.jobs[job].triggers[trigger] {
                         Trigger::Time { jitter, .. } if !jitter.is_zero() => {
@@ -544,14 +584,16 @@ impl Dispatcher {
                 .map(|&k| self.plan.jobs[jobs[k]].name.as_str())
                 .collect();
             self.jobs[j].counts.skipped += 1;
+            let why = SkipReason::JoinDead(format!(
+                "`after` can never fire: {} ended without reaching {}",
+                names.join(", "),
+                status.goal()
+            ));
+            self.record_skip(j, Some(t), None, &why);
             self.emit(Event::RunSkipped {
                 job: self.plan.jobs[j].name.clone(),
                 scheduled: None,
-                why: SkipReason::JoinDead(format!(
-                    "`after` can never fire: {} ended without reaching {}",
-                    names.join(", "),
-                    status.goal()
-                )),
+                why,
             });
         }
     }
@@ -732,6 +774,10 @@ impl Dispatcher {
             code: ending.code(),
             summary,
         });
+        // Everything recorded is committed before the summary is shown (and the lock let go).
+        if let Some(memory) = self.memory.take() {
+            memory.history.close();
+        }
         self.reporter.text(&table);
         ending
     }

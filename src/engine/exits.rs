@@ -54,7 +54,7 @@ impl Dispatcher {
                 }
             ),
         });
-        self.report_exit(&run, job, &c);
+        self.report_exit(&mut run, job, &c);
         match c.outcome {
             Some(RunResult::Succeeded) => self.jobs[run.job].counts.succeeded += 1,
             Some(RunResult::Failed) => {
@@ -92,7 +92,8 @@ impl Dispatcher {
     }
 
     /// The `run.exit` event and the footer of the run's log file.
-    fn report_exit(&mut self, run: &Run, job: &Job, c: &Classified) {
+    fn report_exit(&mut self, run: &mut Run, job: &Job, c: &Classified) {
+        let duration = run.started.elapsed();
         let exit = RunExit {
             job: job.name.clone(),
             run: run.number,
@@ -103,20 +104,19 @@ impl Dispatcher {
             success: c.success,
             stopped_by_runner: c.outcome.is_none(),
             each: run.input.is_some(),
+            duration_ms: duration.as_millis() as u64,
         };
         let status_text = exit.status_text();
         self.jobs[run.job].last_exit = Some(status_text.clone());
         if let Some(log) = &run.log {
-            use std::io::Write;
-            let mut file = log.lock().unwrap_or_else(|e| e.into_inner());
             let reason = c.reason.as_ref().map(|r| format!(" ({r})"));
-            let _ = writeln!(
-                file,
+            log.footer(&format!(
                 "# {status_text}{} after {:.3}s",
                 reason.unwrap_or_default(),
-                run.started.elapsed().as_secs_f64()
-            );
+                duration.as_secs_f64()
+            ));
         }
+        self.record_end(run, c, duration);
         self.emit(Event::RunExit(Box::new(exit)));
     }
 
@@ -137,6 +137,7 @@ impl Dispatcher {
                 first_due: run.scheduled,
                 attempt: run.attempt + 1,
                 input: run.input.take(),
+                trigger: run.trigger,
                 ..Pending::now(run.job)
             };
             self.later(backoff, Later::Retry(pending));
@@ -176,12 +177,12 @@ impl Dispatcher {
                     join.record(k, outcome, *status);
                 }
                 if join.take_complete() {
-                    ready.push(d);
+                    ready.push((d, t));
                 }
             }
         }
-        for d in ready {
-            self.fire(Pending::now(d));
+        for (d, t) in ready {
+            self.fire(Pending::by(d, t));
         }
     }
 

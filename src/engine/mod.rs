@@ -15,6 +15,8 @@ mod dispatcher;
 mod exits;
 mod outcome;
 pub(crate) mod process;
+mod record;
+mod runlog;
 mod state;
 mod supervise;
 mod timetable;
@@ -31,6 +33,8 @@ use state::{Pending, RunId};
 use supervise::RunEnd;
 use walltimer::WallTimer;
 
+pub use record::Persist;
+
 /// How a run is shown and bounded, beyond the plan.
 #[derive(Default)]
 pub struct Options {
@@ -39,6 +43,8 @@ pub struct Options {
     pub log_dir: Option<std::path::PathBuf>,
     pub live: Option<LiveView>,
     pub color: bool,
+    /// The state store (SPEC §4); `None` runs without memory.
+    pub state: Option<Persist>,
 }
 
 /// How the workflow ended.

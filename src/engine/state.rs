@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::outcome::{Join, RestartBackoff};
@@ -25,6 +25,10 @@ pub struct Pending {
     pub input: Option<Batch>,
     /// How many due firings this one stands for (0: not a time firing).
     pub coalesced: u64,
+    /// The trigger of the job that fired it (none: a restart).
+    pub trigger: Option<usize>,
+    /// A time firing that fell due while no runner was alive.
+    pub catch_up: bool,
 }
 
 impl Pending {
@@ -38,6 +42,16 @@ impl Pending {
             attempt: 1,
             input: None,
             coalesced: 0,
+            trigger: None,
+            catch_up: false,
+        }
+    }
+
+    /// A firing by the job's trigger number `trigger`, due now.
+    pub fn by(job: JobId, trigger: usize) -> Pending {
+        Pending {
+            trigger: Some(trigger),
+            ..Pending::now(job)
         }
     }
 }
@@ -80,13 +94,16 @@ pub struct Run {
     pub number: u64,
     pub attempt: u32,
     pub scheduled: DateTime<Utc>,
+    pub trigger: Option<usize>,
     pub input: Option<Batch>,
     pub started: Instant,
     pub state: RunState,
     /// The run's file under `--log-dir`.
-    pub log: Option<Arc<Mutex<std::fs::File>>>,
+    pub log: Option<Arc<super::runlog::RunLog>>,
     /// Its timeout and kill timers (called off when it ends: a long timeout must not outlive the run).
     pub timers: Vec<u64>,
+    /// Its history row, written at the start and again at the end (with a state store).
+    pub row: Option<Box<crate::store::RunRow>>,
 }
 
 impl Run {
@@ -96,11 +113,13 @@ impl Run {
             number,
             attempt: pending.attempt,
             scheduled: pending.scheduled,
+            trigger: pending.trigger,
             input: pending.input,
             started: Instant::now(),
             state,
             log: None,
             timers: Vec::new(),
+            row: None,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! owns *how* a started run is tended, and reports its end through one callback.
 
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
@@ -207,53 +207,13 @@ async fn stop_within(grace: Duration, running: impl Fn() -> bool) {
     }
 }
 
-/// Create DIR/JOB/RUN.log with its header line. A log that cannot be written is reported, not fatal.
-pub(crate) fn open_log(
-    dir: &std::path::Path,
-    job: &crate::plan::Job,
-    run: u64,
-    scheduled: &str,
-    reporter: &Reporter,
-) -> Option<Arc<Mutex<std::fs::File>>> {
-    use std::io::Write;
-    let folder = dir.join(&job.name);
-    let opened = std::fs::create_dir_all(&folder)
-        .and_then(|_| std::fs::File::create(folder.join(format!("{run}.log"))));
-    match opened {
-        Ok(mut file) => {
-            // A one-line command on the header line; a script as `#   | line` lines under it.
-            let text = job.command.display();
-            let header = format!("# {}#{run} scheduled {scheduled}:", job.name);
-            let _ = if text.trim_end().contains('\n') {
-                let script: String = text
-                    .trim_end()
-                    .lines()
-                    .map(|l| format!("#   | {l}\n"))
-                    .collect();
-                write!(file, "{header}\n{script}")
-            } else {
-                writeln!(file, "{header} {}", text.trim())
-            };
-            Some(Arc::new(Mutex::new(file)))
-        }
-        Err(e) => {
-            reporter.notice(&format!(
-                "cannot write the log of {}#{run} under {}: {e}",
-                job.name,
-                dir.display()
-            ));
-            None
-        }
-    }
-}
-
 /// Where a run's unwired output lines go: the reporter, and the run's log file under `--log-dir`.
 #[derive(Clone)]
 pub(crate) struct LineSink {
     pub reporter: Arc<Reporter>,
     pub job: String,
     pub run: u64,
-    pub log: Option<Arc<Mutex<std::fs::File>>>,
+    pub log: Option<Arc<super::runlog::RunLog>>,
 }
 
 impl LineSink {
@@ -262,12 +222,7 @@ impl LineSink {
             .output(&self.job, self.run, stream, line)
             .await;
         if let Some(log) = &self.log {
-            use std::io::Write;
-            let mut file = log.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = file.write_all(line);
-            if line.last() != Some(&b'\n') {
-                let _ = file.write_all(b"\n");
-            }
+            log.line(line);
         }
     }
 }

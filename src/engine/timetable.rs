@@ -17,6 +17,9 @@ pub struct Entry {
     pub rule: TimeRule,
     pub misfire_grace: Duration,
     pub coalesce: bool,
+    /// The last firing a previous runner handled (from the state store): the firings after it that fell due
+    /// while no runner was alive are late firings now.
+    pub resume: Option<DateTime<Utc>>,
 }
 
 /// What the timetable decided for a due firing.
@@ -52,8 +55,10 @@ pub struct Timetable {
 const MAX_DUE: usize = 100_000;
 
 impl Timetable {
-    /// The first firings are computed from `start` (the runner's start). An `at` time already past is kept
-    /// only when still within `misfire_grace`, so it fires late once; otherwise it never fires.
+    /// The first firings are computed from `start` (the runner's start), or from the last handled firing of a
+    /// previous runner when there is one (then what fell due meanwhile is due at once, and `due` applies the
+    /// grace and coalescing to it). An `at` time already past is kept only when still within `misfire_grace`,
+    /// so it fires late once; otherwise it never fires; an `at` a previous runner handled never fires again.
     pub fn new(entries: Vec<Entry>, start: DateTime<Utc>) -> Timetable {
         let mut table = Timetable {
             next: vec![None; entries.len()],
@@ -62,14 +67,15 @@ impl Timetable {
         };
         for i in 0..table.entries.len() {
             let e = &table.entries[i];
-            let first = match &e.rule {
-                TimeRule::At { at } => {
+            let first = match (&e.rule, e.resume) {
+                (rule, Some(last)) => rule.next_after(last),
+                (TimeRule::At { at }, None) => {
                     let grace = chrono::Duration::from_std(e.misfire_grace)
                         .unwrap_or(chrono::Duration::MAX);
                     (*at >= start - grace).then_some(*at)
                 }
                 // Inclusive of the start instant, so an interval whose `start` is now fires at once.
-                rule => rule.next_after(start - chrono::Duration::nanoseconds(1)),
+                (rule, None) => rule.next_after(start - chrono::Duration::nanoseconds(1)),
             };
             table.set_next(i, first);
         }
@@ -160,24 +166,40 @@ impl Timetable {
                     }
                 });
             } else {
+                // Consecutive misses are one `Missed` with their count (a day of downtime under a per-second
+                // cron is one event, not 86,400); the firings still within the grace run once each.
+                let mut missed: Option<(DateTime<Utc>, u64)> = None;
                 for scheduled in due {
                     let late = now - scheduled;
-                    out.push(if late > grace {
-                        Due::Missed {
+                    if late > grace {
+                        let count = missed.map_or(0, |(_, n)| n) + 1;
+                        missed = Some((scheduled, count));
+                        continue;
+                    }
+                    if let Some((at, count)) = missed.take() {
+                        out.push(Due::Missed {
                             job,
                             trigger,
-                            scheduled,
-                            late,
-                            count: 1,
-                        }
-                    } else {
-                        Due::Fire {
-                            job,
-                            trigger,
-                            scheduled,
-                            first_due: scheduled,
-                            coalesced: 1,
-                        }
+                            scheduled: at,
+                            late: now - at,
+                            count,
+                        });
+                    }
+                    out.push(Due::Fire {
+                        job,
+                        trigger,
+                        scheduled,
+                        first_due: scheduled,
+                        coalesced: 1,
+                    });
+                }
+                if let Some((at, count)) = missed {
+                    out.push(Due::Missed {
+                        job,
+                        trigger,
+                        scheduled: at,
+                        late: now - at,
+                        count,
                     });
                 }
             }
@@ -218,6 +240,7 @@ mod tests {
                 },
                 misfire_grace: Duration::from_millis(grace_ms),
                 coalesce,
+                resume: None,
             }],
             start,
         )
@@ -297,6 +320,7 @@ mod tests {
             rule: TimeRule::At { at: t(s) },
             misfire_grace: Duration::from_secs(grace_s),
             coalesce: true,
+            resume: None,
         };
         let mut table = Timetable::new(vec![at("2026-01-01T00:00:09Z", 5)], start);
         assert!(matches!(table.due(start)[..], [Due::Fire { .. }]));
@@ -315,6 +339,7 @@ mod tests {
             rule,
             misfire_grace: Duration::from_secs(1),
             coalesce: true,
+            resume: None,
         };
         let every_minute = TimeRule::Interval {
             anchor: start,
@@ -328,6 +353,57 @@ mod tests {
         let mut table = Timetable::new(vec![entry(0, every_minute), entry(1, at_one)], start);
         let due = table.due(t("2026-01-01T00:01:00.001Z"));
         assert_eq!(due.len(), 1, "{due:?}");
+    }
+
+    #[test]
+    fn a_resumed_trigger_catches_up_within_the_grace_and_misses_beyond() {
+        let last = t("2026-01-01T00:00:00Z");
+        let start = t("2026-01-01T00:00:10.5Z");
+        let entry = |coalesce| Entry {
+            job: 0,
+            trigger: 0,
+            rule: TimeRule::Interval {
+                anchor: last,
+                every: Duration::from_secs(1),
+                first_k: 1,
+                end: None,
+            },
+            misfire_grace: Duration::from_secs(3),
+            coalesce,
+            resume: Some(last),
+        };
+        // Down from 0 s to 10.5 s: firings 1..10 fell due. Without coalescing, 1..7 are beyond the 3 s grace
+        // (one miss of 7), 8, 9 and 10 run.
+        let mut table = Timetable::new(vec![entry(false)], start);
+        let due = table.due(start);
+        assert!(
+            matches!(due[0], Due::Missed { count: 7, scheduled, .. } if scheduled == t("2026-01-01T00:00:07Z")),
+            "{due:?}"
+        );
+        assert_eq!(due.len(), 4, "{due:?}");
+        // Coalescing: one run stands for all ten (the newest is within the grace).
+        let mut table = Timetable::new(vec![entry(true)], start);
+        assert!(matches!(
+            table.due(start)[..],
+            [Due::Fire { coalesced: 10, .. }]
+        ));
+    }
+
+    #[test]
+    fn an_at_handled_by_a_previous_runner_never_fires_again() {
+        let at = t("2026-01-01T00:00:09Z");
+        let table = Timetable::new(
+            vec![Entry {
+                job: 0,
+                trigger: 0,
+                rule: TimeRule::At { at },
+                misfire_grace: Duration::from_secs(3600),
+                coalesce: true,
+                resume: Some(at),
+            }],
+            t("2026-01-01T00:00:10Z"),
+        );
+        assert_eq!(table.earliest(), None);
     }
 
     proptest::proptest! {

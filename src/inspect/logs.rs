@@ -1,0 +1,109 @@
+//! `flowrun logs FILE JOB [RUN] [--follow]`: one run's output as its log file keeps it (header, output,
+//! footer); `--follow` prints what a live run writes until it ends.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{open, store_error};
+use crate::error::Error;
+use crate::store::{Outcome, Query, RunRow, SqliteStore, Store};
+
+/// How often `--follow` looks for more output (a person is reading; this is not a synchronisation).
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+
+pub fn logs(
+    file: &Path,
+    job: &str,
+    run: Option<u64>,
+    follow: bool,
+    state: Option<&str>,
+) -> Result<i32, Error> {
+    let opened = open(file, state)?;
+    if opened.plan.job_id(job).is_none() {
+        let names: Vec<&str> = opened.plan.jobs.iter().map(|j| j.name.as_str()).collect();
+        return Err(Error::Usage {
+            message: format!("`{job}` is not a job of {}", file.display()),
+            help: Some(crate::diagnostic::suggestion_help(job, &names, "job")),
+        });
+    }
+    let not_run = || Error::Usage {
+        message: format!("`{job}` has no run in the history of {}", opened.dir.display()),
+        help: Some(format!("`flowrun history {} {job}` lists its runs", file.display())),
+    };
+    let Some(store) = &opened.store else {
+        return Err(not_run());
+    };
+    let number = match run {
+        Some(n) => n,
+        None => store.last_run(job).map_err(store_error)?.ok_or_else(not_run)?,
+    };
+    let row = find(store, job, number)?.ok_or_else(|| Error::Usage {
+        message: format!("there is no run #{number} of `{job}` (never, or pruned by --keep)"),
+        help: Some(format!("`flowrun history {} {job}` lists its runs", file.display())),
+    })?;
+    let path = row
+        .log
+        .as_ref()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| opened.dir.join("logs").join(job).join(format!("{number}.log")));
+    let mut offset = 0;
+    let mut out = std::io::stdout().lock();
+    let mut row = row;
+    loop {
+        offset = copy_from(&path, offset, &mut out)?;
+        let live = row.outcome == Outcome::Running && store.holder().is_some();
+        if !(follow && live) {
+            break;
+        }
+        std::thread::sleep(FOLLOW_POLL);
+        match find(store, job, number)? {
+            Some(r) => row = r,
+            None => break,
+        }
+        if row.outcome != Outcome::Running {
+            // It ended: what it wrote last, then stop.
+            copy_from(&path, offset, &mut out)?;
+            break;
+        }
+    }
+    if offset == 0 && !path.exists() {
+        eprintln!(
+            "{job}#{number} printed nothing ({})",
+            row.outcome.as_str()
+        );
+    }
+    Ok(crate::exit::OK)
+}
+
+fn find(store: &SqliteStore, job: &str, number: u64) -> Result<Option<RunRow>, Error> {
+    Ok(store
+        .history(&Query {
+            jobs: vec![job.to_string()],
+            run: Some(number),
+            limit: 1,
+            ..Query::default()
+        })
+        .map_err(store_error)?
+        .into_iter()
+        .next())
+}
+
+/// Print the file from `offset`; the new offset. A file not made yet is empty.
+fn copy_from(path: &Path, offset: u64, out: &mut impl Write) -> Result<u64, Error> {
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(offset),
+        Err(e) => return Err(Error::Setup(format!("{}: {e}", path.display()))),
+    };
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|e| Error::Setup(format!("{}: {e}", path.display())))?;
+    let mut buf = Vec::new();
+    file.read_to_end(&mut buf)
+        .map_err(|e| Error::Setup(format!("{}: {e}", path.display())))?;
+    // A closed stdout (`| head`) ends the command quietly.
+    if out.write_all(&buf).and_then(|_| out.flush()).is_err() {
+        return Ok(offset + buf.len() as u64);
+    }
+    Ok(offset + buf.len() as u64)
+}

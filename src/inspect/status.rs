@@ -1,0 +1,188 @@
+//! `flowrun status FILE`: one line per job, like `systemctl list-timers`, read from the state store. (The live
+//! runner's own view comes with the control socket; until then this says whether a runner holds the state.)
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::path::Path;
+
+use super::{color_on_stdout, open, paint_outcome, store_error, table};
+use crate::error::Error;
+use crate::plan::Trigger;
+use crate::report::Mode;
+use crate::store::{Memory, Outcome, Query, RunRow, Store};
+use crate::timefmt;
+
+#[derive(Serialize)]
+struct Status {
+    workflow: String,
+    file: String,
+    state: String,
+    runner: Runner,
+    jobs: Vec<JobStatus>,
+}
+
+#[derive(Serialize)]
+struct Runner {
+    running: bool,
+    pid: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct JobStatus {
+    job: String,
+    /// `running 2`, `idle`, `never run`.
+    state: String,
+    running: u64,
+    last: Option<RunRow>,
+    next: Option<DateTime<Utc>>,
+    runs_24h: u64,
+    failures_24h: u64,
+}
+
+pub fn status(file: &Path, state: Option<&str>, format: Mode) -> Result<i32, Error> {
+    let opened = open(file, state)?;
+    let now = Utc::now();
+    let holder = opened.store.as_ref().and_then(|s| s.holder());
+    let memory = match &opened.store {
+        Some(s) => s.memory().map_err(store_error)?,
+        None => Memory::default(),
+    };
+    let recent = match &opened.store {
+        Some(s) => s
+            .history(&Query {
+                since: Some(now - chrono::Duration::hours(24)),
+                ..Query::default()
+            })
+            .map_err(store_error)?,
+        None => Vec::new(),
+    };
+    let mut jobs = Vec::new();
+    for job in &opened.plan.jobs {
+        let last = match &opened.store {
+            Some(s) => s
+                .history(&Query {
+                    jobs: vec![job.name.clone()],
+                    limit: 1,
+                    ..Query::default()
+                })
+                .map_err(store_error)?
+                .into_iter()
+                .next(),
+            None => None,
+        };
+        let mine = || recent.iter().filter(|r| r.job == job.name);
+        // Rows `running` are live only while a runner holds the state; the next runner marks them interrupted.
+        let running = match holder {
+            Some(_) => mine().filter(|r| r.outcome == Outcome::Running).count() as u64,
+            None => 0,
+        };
+        let state = match (running, &last) {
+            (n, _) if n > 0 => format!("running {n}"),
+            (_, Some(_)) => "idle".to_string(),
+            (_, None) => "never run".to_string(),
+        };
+        jobs.push(JobStatus {
+            job: job.name.clone(),
+            state,
+            running,
+            last,
+            next: next_fire(job, &memory, now),
+            runs_24h: mine().filter(|r| r.run.is_some()).count() as u64,
+            failures_24h: mine().filter(|r| r.outcome.is_failure()).count() as u64,
+        });
+    }
+    let status = Status {
+        workflow: opened.plan.name.clone(),
+        file: file.display().to_string(),
+        state: opened.dir.display().to_string(),
+        runner: Runner {
+            running: holder.is_some(),
+            pid: holder,
+        },
+        jobs,
+    };
+    match format {
+        Mode::Json => {
+            let mut text = serde_json::to_string_pretty(&status).expect("status serializes");
+            text.push('\n');
+            crate::app::print_out(&text);
+        }
+        Mode::Text => crate::app::print_out(&text(&status, now, color_on_stdout())),
+    }
+    Ok(crate::exit::OK)
+}
+
+/// The next fire of the job's time triggers: on the grid a runner keeps (an interval resumes from its last
+/// handled firing), from now.
+fn next_fire(job: &crate::plan::Job, memory: &Memory, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    job.triggers
+        .iter()
+        .filter_map(|t| match t {
+            Trigger::Time { rule, .. } => {
+                let last = memory
+                    .handled
+                    .get(&(job.name.clone(), rule.fingerprint()))
+                    .copied();
+                let resumed = match last {
+                    Some(l) => rule.resumed(l, now),
+                    None => rule.rule(now),
+                };
+                resumed.next_after(last.map_or(now, |l| l.max(now)))
+            }
+            _ => None,
+        })
+        .min()
+}
+
+fn text(status: &Status, now: DateTime<Utc>, color: bool) -> String {
+    let zone = crate::values::system_zone();
+    let runner = match status.runner.pid {
+        Some(pid) => format!("a runner is up (pid {pid})"),
+        None => "no runner is running".to_string(),
+    };
+    let mut out = format!(
+        "{} ({}): {runner}\nstate: {}\n\n",
+        status.workflow, status.file, status.state
+    );
+    let rows: Vec<Vec<String>> = status
+        .jobs
+        .iter()
+        .map(|j| {
+            let (when, result, took) = match &j.last {
+                Some(r) => {
+                    let at = r.started.or(r.scheduled).or(r.ended).unwrap_or(now);
+                    let run = r.run.map(|n| format!("#{n} ")).unwrap_or_default();
+                    (
+                        format!(
+                            "{run}{} ({})",
+                            timefmt::local(at, zone),
+                            timefmt::relative(at, now)
+                        ),
+                        paint_outcome(r.outcome, color),
+                        r.duration_ms.map(timefmt::duration_ms).unwrap_or_default(),
+                    )
+                }
+                None => ("-".to_string(), String::new(), String::new()),
+            };
+            let next = match j.next {
+                Some(t) => format!("{} ({})", timefmt::local(t, zone), timefmt::relative(t, now)),
+                None => "-".to_string(),
+            };
+            vec![
+                j.job.clone(),
+                j.state.clone(),
+                when,
+                result,
+                took,
+                next,
+                format!("{} runs, {} failed", j.runs_24h, j.failures_24h),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["JOB", "STATE", "LAST RUN", "RESULT", "TOOK", "NEXT", "LAST 24H"],
+        &rows,
+        color,
+    ));
+    out
+}

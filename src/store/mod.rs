@@ -1,0 +1,181 @@
+//! What a runner remembers (SPEC §4): the last handled instant of each time trigger, the run counters and one
+//! history row per run, skip and miss. One interface, [`Store`], with the embedded SQLite backend today; each
+//! method is written so that a networked store (Redis, SPEC §7) can do it atomically (see the method docs).
+//!
+//! The engine never waits for the store: it sends [`Op`]s to one writer thread ([`writer::History`]) that commits
+//! them in groups, so a slow disk cannot make a timer late.
+
+pub mod dir;
+mod sqlite;
+pub mod writer;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+pub use sqlite::SqliteStore;
+
+/// The schema version this flowrun writes; a database of a newer one is refused, never rewritten.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("already running (pid {pid}) on the state directory {dir}")]
+    Held { pid: u32, dir: String },
+    #[error("{path} was written by a newer flowrun (schema version {found}; this flowrun knows up to {SCHEMA_VERSION}); it is left untouched: use a newer flowrun, or another --state directory")]
+    Newer { path: String, found: u32 },
+    #[error("the state database {path}: {source}")]
+    Database {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("the state directory {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// One row of history: a run (with its number), or a skipped or missed firing (without).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RunRow {
+    pub job: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run: Option<u64>,
+    pub attempt: u32,
+    /// What fired it, in words (`cron `0 3 * * *` (UTC)`, `start`, `after a`, `each tasks`, `restart`).
+    pub trigger: String,
+    pub scheduled: Option<DateTime<Utc>>,
+    pub started: Option<DateTime<Utc>>,
+    pub ended: Option<DateTime<Utc>>,
+    pub duration_ms: Option<u64>,
+    pub code: Option<i32>,
+    pub signal: Option<String>,
+    pub outcome: Outcome,
+    pub reason: Option<String>,
+    pub lateness_ms: Option<f64>,
+    /// The messages of an `each` run.
+    pub messages: Option<u64>,
+    /// How many firings a missed row (or a coalesced run) stands for.
+    pub count: u64,
+    pub catch_up: bool,
+    pub pid: Option<u32>,
+    /// The run's log file, when it printed anything.
+    pub log: Option<String>,
+}
+
+/// How a history row ended (`running` until it does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Running,
+    Succeeded,
+    Failed,
+    Timeout,
+    Stopped,
+    SpawnFailed,
+    Interrupted,
+    Skipped,
+    Missed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Running => "running",
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::Timeout => "timeout",
+            Outcome::Stopped => "stopped",
+            Outcome::SpawnFailed => "spawn-failed",
+            Outcome::Interrupted => "interrupted",
+            Outcome::Skipped => "skipped",
+            Outcome::Missed => "missed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Outcome> {
+        Some(match text {
+            "running" => Outcome::Running,
+            "succeeded" => Outcome::Succeeded,
+            "failed" => Outcome::Failed,
+            "timeout" => Outcome::Timeout,
+            "stopped" => Outcome::Stopped,
+            "spawn-failed" => Outcome::SpawnFailed,
+            "interrupted" => Outcome::Interrupted,
+            "skipped" => Outcome::Skipped,
+            "missed" => Outcome::Missed,
+            _ => return None,
+        })
+    }
+
+    /// A failure for `history --failed` and the status counts.
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            Outcome::Failed | Outcome::Timeout | Outcome::SpawnFailed | Outcome::Interrupted
+        )
+    }
+}
+
+/// One write, as the engine hands it to the writer.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// A time trigger's firing at `at` was handled (fired, skipped or missed).
+    Handled {
+        job: String,
+        fingerprint: String,
+        at: DateTime<Utc>,
+    },
+    /// A new row (a run that started, a skip, a miss).
+    Append(Box<RunRow>),
+    /// A run's row, now ended (inserted when its start was never written: a run that could not start).
+    Update(Box<RunRow>),
+}
+
+/// What `history` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    pub jobs: Vec<String>,
+    pub limit: usize,
+    pub since: Option<DateTime<Utc>>,
+    pub failed: bool,
+    pub run: Option<u64>,
+}
+
+/// What a starting runner reads back.
+#[derive(Debug, Default)]
+pub struct Memory {
+    /// The last handled instant per (job, trigger fingerprint).
+    pub handled: HashMap<(String, String), DateTime<Utc>>,
+    /// The last run number given per job.
+    pub last_runs: HashMap<String, u64>,
+}
+
+/// The store of one workflow's state. Each method names how a Redis backend would do it atomically.
+pub trait Store: Send {
+    /// Become the one runner of this state; refused with [`StoreError::Held`] naming the holder.
+    /// SQLite: `flock` on `runner.lock` (released by the kernel when the runner dies). Redis: `SET owner NX PX`
+    /// with a heartbeat that renews it (one runner per host id).
+    fn lock(&mut self) -> Result<(), StoreError>;
+    /// The pid of the runner holding the state, if one does. Redis: `GET owner` (and its heartbeat).
+    fn holder(&self) -> Option<u32>;
+    /// What a starting runner needs. Redis: `HGETALL` of the handled hash and of the run counters.
+    fn memory(&self) -> Result<Memory, StoreError>;
+    /// Rows left `running` by a runner that died are `interrupted`; returns how many. Called under the lock.
+    /// Redis: the runs of holders whose heartbeat expired, each updated by a Lua script.
+    fn recover(&mut self, now: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// Apply a group of writes in order, all or none (one transaction: the group commit of the writer).
+    /// [`Op::Handled`] moves a trigger's handled instant forward only (a late write never moves it back); under
+    /// the one-runner lock, handling a firing is claiming it. Redis: `MULTI`/`EXEC` of a Lua max on the handled
+    /// hash, `XADD` to the workflow's capped history stream and `HSET` of each run's hash. Several runners of
+    /// one workflow (SPEC §7) would claim a firing before running it, synchronously, by `SET job:fp:at NX PX`:
+    /// the one method this interface would gain then.
+    fn apply(&mut self, ops: &[Op]) -> Result<(), StoreError>;
+    /// History rows, newest first. Redis: `XREVRANGE` of the stream, then `HGETALL` of each run.
+    fn history(&self, query: &Query) -> Result<Vec<RunRow>, StoreError>;
+    /// Delete rows that ended before `before`; returns the log files they named, to delete with them.
+    /// Redis: `XTRIM MINID` (the stream is capped) and `DEL` of the run hashes.
+    fn prune(&mut self, before: DateTime<Utc>) -> Result<Vec<PathBuf>, StoreError>;
+}

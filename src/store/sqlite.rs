@@ -1,0 +1,460 @@
+//! The embedded store: one SQLite database, `DIR/state.db`, in WAL mode (readers such as `flowrun status` never
+//! block the runner's writer), its schema version in `PRAGMA user_version`. The runner's lock is an `flock` on
+//! `DIR/runner.lock`, which the kernel releases when the runner dies, however it dies.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use super::{Memory, Op, Outcome, Query, RunRow, Store, StoreError, SCHEMA_VERSION};
+use crate::event::timestamp;
+
+/// Each migration takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE runs (
+    id          INTEGER PRIMARY KEY,
+    job         TEXT NOT NULL,
+    run         INTEGER,
+    attempt     INTEGER NOT NULL DEFAULT 1,
+    trigger     TEXT NOT NULL DEFAULT '',
+    scheduled   TEXT,
+    started     TEXT,
+    ended       TEXT,
+    duration_ms INTEGER,
+    code        INTEGER,
+    signal      TEXT,
+    outcome     TEXT NOT NULL,
+    reason      TEXT,
+    lateness_ms REAL,
+    messages    INTEGER,
+    count       INTEGER NOT NULL DEFAULT 1,
+    catch_up    INTEGER NOT NULL DEFAULT 0,
+    pid         INTEGER,
+    log         TEXT
+);
+CREATE UNIQUE INDEX runs_by_number ON runs (job, run) WHERE run IS NOT NULL;
+CREATE INDEX runs_by_outcome ON runs (outcome);
+CREATE TABLE triggers (
+    job          TEXT NOT NULL,
+    fingerprint  TEXT NOT NULL,
+    last_handled TEXT NOT NULL,
+    PRIMARY KEY (job, fingerprint)
+);
+CREATE TABLE counters (
+    job      TEXT PRIMARY KEY,
+    last_run INTEGER NOT NULL
+);
+"];
+
+pub struct SqliteStore {
+    dir: PathBuf,
+    path: PathBuf,
+    conn: Connection,
+    lock: Option<File>,
+}
+
+impl SqliteStore {
+    /// Open (creating) the database of a state directory. Nothing is written before [`Store::lock`]; a database
+    /// of a newer schema is refused here.
+    pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+        let path = dir.join("state.db");
+        let conn = Connection::open(&path).map_err(|e| db_error(&path, e))?;
+        let store = SqliteStore {
+            dir: dir.to_path_buf(),
+            path,
+            conn,
+            lock: None,
+        };
+        store.check_version()?;
+        Ok(store)
+    }
+
+    /// Open for reading only (`status`, `history`, `logs`): `None` when no runner ever wrote this state.
+    pub fn open_read(dir: &Path) -> Result<Option<SqliteStore>, StoreError> {
+        let path = dir.join("state.db");
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| db_error(&path, e))?;
+        let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
+        let store = SqliteStore {
+            dir: dir.to_path_buf(),
+            path,
+            conn,
+            lock: None,
+        };
+        if store.version()? == 0 {
+            return Ok(None);
+        }
+        store.check_version()?;
+        Ok(Some(store))
+    }
+
+    fn version(&self) -> Result<u32, StoreError> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| db_error(&self.path, e))
+    }
+
+    fn check_version(&self) -> Result<(), StoreError> {
+        let found = self.version()?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::Newer {
+                path: self.path.display().to_string(),
+                found,
+            });
+        }
+        Ok(())
+    }
+
+    /// WAL, and the migrations up to [`SCHEMA_VERSION`], each in its own transaction.
+    fn prepare(&mut self) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let e = |e| db_error(&path, e);
+        self.conn
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(e)?;
+        // In WAL mode, NORMAL loses at most the last commits at a power loss, never the database.
+        self.conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(e)?;
+        let _ = self.conn.busy_timeout(std::time::Duration::from_secs(5));
+        let mut version = self.version()?;
+        while (version as usize) < MIGRATIONS.len() {
+            let tx = self.conn.transaction().map_err(e)?;
+            tx.execute_batch(MIGRATIONS[version as usize]).map_err(e)?;
+            tx.pragma_update(None, "user_version", version + 1)
+                .map_err(e)?;
+            tx.commit().map_err(e)?;
+            version += 1;
+        }
+        Ok(())
+    }
+}
+
+fn db_error(path: &Path, source: rusqlite::Error) -> StoreError {
+    StoreError::Database {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn parse_time(text: Option<String>) -> Option<DateTime<Utc>> {
+    text.and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+const COLUMNS: &str = "job, run, attempt, trigger, scheduled, started, ended, duration_ms, code, signal, \
+                       outcome, reason, lateness_ms, messages, count, catch_up, pid, log";
+
+fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
+    let outcome: String = r.get(10)?;
+    Ok(RunRow {
+        job: r.get(0)?,
+        run: r.get(1)?,
+        attempt: r.get(2)?,
+        trigger: r.get(3)?,
+        scheduled: parse_time(r.get(4)?),
+        started: parse_time(r.get(5)?),
+        ended: parse_time(r.get(6)?),
+        duration_ms: r.get(7)?,
+        code: r.get(8)?,
+        signal: r.get(9)?,
+        // A row of an unknown outcome (written by hand) reads as failed rather than breaking `history`.
+        outcome: Outcome::parse(&outcome).unwrap_or(Outcome::Failed),
+        reason: r.get(11)?,
+        lateness_ms: r.get(12)?,
+        messages: r.get(13)?,
+        count: r.get(14)?,
+        catch_up: r.get(15)?,
+        pid: r.get(16)?,
+        log: r.get(17)?,
+    })
+}
+
+fn insert(tx: &rusqlite::Transaction<'_>, row: &RunRow) -> rusqlite::Result<()> {
+    tx.execute(
+        &format!(
+            "INSERT INTO runs ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
+             ?15, ?16, ?17, ?18)"
+        ),
+        params![
+            row.job,
+            row.run,
+            row.attempt,
+            row.trigger,
+            row.scheduled.map(timestamp),
+            row.started.map(timestamp),
+            row.ended.map(timestamp),
+            row.duration_ms,
+            row.code,
+            row.signal,
+            row.outcome.as_str(),
+            row.reason,
+            row.lateness_ms,
+            row.messages,
+            row.count,
+            row.catch_up,
+            row.pid,
+            row.log,
+        ],
+    )?;
+    if let Some(run) = row.run {
+        tx.execute(
+            "INSERT INTO counters (job, last_run) VALUES (?1, ?2)
+             ON CONFLICT (job) DO UPDATE SET last_run = max(last_run, excluded.last_run)",
+            params![row.job, run],
+        )?;
+    }
+    Ok(())
+}
+
+fn update(tx: &rusqlite::Transaction<'_>, row: &RunRow) -> rusqlite::Result<()> {
+    let changed = tx.execute(
+        "UPDATE runs SET ended = ?3, duration_ms = ?4, code = ?5, signal = ?6, outcome = ?7, reason = ?8,
+                         log = ?9, pid = ?10
+         WHERE job = ?1 AND run = ?2",
+        params![
+            row.job,
+            row.run,
+            row.ended.map(timestamp),
+            row.duration_ms,
+            row.code,
+            row.signal,
+            row.outcome.as_str(),
+            row.reason,
+            row.log,
+            row.pid,
+        ],
+    )?;
+    if changed == 0 {
+        insert(tx, row)?;
+    }
+    Ok(())
+}
+
+fn advance(
+    conn: &Connection,
+    job: &str,
+    fingerprint: &str,
+    at: DateTime<Utc>,
+) -> rusqlite::Result<bool> {
+    // Forward only: an older instant (a late write) never moves the memory back.
+    let changed = conn.execute(
+        "INSERT INTO triggers (job, fingerprint, last_handled) VALUES (?1, ?2, ?3)
+         ON CONFLICT (job, fingerprint) DO UPDATE SET last_handled = excluded.last_handled
+         WHERE excluded.last_handled > triggers.last_handled",
+        params![job, fingerprint, timestamp(at)],
+    )?;
+    Ok(changed > 0)
+}
+
+/// Try to take the lock file; the pid of the holder when another process has it.
+fn take_lock(path: &Path) -> std::io::Result<Result<File, u32>> {
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    // SAFETY: flock on a file descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(err);
+        }
+        let mut text = String::new();
+        let _ = file.read_to_string(&mut text);
+        return Ok(Err(text.trim().parse().unwrap_or(0)));
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    writeln!(file, "{}", std::process::id())?;
+    Ok(Ok(file))
+}
+
+/// The pid in a lock file that someone holds, without taking it.
+fn lock_holder(path: &Path) -> Option<u32> {
+    let mut file = File::open(path).ok()?;
+    // SAFETY: flock on a file descriptor this function owns; a shared lock taken here is released at close.
+    let free = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
+    if free {
+        return None;
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
+}
+
+impl Store for SqliteStore {
+    fn lock(&mut self) -> Result<(), StoreError> {
+        let path = self.dir.join("runner.lock");
+        match take_lock(&path) {
+            Ok(Ok(file)) => self.lock = Some(file),
+            Ok(Err(pid)) => {
+                return Err(StoreError::Held {
+                    pid,
+                    dir: self.dir.display().to_string(),
+                })
+            }
+            Err(source) => {
+                return Err(StoreError::Io {
+                    path: path.display().to_string(),
+                    source,
+                })
+            }
+        }
+        self.prepare()
+    }
+
+    fn holder(&self) -> Option<u32> {
+        match self.lock {
+            Some(_) => Some(std::process::id()),
+            None => lock_holder(&self.dir.join("runner.lock")),
+        }
+    }
+
+    fn memory(&self) -> Result<Memory, StoreError> {
+        let e = |e| db_error(&self.path, e);
+        let mut memory = Memory::default();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT job, fingerprint, last_handled FROM triggers")
+            .map_err(e)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?))
+            })
+            .map_err(e)?;
+        for row in rows {
+            let (job, fingerprint, at) = row.map_err(e)?;
+            if let Some(at) = parse_time(Some(at)) {
+                memory.handled.insert((job, fingerprint), at);
+            }
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT job, last_run FROM counters")
+            .map_err(e)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))
+            .map_err(e)?;
+        for row in rows {
+            let (job, last) = row.map_err(e)?;
+            memory.last_runs.insert(job, last);
+        }
+        Ok(memory)
+    }
+
+    fn recover(&mut self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE runs SET outcome = 'interrupted', ended = ?1,
+                        reason = 'the runner ended (killed or the machine stopped) while the run was alive'
+                 WHERE outcome = 'running'",
+                params![timestamp(now)],
+            )
+            .map_err(|e| db_error(&self.path, e))?;
+        Ok(n as u64)
+    }
+
+    fn apply(&mut self, ops: &[Op]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let e = |e| db_error(&path, e);
+        let tx = self.conn.transaction().map_err(e)?;
+        for op in ops {
+            match op {
+                Op::Handled {
+                    job,
+                    fingerprint,
+                    at,
+                } => {
+                    advance(&tx, job, fingerprint, *at).map_err(e)?;
+                }
+                Op::Append(row) => insert(&tx, row).map_err(e)?,
+                Op::Update(row) => update(&tx, row).map_err(e)?,
+            }
+        }
+        tx.commit().map_err(e)
+    }
+
+    fn history(&self, query: &Query) -> Result<Vec<RunRow>, StoreError> {
+        let mut sql = format!("SELECT {COLUMNS} FROM runs WHERE 1");
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        if !query.jobs.is_empty() {
+            let marks: Vec<&str> = query.jobs.iter().map(|_| "?").collect();
+            sql.push_str(&format!(" AND job IN ({})", marks.join(", ")));
+            args.extend(query.jobs.iter().map(|j| j.clone().into()));
+        }
+        if let Some(since) = query.since {
+            sql.push_str(" AND coalesce(started, scheduled, ended) >= ?");
+            args.push(timestamp(since).into());
+        }
+        if query.failed {
+            sql.push_str(" AND outcome IN ('failed', 'timeout', 'spawn-failed', 'interrupted')");
+        }
+        if let Some(run) = query.run {
+            sql.push_str(" AND run = ?");
+            args.push((run as i64).into());
+        }
+        sql.push_str(" ORDER BY id DESC");
+        if query.limit > 0 {
+            sql.push_str(&format!(" LIMIT {}", query.limit));
+        }
+        let e = |e| db_error(&self.path, e);
+        let mut stmt = self.conn.prepare(&sql).map_err(e)?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args), row_from)
+            .map_err(e)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(e)
+    }
+
+    fn prune(&mut self, before: DateTime<Utc>) -> Result<Vec<PathBuf>, StoreError> {
+        let path = self.path.clone();
+        let e = |e| db_error(&path, e);
+        let tx = self.conn.transaction().map_err(e)?;
+        let cutoff = timestamp(before);
+        let logs: Vec<PathBuf> = {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT log FROM runs WHERE log IS NOT NULL AND outcome != 'running'
+                     AND coalesce(ended, started, scheduled) < ?1",
+                )
+                .map_err(e)?;
+            let rows = stmt
+                .query_map(params![cutoff], |r| r.get::<_, String>(0))
+                .map_err(e)?;
+            rows.filter_map(Result::ok).map(PathBuf::from).collect()
+        };
+        tx.execute(
+            "DELETE FROM runs WHERE outcome != 'running' AND coalesce(ended, started, scheduled) < ?1",
+            params![cutoff],
+        )
+        .map_err(e)?;
+        tx.commit().map_err(e)?;
+        Ok(logs)
+    }
+}
+
+impl SqliteStore {
+    /// The newest row of a job's run (`logs` without a run number): the last run that has a number.
+    pub fn last_run(&self, job: &str) -> Result<Option<u64>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT max(run) FROM runs WHERE job = ?1",
+                params![job],
+                |r| r.get::<_, Option<u64>>(0),
+            )
+            .optional()
+            .map(Option::flatten)
+            .map_err(|e| db_error(&self.path, e))
+    }
+}
