@@ -12,7 +12,9 @@ pub fn local(t: DateTime<Utc>, zone: Tz) -> String {
 
 /// `in 4m`, `3h ago`, `now`: the largest unit, and the next one below for small counts (`1h 5m ago`).
 pub fn relative(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
-    let secs = (t - now).num_seconds();
+    // To the nearest second: a fire 0.9 s away is "in 1s", not "now".
+    let ms = (t - now).num_milliseconds();
+    let secs = (ms + ms.signum() * 500) / 1000;
     let span = span(secs.unsigned_abs());
     match secs {
         0 => "now".to_string(),

@@ -16,7 +16,7 @@ fn run_measured(file: &PathBuf, extra: &[&str]) -> Option<(Option<i32>, u64, Vec
         eprintln!("/usr/bin/time is not installed: skipping the memory measurement");
         return None;
     }
-    let out = Command::new("/usr/bin/time")
+    let out = Command::new("/usr/bin/time").env("XDG_STATE_HOME", common::state_home())
         .args(["-f", "maxrss_kib=%M"])
         .arg(bin())
         .arg(file)
@@ -109,7 +109,7 @@ jobs:
   consume: { run: \"sleep 0.001; cat > /dev/null\", stdin: lines }
 ",
     );
-    let mut child = Command::new(bin())
+    let mut child = common::cmd()
         .arg(&file)
         .args(["--log-format", "json"])
         .stdin(Stdio::null())
@@ -326,7 +326,7 @@ fn ten_thousand_cron_jobs_validate_and_run() {
         ));
     }
     let (_d, file) = flow(&yaml);
-    let out = Command::new(bin())
+    let out = common::cmd()
         .arg("validate")
         .arg(&file)
         .output()

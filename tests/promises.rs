@@ -230,7 +230,7 @@ fn a_background_printer_does_not_hold_the_runner() {
     let (_d, file) = flow(
         "jobs:\n  printer: { run: '(while :; do echo tick; sleep 0.1; done) & echo started', stop_grace: 200ms }\n",
     );
-    let mut child = Command::new(bin())
+    let mut child = common::cmd()
         .arg(&file)
         .args(["--log-format", "json"])
         .stdin(Stdio::null())
@@ -262,7 +262,7 @@ fn a_flood_of_output_does_not_stall_time_triggers() {
   noisy: { run: 'sleep 0.5; yes 0123456789 | head -n 5000000' }
 ",
     );
-    let out = Command::new(bin())
+    let out = common::cmd()
         .arg(&file)
         .args(["--for", "4s", "--progress", "never"])
         .env("NO_COLOR", "1")
@@ -361,7 +361,7 @@ fn a_signal_while_the_workflow_is_read_stops_it_with_a_summary() {
         ));
     }
     let (_d, file) = flow(&yaml);
-    let mut child = Command::new(bin())
+    let mut child = common::cmd()
         .arg(&file)
         .args(["--progress", "never"])
         .env("NO_COLOR", "1")
@@ -394,7 +394,7 @@ fn a_signal_while_the_workflow_is_read_stops_it_with_a_summary() {
 #[test]
 fn control_bytes_in_notices_are_escaped() {
     let (_d, file) = flow("jobs:\n  bad: { run: [\"./no\\u001b[31msuch\\u0007\"] }\n");
-    let out = Command::new(bin())
+    let out = common::cmd()
         .arg(&file)
         .args(["--progress", "never"])
         .stdin(Stdio::null())
@@ -531,7 +531,7 @@ fn a_background_flood_after_the_exit_does_not_hold_the_run() {
     // window, then abandons the pipe, and the group (with `yes`) is stopped.
     let (_d, file) =
         flow("jobs:\n  flood: { run: 'yes flood & echo started', stop_grace: 200ms }\n");
-    let mut child = Command::new(bin())
+    let mut child = common::cmd()
         .arg(&file)
         .args(["--progress", "never"])
         .stdin(Stdio::null())

@@ -21,7 +21,7 @@ fn flow(yaml: &str) -> Flow {
 }
 
 fn bin() -> Command {
-    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("flowrun"));
+    let mut cmd = common::cmd();
     cmd.env("NO_COLOR", "1");
     cmd
 }

@@ -7,7 +7,9 @@ use serde_json::Value;
 
 fn flowrun() -> Command {
     let mut cmd = Command::cargo_bin("flowrun").unwrap();
-    cmd.env("NO_COLOR", "1").env("TZ", "UTC");
+    cmd.env("NO_COLOR", "1")
+        .env("TZ", "UTC")
+        .env("XDG_STATE_HOME", common::state_home());
     cmd
 }
 

@@ -1,5 +1,7 @@
 //! What people see: the live status area under a pseudo-terminal, the log directory, completions.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -21,6 +23,7 @@ fn example(name: &str) -> String {
 fn under_pty(command: &str) -> Option<String> {
     let out = Command::new("script")
         .args(["-qec", command, "/dev/null"])
+        .env("XDG_STATE_HOME", common::state_home())
         .env("TERM", "xterm")
         .output()
         .ok()?;
@@ -47,7 +50,7 @@ fn the_live_view_shows_jobs_and_channels_then_the_summary() {
 
 #[test]
 fn no_live_view_off_a_terminal_or_with_progress_never() {
-    let out = Command::new(bin())
+    let out = common::cmd()
         .arg(example("dag.yaml"))
         .output()
         .unwrap();
@@ -71,7 +74,7 @@ fn no_live_view_off_a_terminal_or_with_progress_never() {
 #[test]
 fn log_dir_keeps_each_runs_output_with_header_and_footer() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(bin())
+    let out = common::cmd()
         .arg(example("dag.yaml"))
         .arg("--log-dir")
         .arg(dir.path())
@@ -89,7 +92,7 @@ fn log_dir_keeps_each_runs_output_with_header_and_footer() {
 #[test]
 fn completions_and_man_page() {
     for shell in ["bash", "zsh", "fish"] {
-        let out = Command::new(bin())
+        let out = common::cmd()
             .args(["completions", shell])
             .output()
             .unwrap();
@@ -99,7 +102,7 @@ fn completions_and_man_page() {
             "{shell}"
         );
     }
-    let out = Command::new(bin()).arg("man").output().unwrap();
+    let out = common::cmd().arg("man").output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(".TH flowrun"));
 }
@@ -139,7 +142,7 @@ fn the_live_view_fits_the_terminal_and_keeps_ctrl_c_from_echoing() {
 
 #[test]
 fn the_top_level_help_completion_and_man_page_know_the_run_options() {
-    let help = Command::new(bin()).arg("--help").output().unwrap();
+    let help = common::cmd().arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
     for flag in [
         "--for",
@@ -151,7 +154,7 @@ fn the_top_level_help_completion_and_man_page_know_the_run_options() {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
     }
     // `flowrun FILE --pro<TAB>`: the top level's own options include the run options.
-    let bash = Command::new(bin())
+    let bash = common::cmd()
         .args(["completions", "bash"])
         .output()
         .unwrap();
@@ -159,7 +162,7 @@ fn the_top_level_help_completion_and_man_page_know_the_run_options() {
     let top = &bash[bash.find("flowrun)").unwrap()..];
     let top = &top[..top.find(";;").unwrap()];
     assert!(top.contains("--progress"), "{top}");
-    let man = Command::new(bin()).arg("man").output().unwrap();
+    let man = common::cmd().arg("man").output().unwrap();
     let man = String::from_utf8_lossy(&man.stdout);
     for section in [
         ".SH COMMANDS",
@@ -186,7 +189,7 @@ fn the_dry_run_shows_jitter_and_misfire_grace_and_logs_keep_scripts_whole() {
         "jobs:\n  j:\n    run: |\n      echo one\n      echo two\n    trigger: [start, { interval: 1h, jitter: 5m }]\n    misfire_grace: 30s\n",
     )
     .unwrap();
-    let out = Command::new(bin())
+    let out = common::cmd()
         .arg(&file)
         .arg("--dry-run")
         .output()
@@ -195,7 +198,7 @@ fn the_dry_run_shows_jitter_and_misfire_grace_and_logs_keep_scripts_whole() {
     assert!(text.contains("jitter up to 5m"), "{text}");
     assert!(text.contains("misfire_grace 30s"), "{text}");
     let logs = dir.path().join("logs");
-    let out = Command::new(bin())
+    let out = common::cmd()
         .arg(&file)
         .args(["--for", "300ms", "--log-dir"])
         .arg(&logs)

@@ -1,11 +1,14 @@
 //! `flowrun validate`, `schema` and the examples, driven through the real binary.
 
+mod common;
+
 use assert_cmd::Command;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 fn flowrun() -> Command {
     let mut cmd = Command::cargo_bin("flowrun").unwrap();
+    cmd.env("XDG_STATE_HOME", common::state_home());
     cmd.env("NO_COLOR", "1").env("TZ", "UTC");
     cmd
 }

@@ -86,7 +86,7 @@ fn text(rows: &[RunRow], now: DateTime<Utc>, color: bool) -> String {
             let status = match (r.code, &r.signal) {
                 (Some(c), _) => format!("exit {c}"),
                 (None, Some(s)) => s.clone(),
-                _ => String::new(),
+                _ => "-".into(),
             };
             let mut note = Vec::new();
             if r.count > 1 {
@@ -107,9 +107,14 @@ fn text(rows: &[RunRow], now: DateTime<Utc>, color: bool) -> String {
                 r.run.map(|n| format!("#{n}")).unwrap_or_else(|| "-".into()),
                 paint_outcome(r.outcome, color),
                 status,
-                r.duration_ms.map(timefmt::duration_ms).unwrap_or_default(),
+                r.duration_ms
+                    .map(timefmt::duration_ms)
+                    .unwrap_or_else(|| "-".into()),
                 r.trigger.clone(),
-                note.join("; "),
+                match note.is_empty() {
+                    true => "-".into(),
+                    false => note.join("; "),
+                },
             ]
         })
         .collect();

@@ -159,10 +159,12 @@ fn text(status: &Status, now: DateTime<Utc>, color: bool) -> String {
                             timefmt::relative(at, now)
                         ),
                         paint_outcome(r.outcome, color),
-                        r.duration_ms.map(timefmt::duration_ms).unwrap_or_default(),
+                        r.duration_ms
+                            .map(timefmt::duration_ms)
+                            .unwrap_or_else(|| "-".into()),
                     )
                 }
-                None => ("-".to_string(), String::new(), String::new()),
+                None => ("-".to_string(), "-".to_string(), "-".to_string()),
             };
             let next = match j.next {
                 Some(t) => format!("{} ({})", timefmt::local(t, zone), timefmt::relative(t, now)),
@@ -175,7 +177,12 @@ fn text(status: &Status, now: DateTime<Utc>, color: bool) -> String {
                 result,
                 took,
                 next,
-                format!("{} runs, {} failed", j.runs_24h, j.failures_24h),
+                format!(
+                    "{} run{}, {} failed",
+                    j.runs_24h,
+                    if j.runs_24h == 1 { "" } else { "s" },
+                    j.failures_24h
+                ),
             ]
         })
         .collect();

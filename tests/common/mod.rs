@@ -57,6 +57,25 @@ pub fn bin() -> std::path::PathBuf {
     assert_cmd::cargo::cargo_bin("flowrun")
 }
 
+/// A state home of its own for one runner (`XDG_STATE_HOME`): the suite never writes to the real home, and two
+/// tests running one example file never share a state (the second would be refused as "already running").
+pub fn state_home() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("state-home")
+        .join(format!("{}-{n}", std::process::id()))
+}
+
+/// The binary as a command, with a state home of its own.
+pub fn cmd() -> std::process::Command {
+    let mut cmd = std::process::Command::new(bin());
+    cmd.env("XDG_STATE_HOME", state_home())
+        .env_remove("FLOWRUN_STATE");
+    cmd
+}
+
 /// A workflow file with this text in a new temporary folder (the folder goes when the guard is dropped).
 pub fn flow(yaml: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -67,7 +86,7 @@ pub fn flow(yaml: &str) -> (tempfile::TempDir, std::path::PathBuf) {
 
 /// Run a workflow to its end with the JSON event log: (exit code, events).
 pub fn run_json(file: &std::path::Path, extra: &[&str]) -> (Option<i32>, Vec<Value>) {
-    let out = std::process::Command::new(bin())
+    let out = cmd()
         .arg(file)
         .args(["--log-format", "json"])
         .args(extra)
@@ -91,7 +110,7 @@ pub fn start_until(
     Vec<Value>,
 ) {
     use std::io::BufRead;
-    let mut child = std::process::Command::new(bin())
+    let mut child = cmd()
         .arg(file)
         .args(["--log-format", "json"])
         .args(extra)

@@ -1,0 +1,528 @@
+//! A runner that remembers (SPEC §4), through the real binary: catch-up after downtime, `at` never twice,
+//! interrupted runs, run numbers and logs that go on, one runner per state, schema versions, `--state none`,
+//! the default directory, retention, and the `status`, `history` and `logs` commands.
+//!
+//! Downtime is made by moving the stored "last handled" instant back (what a stopped runner would have left),
+//! not by sleeping: the tests stay fast and deterministic.
+
+mod common;
+
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use common::{cmd, events, flow, start_until};
+use serde_json::Value;
+use std::path::Path;
+use std::process::Output;
+
+fn run(file: &Path, state: &Path, extra: &[&str]) -> Output {
+    cmd()
+        .arg(file)
+        .arg("--state")
+        .arg(state)
+        .args(["--log-format", "json"])
+        .args(extra)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn flowrun(args: &[&str], state: &Path) -> Output {
+    cmd()
+        .args(args)
+        .arg("--state")
+        .arg(state)
+        .env("NO_COLOR", "1")
+        .env("TZ", "UTC")
+        .output()
+        .unwrap()
+}
+
+fn of<'a>(events: &'a [Value], kind: &str, job: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| e["event"] == kind && e["job"] == job)
+        .collect()
+}
+
+fn db(state: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(state.join("state.db")).unwrap()
+}
+
+/// As if the runner had stopped `ago` before now: the trigger's last handled firing moves back by that much.
+fn move_back(state: &Path, job: &str, ago: Duration) -> DateTime<Utc> {
+    let last = Utc::now() - ago;
+    let changed = db(state)
+        .execute(
+            "UPDATE triggers SET last_handled = ?1 WHERE job = ?2",
+            rusqlite::params![last.to_rfc3339_opts(SecondsFormat::Micros, true), job],
+        )
+        .unwrap();
+    assert_eq!(changed, 1, "one trigger of {job} remembered");
+    last
+}
+
+fn history_json(file: &Path, state: &Path, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["history", file.to_str().unwrap(), "--format", "json"];
+    args.extend(extra);
+    let out = flowrun(&args, state);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// An interval of 1 s (its grid resumes from the last handled firing); `grace` and `coalesce` as given.
+fn ticking(grace: &str, coalesce: bool) -> String {
+    format!(
+        "name: ticking\njobs:\n  tick:\n    run: echo tick\n    trigger: {{ interval: 1s }}\n    misfire_grace: {grace}\n    coalesce: {coalesce}\n"
+    )
+}
+
+/// Run once until the first tick is handled (so the trigger is remembered), then stop.
+fn remember_one_tick(file: &Path, state: &Path) {
+    let (mut child, _, _) = start_until(
+        file,
+        &["--state", state.to_str().unwrap()],
+        |e| e["event"] == "run.exit",
+    );
+    // SIGTERM: a normal stop, which commits what was recorded.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn firings_missed_while_down_within_the_grace_run_once_coalesced() {
+    let (dir, file) = flow(&ticking("1h", true));
+    let state = dir.path().join("state");
+    remember_one_tick(&file, &state);
+    move_back(&state, "tick", Duration::milliseconds(5_500));
+    let out = run(&file, &state, &["--for", "200ms"]);
+    let ev = events(&out.stderr);
+    let starts = of(&ev, "run.start", "tick");
+    let first = starts[0];
+    assert_eq!(first["catch_up"], true, "{first}");
+    let coalesced = first["coalesced"].as_u64().unwrap();
+    assert!((5..=6).contains(&coalesced), "five firings fell due: {first}");
+    assert!(of(&ev, "run.missed", "tick").is_empty());
+    // The history has the catch-up row, with the number of firings it stands for.
+    let rows = history_json(&file, &state, &["tick"]);
+    assert!(
+        rows.iter()
+            .any(|r| r["catch_up"] == true && r["count"] == coalesced),
+        "{rows:#?}"
+    );
+}
+
+#[test]
+fn firings_beyond_the_grace_are_missed_with_their_count() {
+    let (dir, file) = flow(&ticking("1s", false));
+    let state = dir.path().join("state");
+    remember_one_tick(&file, &state);
+    // Down 5.5 s: firings 4.5, 3.5, 2.5 and 1.5 s ago are beyond the 1 s grace; 0.5 s ago runs.
+    move_back(&state, "tick", Duration::milliseconds(5_500));
+    let out = run(&file, &state, &["--for", "200ms"]);
+    let ev = events(&out.stderr);
+    let missed = of(&ev, "run.missed", "tick");
+    assert_eq!(missed.len(), 1, "consecutive misses are one event: {missed:?}");
+    assert_eq!(missed[0]["count"], 4, "{}", missed[0]);
+    let starts = of(&ev, "run.start", "tick");
+    assert_eq!(starts[0]["catch_up"], true);
+    assert!(starts[0].get("coalesced").is_none());
+    let summary = &common::summary(&ev)["jobs"]["tick"];
+    assert_eq!(summary["missed"], 4);
+    let rows = history_json(&file, &state, &["tick"]);
+    let missed_row = rows.iter().find(|r| r["outcome"] == "missed").unwrap();
+    assert_eq!(missed_row["count"], 4);
+}
+
+#[test]
+fn an_at_trigger_that_fired_never_fires_again() {
+    let at = (Utc::now() - Duration::seconds(10)).to_rfc3339_opts(SecondsFormat::Secs, true);
+    let (dir, file) = flow(&format!(
+        "jobs:\n  once:\n    run: echo once\n    trigger: {{ at: \"{at}\" }}\n    misfire_grace: 1h\n"
+    ));
+    let state = dir.path().join("state");
+    // Past but within the grace: it fires late, once; the runner then ends by itself.
+    let out = run(&file, &state, &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(of(&events(&out.stderr), "run.start", "once").len(), 1);
+    for _ in 0..2 {
+        let out = run(&file, &state, &[]);
+        assert_eq!(out.status.code(), Some(0));
+        let ev = events(&out.stderr);
+        assert!(of(&ev, "run.start", "once").is_empty(), "fired again: {ev:?}");
+        assert_eq!(common::summary(&ev)["jobs"]["once"]["runs"], 0);
+    }
+    // Without state it would fire again: the memory is what stops it.
+    let out = run(&file, Path::new("none"), &[]);
+    assert_eq!(of(&events(&out.stderr), "run.start", "once").len(), 1);
+}
+
+#[test]
+fn a_run_alive_when_the_runner_is_killed_is_interrupted_and_numbers_go_on() {
+    let (dir, file) = flow("jobs:\n  long:\n    run: echo started; sleep 60\n    trigger: start\n");
+    let state = dir.path().join("state");
+    let (mut child, _, seen) = start_until(
+        &file,
+        &["--state", state.to_str().unwrap()],
+        |e| e["event"] == "output" && e["job"] == "long",
+    );
+    let pid = seen
+        .iter()
+        .find(|e| e["event"] == "run.start")
+        .unwrap()["pid"]
+        .as_u64()
+        .unwrap() as u32;
+    // The history row of the run is written off the dispatcher thread: wait until it is there.
+    let mut tries = 0;
+    while history_json(&file, &state, &[]).is_empty() {
+        tries += 1;
+        assert!(tries < 500, "the run's row was never written");
+        std::thread::yield_now();
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    // The run's process dies with the runner (parent-death signal).
+    let mut tries = 0;
+    while common::alive(pid) {
+        tries += 1;
+        assert!(tries < 1000, "the run outlived its runner");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let rows = history_json(&file, &state, &[]);
+    assert_eq!(rows[0]["outcome"], "running", "before the next start");
+    let out = run(&file, &state, &["--for", "100ms"]);
+    let ev = events(&out.stderr);
+    assert_eq!(ev[0]["event"], "runner.start");
+    assert_eq!(ev[0]["recovered"], 1);
+    assert_eq!(of(&ev, "run.start", "long")[0]["run"], 2, "run numbers go on");
+    let rows = history_json(&file, &state, &["long"]);
+    let first = rows.iter().find(|r| r["run"] == 1).unwrap();
+    assert_eq!(first["outcome"], "interrupted", "{first}");
+    assert!(first["ended"].is_string());
+    let second = rows.iter().find(|r| r["run"] == 2).unwrap();
+    assert_eq!(second["outcome"], "stopped");
+}
+
+#[test]
+fn log_files_go_on_and_logs_prints_them() {
+    let (dir, file) = flow("jobs:\n  hello:\n    run: echo \"hello from $FLOWRUN_RUN\"\n    trigger: start\n");
+    let state = dir.path().join("state");
+    for _ in 0..2 {
+        assert_eq!(run(&file, &state, &[]).status.code(), Some(0));
+    }
+    for n in [1, 2] {
+        let log = std::fs::read_to_string(state.join(format!("logs/hello/{n}.log"))).unwrap();
+        assert!(log.contains(&format!("hello from {n}\n")), "{log}");
+        assert!(log.starts_with(&format!("# hello#{n} scheduled ")), "{log}");
+        assert!(log.trim_end().ends_with("s"), "a footer: {log}");
+    }
+    let f = file.to_str().unwrap();
+    let last = flowrun(&["logs", f, "hello"], &state);
+    assert_eq!(last.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&last.stdout).contains("hello from 2"));
+    let first = flowrun(&["logs", f, "hello", "1"], &state);
+    assert!(String::from_utf8_lossy(&first.stdout).contains("hello from 1"));
+    let none = flowrun(&["logs", f, "hello", "9"], &state);
+    assert_eq!(none.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no run #9 of `hello`"));
+    let typo = flowrun(&["logs", f, "helo"], &state);
+    assert_eq!(typo.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&typo.stderr).contains("hello"));
+}
+
+#[test]
+fn logs_follow_streams_a_live_run_until_it_ends() {
+    let (dir, file) = flow("jobs:\n  talk:\n    run: echo first; read x < gate; echo second\n    trigger: start\n");
+    let gate = dir.path().join("gate");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&gate)
+        .status()
+        .unwrap()
+        .success());
+    let state = dir.path().join("state");
+    let runner = cmd()
+        .arg(&file)
+        .arg("--state")
+        .arg(&state)
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut runner = scopeguard(runner);
+    // `logs` can follow once the run's row is committed and its first line is in the log file.
+    let log = state.join("logs/talk/1.log");
+    let mut tries = 0;
+    while !std::fs::read_to_string(&log).is_ok_and(|t| t.contains("first")) {
+        tries += 1;
+        assert!(tries < 2000, "no first line");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let mut follow = cmd()
+        .args(["logs", file.to_str().unwrap(), "talk", "--follow", "--state"])
+        .arg(&state)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(follow.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l == "first") {
+        seen.push(lines.next().unwrap().unwrap());
+    }
+    std::fs::write(&gate, "go\n").unwrap();
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    assert!(rest.iter().any(|l| l == "second"), "{seen:?} {rest:?}");
+    assert!(rest.last().unwrap().starts_with("# exited 0"), "{rest:?}");
+    assert!(follow.wait().unwrap().success());
+    assert!(runner.0.wait().unwrap().success());
+}
+
+/// Kills the child if the test fails before it is waited for.
+struct Guard(std::process::Child);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+fn scopeguard(child: std::process::Child) -> Guard {
+    Guard(child)
+}
+
+#[test]
+fn a_second_runner_on_the_same_state_is_refused() {
+    let (dir, file) = flow("jobs:\n  long:\n    run: sleep 60\n    trigger: start\n");
+    let state = dir.path().join("state");
+    let (child, _, _) = start_until(
+        &file,
+        &["--state", state.to_str().unwrap()],
+        |e| e["event"] == "run.start",
+    );
+    let first = Guard(child);
+    let out = run(&file, &state, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("already running (pid {})", first.0.id())),
+        "{err}"
+    );
+    // `status` says a runner holds it.
+    let status = flowrun(&["status", file.to_str().unwrap(), "--format", "json"], &state);
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["runner"]["pid"], first.0.id());
+}
+
+#[test]
+fn a_database_of_a_newer_schema_is_refused_and_left_untouched() {
+    let (dir, file) = flow("jobs:\n  a:\n    run: 'true'\n    trigger: start\n");
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    {
+        let conn = db(&state);
+        conn.execute_batch("CREATE TABLE future (x); PRAGMA user_version = 99;")
+            .unwrap();
+    }
+    let before = std::fs::read(state.join("state.db")).unwrap();
+    let out = run(&file, &state, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("newer flowrun (schema version 99"), "{err}");
+    assert_eq!(std::fs::read(state.join("state.db")).unwrap(), before);
+    assert!(!state.join("state.db-wal").exists());
+    let status = flowrun(&["status", file.to_str().unwrap()], &state);
+    assert_eq!(status.status.code(), Some(2));
+}
+
+#[test]
+fn state_none_remembers_nothing_and_writes_nothing() {
+    let (dir, file) = flow("jobs:\n  a:\n    run: echo a\n    trigger: start\n");
+    let home = dir.path().join("home");
+    for _ in 0..2 {
+        let out = cmd()
+            .arg(&file)
+            .args(["--state", "none", "--log-format", "json"])
+            .env("XDG_STATE_HOME", &home)
+            .output()
+            .unwrap();
+        let ev = events(&out.stderr);
+        assert_eq!(ev[0]["state"], "none");
+        assert_eq!(of(&ev, "run.start", "a")[0]["run"], 1, "numbers start at 1");
+    }
+    assert!(!home.exists());
+    // FLOWRUN_STATE=none is the same.
+    let out = cmd()
+        .arg(&file)
+        .args(["--log-format", "json"])
+        .env("XDG_STATE_HOME", &home)
+        .env("FLOWRUN_STATE", "none")
+        .output()
+        .unwrap();
+    assert_eq!(events(&out.stderr)[0]["state"], "none");
+    assert!(!home.exists());
+}
+
+#[test]
+fn the_default_state_is_a_private_directory_named_after_the_workflow() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, file) = flow("name: my flow\njobs:\n  a:\n    run: echo a\n    trigger: start\n");
+    let home = dir.path().join("home");
+    let out = cmd()
+        .arg(&file)
+        .args(["--log-format", "json"])
+        .env("XDG_STATE_HOME", &home)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let made: Vec<_> = std::fs::read_dir(home.join("flowrun"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(made.len(), 1);
+    let name = made[0].file_name().unwrap().to_str().unwrap().to_string();
+    assert!(name.starts_with("my_flow-") && name.len() == "my_flow-".len() + 8, "{name}");
+    let mode = std::fs::metadata(&made[0]).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+    assert_eq!(
+        events(&out.stderr)[0]["state"],
+        made[0].display().to_string()
+    );
+    // Every command finds the same place by the same rule.
+    let history = cmd()
+        .args(["history", file.to_str().unwrap(), "--format", "json"])
+        .env("XDG_STATE_HOME", &home)
+        .output()
+        .unwrap();
+    let rows: Vec<Value> = serde_json::from_slice(&history.stdout).unwrap();
+    assert_eq!(rows.len(), 1);
+}
+
+#[test]
+fn a_default_state_that_cannot_be_made_is_said_once_and_the_run_goes_on() {
+    let (dir, file) = flow("jobs:\n  a:\n    run: echo a\n    trigger: start\n");
+    // A file where the state home should be: nothing can be made under it.
+    let blocked = dir.path().join("blocked");
+    std::fs::write(&blocked, "").unwrap();
+    let out = cmd()
+        .arg(&file)
+        .env("XDG_STATE_HOME", &blocked)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("running without state").count(), 1, "{err}");
+    // A named --state that cannot be used is an error.
+    let out = run(&file, &blocked.join("x"), &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used"));
+}
+
+#[test]
+fn rows_and_logs_older_than_keep_are_pruned_at_start() {
+    let (dir, file) = flow("jobs:\n  a:\n    run: echo a\n    trigger: start\n");
+    let state = dir.path().join("state");
+    assert_eq!(run(&file, &state, &[]).status.code(), Some(0));
+    assert!(state.join("logs/a/1.log").exists());
+    let old = (Utc::now() - Duration::days(2)).to_rfc3339_opts(SecondsFormat::Micros, true);
+    db(&state)
+        .execute(
+            "UPDATE runs SET started = ?1, ended = ?1",
+            rusqlite::params![old],
+        )
+        .unwrap();
+    assert_eq!(run(&file, &state, &["--keep", "1d"]).status.code(), Some(0));
+    assert!(!state.join("logs/a/1.log").exists(), "the log went with its row");
+    let rows = history_json(&file, &state, &[]);
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0]["run"], 2, "numbers go on after pruning");
+}
+
+#[test]
+fn history_filters_by_job_failure_limit_and_since() {
+    let (dir, file) = flow(
+        "jobs:\n  ok:\n    run: 'true'\n    trigger: start\n  bad:\n    run: exit 3\n    trigger: start\n",
+    );
+    let state = dir.path().join("state");
+    for _ in 0..3 {
+        run(&file, &state, &[]);
+    }
+    let all = history_json(&file, &state, &[]);
+    assert_eq!(all.len(), 6);
+    let failed = history_json(&file, &state, &["--failed"]);
+    assert_eq!(failed.len(), 3);
+    assert!(failed.iter().all(|r| r["job"] == "bad" && r["code"] == 3));
+    assert_eq!(history_json(&file, &state, &["ok", "--limit", "2"]).len(), 2);
+    assert_eq!(history_json(&file, &state, &["--since", "1h"]).len(), 6);
+    assert_eq!(
+        history_json(&file, &state, &["--since", "2099-01-01T00:00:00Z"]).len(),
+        0
+    );
+    let bad_since = flowrun(&["history", file.to_str().unwrap(), "--since", "yesterday"], &state);
+    assert_eq!(bad_since.status.code(), Some(2));
+}
+
+/// Times, durations and the widths they give the columns change from run to run; the words must not. The
+/// alignment is checked apart ([`aligned`]) before the spaces are collapsed.
+fn normalise(text: &str) -> String {
+    let rules = [
+        (r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} UTC", "[TIME]"),
+        (r"\((in )?[0-9dhms ]+( ago)?\)|\(now\)", "([REL])"),
+        (r"\b\d+ms\b|\b\d+\.\d+s\b", "[DUR]"),
+        (r" {2,}", "  "),
+    ];
+    let mut out = text.to_string();
+    for (pattern, with) in rules {
+        out = regex::Regex::new(pattern)
+            .unwrap()
+            .replace_all(&out, with)
+            .into_owned();
+    }
+    out
+}
+
+/// Every row of a table starts each column where its header does.
+fn aligned(table: &str) {
+    let mut lines = table.lines();
+    let header = lines.next().unwrap();
+    let starts: Vec<usize> = regex::Regex::new(r"(^|  )(\S)")
+        .unwrap()
+        .captures_iter(header)
+        .map(|c| c.get(2).unwrap().start())
+        .collect();
+    for line in lines {
+        for &s in &starts[1..] {
+            if s >= line.len() {
+                continue; // empty last cells
+            }
+            let bytes = line.as_bytes();
+            assert!(
+                bytes[s - 1] == b' ' && bytes[s - 2] == b' ',
+                "column at {s} not aligned in {line:?} (header {header:?})"
+            );
+        }
+    }
+}
+
+#[test]
+fn status_and_history_text_for_people() {
+    let (dir, file) = flow(
+        "name: nightly\njobs:\n  backup:\n    run: 'true'\n    trigger: [start, { cron: \"0 3 * * *\", timezone: UTC }]\n  report:\n    run: exit 4\n    trigger: start\n  later:\n    run: 'true'\n    trigger: { after: backup }\n    max_instances: 1\n",
+    );
+    let state = dir.path().join("state");
+    let f = file.to_str().unwrap();
+    let empty = flowrun(&["status", f], &state);
+    let text = String::from_utf8_lossy(&empty.stdout).replace(&state.display().to_string(), "STATE");
+    aligned(text.split("\n\n").nth(1).unwrap());
+    insta::assert_snapshot!("status_never_run", normalise(&text.replace(f, "FILE")));
+    run(&file, &state, &["--for", "500ms"]);
+    let status = flowrun(&["status", f], &state);
+    assert_eq!(status.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&status.stdout).replace(&state.display().to_string(), "STATE");
+    aligned(text.split("\n\n").nth(1).unwrap());
+    insta::assert_snapshot!("status_after_a_run", normalise(&text.replace(f, "FILE")));
+    let history = flowrun(&["history", f], &state);
+    let text = String::from_utf8_lossy(&history.stdout);
+    aligned(&text);
+    // Rows come newest first; runs of one start may commit in any order, so sort the body for the snapshot.
+    let mut lines: Vec<String> = normalise(&text).lines().map(str::to_string).collect();
+    let head = lines.remove(0);
+    lines.sort();
+    insta::assert_snapshot!("history", format!("{head}\n{}\n", lines.join("\n")));
+}
