@@ -74,9 +74,14 @@ fn compare(name: &str, goal: f64, mut ours: Command, mut theirs: Command, theirs
 
 /// Lateness (scheduled instant to spawn) of every run of a workflow run for `secs` seconds, from the JSON log.
 fn lateness(file: &Path, secs: u64) -> Vec<f64> {
+    lateness_with(file, secs, &[])
+}
+
+fn lateness_with(file: &Path, secs: u64, extra: &[&str]) -> Vec<f64> {
     let mut child = Command::new(flowrun())
         .arg(file)
         .args(["--log-format", "json", "--for", &format!("{secs}s")])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -289,6 +294,9 @@ if __name__ == '__main__':\n    m = mp.Manager()\n    q = m.Queue()\n\
         }
         let f = write(d, "thousand.yaml", &many_jobs(1000, "{ interval: 1s }"));
         print_lateness("1,000 jobs every 1s for 10s", &lateness(&f, 10));
+    }
+    if want("state") {
+        state(d);
     }
     if want("flood") {
         // A neighbour printing as fast as it can must not delay time triggers (the printer thread takes it).
@@ -531,4 +539,39 @@ fn hop(d: &Path) {
         o50 / t50,
         o99 / t99
     );
+}
+
+/// The cost of the state store (issue 13): 10,000 `each` runs of `/bin/true` and a 100 ms interval's lateness,
+/// each with a state directory and with `--state none`, interleaved.
+fn state(d: &Path) {
+    let f = write(d, "each10k.yaml", "executors: { pool: { max_workers: 4 } }\nchannels: { items: {} }\njobs:\n  gen: { run: seq 10000, stdout: items }\n  work: { run: [/bin/true], trigger: { each: items }, executor: pool, max_instances: 4 }\n");
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for i in 0..rounds() {
+        let dir = d.join(format!("state-each-{i}"));
+        with.push(time(run(&f).arg("--state").arg(&dir)));
+        without.push(time(run(&f).args(["--state", "none"])));
+    }
+    let (a, b) = (median(with), median(without));
+    println!(
+        "state      10,000 each runs of /bin/true: with state {:.3}s, --state none {:.3}s: ratio {:.3} (goal <= 1.05); history costs {:.1} us a run",
+        a.as_secs_f64(),
+        b.as_secs_f64(),
+        a.as_secs_f64() / b.as_secs_f64(),
+        (a.as_secs_f64() - b.as_secs_f64()) * 1e6 / 10_000.0
+    );
+    let f = write(
+        d,
+        "state-interval.yaml",
+        "jobs:\n  tick: { run: [/bin/true], trigger: { interval: 100ms } }\n",
+    );
+    let dir = d.join("state-interval");
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        with.extend(lateness_with(&f, 5, &["--state", dir.to_str().unwrap()]));
+        without.extend(lateness_with(&f, 5, &["--state", "none"]));
+    }
+    with.sort_by(f64::total_cmp);
+    without.sort_by(f64::total_cmp);
+    print_lateness("interval 100ms, with state", &with);
+    print_lateness("interval 100ms, --state none", &without);
 }

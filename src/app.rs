@@ -222,7 +222,8 @@ fn open_state(
     store.lock().map_err(store_error)?;
     let recovered = store.recover(Utc::now()).map_err(store_error)?;
     let memory = store.memory().map_err(store_error)?;
-    let history = crate::store::writer::History::start(Box::new(store), args.keep, reporter.clone());
+    let history =
+        crate::store::writer::History::start(Box::new(store), args.keep, reporter.clone());
     Ok(Some(crate::engine::Persist {
         dir: path.to_path_buf(),
         history,
@@ -280,11 +281,14 @@ fn roff_sections() -> String {
         "validate: 0 no errors (and no warnings with \\-\\-deny\\-warnings); 1 otherwise; 2 a file could not be read.",
         ".SH ENVIRONMENT",
         ".TP\n\\fBNO_COLOR\\fR\nNo colours.",
+        ".TP\n\\fBFLOWRUN_STATE\\fR\nThe state directory when \\-\\-state is not given (\\fBnone\\fR: no state).",
+        ".TP\n\\fBXDG_STATE_HOME\\fR\nThe default state lives in $XDG_STATE_HOME/flowrun/NAME\\-HASH (~/.local/state when unset).",
         ".TP\n\\fBTZ\\fR\nThe zone of triggers without a timezone, and of local date\\-times (else /etc/localtime).",
         ".TP\n\\fBFLOWRUN_JOB\\fR, \\fBFLOWRUN_RUN\\fR, \\fBFLOWRUN_WORKFLOW\\fR, \\fBFLOWRUN_SCHEDULED\\fR\nGiven to every run: its job, its number, the workflow file, its scheduled time.",
         ".SH FILES",
         ".TP\n\\fIFILE\\fR\nThe workflow: YAML, at most 4 MiB, UTF\\-8. Its format is the JSON Schema printed by \\fBflowrun schema\\fR (schemas/workflow.schema.json in the sources, for yaml\\-language\\-server).",
         ".TP\n\\fIDIR\\fR/\\fIJOB\\fR/\\fIRUN\\fR.log\nWith \\-\\-log\\-dir: each run's output, between a header and a footer line.",
+        ".TP\n\\fISTATE\\fR/state.db, \\fISTATE\\fR/logs/\\fIJOB\\fR/\\fIRUN\\fR.log, \\fISTATE\\fR/runner.lock\nThe state: history, the last handled firing of each time trigger and the run counters (SQLite, WAL); each run's output; the pid of the runner holding the state.",
         "",
     ]
     .join("\n")

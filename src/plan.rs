@@ -161,11 +161,9 @@ impl TimeSpec {
             TimeSpec::At { at } => format!("at|{}", at.timestamp_micros()),
         };
         // FNV-1a, 64 bits: stable across versions and machines (std's hasher is not).
-        let hash = canonical
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-            });
+        let hash = canonical.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
         format!("{hash:016x}")
     }
 

@@ -16,7 +16,8 @@ fn run_measured(file: &PathBuf, extra: &[&str]) -> Option<(Option<i32>, u64, Vec
         eprintln!("/usr/bin/time is not installed: skipping the memory measurement");
         return None;
     }
-    let out = Command::new("/usr/bin/time").env("XDG_STATE_HOME", common::state_home())
+    let out = Command::new("/usr/bin/time")
+        .env("XDG_STATE_HOME", common::state_home())
         .args(["-f", "maxrss_kib=%M"])
         .arg(bin())
         .arg(file)
@@ -326,11 +327,7 @@ fn ten_thousand_cron_jobs_validate_and_run() {
         ));
     }
     let (_d, file) = flow(&yaml);
-    let out = common::cmd()
-        .arg("validate")
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = common::cmd().arg("validate").arg(&file).output().unwrap();
     assert_eq!(
         out.status.code(),
         Some(0),

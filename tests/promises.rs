@@ -5,14 +5,12 @@
 
 mod common;
 
-use common::{
-    alive, bin, channel, events, flow, output_lines, rest_of, run_json, start_until, summary,
-};
+use common::{alive, channel, events, flow, output_lines, rest_of, run_json, start_until, summary};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io::{BufRead, Read};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 /// Wait for a child with a deadline (a guard against a hang, not a synchronisation): kill it and fail past it.

@@ -77,11 +77,9 @@ fn ticking(grace: &str, coalesce: bool) -> String {
 
 /// Run once until the first tick is handled (so the trigger is remembered), then stop.
 fn remember_one_tick(file: &Path, state: &Path) {
-    let (mut child, _, _) = start_until(
-        file,
-        &["--state", state.to_str().unwrap()],
-        |e| e["event"] == "run.exit",
-    );
+    let (mut child, _, _) = start_until(file, &["--state", state.to_str().unwrap()], |e| {
+        e["event"] == "run.exit"
+    });
     // SIGTERM: a normal stop, which commits what was recorded.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert_eq!(child.wait().unwrap().code(), Some(0));
@@ -99,7 +97,10 @@ fn firings_missed_while_down_within_the_grace_run_once_coalesced() {
     let first = starts[0];
     assert_eq!(first["catch_up"], true, "{first}");
     let coalesced = first["coalesced"].as_u64().unwrap();
-    assert!((5..=6).contains(&coalesced), "five firings fell due: {first}");
+    assert!(
+        (5..=6).contains(&coalesced),
+        "five firings fell due: {first}"
+    );
     assert!(of(&ev, "run.missed", "tick").is_empty());
     // The history has the catch-up row, with the number of firings it stands for.
     let rows = history_json(&file, &state, &["tick"]);
@@ -120,7 +121,11 @@ fn firings_beyond_the_grace_are_missed_with_their_count() {
     let out = run(&file, &state, &["--for", "200ms"]);
     let ev = events(&out.stderr);
     let missed = of(&ev, "run.missed", "tick");
-    assert_eq!(missed.len(), 1, "consecutive misses are one event: {missed:?}");
+    assert_eq!(
+        missed.len(),
+        1,
+        "consecutive misses are one event: {missed:?}"
+    );
     assert_eq!(missed[0]["count"], 4, "{}", missed[0]);
     let starts = of(&ev, "run.start", "tick");
     assert_eq!(starts[0]["catch_up"], true);
@@ -147,7 +152,10 @@ fn an_at_trigger_that_fired_never_fires_again() {
         let out = run(&file, &state, &[]);
         assert_eq!(out.status.code(), Some(0));
         let ev = events(&out.stderr);
-        assert!(of(&ev, "run.start", "once").is_empty(), "fired again: {ev:?}");
+        assert!(
+            of(&ev, "run.start", "once").is_empty(),
+            "fired again: {ev:?}"
+        );
         assert_eq!(common::summary(&ev)["jobs"]["once"]["runs"], 0);
     }
     // Without state it would fire again: the memory is what stops it.
@@ -159,15 +167,10 @@ fn an_at_trigger_that_fired_never_fires_again() {
 fn a_run_alive_when_the_runner_is_killed_is_interrupted_and_numbers_go_on() {
     let (dir, file) = flow("jobs:\n  long:\n    run: echo started; sleep 60\n    trigger: start\n");
     let state = dir.path().join("state");
-    let (mut child, _, seen) = start_until(
-        &file,
-        &["--state", state.to_str().unwrap()],
-        |e| e["event"] == "output" && e["job"] == "long",
-    );
-    let pid = seen
-        .iter()
-        .find(|e| e["event"] == "run.start")
-        .unwrap()["pid"]
+    let (mut child, _, seen) = start_until(&file, &["--state", state.to_str().unwrap()], |e| {
+        e["event"] == "output" && e["job"] == "long"
+    });
+    let pid = seen.iter().find(|e| e["event"] == "run.start").unwrap()["pid"]
         .as_u64()
         .unwrap() as u32;
     // The history row of the run is written off the dispatcher thread: wait until it is there.
@@ -192,7 +195,11 @@ fn a_run_alive_when_the_runner_is_killed_is_interrupted_and_numbers_go_on() {
     let ev = events(&out.stderr);
     assert_eq!(ev[0]["event"], "runner.start");
     assert_eq!(ev[0]["recovered"], 1);
-    assert_eq!(of(&ev, "run.start", "long")[0]["run"], 2, "run numbers go on");
+    assert_eq!(
+        of(&ev, "run.start", "long")[0]["run"],
+        2,
+        "run numbers go on"
+    );
     let rows = history_json(&file, &state, &["long"]);
     let first = rows.iter().find(|r| r["run"] == 1).unwrap();
     assert_eq!(first["outcome"], "interrupted", "{first}");
@@ -203,7 +210,8 @@ fn a_run_alive_when_the_runner_is_killed_is_interrupted_and_numbers_go_on() {
 
 #[test]
 fn log_files_go_on_and_logs_prints_them() {
-    let (dir, file) = flow("jobs:\n  hello:\n    run: echo \"hello from $FLOWRUN_RUN\"\n    trigger: start\n");
+    let (dir, file) =
+        flow("jobs:\n  hello:\n    run: echo \"hello from $FLOWRUN_RUN\"\n    trigger: start\n");
     let state = dir.path().join("state");
     for _ in 0..2 {
         assert_eq!(run(&file, &state, &[]).status.code(), Some(0));
@@ -230,7 +238,9 @@ fn log_files_go_on_and_logs_prints_them() {
 
 #[test]
 fn logs_follow_streams_a_live_run_until_it_ends() {
-    let (dir, file) = flow("jobs:\n  talk:\n    run: echo first; read x < gate; echo second\n    trigger: start\n");
+    let (dir, file) = flow(
+        "jobs:\n  talk:\n    run: echo first; read x < gate; echo second\n    trigger: start\n",
+    );
     let gate = dir.path().join("gate");
     assert!(std::process::Command::new("mkfifo")
         .arg(&gate)
@@ -256,7 +266,13 @@ fn logs_follow_streams_a_live_run_until_it_ends() {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     let mut follow = cmd()
-        .args(["logs", file.to_str().unwrap(), "talk", "--follow", "--state"])
+        .args([
+            "logs",
+            file.to_str().unwrap(),
+            "talk",
+            "--follow",
+            "--state",
+        ])
         .arg(&state)
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -291,11 +307,9 @@ fn scopeguard(child: std::process::Child) -> Guard {
 fn a_second_runner_on_the_same_state_is_refused() {
     let (dir, file) = flow("jobs:\n  long:\n    run: sleep 60\n    trigger: start\n");
     let state = dir.path().join("state");
-    let (child, _, _) = start_until(
-        &file,
-        &["--state", state.to_str().unwrap()],
-        |e| e["event"] == "run.start",
-    );
+    let (child, _, _) = start_until(&file, &["--state", state.to_str().unwrap()], |e| {
+        e["event"] == "run.start"
+    });
     let first = Guard(child);
     let out = run(&file, &state, &[]);
     assert_eq!(out.status.code(), Some(2));
@@ -305,7 +319,10 @@ fn a_second_runner_on_the_same_state_is_refused() {
         "{err}"
     );
     // `status` says a runner holds it.
-    let status = flowrun(&["status", file.to_str().unwrap(), "--format", "json"], &state);
+    let status = flowrun(
+        &["status", file.to_str().unwrap(), "--format", "json"],
+        &state,
+    );
     let status: Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(status["runner"]["pid"], first.0.id());
 }
@@ -377,7 +394,10 @@ fn the_default_state_is_a_private_directory_named_after_the_workflow() {
         .collect();
     assert_eq!(made.len(), 1);
     let name = made[0].file_name().unwrap().to_str().unwrap().to_string();
-    assert!(name.starts_with("my_flow-") && name.len() == "my_flow-".len() + 8, "{name}");
+    assert!(
+        name.starts_with("my_flow-") && name.len() == "my_flow-".len() + 8,
+        "{name}"
+    );
     let mode = std::fs::metadata(&made[0]).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700);
     assert_eq!(
@@ -428,7 +448,10 @@ fn rows_and_logs_older_than_keep_are_pruned_at_start() {
         )
         .unwrap();
     assert_eq!(run(&file, &state, &["--keep", "1d"]).status.code(), Some(0));
-    assert!(!state.join("logs/a/1.log").exists(), "the log went with its row");
+    assert!(
+        !state.join("logs/a/1.log").exists(),
+        "the log went with its row"
+    );
     let rows = history_json(&file, &state, &[]);
     assert_eq!(rows.len(), 1, "{rows:#?}");
     assert_eq!(rows[0]["run"], 2, "numbers go on after pruning");
@@ -448,13 +471,19 @@ fn history_filters_by_job_failure_limit_and_since() {
     let failed = history_json(&file, &state, &["--failed"]);
     assert_eq!(failed.len(), 3);
     assert!(failed.iter().all(|r| r["job"] == "bad" && r["code"] == 3));
-    assert_eq!(history_json(&file, &state, &["ok", "--limit", "2"]).len(), 2);
+    assert_eq!(
+        history_json(&file, &state, &["ok", "--limit", "2"]).len(),
+        2
+    );
     assert_eq!(history_json(&file, &state, &["--since", "1h"]).len(), 6);
     assert_eq!(
         history_json(&file, &state, &["--since", "2099-01-01T00:00:00Z"]).len(),
         0
     );
-    let bad_since = flowrun(&["history", file.to_str().unwrap(), "--since", "yesterday"], &state);
+    let bad_since = flowrun(
+        &["history", file.to_str().unwrap(), "--since", "yesterday"],
+        &state,
+    );
     assert_eq!(bad_since.status.code(), Some(2));
 }
 
@@ -508,13 +537,15 @@ fn status_and_history_text_for_people() {
     let state = dir.path().join("state");
     let f = file.to_str().unwrap();
     let empty = flowrun(&["status", f], &state);
-    let text = String::from_utf8_lossy(&empty.stdout).replace(&state.display().to_string(), "STATE");
+    let text =
+        String::from_utf8_lossy(&empty.stdout).replace(&state.display().to_string(), "STATE");
     aligned(text.split("\n\n").nth(1).unwrap());
     insta::assert_snapshot!("status_never_run", normalise(&text.replace(f, "FILE")));
     run(&file, &state, &["--for", "500ms"]);
     let status = flowrun(&["status", f], &state);
     assert_eq!(status.status.code(), Some(0));
-    let text = String::from_utf8_lossy(&status.stdout).replace(&state.display().to_string(), "STATE");
+    let text =
+        String::from_utf8_lossy(&status.stdout).replace(&state.display().to_string(), "STATE");
     aligned(text.split("\n\n").nth(1).unwrap());
     insta::assert_snapshot!("status_after_a_run", normalise(&text.replace(f, "FILE")));
     let history = flowrun(&["history", f], &state);

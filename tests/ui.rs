@@ -50,10 +50,7 @@ fn the_live_view_shows_jobs_and_channels_then_the_summary() {
 
 #[test]
 fn no_live_view_off_a_terminal_or_with_progress_never() {
-    let out = common::cmd()
-        .arg(example("dag.yaml"))
-        .output()
-        .unwrap();
+    let out = common::cmd().arg(example("dag.yaml")).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !err.contains("\x1b["),
@@ -92,10 +89,7 @@ fn log_dir_keeps_each_runs_output_with_header_and_footer() {
 #[test]
 fn completions_and_man_page() {
     for shell in ["bash", "zsh", "fish"] {
-        let out = common::cmd()
-            .args(["completions", shell])
-            .output()
-            .unwrap();
+        let out = common::cmd().args(["completions", shell]).output().unwrap();
         assert!(out.status.success());
         assert!(
             String::from_utf8_lossy(&out.stdout).contains("validate"),
@@ -189,11 +183,7 @@ fn the_dry_run_shows_jitter_and_misfire_grace_and_logs_keep_scripts_whole() {
         "jobs:\n  j:\n    run: |\n      echo one\n      echo two\n    trigger: [start, { interval: 1h, jitter: 5m }]\n    misfire_grace: 30s\n",
     )
     .unwrap();
-    let out = common::cmd()
-        .arg(&file)
-        .arg("--dry-run")
-        .output()
-        .unwrap();
+    let out = common::cmd().arg(&file).arg("--dry-run").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("jitter up to 5m"), "{text}");
     assert!(text.contains("misfire_grace 30s"), "{text}");

@@ -10,8 +10,8 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::channels::Channels;
 use super::process;
-use super::state::{Executor, JobState, Pending, Run, RunId, RunState, StopCause};
 use super::runlog::RunLog;
+use super::state::{Executor, JobState, Pending, Run, RunId, RunState, StopCause};
 use super::supervise::{supervise, LineSink, ParentEnds, RunEnd};
 use super::timetable::{jitter_delay, Due, Entry, Timetable};
 use super::{Ending, Input, Later, Msg, Options, Stop};
@@ -60,7 +60,9 @@ impl Dispatcher {
         for (j, job) in plan.jobs.iter().enumerate() {
             for (t, trigger) in job.triggers.iter().enumerate() {
                 if let Trigger::Time { rule, .. } = trigger {
-                    let resume = memory.as_ref().and_then(|m| m.last_handled(&job.name, rule));
+                    let resume = memory
+                        .as_ref()
+                        .and_then(|m| m.last_handled(&job.name, rule));
                     entries.push(Entry {
                         job: j,
                         trigger: t,

@@ -66,7 +66,9 @@ pub fn history(file: &Path, args: Args<'_>) -> Result<i32, Error> {
 fn parse_since(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Error> {
     if let Ok(d) = crate::values::parse_duration(text) {
         let d = chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
-        return Ok(now.checked_sub_signed(d).unwrap_or(DateTime::<Utc>::MIN_UTC));
+        return Ok(now
+            .checked_sub_signed(d)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC));
     }
     match crate::values::parse_datetime(text) {
         Ok(dt) => Ok(dt.resolve(crate::values::system_zone())),
@@ -102,7 +104,11 @@ fn text(rows: &[RunRow], now: DateTime<Utc>, color: bool) -> String {
                 note.push(crate::report::escape_controls(reason).into_owned());
             }
             vec![
-                format!("{} ({})", timefmt::local(at, zone), timefmt::relative(at, now)),
+                format!(
+                    "{} ({})",
+                    timefmt::local(at, zone),
+                    timefmt::relative(at, now)
+                ),
                 r.job.clone(),
                 r.run.map(|n| format!("#{n}")).unwrap_or_else(|| "-".into()),
                 paint_outcome(r.outcome, color),
@@ -119,7 +125,9 @@ fn text(rows: &[RunRow], now: DateTime<Utc>, color: bool) -> String {
         })
         .collect();
     table(
-        &["WHEN", "JOB", "RUN", "RESULT", "EXIT", "TOOK", "TRIGGER", "NOTE"],
+        &[
+            "WHEN", "JOB", "RUN", "RESULT", "EXIT", "TOOK", "TRIGGER", "NOTE",
+        ],
         &lines,
         color,
     )

@@ -28,25 +28,39 @@ pub fn logs(
         });
     }
     let not_run = || Error::Usage {
-        message: format!("`{job}` has no run in the history of {}", opened.dir.display()),
-        help: Some(format!("`flowrun history {} {job}` lists its runs", file.display())),
+        message: format!(
+            "`{job}` has no run in the history of {}",
+            opened.dir.display()
+        ),
+        help: Some(format!(
+            "`flowrun history {} {job}` lists its runs",
+            file.display()
+        )),
     };
     let Some(store) = &opened.store else {
         return Err(not_run());
     };
     let number = match run {
         Some(n) => n,
-        None => store.last_run(job).map_err(store_error)?.ok_or_else(not_run)?,
+        None => store
+            .last_run(job)
+            .map_err(store_error)?
+            .ok_or_else(not_run)?,
     };
     let row = find(store, job, number)?.ok_or_else(|| Error::Usage {
         message: format!("there is no run #{number} of `{job}` (never, or pruned by --keep)"),
-        help: Some(format!("`flowrun history {} {job}` lists its runs", file.display())),
+        help: Some(format!(
+            "`flowrun history {} {job}` lists its runs",
+            file.display()
+        )),
     })?;
-    let path = row
-        .log
-        .as_ref()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| opened.dir.join("logs").join(job).join(format!("{number}.log")));
+    let path = row.log.as_ref().map(PathBuf::from).unwrap_or_else(|| {
+        opened
+            .dir
+            .join("logs")
+            .join(job)
+            .join(format!("{number}.log"))
+    });
     let mut offset = 0;
     let mut out = std::io::stdout().lock();
     let mut row = row;
@@ -68,10 +82,7 @@ pub fn logs(
         }
     }
     if offset == 0 && !path.exists() {
-        eprintln!(
-            "{job}#{number} printed nothing ({})",
-            row.outcome.as_str()
-        );
+        eprintln!("{job}#{number} printed nothing ({})", row.outcome.as_str());
     }
     Ok(crate::exit::OK)
 }

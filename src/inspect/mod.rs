@@ -29,7 +29,10 @@ fn open(file: &Path, state: Option<&str>) -> Result<Opened, Error> {
     let Some(dir) = choice.path() else {
         return Err(Error::Usage {
             message: "there is no state to read with --state none (or FLOWRUN_STATE=none)".into(),
-            help: Some("give the --state DIR the runner used, or leave it out for the default place".into()),
+            help: Some(
+                "give the --state DIR the runner used, or leave it out for the default place"
+                    .into(),
+            ),
         });
     };
     let store = SqliteStore::open_read(dir).map_err(store_error)?;
@@ -75,7 +78,13 @@ fn table(header: &[&str], rows: &[Vec<String>], color: bool) -> String {
     };
     let head = line(&mut header.iter().copied());
     let mut out = match color {
-        true => console::style(head.trim_end()).bold().force_styling(true).to_string() + "\n",
+        true => {
+            console::style(head.trim_end())
+                .bold()
+                .force_styling(true)
+                .to_string()
+                + "\n"
+        }
         false => head,
     };
     for row in rows {

@@ -167,7 +167,11 @@ fn text(status: &Status, now: DateTime<Utc>, color: bool) -> String {
                 None => ("-".to_string(), "-".to_string(), "-".to_string()),
             };
             let next = match j.next {
-                Some(t) => format!("{} ({})", timefmt::local(t, zone), timefmt::relative(t, now)),
+                Some(t) => format!(
+                    "{} ({})",
+                    timefmt::local(t, zone),
+                    timefmt::relative(t, now)
+                ),
                 None => "-".to_string(),
             };
             vec![
@@ -187,7 +191,9 @@ fn text(status: &Status, now: DateTime<Utc>, color: bool) -> String {
         })
         .collect();
     out.push_str(&table(
-        &["JOB", "STATE", "LAST RUN", "RESULT", "TOOK", "NEXT", "LAST 24H"],
+        &[
+            "JOB", "STATE", "LAST RUN", "RESULT", "TOOK", "NEXT", "LAST 24H",
+        ],
         &rows,
         color,
     ));

@@ -27,9 +27,11 @@ impl Choice {
 
 /// Decide the state directory of the workflow `file` named `name`.
 pub fn choose(flag: Option<&str>, file: &Path, name: &str) -> Choice {
-    let given = flag
-        .map(str::to_string)
-        .or_else(|| std::env::var("FLOWRUN_STATE").ok().filter(|v| !v.is_empty()));
+    let given = flag.map(str::to_string).or_else(|| {
+        std::env::var("FLOWRUN_STATE")
+            .ok()
+            .filter(|v| !v.is_empty())
+    });
     match given.as_deref() {
         Some("none") => Choice::None,
         Some(dir) => Choice::Given(PathBuf::from(dir)),
@@ -74,7 +76,9 @@ fn fnv1a(path: &Path) -> u32 {
     path.as_os_str()
         .as_bytes()
         .iter()
-        .fold(0x811c_9dc5u32, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+        .fold(0x811c_9dc5u32, |h, &b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        })
 }
 
 /// Create the directory (and its parents) as 0700, and make it 0700 if it existed.

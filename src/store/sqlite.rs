@@ -151,7 +151,8 @@ fn parse_time(text: Option<String>) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-const COLUMNS: &str = "job, run, attempt, trigger, scheduled, started, ended, duration_ms, code, signal, \
+const COLUMNS: &str =
+    "job, run, attempt, trigger, scheduled, started, ended, duration_ms, code, signal, \
                        outcome, reason, lateness_ms, messages, count, catch_up, pid, log";
 
 fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {

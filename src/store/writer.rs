@@ -51,7 +51,9 @@ impl History {
                         prune(store.as_mut(), keep, &mut complain);
                         next_prune = Instant::now() + PRUNE_EVERY;
                     }
-                    let first = match rx.recv_timeout(next_prune.saturating_duration_since(Instant::now())) {
+                    let first = match rx
+                        .recv_timeout(next_prune.saturating_duration_since(Instant::now()))
+                    {
                         Ok(m) => m,
                         Err(RecvTimeoutError::Timeout) => continue,
                         Err(RecvTimeoutError::Disconnected) => break,
