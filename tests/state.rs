@@ -60,6 +60,16 @@ fn move_back(state: &Path, job: &str, ago: Duration) -> DateTime<Utc> {
     last
 }
 
+/// History is committed by a writer thread in groups (every 50 ms): wait until a row is there.
+fn wait_for_a_row(file: &Path, state: &Path) {
+    let mut tries = 0;
+    while !state.join("state.db").exists() || history_json(file, state, &[]).is_empty() {
+        tries += 1;
+        assert!(tries < 1000, "no history row was ever written");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 fn history_json(file: &Path, state: &Path, extra: &[&str]) -> Vec<Value> {
     let mut args = vec!["history", file.to_str().unwrap(), "--format", "json"];
     args.extend(extra);
@@ -173,13 +183,7 @@ fn a_run_alive_when_the_runner_is_killed_is_interrupted_and_numbers_go_on() {
     let pid = seen.iter().find(|e| e["event"] == "run.start").unwrap()["pid"]
         .as_u64()
         .unwrap() as u32;
-    // The history row of the run is written off the dispatcher thread: wait until it is there.
-    let mut tries = 0;
-    while history_json(&file, &state, &[]).is_empty() {
-        tries += 1;
-        assert!(tries < 500, "the run's row was never written");
-        std::thread::yield_now();
-    }
+    wait_for_a_row(&file, &state);
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     child.wait().unwrap();
     // The run's process dies with the runner (parent-death signal).
@@ -258,6 +262,7 @@ fn logs_follow_streams_a_live_run_until_it_ends() {
         .unwrap();
     let mut runner = scopeguard(runner);
     // `logs` can follow once the run's row is committed and its first line is in the log file.
+    wait_for_a_row(&file, &state);
     let log = state.join("logs/talk/1.log");
     let mut tries = 0;
     while !std::fs::read_to_string(&log).is_ok_and(|t| t.contains("first")) {

@@ -134,6 +134,9 @@ impl Dispatcher {
         }
         self.admit();
         self.refresh();
+        if let Some(m) = &self.memory {
+            m.hand_over();
+        }
     }
 
     pub(super) fn finished(&self) -> bool {
@@ -168,6 +171,10 @@ impl Dispatcher {
         }
         self.admit();
         self.refresh();
+        // What this input recorded goes to the history writer once, after its runs have started.
+        if let Some(m) = &self.memory {
+            m.hand_over();
+        }
     }
 
     /// The one way events leave the engine (the reporter now; history, metrics and the API can subscribe here).
@@ -778,7 +785,7 @@ impl Dispatcher {
         });
         // Everything recorded is committed before the summary is shown (and the lock let go).
         if let Some(memory) = self.memory.take() {
-            memory.history.close();
+            memory.close();
         }
         self.reporter.text(&table);
         ending

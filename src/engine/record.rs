@@ -28,6 +28,8 @@ pub struct Memory {
     pub history: History,
     pub recovered: u64,
     remembered: crate::store::Memory,
+    /// Ops of the input being handled, handed to the writer at its end (one hand-over per input).
+    buffer: std::cell::RefCell<Vec<Op>>,
 }
 
 impl Memory {
@@ -37,7 +39,19 @@ impl Memory {
             history: p.history,
             recovered: p.recovered,
             remembered: p.memory,
+            buffer: Default::default(),
         }
+    }
+
+    /// Hand what this input recorded to the writer.
+    pub fn hand_over(&self) {
+        self.history.send_all(&mut self.buffer.borrow_mut());
+    }
+
+    /// Hand over the rest and let the writer commit it and end (the lock is let go).
+    pub fn close(self) {
+        self.hand_over();
+        self.history.close();
     }
 
     /// The last firing of this trigger a previous runner handled.
@@ -57,7 +71,7 @@ impl Memory {
 impl Dispatcher {
     fn send(&self, op: Op) {
         if let Some(m) = &self.memory {
-            m.history.send(op);
+            m.buffer.borrow_mut().push(op);
         }
     }
 
