@@ -459,3 +459,143 @@ impl SqliteStore {
             .map_err(|e| db_error(&self.path, e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn row(job: &str, run: Option<u64>, outcome: Outcome, at: &str) -> RunRow {
+        RunRow {
+            job: job.into(),
+            run,
+            attempt: 1,
+            trigger: "start".into(),
+            scheduled: Some(t(at)),
+            started: Some(t(at)),
+            ended: None,
+            duration_ms: None,
+            code: None,
+            signal: None,
+            outcome,
+            reason: None,
+            lateness_ms: None,
+            messages: None,
+            count: 1,
+            catch_up: false,
+            pid: Some(42),
+            log: Some(format!("/logs/{job}/{}.log", run.unwrap_or(0))),
+        }
+    }
+
+    fn locked() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path()).unwrap();
+        store.lock().unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn a_handled_instant_only_moves_forward() {
+        let (_dir, mut store) = locked();
+        let handled = |at: &str| Op::Handled {
+            job: "a".into(),
+            fingerprint: "f".into(),
+            at: t(at),
+        };
+        store
+            .apply(&[
+                handled("2026-01-01T00:00:02Z"),
+                handled("2026-01-01T00:00:01Z"),
+            ])
+            .unwrap();
+        let memory = store.memory().unwrap();
+        assert_eq!(
+            memory.handled[&("a".to_string(), "f".to_string())],
+            t("2026-01-01T00:00:02Z")
+        );
+    }
+
+    #[test]
+    fn runs_are_appended_updated_recovered_and_pruned() {
+        let (_dir, mut store) = locked();
+        let mut ended = row("a", Some(1), Outcome::Running, "2026-01-01T00:00:00Z");
+        store
+            .apply(&[
+                Op::Append(Box::new(ended.clone())),
+                Op::Append(Box::new(row(
+                    "a",
+                    Some(2),
+                    Outcome::Running,
+                    "2026-01-02T00:00:00Z",
+                ))),
+            ])
+            .unwrap();
+        ended.outcome = Outcome::Succeeded;
+        ended.ended = Some(t("2026-01-01T00:00:01Z"));
+        // An update of a run whose start was never written inserts it (a run that could not start).
+        let never_started = row("b", Some(7), Outcome::SpawnFailed, "2026-01-01T00:00:00Z");
+        store
+            .apply(&[
+                Op::Update(Box::new(ended)),
+                Op::Update(Box::new(never_started)),
+            ])
+            .unwrap();
+        assert_eq!(store.memory().unwrap().last_runs["b"], 7);
+        assert_eq!(store.recover(t("2026-01-03T00:00:00Z")).unwrap(), 1);
+        let rows = store
+            .history(&Query {
+                jobs: vec!["a".into()],
+                ..Query::default()
+            })
+            .unwrap();
+        assert_eq!(rows[0].outcome, Outcome::Interrupted, "run 2 was alive");
+        assert_eq!(rows[1].outcome, Outcome::Succeeded);
+        let failed = store
+            .history(&Query {
+                failed: true,
+                ..Query::default()
+            })
+            .unwrap();
+        assert_eq!(failed.len(), 2, "interrupted and spawn-failed");
+        let logs = store.prune(t("2026-01-02T12:00:00Z")).unwrap();
+        assert_eq!(logs.len(), 2, "{logs:?}");
+        assert_eq!(store.history(&Query::default()).unwrap().len(), 1);
+        // Counters outlive pruned rows: numbers never go back.
+        assert_eq!(store.memory().unwrap().last_runs["a"], 2);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("state.db")).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(conn);
+        assert!(matches!(
+            SqliteStore::open(dir.path()),
+            Err(StoreError::Newer { .. })
+        ));
+        assert!(matches!(
+            SqliteStore::open_read(dir.path()),
+            Err(StoreError::Newer { .. })
+        ));
+    }
+
+    #[test]
+    fn the_lock_names_its_holder() {
+        let (dir, store) = locked();
+        let mut second = SqliteStore::open(dir.path()).unwrap();
+        // flock locks are per open file: a second open in this process is refused like another process.
+        match second.lock() {
+            Err(StoreError::Held { pid, .. }) => assert_eq!(pid, std::process::id()),
+            other => panic!("{:?}", other.err()),
+        }
+        assert_eq!(second.holder(), Some(std::process::id()));
+        drop(store);
+        assert_eq!(second.holder(), None);
+    }
+}
