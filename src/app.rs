@@ -85,6 +85,18 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
             follow,
             state,
         } => crate::inspect::logs(&file, &job, run, follow, state.dir.as_deref()),
+        Command::Trigger {
+            file,
+            job,
+            wait,
+            state,
+        } => crate::control::commands::trigger(&file, &job, wait, state.dir.as_deref()),
+        Command::Stop { file, job, state } => {
+            crate::control::commands::stop(&file, job.as_deref(), state.dir.as_deref())
+        }
+        Command::Reload { file, state } => {
+            crate::control::commands::reload(&file, state.dir.as_deref())
+        }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut out = Vec::new();
@@ -137,7 +149,17 @@ fn run(args: RunArgs) -> Result<i32, Error> {
         Signals::install().map_err(|e| Error::Setup(format!("signal handlers: {e}")))?
     };
     let json = args.log_format == Mode::Json;
-    let plan = load_plan_as(&args.file, json)?;
+    let listen = listen_address(args.listen.as_deref())?;
+    let mut plan = load_plan_as(&args.file, json)?;
+    if !args.only.is_empty() {
+        plan = plan.only(&args.only).map_err(|name| {
+            let names: Vec<&str> = plan.jobs.iter().map(|j| j.name.as_str()).collect();
+            Error::Usage {
+                message: format!("--only: `{name}` is not a job of {}", args.file.display()),
+                help: Some(crate::diagnostic::suggestion_help(&name, &names, "job")),
+            }
+        })?;
+    }
     // The spanned tree and the document are gone; give their pages back (a large file's validation peaks at
     // several times what the plan keeps, and a long-running runner should not hold that for ever).
     // SAFETY: malloc_trim only releases free heap memory.
@@ -168,6 +190,31 @@ fn run(args: RunArgs) -> Result<i32, Error> {
         live.as_ref().map(|v| v.multi()),
     ));
     let state = open_state(&args, &plan, &reporter)?;
+    let state_dir = state.as_ref().map(|s| s.dir.clone());
+    let (listeners, notice, bound) = {
+        let _guard = runtime.enter();
+        crate::control::bind(state_dir.as_deref(), listen.map(|(a, _)| a))
+    };
+    bound.map_err(Error::Setup)?;
+    if let Some(notice) = notice {
+        reporter.notice(&notice);
+    }
+    let metrics = Arc::new(crate::control::Metrics::new());
+    let observer = {
+        let metrics = metrics.clone();
+        Arc::new(move |e: &crate::event::Event| metrics.observe(e)) as crate::engine::Observer
+    };
+    let (file, watch, token) = (args.file.clone(), args.watch, token());
+    let serve = Box::new(move |engine| {
+        let control = crate::control::Context {
+            engine,
+            metrics,
+            state_dir,
+            file,
+            token,
+        };
+        crate::control::serve(listeners, control, watch);
+    });
     let log_dir = args
         .log_dir
         .or_else(|| state.as_ref().map(|s| s.dir.join("logs")));
@@ -177,6 +224,8 @@ fn run(args: RunArgs) -> Result<i32, Error> {
         live,
         color,
         state,
+        observers: vec![observer],
+        serve: Some(serve),
     };
     let ending = runtime.block_on(crate::engine::run(
         Arc::new(plan),
@@ -188,6 +237,47 @@ fn run(args: RunArgs) -> Result<i32, Error> {
     // Tasks blocked on pipes of orphaned grandchildren must not hold the exit.
     runtime.shutdown_timeout(Duration::from_millis(100));
     Ok(ending.code())
+}
+
+/// `$FLOWRUN_TOKEN`, when set and not empty.
+fn token() -> Option<String> {
+    std::env::var("FLOWRUN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+}
+
+/// `--listen HOST:PORT` (a name is resolved; its first address is used), and whether it is loopback. A
+/// non-loopback address without a token is refused: anyone on the network could read the runner.
+fn listen_address(text: Option<&str>) -> Result<Option<(std::net::SocketAddr, bool)>, Error> {
+    use std::net::ToSocketAddrs;
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    let addr = text
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| Error::Usage {
+            message: format!("--listen `{text}` is not an address to listen on"),
+            help: Some("give HOST:PORT, e.g. --listen 127.0.0.1:9090".into()),
+        })?;
+    let loopback = addr.ip().is_loopback();
+    if !loopback && token().is_none() {
+        return Err(Error::Usage {
+            message: format!("--listen {addr} is not a loopback address, and FLOWRUN_TOKEN is not set"),
+            help: Some(
+                "set FLOWRUN_TOKEN (clients then send `Authorization: Bearer TOKEN` to change anything), or listen on 127.0.0.1"
+                    .into(),
+            ),
+        });
+    }
+    Ok(Some((addr, loopback)))
+}
+
+/// Validate a workflow without printing anything: its plan, if it is valid.
+pub fn load_plan_quietly(file: &Path) -> Option<Plan> {
+    let source = Source::read(file).ok()?;
+    validate(&source, Utc::now()).plan
 }
 
 /// The runner's state (SPEC §4): the directory made 0700, the store opened and locked (one runner per state),

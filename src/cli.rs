@@ -98,6 +98,34 @@ pub enum Command {
         #[command(flatten)]
         state: StateArg,
     },
+    /// Fire a job of the running runner now (it obeys max_instances and its executor).
+    Trigger {
+        /// The workflow file (its runner is found through the state directory).
+        file: PathBuf,
+        /// The job.
+        job: String,
+        /// Wait for the run to end; exit with its result (0 succeeded, 1 otherwise).
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        state: StateArg,
+    },
+    /// Stop the running runner (as SIGTERM does), or only the live runs of JOB.
+    Stop {
+        /// The workflow file.
+        file: PathBuf,
+        /// Only this job's live runs.
+        job: Option<String>,
+        #[command(flatten)]
+        state: StateArg,
+    },
+    /// Make the running runner read the file again (exit 1 with the diagnostics when the new text is rejected).
+    Reload {
+        /// The workflow file.
+        file: PathBuf,
+        #[command(flatten)]
+        state: StateArg,
+    },
     /// Print the jobs and channels as a graph.
     Graph {
         /// The workflow file.
@@ -141,6 +169,15 @@ pub struct RunArgs {
     /// Keep history rows and their logs this long (pruned at start and every hour).
     #[arg(long, value_name = "DUR", default_value = "30d", value_parser = parse_duration_arg)]
     pub keep: std::time::Duration,
+    /// Fire just these jobs once, now, ignoring their triggers (channels between them work as usual).
+    #[arg(long, value_name = "JOB", num_args = 1..)]
+    pub only: Vec<String>,
+    /// Also serve the control API on this TCP address (loopback unless FLOWRUN_TOKEN is set).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// Reload the workflow when its file changes.
+    #[arg(long)]
+    pub watch: bool,
 }
 
 /// Where the workflow's state lives (SPEC §4).

@@ -78,6 +78,19 @@ pub enum Event {
     Notice {
         text: String,
     },
+    /// A reload was applied (SPEC §5).
+    ReloadApplied {
+        added: Vec<String>,
+        removed: Vec<String>,
+        changed: Vec<String>,
+    },
+    /// A reload was refused: the old plan goes on. `report`: the diagnostics, as text.
+    ReloadRejected {
+        errors: usize,
+        /// The first problem, one line.
+        summary: String,
+        report: String,
+    },
 }
 
 /// How a run ended, as reported.
@@ -95,6 +108,8 @@ pub struct RunExit {
     /// An `each` run (successful ones are quiet: there may be thousands).
     pub each: bool,
     pub duration_ms: u64,
+    /// In the history's words: succeeded, failed, timeout, stopped, spawn-failed.
+    pub outcome: &'static str,
 }
 
 impl RunExit {
@@ -160,6 +175,13 @@ pub struct Record {
     pub catch_up: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// `reload.applied`: the jobs added, removed and changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub added: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub removed: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changed: Option<Vec<String>>,
     /// `runner.start`: the state directory, or `none`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
@@ -324,6 +346,24 @@ impl Event {
                 reason: Some(text.clone()),
                 ..Record::new("notice", ts)
             },
+            Event::ReloadApplied {
+                added,
+                removed,
+                changed,
+            } => Record {
+                reason: Some(reload_summary(added, removed, changed)),
+                added: Some(added.clone()),
+                removed: Some(removed.clone()),
+                changed: Some(changed.clone()),
+                ..Record::new("reload.applied", ts)
+            },
+            Event::ReloadRejected { errors, report, .. } => Record {
+                reason: Some(format!(
+                    "{errors} error(s); the current plan goes on:\n{}",
+                    report.trim_end()
+                )),
+                ..Record::new("reload.rejected", ts)
+            },
         }
     }
 
@@ -381,6 +421,19 @@ impl Event {
             )),
             Event::RunTimeout { job, run, .. } => Some(format!("{job}#{run} timed out")),
             Event::Notice { text } => Some(text.clone()),
+            Event::ReloadApplied {
+                added,
+                removed,
+                changed,
+            } => Some(format!(
+                "reloaded: {}",
+                reload_summary(added, removed, changed)
+            )),
+            Event::ReloadRejected {
+                errors, summary, ..
+            } => Some(format!(
+                "reload rejected ({errors} error(s), the first: {summary}); the current plan goes on"
+            )),
         }
     }
 }
@@ -486,4 +539,18 @@ impl Summary {
         }
         out
     }
+}
+
+/// `added a, b; removed c; changed -`.
+fn reload_summary(added: &[String], removed: &[String], changed: &[String]) -> String {
+    let list = |v: &[String]| match v.is_empty() {
+        true => "-".to_string(),
+        false => v.join(", "),
+    };
+    format!(
+        "added {}; removed {}; changed {}",
+        list(added),
+        list(removed),
+        list(changed)
+    )
 }

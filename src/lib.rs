@@ -21,6 +21,7 @@
 
 pub mod app;
 pub mod cli;
+mod control;
 mod cron;
 mod decode;
 pub mod diagnostic;

@@ -46,6 +46,8 @@ pub struct Channel {
     pub writers: Vec<JobId>,
     /// Jobs that read it by `stdin` or `each`.
     pub readers: Vec<JobId>,
+    /// Removed by a reload: kept in place, wired to nothing new.
+    pub retired: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +89,8 @@ pub struct Job {
     pub restart: Restart,
     pub stop_grace: Duration,
     pub dead_letter: Option<ChannelId>,
+    /// Removed by a reload: kept in place (indices stay stable for live runs), never fired again.
+    pub retired: bool,
 }
 
 impl Job {
@@ -235,6 +239,60 @@ impl Plan {
                 n => format!("each {} (batch {n})", self.channels[*channel].name),
             },
         }
+    }
+
+    /// `--only JOB...`: the selected jobs fire once, now, ignoring their triggers; the others never fire. An
+    /// `each` job keeps its `each` when a selected job writes its channel (channels between selected jobs work
+    /// as usual); a reader whose channel has no selected writer reads EOF, and a writer whose channel has no
+    /// selected reader prints its lines.
+    pub fn only(&self, names: &[String]) -> Result<Plan, String> {
+        let mut selected = vec![false; self.jobs.len()];
+        for name in names {
+            let j = self.job_id(name).ok_or_else(|| name.clone())?;
+            selected[j] = true;
+        }
+        let writes = |c: ChannelId| {
+            self.jobs.iter().enumerate().any(|(j, job)| {
+                selected[j] && (job.stdout == Some(c) || job.dead_letter == Some(c))
+            })
+        };
+        let reads = |c: ChannelId| {
+            self.jobs.iter().enumerate().any(|(j, job)| {
+                selected[j] && (job.stdin == Some(c) || job.each().map(|e| e.0) == Some(c))
+            })
+        };
+        let mut plan = self.clone();
+        for (j, job) in plan.jobs.iter_mut().enumerate() {
+            if !selected[j] {
+                job.retired = true;
+                job.triggers.clear();
+                job.restart = Restart::Never;
+                continue;
+            }
+            job.triggers = match job.each() {
+                Some((c, batch)) if writes(c) => vec![Trigger::Each { channel: c, batch }],
+                _ => vec![Trigger::Start],
+            };
+            if job.stdin.is_some_and(|c| !writes(c)) {
+                job.stdin = None;
+            }
+            if job.stdout.is_some_and(|c| !reads(c)) {
+                job.stdout = None;
+            }
+        }
+        for (c, channel) in plan.channels.iter_mut().enumerate() {
+            let keep = |&j: &JobId| {
+                let job = &plan.jobs[j];
+                !job.retired
+                    && (job.stdout == Some(c)
+                        || job.stdin == Some(c)
+                        || job.dead_letter == Some(c)
+                        || job.each().map(|e| e.0) == Some(c))
+            };
+            channel.writers.retain(keep);
+            channel.readers.retain(keep);
+        }
+        Ok(plan)
     }
 
     /// Whether the workflow ends by itself: no job has a time trigger or restarts.

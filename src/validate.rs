@@ -708,6 +708,7 @@ impl<'d, 'o> Rules<'d, 'o> {
                     .map_or(plan::DEFAULT_MAX_MESSAGE, |m| m.value.0 as usize),
                 writers: Vec::new(),
                 readers: Vec::new(),
+                retired: false,
             })
             .collect();
         let channel_id: HashMap<&str, usize> = channels
@@ -858,6 +859,7 @@ impl<'d, 'o> Rules<'d, 'o> {
                     .as_ref()
                     .map_or(plan::DEFAULT_STOP_GRACE, |d| d.value.0),
                 dead_letter,
+                retired: false,
             });
         }
         for c in &mut channels {

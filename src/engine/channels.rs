@@ -15,10 +15,46 @@ use crate::plan::{ChannelId, ChannelKind, Job, JobId, Plan};
 pub struct ChannelRt {
     /// One queue for a queue channel; one per reader job (in `readers` order) for broadcast; none for pipe.
     pub queues: Vec<Arc<Queue>>,
+    /// For broadcast: the reader job of each queue (a reload may add and remove readers).
+    readers: Vec<JobId>,
     pub stats: Arc<Stats>,
+    /// Writers wait here for room (shared by the channel's queues).
+    space: Arc<tokio::sync::Notify>,
     pipe_read: Option<OwnedFd>,
     pipe_write: Option<OwnedFd>,
     pub closed: bool,
+}
+
+/// The run-time side of one channel of the plan.
+fn build(c: &crate::plan::Channel) -> ChannelRt {
+    let stats = Arc::new(Stats::default());
+    let space = Arc::new(tokio::sync::Notify::new());
+    let queue = || Queue::new(c.capacity, stats.clone(), space.clone());
+    let (queues, readers) = match c.kind {
+        ChannelKind::Queue => (vec![queue()], Vec::new()),
+        ChannelKind::Broadcast => (
+            c.readers.iter().map(|_| queue()).collect(),
+            c.readers.clone(),
+        ),
+        ChannelKind::Pipe => (Vec::new(), Vec::new()),
+    };
+    let (pipe_read, pipe_write) = match c.kind {
+        ChannelKind::Pipe => {
+            let (r, w) = os_pipe::pipe().expect("a pipe can be created");
+            process::grow_pipe(w.as_fd());
+            (Some(OwnedFd::from(r)), Some(OwnedFd::from(w)))
+        }
+        _ => (None, None),
+    };
+    ChannelRt {
+        queues,
+        readers,
+        stats,
+        space,
+        pipe_read,
+        pipe_write,
+        closed: false,
+    }
 }
 
 pub struct Channels {
@@ -28,50 +64,59 @@ pub struct Channels {
 
 impl Channels {
     pub fn new(plan: Arc<Plan>) -> Channels {
-        let all = plan
-            .channels
-            .iter()
-            .map(|c| {
-                let stats = Arc::new(Stats::default());
-                let space = Arc::new(tokio::sync::Notify::new());
-                let queue = || Queue::new(c.capacity, stats.clone(), space.clone());
-                let queues = match c.kind {
-                    ChannelKind::Queue => vec![queue()],
-                    ChannelKind::Broadcast => c.readers.iter().map(|_| queue()).collect(),
-                    ChannelKind::Pipe => Vec::new(),
-                };
-                let (pipe_read, pipe_write) = match c.kind {
-                    ChannelKind::Pipe => {
-                        let (r, w) = os_pipe::pipe().expect("a pipe can be created");
-                        process::grow_pipe(w.as_fd());
-                        (Some(OwnedFd::from(r)), Some(OwnedFd::from(w)))
-                    }
-                    _ => (None, None),
-                };
-                ChannelRt {
-                    queues,
-                    stats,
-                    pipe_read,
-                    pipe_write,
-                    closed: false,
-                }
-            })
-            .collect();
+        let all = plan.channels.iter().map(build).collect();
         Channels { plan, all }
+    }
+
+    /// A reload: the new plan (same indices, channels appended); channels whose kind changed are built anew,
+    /// new ones built, and a broadcast's queues follow its readers (kept by job; a new reader gets a new queue, a
+    /// reader gone has its queue let go).
+    pub fn rewire(&mut self, plan: Arc<Plan>, rebuilt: &[ChannelId]) {
+        for &c in rebuilt {
+            self.all[c] = build(&plan.channels[c]);
+        }
+        while self.all.len() < plan.channels.len() {
+            self.all.push(build(&plan.channels[self.all.len()]));
+        }
+        for (c, channel) in plan.channels.iter().enumerate() {
+            if channel.kind != ChannelKind::Broadcast {
+                continue;
+            }
+            let rt = &mut self.all[c];
+            let mut queues = Vec::new();
+            for &reader in &channel.readers {
+                match rt.readers.iter().position(|&r| r == reader) {
+                    Some(i) => queues.push(rt.queues[i].clone()),
+                    None => queues.push(Queue::new(
+                        channel.capacity,
+                        rt.stats.clone(),
+                        rt.space.clone(),
+                    )),
+                }
+            }
+            for (i, r) in rt.readers.iter().enumerate() {
+                if !channel.readers.contains(r) {
+                    rt.queues[i].orphan();
+                }
+            }
+            rt.queues = queues;
+            rt.readers = channel.readers.clone();
+        }
+        self.plan = plan;
     }
 
     /// The queue a reader job reads from a channel (its own copy for broadcast).
     pub fn reader_queue(&self, channel: ChannelId, job: JobId) -> &Arc<Queue> {
-        let c = &self.plan.channels[channel];
-        let i = match c.kind {
-            ChannelKind::Broadcast => c
+        let rt = &self.all[channel];
+        let i = match self.plan.channels[channel].kind {
+            ChannelKind::Broadcast => rt
                 .readers
                 .iter()
                 .position(|&r| r == job)
                 .expect("a reader of its channel"),
             _ => 0,
         };
-        &self.all[channel].queues[i]
+        &rt.queues[i]
     }
 
     /// Whether nothing will ever wait for this reader again: a pipe that closed, or a queue that settled.

@@ -45,6 +45,14 @@ pub(super) struct Dispatcher {
     pub(super) started_at: chrono::DateTime<Utc>,
     /// The state store's writer and what the runner was started with, when it has state.
     pub(super) memory: Option<super::record::Memory>,
+    /// Manual firings (the control API) waiting to start or end, by key; and the key of each such live run.
+    pub(super) waiters: HashMap<u64, super::control::Waiter>,
+    pub(super) run_waiters: HashMap<RunId, u64>,
+    pub(super) next_manual: u64,
+    observers: Vec<super::Observer>,
+    /// The last handled firing of each time trigger, by (job, trigger fingerprint): from the store at the start,
+    /// then as firings are handled (a reload resumes unchanged triggers from here).
+    pub(super) handled: HashMap<(String, String), chrono::DateTime<Utc>>,
 }
 
 impl Dispatcher {
@@ -56,27 +64,13 @@ impl Dispatcher {
     ) -> Dispatcher {
         let started_at = Utc::now();
         let memory = options.state.map(super::record::Memory::new);
-        let mut entries = Vec::new();
-        for (j, job) in plan.jobs.iter().enumerate() {
-            for (t, trigger) in job.triggers.iter().enumerate() {
-                if let Trigger::Time { rule, .. } = trigger {
-                    let resume = memory
-                        .as_ref()
-                        .and_then(|m| m.last_handled(&job.name, rule));
-                    entries.push(Entry {
-                        job: j,
-                        trigger: t,
-                        rule: match resume {
-                            Some(last) => rule.resumed(last, started_at),
-                            None => rule.rule(started_at),
-                        },
-                        misfire_grace: job.misfire_grace,
-                        coalesce: job.coalesce,
-                        resume,
-                    });
-                }
-            }
-        }
+        let handled = memory
+            .as_ref()
+            .map(|m| m.remembered_handled())
+            .unwrap_or_default();
+        let entries = (0..plan.jobs.len())
+            .flat_map(|j| time_entries(&plan, j, &handled, started_at))
+            .collect();
         let plan_path = plan.path.display().to_string();
         Dispatcher {
             jobs: plan
@@ -109,6 +103,33 @@ impl Dispatcher {
             workflow: plan_path,
             started_at,
             memory,
+            waiters: HashMap::new(),
+            run_waiters: HashMap::new(),
+            next_manual: 0,
+            observers: options.observers,
+            handled,
+        }
+    }
+
+    /// (Re)schedule a job's time triggers (a reload): each resumes after its last handled firing, if any.
+    pub(super) fn schedule_job(&mut self, j: JobId) {
+        let entries = time_entries(&self.plan, j, &self.handled, Utc::now());
+        self.timetable.replace_job(j, entries, Utc::now());
+    }
+
+    /// A removed job's firings waiting for a worker go (an `each` run's messages back to their queue).
+    pub(super) fn drop_queued(&mut self, j: JobId) {
+        for ex in 0..self.executors.len() {
+            let (gone, kept): (Vec<Pending>, Vec<Pending>) =
+                std::mem::take(&mut self.executors[ex].waiting)
+                    .into_iter()
+                    .partition(|p| p.job == j);
+            self.executors[ex].waiting = kept.into();
+            for p in gone {
+                self.jobs[j].pending -= 1;
+                self.manual_skipped(p.manual, "the job was removed by a reload".into());
+                self.give_back(p);
+            }
         }
     }
 
@@ -160,6 +181,7 @@ impl Dispatcher {
         match input {
             Input::Msg(Msg::Exited { id, end }) => self.on_exit(id, end),
             Input::Msg(Msg::Later(key)) => self.on_due(key),
+            Input::Msg(Msg::Control(request)) => self.on_request(request),
             Input::Msg(Msg::Wake) => {
                 for j in 0..self.plan.jobs.len() {
                     self.pump_each(j);
@@ -179,6 +201,9 @@ impl Dispatcher {
 
     /// The one way events leave the engine (the reporter now; history, metrics and the API can subscribe here).
     pub(super) fn emit(&self, event: Event) {
+        for observe in &self.observers {
+            observe(&event);
+        }
         self.reporter.event(&event);
     }
 
@@ -278,14 +303,15 @@ impl Dispatcher {
                 run: run.number,
                 pid,
             });
-            self.stop_run(id, StopCause::Timeout);
+            let _ = self.stop_run(id, StopCause::Timeout);
         }
     }
 
     /// A firing: skipped beyond `max_instances`, else queued for a worker.
     pub(super) fn fire(&mut self, pending: Pending) {
         let job = pending.job;
-        if self.stopping || self.jobs[job].done {
+        if self.stopping || self.jobs[job].done || self.plan.jobs[job].retired {
+            self.manual_skipped(pending.manual, "the job can fire no more".into());
             return;
         }
         let max = self.plan.jobs[job].max_instances;
@@ -293,6 +319,10 @@ impl Dispatcher {
             self.jobs[job].counts.skipped += 1;
             let why = SkipReason::MaxInstances(max);
             self.record_skip(job, pending.trigger, Some(pending.scheduled), &why);
+            self.manual_skipped(
+                pending.manual,
+                format!("max_instances ({max}) runs are alive"),
+            );
             self.emit(Event::RunSkipped {
                 job: self.plan.jobs[job].name.clone(),
                 scheduled: Some(pending.scheduled),
@@ -316,7 +346,7 @@ impl Dispatcher {
     }
 
     /// Start waiting runs while their executors have free workers (FIFO per executor).
-    fn admit(&mut self) {
+    pub(super) fn admit(&mut self) {
         if self.stopping {
             return;
         }
@@ -384,6 +414,7 @@ impl Dispatcher {
             Err(e) => {
                 let reason = format!("cannot start `{}`: {e}", job.command.display());
                 let row = self.record_row(&pending, number, None, None);
+                self.manual_started(pending.manual, id, number);
                 let mut run = Run::new(pending, number, RunState::NotStarted);
                 run.row = row;
                 self.runs.insert(id, run);
@@ -395,6 +426,7 @@ impl Dispatcher {
         let pid = child.pid;
         let lateness_us = (Utc::now() - pending.first_due).num_microseconds();
         let row = self.record_start(&pending, number, Some(pid), lateness_us);
+        self.manual_started(pending.manual, id, number);
         self.emit(Event::RunStart {
             job: job.name.clone(),
             run: number,
@@ -626,7 +658,7 @@ impl Dispatcher {
         }
     }
 
-    fn on_stop(&mut self, stop: Stop) {
+    pub(super) fn on_stop(&mut self, stop: Stop) {
         match stop {
             Stop::Interrupt if self.stopping => self.force(),
             Stop::Interrupt => self.stop("SIGINT"),
@@ -655,30 +687,41 @@ impl Dispatcher {
         self.channels.shut();
         let ids: Vec<RunId> = self.runs.keys().copied().collect();
         for id in ids {
-            self.stop_run(id, StopCause::Shutdown);
+            let _ = self.stop_run(id, StopCause::Shutdown);
         }
     }
 
-    /// SIGTERM to a run's group, SIGKILL after its `stop_grace` (at once when that is zero).
-    fn stop_run(&mut self, id: RunId, cause: StopCause) {
+    /// SIGTERM to a run's group, SIGKILL after its `stop_grace` (at once when that is zero). Whether it was
+    /// running (and is now stopping).
+    pub(super) fn stop_run(&mut self, id: RunId, cause: StopCause) -> bool {
         let Some(run) = self.runs.get_mut(&id) else {
-            return;
+            return false;
         };
         let RunState::Running { pid } = run.state else {
-            return;
+            return false;
         };
         run.state = RunState::Stopping { pid, cause };
         let grace = self.plan.jobs[run.job].stop_grace;
         if grace.is_zero() {
             // No grace: nothing (not even a TERM trap) runs between the stop and the kill.
             process::signal_group(pid, libc::SIGKILL);
-            return;
+            return true;
         }
         process::signal_group(pid, libc::SIGTERM);
         let kill = self.later(grace, Later::Kill(id));
         if let Some(run) = self.runs.get_mut(&id) {
             run.timers.push(kill);
         }
+        true
+    }
+
+    /// A job removed by a reload.
+    pub(super) fn retired(&self, job: JobId) -> bool {
+        self.plan.jobs[job].retired
+    }
+
+    pub(super) fn next_fire_of(&self, job: JobId) -> Option<chrono::DateTime<Utc>> {
+        self.timetable.next_for(job)
     }
 
     fn force(&mut self) {
@@ -790,4 +833,34 @@ impl Dispatcher {
         self.reporter.text(&table);
         ending
     }
+}
+
+/// The timetable entries of a job's time triggers, each resumed after its last handled firing when there is one.
+fn time_entries(
+    plan: &Plan,
+    j: JobId,
+    handled: &HashMap<(String, String), chrono::DateTime<Utc>>,
+    now: chrono::DateTime<Utc>,
+) -> Vec<Entry> {
+    let job = &plan.jobs[j];
+    let mut entries = Vec::new();
+    for (t, trigger) in job.triggers.iter().enumerate() {
+        if let Trigger::Time { rule, .. } = trigger {
+            let resume = handled
+                .get(&(job.name.clone(), rule.fingerprint()))
+                .copied();
+            entries.push(Entry {
+                job: j,
+                trigger: t,
+                rule: match resume {
+                    Some(last) => rule.resumed(last, now),
+                    None => rule.rule(now),
+                },
+                misfire_grace: job.misfire_grace,
+                coalesce: job.coalesce,
+                resume,
+            });
+        }
+    }
+    entries
 }

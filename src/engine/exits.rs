@@ -49,18 +49,23 @@ impl Dispatcher {
             stopped_by_runner: matches!(
                 run.state,
                 RunState::Stopping {
-                    cause: StopCause::Shutdown,
+                    cause: StopCause::Shutdown | StopCause::Request,
                     ..
                 }
             ),
         });
         self.report_exit(&mut run, job, &c);
         match c.outcome {
-            Some(RunResult::Succeeded) => self.jobs[run.job].counts.succeeded += 1,
+            Some(RunResult::Succeeded) => {
+                self.jobs[run.job].counts.succeeded += 1;
+                self.jobs[run.job].last_success = Some(chrono::Utc::now());
+            }
             Some(RunResult::Failed) => {
                 self.jobs[run.job].counts.failed += 1;
                 if self.after_failure(&mut run, job) {
-                    // A try that will be retried has not ended the run's story: joins wait for the last try.
+                    // A try that will be retried has not ended the run's story: joins wait for the last try
+                    // (and so does a `trigger --wait`).
+                    self.manual_retried(id);
                     self.pump_each(run.job);
                     return;
                 }
@@ -73,6 +78,16 @@ impl Dispatcher {
                 }
             }
         }
+        self.manual_ended(
+            id,
+            super::control::RunEnded {
+                run: run.number,
+                outcome: super::record::outcome_of(&c, run.state).as_str(),
+                code: c.code,
+                signal: c.signal.clone(),
+                success: c.success,
+            },
+        );
         if let Some(outcome) = c.outcome {
             self.propagate(run.job, outcome);
         }
@@ -105,6 +120,7 @@ impl Dispatcher {
             stopped_by_runner: c.outcome.is_none(),
             each: run.input.is_some(),
             duration_ms: duration.as_millis() as u64,
+            outcome: super::record::outcome_of(c, run.state).as_str(),
         };
         let status_text = exit.status_text();
         self.jobs[run.job].last_exit = Some(status_text.clone());
@@ -138,6 +154,7 @@ impl Dispatcher {
                 attempt: run.attempt + 1,
                 input: run.input.take(),
                 trigger: run.trigger,
+                manual: run.manual,
                 ..Pending::now(run.job)
             };
             self.later(backoff, Later::Retry(pending));
@@ -195,7 +212,18 @@ impl Dispatcher {
         let input_over = job
             .stdin
             .is_some_and(|c| self.channels.input_over(c, run.job));
-        if self.stopping || input_over || !restarts(job.restart, outcome, retries_left) {
+        let asked_to_stop = matches!(
+            run.state,
+            RunState::Stopping {
+                cause: StopCause::Request,
+                ..
+            }
+        );
+        if self.stopping
+            || asked_to_stop
+            || input_over
+            || !restarts(job.restart, outcome, retries_left)
+        {
             return;
         }
         let delay = self.jobs[run.job].restart.delay(run.started.elapsed());

@@ -11,11 +11,13 @@
 
 mod channel;
 mod channels;
+pub mod control;
 mod dispatcher;
 mod exits;
 mod outcome;
 pub(crate) mod process;
 mod record;
+pub mod reload;
 mod runlog;
 mod state;
 mod supervise;
@@ -45,7 +47,14 @@ pub struct Options {
     pub color: bool,
     /// The state store (SPEC §4); `None` runs without memory.
     pub state: Option<Persist>,
+    /// Who else hears every event (the metrics).
+    pub observers: Vec<Observer>,
+    /// Started with the engine's handle once it runs (the control API).
+    pub serve: Option<Box<dyn FnOnce(control::EngineHandle) + Send>>,
 }
+
+/// A subscriber to the engine's events, called on the dispatcher thread: it must be quick.
+pub type Observer = Arc<dyn Fn(&crate::event::Event) + Send + Sync>;
 
 /// How the workflow ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +132,8 @@ enum Msg {
     Later(u64),
     /// Messages arrived (or came back) where an `each` job waits.
     Wake,
+    /// A request of the control API.
+    Control(control::Request),
 }
 
 /// Something the dispatcher arranged to happen after a delay.
@@ -150,7 +161,7 @@ enum Input {
 pub async fn run(
     plan: Arc<Plan>,
     reporter: Arc<Reporter>,
-    options: Options,
+    mut options: Options,
     mut signals: Signals,
 ) -> Ending {
     let (tx, mut rx) = unbounded_channel();
@@ -160,7 +171,11 @@ pub async fn run(
         ));
     }
     let deadline = options.run_for.map(|d| tokio::time::Instant::now() + d);
-    let mut d = Dispatcher::new(plan, reporter, tx, options);
+    let serve = options.serve.take();
+    let mut d = Dispatcher::new(plan, reporter, tx.clone(), options);
+    if let Some(serve) = serve {
+        serve(control::EngineHandle { tx });
+    }
     d.start(signals.pending());
     let mut timer = WallTimer::new().expect("a timerfd can be created");
     let mut view_tick = tokio::time::interval(crate::report::TICK);

@@ -9,7 +9,7 @@ use super::dispatcher::Dispatcher;
 use super::outcome::{Classified, RunResult};
 use super::state::{Pending, Run, RunState, StopCause};
 use crate::event::SkipReason;
-use crate::plan::{JobId, TimeSpec, Trigger};
+use crate::plan::{JobId, Trigger};
 use crate::store::writer::History;
 use crate::store::{Op, Outcome, RunRow};
 
@@ -54,17 +54,31 @@ impl Memory {
         self.history.close();
     }
 
-    /// The last firing of this trigger a previous runner handled.
-    pub fn last_handled(&self, job: &str, rule: &TimeSpec) -> Option<DateTime<Utc>> {
-        self.remembered
-            .handled
-            .get(&(job.to_string(), rule.fingerprint()))
-            .copied()
+    /// The last handled firing of each trigger, as a previous runner left them.
+    pub fn remembered_handled(&self) -> std::collections::HashMap<(String, String), DateTime<Utc>> {
+        self.remembered.handled.clone()
     }
 
     /// The last run number a previous runner gave this job (0: none).
     pub fn last_run(&self, job: &str) -> u64 {
         self.remembered.last_runs.get(job).copied().unwrap_or(0)
+    }
+}
+
+/// How a run ended, in the history's words.
+pub(super) fn outcome_of(c: &Classified, state: RunState) -> Outcome {
+    match (c.outcome, state) {
+        (_, RunState::NotStarted) => Outcome::SpawnFailed,
+        (None, _) => Outcome::Stopped,
+        (Some(RunResult::Succeeded), _) => Outcome::Succeeded,
+        (
+            Some(RunResult::Failed),
+            RunState::Stopping {
+                cause: StopCause::Timeout,
+                ..
+            },
+        ) => Outcome::Timeout,
+        (Some(RunResult::Failed), _) => Outcome::Failed,
     }
 }
 
@@ -76,14 +90,13 @@ impl Dispatcher {
     }
 
     /// A time trigger's firing at `at` is handled: a restart will not fire it again.
-    pub(super) fn record_handled(&self, job: JobId, trigger: usize, at: DateTime<Utc>) {
-        if self.memory.is_none() {
-            return;
-        }
+    pub(super) fn record_handled(&mut self, job: JobId, trigger: usize, at: DateTime<Utc>) {
         if let Trigger::Time { rule, .. } = &self.plan.jobs[job].triggers[trigger] {
+            let key = (self.plan.jobs[job].name.clone(), rule.fingerprint());
+            self.handled.insert(key.clone(), at);
             self.send(Op::Handled {
-                job: self.plan.jobs[job].name.clone(),
-                fingerprint: rule.fingerprint(),
+                job: key.0,
+                fingerprint: key.1,
                 at,
             });
         }
@@ -157,19 +170,7 @@ impl Dispatcher {
         row.code = c.code;
         row.signal = c.signal.clone();
         row.reason = c.reason.clone();
-        row.outcome = match (c.outcome, run.state) {
-            (_, RunState::NotStarted) => Outcome::SpawnFailed,
-            (None, _) => Outcome::Stopped,
-            (Some(RunResult::Succeeded), _) => Outcome::Succeeded,
-            (
-                Some(RunResult::Failed),
-                RunState::Stopping {
-                    cause: StopCause::Timeout,
-                    ..
-                },
-            ) => Outcome::Timeout,
-            (Some(RunResult::Failed), _) => Outcome::Failed,
-        };
+        row.outcome = outcome_of(c, run.state);
         row.log = run
             .log
             .as_ref()
@@ -201,7 +202,7 @@ impl Dispatcher {
 
     /// Firings missed (handled later than `misfire_grace`), `count` of them up to `scheduled`.
     pub(super) fn record_missed(
-        &self,
+        &mut self,
         job: JobId,
         trigger: usize,
         scheduled: DateTime<Utc>,

@@ -29,6 +29,8 @@ pub struct Pending {
     pub trigger: Option<usize>,
     /// A time firing that fell due while no runner was alive.
     pub catch_up: bool,
+    /// A manual firing (the control API's trigger): its waiter's key.
+    pub manual: Option<u64>,
 }
 
 impl Pending {
@@ -44,6 +46,7 @@ impl Pending {
             coalesced: 0,
             trigger: None,
             catch_up: false,
+            manual: None,
         }
     }
 
@@ -63,6 +66,8 @@ pub enum StopCause {
     Timeout,
     /// The runner is shutting down: neither success nor failure.
     Shutdown,
+    /// Asked by the control API (`stop JOB`): as at shutdown, and a service is not restarted.
+    Request,
 }
 
 /// Where a run is in its life (its start is the moment it is created).
@@ -95,8 +100,10 @@ pub struct Run {
     pub attempt: u32,
     pub scheduled: DateTime<Utc>,
     pub trigger: Option<usize>,
+    pub manual: Option<u64>,
     pub input: Option<Batch>,
     pub started: Instant,
+    pub started_at: DateTime<Utc>,
     pub state: RunState,
     /// The run's file under `--log-dir`.
     pub log: Option<Arc<super::runlog::RunLog>>,
@@ -114,8 +121,10 @@ impl Run {
             attempt: pending.attempt,
             scheduled: pending.scheduled,
             trigger: pending.trigger,
+            manual: pending.manual,
             input: pending.input,
             started: Instant::now(),
+            started_at: Utc::now(),
             state,
             log: None,
             timers: Vec::new(),
@@ -139,6 +148,7 @@ pub struct JobState {
     pub joins: Vec<Join>,
     pub restart: RestartBackoff,
     pub last_exit: Option<String>,
+    pub last_success: Option<DateTime<Utc>>,
 }
 
 impl JobState {

@@ -66,20 +66,27 @@ impl Timetable {
             heap: BinaryHeap::new(),
         };
         for i in 0..table.entries.len() {
-            let e = &table.entries[i];
-            let first = match (&e.rule, e.resume) {
-                (rule, Some(last)) => rule.next_after(last),
-                (TimeRule::At { at }, None) => {
-                    let grace = chrono::Duration::from_std(e.misfire_grace)
-                        .unwrap_or(chrono::Duration::MAX);
-                    (*at >= start - grace).then_some(*at)
-                }
-                // Inclusive of the start instant, so an interval whose `start` is now fires at once.
-                (rule, None) => rule.next_after(start - chrono::Duration::nanoseconds(1)),
-            };
+            let first = first_firing(&table.entries[i], start);
             table.set_next(i, first);
         }
         table
+    }
+
+    /// A job's triggers changed (a reload): its old entries fire no more, these take their place.
+    pub fn replace_job(&mut self, job: usize, entries: Vec<Entry>, now: DateTime<Utc>) {
+        for i in 0..self.entries.len() {
+            if self.entries[i].job == job {
+                // Its heap entries become stale (`due` skips an entry whose `next` no longer matches).
+                self.next[i] = None;
+                self.entries[i].job = usize::MAX;
+            }
+        }
+        for e in entries {
+            let first = first_firing(&e, now);
+            self.entries.push(e);
+            self.next.push(None);
+            self.set_next(self.entries.len() - 1, first);
+        }
     }
 
     fn set_next(&mut self, i: usize, at: Option<DateTime<Utc>>) {
@@ -211,6 +218,20 @@ impl Timetable {
             Due::Missed { .. } => true,
         });
         out
+    }
+}
+
+/// An entry's first firing from `start` (see [`Timetable::new`]).
+fn first_firing(e: &Entry, start: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    match (&e.rule, e.resume) {
+        (rule, Some(last)) => rule.next_after(last),
+        (TimeRule::At { at }, None) => {
+            let grace =
+                chrono::Duration::from_std(e.misfire_grace).unwrap_or(chrono::Duration::MAX);
+            (*at >= start - grace).then_some(*at)
+        }
+        // Inclusive of the start instant, so an interval whose `start` is now fires at once.
+        (rule, None) => rule.next_after(start - chrono::Duration::nanoseconds(1)),
     }
 }
 

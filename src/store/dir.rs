@@ -41,16 +41,54 @@ pub fn choose(flag: Option<&str>, file: &Path, name: &str) -> Choice {
 
 /// `$XDG_STATE_HOME/flowrun/NAME-HASH`; a relative `XDG_STATE_HOME` is ignored, as the XDG spec says.
 fn default_dir(file: &Path, name: &str) -> PathBuf {
-    let base = std::env::var_os("XDG_STATE_HOME")
+    base().join(format!("{}-{}", safe_name(name), file_hash(file)))
+}
+
+fn base() -> PathBuf {
+    std::env::var_os("XDG_STATE_HOME")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
         .unwrap_or_else(|| {
             let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/"), PathBuf::from);
             home.join(".local/state")
-        });
+        })
+        .join("flowrun")
+}
+
+fn file_hash(file: &Path) -> String {
     let canonical = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
-    base.join("flowrun")
-        .join(format!("{}-{:08x}", safe_name(name), fnv1a(&canonical)))
+    format!("{:08x}", fnv1a(&canonical))
+}
+
+/// The state of a file whose text may not be valid now (`reload` of a broken edit) or whose name changed since
+/// its runner started: the default directory of this file's path whatever its NAME, when exactly one exists.
+pub fn find_by_file(flag: Option<&str>, file: &Path) -> Choice {
+    let given = flag.map(str::to_string).or_else(|| {
+        std::env::var("FLOWRUN_STATE")
+            .ok()
+            .filter(|v| !v.is_empty())
+    });
+    match given.as_deref() {
+        Some("none") => return Choice::None,
+        Some(dir) => return Choice::Given(PathBuf::from(dir)),
+        None => {}
+    }
+    let suffix = format!("-{}", file_hash(file));
+    let found: Vec<PathBuf> = std::fs::read_dir(base())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(&suffix))
+        })
+        .collect();
+    match &found[..] {
+        [one] => Choice::Default(one.clone()),
+        _ => Choice::None,
+    }
 }
 
 /// A workflow name as one path component: letters, digits, `.`, `_`, `-`; anything else becomes `_`.

@@ -1,0 +1,280 @@
+//! The routes of the control API (SPEC §5). Every handler asks the engine by message ([`EngineHandle`]) or reads
+//! the store from a blocking task: nothing here can hold the dispatcher. Errors are JSON `{"error": ...}` with
+//! the status code that says what went wrong.
+
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+
+use super::Context;
+use crate::engine::control::TriggerReply;
+
+/// The largest request body taken (no route needs more than a small JSON object).
+const MAX_BODY: usize = 16 * 1024;
+
+/// The routes; `tcp`: requests that change anything need the token (the Unix socket is guarded by its mode).
+pub fn router(ctx: Arc<Context>, tcp: bool) -> Router {
+    let router = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/history", get(history))
+        .route("/api/v1/jobs/{job}/trigger", post(trigger))
+        .route("/api/v1/jobs/{job}/stop", post(stop_job))
+        .route("/api/v1/stop", post(stop_runner))
+        .route("/api/v1/reload", post(reload))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY));
+    let router = match tcp {
+        true => router.layer(axum::middleware::from_fn_with_state(ctx.clone(), guard)),
+        false => router,
+    };
+    router.with_state(ctx)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn engine_gone() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the runner is shutting down",
+    )
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!("no route {method} {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} does not take {method}", uri.path()),
+    )
+}
+
+/// On TCP: reading is open; changing needs `Authorization: Bearer TOKEN`, compared in constant time. Without a
+/// token the TCP side is read-only.
+async fn guard(State(ctx): State<Arc<Context>>, request: Request, next: Next) -> Response {
+    let reads = matches!(*request.method(), Method::GET | Method::HEAD);
+    if reads {
+        return next.run(request).await;
+    }
+    let Some(token) = &ctx.token else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "the TCP listener is read-only: start the runner with FLOWRUN_TOKEN set to allow changes, or use the control socket",
+        );
+    };
+    let given = bearer(request.headers()).unwrap_or_default();
+    if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        let mut response = error(
+            StatusCode::UNAUTHORIZED,
+            "a valid `Authorization: Bearer TOKEN` is needed to change anything",
+        );
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("valid"));
+        return response;
+    }
+    next.run(request).await
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// Equal without an early exit, so the time taken does not tell how much of the token a guess got right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0xff);
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
+}
+
+async fn healthz(State(ctx): State<Arc<Context>>) -> Response {
+    match ctx.engine.status().await {
+        Some(s) if !s.stopping => (StatusCode::OK, "ok\n").into_response(),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response(),
+    }
+}
+
+async fn metrics(State(ctx): State<Arc<Context>>) -> Response {
+    let Some(status) = ctx.engine.status().await else {
+        return engine_gone();
+    };
+    let text = ctx.metrics.render(&status);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn status(State(ctx): State<Arc<Context>>) -> Response {
+    match ctx.engine.status().await {
+        Some(s) => Json(s).into_response(),
+        None => engine_gone(),
+    }
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    job: Option<String>,
+    limit: Option<String>,
+}
+
+async fn history(
+    State(ctx): State<Arc<Context>>,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return error(StatusCode::BAD_REQUEST, "bad query: use ?job=NAME&limit=N");
+    };
+    let limit = match q.limit.as_deref().map(str::parse::<usize>) {
+        None => 20,
+        Some(Ok(n)) if n <= 100_000 => n,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "limit must be a whole number up to 100000",
+            )
+        }
+    };
+    let Some(dir) = ctx.state_dir.clone() else {
+        return error(
+            StatusCode::CONFLICT,
+            "this runner keeps no history (--state none)",
+        );
+    };
+    let jobs: Vec<String> = q.job.into_iter().collect();
+    let rows = tokio::task::spawn_blocking(move || {
+        use crate::store::Store;
+        let store = crate::store::SqliteStore::open_read(&dir)?;
+        match store {
+            Some(s) => s.history(&crate::store::Query {
+                jobs,
+                limit,
+                ..Default::default()
+            }),
+            None => Ok(Vec::new()),
+        }
+    })
+    .await;
+    match rows {
+        Ok(Ok(rows)) => Json(rows).into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the history read failed"),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TriggerBody {
+    #[serde(default)]
+    wait: bool,
+}
+
+#[derive(Deserialize, Default)]
+struct TriggerQuery {
+    wait: Option<bool>,
+}
+
+/// A manual firing now. Answers 200 `started` with the run number, 202 `queued` (waiting for a worker), 409
+/// `skipped` with why, 404 for an unknown job; with `wait` (`?wait=true` or `{"wait": true}`), 200 once the run
+/// ended, with its outcome.
+async fn trigger(
+    State(ctx): State<Arc<Context>>,
+    Path(job): Path<String>,
+    query: Result<Query<TriggerQuery>, axum::extract::rejection::QueryRejection>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Ok(Query(query)) = query else {
+        return error(StatusCode::BAD_REQUEST, "bad query: use ?wait=true");
+    };
+    let body: TriggerBody = if body.iter().all(u8::is_ascii_whitespace) {
+        TriggerBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("the body must be JSON like {{\"wait\": true}}: {e}"),
+                )
+            }
+        }
+    };
+    let wait = body.wait || query.wait.unwrap_or(false);
+    let Some((reply, ended)) = ctx.engine.trigger(&job, wait).await else {
+        return engine_gone();
+    };
+    let code = match &reply {
+        TriggerReply::Started { .. } => StatusCode::OK,
+        TriggerReply::Queued => StatusCode::ACCEPTED,
+        TriggerReply::Skipped { .. } => StatusCode::CONFLICT,
+        TriggerReply::Refused {
+            not_found: true, ..
+        } => StatusCode::NOT_FOUND,
+        TriggerReply::Refused { .. } => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let waits = matches!(reply, TriggerReply::Started { .. } | TriggerReply::Queued);
+    match (ended, waits) {
+        (Some(ended), true) => match ended.await {
+            Ok(end) => (
+                StatusCode::OK,
+                Json(
+                    json!({ "status": "ended", "run": end.run, "outcome": end.outcome,
+                             "code": end.code, "signal": end.signal, "success": end.success }),
+                ),
+            )
+                .into_response(),
+            Err(_) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the runner stopped before the run ended",
+            ),
+        },
+        _ => (code, Json(reply)).into_response(),
+    }
+}
+
+async fn stop_job(State(ctx): State<Arc<Context>>, Path(job): Path<String>) -> Response {
+    match ctx.engine.stop(Some(&job)).await {
+        Some(Ok(n)) => Json(json!({ "job": job, "stopped": n })).into_response(),
+        Some(Err(e)) => error(StatusCode::NOT_FOUND, e),
+        None => engine_gone(),
+    }
+}
+
+async fn stop_runner(State(ctx): State<Arc<Context>>) -> Response {
+    match ctx.engine.shutdown().await {
+        true => Json(json!({ "stopping": true })).into_response(),
+        false => engine_gone(),
+    }
+}
+
+async fn reload(State(ctx): State<Arc<Context>>) -> Response {
+    super::reload::reload(&ctx).await
+}

@@ -1,0 +1,183 @@
+//! `flowrun trigger`, `stop` and `reload FILE`: requests to the running runner over its control socket. Each
+//! says plainly when no runner is up (exit 2).
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+use super::client::{request, Failure};
+use crate::error::Error;
+use crate::store::dir;
+
+/// The control socket of the runner of `file`: found like the runner's state (by the file's path when its text
+/// is not readable now).
+fn socket(file: &Path, state: Option<&str>) -> Result<PathBuf, Error> {
+    let choice = match crate::app::load_plan_quietly(file) {
+        Some(plan) => dir::choose(state, file, &plan.name),
+        None => dir::find_by_file(state, file),
+    };
+    match choice.path() {
+        Some(dir) => Ok(dir.join("control.sock")),
+        None => Err(no_runner(file, None)),
+    }
+}
+
+fn no_runner(file: &Path, socket: Option<&Path>) -> Error {
+    Error::Usage {
+        message: format!("no runner is up for {}", file.display()),
+        help: Some(match socket {
+            Some(s) => format!(
+                "nothing answers on {}; start one with `flowrun {}` (or give the --state it runs with)",
+                s.display(),
+                file.display()
+            ),
+            None => format!(
+                "start one with `flowrun {}` (a runner with --state none has no control socket)",
+                file.display()
+            ),
+        }),
+    }
+}
+
+/// One request; the status and the JSON body (or the text of a body that is not JSON).
+pub fn ask(
+    file: &Path,
+    state: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<(u16, Value), Error> {
+    let socket = socket(file, state)?;
+    match request(&socket, method, path, body) {
+        Ok((status, text)) => Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )),
+        Err(Failure::NoRunner) => Err(no_runner(file, Some(&socket))),
+        Err(Failure::Other(e)) => Err(Error::Setup(e)),
+    }
+}
+
+fn said(body: &Value) -> String {
+    match body.get("error").and_then(Value::as_str) {
+        Some(e) => e.to_string(),
+        None => body.to_string(),
+    }
+}
+
+pub fn trigger(file: &Path, job: &str, wait: bool, state: Option<&str>) -> Result<i32, Error> {
+    let path = format!(
+        "/api/v1/jobs/{}/trigger{}",
+        encode_segment(job),
+        if wait { "?wait=true" } else { "" }
+    );
+    let (status, body) = ask(file, state, "POST", &path, None)?;
+    let text = |key: &str| body.get(key).map(|v| v.to_string()).unwrap_or_default();
+    match (status, body.get("status").and_then(Value::as_str)) {
+        (200, Some("ended")) => {
+            let success = body.get("success").and_then(Value::as_bool) == Some(true);
+            println!(
+                "{job}#{} {}{}",
+                text("run"),
+                body["outcome"].as_str().unwrap_or("ended"),
+                match (&body["code"], &body["signal"]) {
+                    (Value::Number(c), _) => format!(" (exit {c})"),
+                    (_, Value::String(s)) => format!(" ({s})"),
+                    _ => String::new(),
+                }
+            );
+            Ok(if success {
+                crate::exit::OK
+            } else {
+                crate::exit::FAILED
+            })
+        }
+        (200, _) => {
+            println!("{job}#{} started", text("run"));
+            Ok(crate::exit::OK)
+        }
+        (202, _) => {
+            println!("{job}: queued (waiting for a worker of its executor)");
+            Ok(crate::exit::OK)
+        }
+        (409, _) => {
+            eprintln!(
+                "{job}: skipped: {}",
+                body["reason"].as_str().unwrap_or("no reason given")
+            );
+            Ok(crate::exit::FAILED)
+        }
+        (404, _) => Err(Error::Usage {
+            message: said(&body),
+            help: Some(format!(
+                "`flowrun status {}` lists the jobs",
+                file.display()
+            )),
+        }),
+        _ => Err(Error::Setup(said(&body))),
+    }
+}
+
+pub fn stop(file: &Path, job: Option<&str>, state: Option<&str>) -> Result<i32, Error> {
+    let path = match job {
+        Some(j) => format!("/api/v1/jobs/{}/stop", encode_segment(j)),
+        None => "/api/v1/stop".to_string(),
+    };
+    let (status, body) = ask(file, state, "POST", &path, None)?;
+    match (status, job) {
+        (200, Some(j)) => {
+            println!("{j}: stopping {} run(s)", body["stopped"]);
+            Ok(crate::exit::OK)
+        }
+        (200, None) => {
+            println!("the runner is stopping");
+            Ok(crate::exit::OK)
+        }
+        (404, _) => Err(Error::usage(said(&body))),
+        _ => Err(Error::Setup(said(&body))),
+    }
+}
+
+pub fn reload(file: &Path, state: Option<&str>) -> Result<i32, Error> {
+    let (status, body) = ask(file, state, "POST", "/api/v1/reload", None)?;
+    match status {
+        200 => {
+            let list = |key: &str| {
+                body[key]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| "-".into())
+            };
+            println!(
+                "reloaded: added {}; removed {}; changed {}",
+                list("added"),
+                list("removed"),
+                list("changed")
+            );
+            Ok(crate::exit::OK)
+        }
+        422 => {
+            eprint!("{}", body["report"].as_str().unwrap_or_default());
+            eprintln!("the runner keeps its current plan");
+            Ok(crate::exit::FAILED)
+        }
+        _ => Err(Error::Setup(said(&body))),
+    }
+}
+
+/// A job name as one URL path segment.
+fn encode_segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,157 @@
+//! Reload from the API (`POST /api/v1/reload`, `flowrun reload FILE`) and from `--watch`: the file is read and
+//! validated off the dispatcher (a blocking task); with errors the old plan goes on and the diagnostics are
+//! answered and reported (`reload.rejected`); otherwise the engine applies the new plan.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Context;
+use crate::plan::Plan;
+
+enum Checked {
+    Valid(Box<Plan>),
+    Invalid {
+        errors: usize,
+        summary: String,
+        report: String,
+    },
+}
+
+/// Read and validate the file again (no colour: the report goes into JSON and the event log).
+fn check(file: &Path) -> Checked {
+    let source = match crate::source::Source::read(file) {
+        Ok(s) => s,
+        Err(e) => {
+            return Checked::Invalid {
+                errors: 1,
+                summary: e.to_string(),
+                report: format!("{e}\n"),
+            }
+        }
+    };
+    let validated = crate::validate::validate(&source, chrono::Utc::now());
+    let errors = validated.errors();
+    match validated.plan {
+        Some(plan) if errors == 0 => Checked::Valid(Box::new(plan)),
+        _ => {
+            let first = validated
+                .diagnostics
+                .iter()
+                .find(|d| d.severity() == crate::diagnostic::Severity::Error);
+            let summary = match first {
+                Some(d) => {
+                    let at = source.line_col(d.span.offset);
+                    format!("{}:{}:{}: {}", source.name(), at.line, at.column, d.message)
+                }
+                None => "no plan could be built".into(),
+            };
+            Checked::Invalid {
+                errors: errors.max(1),
+                summary,
+                report: crate::render::human(&source, &validated.diagnostics, false),
+            }
+        }
+    }
+}
+
+/// Validate and apply; the HTTP answer: 200 with what changed, 422 with the diagnostics, 409 when the engine
+/// cannot apply it (a channel in use changing kind).
+pub async fn reload(ctx: &Context) -> Response {
+    let file = ctx.file.clone();
+    let Ok(checked) = tokio::task::spawn_blocking(move || check(&file)).await else {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": "the reload check failed"})),
+        )
+            .into_response();
+    };
+    match checked {
+        Checked::Invalid {
+            errors,
+            summary,
+            report,
+        } => {
+            ctx.engine.rejected(errors, summary, report.clone());
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({
+                    "error": format!("{errors} error(s) in the new text; the runner keeps its current plan"),
+                    "errors": errors,
+                    "report": report,
+                })),
+            )
+                .into_response()
+        }
+        Checked::Valid(plan) => match ctx.engine.apply(*plan).await {
+            Some(Ok(applied)) => Json(applied).into_response(),
+            Some(Err(reason)) => {
+                (StatusCode::CONFLICT, Json(json!({ "error": reason }))).into_response()
+            }
+            None => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": "the runner is shutting down"})),
+            )
+                .into_response(),
+        },
+    }
+}
+
+/// How long the file must stay quiet before a change is reloaded (an editor's save is several events).
+const SETTLE: Duration = Duration::from_millis(200);
+
+/// `--watch`: reload when the file changes on disk. The folder is watched, not the file: editors save by
+/// writing a new file and renaming it over the old one.
+pub fn watch(ctx: Arc<Context>) {
+    use notify::Watcher;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let file = std::fs::canonicalize(&ctx.file).unwrap_or_else(|_| ctx.file.clone());
+    let Some(folder) = file.parent().map(Path::to_path_buf) else {
+        return;
+    };
+    let name = file.file_name().map(|n| n.to_os_string());
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            let ours = event
+                .paths
+                .iter()
+                .any(|p| p.file_name().map(|n| n.to_os_string()) == name);
+            if ours && !matches!(event.kind, notify::EventKind::Access(_)) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let mut watcher = match watcher {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("flowrun: --watch: cannot watch {}: {e}", folder.display());
+            return;
+        }
+    };
+    if let Err(e) = watcher.watch(&folder, notify::RecursiveMode::NonRecursive) {
+        eprintln!("flowrun: --watch: cannot watch {}: {e}", folder.display());
+        return;
+    }
+    tokio::spawn(async move {
+        // The watcher lives as long as this task.
+        let _watcher = watcher;
+        let mut last = std::fs::read(&ctx.file).ok();
+        while rx.recv().await.is_some() {
+            // Wait until the changes settle.
+            while tokio::time::timeout(SETTLE, rx.recv())
+                .await
+                .is_ok_and(|m| m.is_some())
+            {}
+            let now = std::fs::read(&ctx.file).ok();
+            if now == last {
+                continue; // touched, not changed
+            }
+            last = now;
+            let _ = reload(&ctx).await;
+        }
+    });
+}

@@ -1,0 +1,140 @@
+//! Listening: the Unix socket in the state directory and the optional TCP address; each connection served by
+//! hyper's HTTP/1.1 with a header timeout (a client that never finishes its request is dropped) and a bound on
+//! connections alive at once (a flood waits at `accept`, it does not grow the runner).
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+use super::Context;
+
+const MAX_CONNECTIONS: usize = 512;
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Listeners bound before the runner starts (so a bad `--listen` is an error before anything runs).
+#[derive(Default)]
+pub struct Listeners {
+    pub unix: Option<(std::os::unix::net::UnixListener, PathBuf)>,
+    pub tcp: Option<std::net::TcpListener>,
+}
+
+impl Drop for Listeners {
+    fn drop(&mut self) {
+        if let Some((_, path)) = &self.unix {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Bind the control socket in `state` (a stale one from a dead runner is replaced: the caller holds the state's
+/// lock) and the TCP address. A socket that cannot be bound is a notice (`Err` with the text), not a failure.
+pub fn bind(
+    state: Option<&Path>,
+    listen: Option<SocketAddr>,
+) -> (Listeners, Option<String>, Result<(), String>) {
+    let mut listeners = Listeners::default();
+    let mut notice = None;
+    if let Some(dir) = state {
+        let path = dir.join("control.sock");
+        let _ = std::fs::remove_file(&path);
+        match std::os::unix::net::UnixListener::bind(&path) {
+            Ok(l) => {
+                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+                let _ = l.set_nonblocking(true);
+                listeners.unix = Some((l, path));
+            }
+            Err(e) => {
+                notice = Some(format!(
+                    "no control socket at {} ({e}): `flowrun status/trigger/stop/reload` cannot reach this runner{}",
+                    path.display(),
+                    if path.as_os_str().len() > 100 {
+                        " (the path is longer than a socket path may be: give a shorter --state)"
+                    } else {
+                        ""
+                    }
+                ))
+            }
+        }
+    }
+    let tcp = match listen {
+        Some(addr) => match std::net::TcpListener::bind(addr) {
+            Ok(l) => {
+                let _ = l.set_nonblocking(true);
+                listeners.tcp = Some(l);
+                Ok(())
+            }
+            Err(e) => Err(format!("--listen {addr}: {e}")),
+        },
+        None => Ok(()),
+    };
+    (listeners, notice, tcp)
+}
+
+pub fn serve(mut listeners: Listeners, ctx: Arc<Context>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    if let Some((listener, path)) = listeners.unix.take() {
+        let router = super::api::router(ctx.clone(), false);
+        let slots = slots.clone();
+        tokio::spawn(async move {
+            // The socket file goes when the runner ends (its tasks are dropped with the runtime).
+            let _remove = RemoveOnDrop(path);
+            let Ok(listener) = tokio::net::UnixListener::from_std(listener) else {
+                return;
+            };
+            loop {
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                connection(stream, router.clone(), permit);
+            }
+        });
+    }
+    if let Some(listener) = listeners.tcp.take() {
+        let router = super::api::router(ctx, true);
+        tokio::spawn(async move {
+            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                return;
+            };
+            loop {
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                connection(stream, router.clone(), permit);
+            }
+        });
+    }
+}
+
+struct RemoveOnDrop(PathBuf);
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn connection<S>(stream: S, router: axum::Router, permit: tokio::sync::OwnedSemaphorePermit)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let service = TowerToHyperService::new(router);
+        let _ = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
+        drop(permit);
+    });
+}

@@ -1,0 +1,368 @@
+//! What the control API asks of a running engine (SPEC §5), as messages to the dispatcher: the API never locks
+//! the engine, it sends a request and awaits the answer. The answers are plain data (serialised by the API).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::{mpsc::UnboundedSender, oneshot};
+
+use super::dispatcher::Dispatcher;
+use super::state::{Pending, RunId, StopCause};
+use super::Msg;
+use crate::event::{ChannelCounts, JobCounts};
+
+/// A request of the control API.
+pub enum Request {
+    Status(oneshot::Sender<LiveStatus>),
+    Trigger {
+        job: String,
+        /// Answered when the run starts (or is queued, or skipped).
+        reply: oneshot::Sender<TriggerReply>,
+        /// Answered when the run ends for good (its last try), when the caller waits for it.
+        done: Option<oneshot::Sender<RunEnded>>,
+    },
+    /// Stop the runner, as SIGTERM does.
+    Shutdown,
+    /// Apply a validated plan (a reload), or report a rejected one.
+    Reload(super::reload::Reload),
+    /// Stop the live runs of a job (all jobs: `None`), as at shutdown.
+    Stop {
+        job: Option<String>,
+        reply: oneshot::Sender<Result<usize, String>>,
+    },
+}
+
+/// A running runner, as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveStatus {
+    pub workflow: String,
+    pub pid: u32,
+    pub started: DateTime<Utc>,
+    pub stopping: bool,
+    pub jobs: Vec<LiveJob>,
+    pub channels: Vec<LiveChannel>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveJob {
+    pub job: String,
+    pub running: Vec<LiveRun>,
+    /// Firings waiting for a worker of the job's executor.
+    pub waiting: usize,
+    pub next: Option<DateTime<Utc>>,
+    /// It can fire no more.
+    pub done: bool,
+    #[serde(flatten)]
+    pub counts: JobCounts,
+    pub last_exit: Option<String>,
+    pub last_success: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveRun {
+    pub run: u64,
+    pub pid: Option<u32>,
+    pub started: DateTime<Utc>,
+    pub attempt: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveChannel {
+    pub channel: String,
+    pub kind: &'static str,
+    #[serde(flatten)]
+    pub counts: ChannelCounts,
+}
+
+/// The answer to a manual firing.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum TriggerReply {
+    Started {
+        run: u64,
+    },
+    /// Waiting for a worker of its executor.
+    Queued,
+    Skipped {
+        reason: String,
+    },
+    /// Not done: unknown job, or the runner is stopping.
+    Refused {
+        reason: String,
+        not_found: bool,
+    },
+}
+
+/// How a manually fired run ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunEnded {
+    pub run: u64,
+    pub outcome: &'static str,
+    pub code: Option<i32>,
+    pub signal: Option<String>,
+    pub success: bool,
+}
+
+/// The API's handle on the engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    pub(super) tx: UnboundedSender<Msg>,
+}
+
+impl EngineHandle {
+    fn ask(&self, request: Request) -> bool {
+        self.tx.send(Msg::Control(request)).is_ok()
+    }
+
+    pub async fn status(&self) -> Option<LiveStatus> {
+        let (reply, answer) = oneshot::channel();
+        self.ask(Request::Status(reply)).then_some(())?;
+        answer.await.ok()
+    }
+
+    pub async fn trigger(
+        &self,
+        job: &str,
+        wait: bool,
+    ) -> Option<(TriggerReply, Option<oneshot::Receiver<RunEnded>>)> {
+        let (reply, answer) = oneshot::channel();
+        let (done, ended) = match wait {
+            true => {
+                let (s, r) = oneshot::channel();
+                (Some(s), Some(r))
+            }
+            false => (None, None),
+        };
+        self.ask(Request::Trigger {
+            job: job.to_string(),
+            reply,
+            done,
+        })
+        .then_some(())?;
+        Some((answer.await.ok()?, ended))
+    }
+
+    /// A reload: the engine's answer for a plan to apply (`None`: the engine is gone).
+    pub async fn apply(
+        &self,
+        plan: crate::plan::Plan,
+    ) -> Option<Result<super::reload::Applied, String>> {
+        let (reply, answer) = oneshot::channel();
+        self.ask(Request::Reload(super::reload::Reload::Apply {
+            plan: Box::new(plan),
+            reply,
+        }))
+        .then_some(())?;
+        answer.await.ok()
+    }
+
+    /// A reload refused for these diagnostics: the engine says so as an event.
+    pub fn rejected(&self, errors: usize, summary: String, report: String) {
+        self.ask(Request::Reload(super::reload::Reload::Rejected {
+            errors,
+            summary,
+            report,
+        }));
+    }
+
+    pub async fn shutdown(&self) -> bool {
+        self.ask(Request::Shutdown)
+    }
+
+    pub async fn stop(&self, job: Option<&str>) -> Option<Result<usize, String>> {
+        let (reply, answer) = oneshot::channel();
+        self.ask(Request::Stop {
+            job: job.map(str::to_string),
+            reply,
+        })
+        .then_some(())?;
+        answer.await.ok()
+    }
+}
+
+/// A manual firing waiting to start, and the caller waiting for its end.
+pub(super) struct Waiter {
+    pub reply: Option<oneshot::Sender<TriggerReply>>,
+    pub done: Option<oneshot::Sender<RunEnded>>,
+}
+
+impl Dispatcher {
+    pub(super) fn on_request(&mut self, request: Request) {
+        match request {
+            Request::Status(reply) => {
+                let _ = reply.send(self.live_status());
+            }
+            Request::Trigger { job, reply, done } => self.manual_fire(&job, reply, done),
+            Request::Reload(reload) => self.reload(reload),
+            Request::Shutdown => self.on_stop(super::Stop::Signal("asked to stop (flowrun stop)")),
+            Request::Stop { job, reply } => {
+                let _ = reply.send(self.stop_job(job.as_deref()));
+            }
+        }
+    }
+
+    fn manual_fire(
+        &mut self,
+        name: &str,
+        reply: oneshot::Sender<TriggerReply>,
+        done: Option<oneshot::Sender<RunEnded>>,
+    ) {
+        let refuse = |reason: String, not_found: bool| TriggerReply::Refused { reason, not_found };
+        let Some(job) = self.plan.job_id(name).filter(|&j| !self.retired(j)) else {
+            let _ = reply.send(refuse(format!("no job `{name}`"), true));
+            return;
+        };
+        if self.stopping {
+            let _ = reply.send(refuse("the runner is stopping".into(), false));
+            return;
+        }
+        let id = self.next_manual;
+        self.next_manual += 1;
+        self.waiters.insert(
+            id,
+            Waiter {
+                reply: Some(reply),
+                done,
+            },
+        );
+        // A manual firing obeys `max_instances` and the executor like any other.
+        self.jobs[job].done = false;
+        self.fire(Pending {
+            manual: Some(id),
+            ..Pending::now(job)
+        });
+        if !self.waiters.contains_key(&id) {
+            return; // skipped: answered
+        }
+        self.admit();
+        if let Some(w) = self.waiters.get_mut(&id) {
+            if let Some(reply) = w.reply.take() {
+                let _ = reply.send(TriggerReply::Queued);
+            }
+            if w.done.is_none() {
+                self.waiters.remove(&id);
+            }
+        }
+    }
+
+    /// A manual firing was skipped: say why.
+    pub(super) fn manual_skipped(&mut self, manual: Option<u64>, reason: String) {
+        if let Some(w) = manual.and_then(|id| self.waiters.remove(&id)) {
+            if let Some(reply) = w.reply {
+                let _ = reply.send(TriggerReply::Skipped { reason });
+            }
+        }
+    }
+
+    /// A manual firing started as run `number` (id `run`): answer, and keep the end's waiter with the run.
+    pub(super) fn manual_started(&mut self, manual: Option<u64>, run: RunId, number: u64) {
+        let Some(id) = manual else { return };
+        let Some(w) = self.waiters.get_mut(&id) else {
+            return;
+        };
+        if let Some(reply) = w.reply.take() {
+            let _ = reply.send(TriggerReply::Started { run: number });
+        }
+        if w.done.is_some() {
+            self.run_waiters.insert(run, id);
+        } else {
+            self.waiters.remove(&id);
+        }
+    }
+
+    /// A run ended for good: its waiter (a `trigger --wait`) hears how.
+    pub(super) fn manual_ended(&mut self, run: RunId, ended: RunEnded) {
+        if let Some(id) = self.run_waiters.remove(&run) {
+            if let Some(done) = self.waiters.remove(&id).and_then(|w| w.done) {
+                let _ = done.send(ended);
+            }
+        }
+    }
+
+    /// A run will be retried: its waiter follows the retry.
+    pub(super) fn manual_retried(&mut self, run: RunId) {
+        self.run_waiters.remove(&run);
+    }
+
+    fn stop_job(&mut self, name: Option<&str>) -> Result<usize, String> {
+        let job = match name {
+            Some(n) => Some(
+                self.plan
+                    .job_id(n)
+                    .filter(|&j| !self.retired(j))
+                    .ok_or_else(|| format!("no job `{n}`"))?,
+            ),
+            None => None,
+        };
+        let ids: Vec<RunId> = self
+            .runs
+            .iter()
+            .filter(|(_, r)| job.is_none_or(|j| r.job == j))
+            .map(|(id, _)| *id)
+            .collect();
+        let mut stopped = 0;
+        for id in ids {
+            if self.stop_run(id, StopCause::Request) {
+                stopped += 1;
+            }
+        }
+        Ok(stopped)
+    }
+
+    pub(super) fn live_status(&self) -> LiveStatus {
+        let mut waiting = vec![0usize; self.plan.jobs.len()];
+        for ex in &self.executors {
+            for p in &ex.waiting {
+                waiting[p.job] += 1;
+            }
+        }
+        let mut running: Vec<Vec<LiveRun>> = vec![Vec::new(); self.plan.jobs.len()];
+        for run in self.runs.values() {
+            running[run.job].push(LiveRun {
+                run: run.number,
+                pid: run.state.pid(),
+                started: run.started_at,
+                attempt: run.attempt,
+            });
+        }
+        for r in &mut running {
+            r.sort_by_key(|r| r.run);
+        }
+        let jobs = self
+            .plan
+            .jobs
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| !self.retired(*j))
+            .map(|(j, job)| LiveJob {
+                job: job.name.clone(),
+                running: std::mem::take(&mut running[j]),
+                waiting: waiting[j],
+                next: self.next_fire_of(j),
+                done: self.jobs[j].done,
+                counts: self.jobs[j].counts.clone(),
+                last_exit: self.jobs[j].last_exit.clone(),
+                last_success: self.jobs[j].last_success,
+            })
+            .collect();
+        let channels = self
+            .plan
+            .channels
+            .iter()
+            .enumerate()
+            .filter(|(_, channel)| !channel.retired)
+            .map(|(c, channel)| LiveChannel {
+                channel: channel.name.clone(),
+                kind: channel.kind.as_str(),
+                counts: self.channels.counts(c),
+            })
+            .collect();
+        LiveStatus {
+            workflow: self.plan.name.clone(),
+            pid: std::process::id(),
+            started: self.started_at,
+            stopping: self.stopping,
+            jobs,
+            channels,
+        }
+    }
+}

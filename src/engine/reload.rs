@@ -1,0 +1,294 @@
+//! Reload (SPEC §5): a new plan applied to a running engine. Indices stay stable: jobs, channels and executors of
+//! the old plan keep their places (removed ones stay as `retired` entries that never fire), new ones are appended,
+//! and the new plan's references are renumbered into that order. So live runs, queued firings and channel queues
+//! keep pointing at the right things, and only what changed is touched:
+//! - new jobs are scheduled; removed jobs fire no more and their live runs end as at shutdown;
+//! - changed jobs take their new definition from their next firing (a time trigger left as it was keeps its
+//!   place on its grid: it resumes after its last handled firing);
+//! - channels keep their waiting messages when their kind is unchanged.
+
+use serde::Serialize;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+use super::dispatcher::Dispatcher;
+use super::state::{Executor, JobState, RunId, StopCause};
+use crate::event::Event;
+use crate::plan::{ChannelId, Plan, Restart, Trigger};
+
+/// What the control API hands the engine.
+pub enum Reload {
+    /// A validated plan, to apply.
+    Apply {
+        plan: Box<Plan>,
+        reply: oneshot::Sender<Result<Applied, String>>,
+    },
+    /// The new text has errors (its report was rendered by the caller): said as an event, nothing changes.
+    Rejected {
+        errors: usize,
+        /// The first problem, one line (`file:line:col: message`).
+        summary: String,
+        report: String,
+    },
+}
+
+/// What a reload changed, by job name.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Applied {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+}
+
+/// The merged plan, what changed, and the channels whose kind changed (their run-time side is rebuilt).
+struct Merged {
+    plan: Plan,
+    applied: Applied,
+    jobs_touched: Vec<usize>,
+    removed: Vec<usize>,
+    rebuilt: Vec<ChannelId>,
+}
+
+impl Dispatcher {
+    pub(super) fn reload(&mut self, reload: Reload) {
+        match reload {
+            Reload::Rejected {
+                errors,
+                summary,
+                report,
+            } => self.emit(Event::ReloadRejected {
+                errors,
+                summary,
+                report,
+            }),
+            Reload::Apply { plan, reply } => match self.merge(*plan) {
+                Ok(merged) => {
+                    let applied = merged.applied.clone();
+                    self.apply(merged);
+                    let _ = reply.send(Ok(applied));
+                }
+                Err(reason) => {
+                    self.emit(Event::ReloadRejected {
+                        errors: 1,
+                        summary: reason.clone(),
+                        report: reason.clone(),
+                    });
+                    let _ = reply.send(Err(reason));
+                }
+            },
+        }
+    }
+
+    /// Whether a channel is in use: a live run reads or writes it, or messages wait in it.
+    fn channel_busy(&self, c: ChannelId) -> bool {
+        let uses = |j: usize| {
+            let job = &self.plan.jobs[j];
+            job.stdin == Some(c)
+                || job.stdout == Some(c)
+                || job.dead_letter == Some(c)
+                || job.each().map(|e| e.0) == Some(c)
+        };
+        self.runs.values().any(|r| uses(r.job)) || self.channels.counts(c).left > 0
+    }
+
+    fn merge(&self, new: Plan) -> Result<Merged, String> {
+        if self.stopping {
+            return Err("the runner is stopping".into());
+        }
+        let old = &*self.plan;
+        let place = |names: &[&str], name: &str| names.iter().position(|n| *n == name);
+
+        let mut executors = old.executors.clone();
+        let mut ex_map = Vec::new();
+        for e in &new.executors {
+            let names: Vec<&str> = executors.iter().map(|x| x.name.as_str()).collect();
+            match place(&names, &e.name) {
+                Some(k) => {
+                    executors[k] = e.clone();
+                    ex_map.push(k);
+                }
+                None => {
+                    executors.push(e.clone());
+                    ex_map.push(executors.len() - 1);
+                }
+            }
+        }
+
+        let mut channels = old.channels.clone();
+        channels.iter_mut().for_each(|c| c.retired = true);
+        let mut ch_map = Vec::new();
+        let mut rebuilt = Vec::new();
+        for c in &new.channels {
+            let names: Vec<&str> = old.channels.iter().map(|x| x.name.as_str()).collect();
+            match place(&names, &c.name) {
+                Some(k) => {
+                    if old.channels[k].kind != c.kind {
+                        if self.channel_busy(k) {
+                            return Err(format!(
+                                "channel `{}` changes kind ({} to {}) while runs use it or messages wait in it; stop its jobs first, or restart the runner",
+                                c.name,
+                                old.channels[k].kind.as_str(),
+                                c.kind.as_str()
+                            ));
+                        }
+                        rebuilt.push(k);
+                    }
+                    channels[k] = c.clone();
+                    ch_map.push(k);
+                }
+                None => {
+                    channels.push(c.clone());
+                    ch_map.push(channels.len() - 1);
+                }
+            }
+        }
+
+        let mut jobs = old.jobs.clone();
+        let mut job_map = Vec::new();
+        for j in &new.jobs {
+            let names: Vec<&str> = old.jobs.iter().map(|x| x.name.as_str()).collect();
+            job_map.push(match place(&names, &j.name) {
+                Some(k) => k,
+                None => {
+                    jobs.push(j.clone());
+                    jobs.len() - 1
+                }
+            });
+        }
+        let mut applied = Applied::default();
+        let mut touched = Vec::new();
+        for (i, j) in new.jobs.iter().enumerate() {
+            let mut job = j.clone();
+            job.executor = ex_map[job.executor];
+            job.stdin = job.stdin.map(|c| ch_map[c]);
+            job.stdout = job.stdout.map(|c| ch_map[c]);
+            job.dead_letter = job.dead_letter.map(|c| ch_map[c]);
+            for t in &mut job.triggers {
+                match t {
+                    Trigger::After { jobs: ups, .. } => {
+                        ups.iter_mut().for_each(|u| *u = job_map[*u])
+                    }
+                    Trigger::Each { channel, .. } => *channel = ch_map[*channel],
+                    Trigger::Start | Trigger::Time { .. } => {}
+                }
+            }
+            let k = job_map[i];
+            let existed = k < old.jobs.len() && !old.jobs[k].retired;
+            if !existed {
+                applied.added.push(job.name.clone());
+                touched.push(k);
+            } else if format!("{:?}", old.jobs[k]) != format!("{job:?}") {
+                applied.changed.push(job.name.clone());
+                touched.push(k);
+            }
+            jobs[k] = job;
+        }
+        let mut removed = Vec::new();
+        for (k, job) in old.jobs.iter().enumerate() {
+            if !job.retired && !job_map.contains(&k) {
+                applied.removed.push(job.name.clone());
+                removed.push(k);
+                touched.push(k);
+                let gone = &mut jobs[k];
+                gone.retired = true;
+                gone.triggers.clear();
+                gone.restart = Restart::Never;
+            }
+        }
+        // Who reads and writes what, from the merged jobs (in index order: old readers keep their order).
+        for c in &mut channels {
+            c.writers.clear();
+            c.readers.clear();
+        }
+        for (j, job) in jobs.iter().enumerate().filter(|(_, j)| !j.retired) {
+            for c in [job.stdout, job.dead_letter].into_iter().flatten() {
+                if !channels[c].writers.contains(&j) {
+                    channels[c].writers.push(j);
+                }
+            }
+            for c in [job.stdin, job.each().map(|e| e.0)].into_iter().flatten() {
+                if !channels[c].readers.contains(&j) {
+                    channels[c].readers.push(j);
+                }
+            }
+        }
+        for (c, channel) in channels.iter().enumerate() {
+            let reopened = c < old.channels.len()
+                && self.channels.all[c].closed
+                && channel
+                    .writers
+                    .iter()
+                    .any(|w| !old.channels[c].writers.contains(w));
+            if reopened {
+                return Err(format!(
+                    "channel `{}` is closed (its writers ended) and cannot take a new writer; restart the runner",
+                    channel.name
+                ));
+            }
+        }
+        Ok(Merged {
+            plan: Plan {
+                name: new.name,
+                path: old.path.clone(),
+                executors,
+                channels,
+                jobs,
+            },
+            applied,
+            jobs_touched: touched,
+            removed,
+            rebuilt,
+        })
+    }
+
+    fn apply(&mut self, merged: Merged) {
+        let plan = Arc::new(merged.plan);
+        self.plan = plan.clone();
+        self.channels.rewire(plan.clone(), &merged.rebuilt);
+        while self.executors.len() < plan.executors.len() {
+            self.executors.push(Executor::default());
+        }
+        while self.jobs.len() < plan.jobs.len() {
+            let j = self.jobs.len();
+            self.jobs.push(JobState::new(&plan.jobs[j].triggers));
+        }
+        for &j in &merged.jobs_touched {
+            // A changed job's joins start over with its new triggers; it may fire again.
+            self.jobs[j].joins = JobState::new(&plan.jobs[j].triggers).joins;
+            self.jobs[j].done = false;
+            self.schedule_job(j);
+        }
+        for &j in &merged.removed {
+            let ids: Vec<RunId> = self
+                .runs
+                .iter()
+                .filter(|(_, r)| r.job == j)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in ids {
+                let _ = self.stop_run(id, StopCause::Request);
+            }
+            self.drop_queued(j);
+        }
+        let a = &merged.applied;
+        self.emit(Event::ReloadApplied {
+            added: a.added.clone(),
+            removed: a.removed.clone(),
+            changed: a.changed.clone(),
+        });
+        // A job added by the reload starts as it would with the runner: its `start` triggers fire now.
+        for &j in &merged.jobs_touched {
+            if !a.added.contains(&plan.jobs[j].name) {
+                continue;
+            }
+            for (t, trigger) in plan.jobs[j].triggers.iter().enumerate() {
+                if matches!(trigger, Trigger::Start) {
+                    self.fire(super::state::Pending::by(j, t));
+                }
+            }
+        }
+        for j in 0..plan.jobs.len() {
+            self.pump_each(j);
+        }
+    }
+}
