@@ -215,8 +215,10 @@ fn run(args: RunArgs) -> Result<i32, Error> {
         };
         crate::control::serve(listeners, control, watch);
     });
+    // Absolute: the history keeps each run's log path, for `logs` and pruning from any working directory.
     let log_dir = args
         .log_dir
+        .map(|d| std::path::absolute(&d).unwrap_or(d))
         .or_else(|| state.as_ref().map(|s| s.dir.join("logs")));
     let options = Options {
         run_for: args.run_for,
@@ -292,26 +294,51 @@ fn open_state(
     let Some(path) = choice.path() else {
         return Ok(None);
     };
-    if let Err(e) = dir::create(path) {
-        return match choice {
-            dir::Choice::Default(_) => {
-                reporter.notice(&format!(
+    let path = match dir::create(path) {
+        Ok((path, warning)) => {
+            if let Some(w) = warning {
+                reporter.notice(&w);
+            }
+            path
+        }
+        Err(e) => {
+            return match choice {
+                dir::Choice::Default(_) => {
+                    reporter.notice(&format!(
                     "cannot make the state directory {} ({e}): running without state (no history, no catch-up; --state DIR names another place, --state none silences this)",
                     path.display()
                 ));
-                Ok(None)
-            }
-            _ => Err(Error::Setup(format!(
-                "the state directory {} cannot be used: {e}",
-                path.display()
-            ))),
-        };
-    }
+                    Ok(None)
+                }
+                _ => Err(Error::Setup(format!(
+                    "the state directory {} cannot be used: {e}",
+                    path.display()
+                ))),
+            };
+        }
+    };
+    let path = path.as_path();
     let store_error = crate::inspect::store_error;
     let mut store = SqliteStore::open(path).map_err(store_error)?;
     store.lock().map_err(store_error)?;
     let recovered = store.recover(Utc::now()).map_err(store_error)?;
     let memory = store.memory().map_err(store_error)?;
+    if !memory.forgotten.is_empty() {
+        reporter.notice(&format!(
+            "the state remembered firings of {} at times that are not times or lie ahead of the clock (was the clock set back?): their triggers start afresh",
+            memory.forgotten.join(", ")
+        ));
+    }
+    // Run numbers are reserved a block ahead before any is given: a crash can leave a gap, never a repeat.
+    let reserve: Vec<crate::store::Op> = plan
+        .jobs
+        .iter()
+        .map(|j| crate::store::Op::Reserve {
+            job: j.name.clone(),
+            upto: memory.last_runs.get(&j.name).copied().unwrap_or(0) + crate::engine::NUMBER_BLOCK,
+        })
+        .collect();
+    store.apply(&reserve).map_err(store_error)?;
     let history =
         crate::store::writer::History::start(Box::new(store), args.keep, reporter.clone());
     Ok(Some(crate::engine::Persist {

@@ -70,9 +70,9 @@ pub enum Command {
         file: PathBuf,
         /// Only these jobs.
         jobs: Vec<String>,
-        /// At most this many rows.
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
+        /// At most this many rows (0: all).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32))]
+        limit: u32,
         /// Only rows since this long ago (`2h`, `7d`) or this date-time (RFC 3339, or local).
         #[arg(long, value_name = "DUR|DATETIME")]
         since: Option<String>,

@@ -49,7 +49,9 @@ pub enum Event {
         job: String,
         scheduled: DateTime<Utc>,
         count: u64,
-        late_ms: i64,
+        /// `count` is a lower bound (too many to count: years of a per-second cron).
+        at_least: bool,
+        late: std::time::Duration,
         grace: std::time::Duration,
     },
     RunRetry {
@@ -301,14 +303,20 @@ impl Event {
                 job,
                 scheduled,
                 count,
-                late_ms,
+                at_least,
+                late,
                 grace,
             } => Record {
                 scheduled: Some(timestamp(*scheduled)),
                 messages: (*count > 1).then_some(*count),
                 count: Some(*count),
                 reason: Some(format!(
-                    "handled {late_ms}ms late; misfire_grace is {}",
+                    "{}handled {} late; misfire_grace is {}",
+                    match at_least {
+                        true => format!("at least {count} firings missed (too many to count); "),
+                        false => String::new(),
+                    },
+                    format_duration(*late),
                     format_duration(*grace)
                 )),
                 ..Record::new("run.missed", ts).job(job, None)

@@ -174,6 +174,58 @@ fn an_at_trigger_that_fired_never_fires_again() {
 }
 
 #[test]
+fn an_at_firing_is_on_disk_before_its_run_starts_so_a_crash_does_not_fire_it_again() {
+    let at = (Utc::now() - Duration::seconds(5)).to_rfc3339_opts(SecondsFormat::Secs, true);
+    let (dir, file) = flow(&format!(
+        "jobs:\n  once:\n    run: echo fired; sleep 60\n    trigger: {{ at: \"{at}\" }}\n    misfire_grace: 1h\n"
+    ));
+    let state = dir.path().join("state");
+    let (mut child, _, _) = start_until(&file, &["--state", state.to_str().unwrap()], |e| {
+        e["event"] == "run.start"
+    });
+    // Killed the moment its run started: nothing after the spawn had time to be written.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    let out = run(&file, &state, &[]);
+    let ev = events(&out.stderr);
+    assert!(
+        of(&ev, "run.start", "once").is_empty(),
+        "fired twice: {ev:?}"
+    );
+}
+
+#[test]
+fn a_relative_state_is_found_from_any_working_directory() {
+    let (dir, file) = flow("jobs:\n  p:\n    run: echo from-p\n    trigger: start\n");
+    let out = cmd()
+        .arg(&file)
+        .args(["--state", "rel-state"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let elsewhere = tempfile::tempdir().unwrap();
+    // A decoy where a relative log path would wrongly point from there.
+    std::fs::create_dir_all(elsewhere.path().join("rel-state/logs/p")).unwrap();
+    std::fs::write(elsewhere.path().join("rel-state/logs/p/1.log"), "decoy\n").unwrap();
+    let logs = cmd()
+        .args(["logs", file.to_str().unwrap(), "p", "--state"])
+        .arg(dir.path().join("rel-state"))
+        .current_dir(elsewhere.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&logs.stdout);
+    assert!(text.contains("from-p") && !text.contains("decoy"), "{text}");
+    // A --state that does not exist is said, not shown as an empty history.
+    let missing = flowrun(
+        &["status", file.to_str().unwrap()],
+        &dir.path().join("typo"),
+    );
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no state directory"));
+}
+
+#[test]
 fn a_run_alive_when_the_runner_is_killed_is_interrupted_and_numbers_go_on() {
     let (dir, file) = flow("jobs:\n  long:\n    run: echo started; sleep 60\n    trigger: start\n");
     let state = dir.path().join("state");
@@ -199,17 +251,21 @@ fn a_run_alive_when_the_runner_is_killed_is_interrupted_and_numbers_go_on() {
     let ev = events(&out.stderr);
     assert_eq!(ev[0]["event"], "runner.start");
     assert_eq!(ev[0]["recovered"], 1);
+    // After a crash, numbers go on after the block the dead runner had reserved (100): a gap, never a repeat.
     assert_eq!(
         of(&ev, "run.start", "long")[0]["run"],
-        2,
-        "run numbers go on"
+        101,
+        "run numbers go on past the reserved block"
     );
     let rows = history_json(&file, &state, &["long"]);
     let first = rows.iter().find(|r| r["run"] == 1).unwrap();
     assert_eq!(first["outcome"], "interrupted", "{first}");
     assert!(first["ended"].is_string());
-    let second = rows.iter().find(|r| r["run"] == 2).unwrap();
+    let second = rows.iter().find(|r| r["run"] == 101).unwrap();
     assert_eq!(second["outcome"], "stopped");
+    // A clean stop gives the unused numbers back: the next run is 102.
+    let out = run(&file, &state, &["--for", "100ms"]);
+    assert_eq!(of(&events(&out.stderr), "run.start", "long")[0]["run"], 102);
 }
 
 #[test]
@@ -540,6 +596,7 @@ fn status_and_history_text_for_people() {
         "name: nightly\njobs:\n  backup:\n    run: 'true'\n    trigger: [start, { cron: \"0 3 * * *\", timezone: UTC }]\n  report:\n    run: exit 4\n    trigger: start\n  later:\n    run: 'true'\n    trigger: { after: backup }\n    max_instances: 1\n",
     );
     let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
     let f = file.to_str().unwrap();
     let empty = flowrun(&["status", f], &state);
     let text =

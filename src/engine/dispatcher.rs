@@ -78,8 +78,11 @@ impl Dispatcher {
                 .iter()
                 .map(|j| {
                     let mut state = JobState::new(&j.triggers);
-                    // Run numbers go on from the last runner's (log files and FLOWRUN_RUN never repeat).
-                    state.next_number += memory.as_ref().map_or(0, |m| m.last_run(&j.name));
+                    // Run numbers go on from the last runner's (log files and FLOWRUN_RUN never repeat); the
+                    // runner's start reserved a block of them.
+                    let last = memory.as_ref().map_or(0, |m| m.last_run(&j.name));
+                    state.next_number += last;
+                    state.reserved = last + super::record::NUMBER_BLOCK;
                     state
                 })
                 .collect(),
@@ -135,6 +138,7 @@ impl Dispatcher {
 
     /// Announce the start and fire the `start` triggers, unless a stop signal already came.
     pub(super) fn start(&mut self, stop: Option<Stop>) {
+        self.record_anchors();
         self.emit(Event::RunnerStart {
             workflow: self.plan.name.clone(),
             state: self.memory.as_ref().map(|m| m.dir.display().to_string()),
@@ -406,6 +410,7 @@ impl Dispatcher {
         state.next_number += 1;
         state.counts.runs += 1;
         state.live += 1;
+        self.record_number(pending.job, number);
         let id = self.next_id;
         self.next_id += 1;
         let scheduled = timestamp(pending.scheduled);
@@ -529,6 +534,7 @@ impl Dispatcher {
                     late,
                     count,
                     trigger,
+                    at_least,
                 } => {
                     self.jobs[job].counts.missed += count;
                     self.record_missed(job, trigger, scheduled, count, late);
@@ -536,7 +542,8 @@ impl Dispatcher {
                         job: self.plan.jobs[job].name.clone(),
                         scheduled,
                         count,
-                        late_ms: late.num_milliseconds(),
+                        at_least,
+                        late: late.to_std().unwrap_or_default(),
                         grace: self.plan.jobs[job].misfire_grace,
                     });
                 }
@@ -564,6 +571,10 @@ impl Dispatcher {
                     }
                 }
             }
+        }
+        // An `at` firing is on disk before its run starts: it never fires twice, even after a crash.
+        if let Some(m) = &self.memory {
+            m.hand_over_if_durable();
         }
     }
 
@@ -827,6 +838,7 @@ impl Dispatcher {
             summary,
         });
         // Everything recorded is committed before the summary is shown (and the lock let go).
+        self.record_settle();
         if let Some(memory) = self.memory.take() {
             memory.close();
         }

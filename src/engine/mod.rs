@@ -35,7 +35,7 @@ use state::{Pending, RunId};
 use supervise::RunEnd;
 use walltimer::WallTimer;
 
-pub use record::Persist;
+pub use record::{Persist, NUMBER_BLOCK};
 
 /// How a run is shown and bounded, beyond the plan.
 #[derive(Default)]

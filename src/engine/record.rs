@@ -30,7 +30,15 @@ pub struct Memory {
     remembered: crate::store::Memory,
     /// Ops of the input being handled, handed to the writer at its end (one hand-over per input).
     buffer: std::cell::RefCell<Vec<Op>>,
+    /// Something in the buffer must not wait for the writer's window (a handled firing, a block of numbers).
+    urgent: std::cell::Cell<bool>,
+    /// Something in the buffer must be committed before a run starts (an `at` firing: it never fires twice).
+    durable: std::cell::Cell<bool>,
 }
+
+/// Run numbers are reserved this many ahead (durably, before they are given), so a crash never lets a number be
+/// given twice; a crash leaves a gap of at most this many instead.
+pub const NUMBER_BLOCK: u64 = 100;
 
 impl Memory {
     pub fn new(p: Persist) -> Memory {
@@ -40,12 +48,27 @@ impl Memory {
             recovered: p.recovered,
             remembered: p.memory,
             buffer: Default::default(),
+            urgent: Default::default(),
+            durable: Default::default(),
         }
     }
 
-    /// Hand what this input recorded to the writer.
+    /// Commit what was recorded now when it must be on disk before a run starts.
+    pub fn hand_over_if_durable(&self) {
+        if self.durable.get() {
+            self.hand_over();
+        }
+    }
+
+    /// Hand what this input recorded to the writer (and wait for the commit when it must be durable).
     pub fn hand_over(&self) {
-        self.history.send_all(&mut self.buffer.borrow_mut());
+        let mut ops = self.buffer.borrow_mut();
+        if self.durable.replace(false) {
+            self.urgent.set(false);
+            self.history.commit_now(&mut ops);
+        } else {
+            self.history.send_all(&mut ops, self.urgent.replace(false));
+        }
     }
 
     /// Hand over the rest and let the writer commit it and end (the lock is let go).
@@ -94,10 +117,59 @@ impl Dispatcher {
         if let Trigger::Time { rule, .. } = &self.plan.jobs[job].triggers[trigger] {
             let key = (self.plan.jobs[job].name.clone(), rule.fingerprint());
             self.handled.insert(key.clone(), at);
+            if let Some(m) = &self.memory {
+                m.urgent.set(true);
+                if matches!(rule, crate::plan::TimeSpec::At { .. }) {
+                    m.durable.set(true);
+                }
+            }
             self.send(Op::Handled {
                 job: key.0,
                 fingerprint: key.1,
                 at,
+            });
+        }
+    }
+
+    /// An interval without `start` starts its grid at the runner's start: remembered at once, so a runner
+    /// restarted more often than its period still fires on the first grid, not never.
+    pub(super) fn record_anchors(&mut self) {
+        for j in 0..self.plan.jobs.len() {
+            for t in 0..self.plan.jobs[j].triggers.len() {
+                let Trigger::Time { rule, .. } = &self.plan.jobs[j].triggers[t] else {
+                    continue;
+                };
+                let fresh = matches!(rule, crate::plan::TimeSpec::Interval { start: None, .. })
+                    && !self
+                        .handled
+                        .contains_key(&(self.plan.jobs[j].name.clone(), rule.fingerprint()));
+                if fresh {
+                    self.record_handled(j, t, self.started_at);
+                }
+            }
+        }
+    }
+
+    /// Run number `number` of `job` is about to be given: reserve the next block in time.
+    pub(super) fn record_number(&mut self, job: JobId, number: u64) {
+        let Some(m) = &self.memory else { return };
+        let state = &mut self.jobs[job];
+        if number + NUMBER_BLOCK / 2 > state.reserved {
+            state.reserved = state.reserved.max(number) + NUMBER_BLOCK;
+            m.urgent.set(true);
+            m.buffer.borrow_mut().push(Op::Reserve {
+                job: self.plan.jobs[job].name.clone(),
+                upto: state.reserved,
+            });
+        }
+    }
+
+    /// At a clean stop: the numbers reserved but not given go back (no gap after a clean stop).
+    pub(super) fn record_settle(&self) {
+        for (j, job) in self.plan.jobs.iter().enumerate() {
+            self.send(Op::Settle {
+                job: job.name.clone(),
+                last: self.jobs[j].next_number - 1,
             });
         }
     }

@@ -250,7 +250,13 @@ impl Dispatcher {
         }
         while self.jobs.len() < plan.jobs.len() {
             let j = self.jobs.len();
-            self.jobs.push(JobState::new(&plan.jobs[j].triggers));
+            let mut state = JobState::new(&plan.jobs[j].triggers);
+            // A job that ran under this name before goes on with its numbers (its first run reserves more).
+            state.next_number += self
+                .memory
+                .as_ref()
+                .map_or(0, |m| m.last_run(&plan.jobs[j].name));
+            self.jobs.push(state);
         }
         for &j in &merged.jobs_touched {
             // A changed job's joins start over with its new triggers; it may fire again.

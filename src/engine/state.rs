@@ -142,6 +142,8 @@ pub struct JobState {
     /// timer. Counted up and down in the dispatcher's `enqueue`/`dequeue` and `later`/`arrived` only.
     pub pending: usize,
     pub next_number: u64,
+    /// Run numbers up to this one are reserved in the store (0: none yet, or no store).
+    pub reserved: u64,
     /// It can fire no more.
     pub done: bool,
     /// Per trigger (`Join::default()` for triggers that are not `after`).

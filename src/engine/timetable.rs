@@ -42,10 +42,14 @@ pub enum Due {
         scheduled: DateTime<Utc>,
         late: chrono::Duration,
         count: u64,
+        /// Too many to count one by one (years of a per-second cron): `count` is a lower bound.
+        at_least: bool,
     },
 }
 
 pub struct Timetable {
+    /// Firings missed while no runner was alive, beyond their grace: reported by the first `due`.
+    backlog: Vec<Due>,
     entries: Vec<Entry>,
     next: Vec<Option<DateTime<Utc>>>,
     heap: BinaryHeap<Reverse<(DateTime<Utc>, usize)>>,
@@ -61,12 +65,14 @@ impl Timetable {
     /// so it fires late once; otherwise it never fires; an `at` a previous runner handled never fires again.
     pub fn new(entries: Vec<Entry>, start: DateTime<Utc>) -> Timetable {
         let mut table = Timetable {
+            backlog: Vec::new(),
             next: vec![None; entries.len()],
             entries,
             heap: BinaryHeap::new(),
         };
         for i in 0..table.entries.len() {
-            let first = first_firing(&table.entries[i], start);
+            let (first, missed) = first_firing(&table.entries[i], start);
+            table.backlog.extend(missed);
             table.set_next(i, first);
         }
         table
@@ -82,7 +88,8 @@ impl Timetable {
             }
         }
         for e in entries {
-            let first = first_firing(&e, now);
+            // A reload resumes a trigger after its last handled firing, which is never far behind: no backlog.
+            let (first, _) = first_firing(&e, now);
             self.entries.push(e);
             self.next.push(None);
             self.set_next(self.entries.len() - 1, first);
@@ -128,7 +135,7 @@ impl Timetable {
     /// Everything due at `now`, in time order. Several due firings of one trigger (after a suspend or a clock
     /// step) run once when the job coalesces, else once each; any handled later than `misfire_grace` is missed.
     pub fn due(&mut self, now: DateTime<Utc>) -> Vec<Due> {
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.backlog);
         while let Some(&Reverse((at, i))) = self.heap.peek() {
             if at > now {
                 break;
@@ -162,6 +169,7 @@ impl Timetable {
                         scheduled: last,
                         late,
                         count: due.len() as u64,
+                        at_least: false,
                     }
                 } else {
                     Due::Fire {
@@ -190,6 +198,7 @@ impl Timetable {
                             scheduled: at,
                             late: now - at,
                             count,
+                            at_least: false,
                         });
                     }
                     out.push(Due::Fire {
@@ -207,6 +216,7 @@ impl Timetable {
                         scheduled: at,
                         late: now - at,
                         count,
+                        at_least: false,
                     });
                 }
             }
@@ -221,18 +231,72 @@ impl Timetable {
     }
 }
 
-/// An entry's first firing from `start` (see [`Timetable::new`]).
-fn first_firing(e: &Entry, start: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    match (&e.rule, e.resume) {
-        (rule, Some(last)) => rule.next_after(last),
-        (TimeRule::At { at }, None) => {
-            let grace =
-                chrono::Duration::from_std(e.misfire_grace).unwrap_or(chrono::Duration::MAX);
-            (*at >= start - grace).then_some(*at)
+/// How many firings missed during downtime are counted one by one before the rest is skipped uncounted.
+const MAX_COUNTED: u64 = 100_000;
+
+/// An entry's first firing from `start` (see [`Timetable::new`]). Resumed after a downtime, the firings beyond
+/// the grace are counted here (one `Missed`, at once: years of a per-second cron take no time to skip) and the
+/// first firing returned is the first within the grace, which `due` then runs (once when coalescing).
+fn first_firing(e: &Entry, start: DateTime<Utc>) -> (Option<DateTime<Utc>>, Option<Due>) {
+    let grace = chrono::Duration::from_std(e.misfire_grace).unwrap_or(chrono::Duration::MAX);
+    let horizon = start
+        .checked_sub_signed(grace)
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let Some(last) = e.resume else {
+        return match &e.rule {
+            TimeRule::At { at } => ((*at >= horizon).then_some(*at), None),
+            // Inclusive of the start instant, so an interval whose `start` is now fires at once.
+            rule => (
+                rule.next_after(start - chrono::Duration::nanoseconds(1)),
+                None,
+            ),
+        };
+    };
+    let rule = &e.rule;
+    let Some(first) = rule.next_after(last).filter(|f| *f < horizon) else {
+        return (rule.next_after(last), None);
+    };
+    let (latest, count, at_least) = match rule {
+        // A grid: the misses are counted by division.
+        TimeRule::Interval { every, end, .. } => {
+            let every_ns = every.as_nanos().max(1) as i128;
+            let bound = match end {
+                Some(end) if *end < horizon => *end + chrono::Duration::nanoseconds(1),
+                _ => horizon,
+            };
+            let span = (bound - first)
+                .num_nanoseconds()
+                .map_or(i128::MAX / 4, i128::from);
+            // Grid points first + k*every < bound: k = 0 ..= (span - 1) / every.
+            let k = ((span - 1).max(0) / every_ns) as i64;
+            let latest = first
+                + chrono::Duration::nanoseconds((k as i128 * every_ns).min(i64::MAX as i128) as i64);
+            (latest, k as u64 + 1, false)
         }
-        // Inclusive of the start instant, so an interval whose `start` is now fires at once.
-        (rule, None) => rule.next_after(start - chrono::Duration::nanoseconds(1)),
-    }
+        _ => {
+            let (mut latest, mut count) = (first, 1u64);
+            let mut at_least = false;
+            while let Some(next) = rule.next_after(latest).filter(|n| *n < horizon) {
+                if count >= MAX_COUNTED {
+                    at_least = true;
+                    latest = horizon - chrono::Duration::nanoseconds(1);
+                    break;
+                }
+                latest = next;
+                count += 1;
+            }
+            (latest, count, at_least)
+        }
+    };
+    let missed = Due::Missed {
+        job: e.job,
+        trigger: e.trigger,
+        scheduled: latest,
+        late: start - latest,
+        count,
+        at_least,
+    };
+    (rule.next_after(latest), Some(missed))
 }
 
 /// The delay a `jitter` adds: uniform in `[0, jitter]`, from a uniform `unit` in `[0, 1]`.
@@ -402,11 +466,11 @@ mod tests {
             "{due:?}"
         );
         assert_eq!(due.len(), 4, "{due:?}");
-        // Coalescing: one run stands for all ten (the newest is within the grace).
+        // Coalescing: the seven beyond the grace are one miss, the three within it one run (SPEC §4).
         let mut table = Timetable::new(vec![entry(true)], start);
         assert!(matches!(
             table.due(start)[..],
-            [Due::Fire { coalesced: 10, .. }]
+            [Due::Missed { count: 7, .. }, Due::Fire { coalesced: 3, .. }]
         ));
     }
 
@@ -425,6 +489,70 @@ mod tests {
             t("2026-01-01T00:00:10Z"),
         );
         assert_eq!(table.earliest(), None);
+    }
+
+    #[test]
+    fn years_of_downtime_are_counted_at_once() {
+        let start = t("2026-01-01T00:00:00.5Z");
+        let entry = |rule, coalesce| Entry {
+            job: 0,
+            trigger: 0,
+            rule,
+            misfire_grace: Duration::from_secs(10),
+            coalesce,
+            resume: Some(t("2016-01-01T00:00:00Z")),
+        };
+        let every_second = TimeRule::Interval {
+            anchor: t("2016-01-01T00:00:00Z"),
+            every: Duration::from_secs(1),
+            first_k: 1,
+            end: None,
+        };
+        let clock = std::time::Instant::now();
+        let mut table = Timetable::new(vec![entry(every_second, false)], start);
+        let due = table.due(start);
+        assert!(
+            clock.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            clock.elapsed()
+        );
+        // Ten years of seconds, less the ten within the grace: one miss, counted exactly.
+        let seconds = (start - t("2016-01-01T00:00:00Z")).num_seconds() as u64;
+        match &due[0] {
+            Due::Missed {
+                count, at_least, ..
+            } => {
+                assert_eq!(*count, seconds - 10);
+                assert!(!at_least);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(due.len(), 11, "the ten firings within the grace run");
+        // A per-second cron cannot be divided: counted up to a bound, the rest skipped at once.
+        let cron = TimeRule::Cron {
+            cron: crate::cron::parse("* * * * * *").unwrap(),
+            zone: chrono_tz::UTC,
+        };
+        let clock = std::time::Instant::now();
+        let mut table = Timetable::new(vec![entry(cron, true)], start);
+        let due = table.due(start);
+        assert!(
+            clock.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            clock.elapsed()
+        );
+        assert!(
+            matches!(
+                due[0],
+                Due::Missed {
+                    at_least: true,
+                    count: MAX_COUNTED,
+                    ..
+                }
+            ),
+            "{due:?}"
+        );
+        assert!(matches!(due[1], Due::Fire { coalesced: 10, .. }), "{due:?}");
     }
 
     proptest::proptest! {

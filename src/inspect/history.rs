@@ -11,7 +11,7 @@ use crate::timefmt;
 
 pub struct Args<'a> {
     pub jobs: &'a [String],
-    pub limit: usize,
+    pub limit: u32,
     pub since: Option<&'a str>,
     pub failed: bool,
     pub state: Option<&'a str>,
@@ -23,7 +23,8 @@ pub fn history(file: &Path, args: Args<'_>) -> Result<i32, Error> {
     let since = args.since.map(|s| parse_since(s, now)).transpose()?;
     let opened = open(file, args.state)?;
     for job in args.jobs {
-        if opened.plan.job_id(job).is_none() {
+        let in_history = opened.store.as_ref().is_some_and(|s| s.has_job(job));
+        if opened.plan.job_id(job).is_none() && !in_history {
             let names: Vec<&str> = opened.plan.jobs.iter().map(|j| j.name.as_str()).collect();
             return Err(Error::Usage {
                 message: format!("`{job}` is not a job of {}", file.display()),
@@ -35,7 +36,7 @@ pub fn history(file: &Path, args: Args<'_>) -> Result<i32, Error> {
         Some(store) => store
             .history(&Query {
                 jobs: args.jobs.to_vec(),
-                limit: args.limit,
+                limit: args.limit as usize,
                 since,
                 failed: args.failed,
                 run: None,

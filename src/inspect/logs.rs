@@ -20,7 +20,8 @@ pub fn logs(
     state: Option<&str>,
 ) -> Result<i32, Error> {
     let opened = open(file, state)?;
-    if opened.plan.job_id(job).is_none() {
+    let in_history = opened.store.as_ref().is_some_and(|s| s.has_job(job));
+    if opened.plan.job_id(job).is_none() && !in_history {
         let names: Vec<&str> = opened.plan.jobs.iter().map(|j| j.name.as_str()).collect();
         return Err(Error::Usage {
             message: format!("`{job}` is not a job of {}", file.display()),
@@ -66,7 +67,13 @@ pub fn logs(
     let mut row = row;
     loop {
         offset = copy_from(&path, offset, &mut out)?;
-        let live = row.outcome == Outcome::Running && store.holder().is_some();
+        let running = row.outcome == Outcome::Running;
+        let live = running && store.holder().is_some();
+        if follow && running && !live {
+            eprintln!(
+                "{job}#{number}: its runner is gone (killed?); the run will be marked interrupted at the next start"
+            );
+        }
         if !(follow && live) {
             break;
         }

@@ -35,6 +35,23 @@ fn open(file: &Path, state: Option<&str>) -> Result<Opened, Error> {
             ),
         });
     };
+    if let dir::Choice::Given(given) = &choice {
+        if !given.exists() {
+            return Err(Error::Usage {
+                message: format!("there is no state directory {}", given.display()),
+                help: Some("give the --state DIR the runner used (or FLOWRUN_STATE)".into()),
+            });
+        }
+    }
+    // A state that exists but cannot be read is said, not shown as "never run".
+    if let Err(e) = std::fs::read_dir(dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            return Err(Error::Setup(format!(
+                "the state directory {} cannot be read: {e}",
+                dir.display()
+            )));
+        }
+    }
     let store = SqliteStore::open_read(dir).map_err(store_error)?;
     Ok(Opened {
         dir: dir.to_path_buf(),
@@ -45,7 +62,13 @@ fn open(file: &Path, state: Option<&str>) -> Result<Opened, Error> {
 
 /// A store problem as a command error (exit 2: the state cannot be used).
 pub fn store_error(e: StoreError) -> Error {
-    Error::Setup(e.to_string())
+    match e.hint() {
+        Some(help) => Error::Usage {
+            message: e.to_string(),
+            help: Some(help),
+        },
+        None => Error::Setup(e.to_string()),
+    }
 }
 
 /// Colour on stdout: a terminal, and `NO_COLOR` not set.

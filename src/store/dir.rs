@@ -119,20 +119,49 @@ fn fnv1a(path: &Path) -> u32 {
         })
 }
 
-/// Create the directory (and its parents) as 0700, and make it 0700 if it existed.
-pub fn create(dir: &Path) -> std::io::Result<()> {
+/// Make the directory (and its parents) 0700; returns its absolute path (history keeps absolute log paths, so
+/// `logs` and pruning find them from any working directory). An existing directory is made 0700 only when it
+/// is a state directory already (or empty): `--state .` must not lock a project folder away from its group.
+/// Also returns a warning when an existing, shared directory is left as it is.
+pub fn create(dir: &Path) -> std::io::Result<(PathBuf, Option<String>)> {
+    if dir.as_os_str().is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "an empty path is no directory",
+        ));
+    }
+    let existed = dir.exists();
+    if existed && !dir.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "it exists and is not a directory",
+        ));
+    }
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
-    let meta = std::fs::metadata(dir)?;
-    if meta.permissions().mode() & 0o777 != 0o700 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    let dir = std::fs::canonicalize(dir)?;
+    let mut warning = None;
+    let mode = std::fs::metadata(&dir)?.permissions().mode() & 0o777;
+    if mode != 0o700 {
+        let ours =
+            !existed || dir.join("state.db").exists() || std::fs::read_dir(&dir)?.next().is_none();
+        if ours {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        } else {
+            warning = Some(format!(
+                "the state directory {} is shared (mode {mode:o}) and holds other files: it is left as it is; its files are private (0600) but a directory of its own is safer",
+                dir.display()
+            ));
+        }
     }
-    // A directory that exists but cannot be written is found now, not at the first run.
-    let probe = dir.join(".flowrun-probe");
+    // A directory that exists but cannot be written is found now, not at the first run. The probe's name is
+    // the process's own: two runners starting at once must not delete each other's.
+    let probe = dir.join(format!(".flowrun-probe-{}", std::process::id()));
     std::fs::write(&probe, b"")?;
-    std::fs::remove_file(probe)
+    std::fs::remove_file(probe)?;
+    Ok((dir, warning))
 }
 
 #[cfg(test)]

@@ -132,6 +132,11 @@ pub enum Op {
     Append(Box<RunRow>),
     /// A run's row, now ended (inserted when its start was never written: a run that could not start).
     Update(Box<RunRow>),
+    /// Run numbers up to `upto` may be given to this job's runs (a runner reserves blocks ahead, so numbers are
+    /// never reused after a crash; a crash leaves a gap instead). Only moves up.
+    Reserve { job: String, upto: u64 },
+    /// At a clean stop: the last number really given (the unused rest of the reserved block is given back).
+    Settle { job: String, last: u64 },
 }
 
 /// What `history` asks for.
@@ -149,8 +154,10 @@ pub struct Query {
 pub struct Memory {
     /// The last handled instant per (job, trigger fingerprint).
     pub handled: HashMap<(String, String), DateTime<Utc>>,
-    /// The last run number given per job.
+    /// The last run number given (or reserved) per job.
     pub last_runs: HashMap<String, u64>,
+    /// Jobs with a remembered instant that is not a time or lies ahead of the clock: their triggers start afresh.
+    pub forgotten: Vec<String>,
 }
 
 /// The store of one workflow's state. Each method names how a Redis backend would do it atomically.

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::fs::File;
-use std::io::{Read, Seek, Write};
+use std::io::{Seek, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -61,7 +61,15 @@ impl SqliteStore {
     /// of a newer schema is refused here.
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
         let path = dir.join("state.db");
-        let conn = Connection::open(&path).map_err(|e| db_error(&path, e))?;
+        // Not `Connection::open`: its flags read a path starting with `file:` as a URI (another database than
+        // the state directory's, and the lock would not guard it).
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| db_error(&path, e))?;
         let store = SqliteStore {
             dir: dir.to_path_buf(),
             path,
@@ -98,9 +106,12 @@ impl SqliteStore {
     }
 
     fn version(&self) -> Result<u32, StoreError> {
-        self.conn
+        let v: i64 = self
+            .conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| db_error(&self.path, e))
+            .map_err(|e| db_error(&self.path, e))?;
+        // A negative version was not written by any flowrun: refused like a newer one.
+        Ok(u32::try_from(v).unwrap_or(u32::MAX))
     }
 
     fn check_version(&self) -> Result<(), StoreError> {
@@ -143,6 +154,29 @@ fn db_error(path: &Path, source: rusqlite::Error) -> StoreError {
     StoreError::Database {
         path: path.display().to_string(),
         source,
+    }
+}
+
+impl StoreError {
+    /// What to do about it, for the messages people see.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            StoreError::Database { source, .. } => {
+                let broken = matches!(
+                    source.sqlite_error_code(),
+                    Some(
+                        rusqlite::ErrorCode::NotADatabase
+                            | rusqlite::ErrorCode::DatabaseCorrupt
+                            | rusqlite::ErrorCode::SystemIoFailure
+                            | rusqlite::ErrorCode::CannotOpen
+                    )
+                );
+                broken.then(|| {
+                    "the state database is not usable: move it aside (history starts afresh), or give another --state DIR".to_string()
+                })
+            }
+            _ => None,
+        }
     }
 }
 
@@ -247,14 +281,42 @@ fn advance(
     fingerprint: &str,
     at: DateTime<Utc>,
 ) -> rusqlite::Result<bool> {
-    // Forward only: an older instant (a late write) never moves the memory back.
+    // Forward only: an older instant (a late write) never moves the memory back. A stored value that is not a
+    // time, or lies ahead of the clock (a clock set back, a hand edit), never blocks the memory either.
     let changed = conn.execute(
         "INSERT INTO triggers (job, fingerprint, last_handled) VALUES (?1, ?2, ?3)
          ON CONFLICT (job, fingerprint) DO UPDATE SET last_handled = excluded.last_handled
-         WHERE excluded.last_handled > triggers.last_handled",
-        params![job, fingerprint, timestamp(at)],
+         WHERE excluded.last_handled > triggers.last_handled
+            OR triggers.last_handled NOT GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T*Z'
+            OR triggers.last_handled > ?4",
+        params![
+            job,
+            fingerprint,
+            timestamp(at),
+            timestamp(Utc::now() + chrono::Duration::seconds(1))
+        ],
     )?;
     Ok(changed > 0)
+}
+
+/// A POSIX record lock on the whole lock file: the kernel releases it when the runner dies, and `F_GETLK` tells
+/// another process who holds it without taking it (a `status` never gets in the way of a starting runner).
+fn lock_request(kind: libc::c_short) -> libc::flock {
+    // SAFETY: flock is a plain C struct; all-zero is a valid value, then the fields that matter are set.
+    let mut l: libc::flock = unsafe { std::mem::zeroed() };
+    l.l_type = kind;
+    l.l_whence = libc::SEEK_SET as libc::c_short;
+    l
+}
+
+/// The pid holding a write lock on `file`, if another process does.
+fn holder_of(file: &File) -> Option<u32> {
+    let mut l = lock_request(libc::F_WRLCK as libc::c_short);
+    // SAFETY: F_GETLK on a descriptor this process owns, with a valid flock struct.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETLK, &mut l) } != 0 {
+        return None;
+    }
+    (l.l_type != libc::F_UNLCK as libc::c_short).then_some(l.l_pid as u32)
 }
 
 /// Try to take the lock file; the pid of the holder when another process has it.
@@ -265,33 +327,25 @@ fn take_lock(path: &Path) -> std::io::Result<Result<File, u32>> {
         .create(true)
         .truncate(false)
         .open(path)?;
-    // SAFETY: flock on a file descriptor this function owns.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    let l = lock_request(libc::F_WRLCK as libc::c_short);
+    // SAFETY: F_SETLK on a descriptor this function owns, with a valid flock struct.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &l) } != 0 {
         let err = std::io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+        if !matches!(err.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) {
             return Err(err);
         }
-        let mut text = String::new();
-        let _ = file.read_to_string(&mut text);
-        return Ok(Err(text.trim().parse().unwrap_or(0)));
+        // The kernel names the holder (it may have ended meanwhile: then 0, "unknown").
+        return Ok(Err(holder_of(&file).unwrap_or(0)));
     }
-    file.set_len(0)?;
+    // For people reading the file: the pid, in a fixed width written at once (never an empty file to read).
     file.rewind()?;
-    writeln!(file, "{}", std::process::id())?;
+    file.write_all(format!("{:<10}\n", std::process::id()).as_bytes())?;
     Ok(Ok(file))
 }
 
-/// The pid in a lock file that someone holds, without taking it.
+/// The pid of the runner holding the lock file, if one does (without taking the lock).
 fn lock_holder(path: &Path) -> Option<u32> {
-    let mut file = File::open(path).ok()?;
-    // SAFETY: flock on a file descriptor this function owns; a shared lock taken here is released at close.
-    let free = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
-    if free {
-        return None;
-    }
-    let mut text = String::new();
-    file.read_to_string(&mut text).ok()?;
-    text.trim().parse().ok()
+    holder_of(&File::open(path).ok()?)
 }
 
 impl Store for SqliteStore {
@@ -334,10 +388,15 @@ impl Store for SqliteStore {
                 Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?))
             })
             .map_err(e)?;
+        let soon = Utc::now() + chrono::Duration::seconds(1);
         for row in rows {
             let (job, fingerprint, at) = row.map_err(e)?;
-            if let Some(at) = parse_time(Some(at)) {
-                memory.handled.insert((job, fingerprint), at);
+            match parse_time(Some(at)) {
+                Some(at) if at <= soon => {
+                    memory.handled.insert((job, fingerprint), at);
+                }
+                // Not a time, or ahead of the clock: that trigger starts afresh (and says so).
+                _ => memory.forgotten.push(job),
             }
         }
         let mut stmt = self
@@ -345,7 +404,9 @@ impl Store for SqliteStore {
             .prepare("SELECT job, last_run FROM counters")
             .map_err(e)?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+            })
             .map_err(e)?;
         for row in rows {
             let (job, last) = row.map_err(e)?;
@@ -382,6 +443,22 @@ impl Store for SqliteStore {
                 }
                 Op::Append(row) => insert(&tx, row).map_err(e)?,
                 Op::Update(row) => update(&tx, row).map_err(e)?,
+                Op::Reserve { job, upto } => {
+                    tx.execute(
+                        "INSERT INTO counters (job, last_run) VALUES (?1, ?2)
+                         ON CONFLICT (job) DO UPDATE SET last_run = max(last_run, excluded.last_run)",
+                        params![job, upto],
+                    )
+                    .map_err(e)?;
+                }
+                Op::Settle { job, last } => {
+                    tx.execute(
+                        "INSERT INTO counters (job, last_run) VALUES (?1, ?2)
+                         ON CONFLICT (job) DO UPDATE SET last_run = excluded.last_run",
+                        params![job, last],
+                    )
+                    .map_err(e)?;
+                }
             }
         }
         tx.commit().map_err(e)
@@ -446,6 +523,17 @@ impl Store for SqliteStore {
 }
 
 impl SqliteStore {
+    /// Whether the history has rows of this job (a job since renamed or removed from the file).
+    pub fn has_job(&self, job: &str) -> bool {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM runs WHERE job = ?1 LIMIT 1",
+                params![job],
+                |_| Ok(()),
+            )
+            .is_ok()
+    }
+
     /// The newest row of a job's run (`logs` without a run number): the last run that has a number.
     pub fn last_run(&self, job: &str) -> Result<Option<u64>, StoreError> {
         self.conn
@@ -583,19 +671,5 @@ mod tests {
             SqliteStore::open_read(dir.path()),
             Err(StoreError::Newer { .. })
         ));
-    }
-
-    #[test]
-    fn the_lock_names_its_holder() {
-        let (dir, store) = locked();
-        let mut second = SqliteStore::open(dir.path()).unwrap();
-        // flock locks are per open file: a second open in this process is refused like another process.
-        match second.lock() {
-            Err(StoreError::Held { pid, .. }) => assert_eq!(pid, std::process::id()),
-            other => panic!("{:?}", other.err()),
-        }
-        assert_eq!(second.holder(), Some(std::process::id()));
-        drop(store);
-        assert_eq!(second.holder(), None);
     }
 }

@@ -1,9 +1,12 @@
 //! The one writer of a runner's store: a thread that owns the store and commits what the engine hands it in
 //! groups, one transaction per window. The engine only appends to a shared buffer (a mutex it holds for a
 //! `Vec::extend`); the writer is woken once per window, by the first ops after a quiet time, so history costs
-//! the dispatcher neither a disk wait nor a wake-up per run. Retention runs here too, at start and every hour.
+//! the dispatcher neither a disk wait nor a wake-up per run. What must not wait (a time trigger's handled
+//! firing, a new block of run numbers) is committed at once; what must be on disk before a run starts (an
+//! `at` firing, which may never fire twice) is waited for. Retention runs here too, at start and every hour.
 
 use chrono::Utc;
+use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -13,13 +16,19 @@ use crate::report::Reporter;
 
 /// How long the writer gathers ops after the first before it commits them: one transaction per window instead of
 /// one per run (a commit costs a WAL write and a wake-up; at thousands of runs a second, one each would cost
-/// ~100 us a run on two cores). What a SIGKILL of the runner can lose is at most this window's rows.
+/// ~100 us a run on two cores). What a SIGKILL of the runner can lose is at most this window's history rows.
 const WINDOW: Duration = Duration::from_millis(50);
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Ops kept for another try while the store fails (a full disk); beyond this the oldest are given up, said once.
+const RETRY_LIMIT: usize = 100_000;
 
 #[derive(Default)]
 struct Shared {
     ops: Vec<Op>,
+    /// Commit now, without waiting for the window.
+    urgent: bool,
+    /// Callers waiting until what they handed over is committed.
+    acks: Vec<Sender<()>>,
     closed: bool,
 }
 
@@ -41,28 +50,60 @@ impl History {
         let thread = std::thread::Builder::new()
             .name("flowrun-history".into())
             .spawn(move || {
-                let mut complained = false;
-                let mut complain = |e: &dyn std::fmt::Display| {
-                    if !complained {
-                        complained = true;
-                        reporter.notice(&format!("history is not being written: {e}"));
-                    }
-                };
+                let mut failing = false;
+                let mut said_dropped = false;
                 let mut next_prune = Instant::now();
+                let mut retry: Vec<Op> = Vec::new();
                 loop {
                     if Instant::now() >= next_prune {
-                        prune(store.as_mut(), keep, &mut complain);
+                        if let Err(e) = prune(store.as_mut(), keep) {
+                            reporter.notice(&format!("history could not be pruned: {e}"));
+                        }
                         next_prune = Instant::now() + PRUNE_EVERY;
                     }
-                    let Some((ops, closed)) = next_group(&theirs, next_prune) else {
-                        continue;
+                    // While the store fails, what failed is tried again at the next window.
+                    let until = match retry.is_empty() {
+                        true => next_prune,
+                        false => next_prune.min(Instant::now() + WINDOW),
                     };
+                    let group = match next_group(&theirs, until) {
+                        Some(g) => g,
+                        None if retry.is_empty() => continue,
+                        None => Group::default(),
+                    };
+                    let mut ops = std::mem::take(&mut retry);
+                    ops.extend(group.ops);
                     if !ops.is_empty() {
-                        if let Err(e) = store.apply(&ops) {
-                            complain(&e);
+                        match store.apply(&ops) {
+                            Ok(()) => {
+                                if failing {
+                                    failing = false;
+                                    reporter.notice("history is being written again");
+                                }
+                            }
+                            Err(e) => {
+                                if !failing {
+                                    failing = true;
+                                    reporter.notice(&format!(
+                                        "history is not being written ({e}); it is kept in memory and tried again"
+                                    ));
+                                }
+                                retry = ops;
+                                if retry.len() > RETRY_LIMIT {
+                                    let over = retry.len() - RETRY_LIMIT;
+                                    retry.drain(..over);
+                                    if !said_dropped {
+                                        said_dropped = true;
+                                        reporter.notice("history rows were given up: the store failed too long");
+                                    }
+                                }
+                            }
                         }
                     }
-                    if closed {
+                    for ack in group.acks {
+                        let _ = ack.send(());
+                    }
+                    if group.closed {
                         break;
                     }
                 }
@@ -74,8 +115,9 @@ impl History {
         }
     }
 
-    /// Hand ops over (the writer is woken only when the buffer was empty: once per window).
-    pub fn send_all(&self, ops: &mut Vec<Op>) {
+    /// Hand ops over. The writer is woken only when the buffer was empty (once per window), or at once when
+    /// `urgent`.
+    pub fn send_all(&self, ops: &mut Vec<Op>, urgent: bool) {
         if ops.is_empty() {
             return;
         }
@@ -83,10 +125,25 @@ impl History {
         let mut shared = lock.lock().unwrap_or_else(|e| e.into_inner());
         let was_empty = shared.ops.is_empty();
         shared.ops.append(ops);
+        shared.urgent |= urgent;
         drop(shared);
-        if was_empty {
+        if was_empty || urgent {
             wake.notify_one();
         }
+    }
+
+    /// Hand ops over and wait until they are committed (or tried: a failing store does not hold the runner).
+    pub fn commit_now(&self, ops: &mut Vec<Op>) {
+        let (done, wait) = channel();
+        {
+            let (lock, wake) = &*self.shared;
+            let mut shared = lock.lock().unwrap_or_else(|e| e.into_inner());
+            shared.ops.append(ops);
+            shared.urgent = true;
+            shared.acks.push(done);
+            wake.notify_one();
+        }
+        let _ = wait.recv();
     }
 
     /// Commit the rest and end the writer (and with it the store and its lock).
@@ -102,12 +159,19 @@ impl History {
     }
 }
 
-/// Wait for ops (at most until `until`, the next pruning), give the window time to fill (cut short by the
-/// close), then take everything: the ops, and whether the writer is to end.
-fn next_group(shared: &(Mutex<Shared>, Condvar), until: Instant) -> Option<(Vec<Op>, bool)> {
+#[derive(Default)]
+struct Group {
+    ops: Vec<Op>,
+    acks: Vec<Sender<()>>,
+    closed: bool,
+}
+
+/// Wait for ops (at most until `until`), give the window time to fill (cut short when something is urgent or
+/// the writer is closing), then take everything.
+fn next_group(shared: &(Mutex<Shared>, Condvar), until: Instant) -> Option<Group> {
     let (lock, wake) = shared;
     let mut s = lock.lock().unwrap_or_else(|e| e.into_inner());
-    while s.ops.is_empty() && !s.closed {
+    while s.ops.is_empty() && s.acks.is_empty() && !s.closed {
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return None;
@@ -118,7 +182,7 @@ fn next_group(shared: &(Mutex<Shared>, Condvar), until: Instant) -> Option<(Vec<
             .0;
     }
     let window_end = Instant::now() + WINDOW;
-    while !s.closed {
+    while !s.urgent && !s.closed {
         let left = window_end.saturating_duration_since(Instant::now());
         if left.is_zero() {
             break;
@@ -128,26 +192,27 @@ fn next_group(shared: &(Mutex<Shared>, Condvar), until: Instant) -> Option<(Vec<
             .unwrap_or_else(|e| e.into_inner())
             .0;
     }
-    Some((std::mem::take(&mut s.ops), s.closed))
+    s.urgent = false;
+    Some(Group {
+        ops: std::mem::take(&mut s.ops),
+        acks: std::mem::take(&mut s.acks),
+        closed: s.closed,
+    })
 }
 
-fn prune(store: &mut dyn Store, keep: Duration, complain: &mut dyn FnMut(&dyn std::fmt::Display)) {
+fn prune(store: &mut dyn Store, keep: Duration) -> Result<(), super::StoreError> {
     let Ok(keep) = chrono::Duration::from_std(keep) else {
-        return;
+        return Ok(());
     };
     let Some(before) = Utc::now().checked_sub_signed(keep) else {
-        return;
+        return Ok(());
     };
-    match store.prune(before) {
-        Ok(logs) => {
-            for log in logs {
-                let _ = std::fs::remove_file(&log);
-                // An emptied job folder goes too.
-                if let Some(folder) = log.parent() {
-                    let _ = std::fs::remove_dir(folder);
-                }
-            }
+    for log in store.prune(before)? {
+        let _ = std::fs::remove_file(&log);
+        // An emptied job folder goes too.
+        if let Some(folder) = log.parent() {
+            let _ = std::fs::remove_dir(folder);
         }
-        Err(e) => complain(&e),
     }
+    Ok(())
 }
