@@ -125,7 +125,7 @@ impl Metrics {
         );
         r.register(
             "flowrun_last_success_timestamp_seconds",
-            "When a run of the job last succeeded (Unix time), since this runner started",
+            "When a run of the job last succeeded (Unix time; remembered across restarts with state)",
             m.last_success.clone(),
         );
         r.register(

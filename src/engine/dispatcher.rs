@@ -83,6 +83,7 @@ impl Dispatcher {
                     let last = memory.as_ref().map_or(0, |m| m.last_run(&j.name));
                     state.next_number += last;
                     state.reserved = last + super::record::NUMBER_BLOCK;
+                    state.last_success = memory.as_ref().and_then(|m| m.last_success(&j.name));
                     state
                 })
                 .collect(),

@@ -82,6 +82,11 @@ impl Memory {
         self.remembered.handled.clone()
     }
 
+    /// When a previous runner last saw this job succeed.
+    pub fn last_success(&self, job: &str) -> Option<DateTime<Utc>> {
+        self.remembered.last_success.get(job).copied()
+    }
+
     /// The last run number a previous runner gave this job (0: none).
     pub fn last_run(&self, job: &str) -> u64 {
         self.remembered.last_runs.get(job).copied().unwrap_or(0)

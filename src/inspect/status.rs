@@ -19,12 +19,16 @@ struct Status {
     state: String,
     runner: Runner,
     jobs: Vec<JobStatus>,
+    /// The live runner's channels (empty when no runner answers).
+    channels: Vec<serde_json::Value>,
 }
 
 #[derive(Serialize)]
 struct Runner {
     running: bool,
     pid: Option<u32>,
+    /// When the live runner started (from its control socket).
+    started: Option<DateTime<Utc>>,
 }
 
 #[derive(Serialize)]
@@ -33,6 +37,10 @@ struct JobStatus {
     /// `running 2`, `idle`, `never run`.
     state: String,
     running: u64,
+    /// The live runs (from the runner's control socket): run, pid, started.
+    runs: Vec<serde_json::Value>,
+    /// Firings waiting for a worker.
+    waiting: u64,
     last: Option<RunRow>,
     next: Option<DateTime<Utc>>,
     runs_24h: u64,
@@ -56,6 +64,22 @@ pub fn status(file: &Path, state: Option<&str>, format: Mode) -> Result<i32, Err
             .map_err(store_error)?,
         None => Vec::new(),
     };
+    // The live view, when a runner holds the state and answers on its socket.
+    let live: Option<serde_json::Value> = holder.and_then(|_| {
+        let socket = opened.dir.join("control.sock");
+        match crate::control::client::request(&socket, "GET", "/api/v1/status", None) {
+            Ok((200, body)) => serde_json::from_str(&body).ok(),
+            _ => None,
+        }
+    });
+    let live_job = |name: &str| {
+        live.as_ref()?
+            .get("jobs")?
+            .as_array()?
+            .iter()
+            .find(|j| j["job"] == name)
+            .cloned()
+    };
     let mut jobs = Vec::new();
     for job in &opened.plan.jobs {
         let last = match &opened.store {
@@ -72,9 +96,26 @@ pub fn status(file: &Path, state: Option<&str>, format: Mode) -> Result<i32, Err
         };
         let mine = || recent.iter().filter(|r| r.job == job.name);
         // Rows `running` are live only while a runner holds the state; the next runner marks them interrupted.
-        let running = match holder {
-            Some(_) => mine().filter(|r| r.outcome == Outcome::Running).count() as u64,
-            None => 0,
+        let now_live = live_job(&job.name);
+        let runs: Vec<serde_json::Value> = now_live
+            .as_ref()
+            .and_then(|j| j["running"].as_array().cloned())
+            .unwrap_or_default();
+        let running = match (&now_live, holder) {
+            (Some(_), _) => runs.len() as u64,
+            (None, Some(_)) => mine().filter(|r| r.outcome == Outcome::Running).count() as u64,
+            (None, None) => 0,
+        };
+        let waiting = now_live
+            .as_ref()
+            .and_then(|j| j["waiting"].as_u64())
+            .unwrap_or(0);
+        let next = match &now_live {
+            Some(j) => j["next"]
+                .as_str()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc)),
+            None => next_fire(job, &memory, now),
         };
         let state = match (running, &last) {
             (n, _) if n > 0 => format!("running {n}"),
@@ -85,8 +126,10 @@ pub fn status(file: &Path, state: Option<&str>, format: Mode) -> Result<i32, Err
             job: job.name.clone(),
             state,
             running,
+            runs,
+            waiting,
             last,
-            next: next_fire(job, &memory, now),
+            next,
             runs_24h: mine().filter(|r| r.run.is_some()).count() as u64,
             failures_24h: mine().filter(|r| r.outcome.is_failure()).count() as u64,
         });
@@ -98,8 +141,17 @@ pub fn status(file: &Path, state: Option<&str>, format: Mode) -> Result<i32, Err
         runner: Runner {
             running: holder.is_some(),
             pid: holder,
+            started: live
+                .as_ref()
+                .and_then(|l| l["started"].as_str())
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc)),
         },
         jobs,
+        channels: live
+            .as_ref()
+            .and_then(|l| l["channels"].as_array().cloned())
+            .unwrap_or_default(),
     };
     match format {
         Mode::Json => {
@@ -136,9 +188,15 @@ fn next_fire(job: &crate::plan::Job, memory: &Memory, now: DateTime<Utc>) -> Opt
 
 fn text(status: &Status, now: DateTime<Utc>, color: bool) -> String {
     let zone = crate::values::system_zone();
-    let runner = match status.runner.pid {
-        Some(pid) => format!("a runner is up (pid {pid})"),
-        None => "no runner is running".to_string(),
+    let runner = match (status.runner.pid, status.runner.started) {
+        (Some(pid), Some(started)) => format!(
+            "a runner is up (pid {pid}, started {})",
+            timefmt::relative(started, now)
+        ),
+        (Some(pid), None) => {
+            format!("a runner is up (pid {pid}; its control socket does not answer)")
+        }
+        (None, _) => "no runner is running".to_string(),
     };
     let mut out = format!(
         "{} ({}): {runner}\nstate: {}\n\n",
@@ -197,5 +255,48 @@ fn text(status: &Status, now: DateTime<Utc>, color: bool) -> String {
         &rows,
         color,
     ));
+    let runs: Vec<Vec<String>> = status
+        .jobs
+        .iter()
+        .flat_map(|j| {
+            j.runs.iter().map(move |r| {
+                let started = r["started"]
+                    .as_str()
+                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.with_timezone(&Utc));
+                vec![
+                    format!("{}#{}", j.job, r["run"]),
+                    r["pid"].as_u64().map_or("-".into(), |p| p.to_string()),
+                    started.map_or("-".into(), |t| timefmt::relative(t, now)),
+                ]
+            })
+        })
+        .collect();
+    if !runs.is_empty() {
+        out.push('\n');
+        out.push_str(&table(&["RUNNING", "PID", "STARTED"], &runs, color));
+    }
+    let channels: Vec<Vec<String>> = status
+        .channels
+        .iter()
+        .map(|c| {
+            let n = |k: &str| c[k].as_u64().unwrap_or(0).to_string();
+            vec![
+                c["channel"].as_str().unwrap_or("?").to_string(),
+                c["kind"].as_str().unwrap_or("?").to_string(),
+                n("in"),
+                n("out"),
+                n("left"),
+            ]
+        })
+        .collect();
+    if !channels.is_empty() {
+        out.push('\n');
+        out.push_str(&table(
+            &["CHANNEL", "KIND", "IN", "OUT", "WAITING"],
+            &channels,
+            color,
+        ));
+    }
     out
 }

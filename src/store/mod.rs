@@ -156,6 +156,8 @@ pub struct Memory {
     pub handled: HashMap<(String, String), DateTime<Utc>>,
     /// The last run number given (or reserved) per job.
     pub last_runs: HashMap<String, u64>,
+    /// When each job last succeeded (for `flowrun_last_success_timestamp_seconds` across restarts).
+    pub last_success: HashMap<String, DateTime<Utc>>,
     /// Jobs with a remembered instant that is not a time or lies ahead of the clock: their triggers start afresh.
     pub forgotten: Vec<String>,
 }

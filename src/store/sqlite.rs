@@ -412,6 +412,21 @@ impl Store for SqliteStore {
             let (job, last) = row.map_err(e)?;
             memory.last_runs.insert(job, last);
         }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT job, max(ended) FROM runs WHERE outcome = 'succeeded' GROUP BY job")
+            .map_err(e)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+            })
+            .map_err(e)?;
+        for row in rows {
+            let (job, at) = row.map_err(e)?;
+            if let Some(at) = parse_time(at) {
+                memory.last_success.insert(job, at);
+            }
+        }
         Ok(memory)
     }
 

@@ -1,0 +1,641 @@
+//! A runner you can talk to (SPEC §5), through the real binary: the control socket and TCP, trigger (and
+//! `--wait`), stop, reload (valid, invalid, removing a live job), `--watch`, `--only`, the token on TCP, error
+//! shapes, a flood of status requests during a queue at full speed, and `/metrics` read by an independent parser.
+//!
+//! Every wait is on the runner's JSON events or on an answer, never on a sleep.
+
+mod common;
+
+use common::{cmd, events, flow, start_until};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, Output};
+
+/// A runner under test: killed if the test fails before it ends.
+struct Runner {
+    child: Child,
+    events: BufReader<ChildStderr>,
+    seen: Vec<Value>,
+    /// Events already returned by `wait_for` (each is matched once).
+    taken: std::collections::HashSet<usize>,
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Runner {
+    fn start(file: &Path, state: &Path, extra: &[&str]) -> Runner {
+        Runner::start_until(file, state, extra, |e| e["event"] == "runner.start")
+    }
+
+    fn start_until(
+        file: &Path,
+        state: &Path,
+        extra: &[&str],
+        until: impl Fn(&Value) -> bool,
+    ) -> Runner {
+        let mut args = vec!["--state", state.to_str().unwrap()];
+        args.extend(extra);
+        let (child, events, seen) = start_until(file, &args, until);
+        Runner {
+            child,
+            events,
+            seen,
+            taken: Default::default(),
+        }
+    }
+
+    /// The first event not yet taken that matches, among those seen or, reading on, those to come. (Events
+    /// of concurrent runs come in any order: one seen while waiting for another is kept for later.)
+    fn wait_for(&mut self, what: impl Fn(&Value) -> bool) -> Value {
+        if let Some(i) =
+            (0..self.seen.len()).find(|i| !self.taken.contains(i) && what(&self.seen[*i]))
+        {
+            self.taken.insert(i);
+            return self.seen[i].clone();
+        }
+        loop {
+            let mut line = String::new();
+            if self.events.read_line(&mut line).unwrap() == 0 {
+                panic!("the runner ended first: {:#?}", self.seen);
+            }
+            let e: Value = serde_json::from_str(&line).unwrap();
+            self.seen.push(e.clone());
+            if what(&e) {
+                self.taken.insert(self.seen.len() - 1);
+                return e;
+            }
+        }
+    }
+
+    /// Wait for the end; the exit code and every event.
+    fn finish(mut self) -> (Option<i32>, Vec<Value>) {
+        let mut rest = String::new();
+        self.events.read_to_string(&mut rest).unwrap();
+        let mut seen = std::mem::take(&mut self.seen);
+        seen.extend(events(rest.as_bytes()));
+        let code = self.child.wait().unwrap().code();
+        (code, seen)
+    }
+}
+
+fn flowrun(args: &[&str], state: &Path) -> Output {
+    cmd()
+        .args(args)
+        .arg("--state")
+        .arg(state)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// One HTTP/1.1 request on a stream, the connection closed after it: the status and the body. (The test's own
+/// minimal client, so what is tested is the server, not a client library's leniency.)
+fn http(
+    mut stream: impl Read + Write,
+    method: &str,
+    path: &str,
+    body: &str,
+    headers: &[&str],
+) -> (u16, String) {
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for h in headers {
+        request.push_str(h);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let response = text(&response);
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn unix(state: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
+    let stream = std::os::unix::net::UnixStream::connect(state.join("control.sock")).unwrap();
+    http(stream, method, path, body, &[])
+}
+
+fn tcp(port: u16, method: &str, path: &str, headers: &[&str]) -> (u16, String) {
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    http(stream, method, path, "", headers)
+}
+
+fn json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A job that never fires by itself while the test runs (keeps the runner alive, fired by hand).
+const NEVER: &str = "{ cron: \"0 0 1 1 *\", timezone: UTC }";
+
+fn state_of(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("state")
+}
+
+#[test]
+fn trigger_answers_the_run_and_wait_exits_with_its_result() {
+    let (dir, file) = flow(&format!(
+        "jobs:\n  ok:\n    run: 'true'\n    trigger: {NEVER}\n  bad:\n    run: exit 3\n    trigger: {NEVER}\n"
+    ));
+    let state = state_of(&dir);
+    let mut runner = Runner::start(&file, &state, &[]);
+    let f = file.to_str().unwrap();
+    let ok = flowrun(&["trigger", f, "ok", "--wait"], &state);
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    assert_eq!(text(&ok.stdout), "ok#1 succeeded (exit 0)\n");
+    let bad = flowrun(&["trigger", f, "bad", "--wait"], &state);
+    assert_eq!(bad.status.code(), Some(1), "{bad:?}");
+    assert_eq!(text(&bad.stdout), "bad#1 failed (exit 3)\n");
+    // Without --wait: the run number, at once.
+    let (status, body) = unix(&state, "POST", "/api/v1/jobs/ok/trigger", "");
+    assert_eq!(status, 200);
+    assert_eq!(
+        json(&body),
+        serde_json::json!({"status": "started", "run": 2})
+    );
+    let started =
+        runner.wait_for(|e| e["event"] == "run.start" && e["job"] == "ok" && e["run"] == 2);
+    assert_eq!(started["job"], "ok");
+    // History says it was fired by hand.
+    let rows = flowrun(&["history", f, "ok", "--format", "json"], &state);
+    assert_eq!(rows.status.code(), Some(0));
+    let unknown = flowrun(&["trigger", f, "nope"], &state);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(text(&unknown.stderr).contains("no job `nope`"));
+    let stop = flowrun(&["stop", f], &state);
+    assert_eq!(stop.status.code(), Some(0));
+    let (code, _) = runner.finish();
+    assert_eq!(code, Some(1), "a run (bad#1) failed for good");
+}
+
+#[test]
+fn a_trigger_beyond_max_instances_is_answered_as_skipped() {
+    let (dir, file) = flow("jobs:\n  slow:\n    run: sleep 60\n    trigger: start\n");
+    let state = state_of(&dir);
+    let runner = Runner::start_until(&file, &state, &[], |e| e["event"] == "run.start");
+    let (status, body) = unix(&state, "POST", "/api/v1/jobs/slow/trigger", "");
+    assert_eq!(status, 409);
+    let body = json(&body);
+    assert_eq!(body["status"], "skipped");
+    assert!(body["reason"]
+        .as_str()
+        .unwrap()
+        .contains("max_instances (1)"));
+    let cli = flowrun(&["trigger", file.to_str().unwrap(), "slow"], &state);
+    assert_eq!(cli.status.code(), Some(1));
+    assert!(text(&cli.stderr).contains("skipped"));
+    drop(runner);
+}
+
+#[test]
+fn stop_ends_one_jobs_runs_without_restarting_them() {
+    let (dir, file) = flow(
+        "jobs:\n  svc:\n    run: sleep 60\n    trigger: start\n    restart: always\n  other:\n    run: sleep 60\n    trigger: start\n",
+    );
+    let state = state_of(&dir);
+    let mut runner = Runner::start_until(&file, &state, &[], |e| e["event"] == "runner.start");
+    runner.wait_for(|e| e["event"] == "run.start" && e["job"] == "svc");
+    runner.wait_for(|e| e["event"] == "run.start" && e["job"] == "other");
+    let f = file.to_str().unwrap();
+    let stop = flowrun(&["stop", f, "svc"], &state);
+    assert_eq!(stop.status.code(), Some(0), "{stop:?}");
+    assert_eq!(text(&stop.stdout), "svc: stopping 1 run(s)\n");
+    let exit = runner.wait_for(|e| e["event"] == "run.exit" && e["job"] == "svc");
+    assert_eq!(exit["signal"], "SIGTERM");
+    let (status, body) = unix(&state, "GET", "/api/v1/status", "");
+    assert_eq!(status, 200);
+    let status = json(&body);
+    let job = |name: &str| {
+        status["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["job"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        job("svc")["running"].as_array().unwrap().len(),
+        0,
+        "not restarted"
+    );
+    assert_eq!(job("other")["running"].as_array().unwrap().len(), 1);
+    assert_eq!(flowrun(&["stop", f], &state).status.code(), Some(0));
+    let (code, seen) = runner.finish();
+    assert_eq!(code, Some(0), "stopped runs are no failures");
+    let svc_starts = seen
+        .iter()
+        .filter(|e| e["event"] == "run.start" && e["job"] == "svc")
+        .count();
+    assert_eq!(
+        svc_starts, 1,
+        "a service stopped by request does not come back"
+    );
+    let summary = &common::summary(&seen)["jobs"];
+    assert_eq!(summary["svc"]["stopped"], 1);
+}
+
+#[test]
+fn reload_applies_a_valid_file_and_keeps_the_plan_on_an_invalid_one() {
+    let (dir, file) = flow(&format!(
+        "jobs:\n  gone:\n    run: sleep 60\n    trigger: start\n  kept:\n    run: echo old\n    trigger: {NEVER}\n"
+    ));
+    let state = state_of(&dir);
+    let mut runner = Runner::start_until(&file, &state, &[], |e| {
+        e["event"] == "run.start" && e["job"] == "gone"
+    });
+    let f = file.to_str().unwrap();
+    std::fs::write(
+        &file,
+        format!(
+            "jobs:\n  kept:\n    run: echo new\n    trigger: {NEVER}\n  added:\n    run: echo added\n    trigger: start\n"
+        ),
+    )
+    .unwrap();
+    let reload = flowrun(&["reload", f], &state);
+    assert_eq!(reload.status.code(), Some(0), "{reload:?}");
+    assert_eq!(
+        text(&reload.stdout),
+        "reloaded: added added; removed gone; changed kept\n"
+    );
+    let applied = runner.wait_for(|e| e["event"] == "reload.applied");
+    assert_eq!(applied["removed"], serde_json::json!(["gone"]));
+    // The removed job's live run ends as at shutdown; the added one starts (its `start` trigger).
+    let exit = runner.wait_for(|e| e["event"] == "run.exit" && e["job"] == "gone");
+    assert_eq!(exit["signal"], "SIGTERM");
+    runner.wait_for(|e| e["event"] == "output" && e["job"] == "added");
+    // The changed job takes its new definition from its next firing.
+    let kept = flowrun(&["trigger", f, "kept", "--wait"], &state);
+    assert_eq!(kept.status.code(), Some(0));
+    runner.wait_for(|e| e["event"] == "output" && e["job"] == "kept" && e["line"] == "new");
+    // Invalid text: exit 1 with the diagnostics; the runner goes on with what it has.
+    std::fs::write(&file, "jobs:\n  kept:\n    run: [unclosed\n").unwrap();
+    let bad = flowrun(&["reload", f], &state);
+    assert_eq!(bad.status.code(), Some(1), "{bad:?}");
+    assert!(text(&bad.stderr).contains("keeps its current plan"));
+    let rejected = runner.wait_for(|e| e["event"] == "reload.rejected");
+    assert!(rejected["reason"].as_str().unwrap().contains("1 error(s)"));
+    let (status, _) = unix(&state, "GET", "/healthz", "");
+    assert_eq!(status, 200);
+    let again = flowrun(&["trigger", f, "kept", "--wait"], &state);
+    assert_eq!(again.status.code(), Some(0), "the old plan still runs");
+    assert_eq!(flowrun(&["stop", f], &state).status.code(), Some(0));
+    assert_eq!(runner.finish().0, Some(0));
+}
+
+#[test]
+fn watch_reloads_an_edited_file() {
+    let (dir, file) = flow(&format!(
+        "jobs:\n  a:\n    run: echo a\n    trigger: {NEVER}\n"
+    ));
+    let state = state_of(&dir);
+    let mut runner = Runner::start(&file, &state, &["--watch"]);
+    // Written as editors do: a new file renamed over the old one.
+    let tmp = dir.path().join(".flow.yaml.swp");
+    std::fs::write(
+        &tmp,
+        format!("jobs:\n  a:\n    run: echo a\n    trigger: {NEVER}\n  b:\n    run: echo from-b\n    trigger: start\n"),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    let applied = runner.wait_for(|e| e["event"] == "reload.applied");
+    assert_eq!(applied["added"], serde_json::json!(["b"]));
+    runner.wait_for(|e| e["event"] == "output" && e["line"] == "from-b");
+}
+
+#[test]
+fn only_runs_the_named_jobs_once_now() {
+    let (_dir, file) = flow(&format!(
+        "channels: {{ lines: {{ kind: queue }} }}\njobs:\n  gen:\n    run: seq 3\n    stdout: lines\n    trigger: {NEVER}\n  count:\n    run: wc -l\n    stdin: lines\n    trigger: {NEVER}\n  other:\n    run: echo other\n    trigger: start\n"
+    ));
+    let run = |only: &[&str]| {
+        let mut args = vec!["--state", "none", "--log-format", "json", "--only"];
+        args.extend(only);
+        let out = cmd().arg(&file).args(&args).output().unwrap();
+        (out.status.code(), events(&out.stderr))
+    };
+    let (code, ev) = run(&["gen", "count"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(common::output_lines(&ev, "count"), ["3"]);
+    assert!(common::output_lines(&ev, "other").is_empty());
+    // The other end not selected: the writer's lines are printed.
+    let (code, ev) = run(&["gen"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(common::output_lines(&ev, "gen"), ["1", "2", "3"]);
+    let out = cmd()
+        .arg(&file)
+        .args(["--state", "none", "--only", "gne"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("gen"), "a suggestion");
+}
+
+#[test]
+fn tcp_is_read_only_without_a_token_and_needs_it_to_change_anything() {
+    let (dir, file) = flow(&format!(
+        "jobs:\n  a:\n    run: 'true'\n    trigger: {NEVER}\n"
+    ));
+    let state = state_of(&dir);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let runner = Runner::start(&file, &state, &["--listen", &listen]);
+    assert_eq!(tcp(port, "GET", "/api/v1/status", &[]).0, 200);
+    let (status, body) = tcp(port, "POST", "/api/v1/jobs/a/trigger", &[]);
+    assert_eq!(status, 403, "{body}");
+    assert!(json(&body)["error"].as_str().unwrap().contains("read-only"));
+    drop(runner);
+
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = cmd()
+        .env("FLOWRUN_TOKEN", "s3cret")
+        .arg(&file)
+        .args(["--log-format", "json", "--state"])
+        .arg(&state)
+        .args(["--listen", &listen])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let events = BufReader::new(child.stderr.take().unwrap());
+    let mut runner = Runner {
+        child,
+        events,
+        seen: Vec::new(),
+        taken: Default::default(),
+    };
+    runner.wait_for(|e| e["event"] == "runner.start");
+    let trigger = "/api/v1/jobs/a/trigger";
+    assert_eq!(tcp(port, "POST", trigger, &[]).0, 401);
+    assert_eq!(
+        tcp(port, "POST", trigger, &["Authorization: Bearer s3cre"]).0,
+        401
+    );
+    assert_eq!(
+        tcp(port, "POST", trigger, &["Authorization: Bearer s3cret!"]).0,
+        401
+    );
+    let (status, body) = tcp(port, "POST", trigger, &["Authorization: Bearer s3cret"]);
+    assert_eq!(
+        (status, json(&body)["status"].clone()),
+        (200, "started".into())
+    );
+    // Reading needs no token.
+    assert_eq!(tcp(port, "GET", "/healthz", &[]).0, 200);
+    drop(runner);
+
+    // Not loopback, no token: refused before anything starts.
+    let out = cmd()
+        .arg(&file)
+        .args(["--state", "none", "--listen"])
+        .arg(format!("0.0.0.0:{}", free_port()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("FLOWRUN_TOKEN"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn errors_have_their_status_and_a_json_body() {
+    let (dir, file) = flow(&format!(
+        "jobs:\n  a:\n    run: 'true'\n    trigger: {NEVER}\n"
+    ));
+    let state = state_of(&dir);
+    let runner = Runner::start(&file, &state, &[]);
+    let check = |method: &str, path: &str, body: &str, want: u16| {
+        let (status, text) = unix(&state, method, path, body);
+        assert_eq!(status, want, "{method} {path}: {text}");
+        assert!(json(&text)["error"].is_string(), "{text}");
+    };
+    check("GET", "/api/v1/nothing", "", 404);
+    check("DELETE", "/api/v1/status", "", 405);
+    check("GET", "/api/v1/jobs/a/trigger", "", 405);
+    check("POST", "/api/v1/jobs/a/trigger", "{not json", 400);
+    check("POST", "/api/v1/jobs/a/trigger", "{\"wait\": 3}", 400);
+    check("GET", "/api/v1/history?limit=abc", "", 400);
+    check("POST", "/api/v1/jobs/nope/stop", "", 404);
+    // A body over the limit is refused (413, or the connection is reset while the client still writes: the
+    // server does not read the rest), and the runner stays up.
+    {
+        let big = "x".repeat(1_000_000);
+        let mut s = std::os::unix::net::UnixStream::connect(state.join("control.sock")).unwrap();
+        let head = format!(
+            "POST /api/v1/jobs/a/trigger HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            big.len()
+        );
+        let _ = s
+            .write_all(head.as_bytes())
+            .and_then(|_| s.write_all(big.as_bytes()));
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        let out = text(&out);
+        assert!(out.is_empty() || out.starts_with("HTTP/1.1 413"), "{out}");
+    }
+    // Garbage instead of HTTP: the connection is dropped, the runner stays up.
+    {
+        let mut s = std::os::unix::net::UnixStream::connect(state.join("control.sock")).unwrap();
+        s.write_all(b"\x00\x01garbage\r\n\r\n").unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+    }
+    let (status, body) = unix(&state, "GET", "/api/v1/history?job=a&limit=5", "");
+    assert_eq!(status, 200, "{body}");
+    assert!(json(&body).is_array());
+    assert_eq!(unix(&state, "GET", "/healthz", "").0, 200);
+    drop(runner);
+}
+
+#[test]
+fn a_thousand_status_requests_do_not_disturb_a_queue_at_full_speed() {
+    let (dir, file) = flow(
+        "channels: { lines: { kind: queue } }\njobs:\n  gen:\n    run: seq 3000000; read x < gate; seq 3000000\n    stdout: lines\n    trigger: start\n  count:\n    run: wc -l\n    stdin: lines\n    trigger: start\n",
+    );
+    let gate = dir.path().join("gate");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&gate)
+        .status()
+        .unwrap()
+        .success());
+    let state = state_of(&dir);
+    let mut child = cmd()
+        .arg(&file)
+        .args(["--log-format", "json", "--state"])
+        .arg(&state)
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let events = BufReader::new(child.stderr.take().unwrap());
+    let mut runner = Runner {
+        child,
+        events,
+        seen: Vec::new(),
+        taken: Default::default(),
+    };
+    runner.wait_for(|e| e["event"] == "run.start" && e["job"] == "gen");
+    let threads: Vec<_> = (0..1000)
+        .map(|_| {
+            let socket = state.join("control.sock");
+            std::thread::Builder::new()
+                .stack_size(64 * 1024)
+                .spawn(move || {
+                    let stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+                    http(stream, "GET", "/api/v1/status", "", &[]).0
+                })
+                .unwrap()
+        })
+        .collect();
+    let answers: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(
+        answers.iter().all(|&s| s == 200),
+        "{:?}",
+        answers.iter().filter(|&&s| s != 200).count()
+    );
+    std::fs::write(&gate, "go\n").unwrap();
+    let (code, seen) = runner.finish();
+    assert_eq!(code, Some(0));
+    assert_eq!(common::output_lines(&seen, "count"), ["6000000"]);
+    assert_eq!(common::channel(&seen, "lines"), (6_000_000, 6_000_000, 0));
+}
+
+#[test]
+fn metrics_parse_and_match_the_summary() {
+    let (dir, file) = flow(&format!(
+        "jobs:\n  ok:\n    run: 'true'\n    trigger: {NEVER}\n  bad:\n    run: exit 2\n    trigger: {NEVER}\n"
+    ));
+    let state = state_of(&dir);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let runner = Runner::start(&file, &state, &["--listen", &listen]);
+    let f = file.to_str().unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            flowrun(&["trigger", f, "ok", "--wait"], &state)
+                .status
+                .code(),
+            Some(0)
+        );
+    }
+    assert_eq!(
+        flowrun(&["trigger", f, "bad", "--wait"], &state)
+            .status
+            .code(),
+        Some(1)
+    );
+    let (status, body) = tcp(port, "GET", "/metrics", &[]);
+    assert_eq!(status, 200);
+    let lines = body.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+            .unwrap_or_else(|| panic!("no {name} {labels:?} in\n{body}"))
+    };
+    let ok_runs = value(
+        "flowrun_runs_total",
+        &[("job", "ok"), ("outcome", "succeeded")],
+    );
+    let bad_runs = value(
+        "flowrun_runs_total",
+        &[("job", "bad"), ("outcome", "failed")],
+    );
+    assert!(value("flowrun_last_success_timestamp_seconds", &[("job", "ok")]) > 1.7e9);
+    assert!(value("flowrun_next_fire_timestamp_seconds", &[("job", "ok")]) > 1.7e9);
+    assert_eq!(value("flowrun_runs_running", &[("job", "ok")]), 0.0);
+    assert!(value("process_resident_memory_bytes", &[]) > 1e6);
+    assert!(scrape
+        .samples
+        .iter()
+        .any(|s| s.metric.starts_with("flowrun_fire_lateness_seconds")));
+    assert_eq!(flowrun(&["stop", f], &state).status.code(), Some(0));
+    let (_, seen) = runner.finish();
+    let summary = &common::summary(&seen)["jobs"];
+    assert_eq!(ok_runs, summary["ok"]["succeeded"].as_f64().unwrap());
+    assert_eq!(bad_runs, summary["bad"]["failed"].as_f64().unwrap());
+}
+
+#[test]
+fn commands_say_plainly_when_no_runner_is_up() {
+    let (dir, file) = flow(&format!(
+        "jobs:\n  a:\n    run: 'true'\n    trigger: {NEVER}\n"
+    ));
+    let state = state_of(&dir);
+    std::fs::create_dir(&state).unwrap();
+    let f = file.to_str().unwrap();
+    for args in [vec!["trigger", f, "a"], vec!["stop", f], vec!["reload", f]] {
+        let out = flowrun(&args, &state);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            text(&out.stderr).contains("no runner is up"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn status_shows_the_live_runner() {
+    let (dir, file) = flow(
+        "channels: { lines: { kind: queue } }\njobs:\n  slow:\n    run: sleep 60\n    trigger: start\n  gen:\n    run: seq 5\n    stdout: lines\n    trigger: start\n  count:\n    run: wc -l\n    stdin: lines\n    trigger: start\n",
+    );
+    let state = state_of(&dir);
+    let mut runner = Runner::start(&file, &state, &[]);
+    runner.wait_for(|e| e["event"] == "run.exit" && e["job"] == "count");
+    let out = flowrun(
+        &["status", file.to_str().unwrap(), "--format", "json"],
+        &state,
+    );
+    let status = json(&text(&out.stdout));
+    assert_eq!(status["runner"]["pid"], runner.child.id());
+    let slow = &status["jobs"][0];
+    assert_eq!(slow["state"], "running 1");
+    assert!(slow["runs"][0]["pid"].as_u64().is_some());
+    assert_eq!(status["channels"][0]["in"], 5);
+    let out = flowrun(&["status", file.to_str().unwrap()], &state);
+    let text = text(&out.stdout);
+    assert!(text.contains("a runner is up"), "{text}");
+    assert!(text.contains("slow#1"), "{text}");
+    assert!(text.contains("CHANNEL"), "{text}");
+}
