@@ -320,7 +320,16 @@ fn open_state(
     let path = path.as_path();
     let store_error = crate::inspect::store_error;
     let mut store = SqliteStore::open(path).map_err(store_error)?;
-    store.lock().map_err(store_error)?;
+    store.lock().map_err(|e| match (&e, args.only.first()) {
+        (crate::store::StoreError::Held { .. }, Some(job)) => Error::Usage {
+            message: e.to_string(),
+            help: Some(format!(
+                "to run {job} now in the running runner: `flowrun trigger {} {job}`",
+                args.file.display()
+            )),
+        },
+        _ => store_error(e),
+    })?;
     let recovered = store.recover(Utc::now()).map_err(store_error)?;
     let memory = store.memory().map_err(store_error)?;
     if !memory.forgotten.is_empty() {

@@ -235,10 +235,9 @@ async fn trigger(
         TriggerReply::Started { .. } => StatusCode::OK,
         TriggerReply::Queued => StatusCode::ACCEPTED,
         TriggerReply::Skipped { .. } => StatusCode::CONFLICT,
-        TriggerReply::Refused {
-            not_found: true, ..
-        } => StatusCode::NOT_FOUND,
-        TriggerReply::Refused { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        TriggerReply::Refused { code, .. } => {
+            StatusCode::from_u16(*code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
+        }
     };
     let waits = matches!(reply, TriggerReply::Started { .. } | TriggerReply::Queued);
     match (ended, waits) {

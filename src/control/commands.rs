@@ -58,7 +58,11 @@ pub fn ask(
 }
 
 fn said(body: &Value) -> String {
-    match body.get("error").and_then(Value::as_str) {
+    match body
+        .get("error")
+        .or_else(|| body.get("reason"))
+        .and_then(Value::as_str)
+    {
         Some(e) => e.to_string(),
         None => body.to_string(),
     }
@@ -99,11 +103,12 @@ pub fn trigger(file: &Path, job: &str, wait: bool, state: Option<&str>) -> Resul
             println!("{job}: queued (waiting for a worker of its executor)");
             Ok(crate::exit::OK)
         }
-        (409, _) => {
-            eprintln!(
-                "{job}: skipped: {}",
-                body["reason"].as_str().unwrap_or("no reason given")
-            );
+        (409, status) => {
+            let what = match status {
+                Some("skipped") => "skipped",
+                _ => "not fired",
+            };
+            eprintln!("{job}: {what}: {}", said(&body));
             Ok(crate::exit::FAILED)
         }
         (404, _) => Err(Error::Usage {

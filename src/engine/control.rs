@@ -88,7 +88,9 @@ pub enum TriggerReply {
     /// Not done: unknown job, or the runner is stopping.
     Refused {
         reason: String,
-        not_found: bool,
+        /// The HTTP status that says why: 404 unknown job, 409 it cannot run now, 503 the runner is stopping.
+        #[serde(skip)]
+        code: u16,
     },
 }
 
@@ -206,14 +208,25 @@ impl Dispatcher {
         reply: oneshot::Sender<TriggerReply>,
         done: Option<oneshot::Sender<RunEnded>>,
     ) {
-        let refuse = |reason: String, not_found: bool| TriggerReply::Refused { reason, not_found };
+        let refuse = |reason: String, code: u16| TriggerReply::Refused { reason, code };
         let Some(job) = self.plan.job_id(name).filter(|&j| !self.retired(j)) else {
-            let _ = reply.send(refuse(format!("no job `{name}`"), true));
+            let _ = reply.send(refuse(format!("no job `{name}`"), 404));
             return;
         };
         if self.stopping {
-            let _ = reply.send(refuse("the runner is stopping".into(), false));
+            let _ = reply.send(refuse("the runner is stopping".into(), 503));
             return;
+        }
+        // A job whose output channel closed (its readers ended) would write into nothing.
+        if let Some(c) = self.plan.jobs[job].stdout {
+            if self.channels.all[c].closed {
+                let channel = &self.plan.channels[c].name;
+                let _ = reply.send(refuse(
+                    format!("its channel `{channel}` is closed (every writer ended): what it writes could not be read"),
+                    409,
+                ));
+                return;
+            }
         }
         let id = self.next_manual;
         self.next_manual += 1;
