@@ -34,7 +34,7 @@ const OPTION_KEYS: &[&str] = &[
     "dead_letter",
 ];
 const JOB_ONLY_KEYS: &[&str] = &["run", "trigger", "stdin", "stdout"];
-const RETRY_KEYS: &[&str] = &["attempts", "backoff"];
+const RETRY_KEYS: &[&str] = &["attempts", "backoff", "on"];
 const TRIGGER_WORDS: &[&str] = &["start", "cron", "interval", "at", "after", "each"];
 const CRON_KEYS: &[&str] = &["cron", "timezone", "jitter"];
 const INTERVAL_KEYS: &[&str] = &["interval", "jitter", "start", "end", "timezone"];
@@ -705,13 +705,40 @@ impl Decoder<'_> {
             .get("attempts")
             .and_then(|n| self.uint(n, 1, 1_000, "attempts"));
         let backoff = f.get("backoff").and_then(|n| self.duration(n, false));
+        let on = match f.get("on") {
+            None => None,
+            Some(n) => Some(self.exit_codes(n)?),
+        };
         Some(Sp::new(
             RetrySpec {
                 attempts: attempts?,
                 backoff,
+                on,
             },
             node.span,
         ))
+    }
+
+    /// `on: [75, 111]` (or one code): exit codes 1 to 255.
+    fn exit_codes(&mut self, node: &Node) -> Option<Sp<OneOrMany<Sp<ExitCode>>>> {
+        let items: Vec<&Node> = match &node.value {
+            Value::Seq(items) if items.is_empty() => {
+                self.invalid(
+                    node.span,
+                    "`on` lists no exit code",
+                    "list the exit codes that mean \"try again\", e.g. `on: [75]`, or leave `on` out to retry every failure",
+                );
+                return None;
+            }
+            Value::Seq(items) => items.iter().collect(),
+            _ => vec![node],
+        };
+        let codes: Vec<Sp<ExitCode>> = items
+            .into_iter()
+            .filter_map(|n| self.uint(n, 1, 255, "an exit code"))
+            .map(|c| Sp::new(ExitCode(c.value), c.span))
+            .collect();
+        Some(Sp::new(OneOrMany(codes), node.span))
     }
 
     fn triggers(&mut self, node: &Node) -> Option<Sp<OneOrMany<Sp<TriggerSpec>>>> {

@@ -323,7 +323,15 @@ pub struct RetrySpec {
     pub attempts: Sp<u32>,
     /// Wait before the first retry; doubles each time, capped at 5m. Default 1s.
     pub backoff: Option<Sp<Dur>>,
+    /// Retry only runs that exited with one of these codes (1-255); a run killed by a signal or a timeout is
+    /// then not retried. Default: every failure.
+    pub on: Option<Sp<OneOrMany<Sp<ExitCode>>>>,
 }
+
+/// An exit code that means "try again" (1 to 255).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
+#[schemars(transparent)]
+pub struct ExitCode(#[schemars(range(min = 1, max = 255))] pub u32);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
 #[schemars(rename_all = "kebab-case")]

@@ -69,6 +69,19 @@ impl Command {
 pub struct Retry {
     pub attempts: u32,
     pub backoff: Duration,
+    /// Retry only these exit codes (SPEC §6); every failure when `None`.
+    pub on: Option<Vec<i32>>,
+}
+
+impl Retry {
+    /// Whether try number `attempt`, failed with `code` (`None`: a signal, a timeout, no start), is tried again.
+    pub fn again(&self, attempt: u32, code: Option<i32>) -> bool {
+        attempt <= self.attempts
+            && self
+                .on
+                .as_ref()
+                .is_none_or(|on| code.is_some_and(|c| on.contains(&c)))
+    }
 }
 
 #[derive(Debug, Clone)]

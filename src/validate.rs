@@ -846,6 +846,11 @@ impl<'d, 'o> Rules<'d, 'o> {
                     .map_or(plan::DEFAULT_MISFIRE_GRACE, |d| d.value.0),
                 timeout: o.timeout.as_ref().map(|d| d.value.0),
                 retry: o.retry.as_ref().map(|r| plan::Retry {
+                    on: r
+                        .value
+                        .on
+                        .as_ref()
+                        .map(|on| on.value.0.iter().map(|c| c.value.0 as i32).collect()),
                     attempts: r.value.attempts.value,
                     backoff: r
                         .value

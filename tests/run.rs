@@ -601,3 +601,21 @@ fn a_failure_handler_waits_for_the_last_try() {
     assert!(output_lines(&ev, "alert").is_empty());
     assert_eq!(output_lines(&ev, "next"), ["next"]);
 }
+
+#[test]
+fn retry_on_codes_retries_only_those_exit_codes() {
+    // Exits 75 on its first try, then 0: retried. The other job exits 1: not in `on`, not retried.
+    let f = flow(
+        "jobs:\n  flaky:\n    run: test -e tried && exit 0; touch tried; exit 75\n    retry: { attempts: 3, backoff: 10ms, on: [75, 111] }\n  broken:\n    run: exit 1\n    retry: { attempts: 3, backoff: 10ms, on: 75 }\n",
+    );
+    let out = f.run(&["--log-format", "json"]);
+    let ev = events(&out.stderr);
+    let starts = |job: &str| {
+        ev.iter()
+            .filter(|e| e["event"] == "run.start" && e["job"] == job)
+            .count()
+    };
+    assert_eq!(starts("flaky"), 2, "retried once, then succeeded");
+    assert_eq!(starts("broken"), 1, "exit 1 is not in `on`: no retry");
+    assert_eq!(out.status.code(), Some(1));
+}

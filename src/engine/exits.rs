@@ -62,7 +62,7 @@ impl Dispatcher {
             }
             Some(RunResult::Failed) => {
                 self.jobs[run.job].counts.failed += 1;
-                if self.after_failure(&mut run, job) {
+                if self.after_failure(&mut run, job, c.code) {
                     // A try that will be retried has not ended the run's story: joins wait for the last try
                     // (and so does a `trigger --wait`).
                     self.manual_retried(id);
@@ -91,7 +91,7 @@ impl Dispatcher {
         if let Some(outcome) = c.outcome {
             self.propagate(run.job, outcome);
         }
-        self.restart_if_due(&run, job, c.outcome);
+        self.restart_if_due(&run, job, c.outcome, c.code);
         self.pump_each(run.job);
     }
 
@@ -138,8 +138,8 @@ impl Dispatcher {
 
     /// A failed try: retried while attempts are left (not at shutdown), else its messages go to the dead letter,
     /// or the workflow has failed. Returns whether it will be retried.
-    fn after_failure(&mut self, run: &mut Run, job: &Job) -> bool {
-        let retry = job.retry.as_ref().filter(|r| run.attempt <= r.attempts);
+    fn after_failure(&mut self, run: &mut Run, job: &Job, code: Option<i32>) -> bool {
+        let retry = job.retry.as_ref().filter(|r| r.again(run.attempt, code));
         if let (Some(retry), false) = (retry, self.stopping) {
             let backoff = retry_delay(retry.backoff, run.attempt);
             self.emit(Event::RunRetry {
@@ -204,11 +204,17 @@ impl Dispatcher {
     }
 
     /// Services come back (not at shutdown, nor a reader whose input is closed and drained).
-    fn restart_if_due(&mut self, run: &Run, job: &Job, outcome: Option<RunResult>) {
+    fn restart_if_due(
+        &mut self,
+        run: &Run,
+        job: &Job,
+        outcome: Option<RunResult>,
+        code: Option<i32>,
+    ) {
         let retries_left = job
             .retry
             .as_ref()
-            .is_some_and(|r| run.attempt <= r.attempts);
+            .is_some_and(|r| r.again(run.attempt, code));
         let input_over = job
             .stdin
             .is_some_and(|c| self.channels.input_over(c, run.job));
