@@ -23,6 +23,7 @@ const CHANNEL_KEYS: &[&str] = &["kind", "capacity", "max_message"];
 const OPTION_KEYS: &[&str] = &[
     "cwd",
     "env",
+    "env_file",
     "executor",
     "max_instances",
     "coalesce",
@@ -681,6 +682,7 @@ impl Decoder<'_> {
                     }
                 })
             }),
+            env_file: f.get("env_file").and_then(|n| self.env_files(n)),
             executor: f.get("executor").and_then(|n| self.name_ref(n, "executor")),
             max_instances: f
                 .get("max_instances")
@@ -717,6 +719,31 @@ impl Decoder<'_> {
             },
             node.span,
         ))
+    }
+
+    /// `env_file: .env` or a list of them: paths (not empty).
+    fn env_files(&mut self, node: &Node) -> Option<Sp<OneOrMany<Sp<String>>>> {
+        let items: Vec<&Node> = match &node.value {
+            Value::Seq(items) if items.is_empty() => {
+                self.invalid(
+                    node.span,
+                    "`env_file` lists no file",
+                    "name a dotenv file, e.g. `env_file: .env`, or leave `env_file` out",
+                );
+                return None;
+            }
+            Value::Seq(items) => items.iter().collect(),
+            _ => vec![node],
+        };
+        let mut files = Vec::new();
+        for n in items {
+            match &n.value {
+                Value::Str(s) if !s.trim().is_empty() => files.push(Sp::new(s.clone(), n.span)),
+                Value::Str(_) => self.invalid(n.span, "an empty file name", "name a dotenv file"),
+                _ => self.type_error(n, "a file name"),
+            }
+        }
+        Some(Sp::new(OneOrMany(files), node.span))
     }
 
     /// `on: [75, 111]` (or one code): exit codes 1 to 255.

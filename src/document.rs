@@ -276,6 +276,9 @@ pub struct JobOptions {
     pub cwd: Option<Sp<String>>,
     /// Variables added to the inherited environment.
     pub env: Option<Named<Sp<EnvValue>>>,
+    /// Dotenv files (`KEY=VALUE`, quotes, `#` comments, `export`), relative to the workflow's folder, read at each
+    /// run's start; `env` wins over them. A missing file fails the run.
+    pub env_file: Option<Sp<OneOrMany<Sp<String>>>>,
     /// A declared executor. Default `default`.
     pub executor: Option<Sp<String>>,
     /// Runs alive at once; a firing beyond it is skipped. Default 1.

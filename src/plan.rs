@@ -89,6 +89,8 @@ pub struct Job {
     pub name: String,
     pub command: Command,
     pub cwd: PathBuf,
+    /// Dotenv files, read at each run's start (`env` wins over them).
+    pub env_files: Vec<PathBuf>,
     pub env: Vec<(String, String)>,
     pub triggers: Vec<Trigger>,
     pub executor: ExecutorId,

@@ -825,6 +825,11 @@ impl<'d, 'o> Rules<'d, 'o> {
                     }
                 },
                 cwd,
+                env_files: o
+                    .env_file
+                    .as_ref()
+                    .map(|f| f.value.0.iter().map(|p| folder.join(&p.value)).collect())
+                    .unwrap_or_default(),
                 env: o
                     .env
                     .as_ref()
@@ -915,6 +920,7 @@ fn merge_options(job: &JobOptions, defaults: &JobOptions) -> JobOptions {
     JobOptions {
         cwd: pick(&job.cwd, &defaults.cwd),
         env,
+        env_file: pick(&job.env_file, &defaults.env_file),
         executor: pick(&job.executor, &defaults.executor),
         max_instances: pick(&job.max_instances, &defaults.max_instances),
         coalesce: pick(&job.coalesce, &defaults.coalesce),

@@ -619,3 +619,29 @@ fn retry_on_codes_retries_only_those_exit_codes() {
     assert_eq!(starts("broken"), 1, "exit 1 is not in `on`: no retry");
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn env_files_are_read_at_each_start_and_env_wins() {
+    let f = flow(
+        "jobs:\n  show:\n    run: echo \"$A $B $C\"\n    env_file: [one.env, two.env]\n    env: { C: from-env }\n  missing:\n    run: 'true'\n    env_file: nowhere.env\n",
+    );
+    std::fs::write(
+        f.dir.path().join("one.env"),
+        "# comment\nexport A=one\nB=\"quoted one\"\nC=one\n",
+    )
+    .unwrap();
+    std::fs::write(f.dir.path().join("two.env"), "B='from two'\n").unwrap();
+    let out = f.run(&["--log-format", "json"]);
+    let ev = events(&out.stderr);
+    assert_eq!(output_lines(&ev, "show"), ["one from two from-env"]);
+    let exit = ev
+        .iter()
+        .find(|e| e["event"] == "run.exit" && e["job"] == "missing")
+        .unwrap();
+    let reason = exit["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("env_file") && reason.contains("nowhere.env"),
+        "{reason}"
+    );
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -492,6 +492,7 @@ impl Dispatcher {
         pin: bool,
     ) -> std::io::Result<(process::Child, ParentEnds)> {
         let job = &self.plan.jobs[pending.job];
+        let file_env = read_env_files(&job.env_files)?;
         let input = pending.input.as_ref().map(|(data, _)| data);
         let w = self.channels.wire(pending.job, job, input)?;
         let child = process::spawn(process::SpawnSpec {
@@ -503,6 +504,7 @@ impl Dispatcher {
             stdout: w.stdout,
             stderr: w.stderr,
             pin,
+            file_env,
         })?;
         Ok((child, w.parent))
     }
@@ -876,4 +878,23 @@ fn time_entries(
         }
     }
     entries
+}
+
+/// The variables of a job's dotenv files, in order (a later file wins); a file that cannot be read fails the run
+/// with its name.
+fn read_env_files(files: &[std::path::PathBuf]) -> std::io::Result<Vec<(String, String)>> {
+    let mut vars = Vec::new();
+    for file in files {
+        let fail = |e: &dyn std::fmt::Display| {
+            std::io::Error::other(format!("env_file {}: {e}", file.display()))
+        };
+        let items = dotenvy::from_path_iter(file).map_err(|e| match e {
+            dotenvy::Error::Io(io) => fail(&io),
+            other => fail(&other),
+        })?;
+        for item in items {
+            vars.push(item.map_err(|e| fail(&e))?);
+        }
+    }
+    Ok(vars)
 }

@@ -28,6 +28,8 @@ pub struct SpawnSpec<'a> {
     pub stderr: OwnedFd,
     /// Start the child on the calling thread's CPU (lower latency for a lone firing; see `spawn`).
     pub pin: bool,
+    /// Variables from the job's `env_file`s (the job's `env` wins over them).
+    pub file_env: Vec<(String, String)>,
 }
 
 /// A started run: its pid (also its process group id) and where its exit status arrives.
@@ -243,7 +245,7 @@ fn environment(spec: &SpawnSpec) -> Vec<(OsString, OsString)> {
         env.retain(|(k, _)| k != key);
         env.push((key.into(), value.to_os_string()));
     };
-    for (k, v) in &spec.job.env {
+    for (k, v) in spec.file_env.iter().chain(&spec.job.env) {
         set(k, OsStr::new(v));
     }
     set("FLOWRUN_JOB", OsStr::new(&spec.job.name));
