@@ -36,6 +36,7 @@ const OPTION_KEYS: &[&str] = &[
 ];
 const JOB_ONLY_KEYS: &[&str] = &["run", "trigger", "stdin", "stdout"];
 const RETRY_KEYS: &[&str] = &["attempts", "backoff", "on"];
+const RESTART_KEYS: &[&str] = &["policy", "max", "window"];
 const TRIGGER_WORDS: &[&str] = &["start", "cron", "interval", "at", "after", "each"];
 const CRON_KEYS: &[&str] = &["cron", "timezone", "jitter"];
 const INTERVAL_KEYS: &[&str] = &["interval", "jitter", "start", "end", "timezone"];
@@ -691,9 +692,12 @@ impl Decoder<'_> {
             misfire_grace: f.get("misfire_grace").and_then(|n| self.duration(n, false)),
             timeout: f.get("timeout").and_then(|n| self.duration(n, true)),
             retry: f.get("retry").and_then(|n| self.retry(n)),
-            restart: f
-                .get("restart")
-                .and_then(|n| self.keyword(n, &restarts, "restart policy")),
+            restart: f.get("restart").and_then(|n| match &n.value {
+                Value::Map(_) => self.restart_limit(n, &restarts),
+                _ => self
+                    .keyword(n, &restarts, "restart policy")
+                    .map(|p| Sp::new(RestartSpec::Policy(p.value), p.span)),
+            }),
             stop_grace: f.get("stop_grace").and_then(|n| self.duration(n, false)),
             dead_letter: f
                 .get("dead_letter")
@@ -717,6 +721,24 @@ impl Decoder<'_> {
                 backoff,
                 on,
             },
+            node.span,
+        ))
+    }
+
+    /// `restart: { policy, max, window }`.
+    fn restart_limit(&mut self, node: &Node, words: &[(&str, Restart)]) -> Option<Sp<RestartSpec>> {
+        let f = self.fields(node, &[RESTART_KEYS], &["policy"], node.span, "`restart`")?;
+        let policy = f
+            .get("policy")
+            .and_then(|n| self.keyword(n, words, "restart policy"));
+        let max = f.get("max").and_then(|n| self.uint(n, 1, 1_000_000, "max"));
+        let window = f.get("window").and_then(|n| self.duration(n, true));
+        Some(Sp::new(
+            RestartSpec::Limited(RestartLimit {
+                policy: policy?,
+                max,
+                window,
+            }),
             node.span,
         ))
     }
@@ -1078,6 +1100,7 @@ mod tests {
             sorted(&[OPTION_KEYS, JOB_ONLY_KEYS])
         );
         assert_eq!(props(&defs["RetrySpec"]), sorted(&[RETRY_KEYS]));
+        assert_eq!(props(&defs["RestartLimit"]), sorted(&[RESTART_KEYS]));
         assert_eq!(props(&defs["CronTrigger"]), sorted(&[CRON_KEYS]));
         assert_eq!(props(&defs["IntervalTrigger"]), sorted(&[INTERVAL_KEYS]));
         assert_eq!(props(&defs["AtTrigger"]), sorted(&[AT_KEYS]));

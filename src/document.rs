@@ -291,7 +291,8 @@ pub struct JobOptions {
     /// A run past this is stopped and fails.
     pub timeout: Option<Sp<Dur>>,
     pub retry: Option<Sp<RetrySpec>>,
-    pub restart: Option<Sp<Restart>>,
+    /// `never` (default), `on-failure`, `always`, or `{ policy, max, window }` to limit the restarts.
+    pub restart: Option<Sp<RestartSpec>>,
     /// Time between SIGTERM and SIGKILL. Default 5s.
     pub stop_grace: Option<Sp<Dur>>,
     /// A channel for the messages of `each` runs that failed their last attempt.
@@ -335,6 +336,36 @@ pub struct RetrySpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
 #[schemars(transparent)]
 pub struct ExitCode(#[schemars(range(min = 1, max = 255))] pub u32);
+
+/// A restart policy, alone or with a limit.
+#[derive(Debug, Clone, PartialEq, JsonSchema)]
+#[schemars(untagged)]
+pub enum RestartSpec {
+    Policy(Restart),
+    Limited(RestartLimit),
+}
+
+impl RestartSpec {
+    pub fn policy(&self) -> Restart {
+        match self {
+            RestartSpec::Policy(p) => *p,
+            RestartSpec::Limited(l) => l.policy.value,
+        }
+    }
+}
+
+/// `{ policy, max, window }`: at most `max` restarts within `window`, then the job has failed for good.
+#[derive(Debug, Clone, PartialEq, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RestartLimit {
+    /// `on-failure` or `always`.
+    pub policy: Sp<Restart>,
+    /// At most this many restarts within `window`. Default: no limit.
+    #[schemars(range(min = 1))]
+    pub max: Option<Sp<u32>>,
+    /// The span `max` counts in. Default: the runner's whole life.
+    pub window: Option<Sp<Dur>>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
 #[schemars(rename_all = "kebab-case")]

@@ -54,6 +54,23 @@ pub enum Event {
         late: std::time::Duration,
         grace: std::time::Duration,
     },
+    /// A service comes back after `delay` (`count`: of `limit.max` within `limit.window`, or since the start).
+    RunRestart {
+        job: String,
+        run: u64,
+        /// How the run ended (`exited 1`).
+        exit: String,
+        delay: std::time::Duration,
+        count: u64,
+        limit: Option<crate::plan::RestartLimit>,
+    },
+    /// A service reached its restart limit: it has failed for good.
+    RestartsExhausted {
+        job: String,
+        run: u64,
+        max: u32,
+        window: Option<std::time::Duration>,
+    },
     RunRetry {
         job: String,
         run: u64,
@@ -184,6 +201,9 @@ pub struct Record {
     pub removed: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub changed: Option<Vec<String>>,
+    /// `run.restart`: the delay before the run comes back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
     /// `runner.start`: the state directory, or `none`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
@@ -321,6 +341,22 @@ impl Event {
                 )),
                 ..Record::new("run.missed", ts).job(job, None)
             },
+            Event::RunRestart {
+                job,
+                run,
+                delay,
+                count,
+                ..
+            } => Record {
+                count: Some(*count),
+                delay_ms: Some(delay.as_millis() as u64),
+                reason: self.notice(false),
+                ..Record::new("run.restart", ts).job(job, Some(*run))
+            },
+            Event::RestartsExhausted { job, run, .. } => Record {
+                reason: self.notice(false),
+                ..Record::new("notice", ts).job(job, Some(*run))
+            },
             Event::RunRetry {
                 job,
                 run,
@@ -420,6 +456,38 @@ impl Event {
             Event::RunMissed { job, scheduled, .. } => Some(format!(
                 "{job} missed its firing at {}",
                 timestamp(*scheduled)
+            )),
+            Event::RunRestart {
+                job,
+                run,
+                exit,
+                delay,
+                count,
+                limit,
+            } => Some(format!(
+                "{job}#{run} {exit}; restarting in {} ({})",
+                format_duration(*delay),
+                match limit {
+                    Some(l) => format!(
+                        "{count} of {}{}",
+                        l.max,
+                        l.window
+                            .map(|w| format!(" within {}", format_duration(w)))
+                            .unwrap_or_default()
+                    ),
+                    None => format!("restart {count}"),
+                }
+            )),
+            Event::RestartsExhausted {
+                job,
+                run,
+                max,
+                window,
+            } => Some(format!(
+                "{job}#{run} ended and {job} reached its restart limit ({max}{}): it has failed for good",
+                window
+                    .map(|w| format!(" within {}", format_duration(w)))
+                    .unwrap_or_default()
             )),
             Event::RunRetry {
                 job, run, backoff, ..

@@ -65,6 +65,13 @@ impl Command {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartLimit {
+    pub max: u32,
+    /// `None`: the runner's whole life.
+    pub window: Option<Duration>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Retry {
     pub attempts: u32,
@@ -102,6 +109,8 @@ pub struct Job {
     pub timeout: Option<Duration>,
     pub retry: Option<Retry>,
     pub restart: Restart,
+    /// At most this many restarts (within the window), then the job has failed for good.
+    pub restart_limit: Option<RestartLimit>,
     pub stop_grace: Duration,
     pub dead_letter: Option<ChannelId>,
     /// Removed by a reload: kept in place (indices stay stable for live runs), never fired again.

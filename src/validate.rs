@@ -530,7 +530,11 @@ impl<'d, 'o> Rules<'d, 'o> {
                         "an `each` run's standard input holds its messages; remove `stdin`",
                     ));
                 }
-                if let Some(restart) = r.o.restart.as_ref().filter(|x| x.value != Restart::Never) {
+                if let Some(restart) =
+                    r.o.restart
+                        .as_ref()
+                        .filter(|x| x.value.policy() != Restart::Never)
+                {
                     found.push(conflict(
                         restart.span,
                         format!(
@@ -863,7 +867,17 @@ impl<'d, 'o> Rules<'d, 'o> {
                         .as_ref()
                         .map_or(plan::DEFAULT_BACKOFF, |b| b.value.0),
                 }),
-                restart: o.restart.as_ref().map_or(Restart::Never, |r| r.value),
+                restart: o
+                    .restart
+                    .as_ref()
+                    .map_or(Restart::Never, |r| r.value.policy()),
+                restart_limit: o.restart.as_ref().and_then(|r| match &r.value {
+                    RestartSpec::Limited(l) => l.max.as_ref().map(|m| plan::RestartLimit {
+                        max: m.value,
+                        window: l.window.as_ref().map(|w| w.value.0),
+                    }),
+                    RestartSpec::Policy(_) => None,
+                }),
                 stop_grace: o
                     .stop_grace
                     .as_ref()

@@ -645,3 +645,44 @@ fn env_files_are_read_at_each_start_and_env_wins() {
     );
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn a_restart_limit_ends_a_crashing_service_with_a_notice() {
+    let f = flow(
+        "jobs:\n  web:\n    run: exit 1\n    restart: { policy: on-failure, max: 2, window: 1m }\n",
+    );
+    let (out, ev) = f.run_json();
+    assert_eq!(out.status.code(), Some(1));
+    let restarts: Vec<&Value> = ev.iter().filter(|e| e["event"] == "run.restart").collect();
+    assert_eq!(restarts.len(), 2, "{ev:#?}");
+    assert_eq!(restarts[0]["count"], 1);
+    assert_eq!(restarts[1]["count"], 2);
+    assert!(restarts[0]["delay_ms"].as_u64().is_some());
+    assert_eq!(
+        restarts[1]["reason"],
+        format!(
+            "web#2 exited 1; restarting in {}ms (2 of 2 within 1m)",
+            restarts[1]["delay_ms"]
+        )
+    );
+    let starts = ev
+        .iter()
+        .filter(|e| e["event"] == "run.start" && e["job"] == "web")
+        .count();
+    assert_eq!(starts, 3, "the first run and two restarts");
+    let last = ev.iter().rev().find(|e| e["event"] == "notice").unwrap();
+    assert!(
+        last["reason"]
+            .as_str()
+            .unwrap()
+            .contains("reached its restart limit (2 within 1m): it has failed for good"),
+        "{last}"
+    );
+    // People see the same lines.
+    let text = f.run(&[]);
+    let err = String::from_utf8_lossy(&text.stderr);
+    assert!(
+        err.contains("web#1 exited 1; restarting in 100ms (1 of 2 within 1m)"),
+        "{err}"
+    );
+}

@@ -232,7 +232,45 @@ impl Dispatcher {
         {
             return;
         }
-        let delay = self.jobs[run.job].restart.delay(run.started.elapsed());
+        let now = std::time::Instant::now();
+        let state = &mut self.jobs[run.job];
+        if let Some(limit) = job.restart_limit {
+            if let Some(window) = limit.window {
+                state.restarts.retain(|t| now.duration_since(*t) < window);
+            }
+            if state.restarts.len() >= limit.max as usize {
+                // The limit is reached: no more restarts, and the job has failed for good.
+                self.failed = true;
+                self.emit(Event::RestartsExhausted {
+                    job: job.name.clone(),
+                    run: run.number,
+                    max: limit.max,
+                    window: limit.window,
+                });
+                return;
+            }
+        }
+        let delay = state.restart.delay(run.started.elapsed());
+        state.restarts.push_back(now);
+        let count = state.restarts.len() as u32;
+        if job.restart_limit.is_none() && state.restarts.len() > 1 {
+            // Without a limit only the count is kept: the times are not needed.
+            state.restarts.pop_front();
+        }
+        state.restarted += 1;
+        let restarted = state.restarted;
+        let exit = state.last_exit.clone().unwrap_or_default();
+        self.emit(Event::RunRestart {
+            job: job.name.clone(),
+            run: run.number,
+            exit,
+            delay,
+            count: match job.restart_limit {
+                Some(_) => count as u64,
+                None => restarted,
+            },
+            limit: job.restart_limit,
+        });
         self.later(delay, Later::Restart(run.job));
     }
 }

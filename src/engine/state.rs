@@ -151,6 +151,10 @@ pub struct JobState {
     pub restart: RestartBackoff,
     pub last_exit: Option<String>,
     pub last_success: Option<DateTime<Utc>>,
+    /// When the job's recent restarts happened (kept within its restart window).
+    pub restarts: std::collections::VecDeque<Instant>,
+    /// Restarts since the runner started.
+    pub restarted: u64,
 }
 
 impl JobState {
