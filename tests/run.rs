@@ -686,3 +686,27 @@ fn a_restart_limit_ends_a_crashing_service_with_a_notice() {
         "{err}"
     );
 }
+
+#[test]
+fn after_gives_the_runs_that_completed_the_join_in_flowrun_upstream() {
+    let f = flow(
+        "jobs:\n  extract:\n    run: 'true'\n  backup:\n    run: echo disk full >&2; exit 3\n  alert:\n    run: printf '%s\\n' \"$FLOWRUN_UPSTREAM\"\n    trigger: { after: [extract, backup], status: any }\n",
+    );
+    let state = f.dir.path().join("state");
+    let out = f.run(&["--log-format", "json", "--state", state.to_str().unwrap()]);
+    let ev = events(&out.stderr);
+    let lines = output_lines(&ev, "alert");
+    let upstream: Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(upstream[0]["job"], "extract");
+    assert_eq!(upstream[0]["status"], "succeeded");
+    assert_eq!(upstream[1]["job"], "backup");
+    assert_eq!(upstream[1]["run"], 1);
+    assert_eq!(upstream[1]["status"], "failed");
+    assert_eq!(upstream[1]["code"], 3);
+    assert!(upstream[1]["signal"].is_null());
+    let log = upstream[1]["log"].as_str().unwrap();
+    assert!(
+        std::fs::read_to_string(log).unwrap().contains("disk full"),
+        "{log}"
+    );
+}

@@ -505,6 +505,7 @@ impl Dispatcher {
             stderr: w.stderr,
             pin,
             file_env,
+            upstream: pending.upstream.as_deref(),
         })?;
         Ok((child, w.parent))
     }

@@ -89,7 +89,18 @@ impl Dispatcher {
             },
         );
         if let Some(outcome) = c.outcome {
-            self.propagate(run.job, outcome);
+            let upstream = serde_json::json!({
+                "job": job.name,
+                "run": run.number,
+                "status": match outcome {
+                    RunResult::Succeeded => "succeeded",
+                    RunResult::Failed => "failed",
+                },
+                "code": c.code,
+                "signal": c.signal,
+                "log": run.log.as_ref().and_then(|l| l.written()).map(|p| p.display().to_string()),
+            });
+            self.propagate(run.job, outcome, upstream);
         }
         self.restart_if_due(&run, job, c.outcome, c.code);
         self.pump_each(run.job);
@@ -155,6 +166,7 @@ impl Dispatcher {
                 input: run.input.take(),
                 trigger: run.trigger,
                 manual: run.manual,
+                upstream: run.upstream.clone(),
                 ..Pending::now(run.job)
             };
             self.later(backoff, Later::Retry(pending));
@@ -181,7 +193,9 @@ impl Dispatcher {
     }
 
     /// Joins downstream of a job that ended a run with `outcome`; those now complete fire.
-    fn propagate(&mut self, job: JobId, outcome: RunResult) {
+    /// A run ended for good: the `after` joins that wait for its job hear it (`upstream`: the run, as
+    /// `FLOWRUN_UPSTREAM` tells a downstream run about it).
+    fn propagate(&mut self, job: JobId, outcome: RunResult, upstream: serde_json::Value) {
         let plan = self.plan.clone();
         let mut ready = Vec::new();
         for (d, downstream) in plan.jobs.iter().enumerate() {
@@ -189,17 +203,27 @@ impl Dispatcher {
                 let Trigger::After { jobs, status } = trig else {
                     continue;
                 };
-                let join = &mut self.jobs[d].joins[t];
+                let state = &mut self.jobs[d];
+                let join = &mut state.joins[t];
+                let runs = &mut state.upstream[t];
+                runs.resize(jobs.len(), serde_json::Value::Null);
                 for (k, _) in jobs.iter().enumerate().filter(|(_, &u)| u == job) {
                     join.record(k, outcome, *status);
+                    if outcome.meets(*status) {
+                        runs[k] = upstream.clone();
+                    }
                 }
                 if join.take_complete() {
-                    ready.push((d, t));
+                    let completed = serde_json::Value::Array(std::mem::take(runs));
+                    ready.push((d, t, completed.to_string()));
                 }
             }
         }
-        for (d, t) in ready {
-            self.fire(Pending::by(d, t));
+        for (d, t, upstream) in ready {
+            self.fire(Pending {
+                upstream: Some(Arc::from(upstream)),
+                ..Pending::by(d, t)
+            });
         }
     }
 

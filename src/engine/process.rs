@@ -30,6 +30,8 @@ pub struct SpawnSpec<'a> {
     pub pin: bool,
     /// Variables from the job's `env_file`s (the job's `env` wins over them).
     pub file_env: Vec<(String, String)>,
+    /// `FLOWRUN_UPSTREAM` for a run fired by `after`.
+    pub upstream: Option<&'a str>,
 }
 
 /// A started run: its pid (also its process group id) and where its exit status arrives.
@@ -252,6 +254,11 @@ fn environment(spec: &SpawnSpec) -> Vec<(OsString, OsString)> {
     set("FLOWRUN_RUN", OsStr::new(&spec.run.to_string()));
     set("FLOWRUN_WORKFLOW", OsStr::new(spec.workflow));
     set("FLOWRUN_SCHEDULED", OsStr::new(spec.scheduled));
+    match spec.upstream {
+        Some(upstream) => set("FLOWRUN_UPSTREAM", OsStr::new(upstream)),
+        // Not inherited from a runner that was itself run by `after`.
+        None => env.retain(|(k, _)| k != "FLOWRUN_UPSTREAM"),
+    }
     env
 }
 

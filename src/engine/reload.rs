@@ -260,7 +260,9 @@ impl Dispatcher {
         }
         for &j in &merged.jobs_touched {
             // A changed job's joins start over with its new triggers; it may fire again.
-            self.jobs[j].joins = JobState::new(&plan.jobs[j].triggers).joins;
+            let fresh = JobState::new(&plan.jobs[j].triggers);
+            self.jobs[j].joins = fresh.joins;
+            self.jobs[j].upstream = fresh.upstream;
             self.jobs[j].done = false;
             self.schedule_job(j);
         }

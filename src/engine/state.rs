@@ -31,6 +31,8 @@ pub struct Pending {
     pub catch_up: bool,
     /// A manual firing (the control API's trigger): its waiter's key.
     pub manual: Option<u64>,
+    /// For a firing by `after`: the runs that completed the join, as JSON (`FLOWRUN_UPSTREAM`).
+    pub upstream: Option<Arc<str>>,
 }
 
 impl Pending {
@@ -47,6 +49,7 @@ impl Pending {
             trigger: None,
             catch_up: false,
             manual: None,
+            upstream: None,
         }
     }
 
@@ -101,6 +104,7 @@ pub struct Run {
     pub scheduled: DateTime<Utc>,
     pub trigger: Option<usize>,
     pub manual: Option<u64>,
+    pub upstream: Option<Arc<str>>,
     pub input: Option<Batch>,
     pub started: Instant,
     pub started_at: DateTime<Utc>,
@@ -122,6 +126,7 @@ impl Run {
             scheduled: pending.scheduled,
             trigger: pending.trigger,
             manual: pending.manual,
+            upstream: pending.upstream.clone(),
             input: pending.input,
             started: Instant::now(),
             started_at: Utc::now(),
@@ -151,6 +156,9 @@ pub struct JobState {
     pub restart: RestartBackoff,
     pub last_exit: Option<String>,
     pub last_success: Option<DateTime<Utc>>,
+    /// Per trigger (empty for triggers that are not `after`): per upstream, the run that reached the join's
+    /// status since its last firing.
+    pub upstream: Vec<Vec<serde_json::Value>>,
     /// When the job's recent restarts happened (kept within its restart window).
     pub restarts: std::collections::VecDeque<Instant>,
     /// Restarts since the runner started.
@@ -168,6 +176,7 @@ impl JobState {
                     _ => Join::default(),
                 })
                 .collect(),
+            upstream: triggers.iter().map(|_| Vec::new()).collect(),
             ..JobState::default()
         }
     }
