@@ -54,6 +54,13 @@ pub enum Event {
         late: std::time::Duration,
         grace: std::time::Duration,
     },
+    /// Messages of an `each` run that failed its last attempt went to its dead-letter channel.
+    MessageDead {
+        job: String,
+        run: u64,
+        channel: String,
+        messages: u64,
+    },
     /// A service comes back after `delay` (`count`: of `limit.max` within `limit.window`, or since the start).
     RunRestart {
         job: String,
@@ -341,6 +348,16 @@ impl Event {
                 )),
                 ..Record::new("run.missed", ts).job(job, None)
             },
+            Event::MessageDead {
+                job,
+                run,
+                channel,
+                messages,
+            } => Record {
+                channel: Some(channel.clone()),
+                messages: Some(*messages),
+                ..Record::new("message.dead", ts).job(job, Some(*run))
+            },
             Event::RunRestart {
                 job,
                 run,
@@ -456,6 +473,14 @@ impl Event {
             Event::RunMissed { job, scheduled, .. } => Some(format!(
                 "{job} missed its firing at {}",
                 timestamp(*scheduled)
+            )),
+            Event::MessageDead {
+                job,
+                run,
+                channel,
+                messages,
+            } => Some(format!(
+                "{job}#{run} failed its last attempt: {messages} message(s) to the dead letter `{channel}`"
             )),
             Event::RunRestart {
                 job,

@@ -173,16 +173,22 @@ impl Dispatcher {
             return true;
         }
         match run.input.take() {
-            Some((data, count)) => self.dead_letter(run.job, &data, count),
+            Some((data, count)) => self.dead_letter(run.job, run.number, &data, count),
             None => self.failed = true,
         }
         false
     }
 
-    fn dead_letter(&mut self, job: JobId, data: &Arc<Vec<u8>>, count: usize) {
+    fn dead_letter(&mut self, job: JobId, run: u64, data: &Arc<Vec<u8>>, count: usize) {
         match self.plan.jobs[job].dead_letter {
             Some(c) => {
                 self.channels.dead_letter(c, data, count);
+                self.emit(Event::MessageDead {
+                    job: self.plan.jobs[job].name.clone(),
+                    run,
+                    channel: self.plan.channels[c].name.clone(),
+                    messages: count as u64,
+                });
                 let _ = self.tx.send(Msg::Wake);
             }
             None => {
@@ -192,7 +198,6 @@ impl Dispatcher {
         }
     }
 
-    /// Joins downstream of a job that ended a run with `outcome`; those now complete fire.
     /// A run ended for good: the `after` joins that wait for its job hear it (`upstream`: the run, as
     /// `FLOWRUN_UPSTREAM` tells a downstream run about it).
     fn propagate(&mut self, job: JobId, outcome: RunResult, upstream: serde_json::Value) {
