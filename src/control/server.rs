@@ -83,37 +83,54 @@ pub fn serve(mut listeners: Listeners, ctx: Arc<Context>) {
         tokio::spawn(async move {
             // The socket file goes when the runner ends (its tasks are dropped with the runtime).
             let _remove = RemoveOnDrop(path);
-            let Ok(listener) = tokio::net::UnixListener::from_std(listener) else {
-                return;
-            };
-            loop {
-                let Ok(permit) = slots.clone().acquire_owned().await else {
-                    return;
-                };
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                connection(stream, router.clone(), permit);
+            if let Ok(listener) = tokio::net::UnixListener::from_std(listener) {
+                accept_loop(listener, router, slots).await;
             }
         });
     }
     if let Some(listener) = listeners.tcp.take() {
         let router = super::api::router(ctx, true);
         tokio::spawn(async move {
-            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                return;
-            };
-            loop {
-                let Ok(permit) = slots.clone().acquire_owned().await else {
-                    return;
-                };
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                connection(stream, router.clone(), permit);
+            if let Ok(listener) = tokio::net::TcpListener::from_std(listener) {
+                accept_loop(listener, router, slots).await;
             }
         });
+    }
+}
+
+/// A listener the API is served on.
+trait Accept: Send + Sync + 'static {
+    type Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
+    fn next(&self) -> impl std::future::Future<Output = std::io::Result<Self::Stream>> + Send;
+}
+
+impl Accept for tokio::net::UnixListener {
+    type Stream = tokio::net::UnixStream;
+    async fn next(&self) -> std::io::Result<Self::Stream> {
+        Ok(self.accept().await?.0)
+    }
+}
+
+impl Accept for tokio::net::TcpListener {
+    type Stream = tokio::net::TcpStream;
+    async fn next(&self) -> std::io::Result<Self::Stream> {
+        let (stream, _) = self.accept().await?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+}
+
+/// Accept while a connection slot is free; each connection is served by its own task.
+async fn accept_loop(listener: impl Accept, router: axum::Router, slots: Arc<Semaphore>) {
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        match listener.next().await {
+            Ok(stream) => connection(stream, router.clone(), permit),
+            // Out of file descriptors or the like: wait a little rather than spin on the error.
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
     }
 }
 

@@ -23,14 +23,7 @@ pub fn history(file: &Path, args: Args<'_>) -> Result<i32, Error> {
     let since = args.since.map(|s| parse_since(s, now)).transpose()?;
     let opened = open(file, args.state)?;
     for job in args.jobs {
-        let in_history = opened.store.as_ref().is_some_and(|s| s.has_job(job));
-        if opened.plan.job_id(job).is_none() && !in_history {
-            let names: Vec<&str> = opened.plan.jobs.iter().map(|j| j.name.as_str()).collect();
-            return Err(Error::Usage {
-                message: format!("`{job}` is not a job of {}", file.display()),
-                help: Some(crate::diagnostic::suggestion_help(job, &names, "job")),
-            });
-        }
+        opened.known_job(file, job)?;
     }
     let rows = match &opened.store {
         Some(store) => store

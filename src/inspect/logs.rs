@@ -20,14 +20,7 @@ pub fn logs(
     state: Option<&str>,
 ) -> Result<i32, Error> {
     let opened = open(file, state)?;
-    let in_history = opened.store.as_ref().is_some_and(|s| s.has_job(job));
-    if opened.plan.job_id(job).is_none() && !in_history {
-        let names: Vec<&str> = opened.plan.jobs.iter().map(|j| j.name.as_str()).collect();
-        return Err(Error::Usage {
-            message: format!("`{job}` is not a job of {}", file.display()),
-            help: Some(crate::diagnostic::suggestion_help(job, &names, "job")),
-        });
-    }
+    opened.known_job(file, job)?;
     let not_run = || Error::Usage {
         message: format!(
             "`{job}` has no run in the history of {}",

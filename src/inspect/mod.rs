@@ -22,6 +22,22 @@ struct Opened {
     store: Option<SqliteStore>,
 }
 
+impl Opened {
+    /// A job of the file, or one the history still has (since renamed or removed); else a usage error with the
+    /// nearest name.
+    fn known_job(&self, file: &Path, job: &str) -> Result<(), Error> {
+        let in_history = self.store.as_ref().is_some_and(|s| s.has_job(job));
+        if self.plan.job_id(job).is_some() || in_history {
+            return Ok(());
+        }
+        let names: Vec<&str> = self.plan.jobs.iter().map(|j| j.name.as_str()).collect();
+        Err(Error::Usage {
+            message: format!("`{job}` is not a job of {}", file.display()),
+            help: Some(crate::diagnostic::suggestion_help(job, &names, "job")),
+        })
+    }
+}
+
 /// Read the workflow (for its name and jobs) and open its state for reading.
 fn open(file: &Path, state: Option<&str>) -> Result<Opened, Error> {
     let plan = crate::app::load_plan(file)?;

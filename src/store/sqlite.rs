@@ -242,12 +242,18 @@ fn insert(tx: &rusqlite::Transaction<'_>, row: &RunRow) -> rusqlite::Result<()> 
         ],
     )?;
     if let Some(run) = row.run {
-        tx.execute(
-            "INSERT INTO counters (job, last_run) VALUES (?1, ?2)
-             ON CONFLICT (job) DO UPDATE SET last_run = max(last_run, excluded.last_run)",
-            params![row.job, run],
-        )?;
+        raise_counter(tx, &row.job, run)?;
     }
+    Ok(())
+}
+
+/// The job's counter goes up to `run` (never down).
+fn raise_counter(tx: &rusqlite::Transaction<'_>, job: &str, run: u64) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO counters (job, last_run) VALUES (?1, ?2)
+         ON CONFLICT (job) DO UPDATE SET last_run = max(last_run, excluded.last_run)",
+        params![job, run],
+    )?;
     Ok(())
 }
 
@@ -458,14 +464,7 @@ impl Store for SqliteStore {
                 }
                 Op::Append(row) => insert(&tx, row).map_err(e)?,
                 Op::Update(row) => update(&tx, row).map_err(e)?,
-                Op::Reserve { job, upto } => {
-                    tx.execute(
-                        "INSERT INTO counters (job, last_run) VALUES (?1, ?2)
-                         ON CONFLICT (job) DO UPDATE SET last_run = max(last_run, excluded.last_run)",
-                        params![job, upto],
-                    )
-                    .map_err(e)?;
-                }
+                Op::Reserve { job, upto } => raise_counter(&tx, job, *upto).map_err(e)?,
                 Op::Settle { job, last } => {
                     tx.execute(
                         "INSERT INTO counters (job, last_run) VALUES (?1, ?2)
