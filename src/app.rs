@@ -204,7 +204,7 @@ fn run(args: RunArgs) -> Result<i32, Error> {
         let metrics = metrics.clone();
         Arc::new(move |e: &crate::event::Event| metrics.observe(e)) as crate::engine::Observer
     };
-    let (file, watch, token) = (args.file.clone(), args.watch, token());
+    let (file, watch, token, only) = (args.file.clone(), args.watch, token(), args.only.clone());
     let serve = Box::new(move |engine| {
         let control = crate::control::Context {
             engine,
@@ -212,6 +212,7 @@ fn run(args: RunArgs) -> Result<i32, Error> {
             state_dir,
             file,
             token,
+            only,
         };
         crate::control::serve(listeners, control, watch);
     });

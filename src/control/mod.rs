@@ -26,6 +26,8 @@ pub struct Context {
     pub file: PathBuf,
     /// `$FLOWRUN_TOKEN`: needed on TCP for anything that changes something.
     pub token: Option<String>,
+    /// `--only`: a reload keeps to these jobs.
+    pub only: Vec<String>,
 }
 
 /// Serve the API on the bound listeners until the runner ends (the tasks die with the runtime); with `watch`,

@@ -22,8 +22,9 @@ enum Checked {
     },
 }
 
-/// Read and validate the file again (no colour: the report goes into JSON and the event log).
-fn check(file: &Path) -> Checked {
+/// Read and validate the file again (no colour: the report goes into JSON and the event log); under `--only`,
+/// the new plan keeps to those jobs.
+fn check(file: &Path, only: &[String]) -> Checked {
     let source = match crate::source::Source::read(file) {
         Ok(s) => s,
         Err(e) => {
@@ -37,7 +38,15 @@ fn check(file: &Path) -> Checked {
     let validated = crate::validate::validate(&source, chrono::Utc::now());
     let errors = validated.errors();
     match validated.plan {
-        Some(plan) if errors == 0 => Checked::Valid(Box::new(plan)),
+        Some(plan) if errors == 0 && only.is_empty() => Checked::Valid(Box::new(plan)),
+        Some(plan) if errors == 0 => match plan.only(only) {
+            Ok(plan) => Checked::Valid(Box::new(plan)),
+            Err(name) => Checked::Invalid {
+                errors: 1,
+                summary: format!("--only names `{name}`, which the new text no longer has"),
+                report: format!("--only names `{name}`, which the new text no longer has\n"),
+            },
+        },
         _ => {
             let first = validated
                 .diagnostics
@@ -62,8 +71,8 @@ fn check(file: &Path) -> Checked {
 /// Validate and apply; the HTTP answer: 200 with what changed, 422 with the diagnostics, 409 when the engine
 /// cannot apply it (a channel in use changing kind).
 pub async fn reload(ctx: &Context) -> Response {
-    let file = ctx.file.clone();
-    let Ok(checked) = tokio::task::spawn_blocking(move || check(&file)).await else {
+    let (file, only) = (ctx.file.clone(), ctx.only.clone());
+    let Ok(checked) = tokio::task::spawn_blocking(move || check(&file, &only)).await else {
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
             Json(json!({"error": "the reload check failed"})),

@@ -200,7 +200,10 @@ impl Dispatcher {
             job: self.plan.jobs[pending.job].name.clone(),
             run: Some(number),
             attempt: pending.attempt,
-            trigger: self.trigger_text(pending.job, pending.trigger),
+            trigger: match pending.manual {
+                Some(_) => "manual (flowrun trigger)".to_string(),
+                None => self.trigger_text(pending.job, pending.trigger),
+            },
             scheduled: Some(pending.scheduled),
             started: Some(Utc::now()),
             ended: None,
