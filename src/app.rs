@@ -149,6 +149,7 @@ fn run(args: RunArgs) -> Result<i32, Error> {
         Signals::install().map_err(|e| Error::Setup(format!("signal handlers: {e}")))?
     };
     let json = args.log_format == Mode::Json;
+    check_token()?;
     let listen = listen_address(args.listen.as_deref())?;
     let mut plan = load_plan_as(&args.file, json)?;
     if !args.only.is_empty() {
@@ -213,6 +214,7 @@ fn run(args: RunArgs) -> Result<i32, Error> {
             file,
             token,
             only,
+            reloading: Default::default(),
         };
         crate::control::serve(listeners, control, watch);
     });
@@ -247,6 +249,18 @@ fn token() -> Option<String> {
     std::env::var("FLOWRUN_TOKEN")
         .ok()
         .filter(|t| !t.is_empty())
+}
+
+/// A token a client can send in a header: visible ASCII, no spaces (anything else could never match).
+fn check_token() -> Result<(), Error> {
+    match std::env::var("FLOWRUN_TOKEN") {
+        Ok(t) if !t.is_empty() && !t.bytes().all(|b| b.is_ascii_graphic()) => Err(Error::Usage {
+            message: "FLOWRUN_TOKEN has spaces or characters outside visible ASCII: no client could send it".into(),
+            help: Some("use letters, digits and punctuation, e.g. `openssl rand -hex 32`".into()),
+        }),
+        Err(std::env::VarError::NotUnicode(_)) => Err(Error::usage("FLOWRUN_TOKEN is not valid text")),
+        _ => Ok(()),
+    }
 }
 
 /// `--listen HOST:PORT` (a name is resolved; its first address is used), and whether it is loopback. A

@@ -303,6 +303,10 @@ impl Plan {
             if job.stdout.is_some_and(|c| !reads(c)) {
                 job.stdout = None;
             }
+            // Nobody selected reads its dead letter: failed messages count as failed (exit 1), not vanish.
+            if job.dead_letter.is_some_and(|c| !reads(c)) {
+                job.dead_letter = None;
+            }
         }
         for (c, channel) in plan.channels.iter_mut().enumerate() {
             let keep = |&j: &JobId| {

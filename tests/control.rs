@@ -639,3 +639,86 @@ fn status_shows_the_live_runner() {
     assert!(text.contains("slow#1"), "{text}");
     assert!(text.contains("CHANNEL"), "{text}");
 }
+
+#[test]
+fn a_reload_removing_a_live_broadcast_reader_stops_it_and_goes_on() {
+    let (dir, file) = flow(&format!(
+        "channels: {{ b: {{ kind: broadcast }} }}\njobs:\n  w:\n    run: seq 3; cat gate\n    stdout: b\n    trigger: start\n  r1:\n    run: cat\n    stdin: b\n    trigger: start\n  r2:\n    run: cat\n    stdin: b\n    trigger: start\n  keep:\n    run: 'true'\n    trigger: {NEVER}\n"
+    ));
+    let gate = dir.path().join("gate");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&gate)
+        .status()
+        .unwrap()
+        .success());
+    let state = state_of(&dir);
+    let mut child = cmd()
+        .arg(&file)
+        .args(["--log-format", "json", "--state"])
+        .arg(&state)
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let events = BufReader::new(child.stderr.take().unwrap());
+    let mut runner = Runner {
+        child,
+        events,
+        seen: Vec::new(),
+        taken: Default::default(),
+    };
+    runner.wait_for(|e| e["event"] == "output" && e["job"] == "r2" && e["line"] == "3");
+    // Drop the job `r2` (its four lines) while its run is alive.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let at = lines.iter().position(|l| *l == "  r2:").unwrap();
+    let edited: Vec<&str> = lines[..at]
+        .iter()
+        .chain(&lines[at + 4..])
+        .copied()
+        .collect();
+    std::fs::write(&file, edited.join("\n") + "\n").unwrap();
+    let reload = flowrun(&["reload", file.to_str().unwrap()], &state);
+    assert_eq!(reload.status.code(), Some(0), "{reload:?}");
+    runner.wait_for(|e| e["event"] == "run.exit" && e["job"] == "r2");
+    // The runner goes on: it answers, and the remaining reader gets the rest.
+    assert_eq!(unix(&state, "GET", "/healthz", "").0, 200);
+    std::fs::write(&gate, "4\n").unwrap();
+    runner.wait_for(|e| e["event"] == "output" && e["job"] == "r1" && e["line"] == "4");
+    assert_eq!(
+        flowrun(&["stop", file.to_str().unwrap()], &state)
+            .status
+            .code(),
+        Some(0)
+    );
+    let (code, seen) = runner.finish();
+    assert_eq!(code, Some(0), "{seen:#?}");
+    assert!(seen.iter().any(|e| e["event"] == "runner.stop"));
+}
+
+#[test]
+fn the_token_is_not_given_to_jobs() {
+    let (dir, file) = flow(
+        "jobs:\n  show:\n    run: echo \"token=${FLOWRUN_TOKEN:-none}\"\n    trigger: start\n",
+    );
+    let out = cmd()
+        .env("FLOWRUN_TOKEN", "s3cret")
+        .arg(&file)
+        .args(["--state", "none", "--log-format", "json"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        common::output_lines(&events(&out.stderr), "show"),
+        ["token=none"]
+    );
+    let bad = cmd()
+        .env("FLOWRUN_TOKEN", "has space")
+        .arg(&file)
+        .args(["--state", "none"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}

@@ -2,6 +2,7 @@
 //! the store from a blocking task: nothing here can hold the dispatcher. Errors are JSON `{"error": ...}` with
 //! the status code that says what went wrong.
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
@@ -91,13 +92,13 @@ async fn guard(State(ctx): State<Arc<Context>>, request: Request, next: Next) ->
     next.run(request).await
 }
 
+/// The token of `Authorization: Bearer TOKEN` (the scheme is case-insensitive, RFC 7235).
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 /// Equal without an early exit, so the time taken does not tell how much of the token a guess got right.
@@ -112,9 +113,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn healthz(State(ctx): State<Arc<Context>>) -> Response {
-    match ctx.engine.status().await {
-        Some(s) if !s.stopping => (StatusCode::OK, "ok\n").into_response(),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response(),
+    match ctx.engine.healthy().await {
+        true => (StatusCode::OK, "ok\n").into_response(),
+        false => (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response(),
     }
 }
 
@@ -207,22 +208,37 @@ struct TriggerQuery {
 /// ended, with its outcome.
 async fn trigger(
     State(ctx): State<Arc<Context>>,
-    Path(job): Path<String>,
+    job: Result<Path<String>, PathRejection>,
     query: Result<Query<TriggerQuery>, axum::extract::rejection::QueryRejection>,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Response {
+    let job = match job {
+        Ok(Path(job)) => job,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
     let Ok(Query(query)) = query else {
         return error(StatusCode::BAD_REQUEST, "bad query: use ?wait=true");
+    };
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(response) => return response,
     };
     let body: TriggerBody = if body.iter().all(u8::is_ascii_whitespace) {
         TriggerBody::default()
     } else {
-        match serde_json::from_slice(&body) {
+        // An object, nothing else (serde would take `[]` for a struct).
+        let parsed = serde_json::from_slice::<serde_json::Value>(&body)
+            .map_err(|e| e.to_string())
+            .and_then(|v| match v.is_object() {
+                true => serde_json::from_value(v).map_err(|e| e.to_string()),
+                false => Err("not an object".to_string()),
+            });
+        match parsed {
             Ok(b) => b,
             Err(e) => {
                 return error(
                     StatusCode::BAD_REQUEST,
-                    format!("the body must be JSON like {{\"wait\": true}}: {e}"),
+                    format!("the body must be a JSON object like {{\"wait\": true}}: {e}"),
                 )
             }
         }
@@ -235,18 +251,29 @@ async fn trigger(
         TriggerReply::Started { .. } => StatusCode::OK,
         TriggerReply::Queued => StatusCode::ACCEPTED,
         TriggerReply::Skipped { .. } => StatusCode::CONFLICT,
-        TriggerReply::Refused { code, .. } => {
-            StatusCode::from_u16(*code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
+        TriggerReply::Refused { reason, code } => {
+            let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            return (
+                status,
+                Json(json!({ "status": "refused", "error": reason })),
+            )
+                .into_response();
         }
     };
     let waits = matches!(reply, TriggerReply::Started { .. } | TriggerReply::Queued);
     match (ended, waits) {
         (Some(ended), true) => match ended.await {
+            Ok(end) if end.outcome == "skipped" => (
+                StatusCode::CONFLICT,
+                Json(json!({ "status": "skipped", "reason": end.reason })),
+            )
+                .into_response(),
             Ok(end) => (
                 StatusCode::OK,
                 Json(
                     json!({ "status": "ended", "run": end.run, "outcome": end.outcome,
-                             "code": end.code, "signal": end.signal, "success": end.success }),
+                             "code": end.code, "signal": end.signal, "success": end.success,
+                             "reason": end.reason }),
                 ),
             )
                 .into_response(),
@@ -259,7 +286,35 @@ async fn trigger(
     }
 }
 
-async fn stop_job(State(ctx): State<Arc<Context>>, Path(job): Path<String>) -> Response {
+/// How long a client may take to send a body.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The request body, at most [`MAX_BODY`] bytes within [`BODY_TIMEOUT`]; else the JSON error to answer.
+async fn read_body(body: axum::body::Body) -> Result<axum::body::Bytes, Response> {
+    match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the body is larger than {} KiB (or broken)",
+                MAX_BODY / 1024
+            ),
+        )),
+        Err(_) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            "the body did not arrive in time",
+        )),
+    }
+}
+
+async fn stop_job(
+    State(ctx): State<Arc<Context>>,
+    job: Result<Path<String>, PathRejection>,
+) -> Response {
+    let job = match job {
+        Ok(Path(job)) => job,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
     match ctx.engine.stop(Some(&job)).await {
         Some(Ok(n)) => Json(json!({ "job": job, "stopped": n })).into_response(),
         Some(Err(e)) => error(StatusCode::NOT_FOUND, e),

@@ -5,6 +5,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use std::path::Path;
+use std::time::Duration;
 
 /// Why no answer came.
 #[derive(Debug)]
@@ -14,18 +15,34 @@ pub enum Failure {
     Other(String),
 }
 
-/// Send `method path` with an optional JSON body; the status code and the body.
+/// How long a connection may take (a runner that accepts nothing is stopped or hung).
+const CONNECT: Duration = Duration::from_secs(5);
+
+/// Send `method path` with an optional JSON body; the status code and the body. `timeout`: how long the answer
+/// may take (`None`: as long as it takes, for `trigger --wait`).
 pub fn request(
     socket: &Path,
     method: &str,
     path: &str,
     body: Option<&str>,
+    timeout: Option<Duration>,
 ) -> Result<(u16, String), Failure> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::Other(e.to_string()))?;
-    runtime.block_on(send(socket, method, path, body))
+    runtime.block_on(async {
+        let Some(limit) = timeout else {
+            return send(socket, method, path, body).await;
+        };
+        match tokio::time::timeout(limit, send(socket, method, path, body)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(Failure::Other(format!(
+                "the runner did not answer within {}s (is it stopped or hung?)",
+                limit.as_secs()
+            ))),
+        }
+    })
 }
 
 async fn send(
@@ -34,7 +51,14 @@ async fn send(
     path: &str,
     body: Option<&str>,
 ) -> Result<(u16, String), Failure> {
-    let stream = match tokio::net::UnixStream::connect(socket).await {
+    let connect = tokio::time::timeout(CONNECT, tokio::net::UnixStream::connect(socket)).await;
+    let connect = connect.map_err(|_| {
+        Failure::Other(format!(
+            "{} accepts no connection (is the runner stopped or hung?)",
+            socket.display()
+        ))
+    })?;
+    let stream = match connect {
         Ok(s) => s,
         Err(e)
             if matches!(

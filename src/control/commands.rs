@@ -45,9 +45,10 @@ pub fn ask(
     method: &str,
     path: &str,
     body: Option<&str>,
+    timeout: Option<std::time::Duration>,
 ) -> Result<(u16, Value), Error> {
     let socket = socket(file, state)?;
-    match request(&socket, method, path, body) {
+    match request(&socket, method, path, body, timeout) {
         Ok((status, text)) => Ok((
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
@@ -56,6 +57,9 @@ pub fn ask(
         Err(Failure::Other(e)) => Err(Error::Setup(e)),
     }
 }
+
+/// How long an answer that should come at once may take.
+const ANSWER: std::time::Duration = std::time::Duration::from_secs(15);
 
 fn said(body: &Value) -> String {
     match body
@@ -74,7 +78,9 @@ pub fn trigger(file: &Path, job: &str, wait: bool, state: Option<&str>) -> Resul
         encode_segment(job),
         if wait { "?wait=true" } else { "" }
     );
-    let (status, body) = ask(file, state, "POST", &path, None)?;
+    // Without --wait the answer comes at once; with it, when the run ends (however long that is).
+    let timeout = (!wait).then_some(ANSWER);
+    let (status, body) = ask(file, state, "POST", &path, None, timeout)?;
     let text = |key: &str| body.get(key).map(|v| v.to_string()).unwrap_or_default();
     match (status, body.get("status").and_then(Value::as_str)) {
         (200, Some("ended")) => {
@@ -118,6 +124,11 @@ pub fn trigger(file: &Path, job: &str, wait: bool, state: Option<&str>) -> Resul
                 file.display()
             )),
         }),
+        // The runner is up but stopping (or stopped before a waited run ended): the run did not succeed.
+        (503, _) => {
+            eprintln!("{job}: {}", said(&body));
+            Ok(crate::exit::FAILED)
+        }
         _ => Err(Error::Setup(said(&body))),
     }
 }
@@ -127,7 +138,7 @@ pub fn stop(file: &Path, job: Option<&str>, state: Option<&str>) -> Result<i32, 
         Some(j) => format!("/api/v1/jobs/{}/stop", encode_segment(j)),
         None => "/api/v1/stop".to_string(),
     };
-    let (status, body) = ask(file, state, "POST", &path, None)?;
+    let (status, body) = ask(file, state, "POST", &path, None, Some(ANSWER))?;
     match (status, job) {
         (200, Some(j)) => {
             println!("{j}: stopping {} run(s)", body["stopped"]);
@@ -143,7 +154,15 @@ pub fn stop(file: &Path, job: Option<&str>, state: Option<&str>) -> Result<i32, 
 }
 
 pub fn reload(file: &Path, state: Option<&str>) -> Result<i32, Error> {
-    let (status, body) = ask(file, state, "POST", "/api/v1/reload", None)?;
+    // A large file takes a while to validate.
+    let (status, body) = ask(
+        file,
+        state,
+        "POST",
+        "/api/v1/reload",
+        None,
+        Some(4 * ANSWER),
+    )?;
     match status {
         200 => {
             let list = |key: &str| {
@@ -168,6 +187,12 @@ pub fn reload(file: &Path, state: Option<&str>) -> Result<i32, Error> {
         }
         422 => {
             eprint!("{}", body["report"].as_str().unwrap_or_default());
+            eprintln!("the runner keeps its current plan");
+            Ok(crate::exit::FAILED)
+        }
+        // Valid text that cannot be applied live (a channel in use changing kind).
+        409 => {
+            eprintln!("reload refused: {}", said(&body));
             eprintln!("the runner keeps its current plan");
             Ok(crate::exit::FAILED)
         }

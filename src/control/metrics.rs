@@ -68,6 +68,8 @@ pub struct Metrics {
     start_time: FloatGauge,
     /// What the monotonic counters read from snapshots had reached at the last scrape.
     seen: Mutex<HashMap<String, f64>>,
+    /// The jobs and channels of the last scrape: the gauges of those a reload removed go with them.
+    present: Mutex<(Vec<String>, Vec<String>)>,
 }
 
 impl Default for Metrics {
@@ -95,6 +97,7 @@ impl Metrics {
             open_fds: Gauge::default(),
             start_time: Gauge::default(),
             seen: Mutex::new(HashMap::new()),
+            present: Mutex::new((Vec::new(), Vec::new())),
         };
         let r = &mut m.registry;
         r.register(
@@ -251,6 +254,22 @@ impl Metrics {
                 })
                 .set(c.counts.left as i64);
         }
+        let jobs: Vec<String> = status.jobs.iter().map(|j| j.job.clone()).collect();
+        let channels: Vec<String> = status.channels.iter().map(|c| c.channel.clone()).collect();
+        let mut present = self.present.lock().unwrap_or_else(|e| e.into_inner());
+        for gone in present.0.iter().filter(|j| !jobs.contains(j)) {
+            let label = JobLabel { job: gone.clone() };
+            self.running.remove(&label);
+            self.next_fire.remove(&label);
+            self.last_success.remove(&label);
+        }
+        for gone in present.1.iter().filter(|c| !channels.contains(c)) {
+            self.channel_waiting.remove(&ChannelLabel {
+                channel: gone.clone(),
+            });
+        }
+        *present = (jobs, channels);
+        drop(present);
         let process = crate::control::process::read();
         let before = seen
             .insert("cpu".into(), process.cpu_seconds)

@@ -28,6 +28,9 @@ pub struct Context {
     pub token: Option<String>,
     /// `--only`: a reload keeps to these jobs.
     pub only: Vec<String>,
+    /// One reload at a time, from reading the file to applying it: two racing reloads (`--watch` and
+    /// `flowrun reload`) must not apply an older text after a newer one.
+    pub reloading: tokio::sync::Mutex<()>,
 }
 
 /// Serve the API on the bound listeners until the runner ends (the tasks die with the runtime); with `watch`,

@@ -71,6 +71,7 @@ fn check(file: &Path, only: &[String]) -> Checked {
 /// Validate and apply; the HTTP answer: 200 with what changed, 422 with the diagnostics, 409 when the engine
 /// cannot apply it (a channel in use changing kind).
 pub async fn reload(ctx: &Context) -> Response {
+    let _one_at_a_time = ctx.reloading.lock().await;
     let (file, only) = (ctx.file.clone(), ctx.only.clone());
     let Ok(checked) = tokio::task::spawn_blocking(move || check(&file, &only)).await else {
         return (
@@ -118,17 +119,18 @@ const SETTLE: Duration = Duration::from_millis(200);
 pub fn watch(ctx: Arc<Context>) {
     use notify::Watcher;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let file = std::fs::canonicalize(&ctx.file).unwrap_or_else(|_| ctx.file.clone());
-    let Some(folder) = file.parent().map(Path::to_path_buf) else {
-        return;
-    };
-    let name = file.file_name().map(|n| n.to_os_string());
+    // The file as named and, when that is a symlink, the file it points to now (a swapped link and an edited
+    // target both count). The names are those of both; the folders watched follow the link after each change.
+    let given = std::path::absolute(&ctx.file).unwrap_or_else(|_| ctx.file.clone());
+    let names: Arc<std::sync::Mutex<Vec<std::ffi::OsString>>> = Default::default();
+    let theirs = names.clone();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event {
+            let names = theirs.lock().unwrap_or_else(|e| e.into_inner());
             let ours = event
                 .paths
                 .iter()
-                .any(|p| p.file_name().map(|n| n.to_os_string()) == name);
+                .any(|p| p.file_name().is_some_and(|n| names.iter().any(|m| m == n)));
             if ours && !matches!(event.kind, notify::EventKind::Access(_)) {
                 let _ = tx.send(());
             }
@@ -137,17 +139,32 @@ pub fn watch(ctx: Arc<Context>) {
     let mut watcher = match watcher {
         Ok(w) => w,
         Err(e) => {
-            eprintln!("flowrun: --watch: cannot watch {}: {e}", folder.display());
+            eprintln!("flowrun: --watch: cannot watch {}: {e}", given.display());
             return;
         }
     };
-    if let Err(e) = watcher.watch(&folder, notify::RecursiveMode::NonRecursive) {
-        eprintln!("flowrun: --watch: cannot watch {}: {e}", folder.display());
-        return;
-    }
+    let mut watched: Vec<std::path::PathBuf> = Vec::new();
+    let mut follow = move |watcher: &mut notify::RecommendedWatcher| {
+        let target = std::fs::canonicalize(&given).unwrap_or_else(|_| given.clone());
+        let mut now = names.lock().unwrap_or_else(|e| e.into_inner());
+        now.clear();
+        for path in [&given, &target] {
+            if let Some(name) = path.file_name() {
+                now.push(name.to_os_string());
+            }
+            let Some(folder) = path.parent() else {
+                continue;
+            };
+            if !watched.iter().any(|w| w == folder) {
+                match watcher.watch(folder, notify::RecursiveMode::NonRecursive) {
+                    Ok(()) => watched.push(folder.to_path_buf()),
+                    Err(e) => eprintln!("flowrun: --watch: cannot watch {}: {e}", folder.display()),
+                }
+            }
+        }
+    };
+    follow(&mut watcher);
     tokio::spawn(async move {
-        // The watcher lives as long as this task.
-        let _watcher = watcher;
         let mut last = std::fs::read(&ctx.file).ok();
         while rx.recv().await.is_some() {
             // Wait until the changes settle.
@@ -155,6 +172,7 @@ pub fn watch(ctx: Arc<Context>) {
                 .await
                 .is_ok_and(|m| m.is_some())
             {}
+            follow(&mut watcher);
             let now = std::fs::read(&ctx.file).ok();
             if now == last {
                 continue; // touched, not changed

@@ -13,7 +13,8 @@ use tokio::sync::Semaphore;
 
 use super::Context;
 
-const MAX_CONNECTIONS: usize = 512;
+/// Connections served at once, per listener: anonymous TCP readers can never take the owner's socket's slots.
+const MAX_CONNECTIONS: usize = 256;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Listeners bound before the runner starts (so a bad `--listen` is an error before anything runs).
@@ -76,10 +77,9 @@ pub fn bind(
 }
 
 pub fn serve(mut listeners: Listeners, ctx: Arc<Context>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     if let Some((listener, path)) = listeners.unix.take() {
         let router = super::api::router(ctx.clone(), false);
-        let slots = slots.clone();
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         tokio::spawn(async move {
             // The socket file goes when the runner ends (its tasks are dropped with the runtime).
             let _remove = RemoveOnDrop(path);
@@ -90,6 +90,7 @@ pub fn serve(mut listeners: Listeners, ctx: Arc<Context>) {
     }
     if let Some(listener) = listeners.tcp.take() {
         let router = super::api::router(ctx, true);
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         tokio::spawn(async move {
             if let Ok(listener) = tokio::net::TcpListener::from_std(listener) {
                 accept_loop(listener, router, slots).await;

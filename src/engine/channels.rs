@@ -105,25 +105,22 @@ impl Channels {
         self.plan = plan;
     }
 
-    /// The queue a reader job reads from a channel (its own copy for broadcast).
-    pub fn reader_queue(&self, channel: ChannelId, job: JobId) -> &Arc<Queue> {
+    /// The queue a reader job reads from a channel (its own copy for broadcast); `None` for a job that is no
+    /// reader of it (any more: a reload removed it while a run of it was alive).
+    pub fn reader_queue(&self, channel: ChannelId, job: JobId) -> Option<&Arc<Queue>> {
         let rt = &self.all[channel];
         let i = match self.plan.channels[channel].kind {
-            ChannelKind::Broadcast => rt
-                .readers
-                .iter()
-                .position(|&r| r == job)
-                .expect("a reader of its channel"),
+            ChannelKind::Broadcast => rt.readers.iter().position(|&r| r == job)?,
             _ => 0,
         };
-        &rt.queues[i]
+        rt.queues.get(i)
     }
 
     /// Whether nothing will ever wait for this reader again: a pipe that closed, or a queue that settled.
     pub fn input_over(&self, channel: ChannelId, job: JobId) -> bool {
         match self.plan.channels[channel].kind {
             ChannelKind::Pipe => self.all[channel].closed,
-            _ => self.reader_queue(channel, job).settled(),
+            _ => self.reader_queue(channel, job).is_none_or(|q| q.settled()),
         }
     }
 
@@ -169,7 +166,11 @@ impl Channels {
             ChannelKind::Pipe => self.all[channel].pipe_read = None,
             ChannelKind::Queue if all_readers_done => self.all[channel].queues[0].orphan(),
             ChannelKind::Queue => {}
-            ChannelKind::Broadcast => self.reader_queue(channel, job).orphan(),
+            ChannelKind::Broadcast => {
+                if let Some(q) = self.reader_queue(channel, job) {
+                    q.orphan();
+                }
+            }
         }
     }
 
@@ -262,7 +263,10 @@ impl Channels {
         let size = process::grow_pipe(w.as_fd());
         // The runner keeps a read end: unread messages can be counted and taken back.
         let keep = r.try_clone()?;
-        parent.feeder_parts = Some((w, keep, size, self.reader_queue(c, job_id).clone()));
+        let queue = self
+            .reader_queue(c, job_id)
+            .ok_or_else(|| std::io::Error::other("the job no longer reads this channel"))?;
+        parent.feeder_parts = Some((w, keep, size, queue.clone()));
         Ok(r)
     }
 }

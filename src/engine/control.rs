@@ -13,6 +13,8 @@ use crate::event::{ChannelCounts, JobCounts};
 /// A request of the control API.
 pub enum Request {
     Status(oneshot::Sender<LiveStatus>),
+    /// Whether the runner is up and not stopping (cheap: `/healthz` is asked often).
+    Health(oneshot::Sender<bool>),
     Trigger {
         job: String,
         /// Answered when the run starts (or is queued, or skipped).
@@ -102,6 +104,8 @@ pub struct RunEnded {
     pub code: Option<i32>,
     pub signal: Option<String>,
     pub success: bool,
+    /// Why it never ran (`outcome: skipped`).
+    pub reason: Option<String>,
 }
 
 /// The API's handle on the engine.
@@ -113,6 +117,11 @@ pub struct EngineHandle {
 impl EngineHandle {
     fn ask(&self, request: Request) -> bool {
         self.tx.send(Msg::Control(request)).is_ok()
+    }
+
+    pub async fn healthy(&self) -> bool {
+        let (reply, answer) = oneshot::channel();
+        self.ask(Request::Health(reply)) && answer.await.unwrap_or(false)
     }
 
     pub async fn status(&self) -> Option<LiveStatus> {
@@ -193,6 +202,9 @@ impl Dispatcher {
             Request::Status(reply) => {
                 let _ = reply.send(self.live_status());
             }
+            Request::Health(reply) => {
+                let _ = reply.send(!self.stopping);
+            }
             Request::Trigger { job, reply, done } => self.manual_fire(&job, reply, done),
             Request::Reload(reload) => self.reload(reload),
             Request::Shutdown => self.on_stop(super::Stop::Signal("asked to stop (flowrun stop)")),
@@ -258,11 +270,27 @@ impl Dispatcher {
     }
 
     /// A manual firing was skipped: say why.
+    /// A manual firing will not run (skipped, removed by a reload, dropped at a stop): whoever waits hears why,
+    /// the caller of a firing not yet answered, or the caller waiting for the end of one that was queued.
     pub(super) fn manual_skipped(&mut self, manual: Option<u64>, reason: String) {
-        if let Some(w) = manual.and_then(|id| self.waiters.remove(&id)) {
-            if let Some(reply) = w.reply {
+        let Some(w) = manual.and_then(|id| self.waiters.remove(&id)) else {
+            return;
+        };
+        match (w.reply, w.done) {
+            (Some(reply), _) => {
                 let _ = reply.send(TriggerReply::Skipped { reason });
             }
+            (None, Some(done)) => {
+                let _ = done.send(RunEnded {
+                    run: 0,
+                    outcome: "skipped",
+                    code: None,
+                    signal: None,
+                    success: false,
+                    reason: Some(reason),
+                });
+            }
+            (None, None) => {}
         }
     }
 
@@ -318,6 +346,15 @@ impl Dispatcher {
                 stopped += 1;
             }
         }
+        // What waits to run goes too: queued firings, and a service's restart on its way.
+        let jobs: Vec<usize> = match job {
+            Some(j) => vec![j],
+            None => (0..self.plan.jobs.len()).collect(),
+        };
+        for j in jobs {
+            self.drop_queued(j);
+            self.drop_restarts(j);
+        }
         Ok(stopped)
     }
 
@@ -340,6 +377,7 @@ impl Dispatcher {
         for r in &mut running {
             r.sort_by_key(|r| r.run);
         }
+        let next = self.next_fires();
         let jobs = self
             .plan
             .jobs
@@ -350,7 +388,7 @@ impl Dispatcher {
                 job: job.name.clone(),
                 running: std::mem::take(&mut running[j]),
                 waiting: waiting[j],
-                next: self.next_fire_of(j),
+                next: next[j],
                 done: self.jobs[j].done,
                 counts: self.jobs[j].counts.clone(),
                 last_exit: self.jobs[j].last_exit.clone(),

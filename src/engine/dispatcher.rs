@@ -121,6 +121,20 @@ impl Dispatcher {
         self.timetable.replace_job(j, entries, Utc::now());
     }
 
+    /// A service's restart waiting for its delay is called off (`flowrun stop JOB`).
+    pub(super) fn drop_restarts(&mut self, j: JobId) {
+        let keys: Vec<u64> = self
+            .waiting
+            .iter()
+            .filter(|(_, (l, _))| matches!(l, Later::Restart(job) if *job == j))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            self.call_off(key);
+            self.jobs[j].pending -= 1;
+        }
+    }
+
     /// A removed job's firings waiting for a worker go (an `each` run's messages back to their queue).
     pub(super) fn drop_queued(&mut self, j: JobId) {
         for ex in 0..self.executors.len() {
@@ -377,7 +391,9 @@ impl Dispatcher {
         if self.stopping || self.jobs[job].done {
             return;
         }
-        let queue = self.channels.reader_queue(channel, job).clone();
+        let Some(queue) = self.channels.reader_queue(channel, job).cloned() else {
+            return;
+        };
         let trigger = self.plan.jobs[job]
             .triggers
             .iter()
@@ -512,9 +528,11 @@ impl Dispatcher {
 
     /// Messages of an `each` run that never completed go back to the front of their queue.
     pub(super) fn give_back_input(&mut self, job: JobId, data: &[u8], count: usize) {
+        // A reader a reload removed has no queue any more: its copy of the messages goes with it.
         if let Some((channel, _)) = self.plan.jobs[job].each() {
-            let queue = self.channels.reader_queue(channel, job);
-            queue.push_front(super::channel::Chunk::from_vec(data.to_vec(), count));
+            if let Some(queue) = self.channels.reader_queue(channel, job) {
+                queue.push_front(super::channel::Chunk::from_vec(data.to_vec(), count));
+            }
         }
     }
 
@@ -617,7 +635,10 @@ impl Dispatcher {
                     .iter()
                     .enumerate()
                     .all(|(k, &u)| self.jobs[j].joins[t].reached(k) || !self.jobs[u].done),
-                Trigger::Each { channel, .. } => !self.channels.reader_queue(*channel, j).settled(),
+                Trigger::Each { channel, .. } => self
+                    .channels
+                    .reader_queue(*channel, j)
+                    .is_some_and(|q| !q.settled()),
             })
     }
 
@@ -696,6 +717,7 @@ impl Dispatcher {
         self.drop_waiting();
         for ex in 0..self.executors.len() {
             while let Some(p) = self.dequeue(ex) {
+                self.manual_skipped(p.manual, "the runner stopped before it started".into());
                 self.give_back(p);
             }
         }
@@ -735,8 +757,9 @@ impl Dispatcher {
         self.plan.jobs[job].retired
     }
 
-    pub(super) fn next_fire_of(&self, job: JobId) -> Option<chrono::DateTime<Utc>> {
-        self.timetable.next_for(job)
+    /// The next time firing of every job.
+    pub(super) fn next_fires(&self) -> Vec<Option<chrono::DateTime<Utc>>> {
+        self.timetable.next_per_job(self.plan.jobs.len())
     }
 
     fn force(&mut self) {
@@ -756,6 +779,7 @@ impl Dispatcher {
                 waiting[p.job] += 1;
             }
         }
+        let next = self.timetable.next_per_job(self.plan.jobs.len());
         let jobs: Vec<JobLine> = self
             .plan
             .jobs
@@ -770,7 +794,7 @@ impl Dispatcher {
                 succeeded: self.jobs[j].counts.succeeded,
                 failed: self.jobs[j].counts.failed,
                 last_exit: self.jobs[j].last_exit.clone(),
-                next_fire: self.timetable.next_for(j),
+                next_fire: next[j],
             })
             .collect();
         let channels: Vec<ChannelLine> = self

@@ -86,6 +86,7 @@ impl Dispatcher {
                 code: c.code,
                 signal: c.signal.clone(),
                 success: c.success,
+                reason: c.reason.clone(),
             },
         );
         if let Some(outcome) = c.outcome {

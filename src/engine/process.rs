@@ -241,7 +241,12 @@ struct Exec {
 fn environment(spec: &SpawnSpec) -> Vec<(OsString, OsString)> {
     static INHERITED: std::sync::OnceLock<Vec<(OsString, OsString)>> = std::sync::OnceLock::new();
     let mut env: Vec<(OsString, OsString)> = INHERITED
-        .get_or_init(|| std::env::vars_os().collect())
+        // The control API's token is the runner's secret, not its jobs'.
+        .get_or_init(|| {
+            std::env::vars_os()
+                .filter(|(k, _)| k != "FLOWRUN_TOKEN")
+                .collect()
+        })
         .clone();
     let mut set = |key: &str, value: &OsStr| {
         env.retain(|(k, _)| k != key);

@@ -51,6 +51,8 @@ pub struct Timetable {
     /// Firings missed while no runner was alive, beyond their grace: reported by the first `due`.
     backlog: Vec<Due>,
     entries: Vec<Entry>,
+    /// The entries of each job, by index.
+    by_job: Vec<Vec<usize>>,
     next: Vec<Option<DateTime<Utc>>>,
     heap: BinaryHeap<Reverse<(DateTime<Utc>, usize)>>,
 }
@@ -66,11 +68,13 @@ impl Timetable {
     pub fn new(entries: Vec<Entry>, start: DateTime<Utc>) -> Timetable {
         let mut table = Timetable {
             backlog: Vec::new(),
+            by_job: Vec::new(),
             next: vec![None; entries.len()],
             entries,
             heap: BinaryHeap::new(),
         };
         for i in 0..table.entries.len() {
+            table.index(i);
             let (first, missed) = first_firing(&table.entries[i], start);
             table.backlog.extend(missed);
             table.set_next(i, first);
@@ -80,20 +84,31 @@ impl Timetable {
 
     /// A job's triggers changed (a reload): its old entries fire no more, these take their place.
     pub fn replace_job(&mut self, job: usize, entries: Vec<Entry>, now: DateTime<Utc>) {
-        for i in 0..self.entries.len() {
-            if self.entries[i].job == job {
-                // Its heap entries become stale (`due` skips an entry whose `next` no longer matches).
-                self.next[i] = None;
-                self.entries[i].job = usize::MAX;
-            }
+        let old = match self.by_job.get_mut(job) {
+            Some(list) => std::mem::take(list),
+            None => Vec::new(),
+        };
+        for i in old {
+            // Its heap entries become stale (`due` skips an entry whose `next` no longer matches).
+            self.next[i] = None;
+            self.entries[i].job = usize::MAX;
         }
         for e in entries {
             // A reload resumes a trigger after its last handled firing, which is never far behind: no backlog.
             let (first, _) = first_firing(&e, now);
             self.entries.push(e);
             self.next.push(None);
+            self.index(self.entries.len() - 1);
             self.set_next(self.entries.len() - 1, first);
         }
+    }
+
+    fn index(&mut self, i: usize) {
+        let job = self.entries[i].job;
+        if self.by_job.len() <= job {
+            self.by_job.resize(job + 1, Vec::new());
+        }
+        self.by_job[job].push(i);
     }
 
     fn set_next(&mut self, i: usize, at: Option<DateTime<Utc>>) {
@@ -108,22 +123,32 @@ impl Timetable {
         self.heap.peek().map(|Reverse((at, _))| *at)
     }
 
-    /// Whether this job's time trigger can still fire.
+    /// Whether this job's time trigger can still fire (asked for every job after every input: by the job's own
+    /// entries, not a search through all of them).
     pub fn can_fire(&self, job: usize, trigger: usize) -> bool {
-        self.entries
-            .iter()
-            .zip(&self.next)
-            .any(|(e, n)| e.job == job && e.trigger == trigger && n.is_some())
+        self.by_job.get(job).is_some_and(|entries| {
+            entries
+                .iter()
+                .any(|&i| self.entries[i].trigger == trigger && self.next[i].is_some())
+        })
     }
 
-    /// The next scheduled instant of any of the job's time triggers (for the status display).
-    pub fn next_for(&self, job: usize) -> Option<DateTime<Utc>> {
-        self.entries
+    /// The next scheduled instant of every job (`jobs` of them), in one pass.
+    pub fn next_per_job(&self, jobs: usize) -> Vec<Option<DateTime<Utc>>> {
+        let mut next = vec![None; jobs];
+        for (e, n) in self
+            .entries
             .iter()
             .zip(&self.next)
-            .filter(|(e, _)| e.job == job)
-            .filter_map(|(_, n)| *n)
-            .min()
+            .filter(|(e, _)| e.job != usize::MAX)
+        {
+            if let (Some(slot), Some(at)) = (next.get_mut(e.job), n) {
+                if slot.is_none_or(|s: DateTime<Utc>| *at < s) {
+                    *slot = Some(*at);
+                }
+            }
+        }
+        next
     }
 
     /// Stop everything (shutdown).

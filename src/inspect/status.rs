@@ -67,7 +67,14 @@ pub fn status(file: &Path, state: Option<&str>, format: Mode) -> Result<i32, Err
     // The live view, when a runner holds the state and answers on its socket.
     let live: Option<serde_json::Value> = holder.and_then(|_| {
         let socket = opened.dir.join("control.sock");
-        match crate::control::client::request(&socket, "GET", "/api/v1/status", None) {
+        let answer = crate::control::client::request(
+            &socket,
+            "GET",
+            "/api/v1/status",
+            None,
+            Some(std::time::Duration::from_secs(5)),
+        );
+        match answer {
             Ok((200, body)) => serde_json::from_str(&body).ok(),
             _ => None,
         }
