@@ -270,6 +270,12 @@ fn listen_address(text: Option<&str>) -> Result<Option<(std::net::SocketAddr, bo
     let Some(text) = text else {
         return Ok(None);
     };
+    // `9090` or `:9090`: loopback, the default host.
+    let port_only = text.strip_prefix(':').unwrap_or(text);
+    let text = &match port_only.parse::<u16>() {
+        Ok(port) => format!("127.0.0.1:{port}"),
+        Err(_) => text.to_string(),
+    };
     let addr = text
         .to_socket_addrs()
         .ok()

@@ -172,7 +172,8 @@ pub struct RunArgs {
     /// Fire just these jobs once, now, ignoring their triggers (channels between them work as usual).
     #[arg(long, value_name = "JOB", num_args = 1..)]
     pub only: Vec<String>,
-    /// Also serve the control API on this TCP address (loopback unless FLOWRUN_TOKEN is set).
+    /// Also serve the control API on TCP: HOST:PORT, or PORT alone for 127.0.0.1 (a non-loopback host needs
+    /// FLOWRUN_TOKEN).
     #[arg(long, value_name = "HOST:PORT")]
     pub listen: Option<String>,
     /// Reload the workflow when its file changes.

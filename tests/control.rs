@@ -364,7 +364,8 @@ fn tcp_is_read_only_without_a_token_and_needs_it_to_change_anything() {
     ));
     let state = state_of(&dir);
     let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
+    // A port alone binds loopback.
+    let listen = port.to_string();
     let runner = Runner::start(&file, &state, &["--listen", &listen]);
     assert_eq!(tcp(port, "GET", "/api/v1/status", &[]).0, 200);
     let (status, body) = tcp(port, "POST", "/api/v1/jobs/a/trigger", &[]);
