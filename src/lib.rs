@@ -16,8 +16,13 @@
 //!   each run (pumps, feeders, take-back); `channel` is the message broker; `process` the OS edge (spawn,
 //!   groups, the reaper); `outcome` the pure decisions (exit classification, delays, joins).
 //! - `event`: the typed events, rendered as JSON records or notices by `report`.
+//! - `store`: what a runner remembers (SPEC §4): the state directory, the `Store` trait and its SQLite backend,
+//!   the one writer thread; the engine records into it (`engine::record`). `inspect`: `status`, `history`, `logs`.
+//! - `control`: the HTTP API on the control socket and `--listen` (SPEC §5), metrics, reload and `--watch`, and the
+//!   commands that talk to a running runner; the engine answers its requests by message (`engine::control`,
+//!   `engine::reload`).
 //! - `app` (the commands), `cli` (arguments), `error` (the one error type and its exit codes), `graph`,
-//!   `dryrun`: the edges.
+//!   `dryrun`, `timefmt`: the edges.
 
 pub mod app;
 pub mod cli;
