@@ -191,6 +191,9 @@ fn run(args: RunArgs) -> Result<i32, Error> {
         live.as_ref().map(|v| v.multi()),
     ));
     let state = open_state(&args, &plan, &reporter)?;
+    // Reading the store back and reserving numbers for every job left freed heap behind: give it back too.
+    // SAFETY: malloc_trim only releases free heap memory.
+    unsafe { libc::malloc_trim(0) };
     let state_dir = state.as_ref().map(|s| s.dir.clone());
     let (listeners, notice, bound) = {
         let _guard = runtime.enter();

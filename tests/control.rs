@@ -723,3 +723,76 @@ fn the_token_is_not_given_to_jobs() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[test]
+fn a_waiting_trigger_hears_when_its_queued_run_is_dropped() {
+    let (dir, file) = flow(&format!(
+        "executors: {{ one: {{ max_workers: 1 }} }}\njobs:\n  a:\n    run: sleep 60\n    executor: one\n    max_instances: 2\n    trigger: {NEVER}\n  b:\n    run: 'true'\n    trigger: {NEVER}\n"
+    ));
+    let state = state_of(&dir);
+    let mut runner = Runner::start(&file, &state, &[]);
+    assert_eq!(unix(&state, "POST", "/api/v1/jobs/a/trigger", "").0, 200);
+    runner.wait_for(|e| e["event"] == "run.start" && e["job"] == "a");
+    // The second waits for the one worker; its caller waits for its end.
+    let socket_state = state.clone();
+    let waiting = std::thread::spawn(move || {
+        unix(
+            &socket_state,
+            "POST",
+            "/api/v1/jobs/a/trigger?wait=true",
+            "",
+        )
+    });
+    // Its queued place shows in the status before the reload removes the job.
+    loop {
+        let (_, body) = unix(&state, "GET", "/api/v1/status", "");
+        if json(&body)["jobs"][0]["waiting"] == 1 {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    std::fs::write(
+        &file,
+        format!("jobs:\n  b:\n    run: 'true'\n    trigger: {NEVER}\n"),
+    )
+    .unwrap();
+    assert_eq!(
+        flowrun(&["reload", file.to_str().unwrap()], &state)
+            .status
+            .code(),
+        Some(0)
+    );
+    let (status, body) = waiting.join().unwrap();
+    assert_eq!(status, 409, "{body}");
+    let body = json(&body);
+    assert_eq!(body["status"], "skipped");
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("removed by a reload"),
+        "{body}"
+    );
+    drop(runner);
+}
+
+#[test]
+fn stop_job_calls_off_a_restart_waiting_for_its_delay() {
+    let (dir, file) =
+        flow("jobs:\n  svc:\n    run: exit 1\n    trigger: start\n    restart: always\n");
+    let state = state_of(&dir);
+    let mut runner = Runner::start(&file, &state, &[]);
+    // Delays double from 100 ms: after the fourth end, the next start waits 800 ms.
+    for n in 1..=4 {
+        runner.wait_for(|e| e["event"] == "run.restart" && e["run"] == n);
+    }
+    let stop = flowrun(&["stop", file.to_str().unwrap(), "svc"], &state);
+    assert_eq!(text(&stop.stdout), "svc: stopping 0 run(s)\n");
+    // Nothing can fire any more: the runner ends by itself.
+    let (_, seen) = runner.finish();
+    let starts = seen
+        .iter()
+        .filter(|e| e["event"] == "run.start" && e["job"] == "svc")
+        .count();
+    assert_eq!(starts, 4, "the restart on its way was called off");
+}

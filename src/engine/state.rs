@@ -176,7 +176,11 @@ impl JobState {
                     _ => Join::default(),
                 })
                 .collect(),
-            upstream: triggers.iter().map(|_| Vec::new()).collect(),
+            // Only a job fired by `after` keeps the runs that complete its joins.
+            upstream: match triggers.iter().any(|t| matches!(t, Trigger::After { .. })) {
+                true => triggers.iter().map(|_| Vec::new()).collect(),
+                false => Vec::new(),
+            },
             ..JobState::default()
         }
     }

@@ -51,8 +51,9 @@ pub struct Timetable {
     /// Firings missed while no runner was alive, beyond their grace: reported by the first `due`.
     backlog: Vec<Due>,
     entries: Vec<Entry>,
-    /// The entries of each job, by index.
-    by_job: Vec<Vec<usize>>,
+    /// The entries of each job: a job's entries are pushed together (at the start, and again by a reload), so
+    /// a range (start, count) per job, without an allocation each.
+    by_job: Vec<(u32, u32)>,
     next: Vec<Option<DateTime<Utc>>>,
     heap: BinaryHeap<Reverse<(DateTime<Utc>, usize)>>,
 }
@@ -84,10 +85,10 @@ impl Timetable {
 
     /// A job's triggers changed (a reload): its old entries fire no more, these take their place.
     pub fn replace_job(&mut self, job: usize, entries: Vec<Entry>, now: DateTime<Utc>) {
-        let old = match self.by_job.get_mut(job) {
-            Some(list) => std::mem::take(list),
-            None => Vec::new(),
-        };
+        let old: Vec<usize> = self.entries_of(job).collect();
+        if let Some(range) = self.by_job.get_mut(job) {
+            *range = (0, 0);
+        }
         for i in old {
             // Its heap entries become stale (`due` skips an entry whose `next` no longer matches).
             self.next[i] = None;
@@ -103,12 +104,27 @@ impl Timetable {
         }
     }
 
+    /// Entry `i` (just pushed, after the job's others) belongs to its job's range.
     fn index(&mut self, i: usize) {
         let job = self.entries[i].job;
         if self.by_job.len() <= job {
-            self.by_job.resize(job + 1, Vec::new());
+            self.by_job.resize(job + 1, (0, 0));
         }
-        self.by_job[job].push(i);
+        let (start, count) = &mut self.by_job[job];
+        if *count == 0 {
+            *start = i as u32;
+        }
+        debug_assert_eq!(
+            *start as usize + *count as usize,
+            i,
+            "a job's entries are pushed together"
+        );
+        *count += 1;
+    }
+
+    fn entries_of(&self, job: usize) -> impl Iterator<Item = usize> {
+        let (start, count) = self.by_job.get(job).copied().unwrap_or((0, 0));
+        start as usize..(start + count) as usize
     }
 
     fn set_next(&mut self, i: usize, at: Option<DateTime<Utc>>) {
@@ -126,11 +142,8 @@ impl Timetable {
     /// Whether this job's time trigger can still fire (asked for every job after every input: by the job's own
     /// entries, not a search through all of them).
     pub fn can_fire(&self, job: usize, trigger: usize) -> bool {
-        self.by_job.get(job).is_some_and(|entries| {
-            entries
-                .iter()
-                .any(|&i| self.entries[i].trigger == trigger && self.next[i].is_some())
-        })
+        self.entries_of(job)
+            .any(|i| self.entries[i].trigger == trigger && self.next[i].is_some())
     }
 
     /// The next scheduled instant of every job (`jobs` of them), in one pass.

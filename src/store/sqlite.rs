@@ -137,6 +137,10 @@ impl SqliteStore {
             .pragma_update(None, "synchronous", "NORMAL")
             .map_err(e)?;
         let _ = self.conn.busy_timeout(std::time::Duration::from_secs(5));
+        // The writer appends; it needs no 2 MiB page cache (SQLite's default) held for the runner's life.
+        self.conn
+            .pragma_update(None, "cache_size", -256)
+            .map_err(e)?;
         let mut version = self.version()?;
         while (version as usize) < MIGRATIONS.len() {
             let tx = self.conn.transaction().map_err(e)?;
