@@ -796,3 +796,51 @@ fn stop_job_calls_off_a_restart_waiting_for_its_delay() {
         .count();
     assert_eq!(starts, 4, "the restart on its way was called off");
 }
+
+#[test]
+fn a_job_moved_to_another_executor_by_a_reload_frees_the_worker_it_held() {
+    let text = |executor: &str| {
+        format!(
+            "executors: {{ x: {{ max_workers: 1 }}, y: {{ max_workers: 1 }} }}\njobs:\n  a:\n    run: cat gate\n    executor: {executor}\n    trigger: [start, {NEVER}]\n"
+        )
+    };
+    let (dir, file) = flow(&text("x"));
+    let gate = dir.path().join("gate");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&gate)
+        .status()
+        .unwrap()
+        .success());
+    let state = state_of(&dir);
+    let mut child = cmd()
+        .arg(&file)
+        .args(["--log-format", "json", "--state"])
+        .arg(&state)
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let events = BufReader::new(child.stderr.take().unwrap());
+    let mut runner = Runner {
+        child,
+        events,
+        seen: Vec::new(),
+        taken: Default::default(),
+    };
+    runner.wait_for(|e| e["event"] == "run.start" && e["job"] == "a");
+    std::fs::write(&file, text("y")).unwrap();
+    assert_eq!(
+        flowrun(&["reload", file.to_str().unwrap()], &state)
+            .status
+            .code(),
+        Some(0)
+    );
+    std::fs::write(&gate, "done\n").unwrap();
+    runner.wait_for(|e| e["event"] == "run.exit" && e["job"] == "a");
+    // Both executors have their worker free: a new run starts at once in `y`.
+    let (status, body) = unix(&state, "POST", "/api/v1/jobs/a/trigger", "");
+    assert_eq!(status, 200, "{body}");
+    drop(runner);
+}

@@ -378,7 +378,7 @@ impl Dispatcher {
                 // A lone time firing is started on this CPU for latency; bursts and message runs are left to
                 // the scheduler, which spreads them over the CPUs for throughput.
                 let alone = pending.coalesced > 0 && self.executors[ex].waiting.is_empty();
-                self.start_run(pending, alone);
+                self.start_run(pending, ex, alone);
             }
         }
     }
@@ -419,7 +419,7 @@ impl Dispatcher {
     }
 
     /// Start a run: wire it, spawn it, announce it, arm its timeout and hand it to a tending task.
-    fn start_run(&mut self, pending: Pending, pin: bool) {
+    fn start_run(&mut self, pending: Pending, executor: usize, pin: bool) {
         let plan = self.plan.clone();
         let job = &plan.jobs[pending.job];
         let state = &mut self.jobs[pending.job];
@@ -437,7 +437,7 @@ impl Dispatcher {
                 let reason = format!("cannot start `{}`: {e}", job.command.display());
                 let row = self.record_row(&pending, number, None, None);
                 self.manual_started(pending.manual, id, number);
-                let mut run = Run::new(pending, number, RunState::NotStarted);
+                let mut run = Run::new(pending, number, executor, RunState::NotStarted);
                 run.row = row;
                 self.runs.insert(id, run);
                 let end = RunEnd::not_started(reason);
@@ -492,7 +492,7 @@ impl Dispatcher {
                 let _ = tx.send(Msg::Exited { id, end });
             },
         );
-        let mut run = Run::new(pending, number, RunState::Running { pid });
+        let mut run = Run::new(pending, number, executor, RunState::Running { pid });
         run.log = log;
         run.row = row;
         run.timers.extend(timeout);

@@ -22,7 +22,8 @@ impl Dispatcher {
         let plan = self.plan.clone();
         let job = &plan.jobs[run.job];
         self.jobs[run.job].live -= 1;
-        self.executors[job.executor].busy -= 1;
+        // The executor it started in (a reload may have moved the job to another since).
+        self.executors[run.executor].busy -= 1;
         if end.taken_back > 0 {
             self.emit(Event::ChannelTakeback {
                 job: job.name.clone(),

@@ -105,6 +105,8 @@ pub struct Run {
     pub trigger: Option<usize>,
     pub manual: Option<u64>,
     pub upstream: Option<Arc<str>>,
+    /// The executor whose worker it holds.
+    pub executor: usize,
     pub input: Option<Batch>,
     pub started: Instant,
     pub started_at: DateTime<Utc>,
@@ -118,7 +120,7 @@ pub struct Run {
 }
 
 impl Run {
-    pub fn new(pending: Pending, number: u64, state: RunState) -> Run {
+    pub fn new(pending: Pending, number: u64, executor: usize, state: RunState) -> Run {
         Run {
             job: pending.job,
             number,
@@ -127,6 +129,7 @@ impl Run {
             trigger: pending.trigger,
             manual: pending.manual,
             upstream: pending.upstream.clone(),
+            executor,
             input: pending.input,
             started: Instant::now(),
             started_at: Utc::now(),
