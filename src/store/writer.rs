@@ -19,6 +19,8 @@ use crate::report::Reporter;
 /// ~100 us a run on two cores). What a SIGKILL of the runner can lose is at most this window's history rows.
 const WINDOW: Duration = Duration::from_millis(50);
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How long a run that must be on disk before it starts waits for the commit at most.
+const COMMIT_WAIT: Duration = Duration::from_secs(5);
 /// Ops kept for another try while the store fails (a full disk); beyond this the oldest are given up, said once.
 const RETRY_LIMIT: usize = 100_000;
 
@@ -143,7 +145,8 @@ impl History {
             shared.acks.push(done);
             wake.notify_one();
         }
-        let _ = wait.recv();
+        // Bounded: a writer that cannot answer (stuck in a disk write) must not hold the runner for ever.
+        let _ = wait.recv_timeout(COMMIT_WAIT);
     }
 
     /// Commit the rest and end the writer (and with it the store and its lock).
