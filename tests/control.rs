@@ -50,6 +50,39 @@ impl Runner {
         }
     }
 
+    /// A runner started in `dir` (jobs that open files by a relative name find them there), with its JSON
+    /// events, and `env` set for it.
+    fn start_in(
+        dir: &Path,
+        file: &Path,
+        state: &Path,
+        env: &[(&str, &str)],
+        extra: &[&str],
+    ) -> Runner {
+        let mut command = cmd();
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command
+            .arg(file)
+            .args(["--log-format", "json", "--state"])
+            .arg(state)
+            .args(extra)
+            .current_dir(dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let events = BufReader::new(child.stderr.take().unwrap());
+        Runner {
+            child,
+            events,
+            seen: Vec::new(),
+            taken: Default::default(),
+        }
+    }
+
     /// The first event not yet taken that matches, among those seen or, reading on, those to come. (Events
     /// of concurrent runs come in any order: one seen while waiting for another is kept for later.)
     fn wait_for(&mut self, what: impl Fn(&Value) -> bool) -> Value {
@@ -375,24 +408,13 @@ fn tcp_is_read_only_without_a_token_and_needs_it_to_change_anything() {
 
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let mut child = cmd()
-        .env("FLOWRUN_TOKEN", "s3cret")
-        .arg(&file)
-        .args(["--log-format", "json", "--state"])
-        .arg(&state)
-        .args(["--listen", &listen])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let events = BufReader::new(child.stderr.take().unwrap());
-    let mut runner = Runner {
-        child,
-        events,
-        seen: Vec::new(),
-        taken: Default::default(),
-    };
+    let mut runner = Runner::start_in(
+        dir.path(),
+        &file,
+        &state,
+        &[("FLOWRUN_TOKEN", "s3cret")],
+        &["--listen", &listen],
+    );
     runner.wait_for(|e| e["event"] == "runner.start");
     let trigger = "/api/v1/jobs/a/trigger";
     assert_eq!(tcp(port, "POST", trigger, &[]).0, 401);
@@ -490,23 +512,7 @@ fn a_thousand_status_requests_do_not_disturb_a_queue_at_full_speed() {
         .unwrap()
         .success());
     let state = state_of(&dir);
-    let mut child = cmd()
-        .arg(&file)
-        .args(["--log-format", "json", "--state"])
-        .arg(&state)
-        .current_dir(dir.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let events = BufReader::new(child.stderr.take().unwrap());
-    let mut runner = Runner {
-        child,
-        events,
-        seen: Vec::new(),
-        taken: Default::default(),
-    };
+    let mut runner = Runner::start_in(dir.path(), &file, &state, &[], &[]);
     runner.wait_for(|e| e["event"] == "run.start" && e["job"] == "gen");
     let threads: Vec<_> = (0..1000)
         .map(|_| {
@@ -653,23 +659,7 @@ fn a_reload_removing_a_live_broadcast_reader_stops_it_and_goes_on() {
         .unwrap()
         .success());
     let state = state_of(&dir);
-    let mut child = cmd()
-        .arg(&file)
-        .args(["--log-format", "json", "--state"])
-        .arg(&state)
-        .current_dir(dir.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let events = BufReader::new(child.stderr.take().unwrap());
-    let mut runner = Runner {
-        child,
-        events,
-        seen: Vec::new(),
-        taken: Default::default(),
-    };
+    let mut runner = Runner::start_in(dir.path(), &file, &state, &[], &[]);
     runner.wait_for(|e| e["event"] == "output" && e["job"] == "r2" && e["line"] == "3");
     // Drop the job `r2` (its four lines) while its run is alive.
     let text = std::fs::read_to_string(&file).unwrap();
@@ -812,23 +802,7 @@ fn a_job_moved_to_another_executor_by_a_reload_frees_the_worker_it_held() {
         .unwrap()
         .success());
     let state = state_of(&dir);
-    let mut child = cmd()
-        .arg(&file)
-        .args(["--log-format", "json", "--state"])
-        .arg(&state)
-        .current_dir(dir.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let events = BufReader::new(child.stderr.take().unwrap());
-    let mut runner = Runner {
-        child,
-        events,
-        seen: Vec::new(),
-        taken: Default::default(),
-    };
+    let mut runner = Runner::start_in(dir.path(), &file, &state, &[], &[]);
     runner.wait_for(|e| e["event"] == "run.start" && e["job"] == "a");
     std::fs::write(&file, text("y")).unwrap();
     assert_eq!(
