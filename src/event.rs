@@ -157,6 +157,34 @@ pub enum SkipReason {
     JoinDead(String),
 }
 
+impl SkipReason {
+    /// The reason in words: the event's `reason`, the history's and the API's.
+    pub fn text(&self) -> String {
+        match self {
+            SkipReason::MaxInstances(n) => format!("max_instances ({n}) runs are alive"),
+            SkipReason::JoinDead(text) => text.clone(),
+        }
+    }
+}
+
+/// Why firings were missed, in words: the `run.missed` event's `reason` and the history's.
+pub fn missed_reason(
+    count: u64,
+    at_least: bool,
+    late: std::time::Duration,
+    grace: std::time::Duration,
+) -> String {
+    format!(
+        "{}handled {} late; misfire_grace is {}",
+        match at_least {
+            true => format!("at least {count} firings missed (too many to count); "),
+            false => String::new(),
+        },
+        format_duration(late),
+        format_duration(grace)
+    )
+}
+
 /// The flat JSON object of one event (SPEC §3). Field order is the log's.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Record {
@@ -320,10 +348,7 @@ impl Event {
                 why,
             } => Record {
                 scheduled: scheduled.map(timestamp),
-                reason: Some(match why {
-                    SkipReason::MaxInstances(n) => format!("max_instances ({n}) runs are alive"),
-                    SkipReason::JoinDead(text) => text.clone(),
-                }),
+                reason: Some(why.text()),
                 ..Record::new("run.skipped", ts).job(job, None)
             },
             Event::RunMissed {
@@ -337,15 +362,7 @@ impl Event {
                 scheduled: Some(timestamp(*scheduled)),
                 messages: (*count > 1).then_some(*count),
                 count: Some(*count),
-                reason: Some(format!(
-                    "{}handled {} late; misfire_grace is {}",
-                    match at_least {
-                        true => format!("at least {count} firings missed (too many to count); "),
-                        false => String::new(),
-                    },
-                    format_duration(*late),
-                    format_duration(*grace)
-                )),
+                reason: Some(missed_reason(*count, *at_least, *late, *grace)),
                 ..Record::new("run.missed", ts).job(job, None)
             },
             Event::MessageDead {

@@ -118,6 +118,13 @@ pub struct Job {
 }
 
 impl Job {
+    /// Removed (by a reload) or left out (by `--only`): it fires no more, nor comes back.
+    pub fn retire(&mut self) {
+        self.retired = true;
+        self.triggers.clear();
+        self.restart = Restart::Never;
+    }
+
     pub fn each(&self) -> Option<(ChannelId, usize)> {
         self.triggers.iter().find_map(|t| match t {
             Trigger::Each { channel, batch } => Some((*channel, *batch)),
@@ -288,9 +295,7 @@ impl Plan {
         let mut plan = self.clone();
         for (j, job) in plan.jobs.iter_mut().enumerate() {
             if !selected[j] {
-                job.retired = true;
-                job.triggers.clear();
-                job.restart = Restart::Never;
+                job.retire();
                 continue;
             }
             job.triggers = match job.each() {
@@ -308,19 +313,28 @@ impl Plan {
                 job.dead_letter = None;
             }
         }
-        for (c, channel) in plan.channels.iter_mut().enumerate() {
-            let keep = |&j: &JobId| {
-                let job = &plan.jobs[j];
-                !job.retired
-                    && (job.stdout == Some(c)
-                        || job.stdin == Some(c)
-                        || job.dead_letter == Some(c)
-                        || job.each().map(|e| e.0) == Some(c))
-            };
-            channel.writers.retain(keep);
-            channel.readers.retain(keep);
-        }
+        plan.wire_channels();
         Ok(plan)
+    }
+
+    /// Who writes and reads each channel, from the jobs that are not retired (in job order).
+    pub fn wire_channels(&mut self) {
+        for c in &mut self.channels {
+            c.writers.clear();
+            c.readers.clear();
+        }
+        for (j, job) in self.jobs.iter().enumerate().filter(|(_, j)| !j.retired) {
+            for c in [job.stdout, job.dead_letter].into_iter().flatten() {
+                if !self.channels[c].writers.contains(&j) {
+                    self.channels[c].writers.push(j);
+                }
+            }
+            for c in [job.stdin, job.each().map(|e| e.0)].into_iter().flatten() {
+                if !self.channels[c].readers.contains(&j) {
+                    self.channels[c].readers.push(j);
+                }
+            }
+        }
     }
 
     /// Whether the workflow ends by itself: no job has a time trigger or restarts.

@@ -63,10 +63,10 @@ impl Dispatcher {
         options: Options,
     ) -> Dispatcher {
         let started_at = Utc::now();
-        let memory = options.state.map(super::record::Memory::new);
+        let mut memory = options.state.map(super::record::Memory::new);
         let handled = memory
-            .as_ref()
-            .map(|m| m.remembered_handled())
+            .as_mut()
+            .map(|m| m.take_handled())
             .unwrap_or_default();
         let entries = (0..plan.jobs.len())
             .flat_map(|j| time_entries(&plan, j, &handled, started_at))
@@ -338,10 +338,7 @@ impl Dispatcher {
             self.jobs[job].counts.skipped += 1;
             let why = SkipReason::MaxInstances(max);
             self.record_skip(job, pending.trigger, Some(pending.scheduled), &why);
-            self.manual_skipped(
-                pending.manual,
-                format!("max_instances ({max}) runs are alive"),
-            );
+            self.manual_skipped(pending.manual, why.text());
             self.emit(Event::RunSkipped {
                 job: self.plan.jobs[job].name.clone(),
                 scheduled: Some(pending.scheduled),
@@ -559,7 +556,7 @@ impl Dispatcher {
                     at_least,
                 } => {
                     self.jobs[job].counts.missed += count;
-                    self.record_missed(job, trigger, scheduled, count, late);
+                    self.record_missed(job, trigger, scheduled, (count, at_least), late);
                     self.emit(Event::RunMissed {
                         job: self.plan.jobs[job].name.clone(),
                         scheduled,

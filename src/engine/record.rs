@@ -1,5 +1,6 @@
 //! What the dispatcher tells the state store (SPEC §4): a time trigger's handled firing, a history row per run,
-//! skip and miss. Each is one non-blocking send to the writer thread; with `--state none` each is nothing.
+//! skip and miss, blocks of run numbers. Each is pushed to a buffer handed to the writer thread once per input
+//! (and waited for only when an `at` firing must be on disk before its run); with `--state none`, nothing.
 
 use chrono::{DateTime, Utc};
 use std::path::PathBuf;
@@ -77,9 +78,10 @@ impl Memory {
         self.history.close();
     }
 
-    /// The last handled firing of each trigger, as a previous runner left them.
-    pub fn remembered_handled(&self) -> std::collections::HashMap<(String, String), DateTime<Utc>> {
-        self.remembered.handled.clone()
+    /// The last handled firing of each trigger, as a previous runner left them (taken: the dispatcher keeps
+    /// them from now on).
+    pub fn take_handled(&mut self) -> std::collections::HashMap<(String, String), DateTime<Utc>> {
+        std::mem::take(&mut self.remembered.handled)
     }
 
     /// When a previous runner last saw this job succeed.
@@ -270,12 +272,8 @@ impl Dispatcher {
         if self.memory.is_none() {
             return;
         }
-        let reason = match why {
-            SkipReason::MaxInstances(max) => format!("max_instances ({max}) reached"),
-            SkipReason::JoinDead(text) => text.clone(),
-        };
         self.send(Op::Append(Box::new(RunRow {
-            reason: Some(reason),
+            reason: Some(why.text()),
             ..self.firing_row(job, trigger, scheduled, Outcome::Skipped, 1)
         })));
     }
@@ -286,18 +284,20 @@ impl Dispatcher {
         job: JobId,
         trigger: usize,
         scheduled: DateTime<Utc>,
-        count: u64,
+        (count, at_least): (u64, bool),
         late: chrono::Duration,
     ) {
+        // Handled even without a store: a reload resumes the trigger after it.
+        self.record_handled(job, trigger, scheduled);
         if self.memory.is_none() {
             return;
         }
-        self.record_handled(job, trigger, scheduled);
         self.send(Op::Append(Box::new(RunRow {
-            reason: Some(format!(
-                "{} late, beyond misfire_grace {}",
-                crate::values::format_duration(late.to_std().unwrap_or_default()),
-                crate::values::format_duration(self.plan.jobs[job].misfire_grace)
+            reason: Some(crate::event::missed_reason(
+                count,
+                at_least,
+                late.to_std().unwrap_or_default(),
+                self.plan.jobs[job].misfire_grace,
             )),
             lateness_ms: Some(late.num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0),
             catch_up: scheduled < self.started_at,

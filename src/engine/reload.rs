@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use super::dispatcher::Dispatcher;
 use super::state::{Executor, JobState, RunId, StopCause};
 use crate::event::Event;
-use crate::plan::{ChannelId, Plan, Restart, Trigger};
+use crate::plan::{ChannelId, Plan, Trigger};
 
 /// What the control API hands the engine.
 pub enum Reload {
@@ -96,65 +96,33 @@ impl Dispatcher {
             return Err("the runner is stopping".into());
         }
         let old = &*self.plan;
-        let place = |names: &[&str], name: &str| names.iter().position(|n| *n == name);
-
         let mut executors = old.executors.clone();
-        let mut ex_map = Vec::new();
-        for e in &new.executors {
-            let names: Vec<&str> = executors.iter().map(|x| x.name.as_str()).collect();
-            match place(&names, &e.name) {
-                Some(k) => {
-                    executors[k] = e.clone();
-                    ex_map.push(k);
-                }
-                None => {
-                    executors.push(e.clone());
-                    ex_map.push(executors.len() - 1);
-                }
-            }
+        let ex_map = places(&mut executors, &new.executors, |e| &e.name);
+        for (e, &k) in new.executors.iter().zip(&ex_map) {
+            executors[k] = e.clone();
         }
 
         let mut channels = old.channels.clone();
         channels.iter_mut().for_each(|c| c.retired = true);
-        let mut ch_map = Vec::new();
+        let ch_map = places(&mut channels, &new.channels, |c| &c.name);
         let mut rebuilt = Vec::new();
-        for c in &new.channels {
-            let names: Vec<&str> = old.channels.iter().map(|x| x.name.as_str()).collect();
-            match place(&names, &c.name) {
-                Some(k) => {
-                    if old.channels[k].kind != c.kind {
-                        if self.channel_busy(k) {
-                            return Err(format!(
-                                "channel `{}` changes kind ({} to {}) while runs use it or messages wait in it; stop its jobs first, or restart the runner",
-                                c.name,
-                                old.channels[k].kind.as_str(),
-                                c.kind.as_str()
-                            ));
-                        }
-                        rebuilt.push(k);
-                    }
-                    channels[k] = c.clone();
-                    ch_map.push(k);
+        for (c, &k) in new.channels.iter().zip(&ch_map) {
+            if k < old.channels.len() && old.channels[k].kind != c.kind {
+                if self.channel_busy(k) {
+                    return Err(format!(
+                        "channel `{}` changes kind ({} to {}) while runs use it or messages wait in it; stop its jobs first, or restart the runner",
+                        c.name,
+                        old.channels[k].kind.as_str(),
+                        c.kind.as_str()
+                    ));
                 }
-                None => {
-                    channels.push(c.clone());
-                    ch_map.push(channels.len() - 1);
-                }
+                rebuilt.push(k);
             }
+            channels[k] = c.clone();
         }
 
         let mut jobs = old.jobs.clone();
-        let mut job_map = Vec::new();
-        for j in &new.jobs {
-            let names: Vec<&str> = old.jobs.iter().map(|x| x.name.as_str()).collect();
-            job_map.push(match place(&names, &j.name) {
-                Some(k) => k,
-                None => {
-                    jobs.push(j.clone());
-                    jobs.len() - 1
-                }
-            });
-        }
+        let job_map = places(&mut jobs, &new.jobs, |j| &j.name);
         let mut applied = Applied::default();
         let mut touched = Vec::new();
         for (i, j) in new.jobs.iter().enumerate() {
@@ -184,35 +152,25 @@ impl Dispatcher {
             jobs[k] = job;
         }
         let mut removed = Vec::new();
+        let kept: std::collections::HashSet<usize> = job_map.iter().copied().collect();
         for (k, job) in old.jobs.iter().enumerate() {
-            if !job.retired && !job_map.contains(&k) {
+            if !job.retired && !kept.contains(&k) {
                 applied.removed.push(job.name.clone());
                 removed.push(k);
                 touched.push(k);
-                let gone = &mut jobs[k];
-                gone.retired = true;
-                gone.triggers.clear();
-                gone.restart = Restart::Never;
+                jobs[k].retire();
             }
         }
+        let mut plan = Plan {
+            name: new.name,
+            path: old.path.clone(),
+            executors,
+            channels,
+            jobs,
+        };
         // Who reads and writes what, from the merged jobs (in index order: old readers keep their order).
-        for c in &mut channels {
-            c.writers.clear();
-            c.readers.clear();
-        }
-        for (j, job) in jobs.iter().enumerate().filter(|(_, j)| !j.retired) {
-            for c in [job.stdout, job.dead_letter].into_iter().flatten() {
-                if !channels[c].writers.contains(&j) {
-                    channels[c].writers.push(j);
-                }
-            }
-            for c in [job.stdin, job.each().map(|e| e.0)].into_iter().flatten() {
-                if !channels[c].readers.contains(&j) {
-                    channels[c].readers.push(j);
-                }
-            }
-        }
-        for (c, channel) in channels.iter().enumerate() {
+        plan.wire_channels();
+        for (c, channel) in plan.channels.iter().enumerate() {
             let reopened = c < old.channels.len()
                 && self.channels.all[c].closed
                 && channel
@@ -227,13 +185,7 @@ impl Dispatcher {
             }
         }
         Ok(Merged {
-            plan: Plan {
-                name: new.name,
-                path: old.path.clone(),
-                executors,
-                channels,
-                jobs,
-            },
+            plan,
             applied,
             jobs_touched: touched,
             removed,
@@ -299,4 +251,24 @@ impl Dispatcher {
             self.pump_each(j);
         }
     }
+}
+
+/// Where each new item goes in the merged list (`merged` starts as the old list): the place of the old item of
+/// the same name, else a new place at the end (the new item is appended there).
+fn places<T: Clone>(merged: &mut Vec<T>, new: &[T], name: impl Fn(&T) -> &str) -> Vec<usize> {
+    let mut at: std::collections::HashMap<String, usize> = merged
+        .iter()
+        .enumerate()
+        .map(|(i, x)| (name(x).to_string(), i))
+        .collect();
+    new.iter()
+        .map(|x| match at.get(name(x)) {
+            Some(&k) => k,
+            None => {
+                merged.push(x.clone());
+                at.insert(name(x).to_string(), merged.len() - 1);
+                merged.len() - 1
+            }
+        })
+        .collect()
 }

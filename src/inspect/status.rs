@@ -87,6 +87,11 @@ pub fn status(file: &Path, state: Option<&str>, format: Mode) -> Result<i32, Err
             .find(|j| j["job"] == name)
             .cloned()
     };
+    // The last day's rows by job, once (not a pass over all of them per job).
+    let mut by_job: std::collections::HashMap<&str, Vec<&RunRow>> = Default::default();
+    for row in &recent {
+        by_job.entry(row.job.as_str()).or_default().push(row);
+    }
     let mut jobs = Vec::new();
     for job in &opened.plan.jobs {
         let last = match &opened.store {
@@ -101,7 +106,7 @@ pub fn status(file: &Path, state: Option<&str>, format: Mode) -> Result<i32, Err
                 .next(),
             None => None,
         };
-        let mine = || recent.iter().filter(|r| r.job == job.name);
+        let mine = || by_job.get(job.name.as_str()).into_iter().flatten().copied();
         // Rows `running` are live only while a runner holds the state; the next runner marks them interrupted.
         let now_live = live_job(&job.name);
         let runs: Vec<serde_json::Value> = now_live
