@@ -818,3 +818,69 @@ fn a_job_moved_to_another_executor_by_a_reload_frees_the_worker_it_held() {
     assert_eq!(status, 200, "{body}");
     drop(runner);
 }
+
+#[test]
+fn only_counts_dead_letters_nobody_reads_as_failed() {
+    let (_dir, file) = flow(
+        "channels: { tasks: {}, failed: {} }\njobs:\n  gen:\n    run: seq 3\n    stdout: tasks\n  work:\n    run: read -r n; [ \"$n\" != 2 ]\n    trigger: { each: tasks }\n    dead_letter: failed\n  dead:\n    run: cat\n    stdin: failed\n",
+    );
+    let out = cmd()
+        .arg(&file)
+        .args([
+            "--state",
+            "none",
+            "--log-format",
+            "json",
+            "--only",
+            "gen",
+            "work",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "a message failed for good");
+    let ev = events(&out.stderr);
+    assert_eq!(common::summary(&ev)["failed_messages"], 1);
+}
+
+#[test]
+fn idle_tcp_connections_do_not_take_the_sockets_slots() {
+    let (dir, file) = flow(&format!(
+        "jobs:\n  a:\n    run: 'true'\n    trigger: {NEVER}\n"
+    ));
+    let state = state_of(&dir);
+    let port = free_port();
+    let runner = Runner::start(&file, &state, &["--listen", &port.to_string()]);
+    // More idle connections than one listener serves at once.
+    let idle: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    assert_eq!(unix(&state, "GET", "/healthz", "").0, 200);
+    drop(idle);
+    drop(runner);
+}
+
+#[test]
+fn watch_follows_a_swapped_symlink() {
+    let (dir, _file) = flow("");
+    let one = dir.path().join("one");
+    let two = dir.path().join("two");
+    std::fs::create_dir(&one).unwrap();
+    std::fs::create_dir(&two).unwrap();
+    let body = |extra: &str| format!("jobs:\n  a:\n    run: 'true'\n    trigger: {NEVER}\n{extra}");
+    std::fs::write(one.join("flow.yaml"), body("")).unwrap();
+    std::fs::write(
+        two.join("flow.yaml"),
+        body("  b:\n    run: echo from-b\n    trigger: start\n"),
+    )
+    .unwrap();
+    let link = dir.path().join("current.yaml");
+    std::os::unix::fs::symlink(one.join("flow.yaml"), &link).unwrap();
+    let state = state_of(&dir);
+    let mut runner = Runner::start(&link, &state, &["--watch"]);
+    // The ConfigMap way: a new link renamed over the old one.
+    let tmp = dir.path().join("current.tmp");
+    std::os::unix::fs::symlink(two.join("flow.yaml"), &tmp).unwrap();
+    std::fs::rename(&tmp, &link).unwrap();
+    let applied = runner.wait_for(|e| e["event"] == "reload.applied");
+    assert_eq!(applied["added"], serde_json::json!(["b"]));
+}

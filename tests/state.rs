@@ -619,3 +619,96 @@ fn status_and_history_text_for_people() {
     lines.sort();
     insta::assert_snapshot!("history", format!("{head}\n{}\n", lines.join("\n")));
 }
+
+#[test]
+fn a_renamed_job_keeps_its_history_under_its_old_name() {
+    let (dir, file) = flow("jobs:\n  old:\n    run: echo from-old\n    trigger: start\n");
+    let state = dir.path().join("state");
+    assert_eq!(run(&file, &state, &[]).status.code(), Some(0));
+    std::fs::write(
+        &file,
+        "jobs:\n  new:\n    run: echo from-new\n    trigger: start\n",
+    )
+    .unwrap();
+    let rows = history_json(&file, &state, &["old"]);
+    assert_eq!(rows.len(), 1);
+    let logs = flowrun(&["logs", file.to_str().unwrap(), "old"], &state);
+    assert!(String::from_utf8_lossy(&logs.stdout).contains("from-old"));
+    // A name neither in the file nor in the history is still refused.
+    assert_eq!(history_json_code(&file, &state, "never"), Some(2));
+}
+
+fn history_json_code(file: &Path, state: &Path, job: &str) -> Option<i32> {
+    flowrun(&["history", file.to_str().unwrap(), job], state)
+        .status
+        .code()
+}
+
+#[test]
+fn a_shared_folder_given_as_state_is_not_made_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, file) = flow("jobs:\n  a:\n    run: 'true'\n    trigger: start\n");
+    let shared = dir.path().join("project");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::write(shared.join("notes.txt"), "mine").unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = run(&file, &shared, &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let mode = std::fs::metadata(&shared).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o755, "left as it was");
+    let ev = events(&out.stderr);
+    assert!(
+        ev.iter()
+            .any(|e| e["event"] == "notice" && e["reason"].as_str().unwrap().contains("is shared")),
+        "{ev:?}"
+    );
+    // A fresh directory is made private.
+    let fresh = dir.path().join("fresh");
+    run(&file, &fresh, &[]);
+    assert_eq!(
+        std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+}
+
+#[test]
+fn a_remembered_instant_ahead_of_the_clock_starts_the_trigger_afresh_with_a_notice() {
+    let (dir, file) = flow(&ticking("1h", true));
+    let state = dir.path().join("state");
+    remember_one_tick(&file, &state);
+    // As if the clock had been set back: the memory lies in the future.
+    move_back(&state, "tick", Duration::days(-365 * 70));
+    let out = run(&file, &state, &["--for", "1500ms"]);
+    let ev = events(&out.stderr);
+    assert!(
+        ev.iter().any(|e| e["event"] == "notice"
+            && e["reason"].as_str().unwrap().contains("ahead of the clock")),
+        "{ev:?}"
+    );
+    assert!(
+        !of(&ev, "run.start", "tick").is_empty(),
+        "not silent until 2096"
+    );
+}
+
+#[test]
+fn an_interval_grid_starts_at_the_first_start_so_short_lives_still_fire() {
+    let (dir, file) = flow("jobs:\n  slow:\n    run: 'true'\n    trigger: { interval: 3s }\n");
+    let state = dir.path().join("state");
+    let first = run(&file, &state, &["--for", "300ms"]);
+    let first_start = events(&first.stderr)[0]["ts"].as_str().unwrap().to_string();
+    let first_start = DateTime::parse_from_rfc3339(&first_start).unwrap();
+    // A second life: its first firing is on the first life's grid (3 s after that start), not 3 s after its own.
+    let second = run(&file, &state, &["--for", "4s"]);
+    let ev = events(&second.stderr);
+    let scheduled = of(&ev, "run.start", "slow")[0]["scheduled"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let scheduled = DateTime::parse_from_rfc3339(&scheduled).unwrap();
+    let offset = (scheduled - first_start).num_milliseconds();
+    assert!(
+        (2_900..=3_100).contains(&offset),
+        "{offset} ms after the first start"
+    );
+}
