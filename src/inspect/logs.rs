@@ -59,7 +59,10 @@ pub fn logs(
     let mut out = std::io::stdout().lock();
     let mut row = row;
     loop {
-        offset = copy_from(&path, offset, &mut out)?;
+        let Some(now) = copy_from(&path, offset, &mut out)? else {
+            return Ok(crate::exit::OK); // stdout closed (`| head`): done
+        };
+        offset = now;
         let running = row.outcome == Outcome::Running;
         let live = running && store.holder().is_some();
         if follow && running && !live {
@@ -100,11 +103,11 @@ fn find(store: &SqliteStore, job: &str, number: u64) -> Result<Option<RunRow>, E
         .next())
 }
 
-/// Print the file from `offset`; the new offset. A file not made yet is empty.
-fn copy_from(path: &Path, offset: u64, out: &mut impl Write) -> Result<u64, Error> {
+/// Print the file from `offset`; the new offset (`None`: stdout is closed). A file not made yet is empty.
+fn copy_from(path: &Path, offset: u64, out: &mut impl Write) -> Result<Option<u64>, Error> {
     let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(offset),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Some(offset)),
         Err(e) => return Err(Error::Setup(format!("{}: {e}", path.display()))),
     };
     file.seek(SeekFrom::Start(offset))
@@ -113,8 +116,8 @@ fn copy_from(path: &Path, offset: u64, out: &mut impl Write) -> Result<u64, Erro
     file.read_to_end(&mut buf)
         .map_err(|e| Error::Setup(format!("{}: {e}", path.display())))?;
     // A closed stdout (`| head`) ends the command quietly.
-    if out.write_all(&buf).and_then(|_| out.flush()).is_err() {
-        return Ok(offset + buf.len() as u64);
+    match out.write_all(&buf).and_then(|_| out.flush()) {
+        Ok(()) => Ok(Some(offset + buf.len() as u64)),
+        Err(_) => Ok(None),
     }
-    Ok(offset + buf.len() as u64)
 }
