@@ -33,10 +33,13 @@ const OPTION_KEYS: &[&str] = &[
     "restart",
     "stop_grace",
     "dead_letter",
+    "ready",
 ];
 const JOB_ONLY_KEYS: &[&str] = &["run", "trigger", "stdin", "stdout"];
 const RETRY_KEYS: &[&str] = &["attempts", "backoff", "on"];
 const RESTART_KEYS: &[&str] = &["policy", "max", "window"];
+const PROBE_KINDS: &[&str] = &["log", "http", "tcp", "exec"];
+const PROBE_TIMING_KEYS: &[&str] = &["interval", "timeout"];
 const TRIGGER_WORDS: &[&str] = &["start", "cron", "interval", "at", "after", "each"];
 const CRON_KEYS: &[&str] = &["cron", "timezone", "jitter"];
 const INTERVAL_KEYS: &[&str] = &["interval", "jitter", "start", "end", "timezone"];
@@ -702,7 +705,144 @@ impl Decoder<'_> {
             dead_letter: f
                 .get("dead_letter")
                 .and_then(|n| self.name_ref(n, "channel")),
+            ready: f.get("ready").and_then(|n| self.ready(n)),
         }
+    }
+
+    /// `ready: { log | http | tcp | exec, interval, timeout }`: exactly one kind of probe, checked here (the
+    /// regex compiles, the URL is `http://HOST...`, the address is `HOST:PORT`) so a runner never meets one that
+    /// cannot work.
+    fn ready(&mut self, node: &Node) -> Option<Sp<ReadySpec>> {
+        let f = self.fields(
+            node,
+            &[PROBE_KINDS, PROBE_TIMING_KEYS],
+            &[],
+            node.span,
+            "`ready`",
+        )?;
+        let kinds: Vec<&str> = PROBE_KINDS
+            .iter()
+            .copied()
+            .filter(|k| f.get(k).is_some())
+            .collect();
+        if kinds.len() != 1 {
+            let message = match kinds.len() {
+                0 => "`ready` names no probe".to_string(),
+                _ => format!("`ready` has {} probes ({})", kinds.len(), kinds.join(", ")),
+            };
+            self.push(
+                Diagnostic::new(Code::InvalidProbe, node.span, message)
+                    .label("one probe here")
+                    .help("give exactly one of `log: REGEX`, `http: URL`, `tcp: HOST:PORT`, `exec: COMMAND`"),
+            );
+        }
+        let interval = f.get("interval").and_then(|n| self.duration(n, true));
+        let timeout = f.get("timeout").and_then(|n| self.duration(n, true));
+        let log = f.get("log").and_then(|n| self.pattern(n));
+        let http = f.get("http").and_then(|n| self.http_url(n));
+        let tcp = f.get("tcp").and_then(|n| self.tcp_address(n));
+        let exec = f.get("exec").and_then(|n| self.run(n));
+        if kinds.len() != 1
+            || [log.is_some(), http.is_some(), tcp.is_some(), exec.is_some()] == [false; 4]
+        {
+            return None;
+        }
+        Some(Sp::new(
+            ReadySpec {
+                log,
+                http,
+                tcp,
+                exec,
+                interval,
+                timeout,
+            },
+            node.span,
+        ))
+    }
+
+    fn probe_problem(&mut self, span: Span, message: String, help: &str) {
+        self.push(
+            Diagnostic::new(Code::InvalidProbe, span, message)
+                .label("this probe cannot work")
+                .help(help),
+        );
+    }
+
+    /// A `log` probe's regular expression, compiled.
+    fn pattern(&mut self, node: &Node) -> Option<Sp<Pattern>> {
+        let text = self.string(node, "a regular expression")?;
+        match regex::bytes::Regex::new(&text.value) {
+            Ok(regex) => Some(Sp::new(
+                Pattern {
+                    text: text.value,
+                    regex,
+                },
+                text.span,
+            )),
+            Err(e) => {
+                // The regex crate's message draws the pattern with a caret; its last line says what is wrong.
+                let what = e.to_string();
+                let what = what
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("");
+                let what = what.trim().trim_start_matches("error: ").to_string();
+                self.probe_problem(
+                    text.span,
+                    format!("`{}` is not a regular expression: {what}", text.value),
+                    "write a regex (Rust `regex` syntax), e.g. `log: \"listening on .*:8080\"`",
+                );
+                None
+            }
+        }
+    }
+
+    /// An `http` probe's URL: `http://HOST[:PORT][/PATH]`.
+    fn http_url(&mut self, node: &Node) -> Option<Sp<HttpUrl>> {
+        let text = self.string(node, "a URL")?;
+        let help = "write `http://HOST[:PORT]/PATH`, e.g. `http://127.0.0.1:8080/health`; for https use `exec: curl -fsS https://...`";
+        let uri = match text.value.parse::<hyper::Uri>() {
+            Ok(uri) => uri,
+            Err(e) => {
+                self.probe_problem(
+                    text.span,
+                    format!("`{}` is not a URL: {e}", text.value),
+                    help,
+                );
+                return None;
+            }
+        };
+        let problem = match (uri.scheme_str(), uri.host()) {
+            (Some("http"), Some(host)) if !host.is_empty() => None,
+            (Some("https"), _) => Some("the http probe speaks plain http, not TLS".to_string()),
+            (Some(other), _) if other != "http" => Some(format!("`{other}` is not http")),
+            (None, _) => Some("it has no `http://`".to_string()),
+            _ => Some("it names no host".to_string()),
+        };
+        if let Some(problem) = problem {
+            self.probe_problem(
+                text.span,
+                format!("`{}` cannot be probed: {problem}", text.value),
+                help,
+            );
+            return None;
+        }
+        Some(Sp::new(HttpUrl(uri), text.span))
+    }
+
+    /// A `tcp` probe's `HOST:PORT` (`[::1]:PORT` for an IPv6 address).
+    fn tcp_address(&mut self, node: &Node) -> Option<Sp<String>> {
+        let text = self.string(node, "HOST:PORT")?;
+        if let Err(problem) = crate::values::check_host_port(&text.value) {
+            self.probe_problem(
+                text.span,
+                format!("`{}` is not HOST:PORT: {problem}", text.value),
+                "write the host and the port, e.g. `tcp: 127.0.0.1:5432` or `tcp: \"[::1]:5432\"`",
+            );
+            return None;
+        }
+        Some(text)
     }
 
     fn retry(&mut self, node: &Node) -> Option<Sp<RetrySpec>> {
@@ -911,6 +1051,7 @@ impl Decoder<'_> {
                     ("success", Status::Success),
                     ("failure", Status::Failure),
                     ("any", Status::Any),
+                    ("ready", Status::Ready),
                 ];
                 let status = f
                     .get("status")
@@ -1101,6 +1242,10 @@ mod tests {
         );
         assert_eq!(props(&defs["RetrySpec"]), sorted(&[RETRY_KEYS]));
         assert_eq!(props(&defs["RestartLimit"]), sorted(&[RESTART_KEYS]));
+        assert_eq!(
+            props(&defs["ReadySpec"]),
+            sorted(&[PROBE_KINDS, PROBE_TIMING_KEYS])
+        );
         assert_eq!(props(&defs["CronTrigger"]), sorted(&[CRON_KEYS]));
         assert_eq!(props(&defs["IntervalTrigger"]), sorted(&[INTERVAL_KEYS]));
         assert_eq!(props(&defs["AtTrigger"]), sorted(&[AT_KEYS]));

@@ -37,10 +37,12 @@ pub enum Code {
     ConflictingKeys,
     StarvedExecutor,
     PastTime,
+    InvalidProbe,
+    NoProbe,
 }
 
 impl Code {
-    pub const ALL: [Code; 17] = [
+    pub const ALL: [Code; 19] = [
         Code::Syntax,
         Code::UnknownKey,
         Code::MissingKey,
@@ -58,6 +60,8 @@ impl Code {
         Code::ConflictingKeys,
         Code::StarvedExecutor,
         Code::PastTime,
+        Code::InvalidProbe,
+        Code::NoProbe,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -79,6 +83,8 @@ impl Code {
             Code::ConflictingKeys => "conflicting-keys",
             Code::StarvedExecutor => "starved-executor",
             Code::PastTime => "past-time",
+            Code::InvalidProbe => "invalid-probe",
+            Code::NoProbe => "no-probe",
         }
     }
 

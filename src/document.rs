@@ -297,6 +297,66 @@ pub struct JobOptions {
     pub stop_grace: Option<Sp<Dur>>,
     /// A channel for the messages of `each` runs that failed their last attempt.
     pub dead_letter: Option<Sp<String>>,
+    /// A readiness probe: a run is *ready* once it passes (`after: { status: ready }` waits for that).
+    pub ready: Option<Sp<ReadySpec>>,
+}
+
+/// A readiness probe (SPEC §6): exactly one of `log`, `http`, `tcp`, `exec`.
+#[derive(Debug, Clone, PartialEq, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[schemars(extend("oneOf" = [
+    { "required": ["log"] }, { "required": ["http"] }, { "required": ["tcp"] }, { "required": ["exec"] }
+]))]
+pub struct ReadySpec {
+    /// A regular expression: ready when a line of the run's printed output (stderr, and stdout when it feeds no
+    /// channel) matches.
+    pub log: Option<Sp<Pattern>>,
+    /// An `http://` URL: ready when a GET answers 2xx.
+    pub http: Option<Sp<HttpUrl>>,
+    /// `HOST:PORT`: ready when a TCP connection succeeds.
+    pub tcp: Option<Sp<String>>,
+    /// A command (a string for `/bin/sh -c`, or a list): ready when it exits 0. It runs in the job's folder with
+    /// the job's environment.
+    pub exec: Option<Sp<RunSpec>>,
+    /// Time between checks; one check may take as long, and at least 1s. Default 1s.
+    pub interval: Option<Sp<Dur>>,
+    /// A run not ready this long after its start is stopped and fails. Default 60s.
+    pub timeout: Option<Sp<Dur>>,
+}
+
+/// A compiled regular expression with the text it came from.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    pub text: String,
+    pub regex: regex::bytes::Regex,
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl JsonSchema for Pattern {
+    fn schema_name() -> Cow<'static, str> {
+        "Regex".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string", "description": "A regular expression (Rust `regex` syntax), e.g. `listening on .*:8080`." })
+    }
+}
+
+/// A parsed `http://HOST[:PORT]/PATH` URL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpUrl(pub hyper::Uri);
+
+impl JsonSchema for HttpUrl {
+    fn schema_name() -> Cow<'static, str> {
+        "HttpUrl".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string", "pattern": "^http://", "description": "An `http://` URL, e.g. `http://127.0.0.1:8080/health`." })
+    }
 }
 
 /// An environment value: any scalar, turned into a string.
@@ -425,6 +485,8 @@ pub enum Status {
     Success,
     Failure,
     Any,
+    /// The run became ready (its `ready` probe passed), whether or not it ended.
+    Ready,
 }
 
 impl Status {
@@ -434,6 +496,7 @@ impl Status {
             Status::Success => "success",
             Status::Failure => "failure",
             Status::Any => "an end",
+            Status::Ready => "readiness",
         }
     }
 }

@@ -89,6 +89,23 @@ pub enum Event {
         run: u64,
         pid: u32,
     },
+    /// The run's readiness probe passed, `after` its start.
+    RunReady {
+        job: String,
+        run: u64,
+        pid: u32,
+        after: std::time::Duration,
+        /// The probe in words (`http http://127.0.0.1:8080/`).
+        probe: String,
+    },
+    /// The run's readiness probe did not pass within its `timeout`: the run is stopped and fails.
+    RunNotReady {
+        job: String,
+        run: u64,
+        pid: u32,
+        /// `not ready within 60s (last check: ...)`.
+        reason: String,
+    },
     ChannelClosed {
         channel: String,
         messages: u64,
@@ -405,6 +422,28 @@ impl Event {
                 pid: Some(*pid),
                 ..Record::new("run.timeout", ts).job(job, Some(*run))
             },
+            Event::RunReady {
+                job,
+                run,
+                pid,
+                after,
+                probe,
+            } => Record {
+                pid: Some(*pid),
+                duration_ms: Some(after.as_millis() as u64),
+                reason: Some(probe.clone()),
+                ..Record::new("run.ready", ts).job(job, Some(*run))
+            },
+            Event::RunNotReady {
+                job,
+                run,
+                pid,
+                reason,
+            } => Record {
+                pid: Some(*pid),
+                reason: Some(reason.clone()),
+                ..Record::new("run.unready", ts).job(job, Some(*run))
+            },
             Event::ChannelClosed { channel, messages } => Record {
                 channel: Some(channel.clone()),
                 messages: Some(*messages),
@@ -538,6 +577,15 @@ impl Event {
                 format_duration(*backoff)
             )),
             Event::RunTimeout { job, run, .. } => Some(format!("{job}#{run} timed out")),
+            Event::RunReady {
+                job, run, after, ..
+            } => Some(format!(
+                "{job}#{run} is ready after {:.2}s",
+                after.as_secs_f64()
+            )),
+            Event::RunNotReady {
+                job, run, reason, ..
+            } => Some(format!("{job}#{run} {reason}; stopping it")),
             Event::Notice { text } => Some(text.clone()),
             Event::ReloadApplied {
                 added,

@@ -19,6 +19,8 @@ pub const DEFAULT_MISFIRE_GRACE: Duration = Duration::from_secs(1);
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(5);
 pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -113,6 +115,8 @@ pub struct Job {
     pub restart_limit: Option<RestartLimit>,
     pub stop_grace: Duration,
     pub dead_letter: Option<ChannelId>,
+    /// A readiness probe (SPEC §6).
+    pub ready: Option<Probe>,
     /// Removed by a reload: kept in place (indices stay stable for live runs), never fired again.
     pub retired: bool,
 }
@@ -136,6 +140,38 @@ impl Job {
         self.triggers
             .iter()
             .any(|t| matches!(t, Trigger::Time { .. }))
+    }
+}
+
+/// A readiness probe: what is checked, how often, and for how long.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub check: Check,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum Check {
+    /// A line of the run's printed output matches.
+    Log(regex::bytes::Regex),
+    /// A GET of this `http://` URL answers 2xx.
+    Http(hyper::Uri),
+    /// A TCP connection to `HOST:PORT` succeeds.
+    Tcp(String),
+    /// The command exits 0.
+    Exec(Command),
+}
+
+impl Check {
+    /// The probe in words, for events and messages: `http http://127.0.0.1:8080/`.
+    pub fn describe(&self) -> String {
+        match self {
+            Check::Log(r) => format!("log /{}/", r.as_str()),
+            Check::Http(u) => format!("http {u}"),
+            Check::Tcp(a) => format!("tcp {a}"),
+            Check::Exec(c) => format!("exec {}", c.display()),
+        }
     }
 }
 
@@ -262,6 +298,7 @@ impl Plan {
                     Status::Success => "",
                     Status::Failure => " (on failure)",
                     Status::Any => " (any status)",
+                    Status::Ready => " (ready)",
                 };
                 format!("after {}{suffix}", names.join(" + "))
             }

@@ -329,7 +329,28 @@ impl<'d, 'o> Rules<'d, 'o> {
                 if let TriggerSpec::After(a) = &t.value {
                     for up in &a.after.value.0 {
                         match self.job_index(&up.value) {
-                            Some(u) => edges[j].push((u, up.span)),
+                            Some(u) => {
+                                edges[j].push((u, up.span));
+                                let wants_ready =
+                                    a.status.as_ref().is_some_and(|s| s.value == Status::Ready);
+                                if wants_ready && self.jobs[u].o.ready.is_none() {
+                                    found.push(
+                                        Diagnostic::new(
+                                            Code::NoProbe,
+                                            up.span,
+                                            format!(
+                                                "job `{}` waits for `{}` to be ready, but `{}` has no `ready` probe",
+                                                r.name.value, up.value, up.value
+                                            ),
+                                        )
+                                        .label("never ready: no probe")
+                                        .help(format!(
+                                            "give `{}` a probe, e.g. `ready: {{ tcp: 127.0.0.1:8080 }}`, or wait for its end with `status: success`",
+                                            up.value
+                                        )),
+                                    );
+                                }
+                            }
                             None => found.push(
                                 Diagnostic::new(
                                     Code::UnknownJob,
@@ -822,12 +843,7 @@ impl<'d, 'o> Rules<'d, 'o> {
             };
             jobs.push(plan::Job {
                 name: r.name.value.clone(),
-                command: match &r.job.run.value {
-                    RunSpec::Shell(s) => plan::Command::Shell(s.clone()),
-                    RunSpec::Argv(a) => {
-                        plan::Command::Argv(a.iter().map(|s| s.value.clone()).collect())
-                    }
-                },
+                command: command(&r.job.run.value),
                 cwd,
                 env_files: o
                     .env_file
@@ -883,6 +899,7 @@ impl<'d, 'o> Rules<'d, 'o> {
                     .as_ref()
                     .map_or(plan::DEFAULT_STOP_GRACE, |d| d.value.0),
                 dead_letter,
+                ready: o.ready.as_ref().map(|r| probe(&r.value)),
                 retired: false,
             });
         }
@@ -907,6 +924,38 @@ impl<'d, 'o> Rules<'d, 'o> {
             channels,
             jobs,
         })
+    }
+}
+
+fn command(run: &RunSpec) -> plan::Command {
+    match run {
+        RunSpec::Shell(s) => plan::Command::Shell(s.clone()),
+        RunSpec::Argv(a) => plan::Command::Argv(a.iter().map(|s| s.value.clone()).collect()),
+    }
+}
+
+/// A decoded `ready` (the decoder made sure exactly one kind is given).
+fn probe(spec: &ReadySpec) -> plan::Probe {
+    let check = if let Some(log) = &spec.log {
+        plan::Check::Log(log.value.regex.clone())
+    } else if let Some(http) = &spec.http {
+        plan::Check::Http(http.value.0.clone())
+    } else if let Some(tcp) = &spec.tcp {
+        plan::Check::Tcp(tcp.value.clone())
+    } else {
+        let exec = spec.exec.as_ref().expect("the decoder checked one probe");
+        plan::Check::Exec(command(&exec.value))
+    };
+    plan::Probe {
+        check,
+        interval: spec
+            .interval
+            .as_ref()
+            .map_or(plan::DEFAULT_PROBE_INTERVAL, |d| d.value.0),
+        timeout: spec
+            .timeout
+            .as_ref()
+            .map_or(plan::DEFAULT_PROBE_TIMEOUT, |d| d.value.0),
     }
 }
 
@@ -944,6 +993,7 @@ fn merge_options(job: &JobOptions, defaults: &JobOptions) -> JobOptions {
         restart: pick(&job.restart, &defaults.restart),
         stop_grace: pick(&job.stop_grace, &defaults.stop_grace),
         dead_letter: pick(&job.dead_letter, &defaults.dead_letter),
+        ready: pick(&job.ready, &defaults.ready),
     }
 }
 

@@ -82,6 +82,36 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// A duration the way a user writes it: `1m30s`, `250ms`.
+/// Whether `text` is `HOST:PORT` (a name, an IPv4 address, or `[IPv6]`; a port from 1 to 65535). Names are not
+/// resolved here: that is the probe's business, at run time.
+pub fn check_host_port(text: &str) -> Result<(), &'static str> {
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err("there is no `:PORT`");
+    };
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => {}
+        _ => return Err("the port is not a number from 1 to 65535"),
+    }
+    let host = match host.strip_prefix('[') {
+        Some(inner) => match inner.strip_suffix(']') {
+            Some(v6) if v6.parse::<std::net::Ipv6Addr>().is_ok() => return Ok(()),
+            _ => return Err("`[...]` holds no IPv6 address"),
+        },
+        None => host,
+    };
+    if host.is_empty() {
+        return Err("the host is empty");
+    }
+    if host.contains(':') {
+        return Err("an IPv6 address goes in brackets: `[::1]:PORT`");
+    }
+    let name_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_';
+    if !host.chars().all(name_char) {
+        return Err("the host is not a name or an address");
+    }
+    Ok(())
+}
+
 pub fn format_duration(d: Duration) -> String {
     let mut ms = d.as_millis();
     if ms == 0 {
@@ -207,6 +237,32 @@ pub fn resolve_local(naive: NaiveDateTime, zone: Tz) -> DateTime<Utc> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn host_and_port() {
+        use super::check_host_port as check;
+        for ok in [
+            "127.0.0.1:80",
+            "localhost:5432",
+            "db.internal:1",
+            "[::1]:8080",
+            "my_host:65535",
+        ] {
+            assert_eq!(check(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "127.0.0.1",
+            ":80",
+            "host:0",
+            "host:65536",
+            "host:http",
+            "::1:80",
+            "[nope]:80",
+            "a b:80",
+        ] {
+            assert!(check(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn the_tz_variable_names_a_zone() {

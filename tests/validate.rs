@@ -64,6 +64,8 @@ const CASES: &[(&str, u64, u64)] = &[
     ("conflicting-keys", 10, 14),
     ("starved-executor", 13, 12),
     ("past-time", 4, 20),
+    ("invalid-probe", 4, 19),
+    ("no-probe", 6, 23),
 ];
 
 #[test]

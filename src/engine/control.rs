@@ -65,6 +65,8 @@ pub struct LiveRun {
     pub pid: Option<u32>,
     pub started: DateTime<Utc>,
     pub attempt: u32,
+    /// Whether its readiness probe passed (`None`: the job has no probe).
+    pub ready: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -372,6 +374,7 @@ impl Dispatcher {
                 pid: run.state.pid(),
                 started: run.started_at,
                 attempt: run.attempt,
+                ready: self.plan.jobs[run.job].ready.as_ref().map(|_| run.ready),
             });
         }
         for r in &mut running {

@@ -9,6 +9,8 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::channels::Channels;
+use super::outcome::{Milestone, StoppedFor};
+use super::probe;
 use super::process;
 use super::runlog::RunLog;
 use super::state::{Executor, JobState, Pending, Run, RunId, RunState, StopCause};
@@ -201,6 +203,7 @@ impl Dispatcher {
             Input::Msg(Msg::Exited { id, end }) => self.on_exit(id, end),
             Input::Msg(Msg::Later(key)) => self.on_due(key),
             Input::Msg(Msg::Control(request)) => self.on_request(request),
+            Input::Msg(Msg::Ready(id)) => self.on_ready(id),
             Input::Msg(Msg::Wake) => {
                 for j in 0..self.plan.jobs.len() {
                     self.pump_each(j);
@@ -232,7 +235,7 @@ impl Dispatcher {
         match &later {
             Later::Fire(p) | Later::Retry(p) => self.jobs[p.job].pending += 1,
             Later::Restart(job) => self.jobs[*job].pending += 1,
-            Later::Timeout(_) | Later::Kill(_) => {}
+            Later::Timeout(_) | Later::NotReady(_) | Later::Kill(_) => {}
         }
         let key = self.next_later;
         self.next_later += 1;
@@ -265,7 +268,9 @@ impl Dispatcher {
         let keys: Vec<u64> = self
             .waiting
             .iter()
-            .filter(|(_, (l, _))| !matches!(l, Later::Timeout(_) | Later::Kill(_)))
+            .filter(|(_, (l, _))| {
+                !matches!(l, Later::Timeout(_) | Later::NotReady(_) | Later::Kill(_))
+            })
             .map(|(k, _)| *k)
             .collect();
         for key in keys {
@@ -279,7 +284,7 @@ impl Dispatcher {
                     self.give_back(p);
                 }
                 Later::Restart(job) => self.jobs[job].pending -= 1,
-                Later::Timeout(_) | Later::Kill(_) => {}
+                Later::Timeout(_) | Later::NotReady(_) | Later::Kill(_) => {}
             }
         }
     }
@@ -304,6 +309,7 @@ impl Dispatcher {
                 self.fire(Pending::now(job));
             }
             Later::Timeout(id) => self.on_timeout(id),
+            Later::NotReady(id) => self.on_not_ready(id),
             Later::Kill(id) => {
                 if let Some(pid) = self.runs.get(&id).and_then(|r| r.state.pid()) {
                     process::signal_group(pid, libc::SIGKILL);
@@ -324,6 +330,65 @@ impl Dispatcher {
             });
             let _ = self.stop_run(id, StopCause::Timeout);
         }
+    }
+
+    /// A run's probe passed: it is ready (once), and the joins waiting for its readiness hear it.
+    fn on_ready(&mut self, id: RunId) {
+        let Some(run) = self.runs.get_mut(&id) else {
+            return;
+        };
+        let RunState::Running { pid } = run.state else {
+            return;
+        };
+        if std::mem::replace(&mut run.ready, true) {
+            return;
+        }
+        let plan = self.plan.clone();
+        let job = &plan.jobs[run.job];
+        let upstream = super::exits::upstream_entry(job, run, "ready", None, None);
+        let event = Event::RunReady {
+            job: job.name.clone(),
+            run: run.number,
+            pid,
+            after: run.started.elapsed(),
+            probe: job
+                .ready
+                .as_ref()
+                .map(|p| p.check.describe())
+                .unwrap_or_default(),
+        };
+        let job = run.job;
+        self.emit(event);
+        self.propagate(job, Milestone::Ready, upstream);
+    }
+
+    /// A run whose probe has not passed within its `timeout` is stopped, and fails (a service that never comes
+    /// up is restarted by its policy, or fails the workflow, instead of holding its dependents for ever).
+    fn on_not_ready(&mut self, id: RunId) {
+        let Some(run) = self.runs.get(&id) else {
+            return;
+        };
+        let RunState::Running { pid } = run.state else {
+            return;
+        };
+        if run.ready {
+            return;
+        }
+        let job = &self.plan.jobs[run.job];
+        let timeout = job.ready.as_ref().map(|r| r.timeout).unwrap_or_default();
+        let last = run.probe.as_ref().and_then(|p| p.last_failure());
+        self.emit(Event::RunNotReady {
+            job: job.name.clone(),
+            run: run.number,
+            pid,
+            reason: format!(
+                "{}{}",
+                StoppedFor::NotReady(timeout).reason(),
+                last.map(|l| format!(" (last check: {l})"))
+                    .unwrap_or_default()
+            ),
+        });
+        let _ = self.stop_run(id, StopCause::NotReady);
     }
 
     /// A firing: skipped beyond `max_instances`, else queued for a worker.
@@ -428,7 +493,7 @@ impl Dispatcher {
         let id = self.next_id;
         self.next_id += 1;
         let scheduled = timestamp(pending.scheduled);
-        let (child, parent_ends) = match self.spawn(&pending, number, &scheduled, pin) {
+        let (child, parent_ends, file_env) = match self.spawn(&pending, number, &scheduled, pin) {
             Ok(started) => started,
             Err(e) => {
                 let reason = format!("cannot start `{}`: {e}", job.command.display());
@@ -472,11 +537,34 @@ impl Dispatcher {
                 self.reporter.clone(),
             ))
         });
+        let (probe, watch) = match &job.ready {
+            Some(ready) => {
+                let tx = self.tx.clone();
+                let exec = probe::ExecContext {
+                    plan: plan.clone(),
+                    job: pending.job,
+                    run: number,
+                    workflow: self.workflow.clone(),
+                    scheduled: scheduled.clone(),
+                    file_env,
+                };
+                let (handle, watch) = probe::start(ready, exec, move || {
+                    let _ = tx.send(Msg::Ready(id));
+                });
+                (Some(handle), watch)
+            }
+            None => (None, None),
+        };
+        let not_ready = job
+            .ready
+            .as_ref()
+            .map(|r| self.later(r.timeout, Later::NotReady(id)));
         let sink = LineSink {
             reporter: self.reporter.clone(),
             job: job.name.clone(),
             run: number,
             log: log.clone(),
+            watch,
         };
         let tx = self.tx.clone();
         supervise(
@@ -493,6 +581,8 @@ impl Dispatcher {
         run.log = log;
         run.row = row;
         run.timers.extend(timeout);
+        run.timers.extend(not_ready);
+        run.probe = probe;
         self.runs.insert(id, run);
     }
 
@@ -503,13 +593,14 @@ impl Dispatcher {
         number: u64,
         scheduled: &str,
         pin: bool,
-    ) -> std::io::Result<(process::Child, ParentEnds)> {
+    ) -> std::io::Result<(process::Child, ParentEnds, FileEnv)> {
         let job = &self.plan.jobs[pending.job];
         let file_env = read_env_files(&job.env_files)?;
         let input = pending.input.as_ref().map(|(data, _)| data);
         let w = self.channels.wire(pending.job, job, input)?;
         let child = process::spawn(process::SpawnSpec {
             job,
+            command: &job.command,
             run: number,
             workflow: &self.workflow,
             scheduled,
@@ -517,10 +608,10 @@ impl Dispatcher {
             stdout: w.stdout,
             stderr: w.stderr,
             pin,
-            file_env,
+            file_env: &file_env,
             upstream: pending.upstream.as_deref(),
         })?;
-        Ok((child, w.parent))
+        Ok((child, w.parent, file_env))
     }
 
     /// Messages of an `each` run that never completed go back to the front of their queue.
@@ -777,6 +868,10 @@ impl Dispatcher {
             }
         }
         let next = self.timetable.next_per_job(self.plan.jobs.len());
+        let mut ready = vec![0usize; self.plan.jobs.len()];
+        for run in self.runs.values().filter(|r| r.ready) {
+            ready[run.job] += 1;
+        }
         let jobs: Vec<JobLine> = self
             .plan
             .jobs
@@ -792,6 +887,7 @@ impl Dispatcher {
                 failed: self.jobs[j].counts.failed,
                 last_exit: self.jobs[j].last_exit.clone(),
                 next_fire: next[j],
+                ready: job.ready.as_ref().map(|_| ready[j]),
             })
             .collect();
         let channels: Vec<ChannelLine> = self
@@ -904,7 +1000,10 @@ fn time_entries(
 
 /// The variables of a job's dotenv files, in order (a later file wins); a file that cannot be read fails the run
 /// with its name.
-fn read_env_files(files: &[std::path::PathBuf]) -> std::io::Result<Vec<(String, String)>> {
+/// Variables read from a job's `env_file`s.
+type FileEnv = Vec<(String, String)>;
+
+fn read_env_files(files: &[std::path::PathBuf]) -> std::io::Result<FileEnv> {
     let mut vars = Vec::new();
     for file in files {
         let fail = |e: &dyn std::fmt::Display| {

@@ -4,12 +4,32 @@
 use std::sync::Arc;
 
 use super::dispatcher::Dispatcher;
-use super::outcome::{classify, restarts, retry_delay, Classified, ExitFacts, RunResult};
+use super::outcome::{
+    classify, restarts, retry_delay, Classified, ExitFacts, Milestone, RunResult, StoppedFor,
+};
 use super::state::{Pending, Run, RunId, RunState, StopCause};
 use super::supervise::RunEnd;
 use super::{Later, Msg};
 use crate::event::{Event, RunExit};
 use crate::plan::{ChannelKind, Job, JobId, Trigger};
+
+/// One run as `FLOWRUN_UPSTREAM` describes it to a run its milestone fired.
+pub(super) fn upstream_entry(
+    job: &Job,
+    run: &Run,
+    status: &str,
+    code: Option<i32>,
+    signal: Option<&str>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "job": job.name,
+        "run": run.number,
+        "status": status,
+        "code": code,
+        "signal": signal,
+        "log": run.log.as_ref().and_then(|l| l.written()).map(|p| p.display().to_string()),
+    })
+}
 
 impl Dispatcher {
     pub(super) fn on_exit(&mut self, id: RunId, end: RunEnd) {
@@ -39,14 +59,19 @@ impl Dispatcher {
             pump: end.pump.as_ref(),
             readers_gone: self.readers_gone(job, &end),
             max_message: job.stdout.map_or(0, |c| plan.channels[c].max_message),
-            timed_out: matches!(
-                run.state,
+            failed_because: match run.state {
                 RunState::Stopping {
                     cause: StopCause::Timeout,
                     ..
-                }
-            )
-            .then(|| job.timeout.unwrap_or_default()),
+                } => Some(StoppedFor::Timeout(job.timeout.unwrap_or_default())),
+                RunState::Stopping {
+                    cause: StopCause::NotReady,
+                    ..
+                } => Some(StoppedFor::NotReady(
+                    job.ready.as_ref().map(|r| r.timeout).unwrap_or_default(),
+                )),
+                _ => None,
+            },
             stopped_by_runner: matches!(
                 run.state,
                 RunState::Stopping {
@@ -90,19 +115,14 @@ impl Dispatcher {
                 reason: c.reason.clone(),
             },
         );
-        if let Some(outcome) = c.outcome {
-            let upstream = serde_json::json!({
-                "job": job.name,
-                "run": run.number,
-                "status": match outcome {
-                    RunResult::Succeeded => "succeeded",
-                    RunResult::Failed => "failed",
-                },
-                "code": c.code,
-                "signal": c.signal,
-                "log": run.log.as_ref().and_then(|l| l.written()).map(|p| p.display().to_string()),
-            });
-            self.propagate(run.job, outcome, upstream);
+        if let Some(result) = c.outcome {
+            let status = match result {
+                RunResult::Succeeded => "succeeded",
+                RunResult::Failed => "failed",
+            };
+            let upstream = upstream_entry(job, &run, status, c.code, c.signal.as_deref());
+            let was_ready = run.ready;
+            self.propagate(run.job, Milestone::Ended { result, was_ready }, upstream);
         }
         self.restart_if_due(&run, job, c.outcome, c.code);
         self.pump_each(run.job);
@@ -200,9 +220,14 @@ impl Dispatcher {
         }
     }
 
-    /// A run ended for good: the `after` joins that wait for its job hear it (`upstream`: the run, as
-    /// `FLOWRUN_UPSTREAM` tells a downstream run about it).
-    fn propagate(&mut self, job: JobId, outcome: RunResult, upstream: serde_json::Value) {
+    /// A run ended for good or became ready: the `after` joins that wait for its job hear it (`upstream`: the
+    /// run, as `FLOWRUN_UPSTREAM` tells a downstream run about it).
+    pub(super) fn propagate(
+        &mut self,
+        job: JobId,
+        milestone: Milestone,
+        upstream: serde_json::Value,
+    ) {
         let plan = self.plan.clone();
         let mut ready = Vec::new();
         for (d, downstream) in plan.jobs.iter().enumerate() {
@@ -215,8 +240,8 @@ impl Dispatcher {
                 let runs = &mut state.upstream[t];
                 runs.resize(jobs.len(), serde_json::Value::Null);
                 for (k, _) in jobs.iter().enumerate().filter(|(_, &u)| u == job) {
-                    join.record(k, outcome, *status);
-                    if outcome.meets(*status) {
+                    join.record(k, milestone, *status);
+                    if milestone.meets(*status) {
                         runs[k] = upstream.clone();
                     }
                 }

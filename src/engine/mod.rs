@@ -15,6 +15,7 @@ pub mod control;
 mod dispatcher;
 mod exits;
 mod outcome;
+mod probe;
 pub(crate) mod process;
 mod record;
 pub mod reload;
@@ -134,6 +135,8 @@ enum Msg {
     Wake,
     /// A request of the control API.
     Control(control::Request),
+    /// The run's readiness probe passed.
+    Ready(RunId),
 }
 
 /// Something the dispatcher arranged to happen after a delay.
@@ -143,6 +146,8 @@ enum Later {
     Retry(Pending),
     Restart(crate::plan::JobId),
     Timeout(RunId),
+    /// The run's readiness probe has had its time.
+    NotReady(RunId),
     /// The grace of a stopping run is over.
     Kill(RunId),
 }

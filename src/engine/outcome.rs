@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::channel::PumpEnd;
 use crate::plan::{Restart, Status, MAX_BACKOFF};
+use crate::values::format_duration;
 
 /// What is known when a run has ended.
 pub struct ExitFacts<'a> {
@@ -19,10 +20,28 @@ pub struct ExitFacts<'a> {
     pub readers_gone: bool,
     /// The `max_message` of its `stdout:` channel (for the reason of an overlong line).
     pub max_message: usize,
-    /// It ran past its `timeout` (the value).
-    pub timed_out: Option<Duration>,
+    /// The runner stopped it for a reason that makes it a failure.
+    pub failed_because: Option<StoppedFor>,
     /// The runner stopped it at shutdown.
     pub stopped_by_runner: bool,
+}
+
+/// Why the runner stopped a run that then counts as failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoppedFor {
+    /// It ran past its `timeout`.
+    Timeout(Duration),
+    /// Its readiness probe did not pass within the probe's `timeout`.
+    NotReady(Duration),
+}
+
+impl StoppedFor {
+    pub fn reason(self) -> String {
+        match self {
+            StoppedFor::Timeout(t) => format!("timed out after {}", format_duration(t)),
+            StoppedFor::NotReady(t) => format!("not ready within {}", format_duration(t)),
+        }
+    }
 }
 
 /// How a run ended that counts: it succeeded or it failed.
@@ -32,13 +51,33 @@ pub enum RunResult {
     Failed,
 }
 
-impl RunResult {
+/// What an `after` join hears of an upstream run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Milestone {
+    /// The run ended for good; `was_ready`: it had become ready before.
+    Ended { result: RunResult, was_ready: bool },
+    /// Its readiness probe passed (it may run on).
+    Ready,
+}
+
+impl Milestone {
     /// Whether this meets an `after` trigger's `status`.
     pub fn meets(self, want: Status) -> bool {
-        match want {
-            Status::Any => true,
-            Status::Success => self == RunResult::Succeeded,
-            Status::Failure => self == RunResult::Failed,
+        match (self, want) {
+            (Milestone::Ready, want) => want == Status::Ready,
+            (Milestone::Ended { .. }, Status::Ready) => false,
+            (Milestone::Ended { .. }, Status::Any) => true,
+            (Milestone::Ended { result, .. }, Status::Success) => result == RunResult::Succeeded,
+            (Milestone::Ended { result, .. }, Status::Failure) => result == RunResult::Failed,
+        }
+    }
+
+    /// Whether this is news to a join waiting for `want` that can make it impossible: an end, except the end of a
+    /// run that had already become ready (a service that stops after it was ready took nothing from the join).
+    fn is_an_end_for(self, want: Status) -> bool {
+        match self {
+            Milestone::Ready => false,
+            Milestone::Ended { was_ready, .. } => !(want == Status::Ready && was_ready),
         }
     }
 }
@@ -93,14 +132,11 @@ pub fn classify(f: &ExitFacts) -> Classified {
         success = true;
         reason = Some("stopped by SIGPIPE: every reader of its channel had ended".into());
     }
-    if let Some(timeout) = f.timed_out {
+    if let Some(why) = f.failed_because {
         success = false;
-        reason = Some(format!(
-            "timed out after {}",
-            crate::values::format_duration(timeout)
-        ));
+        reason = Some(why.reason());
     }
-    let outcome = match (f.stopped_by_runner && f.timed_out.is_none(), success) {
+    let outcome = match (f.stopped_by_runner && f.failed_because.is_none(), success) {
         (true, _) => None,
         (false, true) => Some(RunResult::Succeeded),
         (false, false) => Some(RunResult::Failed),
@@ -180,10 +216,12 @@ impl Join {
         }
     }
 
-    /// Upstream `k` ended a run with `outcome` (`want` is the trigger's status).
-    pub fn record(&mut self, k: usize, result: RunResult, want: Status) {
-        self.ended_since[k] = true;
-        if result.meets(want) {
+    /// Upstream `k` reached `milestone` (`want` is the trigger's status).
+    pub fn record(&mut self, k: usize, milestone: Milestone, want: Status) {
+        if milestone.is_an_end_for(want) {
+            self.ended_since[k] = true;
+        }
+        if milestone.meets(want) {
             self.reached[k] = true;
         }
     }
@@ -219,6 +257,13 @@ impl Join {
 mod tests {
     use super::*;
 
+    fn ended(result: RunResult) -> Milestone {
+        Milestone::Ended {
+            result,
+            was_ready: false,
+        }
+    }
+
     fn exited(code: i32) -> Result<ExitStatus, String> {
         Ok(ExitStatus::from_raw(code << 8))
     }
@@ -233,7 +278,7 @@ mod tests {
             pump: None,
             readers_gone: false,
             max_message: 1 << 20,
-            timed_out: None,
+            failed_because: None,
             stopped_by_runner: false,
         }
     }
@@ -303,11 +348,20 @@ mod tests {
         assert_eq!(stopped.outcome, None);
         let timed_out = classify(&ExitFacts {
             stopped_by_runner: true,
-            timed_out: Some(Duration::from_secs(2)),
+            failed_because: Some(StoppedFor::Timeout(Duration::from_secs(2))),
             ..facts(&term)
         });
         assert_eq!(timed_out.outcome, Some(RunResult::Failed));
         assert_eq!(timed_out.reason.as_deref(), Some("timed out after 2s"));
+        let not_ready = classify(&ExitFacts {
+            failed_because: Some(StoppedFor::NotReady(Duration::from_millis(1500))),
+            ..facts(&term)
+        });
+        assert_eq!(not_ready.outcome, Some(RunResult::Failed));
+        assert_eq!(
+            not_ready.reason.as_deref(),
+            Some("not ready within 1s500ms")
+        );
     }
 
     #[test]
@@ -349,30 +403,30 @@ mod tests {
     #[test]
     fn a_join_fires_when_every_upstream_reached_its_status_then_starts_over() {
         let mut j = Join::new(2);
-        j.record(0, RunResult::Succeeded, Status::Success);
+        j.record(0, ended(RunResult::Succeeded), Status::Success);
         assert!(!j.take_complete());
-        j.record(1, RunResult::Failed, Status::Success);
+        j.record(1, ended(RunResult::Failed), Status::Success);
         assert!(!j.take_complete(), "a failure is not a success");
-        j.record(1, RunResult::Succeeded, Status::Success);
+        j.record(1, ended(RunResult::Succeeded), Status::Success);
         assert!(j.take_complete());
         assert!(!j.reached(0) && !j.reached(1), "a new round");
         let mut any = Join::new(1);
-        any.record(0, RunResult::Failed, Status::Any);
+        any.record(0, ended(RunResult::Failed), Status::Any);
         assert!(any.take_complete());
     }
 
     #[test]
     fn a_join_is_blocked_by_an_upstream_done_without_its_status() {
         let mut j = Join::new(2);
-        j.record(0, RunResult::Failed, Status::Success);
+        j.record(0, ended(RunResult::Failed), Status::Success);
         assert_eq!(j.blocking(|_| true), [0, 1], "never fired: both block");
         assert_eq!(j.blocking(|k| k == 0), [0]);
         // After a firing, an upstream that ended nothing since does not block: it simply finished.
         let mut fired = Join::new(1);
-        fired.record(0, RunResult::Succeeded, Status::Success);
+        fired.record(0, ended(RunResult::Succeeded), Status::Success);
         assert!(fired.take_complete());
         assert!(fired.blocking(|_| true).is_empty());
-        fired.record(0, RunResult::Failed, Status::Success);
+        fired.record(0, ended(RunResult::Failed), Status::Success);
         assert_eq!(fired.blocking(|_| true), [0]);
     }
 }

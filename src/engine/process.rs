@@ -20,6 +20,8 @@ use crate::plan::{Command, Job};
 /// What a run needs besides its job: its number, its scheduled time and its three standard streams.
 pub struct SpawnSpec<'a> {
     pub job: &'a Job,
+    /// The job's command, or its `exec` readiness probe's.
+    pub command: &'a Command,
     pub run: u64,
     pub workflow: &'a str,
     pub scheduled: &'a str,
@@ -29,7 +31,7 @@ pub struct SpawnSpec<'a> {
     /// Start the child on the calling thread's CPU (lower latency for a lone firing; see `spawn`).
     pub pin: bool,
     /// Variables from the job's `env_file`s (the job's `env` wins over them).
-    pub file_env: Vec<(String, String)>,
+    pub file_env: &'a [(String, String)],
     /// `FLOWRUN_UPSTREAM` for a run fired by `after`.
     pub upstream: Option<&'a str>,
 }
@@ -271,7 +273,7 @@ fn environment(spec: &SpawnSpec) -> Vec<(OsString, OsString)> {
 fn prepare(spec: &SpawnSpec) -> io::Result<(String, Exec)> {
     let job = spec.job;
     let env = environment(spec);
-    let (program, args): (String, Vec<String>) = match &job.command {
+    let (program, args): (String, Vec<String>) = match spec.command {
         Command::Shell(script) => (
             "/bin/sh".into(),
             vec!["/bin/sh".into(), "-c".into(), script.clone()],

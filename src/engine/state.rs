@@ -67,6 +67,8 @@ impl Pending {
 pub enum StopCause {
     /// It ran past its `timeout`: a failure.
     Timeout,
+    /// Its readiness probe did not pass within the probe's `timeout`: a failure.
+    NotReady,
     /// The runner is shutting down: neither success nor failure.
     Shutdown,
     /// Asked by the control API (`stop JOB`): as at shutdown, and a service is not restarted.
@@ -117,6 +119,10 @@ pub struct Run {
     pub timers: Vec<u64>,
     /// Its history row, written at the start and again at the end (with a state store).
     pub row: Option<Box<crate::store::RunRow>>,
+    /// Its readiness probe (a job with `ready`), stopped when the run is dropped.
+    pub probe: Option<super::probe::ProbeHandle>,
+    /// Its readiness probe passed.
+    pub ready: bool,
 }
 
 impl Run {
@@ -137,6 +143,8 @@ impl Run {
             log: None,
             timers: Vec::new(),
             row: None,
+            probe: None,
+            ready: false,
         }
     }
 }

@@ -214,10 +214,15 @@ pub(crate) struct LineSink {
     pub job: String,
     pub run: u64,
     pub log: Option<Arc<super::runlog::RunLog>>,
+    /// A `log` readiness probe, shown every line.
+    pub watch: Option<Arc<super::probe::LogWatch>>,
 }
 
 impl LineSink {
     async fn line(&self, stream: &'static str, line: &[u8]) {
+        if let Some(watch) = &self.watch {
+            watch.line(line);
+        }
         self.reporter
             .output(&self.job, self.run, stream, line)
             .await;

@@ -280,13 +280,22 @@ fn text(status: &Status, now: DateTime<Utc>, color: bool) -> String {
                     format!("{}#{}", j.job, r["run"]),
                     r["pid"].as_u64().map_or("-".into(), |p| p.to_string()),
                     started.map_or("-".into(), |t| timefmt::relative(t, now)),
+                    match r["ready"].as_bool() {
+                        Some(true) => "yes".into(),
+                        Some(false) => "not yet".into(),
+                        None => "-".into(),
+                    },
                 ]
             })
         })
         .collect();
     if !runs.is_empty() {
         out.push('\n');
-        out.push_str(&table(&["RUNNING", "PID", "STARTED"], &runs, color));
+        out.push_str(&table(
+            &["RUNNING", "PID", "STARTED", "READY"],
+            &runs,
+            color,
+        ));
     }
     let channels: Vec<Vec<String>> = status
         .channels

@@ -17,6 +17,8 @@ pub struct JobLine {
     pub failed: u64,
     pub last_exit: Option<String>,
     pub next_fire: Option<chrono::DateTime<chrono::Utc>>,
+    /// Of the running runs, how many passed their readiness probe (`None`: the job has no probe).
+    pub ready: Option<usize>,
 }
 
 /// What the view shows of one channel.
@@ -131,7 +133,13 @@ impl LiveView {
             .unwrap_or(8);
         for (bar, j) in self.jobs.iter().zip(jobs) {
             // Padded before painting: escape codes have no width on screen.
-            let state = if j.running > 0 {
+            let state = if let (true, Some(ready)) = (j.running > 0, j.ready) {
+                match (ready, j.running) {
+                    (0, _) => paint(format!("{:<12}", "starting"), "33"),
+                    (r, n) if r == n => paint(format!("{:<12}", "ready"), "32"),
+                    (r, n) => paint(format!("{:<12}", format!("ready {r}/{n}")), "33"),
+                }
+            } else if j.running > 0 {
                 paint(format!("{:<12}", format!("running {}", j.running)), "32")
             } else if j.waiting > 0 {
                 paint(format!("{:<12}", format!("waiting {}", j.waiting)), "33")

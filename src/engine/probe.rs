@@ -1,0 +1,194 @@
+//! Readiness probes (SPEC §6): how a run is found *ready*. A `log` probe watches the run's printed lines (in its
+//! `LineSink`); `http`, `tcp` and `exec` probes are polled by a task that ends with the run. Either way the
+//! probe only says "ready" once, through a callback: the dispatcher decides what readiness means (`run.ready`, the
+//! `after: { status: ready }` joins) and stops a run that is not ready in time.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::process;
+use crate::plan::{Check, Command, Plan, Probe};
+
+/// One check may take as long as the interval, and at least this long (a connect or a `pg_isready` is not
+/// hurried into failing by a short interval).
+const MIN_CHECK_TIME: Duration = Duration::from_secs(1);
+
+/// A run's probe while the run lives: the polling task (aborted when the run is dropped) and what its last check
+/// said, for the message of a run that never became ready.
+pub(crate) struct ProbeHandle {
+    task: Option<tokio::task::AbortHandle>,
+    last_failure: Arc<Mutex<Option<String>>>,
+}
+
+impl ProbeHandle {
+    /// What the last failed check said (`None`: no check failed, or the probe watches the log).
+    pub fn last_failure(&self) -> Option<String> {
+        self.last_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl Drop for ProbeHandle {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// A `log` probe: the first printed line that matches makes the run ready.
+pub(crate) struct LogWatch {
+    regex: regex::bytes::Regex,
+    seen: AtomicBool,
+    ready: Box<dyn Fn() + Send + Sync>,
+}
+
+impl LogWatch {
+    pub fn line(&self, line: &[u8]) {
+        if self.seen.load(Ordering::Relaxed) {
+            return;
+        }
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if self.regex.is_match(line) && !self.seen.swap(true, Ordering::AcqRel) {
+            (self.ready)();
+        }
+    }
+}
+
+/// What an `exec` probe's command needs to start like its run: the run's identity and environment.
+pub(crate) struct ExecContext {
+    pub plan: Arc<Plan>,
+    pub job: crate::plan::JobId,
+    pub run: u64,
+    pub workflow: String,
+    pub scheduled: String,
+    pub file_env: Vec<(String, String)>,
+}
+
+/// Start a run's probe. `ready` is called at most once, when it passes. A `log` probe gives back the watch to hand
+/// to the run's line sink.
+pub(crate) fn start(
+    probe: &Probe,
+    exec: ExecContext,
+    ready: impl Fn() + Send + Sync + 'static,
+) -> (ProbeHandle, Option<Arc<LogWatch>>) {
+    let last_failure = Arc::new(Mutex::new(None));
+    if let Check::Log(regex) = &probe.check {
+        let watch = LogWatch {
+            regex: regex.clone(),
+            seen: AtomicBool::new(false),
+            ready: Box::new(ready),
+        };
+        let handle = ProbeHandle {
+            task: None,
+            last_failure,
+        };
+        return (handle, Some(Arc::new(watch)));
+    }
+    let check = probe.check.clone();
+    let interval = probe.interval;
+    let limit = interval.max(MIN_CHECK_TIME);
+    let last = last_failure.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let outcome = match tokio::time::timeout(limit, check_once(&check, &exec)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(format!(
+                    "no answer within {}",
+                    crate::values::format_duration(limit)
+                )),
+            };
+            match outcome {
+                Ok(()) => {
+                    ready();
+                    return;
+                }
+                Err(why) => *last.lock().unwrap_or_else(|e| e.into_inner()) = Some(why),
+            }
+            tokio::time::sleep(interval).await;
+        }
+    });
+    let handle = ProbeHandle {
+        task: Some(task.abort_handle()),
+        last_failure,
+    };
+    (handle, None)
+}
+
+/// One check: `Ok` when it passes, else what went wrong (for the message of a run that never became ready).
+async fn check_once(check: &Check, exec: &ExecContext) -> Result<(), String> {
+    match check {
+        Check::Log(_) => Err("a log probe is not polled".into()),
+        Check::Tcp(address) => tokio::net::TcpStream::connect(address.as_str())
+            .await
+            .map(drop)
+            .map_err(|e| format!("connecting to {address}: {e}")),
+        Check::Http(url) => http_get(url).await,
+        Check::Exec(command) => run_command(command, exec).await,
+    }
+}
+
+/// GET `url`: passes on a 2xx answer (its body is not read).
+async fn http_get(url: &hyper::Uri) -> Result<(), String> {
+    let authority = url.authority().ok_or("the URL names no host")?;
+    let address = match authority.port_u16() {
+        Some(_) => authority.as_str().to_string(),
+        None => format!("{}:80", authority.as_str()),
+    };
+    let stream = tokio::net::TcpStream::connect(&address)
+        .await
+        .map_err(|e| format!("connecting to {address}: {e}"))?;
+    let path = url.path_and_query().map_or("/", |p| p.as_str());
+    let status = crate::control::client::get_status(stream, authority.as_str(), path).await?;
+    match status {
+        200..=299 => Ok(()),
+        other => Err(format!("GET {url} answered {other}")),
+    }
+}
+
+/// Kills an `exec` probe's process group when the check is over or abandoned (the run ended, the check took too
+/// long): a probe leaves nothing behind.
+struct GroupGuard(u32);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        process::signal_group(self.0, libc::SIGKILL);
+    }
+}
+
+/// Run an `exec` probe's command like a run of its job (its folder, environment and marks), in a process group of
+/// its own: passes when it exits 0.
+async fn run_command(command: &Command, exec: &ExecContext) -> Result<(), String> {
+    let null = || process::dev_null().map_err(|e| e.to_string());
+    let job = &exec.plan.jobs[exec.job];
+    let child = process::spawn(process::SpawnSpec {
+        job,
+        command,
+        run: exec.run,
+        workflow: &exec.workflow,
+        scheduled: &exec.scheduled,
+        stdin: null()?,
+        stdout: null()?,
+        stderr: null()?,
+        pin: false,
+        file_env: &exec.file_env,
+        upstream: None,
+    })
+    .map_err(|e| e.to_string())?;
+    let _guard = GroupGuard(child.pid);
+    let status = child.wait().await.map_err(|e| e.to_string())?;
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(0), _) => Ok(()),
+        (Some(code), _) => Err(format!("`{}` exited {code}", command.display())),
+        (None, signal) => Err(format!(
+            "`{}` was killed by {}",
+            command.display(),
+            signal.map_or_else(|| "a signal".into(), process::signal_name)
+        )),
+    }
+}
