@@ -435,7 +435,7 @@ fn roff_sections() -> String {
         ".TP\n\\fBFLOWRUN_TOKEN\\fR\nThe bearer token that clients of \\-\\-listen send to change anything (without it TCP is read\\-only, and loopback only); not passed on to the jobs.",
         ".TP\n\\fBXDG_STATE_HOME\\fR\nThe default state lives in $XDG_STATE_HOME/flowrun/NAME\\-HASH (~/.local/state when unset).",
         ".TP\n\\fBTZ\\fR\nThe zone of triggers without a timezone, and of local date\\-times (else /etc/localtime).",
-        ".TP\n\\fBFLOWRUN_JOB\\fR, \\fBFLOWRUN_RUN\\fR, \\fBFLOWRUN_WORKFLOW\\fR, \\fBFLOWRUN_SCHEDULED\\fR\nGiven to every run: its job, its number, the workflow file, its scheduled time; a run fired by \\fBafter\\fR also gets \\fBFLOWRUN_UPSTREAM\\fR (JSON: the runs that completed its join).",
+        ".TP\n\\fBFLOWRUN_JOB\\fR, \\fBFLOWRUN_RUN\\fR, \\fBFLOWRUN_WORKFLOW\\fR, \\fBFLOWRUN_SCHEDULED\\fR\nGiven to every run: its job, its number, the workflow file, its scheduled time; a run fired by \\fBafter\\fR also gets \\fBFLOWRUN_UPSTREAM\\fR (JSON: the runs that completed its join, or became ready for \\fBstatus: ready\\fR). A \\fBready\\fR probe of type \\fBexec\\fR runs with the same variables.",
         ".SH FILES",
         ".TP\n\\fIFILE\\fR\nThe workflow: YAML, at most 4 MiB, UTF\\-8. Its format is the JSON Schema printed by \\fBflowrun schema\\fR (schemas/workflow.schema.json in the sources, for yaml\\-language\\-server).",
         ".TP\n\\fIDIR\\fR/\\fIJOB\\fR/\\fIRUN\\fR.log\nWith \\-\\-log\\-dir: each run's output, between a header and a footer line.",

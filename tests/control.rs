@@ -648,6 +648,39 @@ fn status_shows_the_live_runner() {
 }
 
 #[test]
+fn status_shows_which_live_runs_are_ready() {
+    let (dir, file) = flow(
+        "jobs:\n  web:\n    run: echo listening; sleep 60\n    ready: { log: listening }\n  db:\n    run: sleep 60\n    ready: { exec: 'false', interval: 10ms }\n  plain:\n    run: sleep 60\n",
+    );
+    let state = state_of(&dir);
+    let mut runner = Runner::start(&file, &state, &[]);
+    runner.wait_for(|e| e["event"] == "run.ready" && e["job"] == "web");
+    let out = flowrun(
+        &["status", file.to_str().unwrap(), "--format", "json"],
+        &state,
+    );
+    let status = json(&text(&out.stdout));
+    let ready = |j: usize| status["jobs"][j]["runs"][0]["ready"].clone();
+    assert_eq!(ready(0), true);
+    assert_eq!(ready(1), false);
+    assert!(ready(2).is_null(), "no probe: no readiness");
+    let out = flowrun(&["status", file.to_str().unwrap()], &state);
+    let text = text(&out.stdout);
+    let row = |run: &str| {
+        text.lines()
+            .find(|l| l.starts_with(run))
+            .unwrap_or_else(|| panic!("no {run} in {text}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert!(text.contains("READY"), "{text}");
+    assert!(row("web#1").ends_with(" yes"), "{text}");
+    assert!(row("db#1").ends_with(" not yet"), "{text}");
+    assert!(row("plain#1").ends_with(" -"), "{text}");
+}
+
+#[test]
 fn a_reload_removing_a_live_broadcast_reader_stops_it_and_goes_on() {
     let (dir, file) = flow(&format!(
         "channels: {{ b: {{ kind: broadcast }} }}\njobs:\n  w:\n    run: seq 3; cat gate\n    stdout: b\n    trigger: start\n  r1:\n    run: cat\n    stdin: b\n    trigger: start\n  r2:\n    run: cat\n    stdin: b\n    trigger: start\n  keep:\n    run: 'true'\n    trigger: {NEVER}\n"

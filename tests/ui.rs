@@ -49,6 +49,29 @@ fn the_live_view_shows_jobs_and_channels_then_the_summary() {
 }
 
 #[test]
+fn the_live_view_shows_which_services_are_ready() {
+    let (_dir, file) = common::flow(
+        "jobs:\n  web:\n    run: echo listening; sleep 60\n    ready: { log: listening }\n  db:\n    run: sleep 60\n    ready: { exec: 'false' }\n",
+    );
+    let Some(screen) = under_pty(&format!(
+        "{} {} --progress always --for 1500ms",
+        bin(),
+        file.display()
+    )) else {
+        eprintln!("`script` is not installed: skipping the pseudo-terminal test");
+        return;
+    };
+    // Some drawing of each job's line showed its state (the last ones may show the stop).
+    let shown = |job: &str, state: &str| {
+        screen
+            .split(['\n', '\r'])
+            .any(|l| l.contains(&format!("{job}  ")) && l.contains(state) && l.contains("runs"))
+    };
+    assert!(shown("web", "ready"), "{screen:?}");
+    assert!(shown("db", "starting"), "{screen:?}");
+}
+
+#[test]
 fn no_live_view_off_a_terminal_or_with_progress_never() {
     let out = common::cmd().arg(example("dag.yaml")).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
