@@ -713,6 +713,7 @@ impl Decoder<'_> {
     /// regex compiles, the URL is `http://HOST...`, the address is `HOST:PORT`) so a runner never meets one that
     /// cannot work.
     fn ready(&mut self, node: &Node) -> Option<Sp<ReadySpec>> {
+        let reported = self.out.len();
         let f = self.fields(
             node,
             &[PROBE_KINDS, PROBE_TIMING_KEYS],
@@ -725,7 +726,9 @@ impl Decoder<'_> {
             .copied()
             .filter(|k| f.get(k).is_some())
             .collect();
-        if kinds.len() != 1 {
+        // A misspelt kind (`htp:`) was reported as an unknown key with its suggestion: "no probe" would repeat it.
+        let misspelt = kinds.is_empty() && self.out.len() > reported;
+        if kinds.len() != 1 && !misspelt {
             let message = match kinds.len() {
                 0 => "`ready` names no probe".to_string(),
                 _ => format!("`ready` has {} probes ({})", kinds.len(), kinds.join(", ")),

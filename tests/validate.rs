@@ -516,3 +516,29 @@ fn a_large_file_within_the_limit_is_read_and_several_documents_are_refused_plain
     assert!(d[0].3.contains("one YAML document"), "{d:?}");
     assert!(!d[0].3.contains("from_str"), "{d:?}");
 }
+
+#[test]
+fn probe_keys_and_values_are_checked_with_hints() {
+    let d = diagnose("jobs:\n  web:\n    run: x\n    ready: { htp: \"http://localhost:80/\" }\n");
+    assert_eq!(
+        (d[0].0.as_str(), d[0].1, d[0].2),
+        ("unknown-key", 4, 14),
+        "{d:?}"
+    );
+    assert!(d[0].4.contains("did you mean `http`"), "{d:?}");
+    let d = diagnose(
+        "jobs:\n  web:\n    run: x\n    ready: { log: up, tcp: \"127.0.0.1:80\", interval: 0s }\n",
+    );
+    let codes: Vec<&str> = d.iter().map(|x| x.0.as_str()).collect();
+    assert_eq!(codes, ["invalid-probe", "invalid-value"], "{d:?}");
+    assert!(d[0].3.contains("2 probes (log, tcp)"), "{d:?}");
+    let d = diagnose(
+        "jobs:\n  web:\n    run: x\n    ready: { http: \"http://[::1]:8080/health?full=1\" }\n  db:\n    run: x\n    ready: { tcp: \"[::1]:5432\" }\n  c:\n    run: x\n    trigger: { after: [web, db], status: ready }\n",
+    );
+    assert_eq!(d, [], "IPv6 addresses and query strings are fine");
+    // `ready` in `defaults` gives every job a probe, so `status: ready` may name any of them.
+    let d = diagnose(
+        "defaults: { ready: { tcp: \"localhost:80\" } }\njobs:\n  web: { run: x }\n  c: { run: x, trigger: { after: web, status: ready } }\n",
+    );
+    assert_eq!(d, []);
+}
