@@ -544,7 +544,18 @@ fn load_plan_as(file: &Path, json: bool) -> Result<Plan, Error> {
         message: e.to_string(),
         json,
     })?;
-    let validated = validate(&source, Utc::now());
+    // Validation runs on a thread of its own: its garbage (the spanned tree, the document, the rules' tables, tens
+    // of MiB for a large file) is then made in that thread's malloc arena, interleaved with nothing that lives on,
+    // and goes back whole; the plan is copied out into the main heap, compact. Built in place, the plan kept
+    // pages of the freed tree resident (10,000 jobs: 18 MiB of heap for 11 MiB of live data).
+    let mut validated = std::thread::scope(|scope| {
+        scope
+            .spawn(|| validate(&source, Utc::now()))
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    });
+    // A deep copy, made here on the main thread (the original is freed into the validation arena).
+    validated.plan = validated.plan.clone();
     if json {
         for d in &validated.diagnostics {
             let at = source.line_col(d.span.offset);

@@ -109,14 +109,16 @@ pub struct Job {
     pub coalesce: bool,
     pub misfire_grace: Duration,
     pub timeout: Option<Duration>,
-    pub retry: Option<Retry>,
+    /// Boxed, like `ready`: most jobs have neither, and a plan holds one `Job` per job (10,000 of them must fit in
+    /// a few MiB).
+    pub retry: Option<Box<Retry>>,
     pub restart: Restart,
     /// At most this many restarts (within the window), then the job has failed for good.
     pub restart_limit: Option<RestartLimit>,
     pub stop_grace: Duration,
     pub dead_letter: Option<ChannelId>,
     /// A readiness probe (SPEC §6).
-    pub ready: Option<Probe>,
+    pub ready: Option<Box<Probe>>,
     /// Removed by a reload: kept in place (indices stay stable for live runs), never fired again.
     pub retired: bool,
 }

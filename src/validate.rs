@@ -751,7 +751,7 @@ impl<'d, 'o> Rules<'d, 'o> {
         } else {
             folder
         };
-        let mut jobs = Vec::new();
+        let mut jobs = Vec::with_capacity(self.jobs.len());
         for (j, r) in self.jobs.iter().enumerate() {
             let o = &r.o;
             let ch = |s: &Option<Sp<String>>| -> Option<Option<usize>> {
@@ -870,18 +870,20 @@ impl<'d, 'o> Rules<'d, 'o> {
                     .as_ref()
                     .map_or(plan::DEFAULT_MISFIRE_GRACE, |d| d.value.0),
                 timeout: o.timeout.as_ref().map(|d| d.value.0),
-                retry: o.retry.as_ref().map(|r| plan::Retry {
-                    on: r
-                        .value
-                        .on
-                        .as_ref()
-                        .map(|on| on.value.0.iter().map(|c| c.value.0 as i32).collect()),
-                    attempts: r.value.attempts.value,
-                    backoff: r
-                        .value
-                        .backoff
-                        .as_ref()
-                        .map_or(plan::DEFAULT_BACKOFF, |b| b.value.0),
+                retry: o.retry.as_ref().map(|r| {
+                    Box::new(plan::Retry {
+                        on: r
+                            .value
+                            .on
+                            .as_ref()
+                            .map(|on| on.value.0.iter().map(|c| c.value.0 as i32).collect()),
+                        attempts: r.value.attempts.value,
+                        backoff: r
+                            .value
+                            .backoff
+                            .as_ref()
+                            .map_or(plan::DEFAULT_BACKOFF, |b| b.value.0),
+                    })
                 }),
                 restart: o
                     .restart
@@ -899,7 +901,7 @@ impl<'d, 'o> Rules<'d, 'o> {
                     .as_ref()
                     .map_or(plan::DEFAULT_STOP_GRACE, |d| d.value.0),
                 dead_letter,
-                ready: o.ready.as_ref().map(|r| probe(&r.value)),
+                ready: o.ready.as_ref().map(|r| Box::new(probe(&r.value))),
                 retired: false,
             });
         }

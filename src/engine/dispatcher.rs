@@ -70,9 +70,11 @@ impl Dispatcher {
             .as_mut()
             .map(|m| m.take_handled())
             .unwrap_or_default();
-        let entries = (0..plan.jobs.len())
-            .flat_map(|j| time_entries(&plan, j, &handled, started_at))
-            .collect();
+        // Sized up front: a collected `flat_map` doubles its way up (16,384 entries held for 10,000 jobs).
+        let mut entries = Vec::with_capacity(plan.jobs.iter().map(|j| j.triggers.len()).sum());
+        for j in 0..plan.jobs.len() {
+            entries.extend(time_entries(&plan, j, &handled, started_at));
+        }
         let plan_path = plan.path.display().to_string();
         Dispatcher {
             jobs: plan

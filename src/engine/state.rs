@@ -162,7 +162,7 @@ pub struct JobState {
     pub reserved: u64,
     /// It can fire no more.
     pub done: bool,
-    /// Per trigger (`Join::default()` for triggers that are not `after`).
+    /// Per trigger (`Join::default()` for triggers that are not `after`); empty for a job without `after`.
     pub joins: Vec<Join>,
     pub restart: RestartBackoff,
     pub last_exit: Option<String>,
@@ -178,6 +178,13 @@ pub struct JobState {
 
 impl JobState {
     pub fn new(triggers: &[Trigger]) -> JobState {
+        // Only a job fired by `after` keeps joins and the runs that complete them (indexed by trigger).
+        if !triggers.iter().any(|t| matches!(t, Trigger::After { .. })) {
+            return JobState {
+                next_number: 1,
+                ..JobState::default()
+            };
+        }
         JobState {
             next_number: 1,
             joins: triggers
@@ -187,11 +194,7 @@ impl JobState {
                     _ => Join::default(),
                 })
                 .collect(),
-            // Only a job fired by `after` keeps the runs that complete its joins.
-            upstream: match triggers.iter().any(|t| matches!(t, Trigger::After { .. })) {
-                true => triggers.iter().map(|_| Vec::new()).collect(),
-                false => Vec::new(),
-            },
+            upstream: triggers.iter().map(|_| Vec::new()).collect(),
             ..JobState::default()
         }
     }

@@ -69,10 +69,10 @@ impl Timetable {
     pub fn new(entries: Vec<Entry>, start: DateTime<Utc>) -> Timetable {
         let mut table = Timetable {
             backlog: Vec::new(),
-            by_job: Vec::new(),
+            by_job: Vec::with_capacity(entries.last().map_or(0, |e| e.job + 1)),
             next: vec![None; entries.len()],
+            heap: BinaryHeap::with_capacity(entries.len()),
             entries,
-            heap: BinaryHeap::new(),
         };
         for i in 0..table.entries.len() {
             table.index(i);
