@@ -712,7 +712,7 @@ impl Decoder<'_> {
     /// `ready: { log | http | tcp | exec, interval, timeout }`: exactly one kind of probe, checked here (the
     /// regex compiles, the URL is `http://HOST...`, the address is `HOST:PORT`) so a runner never meets one that
     /// cannot work.
-    fn ready(&mut self, node: &Node) -> Option<Sp<ReadySpec>> {
+    fn ready(&mut self, node: &Node) -> Option<Sp<Box<ReadySpec>>> {
         let reported = self.out.len();
         let f = self.fields(
             node,
@@ -750,15 +750,16 @@ impl Decoder<'_> {
         {
             return None;
         }
+        // Boxed: most jobs have no probe, and a document holds one `JobOptions` per job.
         Some(Sp::new(
-            ReadySpec {
+            Box::new(ReadySpec {
                 log,
                 http,
                 tcp,
                 exec,
                 interval,
                 timeout,
-            },
+            }),
             node.span,
         ))
     }

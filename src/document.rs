@@ -298,7 +298,7 @@ pub struct JobOptions {
     /// A channel for the messages of `each` runs that failed their last attempt.
     pub dead_letter: Option<Sp<String>>,
     /// A readiness probe: a run is *ready* once it passes (`after: { status: ready }` waits for that).
-    pub ready: Option<Sp<ReadySpec>>,
+    pub ready: Option<Sp<Box<ReadySpec>>>,
 }
 
 /// A readiness probe (SPEC §6): exactly one of `log`, `http`, `tcp`, `exec`.

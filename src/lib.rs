@@ -48,3 +48,4 @@ mod trigger;
 pub mod validate;
 mod values;
 mod yaml;
+mod yaml_events;

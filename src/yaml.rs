@@ -157,8 +157,25 @@ pub struct SyntaxError {
     pub column: usize,
 }
 
-/// Parse the whole text. Aliases are bounded so a "billion laughs" file fails fast instead of eating memory.
+/// Parse the whole text: straight from the parser's events when the file is plain YAML (`yaml_events`), else
+/// through serde-saphyr. Either way the tree, its spans and its errors are serde-saphyr's.
 pub fn parse(text: &str) -> Result<Node, SyntaxError> {
+    if text.trim().is_empty() {
+        return Ok(Node {
+            value: Value::Null,
+            span: Span::new(0, 0),
+        });
+    }
+    if let Some(tree) = crate::yaml_events::parse(text) {
+        return Ok(tree);
+    }
+    parse_with_serde(text)
+}
+
+/// The reference reading: serde-saphyr's spanned deserialization, for every file the fast path gives up on (and
+/// for the tests that hold the fast path to it). Aliases are bounded so a "billion laughs" file fails fast
+/// instead of eating memory.
+pub fn parse_with_serde(text: &str) -> Result<Node, SyntaxError> {
     let mut limits = serde_saphyr::options::AliasLimits::default();
     limits.max_total_replayed_events = 200_000;
     limits.max_replay_stack_depth = 32;
@@ -174,12 +191,6 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
         duplicate_keys: serde_saphyr::options::DuplicateKeyPolicy::PassThrough,
         alias_limits: limits,
     };
-    if text.trim().is_empty() {
-        return Ok(Node {
-            value: Value::Null,
-            span: Span::new(0, 0),
-        });
-    }
     serde_saphyr::from_str_with_options::<Node>(text, options).map_err(|e| {
         let location = e.location();
         let span = location
