@@ -817,12 +817,19 @@ impl Decoder<'_> {
                 return None;
             }
         };
+        let authority = uri.authority().map_or("", |a| a.as_str());
         let problem = match (uri.scheme_str(), uri.host()) {
-            (Some("http"), Some(host)) if !host.is_empty() => None,
             (Some("https"), _) => Some("the http probe speaks plain http, not TLS".to_string()),
             (Some(other), _) if other != "http" => Some(format!("`{other}` is not http")),
             (None, _) => Some("it has no `http://`".to_string()),
-            _ => Some("it names no host".to_string()),
+            (_, None) | (_, Some("")) => Some("it names no host".to_string()),
+            _ if authority.contains('@') => Some(
+                "a user or password in the URL is not sent (and would be shown in events)".into(),
+            ),
+            _ if authority.ends_with(':') || uri.port_u16() == Some(0) => {
+                Some("the port is empty or 0".to_string())
+            }
+            _ => None,
         };
         if let Some(problem) = problem {
             self.probe_problem(
@@ -838,7 +845,11 @@ impl Decoder<'_> {
     /// A `tcp` probe's `HOST:PORT` (`[::1]:PORT` for an IPv6 address).
     fn tcp_address(&mut self, node: &Node) -> Option<Sp<String>> {
         let text = self.string(node, "HOST:PORT")?;
-        if let Err(problem) = crate::values::check_host_port(&text.value) {
+        let checked = match text.value.contains("://") {
+            true => Err("a tcp probe takes no scheme (for a URL, use `http:`)"),
+            false => crate::values::check_host_port(&text.value),
+        };
+        if let Err(problem) = checked {
             self.probe_problem(
                 text.span,
                 format!("`{}` is not HOST:PORT: {problem}", text.value),

@@ -338,7 +338,11 @@ impl<'d, 'o> Rules<'d, 'o> {
                                 edges[j].push((u, up.span));
                                 let wants_ready =
                                     a.status.as_ref().is_some_and(|s| s.value == Status::Ready);
-                                if wants_ready && self.jobs[u].o.ready.is_none() {
+                                // A probe given but invalid is already reported (`invalid-probe`).
+                                let probe_reported =
+                                    self.out.iter().any(|d| d.code == Code::InvalidProbe);
+                                if wants_ready && self.jobs[u].o.ready.is_none() && !probe_reported
+                                {
                                     found.push(
                                         Diagnostic::new(
                                             Code::NoProbe,

@@ -681,6 +681,24 @@ fn status_shows_which_live_runs_are_ready() {
 }
 
 #[test]
+fn a_client_added_by_a_reload_starts_at_once_when_its_service_is_ready() {
+    let web = "jobs:\n  web:\n    run: echo up; sleep 60\n    ready: { log: up }\n";
+    let (dir, file) = flow(web);
+    let state = state_of(&dir);
+    let mut runner = Runner::start_until(&file, &state, &[], |e| {
+        e["event"] == "run.ready" && e["job"] == "web"
+    });
+    let client = "  client:\n    run: printf '%s\\n' \"$FLOWRUN_UPSTREAM\"\n    trigger: { after: web, status: ready }\n";
+    std::fs::write(&file, format!("{web}{client}")).unwrap();
+    let reload = flowrun(&["reload", file.to_str().unwrap()], &state);
+    assert_eq!(reload.status.code(), Some(0), "{reload:?}");
+    let line = runner.wait_for(|e| e["event"] == "output" && e["job"] == "client");
+    let upstream = json(line["line"].as_str().unwrap());
+    assert_eq!(upstream[0]["job"], "web");
+    assert_eq!(upstream[0]["status"], "ready");
+}
+
+#[test]
 fn a_reload_removing_a_live_broadcast_reader_stops_it_and_goes_on() {
     let (dir, file) = flow(&format!(
         "channels: {{ b: {{ kind: broadcast }} }}\njobs:\n  w:\n    run: seq 3; cat gate\n    stdout: b\n    trigger: start\n  r1:\n    run: cat\n    stdin: b\n    trigger: start\n  r2:\n    run: cat\n    stdin: b\n    trigger: start\n  keep:\n    run: 'true'\n    trigger: {NEVER}\n"

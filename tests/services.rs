@@ -269,3 +269,50 @@ fn the_services_example_serves_its_client_and_needs_no_alert() {
         2
     );
 }
+
+#[test]
+fn a_run_whose_process_exited_is_neither_ready_nor_stopped_for_not_being_ready() {
+    // Each main process exits at once; something it left behind keeps the run alive a while (ignoring SIGTERM).
+    let (_dir, file) = flow(
+        r#"
+jobs:
+  late:
+    run: sh -c 'trap "" TERM; sleep 1.5' & exit 0
+    ready: { exec: "sleep 0.5", interval: 10ms, timeout: 20s }
+    stop_grace: 3s
+  never:
+    run: sh -c 'trap "" TERM; sleep 1.5' & exit 0
+    ready: { log: "never printed", timeout: 300ms }
+    stop_grace: 3s
+  dep:
+    run: echo should not run
+    trigger: { after: late, status: ready }
+"#,
+    );
+    let (code, ev) = run_json(&file, &[]);
+    assert_eq!(code, Some(0), "both exited 0: {ev:#?}");
+    assert!(!ev.iter().any(|e| e["event"] == "run.ready"), "{ev:#?}");
+    assert!(!ev.iter().any(|e| e["event"] == "run.unready"), "{ev:#?}");
+    assert!(!ev.iter().any(|e| is(e, "run.start", "dep")));
+    assert_eq!(find(&ev, "run.exit", "never")["code"], 0);
+}
+
+#[test]
+fn an_exec_probe_leaves_no_daemon_behind_between_checks() {
+    // Each check starts a daemon (it leaves its group by setsid) and fails. The run counts the daemons alive after
+    // a few checks: the ones of finished checks are gone.
+    let (_dir, file) = flow(
+        r#"
+jobs:
+  svc:
+    run: |
+      until [ -f checks ] && [ "$(wc -l < checks)" -ge 5 ]; do sleep 0.01; done
+      pgrep -f "sleep 30[7]" | wc -l
+    ready: { exec: "echo x >> checks; setsid sleep 307 </dev/null >/dev/null 2>&1 & exit 1", interval: 20ms }
+"#,
+    );
+    let (code, ev) = run_json(&file, &[]);
+    assert_eq!(code, Some(0), "{ev:#?}");
+    let alive: usize = output_lines(&ev, "svc")[0].trim().parse().unwrap();
+    assert!(alive <= 1, "{alive} probe daemons alive");
+}

@@ -542,3 +542,22 @@ fn probe_keys_and_values_are_checked_with_hints() {
     );
     assert_eq!(d, []);
 }
+
+#[test]
+fn probe_addresses_that_could_never_work_are_refused() {
+    for (probe, words) in [
+        (r#"http: "http://u:p@127.0.0.1:80/""#, "user or password"),
+        (r#"http: "http://127.0.0.1:/""#, "port is empty or 0"),
+        (r#"http: "http://x:0/""#, "port is empty or 0"),
+        (r#"tcp: "http://x:80""#, "takes no scheme"),
+    ] {
+        let yaml = format!(
+            "jobs:\n  web:\n    run: x\n    ready: {{ {probe} }}\n  c:\n    run: x\n    trigger: {{ after: web, status: ready }}\n"
+        );
+        let d = diagnose(&yaml);
+        // The bad probe, and no `no-probe` for the job that waits for it.
+        assert_eq!(d.len(), 1, "{probe}: {d:?}");
+        assert_eq!(d[0].0, "invalid-probe");
+        assert!(d[0].3.contains(words), "{probe}: {d:?}");
+    }
+}

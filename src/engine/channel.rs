@@ -404,6 +404,11 @@ impl ExitFlag {
         self.notify.notify_waiters();
     }
 
+    /// Whether the process has exited.
+    pub fn is_set(&self) -> bool {
+        self.exited.get().is_some()
+    }
+
     /// Resolves `DRAIN` after the process exited. The window is counted from the exit, however often this is
     /// called: a background process that keeps printing cannot move it.
     pub async fn drained(&self) {

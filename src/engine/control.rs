@@ -374,7 +374,7 @@ impl Dispatcher {
                 pid: run.state.pid(),
                 started: run.started_at,
                 attempt: run.attempt,
-                ready: self.plan.jobs[run.job].ready.as_ref().map(|_| run.ready),
+                ready: run.probe.as_ref().map(|_| run.ready),
             });
         }
         for r in &mut running {

@@ -339,10 +339,10 @@ impl Dispatcher {
         let Some(run) = self.runs.get_mut(&id) else {
             return;
         };
-        let RunState::Running { pid } = run.state else {
+        let (RunState::Running { pid }, Some(probe)) = (run.state, &run.probe) else {
             return;
         };
-        if std::mem::replace(&mut run.ready, true) {
+        if probe.run_exited() || std::mem::replace(&mut run.ready, true) {
             return;
         }
         let plan = self.plan.clone();
@@ -353,11 +353,7 @@ impl Dispatcher {
             run: run.number,
             pid,
             after: run.started.elapsed(),
-            probe: job
-                .ready
-                .as_ref()
-                .map(|p| p.check.describe())
-                .unwrap_or_default(),
+            probe: probe.probe.check.describe(),
         };
         let job = run.job;
         self.emit(event);
@@ -365,22 +361,22 @@ impl Dispatcher {
     }
 
     /// A run whose probe has not passed within its `timeout` is stopped, and fails (a service that never comes
-    /// up is restarted by its policy, or fails the workflow, instead of holding its dependents for ever).
+    /// up is restarted by its policy, or fails the workflow, instead of holding its dependents for ever). A run
+    /// whose process has exited is left to end by itself: its exit says how it went.
     fn on_not_ready(&mut self, id: RunId) {
         let Some(run) = self.runs.get(&id) else {
             return;
         };
-        let RunState::Running { pid } = run.state else {
+        let (RunState::Running { pid }, Some(probe)) = (run.state, &run.probe) else {
             return;
         };
-        if run.ready {
+        if run.ready || probe.run_exited() {
             return;
         }
-        let job = &self.plan.jobs[run.job];
-        let timeout = job.ready.as_ref().map(|r| r.timeout).unwrap_or_default();
-        let last = run.probe.as_ref().and_then(|p| p.last_failure());
+        let timeout = probe.probe.timeout;
+        let last = probe.last_failure();
         self.emit(Event::RunNotReady {
-            job: job.name.clone(),
+            job: self.plan.jobs[run.job].name.clone(),
             run: run.number,
             pid,
             reason: format!(
@@ -390,7 +386,7 @@ impl Dispatcher {
                     .unwrap_or_default()
             ),
         });
-        let _ = self.stop_run(id, StopCause::NotReady);
+        let _ = self.stop_run(id, StopCause::NotReady(timeout));
     }
 
     /// A firing: skipped beyond `max_instances`, else queued for a worker.
@@ -539,6 +535,8 @@ impl Dispatcher {
                 self.reporter.clone(),
             ))
         });
+        // Set by the tending task when the process exits (the probe stops looking then).
+        let exited = Arc::new(super::channel::ExitFlag::default());
         let (probe, watch) = match &job.ready {
             Some(ready) => {
                 let tx = self.tx.clone();
@@ -550,17 +548,16 @@ impl Dispatcher {
                     scheduled: scheduled.clone(),
                     file_env,
                 };
-                let (handle, watch) = probe::start(ready, exec, move || {
+                let (handle, watch) = probe::start(ready, exec, exited.clone(), move || {
                     let _ = tx.send(Msg::Ready(id));
                 });
                 (Some(handle), watch)
             }
             None => (None, None),
         };
-        let not_ready = job
-            .ready
+        let not_ready = probe
             .as_ref()
-            .map(|r| self.later(r.timeout, Later::NotReady(id)));
+            .map(|p| self.later(p.probe.timeout, Later::NotReady(id)));
         let sink = LineSink {
             reporter: self.reporter.clone(),
             job: job.name.clone(),
@@ -575,6 +572,7 @@ impl Dispatcher {
             sink,
             target,
             job.stop_grace,
+            exited,
             move |end| {
                 let _ = tx.send(Msg::Exited { id, end });
             },
@@ -612,6 +610,7 @@ impl Dispatcher {
             pin,
             file_env: &file_env,
             upstream: pending.upstream.as_deref(),
+            probe: false,
         })?;
         Ok((child, w.parent, file_env))
     }
@@ -828,6 +827,10 @@ impl Dispatcher {
             return false;
         };
         run.state = RunState::Stopping { pid, cause };
+        // A stopping run is never found ready: its probe checks no more.
+        if let Some(probe) = &run.probe {
+            probe.stop();
+        }
         let grace = self.plan.jobs[run.job].stop_grace;
         if grace.is_zero() {
             // No grace: nothing (not even a TERM trap) runs between the stop and the kill.

@@ -11,7 +11,7 @@ use super::state::{Pending, Run, RunId, RunState, StopCause};
 use super::supervise::RunEnd;
 use super::{Later, Msg};
 use crate::event::{Event, RunExit};
-use crate::plan::{ChannelKind, Job, JobId, Trigger};
+use crate::plan::{ChannelKind, Job, JobId, Status, Trigger};
 
 /// One run as `FLOWRUN_UPSTREAM` describes it to a run its milestone fired.
 pub(super) fn upstream_entry(
@@ -65,11 +65,9 @@ impl Dispatcher {
                     ..
                 } => Some(StoppedFor::Timeout(job.timeout.unwrap_or_default())),
                 RunState::Stopping {
-                    cause: StopCause::NotReady,
+                    cause: StopCause::NotReady(timeout),
                     ..
-                } => Some(StoppedFor::NotReady(
-                    job.ready.as_ref().map(|r| r.timeout).unwrap_or_default(),
-                )),
+                } => Some(StoppedFor::NotReady(timeout)),
                 _ => None,
             },
             stopped_by_runner: matches!(
@@ -229,29 +227,79 @@ impl Dispatcher {
         upstream: serde_json::Value,
     ) {
         let plan = self.plan.clone();
-        let mut ready = Vec::new();
+        let mut complete = Vec::new();
         for (d, downstream) in plan.jobs.iter().enumerate() {
-            for (t, trig) in downstream.triggers.iter().enumerate() {
-                let Trigger::After { jobs, status } = trig else {
-                    continue;
-                };
-                let state = &mut self.jobs[d];
-                let join = &mut state.joins[t];
-                let runs = &mut state.upstream[t];
-                runs.resize(jobs.len(), serde_json::Value::Null);
-                for (k, _) in jobs.iter().enumerate().filter(|(_, &u)| u == job) {
-                    join.record(k, milestone, *status);
-                    if milestone.meets(*status) {
-                        runs[k] = upstream.clone();
-                    }
+            for t in 0..downstream.triggers.len() {
+                complete.extend(self.hear(d, t, job, milestone, &upstream));
+            }
+        }
+        self.fire_joins(complete);
+    }
+
+    /// A job's `status: ready` joins, new or changed by a reload, hear of the runs of their upstreams that are
+    /// ready now (as compose's `service_healthy` looks at the service as it is, not at its past).
+    pub(super) fn hear_ready_runs(&mut self, job: JobId) {
+        let plan = self.plan.clone();
+        let ready: Vec<(JobId, serde_json::Value)> = self
+            .runs
+            .values()
+            .filter(|r| r.ready && matches!(r.state, RunState::Running { .. }))
+            .map(|r| {
+                let entry = upstream_entry(&plan.jobs[r.job], r, "ready", None, None);
+                (r.job, entry)
+            })
+            .collect();
+        let mut complete = Vec::new();
+        for (t, trig) in plan.jobs[job].triggers.iter().enumerate() {
+            if matches!(
+                trig,
+                Trigger::After {
+                    status: Status::Ready,
+                    ..
                 }
-                if join.take_complete() {
-                    let completed = serde_json::Value::Array(std::mem::take(runs));
-                    ready.push((d, t, completed.to_string()));
+            ) {
+                for (u, entry) in &ready {
+                    complete.extend(self.hear(job, t, *u, Milestone::Ready, entry));
                 }
             }
         }
-        for (d, t, upstream) in ready {
+        self.fire_joins(complete);
+    }
+
+    /// Trigger `t` of job `d` hears that job `from` reached `milestone`: when that completes its join (an `after`
+    /// trigger naming `from`), the runs that completed it, as JSON.
+    fn hear(
+        &mut self,
+        d: JobId,
+        t: usize,
+        from: JobId,
+        milestone: Milestone,
+        upstream: &serde_json::Value,
+    ) -> Option<(JobId, usize, String)> {
+        let Trigger::After { jobs, status } = &self.plan.jobs[d].triggers[t] else {
+            return None;
+        };
+        let state = &mut self.jobs[d];
+        let join = &mut state.joins[t];
+        let runs = &mut state.upstream[t];
+        runs.resize(jobs.len(), serde_json::Value::Null);
+        for (k, _) in jobs.iter().enumerate().filter(|(_, &u)| u == from) {
+            join.record(k, milestone, *status);
+            if milestone.meets(*status) {
+                runs[k] = upstream.clone();
+            }
+        }
+        join.take_complete().then(|| {
+            (
+                d,
+                t,
+                serde_json::Value::Array(std::mem::take(runs)).to_string(),
+            )
+        })
+    }
+
+    fn fire_joins(&mut self, complete: Vec<(JobId, usize, String)>) {
+        for (d, t, upstream) in complete {
             self.fire(Pending {
                 upstream: Some(Arc::from(upstream)),
                 ..Pending::by(d, t)

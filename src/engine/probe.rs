@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::channel::ExitFlag;
 use super::process;
 use crate::plan::{Check, Command, Plan, Probe};
 
@@ -14,14 +15,30 @@ use crate::plan::{Check, Command, Plan, Probe};
 /// hurried into failing by a short interval).
 const MIN_CHECK_TIME: Duration = Duration::from_secs(1);
 
-/// A run's probe while the run lives: the polling task (aborted when the run is dropped) and what its last check
+/// A run's probe while the run lives: what it checks (as it was when the run started: a reload does not change a
+/// live run's probe), the polling task (aborted when the run is stopped or dropped), whether the run's process
+/// has exited (a run that exited is never found ready, nor stopped for not being ready), and what the last check
 /// said, for the message of a run that never became ready.
 pub(crate) struct ProbeHandle {
+    pub probe: Box<Probe>,
     task: Option<tokio::task::AbortHandle>,
+    exited: Arc<ExitFlag>,
     last_failure: Arc<Mutex<Option<String>>>,
 }
 
 impl ProbeHandle {
+    /// The run's process has exited (what it left behind may keep the run alive a while longer).
+    pub fn run_exited(&self) -> bool {
+        self.exited.is_set()
+    }
+
+    /// No more checks: the run is being stopped.
+    pub fn stop(&self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+
     /// What the last failed check said (`None`: no check failed, or the probe watches the log).
     pub fn last_failure(&self) -> Option<String> {
         self.last_failure
@@ -43,12 +60,13 @@ impl Drop for ProbeHandle {
 pub(crate) struct LogWatch {
     regex: regex::bytes::Regex,
     seen: AtomicBool,
+    exited: Arc<ExitFlag>,
     ready: Box<dyn Fn() + Send + Sync>,
 }
 
 impl LogWatch {
     pub fn line(&self, line: &[u8]) {
-        if self.seen.load(Ordering::Relaxed) {
+        if self.seen.load(Ordering::Relaxed) || self.exited.is_set() {
             return;
         }
         let line = line.strip_suffix(b"\n").unwrap_or(line);
@@ -69,32 +87,38 @@ pub(crate) struct ExecContext {
     pub file_env: Vec<(String, String)>,
 }
 
-/// Start a run's probe. `ready` is called at most once, when it passes. A `log` probe gives back the watch to hand
-/// to the run's line sink.
+/// Start a run's probe. `ready` is called at most once, when it passes while the run's process lives (`exited`).
+/// A `log` probe gives back the watch to hand to the run's line sink.
 pub(crate) fn start(
     probe: &Probe,
     exec: ExecContext,
+    exited: Arc<ExitFlag>,
     ready: impl Fn() + Send + Sync + 'static,
 ) -> (ProbeHandle, Option<Arc<LogWatch>>) {
     let last_failure = Arc::new(Mutex::new(None));
+    let mut handle = ProbeHandle {
+        probe: Box::new(probe.clone()),
+        task: None,
+        exited: exited.clone(),
+        last_failure: last_failure.clone(),
+    };
     if let Check::Log(regex) = &probe.check {
         let watch = LogWatch {
             regex: regex.clone(),
             seen: AtomicBool::new(false),
+            exited,
             ready: Box::new(ready),
-        };
-        let handle = ProbeHandle {
-            task: None,
-            last_failure,
         };
         return (handle, Some(Arc::new(watch)));
     }
     let check = probe.check.clone();
     let interval = probe.interval;
     let limit = interval.max(MIN_CHECK_TIME);
-    let last = last_failure.clone();
     let task = tokio::spawn(async move {
         loop {
+            if exited.is_set() {
+                return;
+            }
             let outcome = match tokio::time::timeout(limit, check_once(&check, &exec)).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err(format!(
@@ -103,19 +127,17 @@ pub(crate) fn start(
                 )),
             };
             match outcome {
-                Ok(()) => {
+                Ok(()) if !exited.is_set() => {
                     ready();
                     return;
                 }
-                Err(why) => *last.lock().unwrap_or_else(|e| e.into_inner()) = Some(why),
+                Ok(()) => return,
+                Err(why) => *last_failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(why),
             }
             tokio::time::sleep(interval).await;
         }
     });
-    let handle = ProbeHandle {
-        task: Some(task.abort_handle()),
-        last_failure,
-    };
+    handle.task = Some(task.abort_handle());
     (handle, None)
 }
 
@@ -151,12 +173,20 @@ async fn http_get(url: &hyper::Uri) -> Result<(), String> {
 }
 
 /// Kills an `exec` probe's process group when the check is over or abandoned (the run ended, the check took too
-/// long): a probe leaves nothing behind.
-struct GroupGuard(u32);
+/// long), and what left the group but carries the probe's marks (a daemon it started): a check leaves nothing
+/// behind, even when it runs every few milliseconds.
+struct GroupGuard {
+    pgid: u32,
+    job: String,
+    run: u64,
+}
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        process::signal_group(self.0, libc::SIGKILL);
+        process::signal_group(self.pgid, libc::SIGKILL);
+        if process::orphans_exist() {
+            process::signal_all(&process::escaped_probes(&self.job, self.run), libc::SIGKILL);
+        }
     }
 }
 
@@ -177,9 +207,14 @@ async fn run_command(command: &Command, exec: &ExecContext) -> Result<(), String
         pin: false,
         file_env: &exec.file_env,
         upstream: None,
+        probe: true,
     })
     .map_err(|e| e.to_string())?;
-    let _guard = GroupGuard(child.pid);
+    let _guard = GroupGuard {
+        pgid: child.pid,
+        job: job.name.clone(),
+        run: exec.run,
+    };
     let status = child.wait().await.map_err(|e| e.to_string())?;
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {

@@ -34,6 +34,8 @@ pub struct SpawnSpec<'a> {
     pub file_env: &'a [(String, String)],
     /// `FLOWRUN_UPSTREAM` for a run fired by `after`.
     pub upstream: Option<&'a str>,
+    /// An `exec` readiness probe of the run (marked `FLOWRUN_PROBE=1`, so what it leaves behind is found).
+    pub probe: bool,
 }
 
 /// A started run: its pid (also its process group id) and where its exit status arrives.
@@ -261,10 +263,16 @@ fn environment(spec: &SpawnSpec) -> Vec<(OsString, OsString)> {
     set("FLOWRUN_RUN", OsStr::new(&spec.run.to_string()));
     set("FLOWRUN_WORKFLOW", OsStr::new(spec.workflow));
     set("FLOWRUN_SCHEDULED", OsStr::new(spec.scheduled));
+    if spec.probe {
+        set("FLOWRUN_PROBE", OsStr::new("1"));
+    }
     match spec.upstream {
         Some(upstream) => set("FLOWRUN_UPSTREAM", OsStr::new(upstream)),
         // Not inherited from a runner that was itself run by `after`.
         None => env.retain(|(k, _)| k != "FLOWRUN_UPSTREAM"),
+    }
+    if !spec.probe {
+        env.retain(|(k, _)| k != "FLOWRUN_PROBE");
     }
     env
 }
@@ -597,6 +605,15 @@ pub fn orphans_exist() -> bool {
 /// The runner's descendants that carry the marks of run `job#run` in their environment (`FLOWRUN_JOB`,
 /// `FLOWRUN_RUN`): what that run left behind outside its process group.
 pub fn escaped_from(job: &str, run: u64) -> Vec<u32> {
+    marked(job, run, false)
+}
+
+/// Like [`escaped_from`], only what the run's `exec` readiness probes left behind (`FLOWRUN_PROBE=1`).
+pub fn escaped_probes(job: &str, run: u64) -> Vec<u32> {
+    marked(job, run, true)
+}
+
+fn marked(job: &str, run: u64, probe: bool) -> Vec<u32> {
     let job_mark = format!("FLOWRUN_JOB={job}");
     let run_mark = format!("FLOWRUN_RUN={run}");
     living_descendants()
@@ -605,12 +622,13 @@ pub fn escaped_from(job: &str, run: u64) -> Vec<u32> {
             std::fs::read(format!("/proc/{}/environ", e.pid))
                 .map(|env| {
                     let mut vars = env.split(|&b| b == 0);
-                    let (mut has_job, mut has_run) = (false, false);
+                    let (mut has_job, mut has_run, mut has_probe) = (false, false, false);
                     for v in &mut vars {
                         has_job |= v == job_mark.as_bytes();
                         has_run |= v == run_mark.as_bytes();
+                        has_probe |= v == b"FLOWRUN_PROBE=1";
                     }
-                    has_job && has_run
+                    has_job && has_run && (has_probe || !probe)
                 })
                 .unwrap_or(false)
         })

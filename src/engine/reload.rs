@@ -217,6 +217,7 @@ impl Dispatcher {
             self.jobs[j].upstream = fresh.upstream;
             self.jobs[j].done = false;
             self.schedule_job(j);
+            self.hear_ready_runs(j);
         }
         for &j in &merged.removed {
             let ids: Vec<RunId> = self

@@ -67,8 +67,8 @@ impl Pending {
 pub enum StopCause {
     /// It ran past its `timeout`: a failure.
     Timeout,
-    /// Its readiness probe did not pass within the probe's `timeout`: a failure.
-    NotReady,
+    /// Its readiness probe did not pass within the probe's `timeout` (this long): a failure.
+    NotReady(std::time::Duration),
     /// The runner is shutting down: neither success nor failure.
     Shutdown,
     /// Asked by the control API (`stop JOB`): as at shutdown, and a service is not restarted.

@@ -55,16 +55,16 @@ impl RunEnd {
 /// Tend a started run: write an `each` run's messages, feed a `stdin:` reader, pump stdout into its channel
 /// (`target`) or the log, pump stderr, wait for the process, then stop whatever it left behind (its process
 /// group, and processes that left the group but carry its marks), take back what a reader left unread, and call
-/// `done`. All of it off the dispatcher.
+/// `done`. All of it off the dispatcher. `exit_flag` is set when the process exits.
 pub(crate) fn supervise(
     child: Child,
     parent_ends: ParentEnds,
     sink: LineSink,
     target: Option<Target>,
     stop_grace: Duration,
+    exit_flag: Arc<ExitFlag>,
     done: impl FnOnce(RunEnd) + Send + 'static,
 ) {
-    let exit_flag = Arc::new(ExitFlag::default());
     let io = start_io(parent_ends, &sink, target, &exit_flag);
     let pid = child.pid;
     tokio::spawn(async move {
@@ -220,14 +220,15 @@ pub(crate) struct LineSink {
 
 impl LineSink {
     async fn line(&self, stream: &'static str, line: &[u8]) {
-        if let Some(watch) = &self.watch {
-            watch.line(line);
-        }
         self.reporter
             .output(&self.job, self.run, stream, line)
             .await;
         if let Some(log) = &self.log {
             log.line(line);
+        }
+        // After the line is out: the `run.ready` it causes follows it in the event log.
+        if let Some(watch) = &self.watch {
+            watch.line(line);
         }
     }
 }
