@@ -239,72 +239,22 @@ mod tests {
         }
     }
 
-    /// Scalars of every kind: numbers, times, words, quotes (some make the fast path give up).
-    const SCALARS: &[&str] = &[
-        "1",
-        "0",
-        "-3",
-        "007",
-        "1.5",
-        "1e3",
-        ".5",
-        "+2",
-        "0x10",
-        "1_0",
-        "30s",
-        "10:00",
-        "2026-01-01",
-        "true",
-        "True",
-        "no",
-        "yes",
-        "null",
-        "~",
-        "",
-        "'q'",
-        "\"d\"",
-        "a b",
-        "inf",
-        "nan",
-        ".inf",
-        "-",
-        "<<",
-        "x:y",
-        "5m",
-        "64KiB",
-        "-0",
-        "18446744073709551615",
-        "9223372036854775808",
+    /// Scalars the fast path reads itself: times, sizes, words, quotes, plain integers.
+    #[rustfmt::skip]
+    const PLAIN: &[&str] = &[
+        "1", "0", "-3", "-0", "9223372036854775807", "30s", "10:00", "2026-01-01", "5m", "64KiB", "x:y",
+        "true", "True", "no", "yes", "null", "~", "'q'", "\"d\"", "a b", "inf", "nan",
     ];
 
-    /// Scalars the fast path reads itself.
-    const PLAIN: &[&str] = &[
-        "1",
-        "0",
-        "-3",
-        "30s",
-        "10:00",
-        "2026-01-01",
-        "true",
-        "True",
-        "no",
-        "yes",
-        "null",
-        "~",
-        "'q'",
-        "\"d\"",
-        "a b",
-        "inf",
-        "nan",
-        "x:y",
-        "5m",
-        "64KiB",
-        "-0",
-        "9223372036854775807",
+    /// Scalars it leaves to serde-saphyr (or that make the text invalid in some places).
+    #[rustfmt::skip]
+    const OTHERS: &[&str] = &[
+        "007", "1.5", "1e3", ".5", "+2", "0x10", "1_0", ".inf", "", "-", "<<",
+        "18446744073709551615", "9223372036854775808",
     ];
 
     /// Plain-looking YAML from a small grammar of keys, scalars and flow collections.
-    fn yaml_text(scalars: &'static [&'static str]) -> impl Strategy<Value = String> {
+    fn yaml_text(scalars: Vec<&'static str>) -> impl Strategy<Value = String> {
         let leaf = prop::sample::select(scalars).prop_map(|s| s.to_string());
         leaf.prop_recursive(4, 32, 4, |inner| {
             prop_oneof![
@@ -321,12 +271,12 @@ mod tests {
 
     proptest! {
         #[test]
-        fn generated_files_read_as_serde_saphyr_reads_them(text in yaml_text(SCALARS)) {
+        fn generated_files_read_as_serde_saphyr_reads_them(text in yaml_text([PLAIN, OTHERS].concat())) {
             prop_assert!(agrees(&text));
         }
 
         #[test]
-        fn plain_generated_files_take_the_fast_path(text in yaml_text(PLAIN)) {
+        fn plain_generated_files_take_the_fast_path(text in yaml_text(PLAIN.to_vec())) {
             prop_assert!(parse(&text).is_some(), "{}", text);
             prop_assert!(agrees(&text));
         }
