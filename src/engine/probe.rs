@@ -50,9 +50,7 @@ impl ProbeHandle {
 
 impl Drop for ProbeHandle {
     fn drop(&mut self) {
-        if let Some(task) = &self.task {
-            task.abort();
-        }
+        self.stop();
     }
 }
 
