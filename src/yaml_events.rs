@@ -16,6 +16,10 @@ use crate::yaml::{Node, Value};
 /// Deeper than this goes to serde-saphyr, whose depth limit (64) and its message apply.
 const MAX_DEPTH: usize = 32;
 
+/// Below serde-saphyr's budget as `crate::yaml::parse_with_serde` sets it (4,000,000 nodes, 8,000,000 events).
+const MAX_NODES: usize = 3_900_000;
+const MAX_EVENTS: usize = 7_900_000;
+
 /// An open collection: where it starts, and what it holds so far.
 enum Open {
     Seq(Span, Vec<Node>),
@@ -25,19 +29,41 @@ enum Open {
 
 /// The tree of a plain YAML text, or `None` when serde-saphyr must read it.
 pub fn parse(text: &str) -> Option<Node> {
+    // The parser as serde-saphyr sets it up (comments are looked ahead through, up to its limit).
+    let budget = serde_saphyr::budget::Budget::default();
     let mut options = serde_saphyr::granit_parser::Options::default();
-    options.emit_comments = false;
+    options.emit_comments = true;
+    options.max_buffered_comment_events = budget.max_buffered_comment_events;
+    options.simple_key_max_lookahead = budget.simple_key_max_lookahead;
+    options.flow_nesting_limit = budget.flow_nesting_limit;
     let mut open: Vec<Open> = Vec::new();
     let mut root = None;
     let mut documents = 0;
+    let (mut events, mut nodes) = (0usize, 0usize);
     for item in Parser::new_from_str_with_options(text, options) {
         let (event, span) = item.ok()?;
+        // serde-saphyr's budget (`crate::yaml::parse_with_serde`) refuses more; near it, it decides.
+        events += 1;
+        if events > MAX_EVENTS {
+            return None;
+        }
+        if matches!(
+            event,
+            Event::Scalar(..) | Event::SequenceStart(..) | Event::MappingStart(..)
+        ) {
+            nodes += 1;
+            if nodes > MAX_NODES {
+                return None;
+            }
+        }
         let span = Span::new(
             span.start.byte_offset()?,
             span.end.byte_offset()? - span.start.byte_offset()?,
         );
         let node = match event {
-            Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => continue,
+            Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Comment(..) => {
+                continue
+            }
             Event::DocumentStart(_, version) => {
                 documents += 1;
                 if documents > 1 || version.is_some() {
@@ -73,7 +99,7 @@ pub fn parse(text: &str) -> Option<Node> {
                 },
                 Open::Map(_, _, Some(_)) => return None,
             },
-            // Anchors, aliases, tags, comments.
+            // Anchors, aliases, tags.
             _ => return None,
         };
         match open.last_mut() {
@@ -218,6 +244,10 @@ mod tests {
             "a: [\n",
             "e: -\n",
             "a: 99999999999999999999\n",
+            // Beyond the parser's look-ahead through comments (serde-saphyr's error).
+            &format!("a:\n{}b: 1\n", "  #\n".repeat(40)),
+            // Beyond the node budget: 3 nodes per 2 bytes.
+            &format!("[{}]", ":,".repeat(1_333_334)),
         ] {
             assert_eq!(parse(text), None, "{text:?}");
         }
