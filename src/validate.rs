@@ -243,6 +243,7 @@ impl<'d, 'o> Rules<'d, 'o> {
         self.check_channel_refs();
         self.check_executor_refs();
         self.check_after();
+        self.check_probes();
         self.check_channel_usage();
         self.check_conflicts();
         self.check_starved();
@@ -334,32 +335,7 @@ impl<'d, 'o> Rules<'d, 'o> {
                 if let TriggerSpec::After(a) = &t.value {
                     for up in &a.after.value.0 {
                         match self.job_index(&up.value) {
-                            Some(u) => {
-                                edges[j].push((u, up.span));
-                                let wants_ready =
-                                    a.status.as_ref().is_some_and(|s| s.value == Status::Ready);
-                                // A probe given but invalid is already reported (`invalid-probe`).
-                                let probe_reported =
-                                    self.out.iter().any(|d| d.code == Code::InvalidProbe);
-                                if wants_ready && self.jobs[u].o.ready.is_none() && !probe_reported
-                                {
-                                    found.push(
-                                        Diagnostic::new(
-                                            Code::NoProbe,
-                                            up.span,
-                                            format!(
-                                                "job `{}` waits for `{}` to be ready, but `{}` has no `ready` probe",
-                                                r.name.value, up.value, up.value
-                                            ),
-                                        )
-                                        .label("never ready: no probe")
-                                        .help(format!(
-                                            "give `{}` a probe, e.g. `ready: {{ tcp: 127.0.0.1:8080 }}`, or wait for its end with `status: success`",
-                                            up.value
-                                        )),
-                                    );
-                                }
-                            }
+                            Some(u) => edges[j].push((u, up.span)),
                             None => found.push(
                                 Diagnostic::new(
                                     Code::UnknownJob,
@@ -398,6 +374,48 @@ impl<'d, 'o> Rules<'d, 'o> {
                 .label("this link closes the cycle")
                 .help("no job of a cycle could ever run first; remove one of these `after` links"),
             );
+        }
+        self.out.extend(found);
+    }
+
+    /// `after: { status: ready }` names jobs with a `ready` probe (else they could never be ready). A probe given
+    /// but invalid is already reported (`invalid-probe`): not again as missing.
+    fn check_probes(&mut self) {
+        if self.out.iter().any(|d| d.code == Code::InvalidProbe) {
+            return;
+        }
+        let mut found = Vec::new();
+        for r in &self.jobs {
+            for t in Self::triggers(r.job) {
+                let TriggerSpec::After(a) = &t.value else {
+                    continue;
+                };
+                if a.status.as_ref().is_none_or(|s| s.value != Status::Ready) {
+                    continue;
+                }
+                for up in &a.after.value.0 {
+                    let Some(u) = self.job_index(&up.value) else {
+                        continue;
+                    };
+                    if self.jobs[u].o.ready.is_none() {
+                        found.push(
+                            Diagnostic::new(
+                                Code::NoProbe,
+                                up.span,
+                                format!(
+                                    "job `{}` waits for `{}` to be ready, but `{}` has no `ready` probe",
+                                    r.name.value, up.value, up.value
+                                ),
+                            )
+                            .label("never ready: no probe")
+                            .help(format!(
+                                "give `{}` a probe, e.g. `ready: {{ tcp: 127.0.0.1:8080 }}`, or wait for its end with `status: success`",
+                                up.value
+                            )),
+                        );
+                    }
+                }
+            }
         }
         self.out.extend(found);
     }
@@ -1191,6 +1209,22 @@ mod tests {
         assert_eq!(one(&text), ("starved-executor", "c".into()));
         let two_workers = text.replace("max_workers: 1", "max_workers: 2");
         assert_eq!(found(&two_workers), []);
+    }
+
+    #[test]
+    fn status_ready_needs_a_probe_upstream() {
+        let text =
+            "jobs:\n  web: { run: x }\n  c: { run: y, trigger: { after: web, status: ready } }\n";
+        assert_eq!(one(text), ("no-probe", "web".into()));
+        let probed = text.replace(
+            "web: { run: x }",
+            "web: { run: x, ready: { tcp: \"h:1\" } }",
+        );
+        assert_eq!(found(&probed), []);
+        // An invalid probe is one problem, not two.
+        let invalid = text.replace("web: { run: x }", "web: { run: x, ready: { tcp: h } }");
+        assert_eq!(found(&invalid).len(), 1);
+        assert_eq!(found(&invalid)[0].0, "invalid-probe");
     }
 
     #[test]

@@ -1003,11 +1003,11 @@ fn time_entries(
     entries
 }
 
-/// The variables of a job's dotenv files, in order (a later file wins); a file that cannot be read fails the run
-/// with its name.
 /// Variables read from a job's `env_file`s.
 type FileEnv = Vec<(String, String)>;
 
+/// The variables of a job's dotenv files, in order (a later file wins); a file that cannot be read fails the run
+/// with its name.
 fn read_env_files(files: &[std::path::PathBuf]) -> std::io::Result<FileEnv> {
     let mut vars = Vec::new();
     for file in files {
