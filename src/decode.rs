@@ -578,7 +578,7 @@ impl Decoder<'_> {
             key.span,
             &what,
         )?;
-        let run = f.get("run").and_then(|n| self.run(n));
+        let run = f.get("run").and_then(|n| self.command(n, "run"));
         let trigger = f.get("trigger").and_then(|n| self.triggers(n));
         let stdin = f.get("stdin").and_then(|n| self.name_ref(n, "channel"));
         let stdout = f.get("stdout").and_then(|n| self.name_ref(n, "channel"));
@@ -594,12 +594,13 @@ impl Decoder<'_> {
         })
     }
 
-    fn run(&mut self, node: &Node) -> Option<Sp<RunSpec>> {
+    /// A command: `run`, or an `exec` probe's (`key` names it in messages).
+    fn command(&mut self, node: &Node, key: &str) -> Option<Sp<RunSpec>> {
         match &node.value {
             Value::Str(s) if s.trim().is_empty() => {
                 self.invalid(
                     node.span,
-                    "`run` is empty",
+                    format!("`{key}` is empty"),
                     "give a shell command, or a list: `[program, arg, ...]`",
                 );
                 None
@@ -608,7 +609,7 @@ impl Decoder<'_> {
             Value::Seq(items) if items.is_empty() => {
                 self.invalid(
                     node.span,
-                    "`run` is an empty list",
+                    format!("`{key}` is an empty list"),
                     "the list is the program and its arguments",
                 );
                 None
@@ -744,7 +745,7 @@ impl Decoder<'_> {
         let log = f.get("log").and_then(|n| self.pattern(n));
         let http = f.get("http").and_then(|n| self.http_url(n));
         let tcp = f.get("tcp").and_then(|n| self.tcp_address(n));
-        let exec = f.get("exec").and_then(|n| self.run(n));
+        let exec = f.get("exec").and_then(|n| self.command(n, "exec"));
         if kinds.len() != 1
             || [log.is_some(), http.is_some(), tcp.is_some(), exec.is_some()] == [false; 4]
         {

@@ -623,6 +623,39 @@ fn commands_say_plainly_when_no_runner_is_up() {
 }
 
 #[test]
+fn commands_give_up_on_a_hung_runner_after_15_s() {
+    let (dir, file) = flow(&format!(
+        "jobs:\n  slow:\n    run: sleep 60\n    trigger: start\n  later:\n    run: 'true'\n    trigger: {NEVER}\n"
+    ));
+    let state = state_of(&dir);
+    let runner = Runner::start(&file, &state, &[]);
+    // A stopped runner: the kernel still accepts connections on its socket, nobody answers.
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(runner.child.id() as i32, libc::SIGSTOP) };
+    let f = file.to_str().unwrap().to_string();
+    let ask = |args: Vec<String>| {
+        let state = state.clone();
+        std::thread::spawn(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            flowrun(&args, &state)
+        })
+    };
+    let trigger = ask(vec!["trigger".into(), f.clone(), "later".into()]);
+    let status = ask(vec!["status".into(), f.clone()]);
+    let (trigger, status) = (trigger.join().unwrap(), status.join().unwrap());
+    // SAFETY: as above.
+    unsafe { libc::kill(runner.child.id() as i32, libc::SIGCONT) };
+    assert_ne!(trigger.status.code(), Some(0));
+    let err = text(&trigger.stderr);
+    assert!(err.contains("did not answer within 15s"), "{err}");
+    // `status` falls back to what the store knows, and says the runner does not answer.
+    assert_eq!(status.status.code(), Some(0), "{status:?}");
+    let out = text(&status.stdout);
+    assert!(out.contains("does not answer"), "{out}");
+    assert!(out.contains("slow"), "{out}");
+}
+
+#[test]
 fn status_shows_the_live_runner() {
     let (dir, file) = flow(
         "channels: { lines: { kind: queue } }\njobs:\n  slow:\n    run: sleep 60\n    trigger: start\n  gen:\n    run: seq 5\n    stdout: lines\n    trigger: start\n  count:\n    run: wc -l\n    stdin: lines\n    trigger: start\n",

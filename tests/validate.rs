@@ -536,6 +536,8 @@ fn probe_keys_and_values_are_checked_with_hints() {
         "jobs:\n  web:\n    run: x\n    ready: { http: \"http://[::1]:8080/health?full=1\" }\n  db:\n    run: x\n    ready: { tcp: \"[::1]:5432\" }\n  c:\n    run: x\n    trigger: { after: [web, db], status: ready }\n",
     );
     assert_eq!(d, [], "IPv6 addresses and query strings are fine");
+    let d = diagnose("jobs:\n  web:\n    run: x\n    ready: { exec: [] }\n");
+    assert_eq!(d[0].3, "`exec` is an empty list", "{d:?}");
     // `ready` in `defaults` gives every job a probe, so `status: ready` may name any of them.
     let d = diagnose(
         "defaults: { ready: { tcp: \"localhost:80\" } }\njobs:\n  web: { run: x }\n  c: { run: x, trigger: { after: web, status: ready } }\n",
