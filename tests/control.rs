@@ -656,6 +656,30 @@ fn commands_give_up_on_a_hung_runner_after_15_s() {
 }
 
 #[test]
+fn a_body_that_never_arrives_is_answered_408_after_10_s() {
+    let (dir, file) = flow(&format!(
+        "jobs:\n  later:\n    run: 'true'\n    trigger: {NEVER}\n"
+    ));
+    let state = state_of(&dir);
+    let _runner = Runner::start(&file, &state, &[]);
+    let mut stream = std::os::unix::net::UnixStream::connect(state.join("control.sock")).unwrap();
+    // Headers promise 100 bytes; 2 come, then nothing.
+    let head =
+        "POST /api/v1/jobs/later/trigger HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{}";
+    stream.write_all(head.as_bytes()).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut answer = [0u8; 512];
+    let n = stream.read(&mut answer).unwrap();
+    let answer = text(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("did not arrive in time"), "{answer}");
+    // The runner goes on answering.
+    assert_eq!(unix(&state, "GET", "/healthz", "").0, 200);
+}
+
+#[test]
 fn status_shows_the_live_runner() {
     let (dir, file) = flow(
         "channels: { lines: { kind: queue } }\njobs:\n  slow:\n    run: sleep 60\n    trigger: start\n  gen:\n    run: seq 5\n    stdout: lines\n    trigger: start\n  count:\n    run: wc -l\n    stdin: lines\n    trigger: start\n",
