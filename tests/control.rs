@@ -680,6 +680,34 @@ fn a_body_that_never_arrives_is_answered_408_after_10_s() {
 }
 
 #[test]
+fn concurrent_reloads_end_with_the_files_last_text() {
+    let version = |n: usize| format!("jobs:\n  v{n}:\n    run: echo {n}\n    trigger: {NEVER}\n");
+    let (dir, file) = flow(&version(0));
+    let state = state_of(&dir);
+    let _runner = Runner::start(&file, &state, &[]);
+    let f = file.to_str().unwrap().to_string();
+    // Each reload is asked right after a new text is written; they overlap.
+    let mut reloads = Vec::new();
+    for n in 1..=5 {
+        // Written whole (a rename), as an editor saves: a reload never reads half a text.
+        let next = dir.path().join("next.yaml");
+        std::fs::write(&next, version(n)).unwrap();
+        std::fs::rename(&next, &file).unwrap();
+        let (f, state) = (f.clone(), state.clone());
+        reloads.push(std::thread::spawn(move || flowrun(&["reload", &f], &state)));
+    }
+    for r in reloads {
+        let out = r.join().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+    }
+    // Whatever their order, the last text is what runs: v5 exists, v4 does not.
+    let last = flowrun(&["trigger", &f, "v5", "--wait"], &state);
+    assert_eq!(last.status.code(), Some(0), "{last:?}");
+    let gone = flowrun(&["trigger", &f, "v4"], &state);
+    assert_ne!(gone.status.code(), Some(0), "{gone:?}");
+}
+
+#[test]
 fn status_shows_the_live_runner() {
     let (dir, file) = flow(
         "channels: { lines: { kind: queue } }\njobs:\n  slow:\n    run: sleep 60\n    trigger: start\n  gen:\n    run: seq 5\n    stdout: lines\n    trigger: start\n  count:\n    run: wc -l\n    stdin: lines\n    trigger: start\n",
