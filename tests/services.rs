@@ -316,3 +316,40 @@ jobs:
     let alive: usize = output_lines(&ev, "svc")[0].trim().parse().unwrap();
     assert!(alive <= 1, "{alive} probe daemons alive");
 }
+
+#[test]
+fn a_log_probe_matches_the_start_of_lines_not_the_middle_of_a_long_one() {
+    // 64 KiB then READY on one line (printed in 64 KiB pieces: READY starts the second), then, once told, READY
+    // at a line's start.
+    let (dir, file) = flow(
+        r#"
+jobs:
+  web:
+    run: |
+      head -c 65536 /dev/zero | tr '\0' x; echo READY in the middle
+      echo waiting; while [ ! -e go ]; do sleep 0.01; done; echo READY at the start; sleep 30
+    ready: { log: "^READY" }
+    stop_grace: 1s
+"#,
+    );
+    let (mut child, reader, seen) = start_until(&file, &[], |e| {
+        is(e, "output", "web") && e["line"] == "waiting"
+    });
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    let (mut reader, mut seen) = (reader, seen);
+    while !seen.iter().any(|e| e["event"] == "run.ready") {
+        use std::io::BufRead;
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "no run.ready");
+        seen.push(serde_json::from_str(&line).unwrap());
+    }
+    // Ready by the line that starts with READY, not by the piece of the long line that does.
+    let at_start = position(&seen, |e| {
+        is(e, "output", "web") && e["line"] == "READY at the start"
+    });
+    assert!(at_start < position(&seen, |e| is(e, "run.ready", "web")));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = rest_of(reader, seen);
+    child.wait().unwrap();
+}

@@ -219,15 +219,17 @@ pub(crate) struct LineSink {
 }
 
 impl LineSink {
-    async fn line(&self, stream: &'static str, line: &[u8]) {
+    /// One printed piece of a line (`starts_line`: it is a line's first piece, not the rest of a long one).
+    async fn line(&self, stream: &'static str, line: &[u8], starts_line: bool) {
         self.reporter
             .output(&self.job, self.run, stream, line)
             .await;
         if let Some(log) = &self.log {
             log.line(line);
         }
-        // After the line is out: the `run.ready` it causes follows it in the event log.
-        if let Some(watch) = &self.watch {
+        // After the line is out: the `run.ready` it causes follows it in the event log. A `log` probe sees a
+        // line's first piece only, so `^` means the start of a line.
+        if let (Some(watch), true) = (&self.watch, starts_line) {
             watch.line(line);
         }
     }
@@ -247,6 +249,7 @@ async fn pump_lines<R: tokio::io::AsyncRead + Unpin>(
     let mut reader = BufReader::with_capacity(64 * 1024, src);
     let mut line = Vec::with_capacity(256);
     let mut late_bytes = 0;
+    let mut starts_line = true;
     loop {
         line.clear();
         // A line is printed in pieces of at most MAX_LINE bytes, so a job that never writes a newline cannot
@@ -258,7 +261,7 @@ async fn pump_lines<R: tokio::io::AsyncRead + Unpin>(
             r = limited.read_until(b'\n', &mut line) => r,
             _ = exit.drained() => {
                 if !line.is_empty() {
-                    sink.line(stream, &line).await;
+                    sink.line(stream, &line, starts_line).await;
                 }
                 return true;
             }
@@ -271,7 +274,8 @@ async fn pump_lines<R: tokio::io::AsyncRead + Unpin>(
         }
         match read {
             Ok(0) | Err(_) => return false,
-            Ok(_) => sink.line(stream, &line).await,
+            Ok(_) => sink.line(stream, &line, starts_line).await,
         }
+        starts_line = line.ends_with(b"\n");
     }
 }
