@@ -109,7 +109,7 @@ pub fn parse(text: &str) -> Option<Node> {
             Some(Open::Map(_, pairs, key)) => match key.take() {
                 Some(k) => pairs.push((k, node)),
                 // A merge key is serde-saphyr's to expand.
-                None if node.value == Value::Str("<<".into()) => return None,
+                None if matches!(&node.value, Value::Str(k) if k == "<<") => return None,
                 None => *key = Some(node),
             },
         }
