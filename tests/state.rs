@@ -712,3 +712,58 @@ fn an_interval_grid_starts_at_the_first_start_so_short_lives_still_fire() {
         "{offset} ms after the first start"
     );
 }
+
+#[test]
+fn a_runner_killed_during_a_firings_jitter_does_not_fire_it_again() {
+    // The firing counts as handled when it falls due, before its jitter: killed in between, it is not run again.
+    let (dir, file) =
+        flow("jobs:\n  tick:\n    run: 'true'\n    trigger: { interval: 3s, jitter: 2900ms }\n");
+    for attempt in 0..6 {
+        let state = dir.path().join(format!("state-{attempt}"));
+        let log = dir.path().join(format!("events-{attempt}"));
+        let mut runner = cmd()
+            .arg(&file)
+            .arg("--state")
+            .arg(&state)
+            .args(["--log-format", "json"])
+            .stdin(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        // The grid's anchor is remembered at the start; the first firing moves it on when it falls due.
+        let handled = || -> Option<String> {
+            let conn = rusqlite::Connection::open(state.join("state.db")).ok()?;
+            conn.query_row(
+                "SELECT last_handled FROM triggers WHERE job = 'tick'",
+                [],
+                |r| r.get(0),
+            )
+            .ok()
+        };
+        let mut anchor = None;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            assert!(tries < 2000, "the firing never fell due");
+            match (handled(), &anchor) {
+                (Some(h), None) => anchor = Some(h),
+                (Some(h), Some(a)) if &h != a => break,
+                _ => {}
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        runner.kill().unwrap();
+        runner.wait().unwrap();
+        let before = events(&std::fs::read(&log).unwrap());
+        if !of(&before, "run.start", "tick").is_empty() {
+            // The jitter drawn was shorter than the look: nothing was tested, try again.
+            continue;
+        }
+        let again = run(&file, &state, &["--for", "500ms"]);
+        let after = events(&again.stderr);
+        assert!(of(&after, "run.start", "tick").is_empty(), "{after:#?}");
+        assert!(of(&after, "run.missed", "tick").is_empty(), "{after:#?}");
+        return;
+    }
+    panic!("six jitters in a row were shorter than the look");
+}
