@@ -113,11 +113,13 @@ pub(crate) fn start(
     let interval = probe.interval;
     let limit = interval.max(MIN_CHECK_TIME);
     let task = tokio::spawn(async move {
+        let mut resolved = None;
         loop {
             if exited.is_set() {
                 return;
             }
-            let outcome = match tokio::time::timeout(limit, check_once(&check, &exec)).await {
+            let check = check_once(&check, &exec, &mut resolved);
+            let outcome = match tokio::time::timeout(limit, check).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err(format!(
                     "no answer within {}",
@@ -140,28 +142,51 @@ pub(crate) fn start(
 }
 
 /// One check: `Ok` when it passes, else what went wrong (for the message of a run that never became ready).
-async fn check_once(check: &Check, exec: &ExecContext) -> Result<(), String> {
+async fn check_once(
+    check: &Check,
+    exec: &ExecContext,
+    resolved: &mut Resolved,
+) -> Result<(), String> {
     match check {
         Check::Log(_) => Err("a log probe is not polled".into()),
-        Check::Tcp(address) => tokio::net::TcpStream::connect(address.as_str())
-            .await
-            .map(drop)
-            .map_err(|e| format!("connecting to {address}: {e}")),
-        Check::Http(url) => http_get(url).await,
+        Check::Tcp(address) => connect(address, resolved).await.map(drop),
+        Check::Http(url) => http_get(url, resolved).await,
         Check::Exec(command) => run_command(command, exec).await,
     }
 }
 
+/// A probe's address, once a name resolved: looked up again only while it does not resolve (a check every 10 ms
+/// must not keep a DNS lookup busy).
+type Resolved = Option<Vec<std::net::SocketAddr>>;
+
+/// Connect to `HOST:PORT` (the name resolved once, then remembered in `resolved`).
+async fn connect(address: &str, resolved: &mut Resolved) -> Result<tokio::net::TcpStream, String> {
+    let addresses = match resolved {
+        Some(known) => known.clone(),
+        None => {
+            let found: Vec<std::net::SocketAddr> = tokio::net::lookup_host(address)
+                .await
+                .map_err(|e| format!("resolving {address}: {e}"))?
+                .collect();
+            if found.is_empty() {
+                return Err(format!("{address} resolves to no address"));
+            }
+            resolved.insert(found).clone()
+        }
+    };
+    tokio::net::TcpStream::connect(&addresses[..])
+        .await
+        .map_err(|e| format!("connecting to {address}: {e}"))
+}
+
 /// GET `url`: passes on a 2xx answer (its body is not read).
-async fn http_get(url: &hyper::Uri) -> Result<(), String> {
+async fn http_get(url: &hyper::Uri, resolved: &mut Resolved) -> Result<(), String> {
     let authority = url.authority().ok_or("the URL names no host")?;
     let address = match authority.port_u16() {
         Some(_) => authority.as_str().to_string(),
         None => format!("{}:80", authority.as_str()),
     };
-    let stream = tokio::net::TcpStream::connect(&address)
-        .await
-        .map_err(|e| format!("connecting to {address}: {e}"))?;
+    let stream = connect(&address, resolved).await?;
     let path = url.path_and_query().map_or("/", |p| p.as_str());
     let status = crate::control::client::get_status(stream, authority.as_str(), path).await?;
     match status {
