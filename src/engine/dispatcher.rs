@@ -9,7 +9,6 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::channels::Channels;
-use super::outcome::{Milestone, StoppedFor};
 use super::probe;
 use super::process;
 use super::runlog::RunLog;
@@ -334,61 +333,6 @@ impl Dispatcher {
         }
     }
 
-    /// A run's probe passed: it is ready (once), and the joins waiting for its readiness hear it.
-    fn on_ready(&mut self, id: RunId) {
-        let Some(run) = self.runs.get_mut(&id) else {
-            return;
-        };
-        let (RunState::Running { pid }, Some(probe)) = (run.state, &run.probe) else {
-            return;
-        };
-        if probe.run_exited() || std::mem::replace(&mut run.ready, true) {
-            return;
-        }
-        let plan = self.plan.clone();
-        let job = &plan.jobs[run.job];
-        let upstream = super::exits::upstream_entry(job, run, "ready", None, None);
-        let event = Event::RunReady {
-            job: job.name.clone(),
-            run: run.number,
-            pid,
-            after: run.started.elapsed(),
-            probe: probe.probe.check.describe(),
-        };
-        let job = run.job;
-        self.emit(event);
-        self.propagate(job, Milestone::Ready, upstream);
-    }
-
-    /// A run whose probe has not passed within its `timeout` is stopped, and fails (a service that never comes
-    /// up is restarted by its policy, or fails the workflow, instead of holding its dependents for ever). A run
-    /// whose process has exited is left to end by itself: its exit says how it went.
-    fn on_not_ready(&mut self, id: RunId) {
-        let Some(run) = self.runs.get(&id) else {
-            return;
-        };
-        let (RunState::Running { pid }, Some(probe)) = (run.state, &run.probe) else {
-            return;
-        };
-        if run.ready || probe.run_exited() {
-            return;
-        }
-        let timeout = probe.probe.timeout;
-        let last = probe.last_failure();
-        self.emit(Event::RunNotReady {
-            job: self.plan.jobs[run.job].name.clone(),
-            run: run.number,
-            pid,
-            reason: format!(
-                "{}{}",
-                StoppedFor::NotReady(timeout).reason(),
-                last.map(|l| format!(" (last check: {l})"))
-                    .unwrap_or_default()
-            ),
-        });
-        let _ = self.stop_run(id, StopCause::NotReady(timeout));
-    }
-
     /// A firing: skipped beyond `max_instances`, else queued for a worker.
     pub(super) fn fire(&mut self, pending: Pending) {
         let job = pending.job;
@@ -537,9 +481,8 @@ impl Dispatcher {
         });
         // Set by the tending task when the process exits (the probe stops looking then).
         let exited = Arc::new(super::channel::ExitFlag::default());
-        let (probe, watch) = match &job.ready {
-            Some(ready) => {
-                let tx = self.tx.clone();
+        let (probe, watch, not_ready) = match job.ready.is_some() {
+            true => {
                 let exec = probe::ExecContext {
                     plan: plan.clone(),
                     job: pending.job,
@@ -548,16 +491,10 @@ impl Dispatcher {
                     scheduled: scheduled.clone(),
                     file_env,
                 };
-                let (handle, watch) = probe::start(ready, exec, exited.clone(), move || {
-                    let _ = tx.send(Msg::Ready(id));
-                });
-                (Some(handle), watch)
+                self.start_probe(id, exec, &exited)
             }
-            None => (None, None),
+            false => (None, None, None),
         };
-        let not_ready = probe
-            .as_ref()
-            .map(|p| self.later(p.probe.timeout, Later::NotReady(id)));
         let sink = LineSink {
             reporter: self.reporter.clone(),
             job: job.name.clone(),

@@ -17,6 +17,7 @@ mod exits;
 mod outcome;
 mod probe;
 pub(crate) mod process;
+mod readiness;
 mod record;
 pub mod reload;
 mod runlog;
