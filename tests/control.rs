@@ -730,6 +730,10 @@ fn status_shows_the_live_runner() {
     assert!(text.contains("a runner is up"), "{text}");
     assert!(text.contains("slow#1"), "{text}");
     assert!(text.contains("CHANNEL"), "{text}");
+    assert!(
+        !text.contains("READY"),
+        "no probes, no READY column: {text}"
+    );
 }
 
 #[test]

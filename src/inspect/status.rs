@@ -290,12 +290,19 @@ fn text(status: &Status, now: DateTime<Utc>, color: bool) -> String {
         })
         .collect();
     if !runs.is_empty() {
+        // READY only when some live run has a readiness probe.
+        let probed = status
+            .jobs
+            .iter()
+            .any(|j| j.runs.iter().any(|r| !r["ready"].is_null()));
+        let mut headers = vec!["RUNNING", "PID", "STARTED", "READY"];
+        let mut runs = runs;
+        if !probed {
+            headers.pop();
+            runs.iter_mut().for_each(|r| drop(r.pop()));
+        }
         out.push('\n');
-        out.push_str(&table(
-            &["RUNNING", "PID", "STARTED", "READY"],
-            &runs,
-            color,
-        ));
+        out.push_str(&table(&headers, &runs, color));
     }
     let channels: Vec<Vec<String>> = status
         .channels
