@@ -199,7 +199,6 @@ impl Dispatcher {
     ) -> Option<Box<RunRow>> {
         self.memory.as_ref()?;
         Some(Box::new(RunRow {
-            job: self.plan.jobs[pending.job].name.clone(),
             run: Some(number),
             attempt: pending.attempt,
             trigger: match pending.manual {
@@ -208,12 +207,6 @@ impl Dispatcher {
             },
             scheduled: Some(pending.scheduled),
             started: Some(Utc::now()),
-            ended: None,
-            duration_ms: None,
-            code: None,
-            signal: None,
-            outcome: Outcome::Running,
-            reason: None,
             lateness_ms: lateness_us.map(|us| us as f64 / 1000.0),
             messages: pending.input.as_ref().map(|(_, n)| *n as u64),
             count: pending.coalesced.max(1),
@@ -226,6 +219,7 @@ impl Dispatcher {
                     .display()
                     .to_string()
             }),
+            ..RunRow::new(self.plan.jobs[pending.job].name.clone(), Outcome::Running)
         }))
     }
 
@@ -314,24 +308,11 @@ impl Dispatcher {
         count: u64,
     ) -> RunRow {
         RunRow {
-            job: self.plan.jobs[job].name.clone(),
-            run: None,
-            attempt: 1,
             trigger: self.trigger_text(job, trigger),
             scheduled,
-            started: None,
             ended: Some(Utc::now()),
-            duration_ms: None,
-            code: None,
-            signal: None,
-            outcome,
-            reason: None,
-            lateness_ms: None,
-            messages: None,
             count,
-            catch_up: false,
-            pid: None,
-            log: None,
+            ..RunRow::new(self.plan.jobs[job].name.clone(), outcome)
         }
     }
 }

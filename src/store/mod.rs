@@ -65,6 +65,32 @@ pub struct RunRow {
     pub log: Option<String>,
 }
 
+impl RunRow {
+    /// A row of `job` with `outcome` and nothing else known yet: one try, one firing, no times, no exit.
+    pub fn new(job: String, outcome: Outcome) -> RunRow {
+        RunRow {
+            job,
+            run: None,
+            attempt: 1,
+            trigger: String::new(),
+            scheduled: None,
+            started: None,
+            ended: None,
+            duration_ms: None,
+            code: None,
+            signal: None,
+            outcome,
+            reason: None,
+            lateness_ms: None,
+            messages: None,
+            count: 1,
+            catch_up: false,
+            pid: None,
+            log: None,
+        }
+    }
+}
+
 /// How a history row ended (`running` until it does).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]

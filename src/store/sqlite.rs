@@ -576,24 +576,13 @@ mod tests {
 
     fn row(job: &str, run: Option<u64>, outcome: Outcome, at: &str) -> RunRow {
         RunRow {
-            job: job.into(),
             run,
-            attempt: 1,
             trigger: "start".into(),
             scheduled: Some(t(at)),
             started: Some(t(at)),
-            ended: None,
-            duration_ms: None,
-            code: None,
-            signal: None,
-            outcome,
-            reason: None,
-            lateness_ms: None,
-            messages: None,
-            count: 1,
-            catch_up: false,
             pid: Some(42),
             log: Some(format!("/logs/{job}/{}.log", run.unwrap_or(0))),
+            ..RunRow::new(job.into(), outcome)
         }
     }
 
