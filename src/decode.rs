@@ -712,16 +712,19 @@ impl Decoder<'_> {
 
     /// `ready: { log | http | tcp | exec, interval, timeout }`: exactly one kind of probe, checked here (the
     /// regex compiles, the URL is `http://HOST...`, the address is `HOST:PORT`) so a runner never meets one that
-    /// cannot work.
+    /// cannot work. A probe given but invalid is kept with what could be read (its problems reported here, so no
+    /// plan is built): the job has a probe, and `status: ready` on it is not also "no probe".
     fn ready(&mut self, node: &Node) -> Option<Sp<Box<ReadySpec>>> {
         let reported = self.out.len();
-        let f = self.fields(
+        let Some(f) = self.fields(
             node,
             &[PROBE_KINDS, PROBE_TIMING_KEYS],
             &[],
             node.span,
             "`ready`",
-        )?;
+        ) else {
+            return Some(Sp::new(Box::default(), node.span));
+        };
         let kinds: Vec<&str> = PROBE_KINDS
             .iter()
             .copied()
@@ -746,11 +749,6 @@ impl Decoder<'_> {
         let http = f.get("http").and_then(|n| self.http_url(n));
         let tcp = f.get("tcp").and_then(|n| self.tcp_address(n));
         let exec = f.get("exec").and_then(|n| self.command(n, "exec"));
-        if kinds.len() != 1
-            || [log.is_some(), http.is_some(), tcp.is_some(), exec.is_some()] == [false; 4]
-        {
-            return None;
-        }
         // Boxed: most jobs have no probe, and a document holds one `JobOptions` per job.
         Some(Sp::new(
             Box::new(ReadySpec {

@@ -302,7 +302,7 @@ pub struct JobOptions {
 }
 
 /// A readiness probe (SPEC §6): exactly one of `log`, `http`, `tcp`, `exec`.
-#[derive(Debug, Clone, PartialEq, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 #[schemars(extend("oneOf" = [
     { "required": ["log"] }, { "required": ["http"] }, { "required": ["tcp"] }, { "required": ["exec"] }

@@ -379,11 +379,8 @@ impl<'d, 'o> Rules<'d, 'o> {
     }
 
     /// `after: { status: ready }` names jobs with a `ready` probe (else they could never be ready). A probe given
-    /// but invalid is already reported (`invalid-probe`): not again as missing.
+    /// but invalid is in the document too (see `Decoder::ready`): it is reported as invalid, not as missing.
     fn check_probes(&mut self) {
-        if self.out.iter().any(|d| d.code == Code::InvalidProbe) {
-            return;
-        }
         let mut found = Vec::new();
         for r in &self.jobs {
             for t in Self::triggers(r.job) {
@@ -928,7 +925,7 @@ impl<'d, 'o> Rules<'d, 'o> {
                     .as_ref()
                     .map_or(plan::DEFAULT_STOP_GRACE, |d| d.value.0),
                 dead_letter,
-                ready: o.ready.as_ref().map(|r| Box::new(probe(&r.value))),
+                ready: o.ready.as_ref().and_then(|r| probe(&r.value)).map(Box::new),
                 retired: false,
             });
         }
@@ -964,7 +961,8 @@ fn command(run: &RunSpec) -> plan::Command {
 }
 
 /// A decoded `ready` (the decoder made sure exactly one kind is given).
-fn probe(spec: &ReadySpec) -> plan::Probe {
+/// `None` for a probe the decoder found invalid (and reported: no plan is built then).
+fn probe(spec: &ReadySpec) -> Option<plan::Probe> {
     let check = if let Some(log) = &spec.log {
         plan::Check::Log(log.value.regex.clone())
     } else if let Some(http) = &spec.http {
@@ -972,10 +970,9 @@ fn probe(spec: &ReadySpec) -> plan::Probe {
     } else if let Some(tcp) = &spec.tcp {
         plan::Check::Tcp(tcp.value.clone())
     } else {
-        let exec = spec.exec.as_ref().expect("the decoder checked one probe");
-        plan::Check::Exec(command(&exec.value))
+        plan::Check::Exec(command(&spec.exec.as_ref()?.value))
     };
-    plan::Probe {
+    Some(plan::Probe {
         check,
         interval: spec
             .interval
@@ -985,7 +982,7 @@ fn probe(spec: &ReadySpec) -> plan::Probe {
             .timeout
             .as_ref()
             .map_or(plan::DEFAULT_PROBE_TIMEOUT, |d| d.value.0),
-    }
+    })
 }
 
 fn distinct(uses: &[(usize, Span, Use)]) -> Vec<usize> {
@@ -1225,6 +1222,12 @@ mod tests {
         let invalid = text.replace("web: { run: x }", "web: { run: x, ready: { tcp: h } }");
         assert_eq!(found(&invalid).len(), 1);
         assert_eq!(found(&invalid)[0].0, "invalid-probe");
+        let not_a_mapping = text.replace("web: { run: x }", "web: { run: x, ready: up }");
+        assert_eq!(one(&not_a_mapping).0, "invalid-value");
+        // An invalid probe on one job hides nothing about another.
+        let both = "jobs:\n  web: { run: x, ready: { tcp: h } }\n  db: { run: x }\n  c: { run: y, trigger: { after: [web, db], status: ready } }\n";
+        let codes: Vec<_> = found(both).into_iter().map(|(c, _)| c).collect();
+        assert_eq!(codes, ["invalid-probe", "no-probe"]);
     }
 
     #[test]
