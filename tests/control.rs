@@ -788,6 +788,24 @@ fn a_client_added_by_a_reload_starts_at_once_when_its_service_is_ready() {
 }
 
 #[test]
+fn a_live_run_keeps_the_probe_it_started_with_across_a_reload() {
+    let before = "jobs:\n  web:\n    run: sleep 60\n    ready: { log: never, timeout: 2s }\n    stop_grace: 1s\n";
+    let (dir, file) = flow(before);
+    let state = state_of(&dir);
+    let mut runner = Runner::start_until(&file, &state, &[], |e| {
+        e["event"] == "run.start" && e["job"] == "web"
+    });
+    // The new text gives the job a longer timeout: the live run is still held to the one it started with.
+    std::fs::write(&file, before.replace("timeout: 2s", "timeout: 10m")).unwrap();
+    let reload = flowrun(&["reload", file.to_str().unwrap()], &state);
+    assert_eq!(reload.status.code(), Some(0), "{reload:?}");
+    let unready = runner.wait_for(|e| e["event"] == "run.unready" && e["job"] == "web");
+    assert_eq!(unready["reason"], "not ready within 2s");
+    let exit = runner.wait_for(|e| e["event"] == "run.exit" && e["job"] == "web");
+    assert_eq!(exit["reason"], "not ready within 2s");
+}
+
+#[test]
 fn a_reload_removing_a_live_broadcast_reader_stops_it_and_goes_on() {
     let (dir, file) = flow(&format!(
         "channels: {{ b: {{ kind: broadcast }} }}\njobs:\n  w:\n    run: seq 3; cat gate\n    stdout: b\n    trigger: start\n  r1:\n    run: cat\n    stdin: b\n    trigger: start\n  r2:\n    run: cat\n    stdin: b\n    trigger: start\n  keep:\n    run: 'true'\n    trigger: {NEVER}\n"

@@ -107,7 +107,7 @@ fn exec_probes_run_with_the_jobs_environment_until_one_exits_0() {
 jobs:
   db:
     run: touch "up.$FLOWRUN_RUN"; while [ ! -e served ]; do sleep 0.01; done
-    ready: { exec: 'test "$FLOWRUN_JOB" = db && test -e "up.$FLOWRUN_RUN"', interval: 20ms }
+    ready: { exec: 'test "$FLOWRUN_JOB" = db && test "$FLOWRUN_PROBE" = 1 && test -e "up.$FLOWRUN_RUN"', interval: 20ms }
   broken:
     run: sleep 30
     ready: { exec: "exit 3", interval: 20ms, timeout: 300ms }
@@ -352,4 +352,42 @@ jobs:
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let _ = rest_of(reader, seen);
     child.wait().unwrap();
+}
+
+#[test]
+fn a_probe_checks_no_more_once_its_run_is_being_stopped() {
+    // The run ignores SIGTERM, so it is "being stopped" for a while; every check leaves a line in `checks`.
+    let (dir, file) = flow(
+        r#"
+jobs:
+  svc:
+    run: trap '' TERM; echo started; sleep 30
+    ready: { exec: "echo x >> checks; exit 1", interval: 20ms }
+    stop_grace: 2s
+"#,
+    );
+    let checks = dir.path().join("checks");
+    let count = || {
+        std::fs::read_to_string(&checks)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let (mut child, reader, seen) = start_until(&file, &[], |e| is(e, "output", "svc"));
+    while count() < 3 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let before = count();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let ev = rest_of(reader, seen);
+    child.wait().unwrap();
+    let stopping = position(&ev, |e| e["event"] == "runner.stopping");
+    assert!(stopping < position(&ev, |e| is(e, "run.exit", "svc")));
+    // The run lived its 2 s grace: a probe still checking every 20 ms would have added about 100 lines. Allowed:
+    // the checks between the count and the signal, and one in flight.
+    let after = count();
+    assert!(
+        after <= before + 3,
+        "checks went on while the run was being stopped: {before} -> {after}"
+    );
 }
