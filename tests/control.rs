@@ -118,13 +118,7 @@ impl Runner {
 }
 
 fn flowrun(args: &[&str], state: &Path) -> Output {
-    cmd()
-        .args(args)
-        .arg("--state")
-        .arg(state)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
+    common::on_state(args, state)
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -505,12 +499,7 @@ fn a_thousand_status_requests_do_not_disturb_a_queue_at_full_speed() {
     let (dir, file) = flow(
         "channels: { lines: { kind: queue } }\njobs:\n  gen:\n    run: seq 3000000; read x < gate; seq 3000000\n    stdout: lines\n    trigger: start\n  count:\n    run: wc -l\n    stdin: lines\n    trigger: start\n",
     );
-    let gate = dir.path().join("gate");
-    assert!(std::process::Command::new("mkfifo")
-        .arg(&gate)
-        .status()
-        .unwrap()
-        .success());
+    let gate = common::fifo(dir.path(), "gate");
     let state = state_of(&dir);
     let mut runner = Runner::start_in(dir.path(), &file, &state, &[], &[]);
     runner.wait_for(|e| e["event"] == "run.start" && e["job"] == "gen");
@@ -810,12 +799,7 @@ fn a_reload_removing_a_live_broadcast_reader_stops_it_and_goes_on() {
     let (dir, file) = flow(&format!(
         "channels: {{ b: {{ kind: broadcast }} }}\njobs:\n  w:\n    run: seq 3; cat gate\n    stdout: b\n    trigger: start\n  r1:\n    run: cat\n    stdin: b\n    trigger: start\n  r2:\n    run: cat\n    stdin: b\n    trigger: start\n  keep:\n    run: 'true'\n    trigger: {NEVER}\n"
     ));
-    let gate = dir.path().join("gate");
-    assert!(std::process::Command::new("mkfifo")
-        .arg(&gate)
-        .status()
-        .unwrap()
-        .success());
+    let gate = common::fifo(dir.path(), "gate");
     let state = state_of(&dir);
     let mut runner = Runner::start_in(dir.path(), &file, &state, &[], &[]);
     runner.wait_for(|e| e["event"] == "output" && e["job"] == "r2" && e["line"] == "3");
@@ -953,12 +937,7 @@ fn a_job_moved_to_another_executor_by_a_reload_frees_the_worker_it_held() {
         )
     };
     let (dir, file) = flow(&text("x"));
-    let gate = dir.path().join("gate");
-    assert!(std::process::Command::new("mkfifo")
-        .arg(&gate)
-        .status()
-        .unwrap()
-        .success());
+    let gate = common::fifo(dir.path(), "gate");
     let state = state_of(&dir);
     let mut runner = Runner::start_in(dir.path(), &file, &state, &[], &[]);
     runner.wait_for(|e| e["event"] == "run.start" && e["job"] == "a");

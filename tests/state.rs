@@ -26,14 +26,7 @@ fn run(file: &Path, state: &Path, extra: &[&str]) -> Output {
 }
 
 fn flowrun(args: &[&str], state: &Path) -> Output {
-    cmd()
-        .args(args)
-        .arg("--state")
-        .arg(state)
-        .env("NO_COLOR", "1")
-        .env("TZ", "UTC")
-        .output()
-        .unwrap()
+    common::on_state(args, state)
 }
 
 fn of<'a>(events: &'a [Value], kind: &str, job: &str) -> Vec<&'a Value> {
@@ -301,12 +294,7 @@ fn logs_follow_streams_a_live_run_until_it_ends() {
     let (dir, file) = flow(
         "jobs:\n  talk:\n    run: echo first; read x < gate; echo second\n    trigger: start\n",
     );
-    let gate = dir.path().join("gate");
-    assert!(std::process::Command::new("mkfifo")
-        .arg(&gate)
-        .status()
-        .unwrap()
-        .success());
+    let gate = common::fifo(dir.path(), "gate");
     let state = dir.path().join("state");
     let runner = cmd()
         .arg(&file)

@@ -149,3 +149,26 @@ pub fn rest_of(
     );
     seen
 }
+
+/// A named pipe `name` in `dir`: a job that reads it waits until the test writes it (a gate, not a sleep).
+pub fn fifo(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let made = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo {}", path.display());
+    path
+}
+
+/// A command of the binary (`status`, `trigger`, ...) on the state directory `state`, without colour, in UTC.
+pub fn on_state(args: &[&str], state: &std::path::Path) -> std::process::Output {
+    cmd()
+        .args(args)
+        .arg("--state")
+        .arg(state)
+        .env("NO_COLOR", "1")
+        .env("TZ", "UTC")
+        .output()
+        .unwrap()
+}
