@@ -377,6 +377,23 @@ impl Plan {
     }
 
     /// Whether the workflow ends by itself: no job has a time trigger or restarts.
+    /// Per job, the `after` triggers that name it: (downstream job, trigger index).
+    pub fn joins_on(&self) -> Vec<Vec<(JobId, usize)>> {
+        let mut on = vec![Vec::new(); self.jobs.len()];
+        for (d, job) in self.jobs.iter().enumerate() {
+            for (t, trig) in job.triggers.iter().enumerate() {
+                if let Trigger::After { jobs, .. } = trig {
+                    for &u in jobs {
+                        if on[u].last() != Some(&(d, t)) {
+                            on[u].push((d, t));
+                        }
+                    }
+                }
+            }
+        }
+        on
+    }
+
     pub fn ends_by_itself(&self) -> bool {
         self.jobs
             .iter()

@@ -22,6 +22,8 @@ use crate::report::{ChannelLine, JobLine, LiveView, Reporter};
 
 pub(super) struct Dispatcher {
     pub(super) plan: Arc<Plan>,
+    /// `plan.joins_on()`: who hears of a job's runs (a run's end looks at these, not at every job).
+    pub(super) joins_on: Vec<Vec<(JobId, usize)>>,
     reporter: Arc<Reporter>,
     pub(super) tx: UnboundedSender<Msg>,
     pub(super) jobs: Vec<JobState>,
@@ -93,6 +95,7 @@ impl Dispatcher {
             channels: Channels::new(plan.clone()),
             executors: plan.executors.iter().map(|_| Executor::default()).collect(),
             timetable: Timetable::new(entries, started_at),
+            joins_on: plan.joins_on(),
             plan,
             reporter,
             tx,

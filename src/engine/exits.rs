@@ -226,12 +226,10 @@ impl Dispatcher {
         milestone: Milestone,
         upstream: serde_json::Value,
     ) {
-        let plan = self.plan.clone();
         let mut complete = Vec::new();
-        for (d, downstream) in plan.jobs.iter().enumerate() {
-            for t in 0..downstream.triggers.len() {
-                complete.extend(self.hear(d, t, job, milestone, &upstream));
-            }
+        for i in 0..self.joins_on[job].len() {
+            let (d, t) = self.joins_on[job][i];
+            complete.extend(self.hear(d, t, job, milestone, &upstream));
         }
         self.fire_joins(complete);
     }

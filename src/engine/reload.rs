@@ -196,6 +196,7 @@ impl Dispatcher {
     fn apply(&mut self, merged: Merged) {
         let plan = Arc::new(merged.plan);
         self.plan = plan.clone();
+        self.joins_on = plan.joins_on();
         self.channels.rewire(plan.clone(), &merged.rebuilt);
         while self.executors.len() < plan.executors.len() {
             self.executors.push(Executor::default());
