@@ -1,8 +1,8 @@
 //! flowrun against the tools people would use instead, run by hand: `cargo bench --bench compare [NAME...]`.
 //!
 //! Each comparison runs A and B interleaved for several rounds (FLOWRUN_BENCH_ROUNDS, default 5) and prints
-//! the medians and their ratio. Names: pipe, queue, python, broadcast, each, validate, lateness, flood, idle,
-//! rss.
+//! the medians and their ratio. Names: pipe, queue, python, broadcast, each, validate, lateness, state, flood,
+//! idle, scale, hop, rss.
 //! Not part of CI's pass/fail: timings depend on the machine; the goals are printed next to the figures.
 
 use std::io::{BufRead, BufReader};
@@ -397,6 +397,7 @@ fn scale(d: &Path, n: usize) {
         ));
     }
     let f = write(d, &format!("cron{n}.yaml"), &yaml);
+    busy_neighbour(d, n, &yaml);
     let mut times = Vec::new();
     let mut peak = 0;
     for _ in 0..rounds() {
@@ -473,6 +474,42 @@ fn scale(d: &Path, n: usize) {
     );
 }
 
+/// What `n` idle cron jobs cost a busy neighbour: a 20 ms interval job's runner CPU over 3 s (150 runs, after
+/// the first second), with the `n` jobs beside it and alone. An input should cost what it touches, not a pass
+/// over every job.
+fn busy_neighbour(d: &Path, n: usize, cron_yaml: &str) {
+    let tick = "  tick: { run: [/bin/true], trigger: { interval: 20ms } }\n";
+    let with = write(d, &format!("busy{n}.yaml"), &format!("{cron_yaml}{tick}"));
+    let alone = write(d, "busy-alone.yaml", &format!("jobs:\n{tick}"));
+    let cpu_over_3s = |file: &Path| {
+        let mut child = Command::new(flowrun())
+            .arg(file)
+            .args(["--for", "5s", "--progress", "never", "--state", "none"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+        let before = cpu_seconds(child.id());
+        std::thread::sleep(Duration::from_secs(3));
+        let after = cpu_seconds(child.id());
+        child.wait().unwrap();
+        after - before
+    };
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..rounds().min(3) {
+        a.push(cpu_over_3s(&with));
+        b.push(cpu_over_3s(&alone));
+    }
+    a.sort_by(f64::total_cmp);
+    b.sort_by(f64::total_cmp);
+    println!(
+        "scale      {n:>6} idle cron jobs beside a 20 ms interval job: runner CPU over 3 s {:.3} s, the interval job alone {:.3} s",
+        a[a.len() / 2],
+        b[b.len() / 2]
+    );
+}
+
 /// One message every millisecond from a writer to a reader (python3 both, timestamps in the message): latency
 /// p50 and p99 through a shell pipe and through a flowrun queue channel.
 fn hop(d: &Path) {
@@ -506,7 +543,9 @@ fn hop(d: &Path) {
             .collect();
         (v[0], v[1])
     };
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    // The relay is the floor for anything that sits in a message's path: `cat` does nothing but read and write,
+    // yet it pays the same second wake-up a queue pays.
+    let (mut ours, mut theirs, mut relay) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds().min(3) {
         let out = sh(&format!(
             "python3 {} 3000 | python3 {}",
@@ -516,6 +555,14 @@ fn hop(d: &Path) {
         .output()
         .unwrap();
         theirs.push(parse(&String::from_utf8_lossy(&out.stdout)));
+        let out = sh(&format!(
+            "python3 {} 3000 | cat | python3 {}",
+            w.display(),
+            r.display()
+        ))
+        .output()
+        .unwrap();
+        relay.push(parse(&String::from_utf8_lossy(&out.stdout)));
         let out = Command::new(flowrun())
             .arg(&f)
             .args(["--progress", "never"])
@@ -528,16 +575,22 @@ fn hop(d: &Path) {
         x.sort_by(f64::total_cmp);
         x[x.len() / 2]
     };
-    let (o50, o99, t50, t99) = (
+    let (o50, o99, t50, t99, c50, c99) = (
         med(&ours, 0),
         med(&ours, 1),
         med(&theirs, 0),
         med(&theirs, 1),
+        med(&relay, 0),
+        med(&relay, 1),
     );
     println!(
-        "hop        1,000 msg/s, 3,000 messages: queue p50 {o50:.1} us p99 {o99:.1} us; shell pipe p50 {t50:.1} us p99 {t99:.1} us; ratio p50 {:.2} (goal <= 2) p99 {:.2} (goal <= 3)",
+        "hop        1,000 msg/s, 3,000 messages: queue p50 {o50:.1} us p99 {o99:.1} us; shell pipe p50 {t50:.1} us p99 {t99:.1} us; ratio p50 {:.2} (goal <= 2) p99 {:.2} (goal <= 3); through `| cat |` p50 {c50:.1} us p99 {c99:.1} us ({:.2}x / {:.2}x the pipe; the queue {:.2}x / {:.2}x of it)",
         o50 / t50,
-        o99 / t99
+        o99 / t99,
+        c50 / t50,
+        c99 / t99,
+        o50 / c50,
+        o99 / c99
     );
 }
 

@@ -252,7 +252,7 @@ impl Dispatcher {
             },
         );
         // A manual firing obeys `max_instances` and the executor like any other.
-        self.jobs[job].done = false;
+        self.undo_done(job);
         self.fire(Pending {
             manual: Some(id),
             ..Pending::now(job)

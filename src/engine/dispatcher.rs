@@ -15,6 +15,7 @@ use super::runlog::RunLog;
 use super::state::{Executor, JobState, Pending, Run, RunId, RunState, StopCause};
 use super::supervise::{supervise, LineSink, ParentEnds, RunEnd};
 use super::timetable::{jitter_delay, Due, Entry, Timetable};
+use super::watch::Watch;
 use super::{Ending, Input, Later, Msg, Options, Stop};
 use crate::event::{timestamp, Event, SkipReason, Summary};
 use crate::plan::{JobId, Plan, Trigger};
@@ -35,6 +36,8 @@ pub(super) struct Dispatcher {
     waiting: HashMap<u64, (Later, tokio::task::AbortHandle)>,
     next_later: u64,
     timetable: Timetable,
+    /// The jobs `refresh` looks at: not done, and held by no time trigger.
+    watch: Watch,
     pub(super) stopping: bool,
     forced: bool,
     pub(super) failed: bool,
@@ -77,7 +80,7 @@ impl Dispatcher {
             entries.extend(time_entries(&plan, j, &handled, started_at));
         }
         let plan_path = plan.path.display().to_string();
-        Dispatcher {
+        let mut dispatcher = Dispatcher {
             jobs: plan
                 .jobs
                 .iter()
@@ -118,7 +121,24 @@ impl Dispatcher {
             next_manual: 0,
             observers: options.observers,
             handled,
-        }
+            watch: Watch::default(),
+        };
+        dispatcher.watch_all();
+        dispatcher
+    }
+
+    /// Look again at every job that is not done and that no time trigger holds (the start, a stop, a reload:
+    /// whatever may change that for many jobs at once).
+    pub(super) fn watch_all(&mut self) {
+        let (jobs, timetable, stopping) = (&self.jobs, &self.timetable, self.stopping);
+        self.watch
+            .reset((0..jobs.len()).filter(|&j| !jobs[j].done && (stopping || !timetable.holds(j))));
+    }
+
+    /// A job that was done may fire again (a manual firing).
+    pub(super) fn undo_done(&mut self, j: JobId) {
+        self.jobs[j].done = false;
+        self.watch.insert(j);
     }
 
     /// (Re)schedule a job's time triggers (a reload): each resumes after its last handled firing, if any.
@@ -208,8 +228,9 @@ impl Dispatcher {
             Input::Msg(Msg::Later(key)) => self.on_due(key),
             Input::Msg(Msg::Control(request)) => self.on_request(request),
             Input::Msg(Msg::Ready(id)) => self.on_ready(id),
-            Input::Msg(Msg::Wake) => {
-                for j in 0..self.plan.jobs.len() {
+            Input::Msg(Msg::Wake(c)) => {
+                let plan = self.plan.clone();
+                for &j in &plan.channels[c].readers {
                     self.pump_each(j);
                 }
             }
@@ -468,11 +489,13 @@ impl Dispatcher {
             messages: pending.input.as_ref().map(|(_, n)| *n as u64),
         });
         let timeout = job.timeout.map(|t| self.later(t, Later::Timeout(id)));
-        let tx = self.tx.clone();
-        let wake = Arc::new(move || {
-            let _ = tx.send(Msg::Wake);
+        let target = job.stdout.map(|c| {
+            let tx = self.tx.clone();
+            let wake = Arc::new(move || {
+                let _ = tx.send(Msg::Wake(c));
+            });
+            self.channels.target(c, wake)
         });
-        let target = job.stdout.map(|c| self.channels.target(c, wake));
         let log = self.log_dir.as_ref().map(|dir| {
             Arc::new(RunLog::new(
                 dir,
@@ -629,15 +652,26 @@ impl Dispatcher {
         }
     }
 
-    /// Mark jobs that can never fire again as done, close the channels they wrote, and skip dead joins.
+    /// Mark jobs that can never fire again as done, close the channels they wrote, and skip dead joins. Only the
+    /// watched jobs can be done (see `watch`); one being done may finish others, hence the loop.
     fn refresh(&mut self) {
+        for j in self.timetable.take_ran_out() {
+            if j < self.jobs.len() && !self.jobs[j].done {
+                self.watch.insert(j);
+            }
+        }
         loop {
             let mut changed = false;
-            for j in 0..self.plan.jobs.len() {
-                let state = &self.jobs[j];
-                if state.done || state.live > 0 || state.pending > 0 || self.can_fire_again(j) {
+            for j in self.watch.take() {
+                if self.jobs[j].done {
+                    self.watch.release(j);
                     continue;
                 }
+                if !self.can_be_done(j) {
+                    self.watch.keep(j);
+                    continue;
+                }
+                self.watch.release(j);
                 self.jobs[j].done = true;
                 changed = true;
                 self.skip_dead_joins(j);
@@ -647,6 +681,21 @@ impl Dispatcher {
                 break;
             }
         }
+        // Every test drives a debug build: there a pass over every job checks that the watch missed none.
+        #[cfg(debug_assertions)]
+        for j in 0..self.jobs.len() {
+            assert!(
+                self.jobs[j].done || !self.can_be_done(j),
+                "job {} can be done but was not watched",
+                self.plan.jobs[j].name
+            );
+        }
+    }
+
+    /// Nothing of the job is running or on its way, and none of its triggers can fire again.
+    fn can_be_done(&self, j: JobId) -> bool {
+        let state = &self.jobs[j];
+        state.live == 0 && state.pending == 0 && !self.can_fire_again(j)
     }
 
     fn can_fire_again(&self, j: JobId) -> bool {
@@ -714,7 +763,7 @@ impl Dispatcher {
                     channel: channel.name.clone(),
                     messages,
                 });
-                let _ = self.tx.send(Msg::Wake);
+                let _ = self.tx.send(Msg::Wake(c));
             }
             if channel.readers.contains(&j) {
                 let all_done = channel.readers.iter().all(|&r| self.jobs[r].done);
@@ -738,6 +787,8 @@ impl Dispatcher {
             return;
         }
         self.stopping = true;
+        // No job can fire again now: any that is idle is done.
+        self.watch_all();
         self.emit(Event::RunnerStopping {
             reason: why.to_string(),
             live_runs: self.runs.len(),

@@ -52,7 +52,9 @@ impl Dispatcher {
                 messages: end.taken_back as u64,
             });
             // `each` jobs of the channel may be idle, waiting for messages: these are new to them.
-            let _ = self.tx.send(Msg::Wake);
+            if let Some(c) = job.stdin {
+                let _ = self.tx.send(Msg::Wake(c));
+            }
         }
         let c = classify(&ExitFacts {
             status: &end.status,
@@ -209,7 +211,7 @@ impl Dispatcher {
                     channel: self.plan.channels[c].name.clone(),
                     messages: count as u64,
                 });
-                let _ = self.tx.send(Msg::Wake);
+                let _ = self.tx.send(Msg::Wake(c));
             }
             None => {
                 self.failed_messages += count as u64;

@@ -25,6 +25,7 @@ mod state;
 mod supervise;
 mod timetable;
 mod walltimer;
+mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -132,8 +133,8 @@ enum Msg {
     },
     /// The delay of what `Dispatcher::later` arranged under this key is over.
     Later(u64),
-    /// Messages arrived (or came back) where an `each` job waits.
-    Wake,
+    /// Messages arrived (or came back) in this channel, where an `each` job waits.
+    Wake(crate::plan::ChannelId),
     /// A request of the control API.
     Control(control::Request),
     /// The run's readiness probe passed.

@@ -252,6 +252,8 @@ impl Dispatcher {
         for j in 0..plan.jobs.len() {
             self.pump_each(j);
         }
+        // Jobs were added, and changed jobs' triggers rescheduled: any of them may be done or held anew.
+        self.watch_all();
     }
 }
 

@@ -56,6 +56,9 @@ pub struct Timetable {
     by_job: Vec<(u32, u32)>,
     next: Vec<Option<DateTime<Utc>>>,
     heap: BinaryHeap<Reverse<(DateTime<Utc>, usize)>>,
+    /// Jobs one of whose entries has just run out (an `at` fired, an interval or cron reached its end): the
+    /// dispatcher looks at them next, as they may be done now.
+    ran_out: Vec<usize>,
 }
 
 /// Bound on firings handled in one wake-up (a clock jump of years over a per-second cron).
@@ -72,6 +75,7 @@ impl Timetable {
             by_job: Vec::with_capacity(entries.last().map_or(0, |e| e.job + 1)),
             next: vec![None; entries.len()],
             heap: BinaryHeap::with_capacity(entries.len()),
+            ran_out: Vec::new(),
             entries,
         };
         for i in 0..table.entries.len() {
@@ -129,9 +133,21 @@ impl Timetable {
 
     fn set_next(&mut self, i: usize, at: Option<DateTime<Utc>>) {
         self.next[i] = at;
-        if let Some(at) = at {
-            self.heap.push(Reverse((at, i)));
+        match at {
+            Some(at) => self.heap.push(Reverse((at, i))),
+            None => self.ran_out.push(self.entries[i].job),
         }
+    }
+
+    /// The jobs an entry of which ran out since the last call.
+    pub fn take_ran_out(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.ran_out)
+    }
+
+    /// Whether one of this job's time triggers has an instant to come: then the job can fire again, whatever else
+    /// it waits on.
+    pub fn holds(&self, job: usize) -> bool {
+        self.entries_of(job).any(|i| self.next[i].is_some())
     }
 
     /// The earliest instant something is due, if any trigger can still fire.
@@ -139,8 +155,8 @@ impl Timetable {
         self.heap.peek().map(|Reverse((at, _))| *at)
     }
 
-    /// Whether this job's time trigger can still fire (asked for every job after every input: by the job's own
-    /// entries, not a search through all of them).
+    /// Whether this job's time trigger can still fire (by the job's own entries, not a search through all of
+    /// them).
     pub fn can_fire(&self, job: usize, trigger: usize) -> bool {
         self.entries_of(job)
             .any(|i| self.entries[i].trigger == trigger && self.next[i].is_some())
@@ -182,7 +198,10 @@ impl Timetable {
             if self.next[i] != Some(at) {
                 continue; // stale entry
             }
-            let entry = self.entries[i].clone();
+            let entry = &self.entries[i];
+            let (job, trigger, coalesce) = (entry.job, entry.trigger, entry.coalesce);
+            let grace =
+                chrono::Duration::from_std(entry.misfire_grace).unwrap_or(chrono::Duration::MAX);
             let mut due = vec![at];
             let mut cursor = at;
             while let Some(next) = entry.rule.next_after(cursor) {
@@ -194,10 +213,7 @@ impl Timetable {
             }
             let following = entry.rule.next_after(cursor);
             self.set_next(i, following);
-            let grace =
-                chrono::Duration::from_std(entry.misfire_grace).unwrap_or(chrono::Duration::MAX);
-            let (job, trigger) = (entry.job, entry.trigger);
-            if entry.coalesce {
+            if coalesce {
                 let last = *due.last().expect("one due firing at least");
                 let late = now - last;
                 out.push(if late > grace {
