@@ -755,3 +755,81 @@ fn a_runner_killed_during_a_firings_jitter_does_not_fire_it_again() {
     }
     panic!("six jitters in a row were shorter than the look");
 }
+
+/// A store that fails to commit (here another process holds the database's write lock; a full disk fails the same
+/// way) loses no history: the rows are kept, tried again every window, and written once it works; said once each
+/// way.
+#[test]
+fn history_is_kept_while_the_store_fails_and_written_when_it_works_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = common::fifo(dir.path(), "gate");
+    let hold = common::fifo(dir.path(), "hold");
+    let file = dir.path().join("flow.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "jobs:\n  gate: {{ run: \"read x < {}\" }}\n  hold: {{ run: \"read x < {}\" }}\n",
+            gate.display(),
+            hold.display()
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    // `--for`: should the rows never be written, the runner ends and the test fails rather than hangs.
+    let (child, reader, seen) = start_until(
+        &file,
+        &["--state", state.to_str().unwrap(), "--for", "60s"],
+        |e| e["event"] == "runner.start",
+    );
+    let _guard = scopeguard(child);
+    let mut blocker = db(&state);
+    blocker
+        .busy_timeout(std::time::Duration::from_secs(30))
+        .unwrap();
+    let lock = blocker
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
+        .unwrap();
+    // The gate's end is history the runner cannot commit while the lock is held.
+    std::fs::write(&gate, "x\n").unwrap();
+    let mut lines = std::io::BufRead::lines(reader);
+    let mut seen = seen;
+    let mut until = |what: &str, seen: &mut Vec<Value>| loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("ended before {what}: {seen:?}"))
+            .unwrap();
+        let e: Value = serde_json::from_str(&line).unwrap();
+        // Until the runner stops, `hold` waits at its gate, so the test's write there cannot block for ever.
+        assert_ne!(
+            e["event"], "runner.stopping",
+            "stopping before {what}: {seen:?}"
+        );
+        let found = e["event"] == "notice" && e["reason"].as_str().unwrap().contains(what);
+        seen.push(e);
+        if found {
+            return;
+        }
+    };
+    until("history is not being written", &mut seen);
+    lock.rollback().unwrap();
+    until("history is being written again", &mut seen);
+    std::fs::write(&hold, "x\n").unwrap();
+    for line in lines {
+        seen.push(serde_json::from_str(&line.unwrap()).unwrap());
+    }
+    let notices = |what: &str| {
+        seen.iter()
+            .filter(|e| e["event"] == "notice" && e["reason"].as_str().unwrap().contains(what))
+            .count()
+    };
+    assert_eq!(notices("history is not being written"), 1, "{seen:?}");
+    assert_eq!(notices("history is being written again"), 1, "{seen:?}");
+    let rows = history_json(&file, &state, &[]);
+    for job in ["gate", "hold"] {
+        let row = rows
+            .iter()
+            .find(|r| r["job"] == job)
+            .unwrap_or_else(|| panic!("no row of {job}: {rows:?}"));
+        assert_eq!(row["outcome"], "succeeded", "{row}");
+    }
+}
