@@ -44,7 +44,7 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
             count,
             from,
             format,
-        } => next(&file, &jobs, count, from.as_deref(), format),
+        } => next(&file, &jobs, count as usize, from.as_deref(), format),
         Command::Graph { file, format } => {
             let plan = load_plan(&file)?;
             print_out(&match format {

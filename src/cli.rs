@@ -46,9 +46,10 @@ pub enum Command {
         file: PathBuf,
         /// Only these jobs.
         jobs: Vec<String>,
-        /// How many fire times per job.
-        #[arg(short = 'n', long = "count", default_value_t = 5)]
-        count: usize,
+        /// How many fire times per job (1 to 100,000).
+        #[arg(short = 'n', long = "count", default_value_t = 5,
+              value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        count: u32,
         /// Start from this date-time instead of now (RFC 3339, or local in the system zone).
         #[arg(long)]
         from: Option<String>,

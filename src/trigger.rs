@@ -89,7 +89,8 @@ pub fn next_of(rules: &[TimeRule], after: DateTime<Utc>) -> Option<DateTime<Utc>
 
 /// The next `count` fire instants of several rules merged, in time order (an instant two rules share, once).
 pub fn upcoming(rules: &[TimeRule], after: DateTime<Utc>, count: usize) -> Vec<DateTime<Utc>> {
-    let mut out = Vec::with_capacity(count);
+    // Not `count` itself: a rule may have fewer instants than asked for (an `at` has one).
+    let mut out = Vec::with_capacity(count.min(1024));
     let mut cursor = after;
     while out.len() < count {
         match next_of(rules, cursor) {

@@ -128,6 +128,33 @@ fn next_rejects_an_unknown_job_with_a_hint() {
 }
 
 #[test]
+fn next_refuses_a_count_out_of_range_rather_than_reserving_it() {
+    let (_d, file) = write(FLOW);
+    for n in ["0", "100001", "99999999999"] {
+        let out = flowrun()
+            .arg("next")
+            .arg(&file)
+            .args(["-n", n])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "-n {n}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("1..=100000"),
+            "{out:?}"
+        );
+    }
+    // An `at` has one instant, however many are asked for.
+    let (_d, file) = write("jobs:\n  once: { run: echo, trigger: { at: \"2030-01-01 00:00\" } }\n");
+    let out = flowrun()
+        .arg("next")
+        .arg(&file)
+        .args(["-n", "100000", "--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}
+
+#[test]
 fn graph_renders_jobs_channels_and_links() {
     let root = env!("CARGO_MANIFEST_DIR");
     for (example, format) in [("workqueue.yaml", "mermaid"), ("dag.yaml", "dot")] {
