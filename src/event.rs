@@ -630,14 +630,11 @@ pub struct Summary {
     pub jobs: Vec<(String, JobCounts)>,
     #[serde(serialize_with = "in_order")]
     pub channels: Vec<(String, ChannelCounts)>,
-    /// Messages of `each` runs that failed their last attempt with no `dead_letter` to go to.
-    #[serde(skip_serializing_if = "is_zero")]
+    /// Messages of `each` runs that failed their last attempt with no `dead_letter` to go to (always there, 0
+    /// too: scripts read it).
     pub failed_messages: u64,
 }
 
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
 
 /// Pairs as a JSON object, keys in the pairs' order.
 fn in_order<S: serde::Serializer, T: Serialize>(

@@ -208,6 +208,8 @@ jobs:
     assert_eq!(work["failed"], 56);
     assert_eq!(channel(&ev, "tasks"), (200, 200, 0));
     assert_eq!(channel(&ev, "failed"), (28, 28, 0));
+    // Every message went somewhere: none failed, and the summary says 0 rather than leaving the key out.
+    assert_eq!(summary(&ev)["failed_messages"], 0);
     // Each dead message is said once, naming its channel.
     let dead_events: Vec<&Value> = ev.iter().filter(|e| e["event"] == "message.dead").collect();
     assert_eq!(dead_events.len(), 28);
