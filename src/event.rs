@@ -635,7 +635,6 @@ pub struct Summary {
     pub failed_messages: u64,
 }
 
-
 /// Pairs as a JSON object, keys in the pairs' order.
 fn in_order<S: serde::Serializer, T: Serialize>(
     pairs: &[(String, T)],

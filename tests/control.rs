@@ -237,7 +237,27 @@ fn a_trigger_beyond_max_instances_is_answered_as_skipped() {
     let cli = flowrun(&["trigger", file.to_str().unwrap(), "slow"], &state);
     assert_eq!(cli.status.code(), Some(1));
     assert!(text(&cli.stderr).contains("skipped"));
-    drop(runner);
+    // History says what fired each: the run by its `start`, the two skipped firings by hand (not "restart").
+    let stop = flowrun(&["stop", file.to_str().unwrap()], &state);
+    assert_eq!(stop.status.code(), Some(0), "{stop:?}");
+    runner.finish();
+    let out = flowrun(
+        &["history", file.to_str().unwrap(), "--format", "json"],
+        &state,
+    );
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let fired_by = |outcome: &str| -> Vec<&str> {
+        rows.iter()
+            .filter(|r| r["outcome"] == outcome)
+            .map(|r| r["trigger"].as_str().unwrap())
+            .collect()
+    };
+    assert_eq!(fired_by("stopped"), ["start"], "{rows:?}");
+    assert_eq!(
+        fired_by("skipped"),
+        ["manual (flowrun trigger)", "manual (flowrun trigger)"],
+        "{rows:?}"
+    );
 }
 
 #[test]

@@ -11,6 +11,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::channels::Channels;
 use super::probe;
 use super::process;
+use super::record::Cause;
 use super::runlog::RunLog;
 use super::state::{Executor, JobState, Pending, Run, RunId, RunState, StopCause};
 use super::supervise::{supervise, LineSink, ParentEnds, RunEnd};
@@ -368,7 +369,7 @@ impl Dispatcher {
         if self.jobs[job].instances() >= max {
             self.jobs[job].counts.skipped += 1;
             let why = SkipReason::MaxInstances(max);
-            self.record_skip(job, pending.trigger, Some(pending.scheduled), &why);
+            self.record_skip(job, Cause::of(&pending), Some(pending.scheduled), &why);
             self.manual_skipped(pending.manual, why.text());
             self.emit(Event::RunSkipped {
                 job: self.plan.jobs[job].name.clone(),
@@ -744,7 +745,7 @@ impl Dispatcher {
                 names.join(", "),
                 status.goal()
             ));
-            self.record_skip(j, Some(t), None, &why);
+            self.record_skip(j, Cause::Trigger(t), None, &why);
             self.emit(Event::RunSkipped {
                 job: self.plan.jobs[j].name.clone(),
                 scheduled: None,

@@ -182,10 +182,11 @@ impl Dispatcher {
     }
 
     /// What fired a run, in words.
-    fn trigger_text(&self, job: JobId, trigger: Option<usize>) -> String {
-        match trigger {
-            Some(t) => self.plan.trigger_text(&self.plan.jobs[job].triggers[t]),
-            None => "restart".to_string(),
+    fn trigger_text(&self, job: JobId, cause: Cause) -> String {
+        match cause {
+            Cause::Trigger(t) => self.plan.trigger_text(&self.plan.jobs[job].triggers[t]),
+            Cause::Manual => "manual (flowrun trigger)".to_string(),
+            Cause::Restart => "restart".to_string(),
         }
     }
 
@@ -201,10 +202,7 @@ impl Dispatcher {
         Some(Box::new(RunRow {
             run: Some(number),
             attempt: pending.attempt,
-            trigger: match pending.manual {
-                Some(_) => "manual (flowrun trigger)".to_string(),
-                None => self.trigger_text(pending.job, pending.trigger),
-            },
+            trigger: self.trigger_text(pending.job, Cause::of(pending)),
             scheduled: Some(pending.scheduled),
             started: Some(Utc::now()),
             lateness_ms: lateness_us.map(|us| us as f64 / 1000.0),
@@ -259,7 +257,7 @@ impl Dispatcher {
     pub(super) fn record_skip(
         &self,
         job: JobId,
-        trigger: Option<usize>,
+        cause: Cause,
         scheduled: Option<DateTime<Utc>>,
         why: &SkipReason,
     ) {
@@ -268,7 +266,7 @@ impl Dispatcher {
         }
         self.send(Op::Append(Box::new(RunRow {
             reason: Some(why.text()),
-            ..self.firing_row(job, trigger, scheduled, Outcome::Skipped, 1)
+            ..self.firing_row(job, cause, scheduled, Outcome::Skipped, 1)
         })));
     }
 
@@ -295,24 +293,50 @@ impl Dispatcher {
             )),
             lateness_ms: Some(late.num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0),
             catch_up: scheduled < self.started_at,
-            ..self.firing_row(job, Some(trigger), Some(scheduled), Outcome::Missed, count)
+            ..self.firing_row(
+                job,
+                Cause::Trigger(trigger),
+                Some(scheduled),
+                Outcome::Missed,
+                count,
+            )
         })));
     }
 
     fn firing_row(
         &self,
         job: JobId,
-        trigger: Option<usize>,
+        cause: Cause,
         scheduled: Option<DateTime<Utc>>,
         outcome: Outcome,
         count: u64,
     ) -> RunRow {
         RunRow {
-            trigger: self.trigger_text(job, trigger),
+            trigger: self.trigger_text(job, cause),
             scheduled,
             ended: Some(Utc::now()),
             count,
             ..RunRow::new(self.plan.jobs[job].name.clone(), outcome)
+        }
+    }
+}
+
+/// What fired a run or a firing, for its history row.
+#[derive(Clone, Copy)]
+pub(super) enum Cause {
+    Trigger(usize),
+    /// `flowrun trigger` or the API.
+    Manual,
+    /// The job's restart policy.
+    Restart,
+}
+
+impl Cause {
+    pub(super) fn of(pending: &Pending) -> Cause {
+        match (pending.manual, pending.trigger) {
+            (Some(_), _) => Cause::Manual,
+            (None, Some(t)) => Cause::Trigger(t),
+            (None, None) => Cause::Restart,
         }
     }
 }
