@@ -680,10 +680,7 @@ impl Decoder<'_> {
                             d.type_error(v, "a scalar (string, number or boolean)");
                             None
                         }
-                        _ => Some(Sp::new(
-                            EnvValue(v.scalar_text().unwrap_or_default()),
-                            v.span,
-                        )),
+                        _ => Some(Sp::new(EnvValue(d.as_written(v)), v.span)),
                     }
                 })
             }),
@@ -895,6 +892,23 @@ impl Decoder<'_> {
             }),
             node.span,
         ))
+    }
+
+    /// A scalar as the file writes it: `1.10`, `01234`, `0x1F` and `True` stay as they are (a variable's value is
+    /// text, which the number or boolean they also read as would change, and a 30-digit number would lose digits).
+    /// An alias, anchor or tag stands where the text is not the value: then the value, formatted.
+    fn as_written(&self, v: &Node) -> String {
+        match &v.value {
+            Value::Str(s) => s.clone(),
+            Value::Null => String::new(),
+            _ => {
+                let text = self.source.slice(v.span).trim();
+                match text.is_empty() || text.starts_with(['*', '&', '!']) {
+                    true => v.scalar_text().unwrap_or_default(),
+                    false => text.to_string(),
+                }
+            }
+        }
     }
 
     /// `env_file: .env` or a list of them: paths (not empty).
