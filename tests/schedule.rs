@@ -219,6 +219,13 @@ fn an_at_time_fires_once_when_due_and_a_past_one_only_within_the_grace() {
         "{started:?}"
     );
     assert!(!started.contains(&"too-late"));
+    // Beyond its grace it is not silently dropped: missed, once.
+    let missed: Vec<&Value> = ev
+        .iter()
+        .filter(|e| e["event"] == "run.missed" && e["job"] == "too-late")
+        .collect();
+    assert_eq!(missed.len(), 1, "{ev:?}");
+    assert_eq!(missed[0]["scheduled"], "2020-01-01T00:00:00.000000Z");
     let soon_start = ev
         .iter()
         .find(|e| e["event"] == "run.start" && e["job"] == "soon")

@@ -167,6 +167,25 @@ fn an_at_trigger_that_fired_never_fires_again() {
 }
 
 #[test]
+fn an_at_missed_while_no_runner_was_alive_is_missed_once_and_recorded() {
+    let (dir, file) =
+        flow("jobs:\n  once:\n    run: echo once\n    trigger: { at: \"2020-01-01T00:00:00Z\" }\n");
+    let state = dir.path().join("state");
+    let out = run(&file, &state, &[]);
+    let ev = events(&out.stderr);
+    assert_eq!(of(&ev, "run.missed", "once").len(), 1, "{ev:?}");
+    assert_eq!(common::summary(&ev)["jobs"]["once"]["missed"], 1);
+    let rows = history_json(&file, &state, &[]);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["outcome"], "missed");
+    // Handled: the next runner neither runs it nor says it again.
+    let out = run(&file, &state, &[]);
+    let ev = events(&out.stderr);
+    assert!(of(&ev, "run.missed", "once").is_empty(), "{ev:?}");
+    assert!(of(&ev, "run.start", "once").is_empty(), "{ev:?}");
+}
+
+#[test]
 fn an_at_firing_is_on_disk_before_its_run_starts_so_a_crash_does_not_fire_it_again() {
     let at = (Utc::now() - Duration::seconds(5)).to_rfc3339_opts(SecondsFormat::Secs, true);
     let (dir, file) = flow(&format!(

@@ -190,6 +190,9 @@ impl Dispatcher {
             self.on_stop(stop);
             return;
         }
+        // What fell due while no runner was alive is said now, not at the trigger's next instant (a nightly job's
+        // misses would wait a day; a missed `at` has no next instant and would never be said).
+        self.due_timers();
         for j in 0..self.plan.jobs.len() {
             let starts: Vec<usize> = (0..self.plan.jobs[j].triggers.len())
                 .filter(|&t| matches!(self.plan.jobs[j].triggers[t], Trigger::Start))

@@ -48,7 +48,7 @@ pub enum Due {
 }
 
 pub struct Timetable {
-    /// Firings missed while no runner was alive, beyond their grace: reported by the first `due`.
+    /// Firings missed while no runner was alive, beyond their grace: reported by the first `due` (the runner's start).
     backlog: Vec<Due>,
     entries: Vec<Entry>,
     /// The entries of each job: a job's entries are pushed together (at the start, and again by a reload), so
@@ -298,7 +298,20 @@ fn first_firing(e: &Entry, start: DateTime<Utc>) -> (Option<DateTime<Utc>>, Opti
         .unwrap_or(DateTime::<Utc>::MIN_UTC);
     let Some(last) = e.resume else {
         return match &e.rule {
-            TimeRule::At { at } => ((*at >= horizon).then_some(*at), None),
+            // Past beyond the grace: handled now, too late, so missed (said and recorded once: with a state, a
+            // missed `at` is handled and never comes back).
+            TimeRule::At { at } if *at < horizon => (
+                None,
+                Some(Due::Missed {
+                    job: e.job,
+                    trigger: e.trigger,
+                    scheduled: *at,
+                    late: start - *at,
+                    count: 1,
+                    at_least: false,
+                }),
+            ),
+            TimeRule::At { at } => (Some(*at), None),
             // Inclusive of the start instant, so an interval whose `start` is now fires at once.
             rule => (
                 rule.next_after(start - chrono::Duration::nanoseconds(1)),
@@ -464,9 +477,16 @@ mod tests {
         let mut table = Timetable::new(vec![at("2026-01-01T00:00:09Z", 5)], start);
         assert!(matches!(table.due(start)[..], [Due::Fire { .. }]));
         assert!(!table.can_fire(0, 0));
-        let table = Timetable::new(vec![at("2026-01-01T00:00:01Z", 5)], start);
+        let mut table = Timetable::new(vec![at("2026-01-01T00:00:01Z", 5)], start);
         assert!(!table.can_fire(0, 0));
         assert_eq!(table.earliest(), None);
+        // Beyond the grace: missed, once, 9 s late.
+        let due = table.due(start);
+        assert!(
+            matches!(&due[..], [Due::Missed { count: 1, late, .. }] if late.num_seconds() == 9),
+            "{due:?}"
+        );
+        assert!(table.due(start).is_empty());
     }
 
     #[test]
