@@ -697,10 +697,15 @@ impl<'d, 'o> Rules<'d, 'o> {
         let mut found = Vec::new();
         for r in &self.jobs {
             for t in Self::triggers(r.job) {
-                let (dt, zone) = match &t.value {
-                    TriggerSpec::At(a) => (&a.at, &a.timezone),
+                let (dt, zone, help) = match &t.value {
+                    TriggerSpec::At(a) => (
+                        &a.at,
+                        &a.timezone,
+                        "it fires, late, only if a runner starts within the job's `misfire_grace` (1s unless set) \
+                         of it; after that it is missed",
+                    ),
                     TriggerSpec::Interval(i) => match &i.end {
-                        Some(end) => (end, &i.timezone),
+                        Some(end) => (end, &i.timezone, "this interval has ended: it will not fire"),
                         None => continue,
                     },
                     _ => continue,
@@ -711,7 +716,7 @@ impl<'d, 'o> Rules<'d, 'o> {
                     found.push(
                         Diagnostic::new(Code::PastTime, dt.span, format!("{} is already past", instant.to_rfc3339()))
                             .label("in the past")
-                            .help("this trigger will not fire (an `at` time fires late only within `misfire_grace`)"),
+                            .help(help),
                     );
                 }
             }
