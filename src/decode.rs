@@ -1136,9 +1136,10 @@ impl Decoder<'_> {
                 s.span,
             )),
             Err(e) => {
+                let raw = self.source.slice(s.span);
                 let span = match e.field {
-                    Some((start, len)) => field_span(s.span, &s.value, start, len),
-                    None => s.span,
+                    Some((start, len)) => field_span(s.span, raw, &s.value, start, len),
+                    None => whole(s.span, raw),
                 };
                 self.push(
                     Diagnostic::new(Code::InvalidCron, span, e.message)
@@ -1151,17 +1152,30 @@ impl Decoder<'_> {
     }
 }
 
-/// The span of bytes `start..start+len` of a scalar's value inside the file. Plain and quoted scalars without
-/// escapes map one to one (offset by the quote); otherwise the whole scalar is the best honest answer.
-fn field_span(scalar: Span, value: &str, start: usize, len: usize) -> Span {
-    let quoted = scalar.len == value.len() + 2;
-    if scalar.len == value.len() {
-        scalar.sub(start, len)
-    } else if quoted {
-        scalar.sub(start + 1, len)
-    } else {
-        scalar
+/// The span of bytes `start..start+len` of a scalar's value inside the file, `raw` being the scalar's text there.
+/// Plain and quoted scalars without escapes map one to one (offset by the quote); in a folded, multi-line or
+/// escaped one the field is found where it stands when it stands there once; otherwise the whole scalar.
+fn field_span(scalar: Span, raw: &str, value: &str, start: usize, len: usize) -> Span {
+    if raw == value {
+        return scalar.sub(start, len);
     }
+    if raw.len() == value.len() + 2 && raw.get(1..raw.len() - 1) == Some(value) {
+        return scalar.sub(start + 1, len);
+    }
+    let field = value.get(start..start + len).unwrap_or("");
+    if !field.trim().is_empty() {
+        let mut found = raw.match_indices(field);
+        if let (Some((at, _)), None) = (found.next(), found.next()) {
+            return scalar.sub(at, len);
+        }
+    }
+    whole(scalar, raw)
+}
+
+/// A scalar's whole span, without the line breaks and indentation a block scalar's span ends with (they belong to
+/// the next line: a label there would point at the next key).
+fn whole(scalar: Span, raw: &str) -> Span {
+    Span::new(scalar.offset, raw.trim_end().len())
 }
 
 /// "did you mean" for a key: the nearest spelling, else what other tools call it, else the list.
@@ -1309,6 +1323,24 @@ mod tests {
     fn cron_label_is_on_the_bad_field() {
         let p = problems("jobs:\n  a:\n    run: x\n    trigger: { cron: \"0 25 * * *\" }\n");
         assert_eq!(p, [(Code::InvalidCron, "25".to_string())]);
+    }
+
+    #[test]
+    fn cron_label_finds_the_field_in_folded_multi_line_and_escaped_strings() {
+        let cron = |value: &str| {
+            problems(&format!(
+                "jobs:\n  a:\n    run: x\n    trigger:\n      cron: {value}\n  b: {{ run: x }}\n"
+            ))
+        };
+        let p = cron(">-\n        0 0 32 * *");
+        assert_eq!(p, [(Code::InvalidCron, "32".to_string())]);
+        let p = cron("0 0 *\n        * FOO");
+        assert_eq!(p, [(Code::InvalidCron, "FOO".to_string())]);
+        let p = cron("\"0\\t25 * * *\"");
+        assert_eq!(p, [(Code::InvalidCron, "25".to_string())]);
+        // A field that stands in several places: the whole scalar, but not the line break after a block scalar.
+        let p = cron(">-\n        0 0 * * 0 0");
+        assert_eq!(p, [(Code::InvalidCron, "0 0 * * 0 0".to_string())]);
     }
 
     #[test]

@@ -714,9 +714,13 @@ impl<'d, 'o> Rules<'d, 'o> {
                 let instant = dt.value.0.resolve(zone);
                 if instant < self.now {
                     found.push(
-                        Diagnostic::new(Code::PastTime, dt.span, format!("{} is already past", instant.to_rfc3339()))
-                            .label("in the past")
-                            .help(help),
+                        Diagnostic::new(
+                            Code::PastTime,
+                            dt.span,
+                            format!("{} is already past", instant.to_rfc3339()),
+                        )
+                        .label("in the past")
+                        .help(help),
                     );
                 }
             }
