@@ -482,6 +482,8 @@ fn errors_have_their_status_and_a_json_body() {
     check("POST", "/api/v1/jobs/a/trigger", "{not json", 400);
     check("POST", "/api/v1/jobs/a/trigger", "{\"wait\": 3}", 400);
     check("GET", "/api/v1/history?limit=abc", "", 400);
+    check("GET", "/api/v1/history?limit=0", "", 400);
+    check("GET", "/api/v1/history?limit=100001", "", 400);
     check("POST", "/api/v1/jobs/nope/stop", "", 404);
     // A body over the limit is refused (413, or the connection is reset while the client still writes: the
     // server does not read the rest), and the runner stays up.

@@ -156,11 +156,12 @@ async fn history(
     };
     let limit = match q.limit.as_deref().map(str::parse::<usize>) {
         None => 20,
-        Some(Ok(n)) if n <= 100_000 => n,
+        // Not 0: the store reads 0 as "every row", which is more than the bound.
+        Some(Ok(n)) if (1..=100_000).contains(&n) => n,
         Some(_) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                "limit must be a whole number up to 100000",
+                "limit must be a whole number from 1 to 100000",
             )
         }
     };
