@@ -347,6 +347,14 @@ fn value(text: &str, kind: Field, range_end: bool) -> Result<u32, FieldError> {
             "a number is missing (a range or a step with an empty end?)",
             "missing number",
         ),
+        names if !names.is_empty() && text.chars().all(|c| c.is_ascii_alphabetic()) => field_error(
+            format!(
+                "`{text}` is neither a number nor a name this field takes (it takes {}-{})",
+                names[0],
+                names[names.len() - 1]
+            ),
+            "unknown name",
+        ),
         _ => field_error(format!("`{text}` is not a number"), "not a number"),
     })
 }
@@ -513,6 +521,20 @@ mod tests {
         // Only `SUN-SUN` is Sunday alone: `SUN-7` and `0-7` are the whole week.
         assert_eq!(days("0 12 * * SUN-7"), days("0 12 * * *"));
         assert_eq!(days("0 12 * * SUN-7/3"), days("0 12 * * 0-7/3"));
+    }
+
+    #[test]
+    fn a_word_in_a_field_of_names_is_called_an_unknown_name() {
+        let e = parse("0 0 * * FOO").unwrap_err();
+        assert!(
+            e.message.contains("neither a number nor a name"),
+            "{}",
+            e.message
+        );
+        let e = parse("0 0 * BAR *").unwrap_err();
+        assert!(e.message.contains("(it takes JAN-DEC)"), "{}", e.message);
+        let e = parse("0 FOO * * *").unwrap_err();
+        assert!(e.message.contains("is not a number"), "{}", e.message);
     }
 
     #[test]
