@@ -1043,3 +1043,78 @@ fn watch_follows_a_swapped_symlink() {
     let applied = runner.wait_for(|e| e["event"] == "reload.applied");
     assert_eq!(applied["added"], serde_json::json!(["b"]));
 }
+
+#[test]
+fn stopping_an_each_job_with_a_firing_waiting_for_a_worker_gives_its_messages_back_for_its_next_firing(
+) {
+    let (dir, file) = flow(
+        "executors: { one: { max_workers: 1 } }\nchannels: { q: {} }\njobs:\n  blocker: { executor: one, run: cat gate }\n  w: { run: echo hello, stdout: q }\n  r: { executor: one, trigger: { each: q }, run: cat }\n",
+    );
+    let gate = common::fifo(dir.path(), "gate");
+    let state = state_of(&dir);
+    // `--for`: were the messages lost, the runner would never end by itself.
+    let mut runner = Runner::start_in(dir.path(), &file, &state, &[], &["--for", "60s"]);
+    // The message is in `q` and `r`'s firing waits for the one worker, which `blocker` holds.
+    runner.wait_for(|e| e["event"] == "channel.closed" && e["channel"] == "q");
+    let stop = flowrun(&["stop", file.to_str().unwrap(), "r"], &state);
+    assert_eq!(stop.status.code(), Some(0), "{stop:?}");
+    std::fs::write(&gate, "free\n").unwrap();
+    let (code, seen) = runner.finish();
+    assert_eq!(code, Some(0), "{seen:#?}");
+    assert!(
+        !seen.iter().any(|e| e["event"] == "runner.stopping"),
+        "it ended by itself: {seen:#?}"
+    );
+    assert_eq!(common::output_lines(&seen, "r"), ["hello"]);
+    assert_eq!(common::channel(&seen, "q"), (1, 1, 0));
+}
+
+#[test]
+fn messages_of_a_queue_reader_removed_by_a_reload_go_to_the_other_readers() {
+    let (dir, file) = flow(
+        "channels: { q: {} }\njobs:\n  w: { run: echo m1, stdout: q }\n  a: { trigger: { each: q }, run: 'cat; cat gate' }\n",
+    );
+    let gate = common::fifo(dir.path(), "gate");
+    let state = state_of(&dir);
+    let mut runner = Runner::start_in(dir.path(), &file, &state, &[], &["--for", "60s"]);
+    runner.wait_for(|e| e["event"] == "output" && e["job"] == "a" && e["line"] == "m1");
+    // `a` goes, `b` comes: the message `a` held (and did not finish) is `b`'s.
+    std::fs::write(
+        &file,
+        "channels: { q: {} }\njobs:\n  w: { run: echo m1, stdout: q }\n  b: { trigger: { each: q }, run: cat }\n",
+    )
+    .unwrap();
+    let reload = flowrun(&["reload", file.to_str().unwrap()], &state);
+    assert_eq!(reload.status.code(), Some(0), "{reload:?}");
+    drop(gate);
+    let (code, seen) = runner.finish();
+    assert!(
+        !seen.iter().any(|e| e["event"] == "runner.stopping"),
+        "it ended by itself: {seen:#?}"
+    );
+    assert_eq!(common::output_lines(&seen, "b"), ["m1"], "{seen:#?}");
+    assert_eq!(common::channel(&seen, "q"), (1, 1, 0));
+    assert_eq!(code, Some(0), "{seen:#?}");
+}
+
+#[test]
+fn a_dead_join_is_said_once_even_after_a_manual_run_of_its_job() {
+    let (dir, file) = flow(
+        "jobs:\n  a: { run: 'true' }\n  alert: { run: echo alert, trigger: { after: a, status: failure } }\n  keep: { run: cat gate }\n",
+    );
+    let gate = common::fifo(dir.path(), "gate");
+    let state = state_of(&dir);
+    let mut runner = Runner::start_in(dir.path(), &file, &state, &[], &["--for", "60s"]);
+    runner.wait_for(|e| e["event"] == "run.skipped" && e["job"] == "alert");
+    let fired = flowrun(
+        &["trigger", file.to_str().unwrap(), "alert", "--wait"],
+        &state,
+    );
+    assert_eq!(fired.status.code(), Some(0), "{fired:?}");
+    std::fs::write(&gate, "done\n").unwrap();
+    let (code, seen) = runner.finish();
+    assert_eq!(code, Some(0), "{seen:#?}");
+    let alert = &common::summary(&seen)["jobs"]["alert"];
+    assert_eq!(alert["runs"], 1, "{seen:#?}");
+    assert_eq!(alert["skipped"], 1, "{seen:#?}");
+}

@@ -433,7 +433,11 @@ impl Dispatcher {
         while self.jobs[job].instances() < self.plan.jobs[job].max_instances {
             match queue.pop_batch(batch) {
                 Some((data, count)) => self.enqueue(Pending {
-                    input: Some((Arc::new(data), count)),
+                    input: Some(super::state::Batch {
+                        data: Arc::new(data),
+                        count,
+                        from: channel,
+                    }),
                     trigger,
                     ..Pending::now(job)
                 }),
@@ -490,7 +494,7 @@ impl Dispatcher {
             attempt: pending.attempt,
             coalesced: pending.coalesced,
             catch_up: pending.catch_up,
-            messages: pending.input.as_ref().map(|(_, n)| *n as u64),
+            messages: pending.input.as_ref().map(|b| b.count as u64),
         });
         let timeout = job.timeout.map(|t| self.later(t, Later::Timeout(id)));
         let target = job.stdout.map(|c| {
@@ -563,7 +567,7 @@ impl Dispatcher {
     ) -> std::io::Result<(process::Child, ParentEnds, FileEnv)> {
         let job = &self.plan.jobs[pending.job];
         let file_env = read_env_files(&job.env_files)?;
-        let input = pending.input.as_ref().map(|(data, _)| data);
+        let input = pending.input.as_ref().map(|b| &b.data);
         let w = self.channels.wire(pending.job, job, input)?;
         let child = process::spawn(process::SpawnSpec {
             job,
@@ -583,18 +587,23 @@ impl Dispatcher {
     }
 
     /// Messages of an `each` run that never completed go back to the front of their queue.
-    pub(super) fn give_back_input(&mut self, job: JobId, data: &[u8], count: usize) {
-        // A reader a reload removed has no queue any more: its copy of the messages goes with it.
-        if let Some((channel, _)) = self.plan.jobs[job].each() {
-            if let Some(queue) = self.channels.reader_queue(channel, job) {
-                queue.push_front(super::channel::Chunk::from_vec(data.to_vec(), count));
-            }
+    /// Messages an `each` firing or run did not finish wait again at the front of the queue they came from, and
+    /// that channel's readers hear of them (the job's next firing may run them). A queue is shared: a reader a
+    /// reload removed gives them back to the others. A broadcast reader a reload removed has no queue any more:
+    /// its copy goes with it.
+    pub(super) fn give_back_input(&mut self, job: JobId, batch: &super::state::Batch) {
+        if let Some(queue) = self.channels.reader_queue(batch.from, job) {
+            queue.push_front(super::channel::Chunk::from_vec(
+                batch.data.to_vec(),
+                batch.count,
+            ));
+            let _ = self.tx.send(Msg::Wake(batch.from));
         }
     }
 
     fn give_back(&mut self, pending: Pending) {
-        if let Some((data, count)) = pending.input {
-            self.give_back_input(pending.job, &data, count);
+        if let Some(batch) = &pending.input {
+            self.give_back_input(pending.job, batch);
         }
     }
 
@@ -717,19 +726,32 @@ impl Dispatcher {
                     .iter()
                     .enumerate()
                     .all(|(k, &u)| self.jobs[j].joins[t].reached(k) || !self.jobs[u].done),
-                Trigger::Each { channel, .. } => self
-                    .channels
-                    .reader_queue(*channel, j)
-                    .is_some_and(|q| !q.settled()),
+                Trigger::Each { channel, .. } => {
+                    self.channels
+                        .reader_queue(*channel, j)
+                        .is_some_and(|q| !q.settled())
+                        || self.coming_back(*channel)
+                }
+            })
+    }
+
+    /// Messages of a queue held by a run of a reader a reload removed: that run is being stopped, and what it did
+    /// not finish comes back to the queue for the other readers, so the queue is not over yet. (A broadcast
+    /// reader's copy goes with it.)
+    fn coming_back(&self, channel: crate::plan::ChannelId) -> bool {
+        self.plan.channels[channel].kind == crate::document::ChannelKind::Queue
+            && self.runs.values().any(|r| {
+                self.plan.jobs[r.job].retired && r.input.as_ref().is_some_and(|b| b.from == channel)
             })
     }
 
     /// A join that can never complete: skipped for good. That alone does not fail the workflow: a failure handler
     /// that is not needed is the normal case, and an upstream failure already fails it.
     fn skip_dead_joins(&mut self, j: JobId) {
-        if self.stopping {
+        if self.stopping || self.jobs[j].dead_joins_said {
             return;
         }
+        self.jobs[j].dead_joins_said = true;
         for (t, trig) in self.plan.jobs[j].triggers.iter().enumerate() {
             let Trigger::After { jobs, status } = trig else {
                 continue;

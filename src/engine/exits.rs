@@ -99,8 +99,8 @@ impl Dispatcher {
             // Stopped at shutdown: an `each` run's messages were not done; they wait again.
             None => {
                 self.jobs[run.job].counts.stopped += 1;
-                if let Some((data, count)) = run.input.take() {
-                    self.give_back_input(run.job, &data, count);
+                if let Some(batch) = run.input.take() {
+                    self.give_back_input(run.job, &batch);
                 }
             }
         }
@@ -195,7 +195,7 @@ impl Dispatcher {
             return true;
         }
         match run.input.take() {
-            Some((data, count)) => self.dead_letter(run.job, run.number, &data, count),
+            Some(batch) => self.dead_letter(run.job, run.number, &batch.data, batch.count),
             None => self.failed = true,
         }
         false

@@ -206,7 +206,7 @@ impl Dispatcher {
             scheduled: Some(pending.scheduled),
             started: Some(Utc::now()),
             lateness_ms: lateness_us.map(|us| us as f64 / 1000.0),
-            messages: pending.input.as_ref().map(|(_, n)| *n as u64),
+            messages: pending.input.as_ref().map(|b| b.count as u64),
             count: pending.coalesced.max(1),
             catch_up: pending.catch_up,
             pid,

@@ -216,6 +216,7 @@ impl Dispatcher {
             let fresh = JobState::new(&plan.jobs[j].triggers);
             self.jobs[j].joins = fresh.joins;
             self.jobs[j].upstream = fresh.upstream;
+            self.jobs[j].dead_joins_said = false;
             self.jobs[j].done = false;
             self.schedule_job(j);
             self.hear_ready_runs(j);

@@ -12,8 +12,13 @@ use crate::plan::{JobId, Trigger};
 /// The engine's own id of a run (run numbers are per job).
 pub type RunId = u64;
 
-/// An `each` run's messages: one buffer, and how many messages it holds.
-pub type Batch = (Arc<Vec<u8>>, usize);
+/// An `each` run's messages: one buffer, how many messages it holds, and the channel they came from (where they go
+/// back when the run does not finish them: kept here, as a reload that removes the reader forgets its trigger).
+pub struct Batch {
+    pub data: Arc<Vec<u8>>,
+    pub count: usize,
+    pub from: crate::plan::ChannelId,
+}
 
 /// A firing waiting for a worker of its executor (or a retry, restart or jittered firing waiting for its time).
 pub struct Pending {
@@ -162,6 +167,9 @@ pub struct JobState {
     pub reserved: u64,
     /// It can fire no more.
     pub done: bool,
+    /// Its `after` joins that can never complete were said (`run.skipped`): once, even if a manual firing
+    /// makes the job not done for a while.
+    pub dead_joins_said: bool,
     /// Per trigger (`Join::default()` for triggers that are not `after`); empty for a job without `after`.
     pub joins: Vec<Join>,
     pub restart: RestartBackoff,
