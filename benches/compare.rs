@@ -313,22 +313,11 @@ if __name__ == '__main__':\n    m = mp.Manager()\n    q = m.Queue()\n\
             "idle.yaml",
             "jobs:\n  yearly: { run: [/bin/true], trigger: { cron: \"@yearly\" } }\n",
         );
-        let mut child = Command::new(flowrun())
-            .arg(&f)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(500));
-        let before = cpu_seconds(child.id());
-        std::thread::sleep(Duration::from_secs(10));
-        let after = cpu_seconds(child.id());
-        child.kill().unwrap();
-        child.wait().unwrap();
+        let cpu = runner_cpu(&f, &[], Duration::from_millis(500), Duration::from_secs(10));
         println!(
             "idle       CPU over 10 s: {:.3} s ({:.4}%)",
-            after - before,
-            (after - before) / 10.0 * 100.0
+            cpu,
+            cpu / 10.0 * 100.0
         );
     }
     if want("scale") {
@@ -375,6 +364,24 @@ fn cron_jobs(n: usize) -> Vec<(u32, u32)> {
 }
 
 /// Resident memory (KiB) and CPU seconds of a process, from /proc.
+/// A runner's CPU seconds over `over`, after `settle` (its start left out); the runner is killed after.
+fn runner_cpu(file: &Path, args: &[&str], settle: Duration, over: Duration) -> f64 {
+    let mut child = Command::new(flowrun())
+        .arg(file)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(settle);
+    let before = cpu_seconds(child.id());
+    std::thread::sleep(over);
+    let after = cpu_seconds(child.id());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    after - before
+}
+
 fn rss_and_cpu(pid: u32) -> (u64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let rss = status
@@ -482,19 +489,12 @@ fn busy_neighbour(d: &Path, n: usize, cron_yaml: &str) {
     let with = write(d, &format!("busy{n}.yaml"), &format!("{cron_yaml}{tick}"));
     let alone = write(d, "busy-alone.yaml", &format!("jobs:\n{tick}"));
     let cpu_over_3s = |file: &Path| {
-        let mut child = Command::new(flowrun())
-            .arg(file)
-            .args(["--for", "5s", "--progress", "never", "--state", "none"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_secs(1));
-        let before = cpu_seconds(child.id());
-        std::thread::sleep(Duration::from_secs(3));
-        let after = cpu_seconds(child.id());
-        child.wait().unwrap();
-        after - before
+        runner_cpu(
+            file,
+            &["--progress", "never", "--state", "none"],
+            Duration::from_secs(1),
+            Duration::from_secs(3),
+        )
     };
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for _ in 0..rounds().min(3) {

@@ -106,6 +106,16 @@ impl Runner {
         }
     }
 
+    /// Wait for an end that comes by itself (the work is done), not by `--for` or a signal.
+    fn finish_by_itself(self) -> (Option<i32>, Vec<Value>) {
+        let (code, seen) = self.finish();
+        assert!(
+            !seen.iter().any(|e| e["event"] == "runner.stopping"),
+            "it did not end by itself: {seen:#?}"
+        );
+        (code, seen)
+    }
+
     /// Wait for the end; the exit code and every event.
     fn finish(mut self) -> (Option<i32>, Vec<Value>) {
         let mut rest = String::new();
@@ -1059,12 +1069,8 @@ fn stopping_an_each_job_with_a_firing_waiting_for_a_worker_gives_its_messages_ba
     let stop = flowrun(&["stop", file.to_str().unwrap(), "r"], &state);
     assert_eq!(stop.status.code(), Some(0), "{stop:?}");
     std::fs::write(&gate, "free\n").unwrap();
-    let (code, seen) = runner.finish();
+    let (code, seen) = runner.finish_by_itself();
     assert_eq!(code, Some(0), "{seen:#?}");
-    assert!(
-        !seen.iter().any(|e| e["event"] == "runner.stopping"),
-        "it ended by itself: {seen:#?}"
-    );
     assert_eq!(common::output_lines(&seen, "r"), ["hello"]);
     assert_eq!(common::channel(&seen, "q"), (1, 1, 0));
 }
@@ -1074,7 +1080,8 @@ fn messages_of_a_queue_reader_removed_by_a_reload_go_to_the_other_readers() {
     let (dir, file) = flow(
         "channels: { q: {} }\njobs:\n  w: { run: echo m1, stdout: q }\n  a: { trigger: { each: q }, run: 'cat; cat gate' }\n",
     );
-    let gate = common::fifo(dir.path(), "gate");
+    // `a` waits at the gate until the reload stops it.
+    common::fifo(dir.path(), "gate");
     let state = state_of(&dir);
     let mut runner = Runner::start_in(dir.path(), &file, &state, &[], &["--for", "60s"]);
     runner.wait_for(|e| e["event"] == "output" && e["job"] == "a" && e["line"] == "m1");
@@ -1086,15 +1093,10 @@ fn messages_of_a_queue_reader_removed_by_a_reload_go_to_the_other_readers() {
     .unwrap();
     let reload = flowrun(&["reload", file.to_str().unwrap()], &state);
     assert_eq!(reload.status.code(), Some(0), "{reload:?}");
-    drop(gate);
-    let (code, seen) = runner.finish();
-    assert!(
-        !seen.iter().any(|e| e["event"] == "runner.stopping"),
-        "it ended by itself: {seen:#?}"
-    );
+    let (code, seen) = runner.finish_by_itself();
+    assert_eq!(code, Some(0), "{seen:#?}");
     assert_eq!(common::output_lines(&seen, "b"), ["m1"], "{seen:#?}");
     assert_eq!(common::channel(&seen, "q"), (1, 1, 0));
-    assert_eq!(code, Some(0), "{seen:#?}");
 }
 
 #[test]
@@ -1112,7 +1114,7 @@ fn a_dead_join_is_said_once_even_after_a_manual_run_of_its_job() {
     );
     assert_eq!(fired.status.code(), Some(0), "{fired:?}");
     std::fs::write(&gate, "done\n").unwrap();
-    let (code, seen) = runner.finish();
+    let (code, seen) = runner.finish_by_itself();
     assert_eq!(code, Some(0), "{seen:#?}");
     let alert = &common::summary(&seen)["jobs"]["alert"];
     assert_eq!(alert["runs"], 1, "{seen:#?}");
