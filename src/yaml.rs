@@ -189,6 +189,9 @@ pub fn parse_with_serde(text: &str) -> Result<Node, SyntaxError> {
         budget: Some(budget),
         strict_booleans: true,
         duplicate_keys: serde_saphyr::options::DuplicateKeyPolicy::PassThrough,
+        // `.inf` or a 400-digit number is a value like any other: an `env` value takes its text, any other key
+        // says what it expected (a "syntax" error for the whole file would hide every other problem).
+        non_finite_float_policy: serde_saphyr::options::NonFiniteFloatPolicy::PassThrough,
         alias_limits: limits,
     };
     serde_saphyr::from_str_with_options::<Node>(text, options).map_err(|e| {

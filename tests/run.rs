@@ -329,7 +329,7 @@ fn env_values_are_the_text_the_file_writes() {
     // Both YAML readers: a plain file (the fast one) and one with an anchor (serde-saphyr).
     for anchor in ["", "      V_A: &a 007\n"] {
         let f = flow(&format!(
-            "jobs:\n  show:\n    run: env | grep ^V_ | sort\n    env:\n{anchor}      V_BIG: 123456789012345678901234567890\n      V_VER: 1.10\n      V_ZIP: 01234\n      V_HEX: 0x1F\n      V_BOOL: True\n      V_NULL: null\n      V_QUOTED: \"1.10\"\n      V_INT: 5 # five\n"
+            "jobs:\n  show:\n    run: env | grep ^V_ | sort\n    env:\n{anchor}      V_BIG: 123456789012345678901234567890\n      V_VER: 1.10\n      V_ZIP: 01234\n      V_HEX: 0x1F\n      V_BOOL: True\n      V_NULL: null\n      V_QUOTED: \"1.10\"\n      V_INT: 5 # five\n      V_INF: .inf\n      V_E: 1e400\n"
         ));
         let (out, ev) = f.run_json();
         assert_eq!(out.status.code(), Some(0));
@@ -342,7 +342,9 @@ fn env_values_are_the_text_the_file_writes() {
             [
                 "V_BIG=123456789012345678901234567890",
                 "V_BOOL=True",
+                "V_E=1e400",
                 "V_HEX=0x1F",
+                "V_INF=.inf",
                 "V_INT=5",
                 "V_NULL=",
                 "V_QUOTED=1.10",
