@@ -1077,6 +1077,33 @@ fn stopping_an_each_job_with_a_firing_waiting_for_a_worker_gives_its_messages_ba
 
 #[test]
 fn messages_of_a_queue_reader_removed_by_a_reload_go_to_the_other_readers() {
+    // `a` takes all four messages in one batch; `b`, idle, could take no more once `q` is closed and empty, but
+    // stays: what `a` holds may come back.
+    let (dir, file) = flow(
+        "channels: { q: {} }\njobs:\n  w: { run: printf 'm1\\nm2\\nm3\\nm4\\n', stdout: q }\n  a: { trigger: { each: q, batch: 100 }, run: 'cat; cat gate' }\n  b: { trigger: { each: q }, run: cat }\n",
+    );
+    let state = state_of(&dir);
+    common::fifo(dir.path(), "gate");
+    let mut runner = Runner::start_in(dir.path(), &file, &state, &[], &["--for", "60s"]);
+    runner.wait_for(|e| e["event"] == "output" && e["job"] == "a" && e["line"] == "m4");
+    runner.wait_for(|e| e["event"] == "channel.closed" && e["channel"] == "q");
+    std::fs::write(
+        &file,
+        "channels: { q: {} }\njobs:\n  w: { run: printf 'm1\\nm2\\nm3\\nm4\\n', stdout: q }\n  b: { trigger: { each: q }, run: cat }\n",
+    )
+    .unwrap();
+    let reload = flowrun(&["reload", file.to_str().unwrap()], &state);
+    assert_eq!(reload.status.code(), Some(0), "{reload:?}");
+    let (code, seen) = runner.finish_by_itself();
+    assert_eq!(code, Some(0), "{seen:#?}");
+    let mut got = common::output_lines(&seen, "b");
+    got.sort_unstable();
+    assert_eq!(got, ["m1", "m2", "m3", "m4"], "{seen:#?}");
+    assert_eq!(common::channel(&seen, "q"), (4, 4, 0));
+}
+
+#[test]
+fn messages_of_a_queue_reader_removed_by_a_reload_go_to_a_reader_the_reload_adds() {
     let (dir, file) = flow(
         "channels: { q: {} }\njobs:\n  w: { run: echo m1, stdout: q }\n  a: { trigger: { each: q }, run: 'cat; cat gate' }\n",
     );
@@ -1119,4 +1146,39 @@ fn a_dead_join_is_said_once_even_after_a_manual_run_of_its_job() {
     let alert = &common::summary(&seen)["jobs"]["alert"];
     assert_eq!(alert["runs"], 1, "{seen:#?}");
     assert_eq!(alert["skipped"], 1, "{seen:#?}");
+}
+
+#[test]
+fn a_past_at_added_by_a_reload_is_missed_at_once_and_recorded() {
+    let (dir, file) = flow("jobs:\n  keep: { run: cat gate }\n");
+    let gate = common::fifo(dir.path(), "gate");
+    let state = state_of(&dir);
+    let mut runner = Runner::start_in(dir.path(), &file, &state, &[], &["--for", "60s"]);
+    runner.wait_for(|e| e["event"] == "run.start" && e["job"] == "keep");
+    std::fs::write(
+        &file,
+        "jobs:\n  keep: { run: cat gate }\n  once: { run: echo once, trigger: { at: \"2020-01-01T00:00:00Z\" } }\n",
+    )
+    .unwrap();
+    let reload = flowrun(&["reload", file.to_str().unwrap()], &state);
+    assert_eq!(reload.status.code(), Some(0), "{reload:?}");
+    let missed = runner.wait_for(|e| e["event"] == "run.missed" && e["job"] == "once");
+    assert_eq!(missed["scheduled"], "2020-01-01T00:00:00.000000Z");
+    std::fs::write(&gate, "done\n").unwrap();
+    let (code, seen) = runner.finish_by_itself();
+    assert_eq!(code, Some(0), "{seen:#?}");
+    assert_eq!(common::summary(&seen)["jobs"]["once"]["missed"], 1);
+    let out = flowrun(
+        &[
+            "history",
+            file.to_str().unwrap(),
+            "once",
+            "--format",
+            "json",
+        ],
+        &state,
+    );
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["outcome"], "missed");
 }

@@ -608,7 +608,7 @@ impl Dispatcher {
     }
 
     /// Handle every time firing that is due (the timetable applies misfire grace and coalescing).
-    fn due_timers(&mut self) {
+    pub(super) fn due_timers(&mut self) {
         if self.stopping {
             return;
         }
@@ -735,14 +735,19 @@ impl Dispatcher {
             })
     }
 
-    /// Messages of a queue held by a run of a reader a reload removed: that run is being stopped, and what it did
-    /// not finish comes back to the queue for the other readers, so the queue is not over yet. (A broadcast
-    /// reader's copy goes with it.)
+    /// Messages of a queue held by a run or a firing waiting for a worker: while they are, the queue is not over
+    /// for its other readers, as they may come back (the run or firing is stopped, or its job removed by a reload)
+    /// and then go to whichever reader is free. (A broadcast reader's copy is its own.) Asked only of a queue
+    /// that is closed and empty.
     fn coming_back(&self, channel: crate::plan::ChannelId) -> bool {
+        let from_here =
+            |input: &Option<super::state::Batch>| input.as_ref().is_some_and(|b| b.from == channel);
         self.plan.channels[channel].kind == crate::document::ChannelKind::Queue
-            && self.runs.values().any(|r| {
-                self.plan.jobs[r.job].retired && r.input.as_ref().is_some_and(|b| b.from == channel)
-            })
+            && (self.runs.values().any(|r| from_here(&r.input))
+                || self
+                    .executors
+                    .iter()
+                    .any(|ex| ex.waiting.iter().any(|p| from_here(&p.input))))
     }
 
     /// A join that can never complete: skipped for good. That alone does not fail the workflow: a failure handler

@@ -253,6 +253,8 @@ impl Dispatcher {
         for j in 0..plan.jobs.len() {
             self.pump_each(j);
         }
+        // What the rescheduled triggers missed already is said now (it would otherwise wait for a due firing).
+        self.due_timers();
         // Jobs were added, and changed jobs' triggers rescheduled: any of them may be done or held anew.
         self.watch_all();
     }

@@ -99,8 +99,10 @@ impl Timetable {
             self.entries[i].job = usize::MAX;
         }
         for e in entries {
-            // A reload resumes a trigger after its last handled firing, which is never far behind: no backlog.
-            let (first, _) = first_firing(&e, now);
+            // A trigger a reload adds or changes may have missed firings already (a past `at`; a trigger changed
+            // back to one an earlier runner handled long ago): they are reported by the next `due`, as at a start.
+            let (first, missed) = first_firing(&e, now);
+            self.backlog.extend(missed);
             self.entries.push(e);
             self.next.push(None);
             self.index(self.entries.len() - 1);
