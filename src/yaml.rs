@@ -70,8 +70,13 @@ struct RawValue(Value);
 impl<'de> Deserialize<'de> for Node {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let spanned = Spanned::<RawValue>::deserialize(deserializer)?;
-        // `referenced` is where the text stands (for an alias, the alias itself), which is where a user looks.
-        let loc = spanned.referenced;
+        // `referenced` is where the text stands (for an alias, the alias itself), which is where a user looks. A
+        // number or boolean reached through an alias or a merge key is the exception: it stands where it is
+        // defined, so that its text there is what an `env` value takes (`1.10`, not `1.1`).
+        let loc = match &spanned.value.0 {
+            Value::Int(_) | Value::Float(_) | Value::Bool(_) => spanned.defined,
+            _ => spanned.referenced,
+        };
         let span = loc.span();
         let span = match (span.byte_offset(), span.byte_len()) {
             (Some(o), Some(l)) => Span::new(o as usize, l as usize),
