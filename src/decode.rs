@@ -1136,10 +1136,9 @@ impl Decoder<'_> {
                 s.span,
             )),
             Err(e) => {
-                let raw = self.source.slice(s.span);
                 let span = match e.field {
-                    Some((start, len)) => field_span(s.span, raw, &s.value, start, len),
-                    None => whole(s.span, raw),
+                    Some((start, len)) => field_span(self.source, s.span, &s.value, start, len),
+                    None => whole(self.source, s.span),
                 };
                 self.push(
                     Diagnostic::new(Code::InvalidCron, span, e.message)
@@ -1152,10 +1151,11 @@ impl Decoder<'_> {
     }
 }
 
-/// The span of bytes `start..start+len` of a scalar's value inside the file, `raw` being the scalar's text there.
-/// Plain and quoted scalars without escapes map one to one (offset by the quote); in a folded, multi-line or
-/// escaped one the field is found where it stands when it stands there once; otherwise the whole scalar.
-fn field_span(scalar: Span, raw: &str, value: &str, start: usize, len: usize) -> Span {
+/// The span of bytes `start..start+len` of a scalar's value inside the file. Plain and quoted scalars without
+/// escapes map one to one (offset by the quote); in a folded, multi-line or escaped one the field is found where
+/// it stands when it stands there once; otherwise the whole scalar.
+fn field_span(source: &Source, scalar: Span, value: &str, start: usize, len: usize) -> Span {
+    let raw = source.slice(scalar);
     if raw == value {
         return scalar.sub(start, len);
     }
@@ -1169,13 +1169,23 @@ fn field_span(scalar: Span, raw: &str, value: &str, start: usize, len: usize) ->
             return scalar.sub(at, len);
         }
     }
-    whole(scalar, raw)
+    whole(source, scalar)
 }
 
 /// A scalar's whole span, without the line breaks and indentation a block scalar's span ends with (they belong to
-/// the next line: a label there would point at the next key).
-fn whole(scalar: Span, raw: &str) -> Span {
-    Span::new(scalar.offset, raw.trim_end().len())
+/// the next line: a label there would point at the next key). An empty block scalar is shown by its header
+/// (`>-`, `|`), which stands before it.
+fn whole(source: &Source, scalar: Span) -> Span {
+    let text = source.slice(scalar).trim_end();
+    if !text.is_empty() {
+        return Span::new(scalar.offset, text.len());
+    }
+    let before = source.text.get(..scalar.offset).unwrap_or("").trim_end();
+    let header = before.rsplit([' ', '\t', '\n']).next().unwrap_or("");
+    match header.starts_with(['>', '|']) {
+        true => Span::new(before.len() - header.len(), header.len()),
+        false => Span::new(scalar.offset, 0),
+    }
 }
 
 /// "did you mean" for a key: the nearest spelling, else what other tools call it, else the list.
@@ -1341,6 +1351,11 @@ mod tests {
         // A field that stands in several places: the whole scalar, but not the line break after a block scalar.
         let p = cron(">-\n        0 0 * * 0 0");
         assert_eq!(p, [(Code::InvalidCron, "0 0 * * 0 0".to_string())]);
+        // An empty block scalar: its header, not the next key.
+        for header in [">-", "|", "|+"] {
+            let p = cron(&format!("{header}\n"));
+            assert_eq!(p, [(Code::InvalidCron, header.to_string())], "{header}");
+        }
     }
 
     #[test]
