@@ -896,7 +896,8 @@ impl Decoder<'_> {
 
     /// A scalar as the file writes it: `1.10`, `01234`, `0x1F` and `True` stay as they are (a variable's value is
     /// text, which the number or boolean they also read as would change, and a 30-digit number would lose digits).
-    /// An alias, anchor or tag stands where the text is not the value: then the value, formatted.
+    /// Through an alias it is the text where it is defined (the YAML reader places such a node there). Should a
+    /// node's place still not be its text (an alias, anchor or tag), the value, formatted.
     fn as_written(&self, v: &Node) -> String {
         match &v.value {
             Value::Str(s) => s.clone(),
