@@ -96,7 +96,8 @@ impl Dispatcher {
                     return;
                 }
             }
-            // Stopped at shutdown: an `each` run's messages were not done; they wait again.
+            // Stopped (shutdown, `flowrun stop`, its job removed by a reload): an `each` run's messages were not
+            // done; they wait again in their queue.
             None => {
                 self.jobs[run.job].counts.stopped += 1;
                 if let Some(batch) = run.input.take() {
