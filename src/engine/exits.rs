@@ -121,9 +121,10 @@ impl Dispatcher {
                 RunResult::Succeeded => "succeeded",
                 RunResult::Failed => "failed",
             };
-            let upstream = upstream_entry(job, &run, status, c.code, c.signal.as_deref());
             let was_ready = run.ready;
-            self.propagate(run.job, Milestone::Ended { result, was_ready }, upstream);
+            self.propagate(run.job, Milestone::Ended { result, was_ready }, || {
+                upstream_entry(job, &run, status, c.code, c.signal.as_deref())
+            });
         }
         self.restart_if_due(&run, job, c.outcome, c.code);
         self.pump_each(run.job);
@@ -222,13 +223,18 @@ impl Dispatcher {
     }
 
     /// A run ended for good or became ready: the `after` joins that wait for its job hear it (`upstream`: the
-    /// run, as `FLOWRUN_UPSTREAM` tells a downstream run about it).
+    /// run, as `FLOWRUN_UPSTREAM` tells a downstream run about it, made only when a join names the job: most
+    /// runs' ends are heard by nobody).
     pub(super) fn propagate(
         &mut self,
         job: JobId,
         milestone: Milestone,
-        upstream: serde_json::Value,
+        upstream: impl FnOnce() -> serde_json::Value,
     ) {
+        if self.joins_on[job].is_empty() {
+            return;
+        }
+        let upstream = upstream();
         let mut complete = Vec::new();
         for i in 0..self.joins_on[job].len() {
             let (d, t) = self.joins_on[job][i];

@@ -45,6 +45,7 @@ impl Dispatcher {
         }
         let plan = self.plan.clone();
         let job = &plan.jobs[run.job];
+        // Made here, while the run is borrowed (a run becomes ready once: not worth deferring).
         let upstream = super::exits::upstream_entry(job, run, "ready", None, None);
         let event = Event::RunReady {
             job: job.name.clone(),
@@ -55,7 +56,7 @@ impl Dispatcher {
         };
         let job = run.job;
         self.emit(event);
-        self.propagate(job, Milestone::Ready, upstream);
+        self.propagate(job, Milestone::Ready, || upstream);
     }
 
     /// A run whose probe has not passed within its `timeout` is stopped, and fails (a service that never comes
