@@ -325,6 +325,30 @@ fn runs_get_their_environment_and_folder() {
 }
 
 #[test]
+fn env_values_through_a_merge_key_are_the_text_where_they_are_defined() {
+    let f = flow(
+        "jobs:\n  base: { run: 'true', env: &base { V_VER: 1.10, V_ZIP: 01234 } }\n  show:\n    run: env | grep ^V_ | sort\n    env: { <<: *base, V_OWN: 0x1F }\n",
+    );
+    let (out, ev) = f.run_json();
+    assert_eq!(out.status.code(), Some(0), "{ev:?}");
+    assert_eq!(
+        output_lines(&ev, "show"),
+        ["V_OWN=0x1F", "V_VER=1.10", "V_ZIP=01234"]
+    );
+}
+
+#[test]
+fn one_stream_keeps_one_order_as_the_readme_says_exec_2_to_1_does() {
+    let f = flow("jobs:\n  j:\n    run: 'exec 2>&1; for i in 1 2 3 4 5; do echo out$i; echo err$i >&2; done'\n");
+    let (out, ev) = f.run_json();
+    assert_eq!(out.status.code(), Some(0));
+    let expected: Vec<String> = (1..=5)
+        .flat_map(|i| [format!("out{i}"), format!("err{i}")])
+        .collect();
+    assert_eq!(output_lines(&ev, "j"), expected);
+}
+
+#[test]
 fn env_values_are_the_text_the_file_writes() {
     // Both YAML readers: a plain file (the fast one) and one with an anchor (serde-saphyr).
     for anchor in ["", "      V_A: &a 007\n      V_B: *a\n"] {

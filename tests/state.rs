@@ -543,6 +543,8 @@ fn history_filters_by_job_failure_limit_and_since() {
         history_json(&file, &state, &["ok", "--limit", "2"]).len(),
         2
     );
+    // 0: every row (the default is 20).
+    assert_eq!(history_json(&file, &state, &["--limit", "0"]).len(), 6);
     assert_eq!(history_json(&file, &state, &["--since", "1h"]).len(), 6);
     assert_eq!(
         history_json(&file, &state, &["--since", "2099-01-01T00:00:00Z"]).len(),
