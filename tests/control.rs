@@ -864,6 +864,60 @@ fn a_reload_removing_a_live_broadcast_reader_stops_it_and_goes_on() {
 }
 
 #[test]
+fn copies_a_broadcast_reader_removed_by_a_reload_never_read_are_counted_left() {
+    // `r2` reads one line of three (the shell's `read` takes no more than its line), then waits at a gate.
+    let (dir, file) = flow(
+        "channels: { b: { kind: broadcast } }\njobs:\n  w: { run: 'seq 3; cat gate', stdout: b }\n  r1: { run: cat, stdin: b }\n  r2: { run: 'read x; echo got $x; cat gate2', stdin: b }\n",
+    );
+    let gate = common::fifo(dir.path(), "gate");
+    common::fifo(dir.path(), "gate2");
+    let state = state_of(&dir);
+    let mut runner = Runner::start_in(dir.path(), &file, &state, &[], &["--for", "60s"]);
+    runner.wait_for(|e| e["event"] == "output" && e["job"] == "r2" && e["line"] == "got 1");
+    runner.wait_for(|e| e["event"] == "output" && e["job"] == "r1" && e["line"] == "3");
+    std::fs::write(
+        &file,
+        "channels: { b: { kind: broadcast } }\njobs:\n  w: { run: 'seq 3; cat gate', stdout: b }\n  r1: { run: cat, stdin: b }\n",
+    )
+    .unwrap();
+    let reload = flowrun(&["reload", file.to_str().unwrap()], &state);
+    assert_eq!(reload.status.code(), Some(0), "{reload:?}");
+    runner.wait_for(|e| e["event"] == "run.exit" && e["job"] == "r2");
+    std::fs::write(&gate, "4\n").unwrap();
+    let (code, seen) = runner.finish_by_itself();
+    assert_eq!(code, Some(0), "{seen:#?}");
+    assert_eq!(common::output_lines(&seen, "r1"), ["1", "2", "3", "4"]);
+    // Seven copies: four to `r1`, three to `r2`, which read one; its two others are left, not lost.
+    assert_eq!(common::channel(&seen, "b"), (7, 5, 2), "{seen:#?}");
+}
+
+#[test]
+fn a_live_run_that_a_reload_stops_reading_a_broadcast_gets_the_rest_and_its_end() {
+    let (dir, file) = flow(
+        "channels: { b: { kind: broadcast } }\njobs:\n  w: { run: 'seq 2; cat gate', stdout: b }\n  r1: { run: cat, stdin: b }\n  r2: { run: cat, stdin: b }\n",
+    );
+    let gate = common::fifo(dir.path(), "gate");
+    let state = state_of(&dir);
+    let mut runner = Runner::start_in(dir.path(), &file, &state, &[], &["--for", "60s"]);
+    runner.wait_for(|e| e["event"] == "output" && e["job"] == "r2" && e["line"] == "2");
+    // `r2` reads the channel no more: its live run (the old definition) will get no more copies, so its input ends.
+    std::fs::write(
+        &file,
+        "channels: { b: { kind: broadcast } }\njobs:\n  w: { run: 'seq 2; cat gate', stdout: b }\n  r1: { run: cat, stdin: b }\n  r2: { run: 'echo other' }\n",
+    )
+    .unwrap();
+    let reload = flowrun(&["reload", file.to_str().unwrap()], &state);
+    assert_eq!(reload.status.code(), Some(0), "{reload:?}");
+    let exit = runner.wait_for(|e| e["event"] == "run.exit" && e["job"] == "r2");
+    assert_eq!(exit["code"], 0, "{exit}");
+    std::fs::write(&gate, "3\n").unwrap();
+    let (code, seen) = runner.finish_by_itself();
+    assert_eq!(code, Some(0), "{seen:#?}");
+    assert_eq!(common::output_lines(&seen, "r1"), ["1", "2", "3"]);
+    assert_eq!(common::channel(&seen, "b"), (5, 5, 0), "{seen:#?}");
+}
+
+#[test]
 fn the_token_is_not_given_to_jobs() {
     let (dir, file) = flow(
         "jobs:\n  show:\n    run: echo \"token=${FLOWRUN_TOKEN:-none}\"\n    trigger: start\n",

@@ -17,6 +17,9 @@ pub struct ChannelRt {
     pub queues: Vec<Arc<Queue>>,
     /// For broadcast: the reader job of each queue (a reload may add and remove readers).
     readers: Vec<JobId>,
+    /// Broadcast queues of readers a reload took away: closed (a live run of the old reader reads the rest, then
+    /// its end) and still counted, so that what nobody read stays `left` (in = out + left).
+    gone: Vec<Arc<Queue>>,
     pub stats: Arc<Stats>,
     /// Writers wait here for room (shared by the channel's queues).
     space: Arc<tokio::sync::Notify>,
@@ -49,6 +52,7 @@ fn build(c: &crate::plan::Channel) -> ChannelRt {
     ChannelRt {
         queues,
         readers,
+        gone: Vec::new(),
         stats,
         space,
         pipe_read,
@@ -70,7 +74,7 @@ impl Channels {
 
     /// A reload: the new plan (same indices, channels appended); channels whose kind changed are built anew,
     /// new ones built, and a broadcast's queues follow its readers (kept by job; a new reader gets a new queue, a
-    /// reader gone has its queue let go).
+    /// reader gone gets no more copies and its queue is closed).
     pub fn rewire(&mut self, plan: Arc<Plan>, rebuilt: &[ChannelId]) {
         for &c in rebuilt {
             self.all[c] = build(&plan.channels[c]);
@@ -96,7 +100,10 @@ impl Channels {
             }
             for (i, r) in rt.readers.iter().enumerate() {
                 if !channel.readers.contains(r) {
-                    rt.queues[i].orphan();
+                    let queue = &rt.queues[i];
+                    queue.orphan();
+                    queue.close();
+                    rt.gone.push(queue.clone());
                 }
             }
             rt.queues = queues;
@@ -192,7 +199,12 @@ impl Channels {
         ChannelCounts {
             taken_in: c.stats.taken_in.load(Ordering::Relaxed),
             out: c.stats.handed_out.load(Ordering::Relaxed),
-            left: c.queues.iter().map(|q| q.waiting() as u64).sum::<u64>()
+            left: c
+                .queues
+                .iter()
+                .chain(&c.gone)
+                .map(|q| q.waiting() as u64)
+                .sum::<u64>()
                 + c.stats.discarded.load(Ordering::Relaxed),
         }
     }

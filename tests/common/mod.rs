@@ -62,10 +62,29 @@ pub fn bin() -> std::path::PathBuf {
 pub fn state_home() -> std::path::PathBuf {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static NEXT: AtomicUsize = AtomicUsize::new(0);
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("state-home");
+    // State homes outlive their test (a failed test's is worth reading); those of test processes that have ended
+    // go at the next run, so repeated runs do not fill the disk.
+    SWEPT.call_once(|| sweep_ended(&root));
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("state-home")
-        .join(format!("{}-{n}", std::process::id()))
+    root.join(format!("{}-{n}", std::process::id()))
+}
+
+/// Remove the state homes of test processes that are no longer alive.
+fn sweep_ended(root: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.split('-').next()?.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// The binary as a command, with a state home of its own.
