@@ -918,6 +918,31 @@ fn a_live_run_that_a_reload_stops_reading_a_broadcast_gets_the_rest_and_its_end(
 }
 
 #[test]
+fn a_broadcast_reader_a_reload_adds_gets_what_a_live_writer_writes_after_it() {
+    let (dir, file) = flow(
+        "channels: { b: { kind: broadcast } }\njobs:\n  w: { run: 'echo 1; cat gate', stdout: b }\n  r1: { run: cat, stdin: b }\n",
+    );
+    let gate = common::fifo(dir.path(), "gate");
+    let state = state_of(&dir);
+    let mut runner = Runner::start_in(dir.path(), &file, &state, &[], &["--for", "60s"]);
+    runner.wait_for(|e| e["event"] == "output" && e["job"] == "r1" && e["line"] == "1");
+    std::fs::write(
+        &file,
+        "channels: { b: { kind: broadcast } }\njobs:\n  w: { run: 'echo 1; cat gate', stdout: b }\n  r1: { run: cat, stdin: b }\n  r2: { run: cat, stdin: b }\n",
+    )
+    .unwrap();
+    let reload = flowrun(&["reload", file.to_str().unwrap()], &state);
+    assert_eq!(reload.status.code(), Some(0), "{reload:?}");
+    runner.wait_for(|e| e["event"] == "run.start" && e["job"] == "r2");
+    std::fs::write(&gate, "2\n").unwrap();
+    let (code, seen) = runner.finish_by_itself();
+    assert_eq!(code, Some(0), "{seen:#?}");
+    assert_eq!(common::output_lines(&seen, "r1"), ["1", "2"]);
+    assert_eq!(common::output_lines(&seen, "r2"), ["2"], "{seen:#?}");
+    assert_eq!(common::channel(&seen, "b"), (3, 3, 0), "{seen:#?}");
+}
+
+#[test]
 fn the_token_is_not_given_to_jobs() {
     let (dir, file) = flow(
         "jobs:\n  show:\n    run: echo \"token=${FLOWRUN_TOKEN:-none}\"\n    trigger: start\n",

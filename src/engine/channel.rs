@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
@@ -301,10 +301,32 @@ impl Drop for Parked<'_> {
     }
 }
 
-/// The queues one writer feeds (one for a queue channel, one per reader job for broadcast) and who to tell.
+/// The queues a channel's writers feed (one for a queue channel, one per reader job for broadcast), shared with
+/// the live writers' pumps: a reload may give a broadcast channel a reader, or take one away, while a writer runs.
+pub struct Fanout(RwLock<Arc<[Arc<Queue>]>>);
+
+impl Fanout {
+    pub fn new(queues: Vec<Arc<Queue>>) -> Arc<Fanout> {
+        Arc::new(Fanout(RwLock::new(queues.into())))
+    }
+
+    /// The queues now (a snapshot: one reference count, no copy).
+    pub fn now(&self) -> Arc<[Arc<Queue>]> {
+        self.0.read().unwrap().clone()
+    }
+
+    pub fn set(&self, queues: Vec<Arc<Queue>>) {
+        *self.0.write().unwrap() = queues.into();
+    }
+}
+
+/// What one writer feeds, and who to tell.
 #[derive(Clone)]
 pub struct Target {
-    pub queues: Vec<Arc<Queue>>,
+    pub fanout: Arc<Fanout>,
+    pub stats: Arc<Stats>,
+    /// Woken when room appears in any of the channel's queues.
+    pub space: Arc<Notify>,
     pub max_message: usize,
     /// Called when an `each` job was waiting for messages on a queue this pump just filled.
     pub wake: Arc<dyn Fn() + Send + Sync>,
@@ -315,21 +337,22 @@ impl Target {
     /// no queue has a reader any more (the pump should stop reading).
     async fn push(&self, mut chunk: Chunk) -> bool {
         while chunk.count > 0 {
-            let room = loop {
+            let (queues, room) = loop {
                 // The queues of one channel share one `space` signal, so one wait covers them all.
-                let notified = self.queues[0].space.notified();
+                let notified = self.space.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
+                // Looked at anew each time: a reload may have added or taken away a reader meanwhile.
+                let queues = self.fanout.now();
                 // The least room among queues that still have a reader; none left: `usize::MAX`.
-                let room = self
-                    .queues
+                let room = queues
                     .iter()
                     .filter(|q| !q.is_orphaned())
                     .map(|q| q.room())
                     .min();
                 match room {
-                    None => break usize::MAX,
-                    Some(room) if room > 0 => break room,
+                    None => break (queues, usize::MAX),
+                    Some(room) if room > 0 => break (queues, room),
                     Some(_) => {}
                 }
                 notified.await;
@@ -346,7 +369,16 @@ impl Target {
             // was never taken in for it, so in = out + left still holds. When no reader is left at all, the
             // last piece is kept (as left) so the writer's final output is accounted for.
             let all_gone = room == usize::MAX;
-            for q in self.queues.iter().filter(|q| all_gone || !q.is_orphaned()) {
+            if queues.is_empty() {
+                // A broadcast whose every reader a reload took away: the piece is counted, as left.
+                self.stats
+                    .taken_in
+                    .fetch_add(piece.count as u64, Ordering::Relaxed);
+                self.stats
+                    .discarded
+                    .fetch_add(piece.count as u64, Ordering::Relaxed);
+            }
+            for q in queues.iter().filter(|q| all_gone || !q.is_orphaned()) {
                 q.stats
                     .taken_in
                     .fetch_add(piece.count as u64, Ordering::Relaxed);
@@ -363,7 +395,7 @@ impl Target {
                 return false;
             }
         }
-        !self.queues.iter().all(|q| q.is_orphaned())
+        !self.fanout.now().iter().all(|q| q.is_orphaned())
     }
 }
 
@@ -528,7 +560,7 @@ pub async fn pump_writer<R: AsyncRead + Unpin>(
             // Nobody will read more. What the writer already wrote still counts (as taken in and left): at
             // shutdown everything until its output ends (it is being stopped), otherwise what the pipe holds
             // now, and then the pipe is closed so the writer stops as in a shell pipeline.
-            let until_eof = target.queues[0].stats.stopping.load(Ordering::Acquire);
+            let until_eof = target.stats.stopping.load(Ordering::Acquire);
             count_rest(&mut src, buf, &target, until_eof).await;
             return PumpEnd::NoReader;
         }
@@ -565,9 +597,9 @@ async fn count_rest<R: AsyncRead + Unpin>(
         }
     }
     count += u64::from(!buf.is_empty());
-    // A broadcast message counts once per reader job.
-    let count = count * target.queues.len() as u64;
-    let stats = &target.queues[0].stats;
+    // A broadcast message counts once per reader job (once when a reload took every reader away).
+    let count = count * target.fanout.now().len().max(1) as u64;
+    let stats = &target.stats;
     stats.taken_in.fetch_add(count, Ordering::Relaxed);
     stats.discarded.fetch_add(count, Ordering::Relaxed);
 }

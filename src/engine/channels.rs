@@ -5,7 +5,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::channel::{Chunk, Queue, Stats, Target};
+use super::channel::{Chunk, Fanout, Queue, Stats, Target};
 use super::process;
 use super::supervise::{ParentEnds, Wiring};
 use crate::event::ChannelCounts;
@@ -15,6 +15,8 @@ use crate::plan::{ChannelId, ChannelKind, Job, JobId, Plan};
 pub struct ChannelRt {
     /// One queue for a queue channel; one per reader job (in `readers` order) for broadcast; none for pipe.
     pub queues: Vec<Arc<Queue>>,
+    /// The same queues, as the live writers' pumps see them.
+    fanout: Arc<Fanout>,
     /// For broadcast: the reader job of each queue (a reload may add and remove readers).
     readers: Vec<JobId>,
     /// Broadcast queues of readers a reload took away: closed (a live run of the old reader reads the rest, then
@@ -50,6 +52,7 @@ fn build(c: &crate::plan::Channel) -> ChannelRt {
         _ => (None, None),
     };
     ChannelRt {
+        fanout: Fanout::new(queues.clone()),
         queues,
         readers,
         gone: Vec::new(),
@@ -106,6 +109,7 @@ impl Channels {
                     rt.gone.push(queue.clone());
                 }
             }
+            rt.fanout.set(queues.clone());
             rt.queues = queues;
             rt.readers = channel.readers.clone();
         }
@@ -138,8 +142,11 @@ impl Channels {
 
     /// What a writer job's pump feeds, and whom it wakes when an idle `each` job waits for messages.
     pub fn target(&self, channel: ChannelId, wake: Arc<dyn Fn() + Send + Sync>) -> Target {
+        let c = &self.all[channel];
         Target {
-            queues: self.all[channel].queues.clone(),
+            fanout: c.fanout.clone(),
+            stats: c.stats.clone(),
+            space: c.space.clone(),
             max_message: self.plan.channels[channel].max_message,
             wake,
         }
