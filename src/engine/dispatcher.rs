@@ -39,6 +39,8 @@ pub(super) struct Dispatcher {
     timetable: Timetable,
     /// The jobs `refresh` looks at: not done, and held by no time trigger.
     watch: Watch,
+    /// How many jobs are not done: the runner ends when none is and nothing runs (asked after every input).
+    undone: usize,
     pub(super) stopping: bool,
     forced: bool,
     pub(super) failed: bool,
@@ -123,6 +125,7 @@ impl Dispatcher {
             observers: options.observers,
             handled,
             watch: Watch::default(),
+            undone: 0,
         };
         dispatcher.watch_all();
         dispatcher
@@ -134,10 +137,14 @@ impl Dispatcher {
         let (jobs, timetable, stopping) = (&self.jobs, &self.timetable, self.stopping);
         self.watch
             .reset((0..jobs.len()).filter(|&j| !jobs[j].done && (stopping || !timetable.holds(j))));
+        self.undone = jobs.iter().filter(|j| !j.done).count();
     }
 
     /// A job that was done may fire again (a manual firing).
     pub(super) fn undo_done(&mut self, j: JobId) {
+        if self.jobs[j].done {
+            self.undone += 1;
+        }
         self.jobs[j].done = false;
         self.watch.insert(j);
     }
@@ -210,7 +217,7 @@ impl Dispatcher {
     }
 
     pub(super) fn finished(&self) -> bool {
-        self.runs.is_empty() && (self.stopping || self.jobs.iter().all(|j| j.done))
+        self.runs.is_empty() && (self.stopping || self.undone == 0)
     }
 
     pub(super) fn next_due(&self) -> Option<chrono::DateTime<Utc>> {
@@ -686,6 +693,7 @@ impl Dispatcher {
                 }
                 self.watch.release(j);
                 self.jobs[j].done = true;
+                self.undone -= 1;
                 changed = true;
                 self.skip_dead_joins(j);
                 self.close_channels_of(j);
@@ -696,12 +704,15 @@ impl Dispatcher {
         }
         // Every test drives a debug build: there a pass over every job checks that the watch missed none.
         #[cfg(debug_assertions)]
-        for j in 0..self.jobs.len() {
-            assert!(
-                self.jobs[j].done || !self.can_be_done(j),
-                "job {} can be done but was not watched",
-                self.plan.jobs[j].name
-            );
+        {
+            for j in 0..self.jobs.len() {
+                assert!(
+                    self.jobs[j].done || !self.can_be_done(j),
+                    "job {} can be done but was not watched",
+                    self.plan.jobs[j].name
+                );
+            }
+            assert_eq!(self.undone, self.jobs.iter().filter(|j| !j.done).count());
         }
     }
 
