@@ -1152,16 +1152,20 @@ impl Decoder<'_> {
     }
 }
 
-/// The span of bytes `start..start+len` of a scalar's value inside the file. Plain and quoted scalars without
-/// escapes map one to one (offset by the quote); in a folded, multi-line or escaped one the field is found where
-/// it stands when it stands there once; otherwise the whole scalar.
+/// The span of bytes `start..start+len` of a scalar's value inside the file. A plain scalar maps one to one, a
+/// quoted one-line scalar through its quotes and escapes (an escape inside the field is covered whole); in a
+/// folded or multi-line one the field is found where it stands when it stands there once; otherwise the whole
+/// scalar.
 fn field_span(source: &Source, scalar: Span, value: &str, start: usize, len: usize) -> Span {
     let raw = source.slice(scalar);
     if raw == value {
         return scalar.sub(start, len);
     }
-    if raw.len() == value.len() + 2 && raw.get(1..raw.len() - 1) == Some(value) {
-        return scalar.sub(start + 1, len);
+    if let Some(map) = crate::quoted::byte_sources(raw, value) {
+        if let (Some(first), Some(last)) = (map.get(start), map.get((start + len).wrapping_sub(1)))
+        {
+            return scalar.sub(first.0, last.1 - first.0);
+        }
     }
     let field = value.get(start..start + len).unwrap_or("");
     if !field.trim().is_empty() {
@@ -1349,6 +1353,10 @@ mod tests {
         assert_eq!(p, [(Code::InvalidCron, "FOO".to_string())]);
         let p = cron("\"0\\t25 * * *\"");
         assert_eq!(p, [(Code::InvalidCron, "25".to_string())]);
+        let p = cron("\"0 0 3\\x32 * *\"");
+        assert_eq!(p, [(Code::InvalidCron, "3\\x32".to_string())]);
+        let p = cron("'0 0 * * ''x'''");
+        assert_eq!(p, [(Code::InvalidCron, "''x''".to_string())]);
         // A field that stands in several places: the whole scalar, but not the line break after a block scalar.
         let p = cron(">-\n        0 0 * * 0 0");
         assert_eq!(p, [(Code::InvalidCron, "0 0 * * 0 0".to_string())]);

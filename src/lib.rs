@@ -9,7 +9,8 @@
 //!   runs, pumps, timers --------' (tasks)          `--> events --> report (printer, live view)
 //! ```
 //!
-//! - `source`, `yaml`, `decode`, `document`, `values`: reading a file into a spanned [`document::Document`].
+//! - `source`, `yaml`, `decode`, `document`, `values`: reading a file into a spanned [`document::Document`]
+//!   (`quoted`: where a part of a quoted value was written).
 //! - `validate` (the rules of SPEC §2.6, diagnostics with stable codes) builds the [`plan::Plan`]; `trigger`
 //!   holds the pure fire-time maths; `render` prints diagnostics.
 //! - `engine`: runs a plan. Its loop turns inputs into one `Input`; the dispatcher decides; `supervise` tends
@@ -39,6 +40,7 @@ mod exit;
 mod graph;
 mod inspect;
 mod plan;
+mod quoted;
 mod render;
 mod report;
 pub mod source;
