@@ -1261,3 +1261,229 @@ fn a_past_at_added_by_a_reload_is_missed_at_once_and_recorded() {
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["outcome"], "missed");
 }
+
+/// Write `text` to the workflow file and have the runner reload it.
+fn reload_to(file: &Path, state: &Path, text: &str) {
+    std::fs::write(file, text).unwrap();
+    let reload = flowrun(&["reload", file.to_str().unwrap()], state);
+    assert_eq!(reload.status.code(), Some(0), "{reload:?}");
+}
+
+#[test]
+fn a_channel_whose_last_writer_a_reload_takes_away_closes_when_its_live_run_ends() {
+    let before = "channels: { q: {}, q2: {} }\njobs:\n  w: { run: 'seq 3; cat gate', stdout: q }\n  r: { run: cat, stdin: q }\n  r2: { run: cat, stdin: q2 }\n";
+    // The writer removed (its run is stopped), or moved to another channel (its run goes on writing `q`).
+    let removed = "channels: { q: {}, q2: {} }\njobs:\n  r: { run: cat, stdin: q }\n  r2: { run: cat, stdin: q2 }\n";
+    let moved = before.replace("stdout: q }", "stdout: q2 }");
+    for (after, lines) in [
+        (removed, &["1", "2", "3"][..]),
+        (&moved, &["1", "2", "3", "4"]),
+    ] {
+        let (dir, file) = flow(before);
+        let gate = common::fifo(dir.path(), "gate");
+        let state = state_of(&dir);
+        let mut runner = Runner::start_in(dir.path(), &file, &state, &[], &["--for", "60s"]);
+        runner.wait_for(|e| e["event"] == "output" && e["job"] == "r" && e["line"] == "3");
+        reload_to(&file, &state, after);
+        if after == moved {
+            std::fs::write(&gate, "4\n").unwrap();
+        }
+        let (code, seen) = runner.finish_by_itself();
+        assert_eq!(code, Some(0), "{seen:#?}");
+        assert_eq!(common::output_lines(&seen, "r"), lines, "{seen:#?}");
+        assert_eq!(common::output_lines(&seen, "r2"), [] as [&str; 0]);
+    }
+}
+
+#[test]
+fn a_dead_letter_channel_whose_only_writer_a_reload_removes_closes() {
+    let (dir, file) = flow(
+        "channels: { q: {}, dl: {} }\njobs:\n  w: { run: echo m1, stdout: q }\n  f: { run: 'cat gate; exit 1', trigger: { each: q }, dead_letter: dl }\n  d: { run: cat, stdin: dl }\n",
+    );
+    common::fifo(dir.path(), "gate");
+    let state = state_of(&dir);
+    let mut runner = Runner::start_in(dir.path(), &file, &state, &[], &["--for", "60s"]);
+    runner.wait_for(|e| e["event"] == "run.start" && e["job"] == "f");
+    reload_to(
+        &file,
+        &state,
+        "channels: { q: {}, dl: {} }\njobs:\n  w: { run: echo m1, stdout: q }\n  g: { run: cat, trigger: { each: q } }\n  d: { run: cat, stdin: dl }\n",
+    );
+    let (code, seen) = runner.finish_by_itself();
+    assert_eq!(code, Some(0), "{seen:#?}");
+    assert_eq!(common::output_lines(&seen, "g"), ["m1"], "{seen:#?}");
+    assert_eq!(common::channel(&seen, "dl"), (0, 0, 0));
+}
+
+#[test]
+fn a_writer_blocked_on_a_full_queue_whose_only_reader_a_reload_removes_sees_a_closed_pipe() {
+    let (dir, file) = flow(
+        "channels: { q: { capacity: 2 } }\njobs:\n  w: { run: 'seq 10000000; echo seq-exit $? >&2', stdout: q }\n  r: { run: 'read x; echo $x; cat gate', stdin: q }\n",
+    );
+    common::fifo(dir.path(), "gate");
+    let state = state_of(&dir);
+    let mut runner = Runner::start_in(dir.path(), &file, &state, &[], &["--for", "60s"]);
+    runner.wait_for(|e| e["event"] == "output" && e["job"] == "r" && e["line"] == "1");
+    reload_to(
+        &file,
+        &state,
+        "jobs:\n  w: { run: 'seq 10000000; echo seq-exit $? >&2' }\n",
+    );
+    let (code, seen) = runner.finish_by_itself();
+    assert_eq!(code, Some(0), "{seen:#?}");
+    // 141: SIGPIPE, as `seq 10000000 | head -n 1` in a shell.
+    assert_eq!(
+        common::output_lines(&seen, "w"),
+        ["seq-exit 141"],
+        "{seen:#?}"
+    );
+    let (taken_in, out, left) = common::channel(&seen, "q");
+    assert_eq!(taken_in, out + left);
+}
+
+#[test]
+fn a_reader_a_reload_adds_to_a_closed_broadcast_gets_its_end_at_once() {
+    let (dir, file) = flow(
+        "channels: { b: { kind: broadcast } }\njobs:\n  w: { run: seq 3, stdout: b }\n  r: { run: 'cat; cat gate', stdin: b }\n",
+    );
+    let gate = common::fifo(dir.path(), "gate");
+    let state = state_of(&dir);
+    let mut runner = Runner::start_in(dir.path(), &file, &state, &[], &["--for", "60s"]);
+    runner.wait_for(|e| e["event"] == "output" && e["job"] == "r" && e["line"] == "3");
+    runner.wait_for(|e| e["event"] == "channel.closed" && e["channel"] == "b");
+    reload_to(
+        &file,
+        &state,
+        "channels: { b: { kind: broadcast } }\njobs:\n  w: { run: seq 3, stdout: b }\n  r: { run: 'cat; cat gate', stdin: b }\n  r2: { run: 'cat; echo end', stdin: b }\n",
+    );
+    runner.wait_for(|e| e["event"] == "run.exit" && e["job"] == "r2");
+    std::fs::write(&gate, "done\n").unwrap();
+    let (code, seen) = runner.finish_by_itself();
+    assert_eq!(code, Some(0), "{seen:#?}");
+    assert_eq!(common::output_lines(&seen, "r2"), ["end"]);
+}
+
+#[test]
+fn a_closed_channel_whose_kind_a_reload_changes_stays_closed_with_its_counts() {
+    let (dir, file) = flow(
+        "channels: { q: {} }\njobs:\n  w: { run: seq 3, stdout: q }\n  r: { run: cat, trigger: { each: q } }\n  keep: { run: cat gate }\n",
+    );
+    let gate = common::fifo(dir.path(), "gate");
+    let state = state_of(&dir);
+    let mut runner = Runner::start_in(dir.path(), &file, &state, &[], &["--for", "60s"]);
+    runner.wait_for(|e| e["event"] == "channel.closed" && e["channel"] == "q");
+    for _ in 0..3 {
+        runner.wait_for(|e| e["event"] == "run.exit" && e["job"] == "r");
+    }
+    reload_to(
+        &file,
+        &state,
+        "channels: { q: { kind: broadcast } }\njobs:\n  w: { run: seq 3, stdout: q }\n  r: { run: cat, trigger: { each: q, batch: 2 } }\n  keep: { run: cat gate }\n",
+    );
+    std::fs::write(&gate, "done\n").unwrap();
+    let (code, seen) = runner.finish_by_itself();
+    assert_eq!(code, Some(0), "{seen:#?}");
+    assert_eq!(common::channel(&seen, "q"), (3, 3, 0), "{seen:#?}");
+}
+
+#[test]
+fn a_queue_whose_readers_had_ended_feeds_a_reader_a_reload_adds() {
+    let (dir, file) = flow(
+        "channels: { q: {} }\njobs:\n  w: { run: 'echo 1; cat gate', stdout: q }\n  r: { run: 'head -n 1', stdin: q }\n",
+    );
+    let gate = common::fifo(dir.path(), "gate");
+    let state = state_of(&dir);
+    let mut runner = Runner::start_in(dir.path(), &file, &state, &[], &["--for", "60s"]);
+    runner.wait_for(|e| e["event"] == "run.exit" && e["job"] == "r");
+    reload_to(
+        &file,
+        &state,
+        "channels: { q: {} }\njobs:\n  w: { run: 'echo 1; cat gate', stdout: q }\n  r: { run: 'head -n 1', stdin: q }\n  r2: { run: cat, stdin: q }\n",
+    );
+    runner.wait_for(|e| e["event"] == "run.start" && e["job"] == "r2");
+    std::fs::write(&gate, "2\n3\n").unwrap();
+    let (code, seen) = runner.finish_by_itself();
+    assert_eq!(code, Some(0), "{seen:#?}");
+    assert_eq!(common::output_lines(&seen, "r"), ["1"]);
+    assert_eq!(common::output_lines(&seen, "r2"), ["2", "3"], "{seen:#?}");
+    assert_eq!(common::channel(&seen, "q"), (3, 3, 0), "{seen:#?}");
+}
+
+#[test]
+fn an_each_run_that_finishes_its_batch_when_stopped_is_not_given_its_messages_again() {
+    let (dir, file) = flow(
+        "channels: { q: {} }\njobs:\n  w: { run: 'seq 2; cat gate >/dev/null', stdout: q }\n  e: { run: \"trap 'exit 0' TERM; cat; cat gate2 & wait\", trigger: { each: q, batch: 2 } }\n",
+    );
+    let gate = common::fifo(dir.path(), "gate");
+    common::fifo(dir.path(), "gate2");
+    let state = state_of(&dir);
+    let mut runner = Runner::start_in(dir.path(), &file, &state, &[], &["--for", "60s"]);
+    runner.wait_for(|e| e["event"] == "output" && e["job"] == "e" && e["line"] == "2");
+    let stop = flowrun(&["stop", file.to_str().unwrap(), "e"], &state);
+    assert_eq!(stop.status.code(), Some(0), "{stop:?}");
+    let exit = runner.wait_for(|e| e["event"] == "run.exit" && e["job"] == "e");
+    assert_eq!(exit["code"], 0, "{exit}");
+    std::fs::write(&gate, "done\n").unwrap();
+    let (code, seen) = runner.finish_by_itself();
+    assert_eq!(code, Some(0), "{seen:#?}");
+    assert_eq!(common::output_lines(&seen, "e"), ["1", "2"], "{seen:#?}");
+    assert_eq!(common::channel(&seen, "q"), (2, 2, 0), "{seen:#?}");
+}
+
+#[test]
+fn copies_an_each_reader_of_a_broadcast_held_when_a_reload_removed_it_count_as_left() {
+    let (dir, file) = flow(
+        "channels: { b: { kind: broadcast } }\njobs:\n  w: { run: 'seq 3; cat gate', stdout: b }\n  e1: { run: 'cat; cat gate2', trigger: { each: b } }\n  e2: { run: cat, stdin: b }\n",
+    );
+    let gate = common::fifo(dir.path(), "gate");
+    common::fifo(dir.path(), "gate2");
+    let state = state_of(&dir);
+    let mut runner = Runner::start_in(dir.path(), &file, &state, &[], &["--for", "60s"]);
+    runner.wait_for(|e| e["event"] == "output" && e["job"] == "e1" && e["line"] == "1");
+    runner.wait_for(|e| e["event"] == "output" && e["job"] == "e2" && e["line"] == "3");
+    reload_to(
+        &file,
+        &state,
+        "channels: { b: { kind: broadcast } }\njobs:\n  w: { run: 'seq 3; cat gate', stdout: b }\n  e2: { run: cat, stdin: b }\n",
+    );
+    runner.wait_for(|e| e["event"] == "run.exit" && e["job"] == "e1");
+    std::fs::write(&gate, "4\n").unwrap();
+    let (code, seen) = runner.finish_by_itself();
+    assert_eq!(code, Some(0), "{seen:#?}");
+    // `e1` had three copies and finished none (its run was stopped): they are left, not out.
+    assert_eq!(common::channel(&seen, "b"), (7, 4, 3), "{seen:#?}");
+}
+
+#[test]
+fn a_capacity_a_reload_raises_lets_a_waiting_writer_go_on() {
+    let (dir, file) = flow(&format!(
+        "channels: {{ q: {{ capacity: 2 }} }}\njobs:\n  w: {{ run: seq 5, stdout: q }}\n  r: {{ run: cat, stdin: q, trigger: {NEVER} }}\n"
+    ));
+    let state = state_of(&dir);
+    let runner = Runner::start(&file, &state, &[]);
+    let taken_in = || {
+        let (_, body) = unix(&state, "GET", "/api/v1/status", "");
+        json(&body)["channels"][0]["in"].as_u64().unwrap()
+    };
+    let until = |n: u64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while taken_in() != n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "`in` never reached {n}"
+            );
+            std::thread::yield_now();
+        }
+    };
+    // The writer waits for room after two.
+    until(2);
+    reload_to(
+        &file,
+        &state,
+        &format!("channels: {{ q: {{ capacity: 10 }} }}\njobs:\n  w: {{ run: seq 5, stdout: q }}\n  r: {{ run: cat, stdin: q, trigger: {NEVER} }}\n"),
+    );
+    until(5);
+    let stop = flowrun(&["stop", file.to_str().unwrap()], &state);
+    assert_eq!(stop.status.code(), Some(0), "{stop:?}");
+    drop(runner);
+}

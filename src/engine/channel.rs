@@ -6,7 +6,7 @@
 //! the runner reading its pipe, which blocks the writer process (backpressure).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -88,7 +88,8 @@ pub struct Stats {
 /// One FIFO of waiting messages: a queue channel has one, a broadcast channel one per reader job.
 pub struct Queue {
     inner: Mutex<Inner>,
-    capacity: usize,
+    /// A reload may change it.
+    capacity: AtomicUsize,
     pub stats: Arc<Stats>,
     /// Woken when messages arrive or the queue closes (feeders wait on it).
     data: Notify,
@@ -114,7 +115,7 @@ impl Queue {
     pub fn new(capacity: usize, stats: Arc<Stats>, space: Arc<Notify>) -> Arc<Queue> {
         Arc::new(Queue {
             inner: Mutex::new(Inner::default()),
-            capacity: capacity.max(1),
+            capacity: AtomicUsize::new(capacity.max(1)),
             stats,
             data: Notify::new(),
             space,
@@ -154,7 +155,18 @@ impl Queue {
         self.space.notify_waiters();
     }
 
-    fn is_orphaned(&self) -> bool {
+    /// A reload gave the queue a reader again: writers that are still live feed it again.
+    pub fn adopt(&self) {
+        self.orphaned.store(false, Ordering::Release);
+    }
+
+    /// A reload changed the channel's capacity: writers waiting for room look again.
+    pub fn set_capacity(&self, capacity: usize) {
+        self.capacity.store(capacity.max(1), Ordering::Relaxed);
+        self.space.notify_waiters();
+    }
+
+    pub fn is_orphaned(&self) -> bool {
         self.orphaned.load(Ordering::Acquire)
     }
 
@@ -167,7 +179,9 @@ impl Queue {
         if inner.waiting == 0 && inner.idle_feeders > 0 {
             return usize::MAX / 2;
         }
-        self.capacity.saturating_sub(inner.waiting)
+        self.capacity
+            .load(Ordering::Relaxed)
+            .saturating_sub(inner.waiting)
     }
 
     /// Add messages from a writer without waiting for room (dead letters, which must not block the dispatcher).

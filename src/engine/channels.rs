@@ -21,7 +21,7 @@ pub struct ChannelRt {
     readers: Vec<JobId>,
     /// Broadcast queues of readers a reload took away: closed (a live run of the old reader reads the rest, then
     /// its end) and still counted, so that what nobody read stays `left` (in = out + left).
-    gone: Vec<Arc<Queue>>,
+    gone: Vec<(JobId, Arc<Queue>)>,
     pub stats: Arc<Stats>,
     /// Writers wait here for room (shared by the channel's queues).
     space: Arc<tokio::sync::Notify>,
@@ -30,9 +30,19 @@ pub struct ChannelRt {
     pub closed: bool,
 }
 
-/// The run-time side of one channel of the plan.
-fn build(c: &crate::plan::Channel) -> ChannelRt {
-    let stats = Arc::new(Stats::default());
+impl ChannelRt {
+    fn close(&mut self) {
+        self.closed = true;
+        // Dropping the runner's write end lets the reader see EOF once the writer's runs are gone.
+        self.pipe_write = None;
+        for q in &self.queues {
+            q.close();
+        }
+    }
+}
+
+/// The run-time side of one channel of the plan (its counts: `stats`).
+fn build(c: &crate::plan::Channel, stats: Arc<Stats>) -> ChannelRt {
     let space = Arc::new(tokio::sync::Notify::new());
     let queue = || Queue::new(c.capacity, stats.clone(), space.clone());
     let (queues, readers) = match c.kind {
@@ -71,7 +81,11 @@ pub struct Channels {
 
 impl Channels {
     pub fn new(plan: Arc<Plan>) -> Channels {
-        let all = plan.channels.iter().map(build).collect();
+        let all = plan
+            .channels
+            .iter()
+            .map(|c| build(c, Arc::default()))
+            .collect();
         Channels { plan, all }
     }
 
@@ -80,25 +94,39 @@ impl Channels {
     /// reader gone gets no more copies and its queue is closed).
     pub fn rewire(&mut self, plan: Arc<Plan>, rebuilt: &[ChannelId]) {
         for &c in rebuilt {
-            self.all[c] = build(&plan.channels[c]);
+            // Its counts go on, and a channel that closed stays closed: its writers are done.
+            let old = &self.all[c];
+            let (stats, closed) = (old.stats.clone(), old.closed);
+            self.all[c] = build(&plan.channels[c], stats);
+            if closed {
+                self.all[c].close();
+            }
         }
         while self.all.len() < plan.channels.len() {
-            self.all.push(build(&plan.channels[self.all.len()]));
+            self.all
+                .push(build(&plan.channels[self.all.len()], Arc::default()));
         }
         for (c, channel) in plan.channels.iter().enumerate() {
+            let rt = &mut self.all[c];
+            for q in &rt.queues {
+                q.set_capacity(channel.capacity);
+            }
             if channel.kind != ChannelKind::Broadcast {
                 continue;
             }
-            let rt = &mut self.all[c];
             let mut queues = Vec::new();
             for &reader in &channel.readers {
                 match rt.readers.iter().position(|&r| r == reader) {
                     Some(i) => queues.push(rt.queues[i].clone()),
-                    None => queues.push(Queue::new(
-                        channel.capacity,
-                        rt.stats.clone(),
-                        rt.space.clone(),
-                    )),
+                    None => {
+                        let queue =
+                            Queue::new(channel.capacity, rt.stats.clone(), rt.space.clone());
+                        // No copy will ever come to a reader of a closed channel: it gets its end at once.
+                        if rt.closed {
+                            queue.close();
+                        }
+                        queues.push(queue);
+                    }
                 }
             }
             for (i, r) in rt.readers.iter().enumerate() {
@@ -106,7 +134,7 @@ impl Channels {
                     let queue = &rt.queues[i];
                     queue.orphan();
                     queue.close();
-                    rt.gone.push(queue.clone());
+                    rt.gone.push((*r, queue.clone()));
                 }
             }
             rt.fanout.set(queues.clone());
@@ -125,6 +153,15 @@ impl Channels {
             _ => 0,
         };
         rt.queues.get(i)
+    }
+
+    /// Where messages a reader's run held go back: its queue, or, for a broadcast reader a reload took away, the
+    /// copy it had (they count as left there, never read).
+    pub fn home_queue(&self, channel: ChannelId, job: JobId) -> Option<&Arc<Queue>> {
+        self.reader_queue(channel, job).or_else(|| {
+            let gone = &self.all[channel].gone;
+            gone.iter().rev().find(|(j, _)| *j == job).map(|(_, q)| q)
+        })
     }
 
     /// Whether nothing will ever wait for this reader again: a pipe that closed, or a queue that settled.
@@ -165,26 +202,34 @@ impl Channels {
     /// No writer can add more: readers get the rest and EOF. Returns the messages the channel took in.
     pub fn close(&mut self, channel: ChannelId) -> u64 {
         let c = &mut self.all[channel];
-        c.closed = true;
-        // Dropping the runner's write end lets the reader see EOF once the writer's runs are gone.
-        c.pipe_write = None;
-        for q in &c.queues {
-            q.close();
-        }
+        c.close();
         c.stats.taken_in.load(Ordering::Relaxed)
     }
 
-    /// A reader job of the channel can run no more.
-    pub fn reader_done(&mut self, channel: ChannelId, job: JobId, all_readers_done: bool) {
-        match self.plan.channels[channel].kind {
-            ChannelKind::Pipe => self.all[channel].pipe_read = None,
-            ChannelKind::Queue if all_readers_done => self.all[channel].queues[0].orphan(),
-            ChannelKind::Queue => {}
-            ChannelKind::Broadcast => {
-                if let Some(q) = self.reader_queue(channel, job) {
-                    q.orphan();
-                }
+    /// A broadcast reader job can run no more: its copy gets no more messages.
+    pub fn reader_done(&self, channel: ChannelId, job: JobId) {
+        if self.plan.channels[channel].kind == ChannelKind::Broadcast {
+            if let Some(q) = self.reader_queue(channel, job) {
+                q.orphan();
             }
+        }
+    }
+
+    /// No reader can ever read the channel again: its writers stop waiting (and a pipe's read end goes).
+    pub fn readers_gone(&mut self, channel: ChannelId) {
+        let c = &mut self.all[channel];
+        match self.plan.channels[channel].kind {
+            ChannelKind::Pipe => c.pipe_read = None,
+            ChannelKind::Queue => c.queues[0].orphan(),
+            // Each reader has a copy of its own, let go when that reader is done.
+            ChannelKind::Broadcast => {}
+        }
+    }
+
+    /// A reload made a job that was done a reader again (or a new one): the writers still live feed it again.
+    pub fn reader_back(&self, channel: ChannelId, job: JobId) {
+        if let Some(q) = self.reader_queue(channel, job) {
+            q.adopt();
         }
     }
 
@@ -209,7 +254,7 @@ impl Channels {
             left: c
                 .queues
                 .iter()
-                .chain(&c.gone)
+                .chain(c.gone.iter().map(|(_, q)| q))
                 .map(|q| q.waiting() as u64)
                 .sum::<u64>()
                 + c.stats.discarded.load(Ordering::Relaxed),

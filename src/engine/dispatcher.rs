@@ -19,7 +19,7 @@ use super::timetable::{jitter_delay, Due, Entry, Timetable};
 use super::watch::Watch;
 use super::{Ending, Input, Later, Msg, Options, Stop};
 use crate::event::{timestamp, Event, SkipReason, Summary};
-use crate::plan::{JobId, Plan, Trigger};
+use crate::plan::{ChannelId, JobId, Plan, Trigger};
 use crate::report::{ChannelLine, JobLine, LiveView, Reporter};
 
 pub(super) struct Dispatcher {
@@ -555,7 +555,9 @@ impl Dispatcher {
                 let _ = tx.send(Msg::Exited { id, end });
             },
         );
+        let reads = job.stdin.or(pending.input.as_ref().map(|b| b.from));
         let mut run = Run::new(pending, number, executor, RunState::Running { pid });
+        (run.writes, run.reads) = (job.stdout, reads);
         run.log = log;
         run.row = row;
         run.timers.extend(timeout);
@@ -599,7 +601,7 @@ impl Dispatcher {
     /// reload removed gives them back to the others. A broadcast reader a reload removed has no queue any more:
     /// its copy goes with it.
     pub(super) fn give_back_input(&mut self, job: JobId, batch: &super::state::Batch) {
-        if let Some(queue) = self.channels.reader_queue(batch.from, job) {
+        if let Some(queue) = self.channels.home_queue(batch.from, job) {
             queue.push_front(super::channel::Chunk::from_vec(
                 batch.data.to_vec(),
                 batch.count,
@@ -797,20 +799,38 @@ impl Dispatcher {
 
     /// A job that can run no more: close the channels it was the last writer of, and let go of those it read.
     fn close_channels_of(&mut self, j: JobId) {
-        for (c, channel) in self.plan.channels.iter().enumerate() {
-            let writers_done = channel.writers.iter().all(|&w| self.jobs[w].done);
-            if channel.writers.contains(&j) && writers_done && !self.channels.all[c].closed {
-                let messages = self.channels.close(c);
-                self.emit(Event::ChannelClosed {
-                    channel: channel.name.clone(),
-                    messages,
-                });
-                let _ = self.tx.send(Msg::Wake(c));
+        let plan = self.plan.clone();
+        for (c, channel) in plan.channels.iter().enumerate() {
+            let reads = channel.readers.contains(&j);
+            if reads {
+                self.channels.reader_done(c, j);
             }
-            if channel.readers.contains(&j) {
-                let all_done = channel.readers.iter().all(|&r| self.jobs[r].done);
-                self.channels.reader_done(c, j, all_done);
+            if reads || channel.writers.contains(&j) {
+                self.settle_channel(c);
             }
+        }
+    }
+
+    /// Close a channel when nothing can write it any more: its writers are done and no live run still writes it
+    /// (a run of a job a reload took away from it); let its writers go when nothing can read it any more. Asked
+    /// when a job is done, when a run ends and after a reload (which can take a channel's last writer or reader).
+    pub(super) fn settle_channel(&mut self, c: ChannelId) {
+        let channel = &self.plan.channels[c];
+        let done = |jobs: &[JobId]| jobs.iter().all(|&j| self.jobs[j].done);
+        if !self.channels.all[c].closed
+            && done(&channel.writers)
+            && !self.runs.values().any(|r| r.writes == Some(c))
+        {
+            let messages = self.channels.close(c);
+            self.emit(Event::ChannelClosed {
+                channel: self.plan.channels[c].name.clone(),
+                messages,
+            });
+            let _ = self.tx.send(Msg::Wake(c));
+        }
+        let channel = &self.plan.channels[c];
+        if done(&channel.readers) && !self.runs.values().any(|r| r.reads == Some(c)) {
+            self.channels.readers_gone(c);
         }
     }
 

@@ -33,6 +33,17 @@ pub(super) fn upstream_entry(
 
 impl Dispatcher {
     pub(super) fn on_exit(&mut self, id: RunId, end: RunEnd) {
+        let Some(wires) = self.runs.get(&id).map(|r| [r.writes, r.reads]) else {
+            return;
+        };
+        self.end_run(id, end);
+        // A run of a job a reload took away from a channel may have been the last to use it.
+        for c in wires.into_iter().flatten() {
+            self.settle_channel(c);
+        }
+    }
+
+    fn end_run(&mut self, id: RunId, end: RunEnd) {
         let Some(mut run) = self.runs.remove(&id) else {
             return;
         };
@@ -97,10 +108,11 @@ impl Dispatcher {
                 }
             }
             // Stopped (shutdown, `flowrun stop`, its job removed by a reload): an `each` run's messages were not
-            // done; they wait again in their queue.
+            // done; they wait again in their queue. Unless it still exited 0: it finished its batch on SIGTERM
+            // (what `stop_grace` is for), and given back they would be done twice.
             None => {
                 self.jobs[run.job].counts.stopped += 1;
-                if let Some(batch) = run.input.take() {
+                if let Some(batch) = run.input.take().filter(|_| c.code != Some(0)) {
                     self.give_back_input(run.job, &batch);
                 }
             }

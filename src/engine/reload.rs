@@ -250,6 +250,16 @@ impl Dispatcher {
                 }
             }
         }
+        // A reader a reload added, or made of a job that was done, is fed again by the writers still live; a
+        // channel whose last writer or reader the reload took away settles now, or when that job's runs end.
+        for (c, channel) in plan.channels.iter().enumerate() {
+            for &r in &channel.readers {
+                if !self.jobs[r].done && !self.stopping {
+                    self.channels.reader_back(c, r);
+                }
+            }
+            self.settle_channel(c);
+        }
         for j in 0..plan.jobs.len() {
             self.pump_each(j);
         }

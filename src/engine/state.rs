@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::outcome::{Join, RestartBackoff};
 use crate::event::JobCounts;
-use crate::plan::{JobId, Trigger};
+use crate::plan::{ChannelId, JobId, Trigger};
 
 /// The engine's own id of a run (run numbers are per job).
 pub type RunId = u64;
@@ -128,6 +128,10 @@ pub struct Run {
     pub probe: Option<super::probe::ProbeHandle>,
     /// Its readiness probe passed.
     pub ready: bool,
+    /// The channel its output feeds and the one it reads (its `stdin:` or its batch's), as wired at its start: a
+    /// reload may take them from its job while it runs, and they settle only once it has ended.
+    pub writes: Option<ChannelId>,
+    pub reads: Option<ChannelId>,
 }
 
 impl Run {
@@ -150,6 +154,8 @@ impl Run {
             row: None,
             probe: None,
             ready: false,
+            writes: None,
+            reads: None,
         }
     }
 }
