@@ -1356,7 +1356,9 @@ fn a_reader_a_reload_adds_to_a_closed_broadcast_gets_its_end_at_once() {
         &state,
         "channels: { b: { kind: broadcast } }\njobs:\n  w: { run: seq 3, stdout: b }\n  r: { run: 'cat; cat gate', stdin: b }\n  r2: { run: 'cat; echo end', stdin: b }\n",
     );
-    runner.wait_for(|e| e["event"] == "run.exit" && e["job"] == "r2");
+    // Ended by its input's end, not by `--for` (which would leave the gate without a reader).
+    let exit = runner.wait_for(|e| e["event"] == "run.exit" && e["job"] == "r2");
+    assert_eq!(exit["code"], 0, "{exit}");
     std::fs::write(&gate, "done\n").unwrap();
     let (code, seen) = runner.finish_by_itself();
     assert_eq!(code, Some(0), "{seen:#?}");
