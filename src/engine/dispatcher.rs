@@ -595,11 +595,10 @@ impl Dispatcher {
         Ok((child, w.parent, file_env))
     }
 
-    /// Messages of an `each` run that never completed go back to the front of their queue.
     /// Messages an `each` firing or run did not finish wait again at the front of the queue they came from, and
     /// that channel's readers hear of them (the job's next firing may run them). A queue is shared: a reader a
-    /// reload removed gives them back to the others. A broadcast reader a reload removed has no queue any more:
-    /// its copy goes with it.
+    /// reload removed gives them back to the others. A broadcast reader a reload removed gives them back to the
+    /// copy it had, closed now: they count as left.
     pub(super) fn give_back_input(&mut self, job: JobId, batch: &super::state::Batch) {
         if let Some(queue) = self.channels.home_queue(batch.from, job) {
             queue.push_front(super::channel::Chunk::from_vec(
