@@ -1168,7 +1168,9 @@ fn field_span(source: &Source, scalar: Span, value: &str, start: usize, len: usi
         }
     }
     let field = value.get(start..start + len).unwrap_or("");
-    if !field.trim().is_empty() {
+    // Escapes over several lines: the text found may be another field's (`\x39\x39` reads as `99`).
+    let escaped = raw.starts_with('"') && raw.contains('\\');
+    if !field.trim().is_empty() && !escaped {
         let mut found = raw.match_indices(field);
         if let (Some((at, _)), None) = (found.next(), found.next()) {
             return scalar.sub(at, len);
@@ -1357,6 +1359,15 @@ mod tests {
         assert_eq!(p, [(Code::InvalidCron, "3\\x32".to_string())]);
         let p = cron("'0 0 * * ''x'''");
         assert_eq!(p, [(Code::InvalidCron, "''x''".to_string())]);
+        // Over several lines with escapes: the whole scalar, never another field that reads the same.
+        let p = cron("\"0 \\x39\\x39\n        */99 * *\"");
+        assert_eq!(
+            p,
+            [(
+                Code::InvalidCron,
+                "\"0 \\x39\\x39\n        */99 * *\"".to_string()
+            )]
+        );
         // A field that stands in several places: the whole scalar, but not the line break after a block scalar.
         let p = cron(">-\n        0 0 * * 0 0");
         assert_eq!(p, [(Code::InvalidCron, "0 0 * * 0 0".to_string())]);

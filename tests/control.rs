@@ -1489,3 +1489,63 @@ fn a_capacity_a_reload_raises_lets_a_waiting_writer_go_on() {
     assert_eq!(stop.status.code(), Some(0), "{stop:?}");
     drop(runner);
 }
+
+#[test]
+fn a_retry_waiting_for_its_backoff_goes_when_its_job_is_stopped_or_removed() {
+    let text = "jobs:\n  keep: { run: cat gate }\n  f: { run: exit 1, retry: { attempts: 3, backoff: 1h } }\n";
+    for how in ["stop", "reload"] {
+        let (dir, file) = flow(text);
+        let gate = common::fifo(dir.path(), "gate");
+        let state = state_of(&dir);
+        let mut runner = Runner::start_in(dir.path(), &file, &state, &[], &["--for", "60s"]);
+        runner.wait_for(|e| e["event"] == "run.retry" && e["job"] == "f");
+        if how == "stop" {
+            let stop = flowrun(&["stop", file.to_str().unwrap(), "f"], &state);
+            assert_eq!(stop.status.code(), Some(0), "{stop:?}");
+        } else {
+            reload_to(&file, &state, "jobs:\n  keep: { run: cat gate }\n");
+        }
+        std::fs::write(&gate, "done\n").unwrap();
+        // The hour's wait is called off: nothing is left that could fire.
+        let (_, seen) = runner.finish_by_itself();
+        let starts = seen
+            .iter()
+            .filter(|e| e["event"] == "run.start" && e["job"] == "f")
+            .count();
+        assert_eq!(starts, 1, "{how}: {seen:#?}");
+    }
+}
+
+#[test]
+fn a_retry_of_a_trigger_a_reload_took_away_runs_and_says_so_in_history() {
+    let (dir, file) = flow(
+        "jobs:\n  f:\n    run: cat gate; exit 1\n    trigger: [{ interval: 10m }, start]\n    retry: { attempts: 2, backoff: 10ms }\n",
+    );
+    let gate = common::fifo(dir.path(), "gate");
+    let state = state_of(&dir);
+    let mut runner = Runner::start_in(dir.path(), &file, &state, &[], &["--for", "60s"]);
+    runner.wait_for(|e| e["event"] == "run.start" && e["job"] == "f");
+    // The start trigger (index 1) goes while its run is live; the run's retry still names it.
+    reload_to(
+        &file,
+        &state,
+        "jobs:\n  f:\n    run: exit 1\n    trigger: { interval: 10m }\n    retry: { attempts: 2, backoff: 10ms }\n",
+    );
+    std::fs::write(&gate, "go\n").unwrap();
+    runner.wait_for(|e| e["event"] == "run.start" && e["job"] == "f" && e["attempt"] == 2);
+    let stop = flowrun(&["stop", file.to_str().unwrap()], &state);
+    assert_eq!(stop.status.code(), Some(0), "{stop:?}");
+    let (_, seen) = runner.finish();
+    assert!(
+        seen.iter().any(|e| e["event"] == "runner.stop"),
+        "{seen:#?}"
+    );
+    let history = flowrun(
+        &["history", file.to_str().unwrap(), "--format", "json"],
+        &state,
+    );
+    assert!(
+        text(&history.stdout).contains("a trigger a reload has changed since"),
+        "{history:?}"
+    );
+}

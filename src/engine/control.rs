@@ -348,14 +348,13 @@ impl Dispatcher {
                 stopped += 1;
             }
         }
-        // What waits to run goes too: queued firings, and a service's restart on its way.
+        // What waits to run goes too: queued firings, retries and a service's restart on their way.
         let jobs: Vec<usize> = match job {
             Some(j) => vec![j],
             None => (0..self.plan.jobs.len()).collect(),
         };
         for j in jobs {
-            self.drop_queued(j);
-            self.drop_restarts(j);
+            self.drop_waiting_of(j, "the job was stopped (flowrun stop) before it started");
         }
         Ok(stopped)
     }

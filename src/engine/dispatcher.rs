@@ -155,22 +155,10 @@ impl Dispatcher {
         self.timetable.replace_job(j, entries, Utc::now());
     }
 
-    /// A service's restart waiting for its delay is called off (`flowrun stop JOB`).
-    pub(super) fn drop_restarts(&mut self, j: JobId) {
-        let keys: Vec<u64> = self
-            .waiting
-            .iter()
-            .filter(|(_, (l, _))| matches!(l, Later::Restart(job) if *job == j))
-            .map(|(k, _)| *k)
-            .collect();
-        for key in keys {
-            self.call_off(key);
-            self.jobs[j].pending -= 1;
-        }
-    }
-
-    /// A removed job's firings waiting for a worker go (an `each` run's messages back to their queue).
-    pub(super) fn drop_queued(&mut self, j: JobId) {
+    /// What of job `j` waits to run goes (`flowrun stop JOB`, the job removed by a reload): its firings waiting
+    /// for a worker or for their jitter, its retries waiting for their backoff, a service's restart waiting for its
+    /// delay. An `each` firing's messages go back to their queue; a caller waiting on a manual firing hears `why`.
+    pub(super) fn drop_waiting_of(&mut self, j: JobId, why: &str) {
         for ex in 0..self.executors.len() {
             let (gone, kept): (Vec<Pending>, Vec<Pending>) =
                 std::mem::take(&mut self.executors[ex].waiting)
@@ -179,7 +167,28 @@ impl Dispatcher {
             self.executors[ex].waiting = kept.into();
             for p in gone {
                 self.jobs[j].pending -= 1;
-                self.manual_skipped(p.manual, "the job was removed by a reload".into());
+                self.manual_skipped(p.manual, why.into());
+                self.give_back(p);
+            }
+        }
+        let keys: Vec<u64> = self
+            .waiting
+            .iter()
+            .filter(|(_, (l, _))| match l {
+                Later::Fire(p) | Later::Retry(p) => p.job == j,
+                Later::Restart(job) => *job == j,
+                Later::Timeout(_) | Later::NotReady(_) | Later::Kill(_) => false,
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            let Some((later, timer)) = self.waiting.remove(&key) else {
+                continue;
+            };
+            timer.abort();
+            self.jobs[j].pending -= 1;
+            if let Later::Fire(p) | Later::Retry(p) = later {
+                self.manual_skipped(p.manual, why.into());
                 self.give_back(p);
             }
         }

@@ -184,7 +184,11 @@ impl Dispatcher {
     /// What fired a run, in words.
     fn trigger_text(&self, job: JobId, cause: Cause) -> String {
         match cause {
-            Cause::Trigger(t) => self.plan.trigger_text(&self.plan.jobs[job].triggers[t]),
+            // A retry or a queued firing of a job a reload changed may name a trigger it no longer has.
+            Cause::Trigger(t) => match self.plan.jobs[job].triggers.get(t) {
+                Some(trigger) => self.plan.trigger_text(trigger),
+                None => "a trigger a reload has changed since".to_string(),
+            },
             Cause::Manual => "manual (flowrun trigger)".to_string(),
             Cause::Restart => "restart".to_string(),
         }

@@ -231,7 +231,7 @@ impl Dispatcher {
             for id in ids {
                 let _ = self.stop_run(id, StopCause::Request);
             }
-            self.drop_queued(j);
+            self.drop_waiting_of(j, "the job was removed by a reload");
         }
         let a = &merged.applied;
         self.emit(Event::ReloadApplied {
@@ -250,7 +250,8 @@ impl Dispatcher {
                 }
             }
         }
-        // A reader a reload added, or made of a job that was done, is fed again by the writers still live; a
+        // A reader a reload added, or made of a job that was done, is fed by the writers still live (unless they
+        // wrote meanwhile and had their pipe closed: nobody could read it then); a
         // channel whose last writer or reader the reload took away settles now, or when that job's runs end.
         for (c, channel) in plan.channels.iter().enumerate() {
             for &r in &channel.readers {
