@@ -171,14 +171,16 @@ impl Dispatcher {
                 self.give_back(p);
             }
         }
+        self.call_off_waiting(|job| job == j, why);
+    }
+
+    /// Call off the firings, retries and restarts of the jobs `of` picks that wait for their time: an `each`
+    /// firing's messages go back to their queue (left, not lost), a caller waiting on a manual firing hears `why`.
+    fn call_off_waiting(&mut self, of: impl Fn(JobId) -> bool, why: &str) {
         let keys: Vec<u64> = self
             .waiting
             .iter()
-            .filter(|(_, (l, _))| match l {
-                Later::Fire(p) | Later::Retry(p) => p.job == j,
-                Later::Restart(job) => *job == j,
-                Later::Timeout(_) | Later::NotReady(_) | Later::Kill(_) => false,
-            })
+            .filter(|(_, (l, _))| l.job_to_run().is_some_and(&of))
             .map(|(k, _)| *k)
             .collect();
         for key in keys {
@@ -186,10 +188,20 @@ impl Dispatcher {
                 continue;
             };
             timer.abort();
-            self.jobs[j].pending -= 1;
-            if let Later::Fire(p) | Later::Retry(p) = later {
-                self.manual_skipped(p.manual, why.into());
-                self.give_back(p);
+            match later {
+                Later::Fire(p) => {
+                    self.jobs[p.job].pending -= 1;
+                    self.manual_skipped(p.manual, why.into());
+                    self.give_back(p);
+                }
+                Later::Retry(p) => {
+                    self.jobs[p.job].pending -= 1;
+                    let why = format!("its failed run's retry was called off: {why}");
+                    self.manual_skipped(p.manual, why);
+                    self.give_back(p);
+                }
+                Later::Restart(job) => self.jobs[job].pending -= 1,
+                Later::Timeout(_) | Later::NotReady(_) | Later::Kill(_) => {}
             }
         }
     }
@@ -307,31 +319,10 @@ impl Dispatcher {
         }
     }
 
-    /// At a stop: firings, retries and restarts that wait for their time happen no more; a retry's messages go
-    /// back to their queue (left, not lost). Timeouts and kills stay: they concern runs still being stopped.
+    /// At a stop: firings, retries and restarts that wait for their time happen no more. Timeouts and kills stay:
+    /// they concern runs still being stopped.
     fn drop_waiting(&mut self) {
-        let keys: Vec<u64> = self
-            .waiting
-            .iter()
-            .filter(|(_, (l, _))| {
-                !matches!(l, Later::Timeout(_) | Later::NotReady(_) | Later::Kill(_))
-            })
-            .map(|(k, _)| *k)
-            .collect();
-        for key in keys {
-            let Some((later, timer)) = self.waiting.remove(&key) else {
-                continue;
-            };
-            timer.abort();
-            match later {
-                Later::Fire(p) | Later::Retry(p) => {
-                    self.jobs[p.job].pending -= 1;
-                    self.give_back(p);
-                }
-                Later::Restart(job) => self.jobs[job].pending -= 1,
-                Later::Timeout(_) | Later::NotReady(_) | Later::Kill(_) => {}
-            }
-        }
+        self.call_off_waiting(|_| true, "the runner stopped before it started");
     }
 
     fn on_later(&mut self, later: Later) {

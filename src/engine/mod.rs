@@ -154,6 +154,17 @@ enum Later {
     Kill(RunId),
 }
 
+impl Later {
+    /// The job that will run when this comes (a firing, a retry, a restart); `None` for what concerns a live run.
+    fn job_to_run(&self) -> Option<crate::plan::JobId> {
+        match self {
+            Later::Fire(p) | Later::Retry(p) => Some(p.job),
+            Later::Restart(job) => Some(*job),
+            Later::Timeout(_) | Later::NotReady(_) | Later::Kill(_) => None,
+        }
+    }
+}
+
 /// One input of the dispatcher.
 enum Input {
     Msg(Msg),
