@@ -94,10 +94,13 @@ impl Channels {
     /// reader gone gets no more copies and its queue is closed).
     pub fn rewire(&mut self, plan: Arc<Plan>, rebuilt: &[ChannelId]) {
         for &c in rebuilt {
-            // Its counts go on, and a channel that closed stays closed: its writers are done.
-            let old = &self.all[c];
-            let (stats, closed) = (old.stats.clone(), old.closed);
+            // Its counts go on (with the copies of broadcast readers gone before), and a channel that closed stays
+            // closed: its writers are done.
+            let old = &mut self.all[c];
+            let (stats, closed, gone) =
+                (old.stats.clone(), old.closed, std::mem::take(&mut old.gone));
             self.all[c] = build(&plan.channels[c], stats);
+            self.all[c].gone = gone;
             if closed {
                 self.all[c].close();
             }
