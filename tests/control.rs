@@ -1549,3 +1549,31 @@ fn a_retry_of_a_trigger_a_reload_took_away_runs_and_says_so_in_history() {
         "{history:?}"
     );
 }
+
+#[test]
+fn what_a_live_reader_held_goes_back_to_the_channel_it_read_though_a_reload_moved_its_job() {
+    // `r` reads one line and holds the rest in its pipe; the reload moves it to `q2` (and takes `q` away) while its
+    // run is live.
+    let (dir, file) = flow(
+        "channels: { q: {}, q2: {} }\njobs:\n  w: { run: seq 3, stdout: q }\n  w2: { run: 'true', stdout: q2 }\n  r: { run: 'read x; echo got $x; cat gate', stdin: q }\n  r2: { run: cat, stdin: q2 }\n",
+    );
+    let gate = common::fifo(dir.path(), "gate");
+    let state = state_of(&dir);
+    let mut runner = Runner::start_in(dir.path(), &file, &state, &[], &["--for", "60s"]);
+    runner.wait_for(|e| e["event"] == "output" && e["job"] == "r" && e["line"] == "got 1");
+    runner.wait_for(|e| e["event"] == "channel.closed" && e["channel"] == "q");
+    reload_to(
+        &file,
+        &state,
+        "channels: { q2: {} }\njobs:\n  w2: { run: 'true', stdout: q2 }\n  r: { run: 'read x; echo got $x; cat gate', stdin: q2 }\n",
+    );
+    std::fs::write(&gate, "done\n").unwrap();
+    let (code, seen) = runner.finish_by_itself();
+    assert_eq!(code, Some(0), "{seen:#?}");
+    let back = seen
+        .iter()
+        .find(|e| e["event"] == "channel.takeback")
+        .expect("a take-back");
+    assert_eq!(back["channel"], "q", "{back}");
+    assert_eq!(back["messages"], 2, "{back}");
+}

@@ -11,7 +11,7 @@ use super::state::{Pending, Run, RunId, RunState, StopCause};
 use super::supervise::RunEnd;
 use super::{Later, Msg};
 use crate::event::{Event, RunExit};
-use crate::plan::{ChannelKind, Job, JobId, Status, Trigger};
+use crate::plan::{ChannelId, ChannelKind, Job, JobId, Status, Trigger};
 
 /// One run as `FLOWRUN_UPSTREAM` describes it to a run its milestone fired.
 pub(super) fn upstream_entry(
@@ -59,19 +59,20 @@ impl Dispatcher {
             self.emit(Event::ChannelTakeback {
                 job: job.name.clone(),
                 run: run.number,
-                channel: job.stdin.map(|c| plan.channels[c].name.clone()),
+                channel: run.reads.map(|c| plan.channels[c].name.clone()),
                 messages: end.taken_back as u64,
             });
             // `each` jobs of the channel may be idle, waiting for messages: these are new to them.
-            if let Some(c) = job.stdin {
+            if let Some(c) = run.reads {
                 let _ = self.tx.send(Msg::Wake(c));
             }
         }
         let c = classify(&ExitFacts {
             status: &end.status,
             pump: end.pump.as_ref(),
-            readers_gone: self.readers_gone(job, &end),
-            max_message: job.stdout.map_or(0, |c| plan.channels[c].max_message),
+            // The channels the run was wired to, though a reload may have changed its job since.
+            readers_gone: self.readers_gone(run.writes, &end),
+            max_message: run.writes.map_or(0, |c| plan.channels[c].max_message),
             failed_because: match run.state {
                 RunState::Stopping {
                     cause: StopCause::Timeout,
@@ -143,8 +144,8 @@ impl Dispatcher {
     }
 
     /// Whether every reader of the run's `stdout:` channel had ended.
-    fn readers_gone(&self, job: &Job, end: &RunEnd) -> bool {
-        match job.stdout {
+    fn readers_gone(&self, writes: Option<ChannelId>, end: &RunEnd) -> bool {
+        match writes {
             Some(c) if self.plan.channels[c].kind == ChannelKind::Pipe => {
                 self.channels.pipe_readers_gone(c)
             }

@@ -251,8 +251,9 @@ impl Dispatcher {
             }
         }
         // A reader a reload added, or made of a job that was done, is fed by the writers still live (unless they
-        // wrote meanwhile and had their pipe closed: nobody could read it then); a
-        // channel whose last writer or reader the reload took away settles now, or when that job's runs end.
+        // wrote meanwhile and had their pipe closed: nobody could read it then); a channel whose last writer or
+        // reader the reload took away settles now, or when that job's runs end. (Jobs made not done above are
+        // counted again by `watch_all` below.)
         for (c, channel) in plan.channels.iter().enumerate() {
             for &r in &channel.readers {
                 if !self.jobs[r].done && !self.stopping {
