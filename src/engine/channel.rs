@@ -85,6 +85,14 @@ pub struct Stats {
     pub stopping: AtomicBool,
 }
 
+impl Stats {
+    /// Messages a writer wrote that no reader will ever read: taken in, and left.
+    fn discard(&self, count: u64) {
+        self.taken_in.fetch_add(count, Ordering::Relaxed);
+        self.discarded.fetch_add(count, Ordering::Relaxed);
+    }
+}
+
 /// One FIFO of waiting messages: a queue channel has one, a broadcast channel one per reader job.
 pub struct Queue {
     inner: Mutex<Inner>,
@@ -166,7 +174,7 @@ impl Queue {
         self.space.notify_waiters();
     }
 
-    pub fn is_orphaned(&self) -> bool {
+    fn is_orphaned(&self) -> bool {
         self.orphaned.load(Ordering::Acquire)
     }
 
@@ -385,12 +393,7 @@ impl Target {
             let all_gone = room == usize::MAX;
             if queues.is_empty() {
                 // A broadcast whose every reader a reload took away: the piece is counted, as left.
-                self.stats
-                    .taken_in
-                    .fetch_add(piece.count as u64, Ordering::Relaxed);
-                self.stats
-                    .discarded
-                    .fetch_add(piece.count as u64, Ordering::Relaxed);
+                self.stats.discard(piece.count as u64);
             }
             for q in queues.iter().filter(|q| all_gone || !q.is_orphaned()) {
                 q.stats
@@ -612,10 +615,9 @@ async fn count_rest<R: AsyncRead + Unpin>(
     }
     count += u64::from(!buf.is_empty());
     // A broadcast message counts once per reader job (once when a reload took every reader away).
-    let count = count * target.fanout.now().len().max(1) as u64;
-    let stats = &target.stats;
-    stats.taken_in.fetch_add(count, Ordering::Relaxed);
-    stats.discarded.fetch_add(count, Ordering::Relaxed);
+    target
+        .stats
+        .discard(count * target.fanout.now().len().max(1) as u64);
 }
 
 /// Count the lines of `data` (which ends with a newline), or find the first longer than `max`:

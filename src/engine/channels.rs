@@ -15,7 +15,8 @@ use crate::plan::{ChannelId, ChannelKind, Job, JobId, Plan};
 pub struct ChannelRt {
     /// One queue for a queue channel; one per reader job (in `readers` order) for broadcast; none for pipe.
     pub queues: Vec<Arc<Queue>>,
-    /// The same queues, as the live writers' pumps see them.
+    /// The same queues, as the live writers' pumps see them (behind a lock, so kept beside `queues`, which the
+    /// dispatcher borrows without one; `build` and `rewire` set both).
     fanout: Arc<Fanout>,
     /// For broadcast: the reader job of each queue (a reload may add and remove readers).
     readers: Vec<JobId>,
