@@ -875,13 +875,7 @@ fn copies_a_broadcast_reader_removed_by_a_reload_never_read_are_counted_left() {
     let mut runner = Runner::start_in(dir.path(), &file, &state, &[], &["--for", "60s"]);
     runner.wait_for(|e| e["event"] == "output" && e["job"] == "r2" && e["line"] == "got 1");
     runner.wait_for(|e| e["event"] == "output" && e["job"] == "r1" && e["line"] == "3");
-    std::fs::write(
-        &file,
-        "channels: { b: { kind: broadcast } }\njobs:\n  w: { run: 'seq 3; cat gate', stdout: b }\n  r1: { run: cat, stdin: b }\n",
-    )
-    .unwrap();
-    let reload = flowrun(&["reload", file.to_str().unwrap()], &state);
-    assert_eq!(reload.status.code(), Some(0), "{reload:?}");
+    reload_to(&file, &state, "channels: { b: { kind: broadcast } }\njobs:\n  w: { run: 'seq 3; cat gate', stdout: b }\n  r1: { run: cat, stdin: b }\n");
     runner.wait_for(|e| e["event"] == "run.exit" && e["job"] == "r2");
     std::fs::write(&gate, "4\n").unwrap();
     let (code, seen) = runner.finish_by_itself();
@@ -901,13 +895,7 @@ fn a_live_run_that_a_reload_stops_reading_a_broadcast_gets_the_rest_and_its_end(
     let mut runner = Runner::start_in(dir.path(), &file, &state, &[], &["--for", "60s"]);
     runner.wait_for(|e| e["event"] == "output" && e["job"] == "r2" && e["line"] == "2");
     // `r2` reads the channel no more: its live run (the old definition) will get no more copies, so its input ends.
-    std::fs::write(
-        &file,
-        "channels: { b: { kind: broadcast } }\njobs:\n  w: { run: 'seq 2; cat gate', stdout: b }\n  r1: { run: cat, stdin: b }\n  r2: { run: 'echo other' }\n",
-    )
-    .unwrap();
-    let reload = flowrun(&["reload", file.to_str().unwrap()], &state);
-    assert_eq!(reload.status.code(), Some(0), "{reload:?}");
+    reload_to(&file, &state, "channels: { b: { kind: broadcast } }\njobs:\n  w: { run: 'seq 2; cat gate', stdout: b }\n  r1: { run: cat, stdin: b }\n  r2: { run: 'echo other' }\n");
     let exit = runner.wait_for(|e| e["event"] == "run.exit" && e["job"] == "r2");
     assert_eq!(exit["code"], 0, "{exit}");
     std::fs::write(&gate, "3\n").unwrap();
@@ -926,13 +914,7 @@ fn a_broadcast_reader_a_reload_adds_gets_what_a_live_writer_writes_after_it() {
     let state = state_of(&dir);
     let mut runner = Runner::start_in(dir.path(), &file, &state, &[], &["--for", "60s"]);
     runner.wait_for(|e| e["event"] == "output" && e["job"] == "r1" && e["line"] == "1");
-    std::fs::write(
-        &file,
-        "channels: { b: { kind: broadcast } }\njobs:\n  w: { run: 'echo 1; cat gate', stdout: b }\n  r1: { run: cat, stdin: b }\n  r2: { run: cat, stdin: b }\n",
-    )
-    .unwrap();
-    let reload = flowrun(&["reload", file.to_str().unwrap()], &state);
-    assert_eq!(reload.status.code(), Some(0), "{reload:?}");
+    reload_to(&file, &state, "channels: { b: { kind: broadcast } }\njobs:\n  w: { run: 'echo 1; cat gate', stdout: b }\n  r1: { run: cat, stdin: b }\n  r2: { run: cat, stdin: b }\n");
     runner.wait_for(|e| e["event"] == "run.start" && e["job"] == "r2");
     std::fs::write(&gate, "2\n").unwrap();
     let (code, seen) = runner.finish_by_itself();
@@ -1166,13 +1148,7 @@ fn messages_of_a_queue_reader_removed_by_a_reload_go_to_the_other_readers() {
     let mut runner = Runner::start_in(dir.path(), &file, &state, &[], &["--for", "60s"]);
     runner.wait_for(|e| e["event"] == "output" && e["job"] == "a" && e["line"] == "m4");
     runner.wait_for(|e| e["event"] == "channel.closed" && e["channel"] == "q");
-    std::fs::write(
-        &file,
-        "channels: { q: {} }\njobs:\n  w: { run: printf 'm1\\nm2\\nm3\\nm4\\n', stdout: q }\n  b: { trigger: { each: q }, run: cat }\n",
-    )
-    .unwrap();
-    let reload = flowrun(&["reload", file.to_str().unwrap()], &state);
-    assert_eq!(reload.status.code(), Some(0), "{reload:?}");
+    reload_to(&file, &state, "channels: { q: {} }\njobs:\n  w: { run: printf 'm1\\nm2\\nm3\\nm4\\n', stdout: q }\n  b: { trigger: { each: q }, run: cat }\n");
     let (code, seen) = runner.finish_by_itself();
     assert_eq!(code, Some(0), "{seen:#?}");
     let mut got = common::output_lines(&seen, "b");
@@ -1192,13 +1168,7 @@ fn messages_of_a_queue_reader_removed_by_a_reload_go_to_a_reader_the_reload_adds
     let mut runner = Runner::start_in(dir.path(), &file, &state, &[], &["--for", "60s"]);
     runner.wait_for(|e| e["event"] == "output" && e["job"] == "a" && e["line"] == "m1");
     // `a` goes, `b` comes: the message `a` held (and did not finish) is `b`'s.
-    std::fs::write(
-        &file,
-        "channels: { q: {} }\njobs:\n  w: { run: echo m1, stdout: q }\n  b: { trigger: { each: q }, run: cat }\n",
-    )
-    .unwrap();
-    let reload = flowrun(&["reload", file.to_str().unwrap()], &state);
-    assert_eq!(reload.status.code(), Some(0), "{reload:?}");
+    reload_to(&file, &state, "channels: { q: {} }\njobs:\n  w: { run: echo m1, stdout: q }\n  b: { trigger: { each: q }, run: cat }\n");
     let (code, seen) = runner.finish_by_itself();
     assert_eq!(code, Some(0), "{seen:#?}");
     assert_eq!(common::output_lines(&seen, "b"), ["m1"], "{seen:#?}");
@@ -1234,13 +1204,7 @@ fn a_past_at_added_by_a_reload_is_missed_at_once_and_recorded() {
     let state = state_of(&dir);
     let mut runner = Runner::start_in(dir.path(), &file, &state, &[], &["--for", "60s"]);
     runner.wait_for(|e| e["event"] == "run.start" && e["job"] == "keep");
-    std::fs::write(
-        &file,
-        "jobs:\n  keep: { run: cat gate }\n  once: { run: echo once, trigger: { at: \"2020-01-01T00:00:00Z\" } }\n",
-    )
-    .unwrap();
-    let reload = flowrun(&["reload", file.to_str().unwrap()], &state);
-    assert_eq!(reload.status.code(), Some(0), "{reload:?}");
+    reload_to(&file, &state, "jobs:\n  keep: { run: cat gate }\n  once: { run: echo once, trigger: { at: \"2020-01-01T00:00:00Z\" } }\n");
     let missed = runner.wait_for(|e| e["event"] == "run.missed" && e["job"] == "once");
     assert_eq!(missed["scheduled"], "2020-01-01T00:00:00.000000Z");
     std::fs::write(&gate, "done\n").unwrap();
