@@ -137,6 +137,8 @@ pub fn report_error(e: &Error) {
 /// which the parent-death signal needs).
 fn run(args: RunArgs) -> Result<i32, Error> {
     crate::engine::process::ensure_standard_fds();
+    // Before any thread starts: the token leaves the environment (and the bytes of it that /proc shows).
+    let token = crate::secret::take_token()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -149,8 +151,7 @@ fn run(args: RunArgs) -> Result<i32, Error> {
         Signals::install().map_err(|e| Error::Setup(format!("signal handlers: {e}")))?
     };
     let json = args.log_format == Mode::Json;
-    check_token()?;
-    let listen = listen_address(args.listen.as_deref())?;
+    let listen = listen_address(args.listen.as_deref(), token.is_some())?;
     let mut plan = load_plan_as(&args.file, json)?;
     if !args.only.is_empty() {
         plan = plan.only(&args.only).map_err(|name| {
@@ -208,7 +209,7 @@ fn run(args: RunArgs) -> Result<i32, Error> {
         let metrics = metrics.clone();
         Arc::new(move |e: &crate::event::Event| metrics.observe(e)) as crate::engine::Observer
     };
-    let (file, watch, token, only) = (args.file.clone(), args.watch, token(), args.only.clone());
+    let (file, watch, only) = (args.file.clone(), args.watch, args.only.clone());
     let serve = Box::new(move |engine| {
         let control = crate::control::Context {
             engine,
@@ -247,28 +248,12 @@ fn run(args: RunArgs) -> Result<i32, Error> {
     Ok(ending.code())
 }
 
-/// `$FLOWRUN_TOKEN`, when set and not empty.
-fn token() -> Option<String> {
-    std::env::var("FLOWRUN_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty())
-}
-
-/// A token a client can send in a header: visible ASCII, no spaces (anything else could never match).
-fn check_token() -> Result<(), Error> {
-    match std::env::var("FLOWRUN_TOKEN") {
-        Ok(t) if !t.is_empty() && !t.bytes().all(|b| b.is_ascii_graphic()) => Err(Error::Usage {
-            message: "FLOWRUN_TOKEN has spaces or characters outside visible ASCII: no client could send it".into(),
-            help: Some("use letters, digits and punctuation, e.g. `openssl rand -hex 32`".into()),
-        }),
-        Err(std::env::VarError::NotUnicode(_)) => Err(Error::usage("FLOWRUN_TOKEN is not valid text")),
-        _ => Ok(()),
-    }
-}
-
 /// `--listen HOST:PORT` (a name is resolved; its first address is used), and whether it is loopback. A
 /// non-loopback address without a token is refused: anyone on the network could read the runner.
-fn listen_address(text: Option<&str>) -> Result<Option<(std::net::SocketAddr, bool)>, Error> {
+fn listen_address(
+    text: Option<&str>,
+    has_token: bool,
+) -> Result<Option<(std::net::SocketAddr, bool)>, Error> {
     use std::net::ToSocketAddrs;
     let Some(text) = text else {
         return Ok(None);
@@ -288,7 +273,7 @@ fn listen_address(text: Option<&str>) -> Result<Option<(std::net::SocketAddr, bo
             help: Some("give HOST:PORT, e.g. --listen 127.0.0.1:9090".into()),
         })?;
     let loopback = addr.ip().is_loopback();
-    if !loopback && token().is_none() {
+    if !loopback && !has_token {
         return Err(Error::Usage {
             message: format!("--listen {addr} is not a loopback address, and FLOWRUN_TOKEN is not set"),
             help: Some(

@@ -43,6 +43,7 @@ mod plan;
 mod quoted;
 mod render;
 mod report;
+mod secret;
 pub mod source;
 mod store;
 mod timefmt;

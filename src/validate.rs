@@ -88,6 +88,7 @@ fn validate_as(source: &Source, now: DateTime<Utc>, purpose: Purpose) -> Validat
     let plan = document.as_ref().and_then(|doc| {
         let mut rules = Rules::new(doc, now, &mut diagnostics);
         rules.check_all();
+        rules.check_env(&source.path);
         if purpose == Purpose::Check {
             // The rules' own tables go unfreed too (see `check`).
             std::mem::forget(rules);
@@ -380,6 +381,68 @@ impl<'d, 'o> Rules<'d, 'o> {
 
     /// `after: { status: ready }` names jobs with a `ready` probe (else they could never be ready). A probe given
     /// but invalid is in the document too (see `Decoder::ready`): it is reported as invalid, not as missing.
+    /// What would keep every run from starting: an environment string Linux refuses (over 128 KiB), an
+    /// `env_file` that is not a regular file (a FIFO or a device would hold or flood the run's start). A missing
+    /// file is no error here: it may be made before the run (the run fails if it is not).
+    fn check_env(&mut self, path: &Path) {
+        let folder = plan_folder(path);
+        let max = crate::engine::MAX_ARG_STRLEN;
+        let mut found = Vec::new();
+        for r in &self.jobs {
+            for (key, value) in r.o.env.iter().flat_map(|e| e.0.iter()) {
+                let len = key.value.len() + 1 + value.value.0.len() + 1;
+                if len > max {
+                    found.push(
+                        Diagnostic::new(
+                            Code::InvalidValue,
+                            value.span,
+                            format!(
+                                "`{}` is {} KiB: Linux starts no program with an environment variable over 128 KiB",
+                                key.value,
+                                len.div_ceil(1024)
+                            ),
+                        )
+                        .label("too large for the environment")
+                        .help("put the data in a file and pass its path, or send it through `stdin`"),
+                    );
+                }
+            }
+            for file in r.o.env_file.iter().flat_map(|f| f.value.0.iter()) {
+                let full = folder.join(&file.value);
+                let Ok(meta) = std::fs::metadata(&full) else {
+                    continue;
+                };
+                if !meta.is_file() {
+                    found.push(
+                        Diagnostic::new(
+                            Code::InvalidValue,
+                            file.span,
+                            format!("env_file {} is not a regular file", full.display()),
+                        )
+                        .label("not a regular file")
+                        .help("name a dotenv file (`KEY=VALUE` lines); a pipe or a device is never read"),
+                    );
+                } else if meta.len() > crate::engine::ENV_FILE_MAX {
+                    found.push(
+                        Diagnostic::new(
+                            Code::InvalidValue,
+                            file.span,
+                            format!(
+                                "env_file {} is {} KiB: at most {} KiB is read",
+                                full.display(),
+                                meta.len().div_ceil(1024),
+                                crate::engine::ENV_FILE_MAX / 1024
+                            ),
+                        )
+                        .label("too large")
+                        .help("an env file holds variables; put data in a file the job reads"),
+                    );
+                }
+            }
+        }
+        self.out.extend(found);
+    }
+
     fn check_probes(&mut self) {
         let mut found = Vec::new();
         for r in &self.jobs {
@@ -778,12 +841,7 @@ impl<'d, 'o> Rules<'d, 'o> {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect();
-        let folder = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let folder = if folder.as_os_str().is_empty() {
-            ".".into()
-        } else {
-            folder
-        };
+        let folder = plan_folder(path);
         let mut jobs = Vec::with_capacity(self.jobs.len());
         for (j, r) in self.jobs.iter().enumerate() {
             let o = &r.o;
@@ -959,6 +1017,14 @@ impl<'d, 'o> Rules<'d, 'o> {
             channels,
             jobs,
         })
+    }
+}
+
+/// The folder relative names in the file are read from: the file's own.
+fn plan_folder(path: &Path) -> std::path::PathBuf {
+    match path.parent() {
+        Some(folder) if !folder.as_os_str().is_empty() => folder.to_path_buf(),
+        _ => ".".into(),
     }
 }
 

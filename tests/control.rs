@@ -927,7 +927,7 @@ fn a_broadcast_reader_a_reload_adds_gets_what_a_live_writer_writes_after_it() {
 #[test]
 fn the_token_is_not_given_to_jobs() {
     let (dir, file) = flow(
-        "jobs:\n  show:\n    run: echo \"token=${FLOWRUN_TOKEN:-none}\"\n    trigger: start\n",
+        "jobs:\n  show:\n    run: echo \"token=${FLOWRUN_TOKEN:-none}\"\n    trigger: start\n  peek:\n    run: if grep -q s3cret /proc/$PPID/environ; then echo leaked; else echo clean; fi\n    trigger: start\n",
     );
     let out = cmd()
         .env("FLOWRUN_TOKEN", "s3cret")
@@ -939,6 +939,11 @@ fn the_token_is_not_given_to_jobs() {
     assert_eq!(
         common::output_lines(&events(&out.stderr), "show"),
         ["token=none"]
+    );
+    // Nor can they read it from their parent's first environment block (a job of the same user can).
+    assert_eq!(
+        common::output_lines(&events(&out.stderr), "peek"),
+        ["clean"]
     );
     let bad = cmd()
         .env("FLOWRUN_TOKEN", "has space")

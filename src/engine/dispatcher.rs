@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::channels::Channels;
+use super::envfile::FileEnv;
 use super::probe;
 use super::process;
 use super::record::Cause;
@@ -26,7 +27,7 @@ pub(super) struct Dispatcher {
     pub(super) plan: Arc<Plan>,
     /// `plan.joins_on()`: who hears of a job's runs (a run's end looks at these, not at every job).
     pub(super) joins_on: Vec<Vec<(JobId, usize)>>,
-    reporter: Arc<Reporter>,
+    pub(super) reporter: Arc<Reporter>,
     pub(super) tx: UnboundedSender<Msg>,
     pub(super) jobs: Vec<JobState>,
     pub(super) channels: Channels,
@@ -201,6 +202,14 @@ impl Dispatcher {
                     self.give_back(p);
                 }
                 Later::Restart(job) => self.jobs[job].pending -= 1,
+                Later::Prepare {
+                    pending, executor, ..
+                } => {
+                    self.jobs[pending.job].pending -= 1;
+                    self.executors[executor].busy -= 1;
+                    self.manual_skipped(pending.manual, why.into());
+                    self.give_back(pending);
+                }
                 Later::Timeout(_) | Later::NotReady(_) | Later::Kill(_) => {}
             }
         }
@@ -260,6 +269,7 @@ impl Dispatcher {
             Input::Msg(Msg::Later(key)) => self.on_due(key),
             Input::Msg(Msg::Control(request)) => self.on_request(request),
             Input::Msg(Msg::Ready(id)) => self.on_ready(id),
+            Input::Msg(Msg::Prepared { key, env }) => self.on_prepared(key, env),
             Input::Msg(Msg::Wake(c)) => {
                 let plan = self.plan.clone();
                 for &j in &plan.channels[c].readers {
@@ -292,6 +302,7 @@ impl Dispatcher {
         match &later {
             Later::Fire(p) | Later::Retry(p) => self.jobs[p.job].pending += 1,
             Later::Restart(job) => self.jobs[*job].pending += 1,
+            Later::Prepare { pending, .. } => self.jobs[pending.job].pending += 1,
             Later::Timeout(_) | Later::NotReady(_) | Later::Kill(_) => {}
         }
         let key = self.next_later;
@@ -346,6 +357,8 @@ impl Dispatcher {
             }
             Later::Timeout(id) => self.on_timeout(id),
             Later::NotReady(id) => self.on_not_ready(id),
+            // Comes with its env by `Msg::Prepared`, never by a timer.
+            Later::Prepare { .. } => {}
             Later::Kill(id) => {
                 if let Some(pid) = self.runs.get(&id).and_then(|r| r.state.pid()) {
                     process::signal_group(pid, libc::SIGKILL);
@@ -417,7 +430,10 @@ impl Dispatcher {
                 // A lone time firing is started on this CPU for latency; bursts and message runs are left to
                 // the scheduler, which spreads them over the CPUs for throughput.
                 let alone = pending.coalesced > 0 && self.executors[ex].waiting.is_empty();
-                self.start_run(pending, ex, alone);
+                match self.plan.jobs[pending.job].env_files.is_empty() {
+                    true => self.start_run(pending, ex, alone, Ok(Vec::new())),
+                    false => self.prepare(pending, ex, alone),
+                }
             }
         }
     }
@@ -461,8 +477,52 @@ impl Dispatcher {
         }
     }
 
+    /// A firing with a worker whose `env_file`s must be read first: read on a blocking thread (a slow or hostile
+    /// file holds that thread, never the dispatcher); it waits among what `later` arranged, so a stop or
+    /// `flowrun stop JOB` calls it off like a firing waiting for its jitter, and its worker is held meanwhile.
+    fn prepare(&mut self, pending: Pending, executor: usize, pin: bool) {
+        let files = self.plan.jobs[pending.job].env_files.clone();
+        self.jobs[pending.job].pending += 1;
+        let key = self.next_later;
+        self.next_later += 1;
+        let tx = self.tx.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let env = super::envfile::read(&files);
+            let _ = tx.send(Msg::Prepared { key, env });
+        });
+        let later = Later::Prepare {
+            pending,
+            executor,
+            pin,
+        };
+        self.waiting.insert(key, (later, read.abort_handle()));
+    }
+
+    /// A firing's env files were read: it starts, unless it was called off meanwhile.
+    fn on_prepared(&mut self, key: u64, env: Result<FileEnv, String>) {
+        let Some((
+            Later::Prepare {
+                pending,
+                executor,
+                pin,
+            },
+            _,
+        )) = self.waiting.remove(&key)
+        else {
+            return;
+        };
+        self.jobs[pending.job].pending -= 1;
+        self.start_run(pending, executor, pin, env);
+    }
+
     /// Start a run: wire it, spawn it, announce it, arm its timeout and hand it to a tending task.
-    fn start_run(&mut self, pending: Pending, executor: usize, pin: bool) {
+    fn start_run(
+        &mut self,
+        pending: Pending,
+        executor: usize,
+        pin: bool,
+        env: Result<FileEnv, String>,
+    ) {
         let plan = self.plan.clone();
         let job = &plan.jobs[pending.job];
         let state = &mut self.jobs[pending.job];
@@ -474,20 +534,21 @@ impl Dispatcher {
         let id = self.next_id;
         self.next_id += 1;
         let scheduled = timestamp(pending.scheduled);
-        let (child, parent_ends, file_env) = match self.spawn(&pending, number, &scheduled, pin) {
-            Ok(started) => started,
-            Err(e) => {
-                let reason = format!("cannot start `{}`: {e}", job.command.display());
-                let row = self.record_row(&pending, number, None, None);
-                self.manual_started(pending.manual, id, number);
-                let mut run = Run::new(pending, number, executor, RunState::NotStarted);
-                run.row = row;
-                self.runs.insert(id, run);
-                let end = RunEnd::not_started(reason);
-                let _ = self.tx.send(Msg::Exited { id, end });
-                return;
-            }
-        };
+        let (child, parent_ends, file_env) =
+            match self.spawn(&pending, number, &scheduled, pin, env) {
+                Ok(started) => started,
+                Err(e) => {
+                    let reason = format!("cannot start `{}`: {e}", job.command.display());
+                    let row = self.record_row(&pending, number, None, None);
+                    self.manual_started(pending.manual, id, number);
+                    let mut run = Run::new(pending, number, executor, RunState::NotStarted);
+                    run.row = row;
+                    self.runs.insert(id, run);
+                    let end = RunEnd::not_started(reason);
+                    let _ = self.tx.send(Msg::Exited { id, end });
+                    return;
+                }
+            };
         let pid = child.pid;
         let lateness_us = (Utc::now() - pending.first_due).num_microseconds();
         let row = self.record_start(&pending, number, Some(pid), lateness_us);
@@ -573,9 +634,10 @@ impl Dispatcher {
         number: u64,
         scheduled: &str,
         pin: bool,
+        env: Result<FileEnv, String>,
     ) -> std::io::Result<(process::Child, ParentEnds, FileEnv)> {
         let job = &self.plan.jobs[pending.job];
-        let file_env = read_env_files(&job.env_files)?;
+        let file_env = env.map_err(std::io::Error::other)?;
         let input = pending.input.as_ref().map(|b| &b.data);
         let w = self.channels.wire(pending.job, job, input)?;
         let child = process::spawn(process::SpawnSpec {
@@ -1053,26 +1115,4 @@ fn time_entries(
         }
     }
     entries
-}
-
-/// Variables read from a job's `env_file`s.
-type FileEnv = Vec<(String, String)>;
-
-/// The variables of a job's dotenv files, in order (a later file wins); a file that cannot be read fails the run
-/// with its name.
-fn read_env_files(files: &[std::path::PathBuf]) -> std::io::Result<FileEnv> {
-    let mut vars = Vec::new();
-    for file in files {
-        let fail = |e: &dyn std::fmt::Display| {
-            std::io::Error::other(format!("env_file {}: {e}", file.display()))
-        };
-        let items = dotenvy::from_path_iter(file).map_err(|e| match e {
-            dotenvy::Error::Io(io) => fail(&io),
-            other => fail(&other),
-        })?;
-        for item in items {
-            vars.push(item.map_err(|e| fail(&e))?);
-        }
-    }
-    Ok(vars)
 }

@@ -31,6 +31,39 @@ pub(super) fn upstream_entry(
     })
 }
 
+/// How much of `FLOWRUN_UPSTREAM` is given: Linux refuses to start a program with one environment string over
+/// 128 KiB (`MAX_ARG_STRLEN`, "Argument list too long"), and the rest of the environment needs room too.
+const UPSTREAM_MAX: usize = 96 * 1024;
+
+/// `FLOWRUN_UPSTREAM`'s JSON array: whole entries while they fit in [`UPSTREAM_MAX`], then `{"omitted": N}` for the
+/// rest; and N.
+fn upstream_text(runs: Vec<serde_json::Value>) -> (String, usize) {
+    let total = runs.len();
+    let mut text = String::from("[");
+    let mut kept = 0;
+    for entry in &runs {
+        let entry = entry.to_string();
+        // Room for a comma, the omitted entry and the closing bracket.
+        if text.len() + entry.len() + 40 > UPSTREAM_MAX {
+            break;
+        }
+        if kept > 0 {
+            text.push(',');
+        }
+        text.push_str(&entry);
+        kept += 1;
+    }
+    let omitted = total - kept;
+    if omitted > 0 {
+        if kept > 0 {
+            text.push(',');
+        }
+        text.push_str(&format!("{{\"omitted\":{omitted}}}"));
+    }
+    text.push(']');
+    (text, omitted)
+}
+
 impl Dispatcher {
     pub(super) fn on_exit(&mut self, id: RunId, end: RunEnd) {
         let Some(wires) = self.runs.get(&id).map(|r| [r.writes, r.reads]) else {
@@ -309,13 +342,19 @@ impl Dispatcher {
                 runs[k] = upstream.clone();
             }
         }
-        join.take_complete().then(|| {
-            (
-                d,
-                t,
-                serde_json::Value::Array(std::mem::take(runs)).to_string(),
-            )
-        })
+        if !join.take_complete() {
+            return None;
+        }
+        let (text, omitted) = upstream_text(std::mem::take(runs));
+        if omitted > 0 {
+            self.reporter.notice(&format!(
+                "FLOWRUN_UPSTREAM of a run of {} names {} of its {} upstream runs (an environment variable holds at most 128 KiB); the last entry is {{\"omitted\": {omitted}}}",
+                self.plan.jobs[d].name,
+                jobs.len() - omitted,
+                jobs.len(),
+            ));
+        }
+        Some((d, t, text))
     }
 
     fn fire_joins(&mut self, complete: Vec<(JobId, usize, String)>) {
@@ -396,5 +435,31 @@ impl Dispatcher {
             limit: job.restart_limit,
         });
         self.later(delay, Later::Restart(run.job));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_keeps_whole_entries_within_its_bound_and_counts_the_rest() {
+        let entry =
+            |n: usize| serde_json::json!({ "job": format!("job{n}"), "log": "x".repeat(200) });
+        let (text, omitted) = upstream_text((0..3).map(entry).collect());
+        assert_eq!(omitted, 0);
+        assert_eq!(
+            serde_json::from_str::<Vec<serde_json::Value>>(&text)
+                .unwrap()
+                .len(),
+            3
+        );
+        let (text, omitted) = upstream_text((0..1200).map(entry).collect());
+        assert!(text.len() <= UPSTREAM_MAX, "{}", text.len());
+        let parsed: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+        assert!(omitted > 0 && omitted < 1200);
+        assert_eq!(parsed.len(), 1200 - omitted + 1);
+        assert_eq!(parsed.last().unwrap()["omitted"], omitted);
+        assert_eq!(parsed[0]["job"], "job0");
     }
 }

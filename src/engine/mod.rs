@@ -13,6 +13,7 @@ mod channel;
 mod channels;
 pub mod control;
 mod dispatcher;
+mod envfile;
 mod exits;
 mod outcome;
 mod probe;
@@ -38,6 +39,8 @@ use state::{Pending, RunId};
 use supervise::RunEnd;
 use walltimer::WallTimer;
 
+pub use envfile::ENV_FILE_MAX;
+pub use process::MAX_ARG_STRLEN;
 pub use record::{Persist, NUMBER_BLOCK};
 
 /// How a run is shown and bounded, beyond the plan.
@@ -139,6 +142,11 @@ enum Msg {
     Control(control::Request),
     /// The run's readiness probe passed.
     Ready(RunId),
+    /// The `env_file`s of the firing waiting under this key (a [`Later::Prepare`]) were read.
+    Prepared {
+        key: u64,
+        env: Result<envfile::FileEnv, String>,
+    },
 }
 
 /// Something the dispatcher arranged to happen after a delay.
@@ -152,6 +160,12 @@ enum Later {
     NotReady(RunId),
     /// The grace of a stopping run is over.
     Kill(RunId),
+    /// A firing admitted to a worker (`executor`) whose `env_file`s are being read off the dispatcher.
+    Prepare {
+        pending: state::Pending,
+        executor: usize,
+        pin: bool,
+    },
 }
 
 impl Later {
@@ -159,6 +173,7 @@ impl Later {
     fn job_to_run(&self) -> Option<crate::plan::JobId> {
         match self {
             Later::Fire(p) | Later::Retry(p) => Some(p.job),
+            Later::Prepare { pending, .. } => Some(pending.job),
             Later::Restart(job) => Some(*job),
             Later::Timeout(_) | Later::NotReady(_) | Later::Kill(_) => None,
         }

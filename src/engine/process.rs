@@ -310,7 +310,63 @@ fn prepare(spec: &SpawnSpec) -> io::Result<(String, Exec)> {
             .collect::<io::Result<_>>()?,
         cwd: cstring(job.cwd.as_os_str().as_bytes())?,
     };
+    check_size(&exec)?;
     Ok((program, exec))
+}
+
+/// The longest one argument or environment string may be (with its NUL): Linux's `MAX_ARG_STRLEN`, 32 pages.
+pub const MAX_ARG_STRLEN: usize = 32 * 4096;
+
+/// What `execve` would refuse with "Argument list too long", said first and by name: one string over
+/// [`MAX_ARG_STRLEN`], or all of them (with their pointers) over the system's `ARG_MAX`.
+fn check_size(exec: &Exec) -> io::Result<()> {
+    let too_long = |what: String, len: usize| {
+        io::Error::new(
+            io::ErrorKind::ArgumentListTooLong,
+            format!(
+                "{what} is {} KiB: Linux takes at most 128 KiB for one variable or argument",
+                len.div_ceil(1024)
+            ),
+        )
+    };
+    for kv in &exec.envp {
+        let bytes = kv.as_bytes_with_nul();
+        if bytes.len() > MAX_ARG_STRLEN {
+            let key = bytes.split(|&b| b == b'=').next().unwrap_or_default();
+            let what = format!("the environment variable {}", String::from_utf8_lossy(key));
+            return Err(too_long(what, bytes.len()));
+        }
+    }
+    if let Some(arg) = exec
+        .argv
+        .iter()
+        .find(|a| a.as_bytes_with_nul().len() > MAX_ARG_STRLEN)
+    {
+        return Err(too_long(
+            "the command".into(),
+            arg.as_bytes_with_nul().len(),
+        ));
+    }
+    let pointer = std::mem::size_of::<usize>();
+    let total: usize = exec
+        .envp
+        .iter()
+        .chain(&exec.argv)
+        .map(|s| s.as_bytes_with_nul().len() + pointer)
+        .sum();
+    // SAFETY: sysconf only reads a system value.
+    let limit = unsafe { libc::sysconf(libc::_SC_ARG_MAX) };
+    if limit > 0 && total > limit as usize {
+        return Err(io::Error::new(
+            io::ErrorKind::ArgumentListTooLong,
+            format!(
+                "the environment and the command are {} KiB together: the system takes at most {} KiB",
+                total.div_ceil(1024),
+                limit / 1024
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Start the child. Called on a runtime worker thread, which lives as long as the runner: the parent-death

@@ -1,0 +1,218 @@
+//! Hostile input to a runner (issue 21): files a run's start reads that are not files (a FIFO, an endless
+//! device), environments Linux refuses, a state folder somebody else controls, a disk that fills. Each test drives
+//! the real binary; a test that could hang on a runner that blocks is bounded by a timeout, so it fails instead.
+
+mod common;
+
+use common::{events, flow, output_lines};
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+
+/// The runner to its end with JSON events, failing (not hanging) when it does not end within `limit`.
+fn run_bounded(file: &Path, extra: &[&str], limit: Duration) -> (Option<i32>, Vec<Value>) {
+    let mut cmd = assert_cmd::Command::from_std(common::cmd());
+    let out = cmd
+        .arg(file)
+        .args(["--log-format", "json"])
+        .args(extra)
+        .timeout(limit)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        out.status.code().is_some() || !stderr.is_empty(),
+        "the runner did not end within {limit:?}"
+    );
+    (out.status.code(), events(&out.stderr))
+}
+
+fn exit_reason<'a>(ev: &'a [Value], job: &str) -> &'a str {
+    ev.iter()
+        .find(|e| e["event"] == "run.exit" && e["job"] == job)
+        .unwrap_or_else(|| panic!("no run.exit of {job}: {ev:#?}"))["reason"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+/// (code, line, column, message) of `flowrun validate --format json FILE`.
+fn diagnostics(file: &Path) -> Vec<(String, u64, u64, String)> {
+    let out = common::cmd()
+        .args(["validate", "--format", "json"])
+        .arg(file)
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    report["files"][0]["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["code"].as_str().unwrap().to_string(),
+                d["line"].as_u64().unwrap(),
+                d["column"].as_u64().unwrap(),
+                d["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+const NEVER: &str = "{ cron: \"0 0 1 1 *\", timezone: UTC }";
+
+/// A runner with state in `dir`, started and ready for `flowrun trigger`; ended with `finish`.
+struct Live {
+    child: std::process::Child,
+    events: std::io::BufReader<std::process::ChildStderr>,
+    seen: Vec<Value>,
+    file: std::path::PathBuf,
+    state: std::path::PathBuf,
+}
+
+impl Live {
+    fn start(dir: &Path, file: &Path) -> Live {
+        let state = dir.join("state");
+        let (child, events, seen) =
+            common::start_until(file, &["--state", state.to_str().unwrap()], |e| {
+                e["event"] == "runner.start"
+            });
+        Live {
+            child,
+            events,
+            seen,
+            file: file.to_path_buf(),
+            state,
+        }
+    }
+
+    /// `flowrun trigger FILE JOB --wait`: its exit code.
+    fn trigger(&self, job: &str) -> Option<i32> {
+        let file = self.file.to_str().unwrap();
+        common::on_state(&["trigger", file, job, "--wait"], &self.state)
+            .status
+            .code()
+    }
+
+    /// `flowrun stop FILE`, then every event of the runner and its exit code.
+    fn finish(mut self) -> (Option<i32>, Vec<Value>) {
+        let file = self.file.to_str().unwrap();
+        assert!(common::on_state(&["stop", file], &self.state)
+            .status
+            .success());
+        let seen = common::rest_of(self.events, self.seen);
+        (self.child.wait().unwrap().code(), seen)
+    }
+}
+
+#[test]
+fn an_env_file_that_becomes_a_fifo_or_a_device_fails_its_run_and_nothing_else() {
+    let (dir, file) = flow(&format!(
+        "jobs:\n  fifo:\n    run: 'true'\n    env_file: gate.env\n    trigger: {NEVER}\n  zero:\n    run: 'true'\n    env_file: zero.env\n    trigger: {NEVER}\n  fine:\n    run: echo fine\n    trigger: {NEVER}\n"
+    ));
+    for name in ["gate.env", "zero.env"] {
+        std::fs::write(dir.path().join(name), "A=1\n").unwrap();
+    }
+    let live = Live::start(dir.path(), &file);
+    // Swapped while the runner runs: a FIFO with no writer held the dispatcher in `open` for ever (no timer, no
+    // signal heard); /dev/zero was read into memory without end.
+    std::fs::remove_file(dir.path().join("gate.env")).unwrap();
+    common::fifo(dir.path(), "gate.env");
+    std::fs::remove_file(dir.path().join("zero.env")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.env")).unwrap();
+    assert_eq!(live.trigger("fifo"), Some(1));
+    assert_eq!(live.trigger("zero"), Some(1));
+    assert_eq!(live.trigger("fine"), Some(0), "the runner goes on");
+    let (code, ev) = live.finish();
+    assert_eq!(code, Some(1), "runs failed");
+    for job in ["fifo", "zero"] {
+        let reason = exit_reason(&ev, job);
+        assert!(reason.contains("not a regular file"), "{job}: {reason}");
+    }
+    assert_eq!(output_lines(&ev, "fine"), ["fine"]);
+    // Validation says it before anything runs, at the file's name.
+    let found = diagnostics(&file);
+    let said: Vec<(u64, u64)> = found
+        .iter()
+        .filter(|d| d.0 == "invalid-value" && d.3.contains("not a regular file"))
+        .map(|d| (d.1, d.2))
+        .collect();
+    assert_eq!(said, [(4, 15), (8, 15)], "{found:#?}");
+}
+
+#[test]
+fn an_env_file_over_its_bound_fails_its_run_with_the_reason() {
+    let (dir, file) = flow(&format!(
+        "jobs:\n  big:\n    run: 'true'\n    env_file: big.env\n    trigger: {NEVER}\n"
+    ));
+    std::fs::write(dir.path().join("big.env"), "A=1\n").unwrap();
+    let live = Live::start(dir.path(), &file);
+    std::fs::write(
+        dir.path().join("big.env"),
+        format!("A={}\n", "x".repeat(2 << 20)),
+    )
+    .unwrap();
+    assert_eq!(live.trigger("big"), Some(1));
+    let (_, ev) = live.finish();
+    assert!(exit_reason(&ev, "big").contains("larger than 1024 KiB"));
+    assert!(diagnostics(&file)
+        .iter()
+        .any(|d| d.0 == "invalid-value" && d.3.contains("at most 1024 KiB")));
+}
+
+#[test]
+fn an_environment_variable_linux_refuses_is_said_by_name() {
+    // From an env file (known at the run's start): the run fails naming the variable.
+    let (dir, file) = flow("jobs:\n  wide:\n    run: 'true'\n    env_file: wide.env\n");
+    std::fs::write(
+        dir.path().join("wide.env"),
+        format!("WIDE={}\n", "x".repeat(200 * 1024)),
+    )
+    .unwrap();
+    let (code, ev) = run_bounded(&file, &["--state", "none"], Duration::from_secs(60));
+    assert_eq!(code, Some(1));
+    let reason = exit_reason(&ev, "wide");
+    assert!(
+        reason.contains("WIDE") && reason.contains("128 KiB"),
+        "{reason}"
+    );
+    // In the file itself: validation says so, at the value.
+    let (_dir, file) = flow(&format!(
+        "jobs:\n  wide:\n    run: 'true'\n    env:\n      WIDE: {}\n",
+        "x".repeat(200 * 1024)
+    ));
+    let found = diagnostics(&file);
+    assert!(
+        found
+            .iter()
+            .any(|d| d.0 == "invalid-value" && d.1 == 5 && d.2 == 13 && d.3.contains("WIDE")),
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn a_join_of_many_jobs_gives_an_upstream_that_fits_and_says_what_it_left_out() {
+    let n = 1200;
+    let mut yaml = String::from("jobs:\n");
+    for i in 0..n {
+        // Each prints, so each entry names its log file (the path makes the entries long).
+        yaml.push_str(&format!("  j{i}: {{ run: 'echo {i}' }}\n"));
+    }
+    let names: Vec<String> = (0..n).map(|i| format!("j{i}")).collect();
+    yaml.push_str(&format!(
+        "  all:\n    run: printf '%s' \"$FLOWRUN_UPSTREAM\" | wc -c; printf '%s' \"$FLOWRUN_UPSTREAM\" | grep -o '\"omitted\":[0-9]*'\n    trigger: {{ after: [{}] }}\n",
+        names.join(", ")
+    ));
+    let (_dir, file) = flow(&yaml);
+    let (code, ev) = run_bounded(&file, &[], Duration::from_secs(300));
+    // The run started (it could not: "Argument list too long"), with the entries that fit and a count of the rest.
+    assert_eq!(code, Some(0), "{:#?}", exit_reason(&ev, "all"));
+    let lines = output_lines(&ev, "all");
+    let bytes: usize = lines[0].trim().parse().unwrap();
+    assert!(bytes < 128 * 1024, "{bytes}");
+    let omitted: usize = lines[1].trim_start_matches("\"omitted\":").parse().unwrap();
+    assert!(omitted > 0 && omitted < n, "{omitted}");
+    assert!(ev.iter().any(|e| e["event"] == "notice"
+        && e["reason"]
+            .as_str()
+            .is_some_and(|m| m.contains("FLOWRUN_UPSTREAM"))));
+}
