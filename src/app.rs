@@ -303,7 +303,7 @@ fn open_state(
     let Some(path) = choice.path() else {
         return Ok(None);
     };
-    let path = match dir::create(path) {
+    let path = match dir::create(path, matches!(choice, dir::Choice::Default(_))) {
         Ok((path, warning)) => {
             if let Some(w) = warning {
                 reporter.notice(&w);
@@ -357,8 +357,19 @@ fn open_state(
         })
         .collect();
     store.apply(&reserve).map_err(store_error)?;
-    let history =
-        crate::store::writer::History::start(Box::new(store), args.keep, reporter.clone());
+    // Pruning deletes log files only under these folders, whatever a history row names.
+    let mut log_roots = vec![path.join("logs")];
+    log_roots.extend(
+        args.log_dir
+            .as_ref()
+            .map(|d| std::path::absolute(d).unwrap_or(d.clone())),
+    );
+    let history = crate::store::writer::History::start(
+        Box::new(store),
+        args.keep,
+        log_roots,
+        reporter.clone(),
+    );
     Ok(Some(crate::engine::Persist {
         dir: path.to_path_buf(),
         history,

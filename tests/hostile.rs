@@ -216,3 +216,160 @@ fn a_join_of_many_jobs_gives_an_upstream_that_fits_and_says_what_it_left_out() {
             .as_str()
             .is_some_and(|m| m.contains("FLOWRUN_UPSTREAM"))));
 }
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[test]
+fn a_state_folder_of_another_user_is_refused_and_nothing_is_written_through_its_symlinks() {
+    if !is_root() {
+        eprintln!("skipped: making a folder of another user needs root");
+        return;
+    }
+    let (dir, file) = flow("jobs:\n  a:\n    run: echo hi\n");
+    let state = dir.path().join("theirs");
+    std::fs::create_dir(&state).unwrap();
+    chmod(&state, 0o777);
+    let precious = dir.path().join("precious");
+    std::fs::write(&precious, "keep").unwrap();
+    std::os::unix::fs::symlink(&precious, state.join("runner.lock")).unwrap();
+    // SAFETY: chown of a path this test made, to `nobody`.
+    let c = std::ffi::CString::new(state.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::chown(c.as_ptr(), 65534, 65534) }, 0);
+    let out = common::cmd()
+        .arg(&file)
+        .args(["--state", state.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("belongs to uid 65534"), "{err}");
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep");
+    // One of ours that anybody may write is refused too.
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    chmod(&open, 0o777);
+    let out = common::cmd()
+        .arg(&file)
+        .args(["--state", open.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("anybody may write"));
+}
+
+#[test]
+fn a_planted_symlink_is_never_written_through() {
+    let (dir, file) = flow("jobs:\n  a:\n    run: echo secret-output\n");
+    let state = dir.path().join("state");
+    let precious = dir.path().join("precious");
+    std::fs::write(&precious, "keep").unwrap();
+    std::fs::create_dir_all(state.join("logs/a")).unwrap();
+    std::os::unix::fs::symlink(&precious, state.join("logs/a/1.log")).unwrap();
+    let (code, ev) = common::run_json(&file, &["--state", state.to_str().unwrap()]);
+    assert_eq!(code, Some(0));
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep");
+    assert!(
+        ev.iter().any(|e| e["event"] == "notice"
+            && e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("cannot write the log"))),
+        "{ev:#?}"
+    );
+    // A job folder that is a symlink out of the state is refused as well.
+    std::fs::remove_dir_all(state.join("logs/a")).unwrap();
+    std::os::unix::fs::symlink(dir.path(), state.join("logs/a")).unwrap();
+    common::run_json(&file, &["--state", state.to_str().unwrap()]);
+    assert!(!dir.path().join("2.log").exists());
+}
+
+#[test]
+fn pruning_deletes_only_log_files_under_the_state_folder() {
+    let (dir, file) = flow("jobs:\n  a:\n    run: echo hi\n");
+    let state = dir.path().join("state");
+    assert_eq!(
+        common::run_json(&file, &["--state", state.to_str().unwrap()]).0,
+        Some(0)
+    );
+    let precious = dir.path().join("precious/file");
+    std::fs::create_dir_all(precious.parent().unwrap()).unwrap();
+    std::fs::write(&precious, "keep").unwrap();
+    let ours = state.join("logs/a/1.log");
+    assert!(ours.exists());
+    // Rows that ended long ago: one names a file outside the folder (written by hand, or by a hostile user).
+    let db = rusqlite::Connection::open(state.join("state.db")).unwrap();
+    for (log, run) in [
+        (precious.to_str().unwrap(), 90),
+        (ours.to_str().unwrap(), 91),
+    ] {
+        db.execute(
+            "INSERT INTO runs (job, run, outcome, started, ended, log) VALUES ('a', ?1, 'succeeded', \
+             '2020-01-01T00:00:00.000000Z', '2020-01-01T00:00:01.000000Z', ?2)",
+            rusqlite::params![run, log],
+        )
+        .unwrap();
+    }
+    drop(db);
+    assert_eq!(
+        common::run_json(&file, &["--state", state.to_str().unwrap()]).0,
+        Some(0)
+    );
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep");
+    assert!(precious.parent().unwrap().exists());
+    assert!(!ours.exists(), "the old log under logs/ is pruned");
+}
+
+#[test]
+fn state_files_are_private_and_a_shared_folder_keeps_its_mode() {
+    let (dir, file) = flow(&format!(
+        "jobs:\n  a:\n    run: echo hi\n    trigger: [start, {NEVER}]\n"
+    ));
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    chmod(&shared, 0o2775);
+    std::fs::write(shared.join("notes.txt"), "the project's").unwrap();
+    let state = shared.to_str().unwrap();
+    for _ in 0..2 {
+        let (child, events, seen) =
+            common::start_until(&file, &["--state", state], |e| e["event"] == "run.exit");
+        // While it runs: the database, its WAL and shared memory, the lock, the socket and the log.
+        for name in [
+            "state.db",
+            "state.db-wal",
+            "state.db-shm",
+            "runner.lock",
+            "control.sock",
+        ] {
+            assert_eq!(mode(&shared.join(name)) & 0o777, 0o600, "{name}");
+        }
+        assert_eq!(mode(&shared.join("logs")) & 0o777, 0o700);
+        assert_eq!(mode(&shared.join("logs/a")) & 0o777, 0o700);
+        assert_eq!(mode(&shared.join("logs/a/1.log")), 0o600);
+        let stop = common::on_state(&["stop", file.to_str().unwrap()], &shared);
+        assert!(stop.status.success());
+        let mut child = child;
+        common::rest_of(events, seen);
+        child.wait().unwrap();
+        assert_eq!(
+            mode(&shared),
+            0o2775,
+            "the shared folder keeps its mode and setgid"
+        );
+    }
+}

@@ -79,16 +79,7 @@ impl RunLog {
 
     fn open<'a>(&self, state: &'a mut Opened) -> Option<&'a mut std::fs::File> {
         if let Opened::NotYet = state {
-            let made = self
-                .path
-                .parent()
-                .map_or(Ok(()), std::fs::create_dir_all)
-                .and_then(|_| {
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(&self.path)
-                })
+            let made = open_private(&self.path)
                 .and_then(|mut f| f.write_all(self.header.as_bytes()).map(|_| f));
             *state = match made {
                 Ok(f) => Opened::Open(f),
@@ -106,4 +97,33 @@ impl RunLog {
             _ => None,
         }
     }
+}
+
+/// A log file, `ROOT/JOB/RUN.log`, opened for appending: its folders made 0700 (the job's folder must be a real
+/// folder of the runner's user, not a symlink), the file 0600 and never reached through a symlink (a planted
+/// `1.log -> /etc/...` would get the run's output).
+fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+    let job_dir = path.parent().unwrap_or(Path::new("."));
+    if let Some(root) = job_dir.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root)?;
+    }
+    crate::store::dir::private_dir(job_dir)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    // SAFETY: geteuid has no preconditions.
+    if !meta.is_file() || meta.uid() != unsafe { libc::geteuid() } {
+        return Err(std::io::Error::other(
+            "it is not a regular file of this runner's user: it is left alone",
+        ));
+    }
+    Ok(file)
 }

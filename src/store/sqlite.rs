@@ -61,13 +61,25 @@ impl SqliteStore {
     /// of a newer schema is refused here.
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
         let path = dir.join("state.db");
+        // Made (or checked) by us before SQLite opens it: a regular file of the runner's user, 0600, no symlink.
+        // SQLite gives the WAL and shared-memory files the database's mode; ones that exist are checked too.
+        for file in ["state.db", "state.db-wal", "state.db-shm"] {
+            let file = dir.join(file);
+            if file == path || std::fs::symlink_metadata(&file).is_ok() {
+                super::dir::private_file(&file).map_err(|source| StoreError::Io {
+                    path: file.display().to_string(),
+                    source,
+                })?;
+            }
+        }
         // Not `Connection::open`: its flags read a path starting with `file:` as a URI (another database than
         // the state directory's, and the lock would not guard it).
         let conn = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
                 | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_NOFOLLOW,
         )
         .map_err(|e| db_error(&path, e))?;
         let store = SqliteStore {
@@ -88,7 +100,9 @@ impl SqliteStore {
         }
         let conn = Connection::open_with_flags(
             &path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_NOFOLLOW,
         )
         .map_err(|e| db_error(&path, e))?;
         let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
@@ -331,12 +345,8 @@ fn holder_of(file: &File) -> Option<u32> {
 
 /// Try to take the lock file; the pid of the holder when another process has it.
 fn take_lock(path: &Path) -> std::io::Result<Result<File, u32>> {
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)?;
+    // Never through a symlink (a planted `runner.lock -> /some/file` got the pid written over it).
+    let mut file = super::dir::private_file(path)?;
     let l = lock_request(libc::F_WRLCK as libc::c_short);
     // SAFETY: F_SETLK on a descriptor this function owns, with a valid flock struct.
     if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &l) } != 0 {

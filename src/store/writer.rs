@@ -45,6 +45,7 @@ impl History {
     pub fn start(
         mut store: Box<dyn Store>,
         keep: Duration,
+        log_roots: Vec<std::path::PathBuf>,
         reporter: std::sync::Arc<Reporter>,
     ) -> History {
         let shared = Arc::new((Mutex::new(Shared::default()), Condvar::new()));
@@ -58,7 +59,7 @@ impl History {
                 let mut retry: Vec<Op> = Vec::new();
                 loop {
                     if Instant::now() >= next_prune {
-                        if let Err(e) = prune(store.as_mut(), keep) {
+                        if let Err(e) = prune(store.as_mut(), keep, &log_roots) {
                             reporter.notice(&format!("history could not be pruned: {e}"));
                         }
                         next_prune = Instant::now() + PRUNE_EVERY;
@@ -203,7 +204,13 @@ fn next_group(shared: &(Mutex<Shared>, Condvar), until: Instant) -> Option<Group
     })
 }
 
-fn prune(store: &mut dyn Store, keep: Duration) -> Result<(), super::StoreError> {
+/// Rows older than `keep` go, and the log files they name that lie under one of `roots` (a row naming any
+/// other file leaves it alone: see [`super::dir::prunable`]).
+fn prune(
+    store: &mut dyn Store,
+    keep: Duration,
+    roots: &[std::path::PathBuf],
+) -> Result<(), super::StoreError> {
     let Ok(keep) = chrono::Duration::from_std(keep) else {
         return Ok(());
     };
@@ -211,9 +218,12 @@ fn prune(store: &mut dyn Store, keep: Duration) -> Result<(), super::StoreError>
         return Ok(());
     };
     for log in store.prune(before)? {
+        let Some(root) = roots.iter().find(|r| super::dir::prunable(&log, r)) else {
+            continue;
+        };
         let _ = std::fs::remove_file(&log);
-        // An emptied job folder goes too.
-        if let Some(folder) = log.parent() {
+        // An emptied job folder goes too (never the root).
+        if let Some(folder) = log.parent().filter(|f| f != root) {
             let _ = std::fs::remove_dir(folder);
         }
     }
