@@ -339,6 +339,17 @@ fn open_state(
         },
         _ => store_error(e),
     })?;
+    // What the last clean stop could not write comes first: its runs' ends, before the runs left `running` are
+    // taken for interrupted.
+    match crate::store::writer::replay(&mut store, path) {
+        Ok(0) => {}
+        Ok(n) => reporter.notice(&format!(
+            "{n} writes the last runner could not make at its stop are written now"
+        )),
+        Err(e) => reporter.notice(&format!(
+            "what the last runner could not write at its stop is not written now ({e}): it is left there"
+        )),
+    }
     let recovered = store.recover(Utc::now()).map_err(store_error)?;
     let memory = store.memory().map_err(store_error)?;
     if !memory.forgotten.is_empty() {
@@ -368,6 +379,7 @@ fn open_state(
         Box::new(store),
         args.keep,
         log_roots,
+        path.to_path_buf(),
         reporter.clone(),
     );
     Ok(Some(crate::engine::Persist {

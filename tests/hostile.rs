@@ -373,3 +373,192 @@ fn state_files_are_private_and_a_shared_folder_keeps_its_mode() {
         );
     }
 }
+
+/// A 2 MiB filesystem of its own (tmpfs), unmounted when dropped; `None` where mounting is not allowed (not
+/// root): the test then says it is skipped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount() -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("skipped: a small filesystem cannot be mounted here (needs root)");
+            return None;
+        }
+        Some(SmallDisk { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Another process fills it: written until the disk says no.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.path().join("filler")).unwrap();
+        let block = vec![0u8; 16 * 1024];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.path().join("filler")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// The events of a runner until `until` says stop (bounded: the runner's stream ending is a failure).
+fn read_until(
+    events: &mut std::io::BufReader<std::process::ChildStderr>,
+    seen: &mut Vec<Value>,
+    until: impl Fn(&Value) -> bool,
+) {
+    use std::io::BufRead;
+    loop {
+        let mut line = String::new();
+        assert!(
+            events.read_line(&mut line).unwrap() > 0,
+            "the runner ended early: {seen:#?}"
+        );
+        let e: Value = serde_json::from_str(&line).unwrap();
+        let done = until(&e);
+        seen.push(e);
+        if done {
+            return;
+        }
+    }
+}
+
+fn kill(child: &mut std::process::Child, signal: i32) {
+    // SAFETY: a signal to a child this test started and has not reaped.
+    unsafe { libc::kill(child.id() as i32, signal) };
+}
+
+fn notice(e: &Value, text: &str) -> bool {
+    e["event"] == "notice" && e["reason"].as_str().is_some_and(|r| r.contains(text))
+}
+
+#[test]
+fn a_full_disk_never_lets_an_at_run_twice_nor_a_run_number_be_given_twice() {
+    let Some(disk) = SmallDisk::mount() else {
+        return;
+    };
+    let (dir, file) = flow("");
+    let at = chrono::Utc::now() + chrono::Duration::seconds(3);
+    let at_text = at.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    std::fs::write(
+        &file,
+        format!("jobs:\n  once:\n    run: echo once\n    trigger: {{ at: \"{at_text}\" }}\n    misfire_grace: 1h\n  tick:\n    run: 'true'\n    trigger: {{ interval: 20ms }}\n"),
+    )
+    .unwrap();
+    let state = disk.path().join("state");
+    let args = ["--state", state.to_str().unwrap()];
+    let (mut child, mut events, mut seen) =
+        common::start_until(&file, &args, |e| e["event"] == "runner.start");
+    disk.fill();
+    // Until the `at` has fallen due on the full disk: a tick scheduled after it was handled.
+    read_until(&mut events, &mut seen, |e| {
+        e["job"] == "tick"
+            && e["scheduled"]
+                .as_str()
+                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+                .is_some_and(|s| s > at + chrono::Duration::milliseconds(200))
+    });
+    kill(&mut child, libc::SIGKILL);
+    child.wait().unwrap();
+    let first = common::rest_of(events, seen);
+    disk.free();
+    let (mut child, events, seen) = common::start_until(&file, &args, |e| {
+        e["event"] == "run.exit" && e["job"] == "once"
+    });
+    let file_arg = file.to_str().unwrap();
+    assert!(common::on_state(&["stop", file_arg], &state)
+        .status
+        .success());
+    let second = common::rest_of(events, seen);
+    child.wait().unwrap();
+    let starts = |ev: &[Value], job: &str| -> Vec<u64> {
+        ev.iter()
+            .filter(|e| e["event"] == "run.start" && e["job"] == job)
+            .map(|e| e["run"].as_u64().unwrap())
+            .collect()
+    };
+    let once: Vec<u64> = [starts(&first, "once"), starts(&second, "once")].concat();
+    assert_eq!(once.len(), 1, "the `at` ran {once:?}");
+    let mut ticks: Vec<u64> = [starts(&first, "tick"), starts(&second, "tick")].concat();
+    let given = ticks.len();
+    ticks.sort_unstable();
+    ticks.dedup();
+    assert_eq!(ticks.len(), given, "a run number was given twice");
+    assert!(first
+        .iter()
+        .any(|e| notice(e, "the state store cannot be written")));
+    drop(dir);
+}
+
+#[test]
+fn a_clean_stop_on_a_full_disk_says_what_it_could_not_write_and_leaves_no_run_running() {
+    let Some(disk) = SmallDisk::mount() else {
+        return;
+    };
+    let (_dir, file) =
+        flow("jobs:\n  tick:\n    run: echo tick\n    trigger: { interval: 20ms }\n");
+    let state = disk.path().join("state");
+    let args = ["--state", state.to_str().unwrap()];
+    let (mut child, mut events, mut seen) =
+        common::start_until(&file, &args, |e| e["event"] == "runner.start");
+    disk.fill();
+    read_until(&mut events, &mut seen, |e| {
+        notice(e, "the state store cannot be written")
+    });
+    kill(&mut child, libc::SIGTERM);
+    let ev = common::rest_of(events, seen);
+    child.wait().unwrap();
+    let said = ev
+        .iter()
+        .find(|e| notice(e, "could not be written"))
+        .unwrap_or_else(|| panic!("the rows not written are not said: {ev:#?}"));
+    let count: u64 = said["reason"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(count > 0, "{said}");
+    disk.free();
+    // The next start: every row has an end (those whose end was lost are interrupted, and said).
+    let (code, ev) = common::run_json(&file, &["--state", state.to_str().unwrap(), "--for", "0s"]);
+    assert!(code.is_some(), "{ev:#?}");
+    let out = common::on_state(
+        &[
+            "history",
+            file.to_str().unwrap(),
+            "--limit",
+            "0",
+            "--format",
+            "json",
+        ],
+        &state,
+    );
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!rows.is_empty());
+    assert!(rows.iter().all(|r| r["outcome"] != "running"), "{rows:#?}");
+}

@@ -63,6 +63,8 @@ pub(super) struct Dispatcher {
     /// The last handled firing of each time trigger, by (job, trigger fingerprint): from the store at the start,
     /// then as firings are handled (a reload resumes unchanged triggers from here).
     pub(super) handled: HashMap<(String, String), chrono::DateTime<Utc>>,
+    /// What waits for the state store to take a write.
+    pub(super) held: super::held::Held,
 }
 
 impl Dispatcher {
@@ -95,6 +97,8 @@ impl Dispatcher {
                     let last = memory.as_ref().map_or(0, |m| m.last_run(&j.name));
                     state.next_number += last;
                     state.reserved = last + super::record::NUMBER_BLOCK;
+                    // Committed by the runner's start, before anything ran.
+                    state.durable = state.reserved;
                     state.last_success = memory.as_ref().and_then(|m| m.last_success(&j.name));
                     state
                 })
@@ -127,6 +131,7 @@ impl Dispatcher {
             handled,
             watch: Watch::default(),
             undone: 0,
+            held: Default::default(),
         };
         dispatcher.watch_all();
         dispatcher
@@ -173,6 +178,7 @@ impl Dispatcher {
             }
         }
         self.call_off_waiting(|job| job == j, why);
+        self.drop_held(|job| job == j);
     }
 
     /// Call off the firings, retries and restarts of the jobs `of` picks that wait for their time: an `each`
@@ -210,7 +216,7 @@ impl Dispatcher {
                     self.manual_skipped(pending.manual, why.into());
                     self.give_back(pending);
                 }
-                Later::Timeout(_) | Later::NotReady(_) | Later::Kill(_) => {}
+                Later::Timeout(_) | Later::NotReady(_) | Later::Kill(_) | Later::StoreRetry => {}
             }
         }
     }
@@ -303,7 +309,7 @@ impl Dispatcher {
             Later::Fire(p) | Later::Retry(p) => self.jobs[p.job].pending += 1,
             Later::Restart(job) => self.jobs[*job].pending += 1,
             Later::Prepare { pending, .. } => self.jobs[pending.job].pending += 1,
-            Later::Timeout(_) | Later::NotReady(_) | Later::Kill(_) => {}
+            Later::Timeout(_) | Later::NotReady(_) | Later::Kill(_) | Later::StoreRetry => {}
         }
         let key = self.next_later;
         self.next_later += 1;
@@ -359,6 +365,7 @@ impl Dispatcher {
             Later::NotReady(id) => self.on_not_ready(id),
             // Comes with its env by `Msg::Prepared`, never by a timer.
             Later::Prepare { .. } => {}
+            Later::StoreRetry => self.on_store_retry(),
             Later::Kill(id) => {
                 if let Some(pid) = self.runs.get(&id).and_then(|r| r.state.pid()) {
                     process::signal_group(pid, libc::SIGKILL);
@@ -430,9 +437,16 @@ impl Dispatcher {
                 // A lone time firing is started on this CPU for latency; bursts and message runs are left to
                 // the scheduler, which spreads them over the CPUs for throughput.
                 let alone = pending.coalesced > 0 && self.executors[ex].waiting.is_empty();
-                match self.plan.jobs[pending.job].env_files.is_empty() {
+                let started = match self.plan.jobs[pending.job].env_files.is_empty() {
                     true => self.start_run(pending, ex, alone, Ok(Vec::new())),
-                    false => self.prepare(pending, ex, alone),
+                    false => {
+                        self.prepare(pending, ex, alone);
+                        true
+                    }
+                };
+                // Held for the store: the rest of this queue waits behind it (FIFO).
+                if !started {
+                    break;
                 }
             }
         }
@@ -522,7 +536,12 @@ impl Dispatcher {
         executor: usize,
         pin: bool,
         env: Result<FileEnv, String>,
-    ) {
+    ) -> bool {
+        if !self.number_ready(pending.job) {
+            self.hold(pending, executor);
+            return false;
+        }
+        self.store_back();
         let plan = self.plan.clone();
         let job = &plan.jobs[pending.job];
         let state = &mut self.jobs[pending.job];
@@ -530,7 +549,6 @@ impl Dispatcher {
         state.next_number += 1;
         state.counts.runs += 1;
         state.live += 1;
-        self.record_number(pending.job, number);
         let id = self.next_id;
         self.next_id += 1;
         let scheduled = timestamp(pending.scheduled);
@@ -546,7 +564,7 @@ impl Dispatcher {
                     self.runs.insert(id, run);
                     let end = RunEnd::not_started(reason);
                     let _ = self.tx.send(Msg::Exited { id, end });
-                    return;
+                    return true;
                 }
             };
         let pid = child.pid;
@@ -625,6 +643,7 @@ impl Dispatcher {
         run.timers.extend(not_ready);
         run.probe = probe;
         self.runs.insert(id, run);
+        true
     }
 
     /// Wire a new run's standard streams and spawn its process.
@@ -683,6 +702,7 @@ impl Dispatcher {
             return;
         }
         let now = Utc::now();
+        let mut ats = Vec::new();
         for due in self.timetable.due(now) {
             match due {
                 Due::Missed {
@@ -720,19 +740,37 @@ impl Dispatcher {
                         ..Pending::by(job, trigger)
                     };
                     match &self.plan.jobs[job].triggers[trigger] {
-                        Trigger::Time { jitter, .. } if !jitter.is_zero() => {
-                            let delay = jitter_delay(*jitter, rand::random::<f64>());
-                            self.later(delay, Later::Fire(pending));
-                        }
-                        _ => self.fire(pending),
+                        Trigger::Time {
+                            rule: crate::plan::TimeSpec::At { .. },
+                            ..
+                        } => ats.push((pending, trigger)),
+                        _ => self.dispatch_firing(pending, trigger),
                     }
                 }
             }
         }
-        // An `at` firing is on disk before its run starts: it never fires twice, even after a crash.
+        // An `at` firing is on disk before its run starts: it never fires twice, even after a crash. While the
+        // store cannot take it, it waits.
+        self.fire_committed(ats);
         if let Some(m) = &self.memory {
             m.hand_over_if_durable();
         }
+    }
+
+    /// A time firing handled now: after its jitter, or at once.
+    pub(super) fn dispatch_firing(&mut self, pending: Pending, trigger: usize) {
+        match self.plan.jobs[pending.job].triggers.get(trigger) {
+            Some(Trigger::Time { jitter, .. }) if !jitter.is_zero() => {
+                let delay = jitter_delay(*jitter, rand::random::<f64>());
+                self.later(delay, Later::Fire(pending));
+            }
+            _ => self.fire(pending),
+        }
+    }
+
+    /// Look at this job at the next refresh (it may be done now).
+    pub(super) fn watch_job(&mut self, job: JobId) {
+        self.watch.insert(job);
     }
 
     /// Mark jobs that can never fire again as done, close the channels they wrote, and skip dead joins. Only the
@@ -918,6 +956,7 @@ impl Dispatcher {
         });
         self.timetable.clear();
         self.drop_waiting();
+        self.drop_held(|_| true);
         for ex in 0..self.executors.len() {
             while let Some(p) = self.dequeue(ex) {
                 self.manual_skipped(p.manual, "the runner stopped before it started".into());

@@ -15,6 +15,7 @@ pub mod control;
 mod dispatcher;
 mod envfile;
 mod exits;
+mod held;
 mod outcome;
 mod probe;
 pub(crate) mod process;
@@ -160,6 +161,8 @@ enum Later {
     NotReady(RunId),
     /// The grace of a stopping run is over.
     Kill(RunId),
+    /// Try the state store again for what waits on it (see `held`).
+    StoreRetry,
     /// A firing admitted to a worker (`executor`) whose `env_file`s are being read off the dispatcher.
     Prepare {
         pending: state::Pending,
@@ -175,7 +178,7 @@ impl Later {
             Later::Fire(p) | Later::Retry(p) => Some(p.job),
             Later::Prepare { pending, .. } => Some(pending.job),
             Later::Restart(job) => Some(*job),
-            Later::Timeout(_) | Later::NotReady(_) | Later::Kill(_) => None,
+            Later::Timeout(_) | Later::NotReady(_) | Later::Kill(_) | Later::StoreRetry => None,
         }
     }
 }

@@ -72,6 +72,13 @@ impl Memory {
         }
     }
 
+    /// Commit what this input recorded, and everything before it, now: whether it is on disk.
+    pub fn commit_all(&self) -> bool {
+        self.durable.set(false);
+        self.urgent.set(false);
+        self.history.commit_now(&mut self.buffer.borrow_mut())
+    }
+
     /// Hand over the rest and let the writer commit it and end (the lock is let go).
     pub fn close(self) {
         self.hand_over();
@@ -157,16 +164,53 @@ impl Dispatcher {
         }
     }
 
-    /// Run number `number` of `job` is about to be given: reserve the next block in time.
-    pub(super) fn record_number(&mut self, job: JobId, number: u64) {
-        let Some(m) = &self.memory else { return };
+    /// Whether the job's next run number may be given: only once its reservation is on disk, so a crash (or a
+    /// store that fails) never lets a number be given twice. The next block is asked for half a block ahead,
+    /// without waiting; a number beyond what is on disk is committed now (the dispatcher waits, bounded; a
+    /// failing store answers at once), and when that fails the run must wait (see `hold`).
+    pub(super) fn number_ready(&mut self, job: JobId) -> bool {
+        let Some(m) = &self.memory else { return true };
         let state = &mut self.jobs[job];
+        let number = state.next_number;
+        if let Some((seq, upto)) = state.reserving {
+            if m.history.committed() >= seq {
+                state.durable = state.durable.max(upto);
+                state.reserving = None;
+            }
+        }
         if number + NUMBER_BLOCK / 2 > state.reserved {
             state.reserved = state.reserved.max(number) + NUMBER_BLOCK;
             m.urgent.set(true);
             m.buffer.borrow_mut().push(Op::Reserve {
                 job: self.plan.jobs[job].name.clone(),
                 upto: state.reserved,
+            });
+            // Any hand-over from now on carries it.
+            state.reserving = Some((m.history.next_seq(), state.reserved));
+        }
+        if number <= state.durable {
+            return true;
+        }
+        if m.commit_all() {
+            state.durable = state.reserved;
+            state.reserving = None;
+            return true;
+        }
+        false
+    }
+
+    /// A held `at` firing that never ran (the runner stops, or it is missed): its handled mark goes back, so the
+    /// next start fires it (within its grace) as if this runner had never seen it.
+    pub(super) fn record_unhandled(&mut self, job: JobId, trigger: usize, at: DateTime<Utc>) {
+        if let Some(Trigger::Time { rule, .. }) = self.plan.jobs[job].triggers.get(trigger) {
+            let key = (self.plan.jobs[job].name.clone(), rule.fingerprint());
+            if self.handled.get(&key) == Some(&at) {
+                self.handled.remove(&key);
+            }
+            self.send(Op::Unhandle {
+                job: key.0,
+                fingerprint: key.1,
+                at,
             });
         }
     }

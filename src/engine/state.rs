@@ -171,6 +171,11 @@ pub struct JobState {
     pub next_number: u64,
     /// Run numbers up to this one are reserved in the store (0: none yet, or no store).
     pub reserved: u64,
+    /// Run numbers up to this one are reserved on disk: only these are given.
+    pub durable: u64,
+    /// The last reservation asked for and not known to be on disk yet: (the sequence number of the hand-over
+    /// that carries it, up to which number).
+    pub reserving: Option<(u64, u64)>,
     /// It can fire no more.
     pub done: bool,
     /// Its `after` joins that can never complete were said (`run.skipped`): once, even if a manual firing

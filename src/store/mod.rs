@@ -10,7 +10,7 @@ mod sqlite;
 pub mod writer;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -38,10 +38,10 @@ pub enum StoreError {
 }
 
 /// One row of history: a run (with its number), or a skipped or missed firing (without).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RunRow {
     pub job: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<u64>,
     pub attempt: u32,
     /// What fired it, in words (`cron `0 3 * * *` (UTC)`, `start`, `after a`, `each tasks`, `restart`).
@@ -92,7 +92,7 @@ impl RunRow {
 }
 
 /// How a history row ended (`running` until it does).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     Running,
@@ -145,11 +145,19 @@ impl Outcome {
     }
 }
 
-/// One write, as the engine hands it to the writer.
-#[derive(Debug, Clone)]
+/// One write, as the engine hands it to the writer (and as a clean stop that could not write it keeps it in
+/// `unwritten.jsonl` for the next start).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Op {
     /// A time trigger's firing at `at` was handled (fired, skipped or missed).
     Handled {
+        job: String,
+        fingerprint: String,
+        at: DateTime<Utc>,
+    },
+    /// The handled firing at `at` was not run after all (an `at` held while the store failed, then given up):
+    /// the trigger forgets it when it is still the one remembered, so the next start fires it.
+    Unhandle {
         job: String,
         fingerprint: String,
         at: DateTime<Utc>,

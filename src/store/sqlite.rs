@@ -476,6 +476,17 @@ impl Store for SqliteStore {
                 } => {
                     advance(&tx, job, fingerprint, *at).map_err(e)?;
                 }
+                Op::Unhandle {
+                    job,
+                    fingerprint,
+                    at,
+                } => {
+                    tx.execute(
+                        "DELETE FROM triggers WHERE job = ?1 AND fingerprint = ?2 AND last_handled = ?3",
+                        params![job, fingerprint, timestamp(*at)],
+                    )
+                    .map_err(e)?;
+                }
                 Op::Append(row) => insert(&tx, row).map_err(e)?,
                 Op::Update(row) => update(&tx, row).map_err(e)?,
                 Op::Reserve { job, upto } => raise_counter(&tx, job, *upto).map_err(e)?,

@@ -4,8 +4,15 @@
 //! the dispatcher neither a disk wait nor a wake-up per run. What must not wait (a time trigger's handled
 //! firing, a new block of run numbers) is committed at once; what must be on disk before a run starts (an
 //! `at` firing, which may never fire twice) is waited for. Retention runs here too, at start and every hour.
+//!
+//! Every hand-over has a sequence number, and the writer publishes the last one it committed: the dispatcher gives
+//! a run number only once its reservation is on disk, and runs an `at` only once its firing is. A store that fails
+//! keeps what it could not write and tries again; at a clean stop, what still cannot be written is said, counted
+//! and kept in `unwritten.jsonl` beside the database for the next start, where that file can be written.
 
 use chrono::Utc;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -23,99 +30,76 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 const COMMIT_WAIT: Duration = Duration::from_secs(5);
 /// Ops kept for another try while the store fails (a full disk); beyond this the oldest are given up, said once.
 const RETRY_LIMIT: usize = 100_000;
+/// At a clean stop, how often a failing store is tried again before what it holds is kept in the spill file.
+const LAST_TRIES: u32 = 3;
+/// The file beside the database that keeps, for the next start, what a clean stop could not write.
+pub const UNWRITTEN: &str = "unwritten.jsonl";
 
 #[derive(Default)]
 struct Shared {
     ops: Vec<Op>,
     /// Commit now, without waiting for the window.
     urgent: bool,
-    /// Callers waiting until what they handed over is committed.
-    acks: Vec<Sender<()>>,
+    /// Callers waiting until what they handed over is committed (told whether it was).
+    acks: Vec<Sender<bool>>,
     closed: bool,
+    /// Hand-overs so far: the sequence number of the last.
+    handed: u64,
 }
 
 /// The engine's handle on the writer thread.
 pub struct History {
     shared: Arc<(Mutex<Shared>, Condvar)>,
     thread: Option<JoinHandle<()>>,
+    /// The sequence number of the last hand-over on disk (with everything handed before it).
+    committed: Arc<AtomicU64>,
 }
 
 impl History {
-    /// Start the writer; it owns `store` (and with it the runner's lock) until [`History::close`].
+    /// Start the writer; it owns `store` (and with it the runner's lock) until [`History::close`]. `spill`: the
+    /// state directory, where what a clean stop cannot write is kept.
     pub fn start(
-        mut store: Box<dyn Store>,
+        store: Box<dyn Store>,
         keep: Duration,
-        log_roots: Vec<std::path::PathBuf>,
+        log_roots: Vec<PathBuf>,
+        spill: PathBuf,
         reporter: std::sync::Arc<Reporter>,
     ) -> History {
         let shared = Arc::new((Mutex::new(Shared::default()), Condvar::new()));
-        let theirs = shared.clone();
+        let committed = Arc::new(AtomicU64::new(0));
+        let mut writer = Writer {
+            store,
+            keep,
+            log_roots,
+            spill,
+            reporter,
+            shared: shared.clone(),
+            committed: committed.clone(),
+            failing: false,
+            said_dropped: false,
+            retry: Vec::new(),
+            taken: 0,
+        };
         let thread = std::thread::Builder::new()
             .name("flowrun-history".into())
-            .spawn(move || {
-                let mut failing = false;
-                let mut said_dropped = false;
-                let mut next_prune = Instant::now();
-                let mut retry: Vec<Op> = Vec::new();
-                loop {
-                    if Instant::now() >= next_prune {
-                        if let Err(e) = prune(store.as_mut(), keep, &log_roots) {
-                            reporter.notice(&format!("history could not be pruned: {e}"));
-                        }
-                        next_prune = Instant::now() + PRUNE_EVERY;
-                    }
-                    // While the store fails, what failed is tried again at the next window.
-                    let until = match retry.is_empty() {
-                        true => next_prune,
-                        false => next_prune.min(Instant::now() + WINDOW),
-                    };
-                    let group = match next_group(&theirs, until) {
-                        Some(g) => g,
-                        None if retry.is_empty() => continue,
-                        None => Group::default(),
-                    };
-                    let mut ops = std::mem::take(&mut retry);
-                    ops.extend(group.ops);
-                    if !ops.is_empty() {
-                        match store.apply(&ops) {
-                            Ok(()) => {
-                                if failing {
-                                    failing = false;
-                                    reporter.notice("history is being written again");
-                                }
-                            }
-                            Err(e) => {
-                                if !failing {
-                                    failing = true;
-                                    reporter.notice(&format!(
-                                        "history is not being written ({e}); it is kept in memory and tried again"
-                                    ));
-                                }
-                                retry = ops;
-                                if retry.len() > RETRY_LIMIT {
-                                    let over = retry.len() - RETRY_LIMIT;
-                                    retry.drain(..over);
-                                    if !said_dropped {
-                                        said_dropped = true;
-                                        reporter.notice("history rows were given up: the store failed too long");
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    for ack in group.acks {
-                        let _ = ack.send(());
-                    }
-                    if group.closed {
-                        break;
-                    }
-                }
-            })
+            .spawn(move || writer.run())
             .expect("the history thread can start");
         History {
             shared,
             thread: Some(thread),
+            committed,
         }
+    }
+
+    /// The sequence number of the last hand-over committed (everything handed up to it is on disk).
+    pub fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+
+    /// The sequence number the next hand-over will have.
+    pub fn next_seq(&self) -> u64 {
+        let (lock, _) = &*self.shared;
+        lock.lock().unwrap_or_else(|e| e.into_inner()).handed + 1
     }
 
     /// Hand ops over. The writer is woken only when the buffer was empty (once per window), or at once when
@@ -127,6 +111,7 @@ impl History {
         let (lock, wake) = &*self.shared;
         let mut shared = lock.lock().unwrap_or_else(|e| e.into_inner());
         let was_empty = shared.ops.is_empty();
+        shared.handed += 1;
         shared.ops.append(ops);
         shared.urgent |= urgent;
         drop(shared);
@@ -135,19 +120,21 @@ impl History {
         }
     }
 
-    /// Hand ops over and wait until they are committed (or tried: a failing store does not hold the runner).
-    pub fn commit_now(&self, ops: &mut Vec<Op>) {
+    /// Hand ops over and wait until they are committed, with everything handed before: whether they were (a
+    /// failing store answers at once; one that does not answer within [`COMMIT_WAIT`] has not committed them).
+    pub fn commit_now(&self, ops: &mut Vec<Op>) -> bool {
         let (done, wait) = channel();
         {
             let (lock, wake) = &*self.shared;
             let mut shared = lock.lock().unwrap_or_else(|e| e.into_inner());
+            shared.handed += 1;
             shared.ops.append(ops);
             shared.urgent = true;
             shared.acks.push(done);
             wake.notify_one();
         }
         // Bounded: a writer that cannot answer (stuck in a disk write) must not hold the runner for ever.
-        let _ = wait.recv_timeout(COMMIT_WAIT);
+        wait.recv_timeout(COMMIT_WAIT).unwrap_or(false)
     }
 
     /// Commit the rest and end the writer (and with it the store and its lock).
@@ -166,8 +153,176 @@ impl History {
 #[derive(Default)]
 struct Group {
     ops: Vec<Op>,
-    acks: Vec<Sender<()>>,
+    acks: Vec<Sender<bool>>,
     closed: bool,
+    /// The sequence number of the last hand-over in it.
+    upto: u64,
+}
+
+/// The writer thread's own state.
+struct Writer {
+    store: Box<dyn Store>,
+    keep: Duration,
+    log_roots: Vec<PathBuf>,
+    spill: PathBuf,
+    reporter: std::sync::Arc<Reporter>,
+    shared: Arc<(Mutex<Shared>, Condvar)>,
+    committed: Arc<AtomicU64>,
+    failing: bool,
+    said_dropped: bool,
+    /// What the store failed to take, tried again first (all or none, in order).
+    retry: Vec<Op>,
+    /// The sequence number of the last hand-over taken: committed once the retry is empty after a commit.
+    taken: u64,
+}
+
+impl Writer {
+    fn run(&mut self) {
+        let mut next_prune = Instant::now();
+        loop {
+            if Instant::now() >= next_prune {
+                if let Err(e) = prune(self.store.as_mut(), self.keep, &self.log_roots) {
+                    self.reporter
+                        .notice(&format!("history could not be pruned: {e}"));
+                }
+                next_prune = Instant::now() + PRUNE_EVERY;
+            }
+            // While the store fails, what failed is tried again at the next window.
+            let until = match self.retry.is_empty() {
+                true => next_prune,
+                false => next_prune.min(Instant::now() + WINDOW),
+            };
+            let group = match next_group(&self.shared, until) {
+                Some(g) => g,
+                None if self.retry.is_empty() => continue,
+                None => Group::default(),
+            };
+            self.taken = self.taken.max(group.upto);
+            self.retry.extend(group.ops);
+            let ok = self.commit();
+            for ack in group.acks {
+                let _ = ack.send(ok);
+            }
+            if group.closed {
+                self.last_tries();
+                return;
+            }
+        }
+    }
+
+    /// Commit what waits (the retry, then the group); whether everything taken is on disk.
+    fn commit(&mut self) -> bool {
+        if !self.retry.is_empty() {
+            if let Err(e) = self.store.apply(&self.retry) {
+                if !self.failing {
+                    self.failing = true;
+                    self.reporter.notice(&format!(
+                        "history is not being written ({e}); it is kept in memory and tried again"
+                    ));
+                }
+                self.bound_retry();
+                return false;
+            }
+            self.retry.clear();
+        }
+        if self.failing {
+            self.failing = false;
+            self.reporter.notice("history is being written again");
+        }
+        self.committed.store(self.taken, Ordering::Release);
+        true
+    }
+
+    /// Beyond [`RETRY_LIMIT`] the oldest history rows are given up, and that is said. Never a handled firing or a
+    /// reservation of run numbers: what the dispatcher waits for must reach the disk or never be claimed.
+    fn bound_retry(&mut self) {
+        if self.retry.len() > RETRY_LIMIT {
+            let mut over = self.retry.len() - RETRY_LIMIT;
+            let before = self.retry.len();
+            self.retry.retain(|op| {
+                let row = matches!(op, Op::Append(_) | Op::Update(_));
+                let drop = row && over > 0;
+                over -= usize::from(drop);
+                !drop
+            });
+            let over = before - self.retry.len();
+            if !self.said_dropped {
+                self.said_dropped = true;
+                self.reporter.notice(&format!(
+                    "{over} history writes were given up: the store failed too long (more are said at the stop)"
+                ));
+            }
+        }
+    }
+
+    /// At a clean stop: a failing store is tried a few more times; what it still cannot take is kept in the
+    /// spill file for the next start, and said with its count either way.
+    fn last_tries(&mut self) {
+        for _ in 0..LAST_TRIES {
+            if self.retry.is_empty() || self.commit() {
+                return;
+            }
+            std::thread::sleep(WINDOW);
+        }
+        let rows = self
+            .retry
+            .iter()
+            .filter(|op| matches!(op, Op::Append(_) | Op::Update(_)))
+            .count();
+        let what = format!(
+            "{rows} history rows ({} writes in all) could not be written",
+            self.retry.len()
+        );
+        match spill(&self.spill, &self.retry) {
+            Ok(path) => self.reporter.notice(&format!(
+                "{what}: they are kept in {} and written at the next start",
+                path.display()
+            )),
+            Err(e) => self.reporter.notice(&format!(
+                "{what} and are lost (nor could they be kept for the next start: {e}); the next start marks the runs left `running` as interrupted"
+            )),
+        }
+    }
+}
+
+/// Append `ops` to the spill file of the state directory `dir`, one JSON line each.
+fn spill(dir: &Path, ops: &[Op]) -> std::io::Result<PathBuf> {
+    use std::io::{Seek, Write};
+    let path = dir.join(UNWRITTEN);
+    let mut file = super::dir::private_file(&path)?;
+    file.seek(std::io::SeekFrom::End(0))?;
+    let mut text = Vec::new();
+    for op in ops {
+        serde_json::to_writer(&mut text, op).map_err(std::io::Error::other)?;
+        text.push(b'\n');
+    }
+    file.write_all(&text)?;
+    file.sync_all()?;
+    Ok(path)
+}
+
+/// At a start, under the lock and before the runs left `running` are recovered: what a clean stop could not
+/// write is written now, then its file goes. Returns how many writes it held.
+pub fn replay(store: &mut dyn Store, dir: &Path) -> Result<usize, String> {
+    use std::io::Read;
+    let path = dir.join(UNWRITTEN);
+    if std::fs::symlink_metadata(&path).is_err() {
+        return Ok(0);
+    }
+    let say = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let mut text = String::new();
+    super::dir::private_file(&path)
+        .and_then(|mut f| f.read_to_string(&mut text))
+        .map_err(|e| say(&e))?;
+    let ops: Vec<Op> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .map_err(|e| say(&e))?;
+    store.apply(&ops).map_err(|e| say(&e))?;
+    std::fs::remove_file(&path).map_err(|e| say(&e))?;
+    Ok(ops.len())
 }
 
 /// Wait for ops (at most until `until`), give the window time to fill (cut short when something is urgent or
@@ -201,6 +356,7 @@ fn next_group(shared: &(Mutex<Shared>, Condvar), until: Instant) -> Option<Group
         ops: std::mem::take(&mut s.ops),
         acks: std::mem::take(&mut s.acks),
         closed: s.closed,
+        upto: s.handed,
     })
 }
 

@@ -1,0 +1,148 @@
+//! Firings that wait for the state store (issue 21): a run number is given only once its reservation is on disk
+//! and an `at` firing runs only once its handling is, so a store that fails (a full disk) never lets a number be
+//! given twice nor an `at` run twice after a crash. What waits is tried again every [`STORE_RETRY`]; the wait is
+//! said once when it begins and once when it ends. Runs that need no new number (live ones) go on meanwhile.
+
+use chrono::Utc;
+use std::time::Duration;
+
+use super::dispatcher::Dispatcher;
+use super::state::Pending;
+use super::Later;
+use crate::event::Event;
+use crate::plan::{JobId, Trigger};
+
+/// How often a failing store is tried again for what waits on it.
+pub(super) const STORE_RETRY: Duration = Duration::from_secs(1);
+
+/// What waits for the store.
+#[derive(Default)]
+pub(super) struct Held {
+    /// `at` firings whose handling is not on disk: (the firing, its trigger).
+    ats: Vec<(Pending, usize)>,
+    /// A retry is armed.
+    retry: bool,
+    /// The wait was said (and its end will be).
+    said: bool,
+}
+
+impl Dispatcher {
+    /// `at` firings just handled: they run once their handling is on disk, else they wait for it.
+    pub(super) fn fire_committed(&mut self, ats: Vec<(Pending, usize)>) {
+        if ats.is_empty() {
+            return;
+        }
+        if self.memory.as_ref().is_none_or(|m| m.commit_all()) {
+            for (pending, trigger) in ats {
+                self.dispatch_firing(pending, trigger);
+            }
+            return;
+        }
+        for (pending, _) in &ats {
+            self.jobs[pending.job].pending += 1;
+        }
+        self.held.ats.extend(ats);
+        self.store_failing();
+    }
+
+    /// A firing (admitted to its executor) that cannot have a run number now: back at the front of its queue,
+    /// its worker free, tried again with the store.
+    pub(super) fn hold(&mut self, pending: Pending, executor: usize) {
+        self.executors[executor].busy -= 1;
+        self.jobs[pending.job].pending += 1;
+        self.executors[executor].waiting.push_front(pending);
+        self.store_failing();
+    }
+
+    /// The store did not take a write something waits for: try again later, said once.
+    fn store_failing(&mut self) {
+        if !self.held.retry {
+            self.held.retry = true;
+            self.later(STORE_RETRY, Later::StoreRetry);
+        }
+        if !self.held.said {
+            self.held.said = true;
+            self.reporter.notice(&format!(
+                "the state store cannot be written: `at` firings and runs that need a new run number wait for it (tried every {}s); nothing runs twice after a crash",
+                STORE_RETRY.as_secs()
+            ));
+        }
+    }
+
+    /// The store took a write: if a wait was said, its end is.
+    pub(super) fn store_back(&mut self) {
+        if self.held.said && self.held.ats.is_empty() {
+            self.held.said = false;
+            self.reporter
+                .notice("the state store is written again: what waited for it goes on");
+        }
+    }
+
+    /// Time to try the store again: held `at` firings run (or are missed, past their grace) once their handling
+    /// is on disk; the executors' queues are tried by `admit`, after this input, as after any.
+    pub(super) fn on_store_retry(&mut self) {
+        self.held.retry = false;
+        if self.held.ats.is_empty() {
+            // Only run numbers wait: `admit` asks for them, and says the end of the wait when they come.
+            return;
+        }
+        if !self.memory.as_ref().is_none_or(|m| m.commit_all()) {
+            self.store_failing();
+            return;
+        }
+        let now = Utc::now();
+        for (pending, trigger) in std::mem::take(&mut self.held.ats) {
+            let job = pending.job;
+            self.jobs[job].pending -= 1;
+            let late = now - pending.first_due;
+            let grace = self.plan.jobs[job].misfire_grace;
+            if late.to_std().unwrap_or_default() > grace {
+                self.held_missed(job, trigger, &pending, late);
+            } else {
+                self.dispatch_firing(pending, trigger);
+            }
+            self.watch_job(job);
+        }
+        self.store_back();
+    }
+
+    /// A held `at` firing whose grace passed while the store could not be written.
+    fn held_missed(
+        &mut self,
+        job: JobId,
+        trigger: usize,
+        pending: &Pending,
+        late: chrono::Duration,
+    ) {
+        self.jobs[job].counts.missed += 1;
+        self.record_missed(job, trigger, pending.scheduled, (1, false), late);
+        self.emit(Event::RunMissed {
+            job: self.plan.jobs[job].name.clone(),
+            scheduled: pending.scheduled,
+            count: 1,
+            at_least: false,
+            late: late.to_std().unwrap_or_default(),
+            grace: self.plan.jobs[job].misfire_grace,
+        });
+    }
+
+    /// At a stop, or when their job goes (`flowrun stop JOB`, a reload): held `at` firings of the jobs `of` picks
+    /// did not run, so they are not handled (the next start fires them within their grace), and that is said.
+    pub(super) fn drop_held(&mut self, of: impl Fn(JobId) -> bool) {
+        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held.ats)
+            .into_iter()
+            .partition(|(p, _)| of(p.job));
+        self.held.ats = kept;
+        for (pending, trigger) in gone {
+            self.jobs[pending.job].pending -= 1;
+            self.record_unhandled(pending.job, trigger, pending.scheduled);
+            if let Some(Trigger::Time { .. }) = self.plan.jobs[pending.job].triggers.get(trigger) {
+                self.reporter.notice(&format!(
+                    "the `at` firing of {} due {} did not run: the state store could not record it; a next start fires it within its misfire_grace",
+                    self.plan.jobs[pending.job].name,
+                    crate::event::timestamp(pending.scheduled)
+                ));
+            }
+        }
+    }
+}
