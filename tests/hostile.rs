@@ -27,6 +27,31 @@ fn run_bounded(file: &Path, extra: &[&str], limit: Duration) -> (Option<i32>, Ve
     (out.status.code(), events(&out.stderr))
 }
 
+/// A runner still alive after `secs` is killed, so a test of a runner that hangs fails instead of hanging. By
+/// pidfd: the signal can only reach that process, never one that reused its pid.
+fn watchdog(child: &std::process::Child, secs: u64) {
+    // SAFETY: pidfd_open of a child this test started and has not reaped yet.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as i32, 0) } as i32;
+    if fd < 0 {
+        return;
+    }
+    std::thread::spawn(move || {
+        let mut poll = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll on the pidfd this thread owns; it is readable once the process has ended.
+        let ended = unsafe { libc::poll(&mut poll, 1, (secs * 1000) as i32) } > 0;
+        if !ended {
+            // SAFETY: a signal through the pidfd, then its close.
+            unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd, libc::SIGKILL, 0, 0) };
+        }
+        // SAFETY: closing the descriptor this thread owns.
+        unsafe { libc::close(fd) };
+    });
+}
+
 fn exit_reason<'a>(ev: &'a [Value], job: &str) -> &'a str {
     ev.iter()
         .find(|e| e["event"] == "run.exit" && e["job"] == job)
@@ -471,6 +496,7 @@ fn a_full_disk_never_lets_an_at_run_twice_nor_a_run_number_be_given_twice() {
     let args = ["--state", state.to_str().unwrap()];
     let (mut child, mut events, mut seen) =
         common::start_until(&file, &args, |e| e["event"] == "runner.start");
+    watchdog(&child, 120);
     disk.fill();
     // Until the `at` has fallen due on the full disk: a tick scheduled after it was handled.
     read_until(&mut events, &mut seen, |e| {
@@ -487,6 +513,7 @@ fn a_full_disk_never_lets_an_at_run_twice_nor_a_run_number_be_given_twice() {
     let (mut child, events, seen) = common::start_until(&file, &args, |e| {
         e["event"] == "run.exit" && e["job"] == "once"
     });
+    watchdog(&child, 120);
     let file_arg = file.to_str().unwrap();
     assert!(common::on_state(&["stop", file_arg], &state)
         .status
@@ -523,6 +550,7 @@ fn a_clean_stop_on_a_full_disk_says_what_it_could_not_write_and_leaves_no_run_ru
     let args = ["--state", state.to_str().unwrap()];
     let (mut child, mut events, mut seen) =
         common::start_until(&file, &args, |e| e["event"] == "runner.start");
+    watchdog(&child, 120);
     disk.fill();
     read_until(&mut events, &mut seen, |e| {
         notice(e, "the state store cannot be written")

@@ -385,3 +385,75 @@ fn prune(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Mode;
+    use crate::store::{Memory, Outcome, Query, RunRow, SqliteStore, StoreError};
+
+    /// A store whose every write fails (a full disk).
+    struct Full;
+
+    impl Store for Full {
+        fn lock(&mut self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn holder(&self) -> Option<u32> {
+            None
+        }
+        fn memory(&self) -> Result<Memory, StoreError> {
+            Ok(Memory::default())
+        }
+        fn recover(&mut self, _: chrono::DateTime<Utc>) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+        fn apply(&mut self, _: &[Op]) -> Result<(), StoreError> {
+            Err(StoreError::Io {
+                path: "full".into(),
+                source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+            })
+        }
+        fn history(&self, _: &Query) -> Result<Vec<RunRow>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn prune(&mut self, _: chrono::DateTime<Utc>) -> Result<Vec<PathBuf>, StoreError> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn row(run: u64, outcome: Outcome) -> Op {
+        Op::Update(Box::new(RunRow {
+            run: Some(run),
+            ..RunRow::new("a".into(), outcome)
+        }))
+    }
+
+    #[test]
+    fn what_a_failing_store_never_took_is_not_claimed_and_is_kept_for_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let reporter = Arc::new(Reporter::new(Mode::Json, None));
+        let history = History::start(
+            Box::new(Full),
+            Duration::from_secs(3600),
+            Vec::new(),
+            dir.path().to_path_buf(),
+            reporter,
+        );
+        let seq = history.next_seq();
+        assert!(!history.commit_now(&mut vec![row(1, Outcome::Running)]));
+        assert!(history.committed() < seq, "nothing is on disk");
+        history.send_all(&mut vec![row(1, Outcome::Succeeded)], false);
+        history.close();
+        let kept = std::fs::read_to_string(dir.path().join(UNWRITTEN)).unwrap();
+        assert_eq!(kept.lines().count(), 2, "{kept}");
+        // The next start writes them, in order, then the file goes.
+        let mut store = SqliteStore::open(dir.path()).unwrap();
+        store.lock().unwrap();
+        assert_eq!(replay(&mut store, dir.path()).unwrap(), 2);
+        assert!(!dir.path().join(UNWRITTEN).exists());
+        let rows = store.history(&Query::default()).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].outcome, Outcome::Succeeded);
+    }
+}
