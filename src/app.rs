@@ -236,12 +236,14 @@ fn run(args: RunArgs) -> Result<i32, Error> {
         observers: vec![observer],
         serve: Some(serve),
     };
-    let ending = runtime.block_on(crate::engine::run(
-        Arc::new(plan),
-        reporter.clone(),
-        options,
-        signals,
-    ));
+    let ending = runtime
+        .block_on(crate::engine::run(
+            Arc::new(plan),
+            reporter.clone(),
+            options,
+            signals,
+        ))
+        .map_err(Error::Setup)?;
     reporter.flush();
     // Tasks blocked on pipes of orphaned grandchildren must not hold the exit.
     runtime.shutdown_timeout(Duration::from_millis(100));

@@ -28,6 +28,8 @@ pub struct ChannelRt {
     space: Arc<tokio::sync::Notify>,
     pipe_read: Option<OwnedFd>,
     pipe_write: Option<OwnedFd>,
+    /// Why a pipe channel has no pipe (the runner was out of descriptors): its runs fail with this reason.
+    broken: Option<String>,
     pub closed: bool,
 }
 
@@ -54,13 +56,23 @@ fn build(c: &crate::plan::Channel, stats: Arc<Stats>) -> ChannelRt {
         ),
         ChannelKind::Pipe => (Vec::new(), Vec::new()),
     };
-    let (pipe_read, pipe_write) = match c.kind {
-        ChannelKind::Pipe => {
-            let (r, w) = os_pipe::pipe().expect("a pipe can be created");
-            process::grow_pipe(w.as_fd());
-            (Some(OwnedFd::from(r)), Some(OwnedFd::from(w)))
-        }
-        _ => (None, None),
+    let (pipe_read, pipe_write, broken) = match c.kind {
+        // Out of descriptors (a start or a reload) is no panic: the channel's runs fail and say why.
+        ChannelKind::Pipe => match os_pipe::pipe() {
+            Ok((r, w)) => {
+                process::grow_pipe(w.as_fd());
+                (Some(OwnedFd::from(r)), Some(OwnedFd::from(w)), None)
+            }
+            Err(e) => (
+                None,
+                None,
+                Some(format!(
+                    "the pipe of channel `{}` could not be made: {e}",
+                    c.name
+                )),
+            ),
+        },
+        _ => (None, None, None),
     };
     ChannelRt {
         fanout: Fanout::new(queues.clone()),
@@ -71,6 +83,7 @@ fn build(c: &crate::plan::Channel, stats: Arc<Stats>) -> ChannelRt {
         space,
         pipe_read,
         pipe_write,
+        broken,
         closed: false,
     }
 }
@@ -277,6 +290,7 @@ impl Channels {
         // Standard output: a pipe channel's write end, a pump into a queue, or prefixed log lines.
         let stdout = match job.stdout {
             Some(c) if self.plan.channels[c].kind == ChannelKind::Pipe => {
+                self.unbroken(c)?;
                 match &self.all[c].pipe_write {
                     Some(fd) => fd.try_clone()?,
                     None => process::dev_null()?,
@@ -305,6 +319,14 @@ impl Channels {
         })
     }
 
+    /// A pipe channel whose pipe could not be made fails the runs wired to it, with the reason.
+    fn unbroken(&self, c: ChannelId) -> std::io::Result<()> {
+        match &self.all[c].broken {
+            Some(why) => Err(std::io::Error::other(why.clone())),
+            None => Ok(()),
+        }
+    }
+
     /// Standard input: an `each` batch, a channel, or /dev/null (never the runner's own stdin).
     fn wire_stdin(
         &self,
@@ -322,6 +344,7 @@ impl Channels {
             return process::dev_null();
         };
         if self.plan.channels[c].kind == ChannelKind::Pipe {
+            self.unbroken(c)?;
             return match &self.all[c].pipe_read {
                 Some(fd) => fd.try_clone(),
                 None => process::dev_null(),

@@ -199,11 +199,14 @@ pub async fn run(
     reporter: Arc<Reporter>,
     mut options: Options,
     mut signals: Signals,
-) -> Ending {
+) -> Result<Ending, String> {
+    // Before anything starts: a runner that cannot wait for wall-clock instants (out of descriptors) says so.
+    let mut timer =
+        WallTimer::new().map_err(|e| format!("the wall-clock timer cannot be made: {e}"))?;
     let (tx, mut rx) = unbounded_channel();
     if let Err(e) = process::start_reaper() {
         reporter.notice(&format!(
-            "cannot become the subreaper of the runs ({e}): a process that leaves its run's group may outlive it"
+            "cannot become the subreaper of the runs or hear SIGCHLD ({e}): a process that leaves its run's group may outlive it"
         ));
     }
     let deadline = options.run_for.map(|d| tokio::time::Instant::now() + d);
@@ -213,7 +216,6 @@ pub async fn run(
         serve(control::EngineHandle { tx });
     }
     d.start(signals.pending());
-    let mut timer = WallTimer::new().expect("a timerfd can be created");
     let mut view_tick = tokio::time::interval(crate::report::TICK);
     view_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     while !d.finished() {
@@ -232,7 +234,7 @@ pub async fn run(
     if stop_what_is_left(d.final_grace(), &mut signals).await {
         d.set_forced();
     }
-    d.finish()
+    Ok(d.finish())
 }
 
 /// Stop every process still below the runner: SIGTERM (each once, as they come up: a stopped daemon's children

@@ -64,15 +64,30 @@ fn runs() -> std::sync::MutexGuard<'static, Waiters> {
 /// runtime, before the first spawn.
 pub fn start_reaper() -> io::Result<()> {
     runs().get_or_insert_with(HashMap::new);
-    let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?;
+    // Without a SIGCHLD handler (out of descriptors) children are still reaped, by looking every 20 ms: runs
+    // that never end would hold the runner for ever.
+    let sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child());
+    let handler = sigchld
+        .as_ref()
+        .err()
+        .map(|e| io::Error::new(e.kind(), e.to_string()));
     tokio::spawn(async move {
+        let mut sigchld = sigchld.ok();
         loop {
             reap();
-            if sigchld.recv().await.is_none() {
-                return;
+            match &mut sigchld {
+                Some(s) => {
+                    if s.recv().await.is_none() {
+                        return;
+                    }
+                }
+                None => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
             }
         }
     });
+    if let Some(e) = handler {
+        return Err(e);
+    }
     // SAFETY: prctl with integer arguments.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
         return Err(io::Error::last_os_error());
@@ -184,7 +199,14 @@ extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
             libc::write(a.err_fd, report.as_ptr() as *const libc::c_void, 8);
             libc::_exit(127)
         };
-        // A fresh program starts with no blocked signals and default dispositions (Rust ignores SIGPIPE).
+        // A fresh program starts with default dispositions (Rust ignores SIGPIPE) and no blocked signals. The
+        // parent blocked every signal around the clone, so no handler of the runner can run here, on the runner's
+        // memory, before the dispositions are reset; only then is the mask cleared (as glibc's posix_spawn does).
+        for signal in 1..32 {
+            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                libc::signal(signal, libc::SIG_DFL);
+            }
+        }
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         libc::syscall(
@@ -194,11 +216,6 @@ extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
             std::ptr::null_mut::<libc::sigset_t>(),
             8,
         );
-        for signal in 1..32 {
-            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
-                libc::signal(signal, libc::SIG_DFL);
-            }
-        }
         if !a.affinity.is_null() {
             libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), a.affinity);
         }
@@ -424,9 +441,9 @@ pub fn spawn(spec: SpawnSpec) -> io::Result<Child> {
         return Err(io::Error::new(error.kind(), what));
     }
     let (tx, status) = tokio::sync::oneshot::channel();
+    // `start_reaper` made the registry before the first spawn.
     registry
-        .as_mut()
-        .expect("the reaper runs before the first spawn")
+        .get_or_insert_with(HashMap::new)
         .insert(pid as u32, tx);
     drop(registry);
     Ok(Child {
@@ -457,6 +474,15 @@ fn pin_to_this_cpu() -> Option<libc::cpu_set_t> {
 fn clone_vfork(args: &ChildArgs) -> io::Result<libc::pid_t> {
     let mut stack = vec![0u128; 64 * 1024 / 16];
     REGISTERED.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    // Every signal blocked in this thread from before the clone until the child has exec'd: the child shares
+    // the runner's memory until then, and a handler run there would run on it (see `child_entry`).
+    // SAFETY: sigfillset and pthread_sigmask on sets owned here; the old mask is restored below.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+    }
     // SAFETY: the stack is ours and outlives the child's use of it (CLONE_VFORK returns after exec or exit);
     // the stack grows down, so the child starts at its top.
     let pid = unsafe {
@@ -468,6 +494,8 @@ fn clone_vfork(args: &ChildArgs) -> io::Result<libc::pid_t> {
             args as *const ChildArgs as *mut libc::c_void,
         )
     };
+    // SAFETY: restoring this thread's own mask as it was.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
     if pid < 0 {
         let error = io::Error::last_os_error();
         REGISTERED.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
