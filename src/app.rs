@@ -341,17 +341,7 @@ fn open_state(
         },
         _ => store_error(e),
     })?;
-    // What the last clean stop could not write comes first: its runs' ends, before the runs left `running` are
-    // taken for interrupted.
-    match crate::store::writer::replay(&mut store, path) {
-        Ok(0) => {}
-        Ok(n) => reporter.notice(&format!(
-            "{n} writes the last runner could not make at its stop are written now"
-        )),
-        Err(e) => reporter.notice(&format!(
-            "what the last runner could not write at its stop is not written now ({e}): it is left there"
-        )),
-    }
+    replay_unwritten(&mut store, path, reporter);
     let recovered = store.recover(Utc::now()).map_err(store_error)?;
     let memory = store.memory().map_err(store_error)?;
     if !memory.forgotten.is_empty() {
@@ -361,15 +351,9 @@ fn open_state(
         ));
     }
     // Run numbers are reserved a block ahead before any is given: a crash can leave a gap, never a repeat.
-    let reserve: Vec<crate::store::Op> = plan
-        .jobs
-        .iter()
-        .map(|j| crate::store::Op::Reserve {
-            job: j.name.clone(),
-            upto: memory.last_runs.get(&j.name).copied().unwrap_or(0) + crate::engine::NUMBER_BLOCK,
-        })
-        .collect();
-    store.apply(&reserve).map_err(store_error)?;
+    store
+        .apply(&first_blocks(plan, &memory))
+        .map_err(store_error)?;
     // Pruning deletes log files only under these folders, whatever a history row names.
     let mut log_roots = vec![path.join("logs")];
     log_roots.extend(
@@ -390,6 +374,31 @@ fn open_state(
         memory,
         recovered,
     }))
+}
+
+/// What the last clean stop could not write comes first: its runs' ends, before the runs left `running` are
+/// taken for interrupted.
+fn replay_unwritten(store: &mut crate::store::SqliteStore, dir: &Path, reporter: &Reporter) {
+    match crate::store::writer::replay(store, dir) {
+        Ok(0) => {}
+        Ok(n) => reporter.notice(&format!(
+            "{n} writes the last runner could not make at its stop are written now"
+        )),
+        Err(e) => reporter.notice(&format!(
+            "what the last runner could not write at its stop is not written now ({e}): it is left there"
+        )),
+    }
+}
+
+/// The first block of run numbers of every job, reserved before any is given.
+fn first_blocks(plan: &Plan, memory: &crate::store::Memory) -> Vec<crate::store::Op> {
+    plan.jobs
+        .iter()
+        .map(|j| crate::store::Op::Reserve {
+            job: j.name.clone(),
+            upto: memory.last_runs.get(&j.name).copied().unwrap_or(0) + crate::engine::NUMBER_BLOCK,
+        })
+        .collect()
 }
 
 /// One man page for the whole tool: the top level by clap_mangen, then every command with its options (folded

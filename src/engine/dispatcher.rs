@@ -529,7 +529,8 @@ impl Dispatcher {
         self.start_run(pending, executor, pin, env);
     }
 
-    /// Start a run: wire it, spawn it, announce it, arm its timeout and hand it to a tending task.
+    /// Start a run: give it a number (once that number is on disk: else it waits, `false`), wire it, spawn it,
+    /// then announce and tend it (`started`).
     fn start_run(
         &mut self,
         pending: Pending,
@@ -542,8 +543,6 @@ impl Dispatcher {
             return false;
         }
         self.store_back();
-        let plan = self.plan.clone();
-        let job = &plan.jobs[pending.job];
         let state = &mut self.jobs[pending.job];
         let number = state.next_number;
         state.next_number += 1;
@@ -552,21 +551,34 @@ impl Dispatcher {
         let id = self.next_id;
         self.next_id += 1;
         let scheduled = timestamp(pending.scheduled);
-        let (child, parent_ends, file_env) =
-            match self.spawn(&pending, number, &scheduled, pin, env) {
-                Ok(started) => started,
-                Err(e) => {
-                    let reason = format!("cannot start `{}`: {e}", job.command.display());
-                    let row = self.record_row(&pending, number, None, None);
-                    self.manual_started(pending.manual, id, number);
-                    let mut run = Run::new(pending, number, executor, RunState::NotStarted);
-                    run.row = row;
-                    self.runs.insert(id, run);
-                    let end = RunEnd::not_started(reason);
-                    let _ = self.tx.send(Msg::Exited { id, end });
-                    return true;
-                }
-            };
+        match self.spawn(&pending, number, &scheduled, pin, env) {
+            Ok(spawned) => self.started(pending, (id, number, executor), scheduled, spawned),
+            Err(e) => {
+                let job = &self.plan.jobs[pending.job];
+                let reason = format!("cannot start `{}`: {e}", job.command.display());
+                let row = self.record_row(&pending, number, None, None);
+                self.manual_started(pending.manual, id, number);
+                let mut run = Run::new(pending, number, executor, RunState::NotStarted);
+                run.row = row;
+                self.runs.insert(id, run);
+                let end = RunEnd::not_started(reason);
+                let _ = self.tx.send(Msg::Exited { id, end });
+            }
+        }
+        true
+    }
+
+    /// A run's process is up: its row and `run.start`, its timeout, its log, its probe, and the task that tends
+    /// its output and waits for its end.
+    fn started(
+        &mut self,
+        pending: Pending,
+        (id, number, executor): (RunId, u64, usize),
+        scheduled: String,
+        (child, parent_ends, file_env): (process::Child, ParentEnds, FileEnv),
+    ) {
+        let plan = self.plan.clone();
+        let job = &plan.jobs[pending.job];
         let pid = child.pid;
         let lateness_us = (Utc::now() - pending.first_due).num_microseconds();
         let row = self.record_start(&pending, number, Some(pid), lateness_us);
@@ -582,15 +594,12 @@ impl Dispatcher {
             catch_up: pending.catch_up,
             messages: pending.input.as_ref().map(|b| b.count as u64),
         });
-        let timeout = job.timeout.map(|t| self.later(t, Later::Timeout(id)));
-        let target = job.stdout.map(|c| {
-            let tx = self.tx.clone();
-            let wake = Arc::new(move || {
-                let _ = tx.send(Msg::Wake(c));
-            });
-            self.channels.target(c, wake)
-        });
-        let log = self.log_dir.as_ref().map(|dir| {
+        let reads = job.stdin.or(pending.input.as_ref().map(|b| b.from));
+        let mut run = Run::new(pending, number, executor, RunState::Running { pid });
+        (run.writes, run.reads, run.row) = (job.stdout, reads, row);
+        run.timers
+            .extend(job.timeout.map(|t| self.later(t, Later::Timeout(id))));
+        run.log = self.log_dir.as_ref().map(|dir| {
             Arc::new(RunLog::new(
                 dir,
                 job,
@@ -601,25 +610,51 @@ impl Dispatcher {
         });
         // Set by the tending task when the process exits (the probe stops looking then).
         let exited = Arc::new(super::channel::ExitFlag::default());
-        let (probe, watch, not_ready) = match job.ready.is_some() {
+        let watch = match job.ready.is_some() {
             true => {
                 let exec = probe::ExecContext {
                     plan: plan.clone(),
-                    job: pending.job,
+                    job: run.job,
                     run: number,
                     workflow: self.workflow.clone(),
-                    scheduled: scheduled.clone(),
+                    scheduled,
                     file_env,
                 };
-                self.start_probe(id, exec, &exited)
+                let (probe, watch, not_ready) = self.start_probe(id, exec, &exited);
+                run.probe = probe;
+                run.timers.extend(not_ready);
+                watch
             }
-            false => (None, None, None),
+            false => None,
         };
+        self.tend(&run, id, child, parent_ends, watch, exited);
+        self.runs.insert(id, run);
+    }
+
+    /// The task that pumps a live run's output (to its channel, or as lines to the log and the reporter) and
+    /// tells the dispatcher of its end.
+    fn tend(
+        &mut self,
+        run: &Run,
+        id: RunId,
+        child: process::Child,
+        parent_ends: ParentEnds,
+        watch: Option<Arc<super::probe::LogWatch>>,
+        exited: Arc<super::channel::ExitFlag>,
+    ) {
+        let job = &self.plan.jobs[run.job];
+        let target = job.stdout.map(|c| {
+            let tx = self.tx.clone();
+            let wake = Arc::new(move || {
+                let _ = tx.send(Msg::Wake(c));
+            });
+            self.channels.target(c, wake)
+        });
         let sink = LineSink {
             reporter: self.reporter.clone(),
             job: job.name.clone(),
-            run: number,
-            log: log.clone(),
+            run: run.number,
+            log: run.log.clone(),
             watch,
         };
         let tx = self.tx.clone();
@@ -634,16 +669,6 @@ impl Dispatcher {
                 let _ = tx.send(Msg::Exited { id, end });
             },
         );
-        let reads = job.stdin.or(pending.input.as_ref().map(|b| b.from));
-        let mut run = Run::new(pending, number, executor, RunState::Running { pid });
-        (run.writes, run.reads) = (job.stdout, reads);
-        run.log = log;
-        run.row = row;
-        run.timers.extend(timeout);
-        run.timers.extend(not_ready);
-        run.probe = probe;
-        self.runs.insert(id, run);
-        true
     }
 
     /// Wire a new run's standard streams and spawn its process.
