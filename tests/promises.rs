@@ -368,14 +368,38 @@ fn a_signal_while_the_workflow_is_read_stops_it_with_a_summary() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Once the binary runs (exec done), give it a moment to reach main, then signal it during validation.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let comm = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    while comm(child.id()).trim() != "flowrun" && Instant::now() < deadline {
+    // Signalled once its handlers are installed (SIGTERM is caught: /proc's SigCgt) and while it still reads the
+    // file: the state's writer thread, started right after validation, is not there yet.
+    let pid = child.id();
+    let caught = || {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                let mask = s.lines().find_map(|l| l.strip_prefix("SigCgt:"))?;
+                u64::from_str_radix(mask.trim(), 16).ok()
+            })
+            .is_some_and(|mask| mask & (1 << (libc::SIGTERM - 1)) != 0)
+    };
+    let validated = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|t| {
+                std::fs::read_to_string(t.path().join("comm"))
+                    .is_ok_and(|c| c.trim() == "flowrun-history")
+            })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !caught() {
+        assert!(
+            Instant::now() < deadline,
+            "the runner never installed its handlers"
+        );
         std::thread::yield_now();
     }
-    std::thread::sleep(Duration::from_millis(20));
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let during_validation = !validated();
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let mut err = String::new();
     child
         .stderr
@@ -387,6 +411,10 @@ fn a_signal_while_the_workflow_is_read_stops_it_with_a_summary() {
     assert_eq!(status.code(), Some(0), "{err}");
     assert!(err.contains("stopping (SIGTERM)"), "{err}");
     assert!(err.contains("job0 "), "no summary: {err}");
+    assert!(
+        during_validation,
+        "the signal came after validation: this test did not test what it says"
+    );
 }
 
 #[test]

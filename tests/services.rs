@@ -373,7 +373,13 @@ jobs:
             .unwrap_or(0)
     };
     let (mut child, reader, seen) = start_until(&file, &[], |e| is(e, "output", "svc"));
+    // Bounded: a probe that never checks fails the test instead of hanging it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while count() < 3 {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the probe checked {} times in 30 s", count());
+        }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     let before = count();
