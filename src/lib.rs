@@ -39,6 +39,7 @@ mod event;
 mod exit;
 mod graph;
 mod inspect;
+mod limits;
 mod plan;
 mod quoted;
 mod render;

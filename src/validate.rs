@@ -386,7 +386,7 @@ impl<'d, 'o> Rules<'d, 'o> {
     /// file is no error here: it may be made before the run (the run fails if it is not).
     fn check_env(&mut self, path: &Path) {
         let folder = plan_folder(path);
-        let max = crate::engine::MAX_ARG_STRLEN;
+        let max = crate::limits::MAX_ARG_STRLEN;
         let mut found = Vec::new();
         for r in &self.jobs {
             for (key, value) in r.o.env.iter().flat_map(|e| e.0.iter()) {
@@ -422,7 +422,7 @@ impl<'d, 'o> Rules<'d, 'o> {
                         .label("not a regular file")
                         .help("name a dotenv file (`KEY=VALUE` lines); a pipe or a device is never read"),
                     );
-                } else if meta.len() > crate::engine::ENV_FILE_MAX {
+                } else if meta.len() > crate::limits::ENV_FILE_MAX {
                     found.push(
                         Diagnostic::new(
                             Code::InvalidValue,
@@ -431,7 +431,7 @@ impl<'d, 'o> Rules<'d, 'o> {
                                 "env_file {} is {} KiB: at most {} KiB is read",
                                 full.display(),
                                 meta.len().div_ceil(1024),
-                                crate::engine::ENV_FILE_MAX / 1024
+                                crate::limits::ENV_FILE_MAX / 1024
                             ),
                         )
                         .label("too large")

@@ -6,8 +6,7 @@ use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
-/// The largest env file read: variables, not data.
-pub const ENV_FILE_MAX: u64 = 1024 * 1024;
+use crate::limits::ENV_FILE_MAX;
 
 /// Variables read from a job's `env_file`s, in order (a later file wins).
 pub type FileEnv = Vec<(String, String)>;

@@ -40,8 +40,6 @@ use state::{Pending, RunId};
 use supervise::RunEnd;
 use walltimer::WallTimer;
 
-pub use envfile::ENV_FILE_MAX;
-pub use process::MAX_ARG_STRLEN;
 pub use record::{Persist, NUMBER_BLOCK};
 
 /// How a run is shown and bounded, beyond the plan.

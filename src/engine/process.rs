@@ -331,8 +331,7 @@ fn prepare(spec: &SpawnSpec) -> io::Result<(String, Exec)> {
     Ok((program, exec))
 }
 
-/// The longest one argument or environment string may be (with its NUL): Linux's `MAX_ARG_STRLEN`, 32 pages.
-pub const MAX_ARG_STRLEN: usize = 32 * 4096;
+use crate::limits::MAX_ARG_STRLEN;
 
 /// What `execve` would refuse with "Argument list too long", said first and by name: one string over
 /// [`MAX_ARG_STRLEN`], or all of them (with their pointers) over the system's `ARG_MAX`.
