@@ -52,4 +52,3 @@ mod trigger;
 pub mod validate;
 mod values;
 mod yaml;
-mod yaml_events;

@@ -1,4 +1,4 @@
-//! The YAML tree read straight from the parser's events: the fast path of [`crate::yaml::parse`].
+//! The YAML tree read straight from the parser's events: the fast path of [`super::parse`].
 //!
 //! serde-saphyr's spanned deserialization visits two location maps per node; for a file of 10,000 jobs it took
 //! 125 ms where the parser's events alone take 37 ms, most of `flowrun validate`'s time. This path builds the same
@@ -10,8 +10,8 @@
 
 use serde_saphyr::granit_parser::{Event, Parser, ScalarStyle};
 
+use super::{Node, Value};
 use crate::source::Span;
-use crate::yaml::{Node, Value};
 
 /// Deeper than this goes to serde-saphyr, whose depth limit (64) and its message apply.
 const MAX_DEPTH: usize = 32;

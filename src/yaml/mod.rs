@@ -10,6 +10,8 @@ use std::fmt;
 
 use crate::source::Span;
 
+mod events;
+
 /// One YAML value and where it stands in the file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
@@ -162,7 +164,7 @@ pub struct SyntaxError {
     pub column: usize,
 }
 
-/// Parse the whole text: straight from the parser's events when the file is plain YAML (`yaml_events`), else
+/// Parse the whole text: straight from the parser's events when the file is plain YAML (`events`), else
 /// through serde-saphyr. Either way the tree, its spans and its errors are serde-saphyr's.
 pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     if text.trim().is_empty() {
@@ -171,7 +173,7 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
             span: Span::new(0, 0),
         });
     }
-    if let Some(tree) = crate::yaml_events::parse(text) {
+    if let Some(tree) = events::parse(text) {
         return Ok(tree);
     }
     parse_with_serde(text)
