@@ -38,6 +38,7 @@ mod error;
 mod event;
 mod exit;
 mod graph;
+mod http;
 mod inspect;
 mod limits;
 mod plan;

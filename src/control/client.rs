@@ -3,7 +3,6 @@
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use std::path::Path;
 use std::time::Duration;
 
@@ -77,7 +76,7 @@ async fn send(
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body.unwrap_or("").to_string())))
         .map_err(|e| Failure::Other(e.to_string()))?;
-    let response = exchange(stream, request)
+    let response = crate::http::exchange(stream, request)
         .await
         .map_err(|e| Failure::Other(format!("the runner did not answer: {e}")))?;
     let status = response.status().as_u16();
@@ -88,43 +87,4 @@ async fn send(
         .map_err(|e| Failure::Other(e.to_string()))?
         .to_bytes();
     Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
-}
-
-/// One HTTP/1.1 request over a connected stream (the control socket, or a probe's TCP connection).
-async fn exchange<S>(
-    stream: S,
-    request: hyper::Request<Full<Bytes>>,
-) -> Result<hyper::Response<hyper::body::Incoming>, String>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(connection);
-    sender
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string())
-}
-
-/// `GET path` from `host` over a connected stream: the answer's status code (an `http` readiness probe).
-pub async fn get_status<S>(stream: S, host: &str, path: &str) -> Result<u16, String>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let request = hyper::Request::builder()
-        .method("GET")
-        .uri(path)
-        .header("host", host)
-        .header(
-            "user-agent",
-            concat!("flowrun/", env!("CARGO_PKG_VERSION"), " (ready probe)"),
-        )
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| e.to_string())?;
-    let response = exchange(stream, request)
-        .await
-        .map_err(|e| format!("GET {path} from {host}: {e}"))?;
-    Ok(response.status().as_u16())
 }

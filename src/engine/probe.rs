@@ -188,7 +188,7 @@ async fn http_get(url: &hyper::Uri, resolved: &mut Resolved) -> Result<(), Strin
     };
     let stream = connect(&address, resolved).await?;
     let path = url.path_and_query().map_or("/", |p| p.as_str());
-    let status = crate::control::client::get_status(stream, authority.as_str(), path).await?;
+    let status = crate::http::get_status(stream, authority.as_str(), path).await?;
     match status {
         200..=299 => Ok(()),
         other => Err(format!("GET {url} answered {other}")),
