@@ -10,7 +10,7 @@ use crate::store::{RunRow, StoreError};
 const ID_COLUMN: usize = 18;
 
 /// One page of history, newest first.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Page {
     pub rows: Vec<RunRow>,
     /// The cursor of the next page (`before=`), when more rows match.
@@ -36,9 +36,7 @@ impl SqliteStore {
         sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", size + 1));
         let e = |e| db_error(&self.path, e);
         let mut stmt = self.conn.prepare_cached(&sql).map_err(e)?;
-        let mut rows = stmt
-            .query(rusqlite::params_from_iter(args))
-            .map_err(e)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(args)).map_err(e)?;
         let mut page = Page {
             rows: Vec::with_capacity(size.min(64)),
             next: None,
@@ -73,7 +71,10 @@ mod tests {
                     run: Some(i),
                     ..RunRow::new(job.into(), Outcome::Succeeded)
                 };
-                [Op::Append(Box::new(run("a"))), Op::Append(Box::new(run("b")))]
+                [
+                    Op::Append(Box::new(run("a"))),
+                    Op::Append(Box::new(run("b"))),
+                ]
             })
             .collect();
         store.apply(&ops).unwrap();
@@ -111,7 +112,9 @@ mod tests {
         let (_dir, store) = store_with(10);
         let page = store.history_page(&["a".to_string()], None, 10).unwrap();
         assert_eq!((page.rows.len(), page.next), (10, None));
-        let empty = store.history_page(&["nobody".to_string()], None, 10).unwrap();
+        let empty = store
+            .history_page(&["nobody".to_string()], None, 10)
+            .unwrap();
         assert!(empty.rows.is_empty() && empty.next.is_none());
     }
 }
