@@ -44,20 +44,34 @@ impl Drop for ApiThread {
     }
 }
 
-/// Start the API's thread; `Err` with the reason when it cannot start (the listeners are closed then).
+/// Start the API's thread and wait until it serves: when the runner says it started, the listeners accept and
+/// `--watch` sees changes (a file edited right after is reloaded). `Err` with the reason when it cannot start
+/// (the listeners are closed then).
 pub fn start(listeners: Listeners, ctx: Context, watch: bool) -> Result<ApiThread, String> {
     let (stop, stopped) = oneshot::channel();
+    let (serving, ready) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("flowrun-api".into())
-        .spawn(move || run(listeners, ctx, watch, stopped))
+        .spawn(move || run(listeners, ctx, watch, serving, stopped))
         .map_err(|e| format!("the control API's thread cannot start: {e}"))?;
-    Ok(ApiThread {
+    let api = ApiThread {
         stop: Some(stop),
         thread: Some(thread),
-    })
+    };
+    // Nothing comes when the thread ended early (it could not build its runtime): the error is the reason.
+    match ready.recv() {
+        Ok(()) => Ok(api),
+        Err(_) => Err("the control API could not start its runtime".into()),
+    }
 }
 
-fn run(listeners: Listeners, ctx: Context, watch: bool, stopped: oneshot::Receiver<()>) {
+fn run(
+    listeners: Listeners,
+    ctx: Context,
+    watch: bool,
+    serving: std::sync::mpsc::Sender<()>,
+    stopped: oneshot::Receiver<()>,
+) {
     lower_priority();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -75,6 +89,7 @@ fn run(listeners: Listeners, ctx: Context, watch: bool, stopped: oneshot::Receiv
             reload::watch(ctx.clone());
         }
         server::serve(listeners, ctx);
+        let _ = serving.send(());
         let _ = stopped.await;
     });
     // Dropping the tasks closes the connections and removes the socket file (see `server::serve`).
