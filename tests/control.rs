@@ -1701,3 +1701,53 @@ fn an_idle_keep_alive_connection_is_closed_after_10_s() {
     );
     drop(runner);
 }
+
+/// The nice value of each thread of a process, by the thread's name.
+fn threads_nice(pid: u32) -> Vec<(String, i64)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    tasks
+        .filter_map(|task| {
+            let task = task.ok()?.path();
+            let name = std::fs::read_to_string(task.join("comm")).ok()?;
+            let stat = std::fs::read_to_string(task.join("stat")).ok()?;
+            // Fields after the command: the state is the 3rd field of stat, nice the 19th.
+            let nice = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(16)?
+                .parse()
+                .ok()?;
+            Some((name.trim().to_string(), nice))
+        })
+        .collect()
+}
+
+#[test]
+fn the_api_is_served_by_threads_of_its_own_at_a_lower_priority() {
+    let (dir, file) = flow(&format!(
+        "jobs:\n  a:\n    run: 'true'\n    trigger: {NEVER}\n"
+    ));
+    let state = state_of(&dir);
+    let runner = Runner::start(&file, &state, &[]);
+    // A history read: the API's blocking thread that read it is still there (idle threads live 10 s).
+    assert_eq!(unix(&state, "GET", "/api/v1/history", "").0, 200);
+    let threads = threads_nice(runner.child.id());
+    let (api, engine): (Vec<_>, Vec<_>) = threads
+        .iter()
+        .partition(|(name, _)| name.starts_with("flowrun-api"));
+    let names: Vec<&str> = api.iter().map(|(name, _)| name.as_str()).collect();
+    assert!(
+        names.contains(&"flowrun-api") && names.contains(&"flowrun-api-io"),
+        "{threads:?}"
+    );
+    // Nicer by 10 than the engine's threads (whatever nice the test itself runs at).
+    let engine_nice = engine[0].1;
+    assert!(
+        engine.iter().all(|(_, nice)| *nice == engine_nice),
+        "{threads:?}"
+    );
+    let api_nice = (engine_nice + 10).min(19);
+    assert!(api.iter().all(|(_, nice)| *nice == api_nice), "{threads:?}");
+    drop(runner);
+}

@@ -9,9 +9,9 @@ use tokio::sync::oneshot;
 
 use super::{reload, server, Context, Listeners};
 
-/// The API thread's nice value: below the dispatcher's (0), so the kernel runs the engine first when both want
-/// the CPU. On Linux nice is per thread, and the threads this one starts (the store readers) inherit it.
-const NICE: libc::c_int = 10;
+/// How much nicer the API thread is than the dispatcher: the kernel runs the engine first when both want the CPU.
+/// On Linux nice is per thread, and the threads this one starts (the store readers) inherit it.
+const NICER: libc::c_int = 10;
 
 /// How long tasks still blocked at the end (a store read, a reload's check) may hold the runner's exit.
 const END_GRACE: Duration = Duration::from_millis(100);
@@ -74,6 +74,8 @@ fn run(
 ) {
     lower_priority();
     let runtime = match tokio::runtime::Builder::new_current_thread()
+        // Its blocking threads (store reads, a reload's check): named to be told from the engine's.
+        .thread_name("flowrun-api-io")
         .enable_all()
         .build()
     {
@@ -96,12 +98,14 @@ fn run(
     runtime.shutdown_timeout(END_GRACE);
 }
 
-/// Nice this thread (not the process: `PRIO_PROCESS` with a thread id names one thread on Linux).
+/// Nice this thread (not the process: `PRIO_PROCESS` with a thread id names one thread on Linux) by [`NICER`]
+/// than it was: relative, so a runner started nice stays below it (and at most 19, the lowest priority).
 fn lower_priority() {
-    // SAFETY: gettid has no preconditions; setpriority only changes this thread's scheduling priority (a failure
-    // leaves it as it was, which is harmless).
+    // SAFETY: gettid has no preconditions; getpriority and setpriority only read and change this thread's
+    // scheduling priority (a failure leaves it as it was, which is harmless).
     unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, NICE);
+        let tid = libc::gettid() as libc::id_t;
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+        libc::setpriority(libc::PRIO_PROCESS, tid, (now + NICER).min(19));
     }
 }
