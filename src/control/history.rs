@@ -35,32 +35,24 @@ struct Asked {
     before: Option<i64>,
 }
 
-fn check(query: Result<Query<HistoryQuery>, QueryRejection>) -> Result<Asked, Response> {
+/// The query checked, or why it is refused (a 400).
+fn check(query: Result<Query<HistoryQuery>, QueryRejection>) -> Result<Asked, &'static str> {
     let Ok(Query(q)) = query else {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "bad query: use ?job=NAME&limit=N&before=CURSOR",
-        ));
+        return Err("bad query: use ?job=NAME&limit=N&before=CURSOR");
     };
     let limit = match q.limit.as_deref().map(str::parse::<usize>) {
         None => DEFAULT_LIMIT,
         // Not 0: an empty page could never lead anywhere.
         Some(Ok(n)) if (1..=MAX_LIMIT).contains(&n) => n,
-        Some(_) => {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                "limit must be a whole number from 1 to 100000",
-            ))
-        }
+        Some(_) => return Err("limit must be a whole number from 1 to 100000"),
     };
     let before = match q.before.as_deref().map(str::parse::<i64>) {
         None => None,
         Some(Ok(cursor)) if cursor > 0 => Some(cursor),
         Some(_) => {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
+            return Err(
                 "bad cursor: give `before` as the X-Next-Cursor (or the Link rel=\"next\") of the previous page",
-            ))
+            )
         }
     };
     Ok(Asked {
@@ -76,7 +68,7 @@ pub async fn history(
 ) -> Response {
     let asked = match check(query) {
         Ok(asked) => asked,
-        Err(response) => return response,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
     let Some(readers) = &ctx.readers else {
         return error(
