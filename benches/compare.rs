@@ -2,7 +2,7 @@
 //!
 //! Each comparison runs A and B interleaved for several rounds (FLOWRUN_BENCH_ROUNDS, default 5) and prints
 //! the medians and their ratio. Names: pipe, queue, python, broadcast, each, validate, lateness, state, flood,
-//! idle, scale, hop, rss.
+//! idle, scale, hop, api, rss.
 //! Not part of CI's pass/fail: timings depend on the machine; the goals are printed next to the figures.
 
 use std::io::{BufRead, BufReader};
@@ -327,6 +327,9 @@ if __name__ == '__main__':\n    m = mp.Manager()\n    q = m.Queue()\n\
     if want("hop") {
         hop(d);
     }
+    if want("api") {
+        api(d);
+    }
     if want("rss") {
         let f = write(d, "rss.yaml", &many_jobs(1000, "{ interval: 1s }"));
         let mut child = Command::new(flowrun())
@@ -629,4 +632,180 @@ fn state(d: &Path) {
     without.sort_by(f64::total_cmp);
     print_lateness("interval 100ms, with state", &with);
     print_lateness("interval 100ms, --state none", &without);
+}
+
+/// The control API under load (issue: a flood of API requests made timers late and the runner huge): a 100 ms
+/// interval's lateness for 10 s with `--listen` idle, then while 1,000 clients hammer `GET /api/v1/status`, then
+/// while 64 clients ask `history?limit=100000` of a store of 100,000 rows; with the runner's peak resident memory.
+fn api(d: &Path) {
+    let f = write(
+        d,
+        "api-interval.yaml",
+        "jobs:\n  tick: { run: [/bin/true], trigger: { interval: 100ms } }\n",
+    );
+    let big = api_state_of_100k_rows(d);
+    let mut phases = Vec::new();
+    for (i, (name, clients, path)) in [
+        ("idle", 0, ""),
+        ("1,000 clients on /status", 1000, "/api/v1/status"),
+        ("64 clients on history", 64, "/api/v1/history?limit=100000"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // A fresh state for each phase but the history one (the same state again would make the first firing a
+        // catch-up of those due meanwhile, late by design); the history's state never ran `tick`.
+        let state = match clients {
+            64 => big.clone(),
+            _ => d.join(format!("api-state-{i}")),
+        };
+        let (late, peak, answers) = lateness_under_load(&f, &state, clients, path);
+        phases.push((name, late, peak, answers));
+    }
+    let idle_p99 = pct(&phases[0].1, 0.99);
+    for (name, late, peak, answers) in &phases {
+        let p99 = pct(late, 0.99);
+        println!(
+            "api        {name:<26} runs {:>4}   p50 {:>6.3} ms   p99 {:>7.3} ms ({:.1}x idle, goal <= 2x {})   peak RSS {:>6.1} MiB   answers {answers}",
+            late.len(),
+            pct(late, 0.5),
+            p99,
+            p99 / idle_p99,
+            if p99 <= 2.0 * idle_p99 { "ok" } else { "MISSED" },
+            *peak as f64 / 1024.0,
+        );
+    }
+}
+
+/// A state directory whose history holds 100,000 rows (a job `old` the interval workflow does not have).
+fn api_state_of_100k_rows(d: &Path) -> PathBuf {
+    let state = d.join("api-state-100k");
+    let f = write(
+        d,
+        "api-old.yaml",
+        "jobs:\n  old: { run: [/bin/true], trigger: start }\n",
+    );
+    time(run(&f).arg("--state").arg(&state));
+    let mut db = rusqlite::Connection::open(state.join("state.db")).unwrap();
+    let tx = db.transaction().unwrap();
+    // Recent: the runner prunes history older than its retention when it starts.
+    let at = |s: i64| {
+        (chrono::Utc::now() - chrono::Duration::seconds(s))
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    };
+    for run in 2..=100_000u64 {
+        let ago = 100_001 - run as i64;
+        tx.execute(
+            "INSERT INTO runs (job, run, trigger, scheduled, started, ended, duration_ms, code, outcome, pid, log)
+             VALUES ('old', ?1, 'cron `* * * * *` (UTC)', ?2, ?2, ?3, 1000, 0, 'succeeded', 4242, ?4)",
+            rusqlite::params![run, at(ago + 1), at(ago), format!("/var/lib/flowrun/logs/old/{run}.log")],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+    state
+}
+
+/// Run `file` for 10 s with `--listen` and `--state state` while `clients` threads (none: idle) each ask `path`
+/// over and over, a new connection each time; the lateness of its time firings, its peak resident memory (KiB)
+/// and how many answers the clients got (by status code).
+fn lateness_under_load(
+    file: &Path,
+    state: &Path,
+    clients: usize,
+    path: &str,
+) -> (Vec<f64>, u64, String) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let extra = ["--listen", &listen, "--state", state.to_str().unwrap()];
+    let mut child = Command::new(flowrun())
+        .arg(file)
+        .args(["--log-format", "json", "--for", "10s"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || lateness_of(stderr));
+    let stop = Arc::new(AtomicBool::new(false));
+    let load: Vec<_> = (0..clients)
+        .map(|_| {
+            let (stop, path) = (stop.clone(), path.to_string());
+            std::thread::Builder::new()
+                .stack_size(64 * 1024)
+                .spawn(move || api_client(port, &path, &stop))
+                .unwrap()
+        })
+        .collect();
+    let mut peak = 0;
+    while child.try_wait().unwrap().is_none() {
+        peak = peak.max(std::panic::catch_unwind(|| peak_rss_kib(pid)).unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (mut answers, mut bytes) = (std::collections::BTreeMap::<u16, u64>::new(), 0);
+    for client in load {
+        let (counts, read) = client.join().unwrap();
+        bytes += read;
+        for (status, n) in counts {
+            *answers.entry(status).or_default() += n;
+        }
+    }
+    let mut answers: Vec<String> = answers.iter().map(|(s, n)| format!("{s}: {n}")).collect();
+    answers.push(format!("{:.0} MiB read", bytes as f64 / 1048576.0));
+    (reader.join().unwrap(), peak, answers.join(", "))
+}
+
+/// The lateness (ms) of every time firing in a JSON event log, sorted.
+fn lateness_of(stderr: std::process::ChildStderr) -> Vec<f64> {
+    let mut late = Vec::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        if line.starts_with(r#"{"event":"run.start""#) {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            late.push(v["lateness_us"].as_f64().unwrap() / 1000.0);
+        }
+    }
+    late.sort_by(f64::total_cmp);
+    late
+}
+
+/// One client: `GET path` on a new connection, again and again until `stop`; the count of each status (0: no
+/// answer: refused, reset or timed out) and the bytes read. Every wait is bounded, so the client ends soon after
+/// `stop`.
+fn api_client(
+    port: u16,
+    path: &str,
+    stop: &std::sync::atomic::AtomicBool,
+) -> (Vec<(u16, u64)>, u64) {
+    use std::io::{Read, Write};
+    let mut counts = std::collections::HashMap::<u16, u64>::new();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n");
+    let (mut answer, mut bytes) = (Vec::new(), 0);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let status = (|| {
+            let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            s.write_all(request.as_bytes()).ok()?;
+            answer.clear();
+            s.read_to_end(&mut answer).ok()?;
+            bytes += answer.len() as u64;
+            std::str::from_utf8(answer.get(9..12)?).ok()?.parse().ok()
+        })();
+        if status.is_none() {
+            // The runner is not up yet, or is gone: do not spin.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        *counts.entry(status.unwrap_or(0)).or_default() += 1;
+    }
+    (counts.into_iter().collect(), bytes)
 }

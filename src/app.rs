@@ -210,17 +210,16 @@ fn run(args: RunArgs) -> Result<i32, Error> {
         Arc::new(move |e: &crate::event::Event| metrics.observe(e)) as crate::engine::Observer
     };
     let (file, watch, only) = (args.file.clone(), args.watch, args.only.clone());
+    // The API's thread, ended (and its socket removed) once the engine is done.
+    let api: Arc<std::sync::Mutex<Option<crate::control::ApiThread>>> = Default::default();
+    let api_slot = api.clone();
+    let api_reporter = reporter.clone();
     let serve = Box::new(move |engine| {
-        let control = crate::control::Context {
-            engine,
-            metrics,
-            state_dir,
-            file,
-            token,
-            only,
-            reloading: Default::default(),
-        };
-        crate::control::serve(listeners, control, watch);
+        let control = crate::control::Context::new(engine, metrics, state_dir, file, token, only);
+        match crate::control::serve(listeners, control, watch) {
+            Ok(thread) => *api_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread),
+            Err(e) => api_reporter.notice(&e),
+        }
     });
     // Absolute: the history keeps each run's log path, for `logs` and pruning from any working directory.
     let log_dir = args
@@ -236,14 +235,16 @@ fn run(args: RunArgs) -> Result<i32, Error> {
         observers: vec![observer],
         serve: Some(serve),
     };
-    let ending = runtime
-        .block_on(crate::engine::run(
-            Arc::new(plan),
-            reporter.clone(),
-            options,
-            signals,
-        ))
-        .map_err(Error::Setup)?;
+    let ending = runtime.block_on(crate::engine::run(
+        Arc::new(plan),
+        reporter.clone(),
+        options,
+        signals,
+    ));
+    if let Some(api) = api.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        api.stop();
+    }
+    let ending = ending.map_err(Error::Setup)?;
     reporter.flush();
     // Tasks blocked on pipes of orphaned grandchildren must not hold the exit.
     runtime.shutdown_timeout(Duration::from_millis(100));

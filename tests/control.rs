@@ -138,12 +138,24 @@ fn text(bytes: &[u8]) -> String {
 /// One HTTP/1.1 request on a stream, the connection closed after it: the status and the body. (The test's own
 /// minimal client, so what is tested is the server, not a client library's leniency.)
 fn http(
-    mut stream: impl Read + Write,
+    stream: impl Read + Write,
     method: &str,
     path: &str,
     body: &str,
     headers: &[&str],
 ) -> (u16, String) {
+    let (status, _, body) = http_with_headers(stream, method, path, body, headers);
+    (status, body)
+}
+
+/// [`http`], with the answer's headers (names in lower case).
+fn http_with_headers(
+    mut stream: impl Read + Write,
+    method: &str,
+    path: &str,
+    body: &str,
+    headers: &[&str],
+) -> (u16, Vec<(String, String)>, String) {
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -159,11 +171,21 @@ fn http(
     stream.read_to_end(&mut response).unwrap();
     let response = text(&response);
     let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, body.to_string())
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 fn unix(state: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
@@ -1545,4 +1567,192 @@ fn what_a_live_reader_held_goes_back_to_the_channel_it_read_though_a_reload_move
         .expect("a take-back");
     assert_eq!(back["channel"], "q", "{back}");
     assert_eq!(back["messages"], 2, "{back}");
+}
+
+/// A state whose history holds `a`'s runs 1..=2501 and `b`'s runs 1..=500, interleaved (every sixth row is `b`'s),
+/// written straight into the database a first short run made; the rows (job, run) in the order written.
+fn history_of_3001_rows(dir: &tempfile::TempDir, file: &Path) -> (PathBuf, Vec<(String, u64)>) {
+    let state = state_of(dir);
+    let (code, _) = Runner::start(file, &state, &[]).finish_by_itself();
+    assert_eq!(code, Some(0));
+    let mut db = rusqlite::Connection::open(state.join("state.db")).unwrap();
+    let tx = db.transaction().unwrap();
+    let mut written = vec![("a".to_string(), 1)];
+    let (mut a, mut b) = (1, 0);
+    while a < 2501 || b < 500 {
+        let job = match (written.len() % 6 == 5 && b < 500) || a == 2501 {
+            true => "b",
+            false => "a",
+        };
+        let run = if job == "a" { &mut a } else { &mut b };
+        *run += 1;
+        tx.execute(
+            "INSERT INTO runs (job, run, trigger, outcome) VALUES (?1, ?2, 'start', 'succeeded')",
+            rusqlite::params![job, *run],
+        )
+        .unwrap();
+        written.push((job.to_string(), *run));
+    }
+    tx.execute(
+        "INSERT OR REPLACE INTO counters (job, last_run) VALUES ('a', 2501), ('b', 500)",
+        [],
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    (state, written)
+}
+
+/// Every page of `path`, following `Link: <...>; rel="next"`: the rows of each page.
+fn walk_history(state: &Path, path: &str) -> Vec<Vec<(String, u64)>> {
+    let mut pages = Vec::new();
+    let mut next = Some(path.to_string());
+    while let Some(path) = next.take() {
+        let stream = std::os::unix::net::UnixStream::connect(state.join("control.sock")).unwrap();
+        let (status, headers, body) = http_with_headers(stream, "GET", &path, "", &[]);
+        assert_eq!(status, 200, "{path}: {body}");
+        let rows: Vec<(String, u64)> = json(&body)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["job"].as_str().unwrap().to_string(),
+                    r["run"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        if let Some(link) = header(&headers, "link") {
+            let url = link
+                .strip_prefix('<')
+                .and_then(|l| l.strip_suffix(">; rel=\"next\""))
+                .unwrap_or_else(|| panic!("not a next link: {link}"));
+            let cursor = url.rsplit_once("before=").unwrap().1;
+            assert_eq!(header(&headers, "x-next-cursor"), Some(cursor));
+            next = Some(url.to_string());
+        }
+        pages.push(rows);
+    }
+    pages
+}
+
+#[test]
+fn history_comes_in_pages_of_at_most_1000_rows_walked_by_a_cursor() {
+    let (dir, file) = flow("jobs:\n  a:\n    run: 'true'\n    trigger: start\n");
+    let (state, written) = history_of_3001_rows(&dir, &file);
+    std::fs::write(
+        &file,
+        format!("jobs:\n  a:\n    run: 'true'\n    trigger: {NEVER}\n  b:\n    run: 'true'\n    trigger: {NEVER}\n"),
+    )
+    .unwrap();
+    let runner = Runner::start(&file, &state, &[]);
+    // Every job: the old client's limit gets a page of 1,000 and the way to the rest.
+    let pages = walk_history(&state, "/api/v1/history?limit=100000");
+    let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [1000, 1000, 1000, 1]);
+    let newest_first: Vec<(String, u64)> = written.iter().rev().cloned().collect();
+    assert_eq!(pages.concat(), newest_first, "every row once, newest first");
+    // One job: the link keeps the job and the limit.
+    let pages = walk_history(&state, "/api/v1/history?job=a&limit=100000");
+    let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [1000, 1000, 501]);
+    let runs: Vec<u64> = pages.concat().iter().map(|(_, run)| *run).collect();
+    assert_eq!(runs, (1..=2501).rev().collect::<Vec<u64>>());
+    // A small limit pages too.
+    let pages = walk_history(&state, "/api/v1/history?job=b&limit=300");
+    let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [300, 200]);
+    for bad in ["abc", "0", "-5", "1.5", ""] {
+        let (status, body) = unix(&state, "GET", &format!("/api/v1/history?before={bad}"), "");
+        assert_eq!(status, 400, "before={bad}: {body}");
+        assert!(json(&body)["error"].is_string(), "{body}");
+    }
+    assert_eq!(unix(&state, "POST", "/api/v1/stop", "").0, 200);
+    let (code, _) = runner.finish();
+    assert_eq!(code, Some(0));
+    assert!(
+        !state.join("control.sock").exists(),
+        "the socket file is removed at the end"
+    );
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_10_s() {
+    let (dir, file) = flow(&format!(
+        "jobs:\n  a:\n    run: 'true'\n    trigger: {NEVER}\n"
+    ));
+    let state = state_of(&dir);
+    let port = free_port();
+    let runner = Runner::start(&file, &state, &["--listen", &port.to_string()]);
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    // A bound on the test itself, far beyond the server's.
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    // The answer ("ok\n", kept alive), then nothing more is asked: the server closes the connection.
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    let answer = text(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok\n"),
+        "{answer}"
+    );
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(9),
+        "closed before its time"
+    );
+    drop(runner);
+}
+
+/// The nice value of each thread of a process, by the thread's name.
+fn threads_nice(pid: u32) -> Vec<(String, i64)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    tasks
+        .filter_map(|task| {
+            let task = task.ok()?.path();
+            let name = std::fs::read_to_string(task.join("comm")).ok()?;
+            let stat = std::fs::read_to_string(task.join("stat")).ok()?;
+            // Fields after the command: the state is the 3rd field of stat, nice the 19th.
+            let nice = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(16)?
+                .parse()
+                .ok()?;
+            Some((name.trim().to_string(), nice))
+        })
+        .collect()
+}
+
+#[test]
+fn the_api_is_served_by_threads_of_its_own_at_a_lower_priority() {
+    let (dir, file) = flow(&format!(
+        "jobs:\n  a:\n    run: 'true'\n    trigger: {NEVER}\n"
+    ));
+    let state = state_of(&dir);
+    let runner = Runner::start(&file, &state, &[]);
+    // A history read: the API's blocking thread that read it is still there (idle threads live 10 s).
+    assert_eq!(unix(&state, "GET", "/api/v1/history", "").0, 200);
+    let threads = threads_nice(runner.child.id());
+    let (api, engine): (Vec<_>, Vec<_>) = threads
+        .iter()
+        .partition(|(name, _)| name.starts_with("flowrun-api"));
+    let names: Vec<&str> = api.iter().map(|(name, _)| name.as_str()).collect();
+    assert!(
+        names.contains(&"flowrun-api") && names.contains(&"flowrun-api-io"),
+        "{threads:?}"
+    );
+    // Nicer by 10 than the engine's threads (whatever nice the test itself runs at).
+    let engine_nice = engine[0].1;
+    assert!(
+        engine.iter().all(|(_, nice)| *nice == engine_nice),
+        "{threads:?}"
+    );
+    let api_nice = (engine_nice + 10).min(19);
+    assert!(api.iter().all(|(_, nice)| *nice == api_nice), "{threads:?}");
+    drop(runner);
 }

@@ -14,7 +14,7 @@ use serde_json::json;
 use std::sync::Arc;
 
 use super::Context;
-use crate::engine::control::TriggerReply;
+use crate::engine::control::{LiveStatus, TriggerReply};
 
 /// The largest request body taken (no route needs more than a small JSON object).
 const MAX_BODY: usize = 16 * 1024;
@@ -25,7 +25,7 @@ pub fn router(ctx: Arc<Context>, tcp: bool) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
-        .route("/api/v1/history", get(history))
+        .route("/api/v1/history", get(super::history::history))
         .route("/api/v1/jobs/{job}/trigger", post(trigger))
         .route("/api/v1/jobs/{job}/stop", post(stop_job))
         .route("/api/v1/stop", post(stop_runner))
@@ -40,7 +40,7 @@ pub fn router(ctx: Arc<Context>, tcp: bool) -> Router {
     router.with_state(ctx)
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
@@ -119,11 +119,32 @@ async fn healthz(State(ctx): State<Arc<Context>>) -> Response {
     }
 }
 
+/// A status the dispatcher gave, shared by every request its ask served; its JSON is written once, for all.
+pub struct Snapshot {
+    status: LiveStatus,
+    json: std::sync::OnceLock<axum::body::Bytes>,
+}
+
+impl Snapshot {
+    pub fn new(status: LiveStatus) -> Arc<Snapshot> {
+        Arc::new(Snapshot {
+            status,
+            json: Default::default(),
+        })
+    }
+
+    fn json(&self) -> axum::body::Bytes {
+        self.json
+            .get_or_init(|| serde_json::to_vec(&self.status).unwrap_or_default().into())
+            .clone()
+    }
+}
+
 async fn metrics(State(ctx): State<Arc<Context>>) -> Response {
-    let Some(status) = ctx.engine.status().await else {
+    let Some(snapshot) = ctx.status().await else {
         return engine_gone();
     };
-    let text = ctx.metrics.render(&status);
+    let text = ctx.metrics.render(&snapshot.status);
     (
         [(
             header::CONTENT_TYPE,
@@ -135,61 +156,15 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> Response {
 }
 
 async fn status(State(ctx): State<Arc<Context>>) -> Response {
-    match ctx.engine.status().await {
-        Some(s) => Json(s).into_response(),
+    match ctx.status().await {
+        Some(snapshot) => json_bytes(StatusCode::OK, snapshot.json()),
         None => engine_gone(),
     }
 }
 
-#[derive(Deserialize)]
-struct HistoryQuery {
-    job: Option<String>,
-    limit: Option<String>,
-}
-
-async fn history(
-    State(ctx): State<Arc<Context>>,
-    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let Ok(Query(q)) = query else {
-        return error(StatusCode::BAD_REQUEST, "bad query: use ?job=NAME&limit=N");
-    };
-    let limit = match q.limit.as_deref().map(str::parse::<usize>) {
-        None => 20,
-        // Not 0: the store reads 0 as "every row", which is more than the bound.
-        Some(Ok(n)) if (1..=100_000).contains(&n) => n,
-        Some(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "limit must be a whole number from 1 to 100000",
-            )
-        }
-    };
-    let Some(dir) = ctx.state_dir.clone() else {
-        return error(
-            StatusCode::CONFLICT,
-            "this runner keeps no history (--state none)",
-        );
-    };
-    let jobs: Vec<String> = q.job.into_iter().collect();
-    let rows = tokio::task::spawn_blocking(move || {
-        use crate::store::Store;
-        let store = crate::store::SqliteStore::open_read(&dir)?;
-        match store {
-            Some(s) => s.history(&crate::store::Query {
-                jobs,
-                limit,
-                ..Default::default()
-            }),
-            None => Ok(Vec::new()),
-        }
-    })
-    .await;
-    match rows {
-        Ok(Ok(rows)) => Json(rows).into_response(),
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the history read failed"),
-    }
+/// A body already written as JSON.
+pub(super) fn json_bytes(status: StatusCode, body: axum::body::Bytes) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 #[derive(Deserialize, Default)]

@@ -1,16 +1,22 @@
 //! The control API of a running runner (SPEC §5): HTTP/1.1 on the Unix socket `STATE/control.sock` (mode 0600)
-//! and, with `--listen`, on TCP; one router behind both, served by hyper with limits on what a client can hold.
+//! and, with `--listen`, on TCP; one router behind both, served by hyper with limits on what a client can hold,
+//! on a thread of its own ([`thread`]).
 
 mod api;
 pub mod client;
+mod coalesce;
 pub mod commands;
+mod history;
 pub mod metrics;
 mod process;
+mod readers;
 mod reload;
 mod server;
+mod thread;
 
 pub use metrics::Metrics;
 pub use server::{bind, Listeners};
+pub use thread::ApiThread;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,7 +27,6 @@ use crate::engine::control::EngineHandle;
 pub struct Context {
     pub engine: EngineHandle,
     pub metrics: Arc<Metrics>,
-    pub state_dir: Option<PathBuf>,
     /// The workflow file (a reload reads it again).
     pub file: PathBuf,
     /// `$FLOWRUN_TOKEN`: needed on TCP for anything that changes something.
@@ -31,14 +36,46 @@ pub struct Context {
     /// One reload at a time, from reading the file to applying it: two racing reloads (`--watch` and
     /// `flowrun reload`) must not apply an older text after a newer one.
     pub reloading: tokio::sync::Mutex<()>,
+    /// The store's readers shared by every request (`None` without state).
+    readers: Option<readers::Readers>,
+    /// The status, asked of the dispatcher at most once at a time however many clients ask.
+    status: coalesce::Coalescer<Arc<api::Snapshot>>,
 }
 
-/// Serve the API on the bound listeners until the runner ends (the tasks die with the runtime); with `watch`,
-/// reload when the file changes.
-pub fn serve(listeners: Listeners, ctx: Context, watch: bool) {
-    let ctx = Arc::new(ctx);
-    if watch {
-        reload::watch(ctx.clone());
+impl Context {
+    pub fn new(
+        engine: EngineHandle,
+        metrics: Arc<Metrics>,
+        state_dir: Option<PathBuf>,
+        file: PathBuf,
+        token: Option<String>,
+        only: Vec<String>,
+    ) -> Context {
+        let asked = engine.clone();
+        let status = coalesce::Coalescer::new(Arc::new(move || {
+            let engine = asked.clone();
+            Box::pin(async move { engine.status().await.map(api::Snapshot::new) })
+        }));
+        Context {
+            engine,
+            metrics,
+            readers: state_dir.map(readers::Readers::new),
+            file,
+            token,
+            only,
+            reloading: Default::default(),
+            status,
+        }
     }
-    server::serve(listeners, ctx);
+
+    /// The engine's status, coalesced with other requests' (`None`: the engine is gone).
+    async fn status(&self) -> Option<Arc<api::Snapshot>> {
+        self.status.get().await
+    }
+}
+
+/// Serve the API on the bound listeners, on its own thread, until the returned handle is stopped (or dropped);
+/// with `watch`, reload when the file changes.
+pub fn serve(listeners: Listeners, ctx: Context, watch: bool) -> Result<ApiThread, String> {
+    thread::start(listeners, ctx, watch)
 }

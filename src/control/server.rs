@@ -1,11 +1,11 @@
 //! Listening: the Unix socket in the state directory and the optional TCP address; each connection served by
-//! hyper's HTTP/1.1 with a header timeout (a client that never finishes its request is dropped) and a bound on
-//! connections alive at once (a flood waits at `accept`, it does not grow the runner).
+//! hyper's HTTP/1.1 with a header timeout (a client that never finishes its request is dropped, and so is a
+//! keep-alive connection left idle: hyper starts the same timer while it waits for the next request) and a bound
+//! on connections alive at once per listener (a flood waits at `accept`, it does not grow the runner).
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,8 +13,11 @@ use tokio::sync::Semaphore;
 
 use super::Context;
 
-/// Connections served at once, per listener: anonymous TCP readers can never take the owner's socket's slots.
-const MAX_CONNECTIONS: usize = 256;
+/// Connections served at once on the owner's Unix socket.
+const MAX_UNIX_CONNECTIONS: usize = 256;
+/// Connections served at once on TCP: fewer, for anonymous readers, who can never take the socket's slots.
+const MAX_TCP_CONNECTIONS: usize = 64;
+/// Also how long an idle keep-alive connection is kept: hyper waits for the next request's head with this timer.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Listeners bound before the runner starts (so a bad `--listen` is an error before anything runs).
@@ -43,9 +46,15 @@ pub fn bind(
     if let Some(dir) = state {
         let path = dir.join("control.sock");
         let _ = std::fs::remove_file(&path);
-        match std::os::unix::net::UnixListener::bind(&path) {
+        // Made 0600 by the umask at its birth, not by a chmod of its path after (which follows a symlink that
+        // someone put there meanwhile). Nothing else of the runner makes files at this point.
+        // SAFETY: umask only sets the mode mask of files made from now on; the old one is put back at once.
+        let old = unsafe { libc::umask(0o177) };
+        let bound = std::os::unix::net::UnixListener::bind(&path);
+        // SAFETY: as above.
+        unsafe { libc::umask(old) };
+        match bound {
             Ok(l) => {
-                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
                 let _ = l.set_nonblocking(true);
                 listeners.unix = Some((l, path));
             }
@@ -79,9 +88,9 @@ pub fn bind(
 pub fn serve(mut listeners: Listeners, ctx: Arc<Context>) {
     if let Some((listener, path)) = listeners.unix.take() {
         let router = super::api::router(ctx.clone(), false);
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let slots = Arc::new(Semaphore::new(MAX_UNIX_CONNECTIONS));
         tokio::spawn(async move {
-            // The socket file goes when the runner ends (its tasks are dropped with the runtime).
+            // The socket file goes when the API ends (its tasks are dropped with its runtime).
             let _remove = RemoveOnDrop(path);
             if let Ok(listener) = tokio::net::UnixListener::from_std(listener) {
                 accept_loop(listener, router, slots).await;
@@ -90,7 +99,7 @@ pub fn serve(mut listeners: Listeners, ctx: Arc<Context>) {
     }
     if let Some(listener) = listeners.tcp.take() {
         let router = super::api::router(ctx, true);
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
         tokio::spawn(async move {
             if let Ok(listener) = tokio::net::TcpListener::from_std(listener) {
                 accept_loop(listener, router, slots).await;

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-pub use sqlite::SqliteStore;
+pub use sqlite::{Page, SqliteStore};
 
 /// The schema version this flowrun writes; a database of a newer one is refused, never rewritten.
 pub const SCHEMA_VERSION: u32 = 1;

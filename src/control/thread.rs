@@ -1,0 +1,111 @@
+//! The API's own thread: both listeners and `--watch` are served by a current-thread tokio runtime on a thread of
+//! their own, at a lower CPU priority, so a flood of requests competes with the dispatcher neither for the
+//! engine's runtime workers nor, under load, for the CPU. (Tokio channels work across runtimes: the API asks the
+//! engine by message as before.)
+
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+use super::{reload, server, Context, Listeners};
+
+/// How much nicer the API thread is than the dispatcher: the kernel runs the engine first when both want the CPU.
+/// On Linux nice is per thread, and the threads this one starts (the store readers) inherit it.
+const NICER: libc::c_int = 10;
+
+/// How long tasks still blocked at the end (a store read, a reload's check) may hold the runner's exit.
+const END_GRACE: Duration = Duration::from_millis(100);
+
+/// The running API; stopping it (or dropping it) ends its thread and removes the control socket.
+pub struct ApiThread {
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ApiThread {
+    /// End the API and wait for its thread (bounded: the runtime gives blocked tasks [`END_GRACE`]).
+    pub fn stop(mut self) {
+        self.end();
+    }
+
+    fn end(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for ApiThread {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+/// Start the API's thread and wait until it serves: when the runner says it started, the listeners accept and
+/// `--watch` sees changes (a file edited right after is reloaded). `Err` with the reason when it cannot start
+/// (the listeners are closed then).
+pub fn start(listeners: Listeners, ctx: Context, watch: bool) -> Result<ApiThread, String> {
+    let (stop, stopped) = oneshot::channel();
+    let (serving, ready) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("flowrun-api".into())
+        .spawn(move || run(listeners, ctx, watch, serving, stopped))
+        .map_err(|e| format!("the control API's thread cannot start: {e}"))?;
+    let api = ApiThread {
+        stop: Some(stop),
+        thread: Some(thread),
+    };
+    // Nothing comes when the thread ended early (it could not build its runtime): the error is the reason.
+    match ready.recv() {
+        Ok(()) => Ok(api),
+        Err(_) => Err("the control API could not start its runtime".into()),
+    }
+}
+
+fn run(
+    listeners: Listeners,
+    ctx: Context,
+    watch: bool,
+    serving: std::sync::mpsc::Sender<()>,
+    stopped: oneshot::Receiver<()>,
+) {
+    lower_priority();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        // Its blocking threads (store reads, a reload's check): named to be told from the engine's.
+        .thread_name("flowrun-api-io")
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("flowrun: the control API cannot start its runtime: {e}");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let ctx = Arc::new(ctx);
+        if watch {
+            reload::watch(ctx.clone());
+        }
+        server::serve(listeners, ctx);
+        let _ = serving.send(());
+        let _ = stopped.await;
+    });
+    // Dropping the tasks closes the connections and removes the socket file (see `server::serve`).
+    runtime.shutdown_timeout(END_GRACE);
+}
+
+/// Nice this thread (not the process: `PRIO_PROCESS` with a thread id names one thread on Linux) by [`NICER`]
+/// than it was: relative, so a runner started nice stays below it (and at most 19, the lowest priority).
+fn lower_priority() {
+    // SAFETY: gettid has no preconditions; getpriority and setpriority only read and change this thread's
+    // scheduling priority (a failure leaves it as it was, which is harmless).
+    unsafe {
+        let tid = libc::gettid() as libc::id_t;
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+        libc::setpriority(libc::PRIO_PROCESS, tid, (now + NICER).min(19));
+    }
+}

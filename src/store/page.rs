@@ -1,0 +1,120 @@
+//! History a page at a time, for the control API: a page is read by its own bounded query, so no request ever
+//! holds more than one page of rows, whatever the table holds. The cursor is the row id: rows are appended with
+//! growing ids and read newest first, so "ids below the last one given" is the rest of the walk, stable while
+//! new rows arrive above it.
+
+use super::{db_error, row_from, SqliteStore, COLUMNS};
+use crate::store::{RunRow, StoreError};
+
+/// Where `id` is in the page's rows: after the 18 columns [`row_from`] reads.
+const ID_COLUMN: usize = 18;
+
+/// One page of history, newest first.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub rows: Vec<RunRow>,
+    /// The cursor of the next page (`before=`), when more rows match.
+    pub next: Option<i64>,
+}
+
+impl SqliteStore {
+    /// At most `size` rows of `jobs` (every job when empty) with an id below `before`, newest first.
+    pub fn history_page(
+        &self,
+        jobs: &[String],
+        before: Option<i64>,
+        size: usize,
+    ) -> Result<Page, StoreError> {
+        let mut sql = format!("SELECT {COLUMNS}, id FROM runs WHERE id < ?");
+        let mut args: Vec<rusqlite::types::Value> = vec![before.unwrap_or(i64::MAX).into()];
+        if !jobs.is_empty() {
+            let marks: Vec<&str> = jobs.iter().map(|_| "?").collect();
+            sql.push_str(&format!(" AND job IN ({})", marks.join(", ")));
+            args.extend(jobs.iter().map(|j| j.clone().into()));
+        }
+        // One row more than the page: whether it exists says if there is a next page, without counting.
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", size + 1));
+        let e = |e| db_error(&self.path, e);
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(e)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(args)).map_err(e)?;
+        let mut page = Page {
+            rows: Vec::with_capacity(size.min(64)),
+            next: None,
+        };
+        let mut last = None;
+        while let Some(row) = rows.next().map_err(e)? {
+            if page.rows.len() == size {
+                page.next = last;
+                break;
+            }
+            // The id follows the run's columns.
+            last = Some(row.get::<_, i64>(ID_COLUMN).map_err(e)?);
+            page.rows.push(row_from(row).map_err(e)?);
+        }
+        Ok(page)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Op, Outcome, Store};
+
+    /// A locked store with runs 1..=n of `a` and, between them, runs of `b`.
+    fn store_with(n: u64) -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path()).unwrap();
+        store.lock().unwrap();
+        let ops: Vec<Op> = (1..=n)
+            .flat_map(|i| {
+                let run = |job: &str| RunRow {
+                    run: Some(i),
+                    ..RunRow::new(job.into(), Outcome::Succeeded)
+                };
+                [
+                    Op::Append(Box::new(run("a"))),
+                    Op::Append(Box::new(run("b"))),
+                ]
+            })
+            .collect();
+        store.apply(&ops).unwrap();
+        (dir, store)
+    }
+
+    /// Every page of a walk, following the cursor.
+    fn walk(store: &SqliteStore, jobs: &[String], size: usize) -> Vec<Vec<u64>> {
+        let mut pages = Vec::new();
+        let mut before = None;
+        loop {
+            let page = store.history_page(jobs, before, size).unwrap();
+            pages.push(page.rows.iter().map(|r| r.run.unwrap()).collect());
+            match page.next {
+                Some(next) => before = Some(next),
+                None => return pages,
+            }
+        }
+    }
+
+    #[test]
+    fn a_walk_gives_every_row_once_newest_first() {
+        let (_dir, store) = store_with(25);
+        let pages = walk(&store, &["a".to_string()], 10);
+        let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [10, 10, 5]);
+        let runs: Vec<u64> = pages.concat();
+        assert_eq!(runs, (1..=25).rev().collect::<Vec<u64>>());
+        // Every job: both jobs' rows, interleaved as written.
+        assert_eq!(walk(&store, &[], 50).concat().len(), 50);
+    }
+
+    #[test]
+    fn a_page_that_ends_the_rows_exactly_has_no_next() {
+        let (_dir, store) = store_with(10);
+        let page = store.history_page(&["a".to_string()], None, 10).unwrap();
+        assert_eq!((page.rows.len(), page.next), (10, None));
+        let empty = store
+            .history_page(&["nobody".to_string()], None, 10)
+            .unwrap();
+        assert!(empty.rows.is_empty() && empty.next.is_none());
+    }
+}
