@@ -221,11 +221,10 @@ fn run(args: RunArgs) -> Result<i32, Error> {
             Err(e) => api_reporter.notice(&e),
         }
     });
-    // Absolute: the history keeps each run's log path, for `logs` and pruning from any working directory.
-    let log_dir = args
-        .log_dir
-        .map(|d| std::path::absolute(&d).unwrap_or(d))
-        .or_else(|| state.as_ref().map(|s| s.dir.join("logs")));
+    let log_dir = log_root(
+        args.log_dir.as_deref(),
+        state.as_ref().map(|s| s.dir.as_path()),
+    )?;
     let options = Options {
         run_for: args.run_for,
         log_dir,
@@ -343,7 +342,24 @@ fn open_state(
         _ => store_error(e),
     })?;
     replay_unwritten(&mut store, path, reporter);
-    let recovered = store.recover(Utc::now()).map_err(store_error)?;
+    // A store that can be read but not written (a full disk) does not keep the runner from starting: what the
+    // start would write goes to the writer, tried again until it is written, and runs wait for their numbers.
+    let now = Utc::now();
+    let mut later = Vec::new();
+    let cannot_write = |e: &crate::store::StoreError| {
+        reporter.notice(&format!(
+            "the state store cannot be written at the start ({e}): the runner starts; runs wait until it can be"
+        ));
+    };
+    let recovered = match store.recover(now) {
+        Ok(n) => n,
+        Err(e) if e.cannot_write() => {
+            cannot_write(&e);
+            later.push(crate::store::Op::Recover { before: now });
+            0
+        }
+        Err(e) => return Err(store_error(e)),
+    };
     let memory = store.memory().map_err(store_error)?;
     if !memory.forgotten.is_empty() {
         reporter.notice(&format!(
@@ -352,16 +368,19 @@ fn open_state(
         ));
     }
     // Run numbers are reserved a block ahead before any is given: a crash can leave a gap, never a repeat.
-    store
-        .apply(&first_blocks(plan, &memory))
-        .map_err(store_error)?;
+    let numbers_on_disk = match store.apply(&first_blocks(plan, &memory)) {
+        Ok(()) => true,
+        Err(e) if e.cannot_write() => {
+            if later.is_empty() {
+                cannot_write(&e);
+            }
+            false
+        }
+        Err(e) => return Err(store_error(e)),
+    };
     // Pruning deletes log files only under these folders, whatever a history row names.
     let mut log_roots = vec![path.join("logs")];
-    log_roots.extend(
-        args.log_dir
-            .as_ref()
-            .map(|d| std::path::absolute(d).unwrap_or(d.clone())),
-    );
+    log_roots.extend(log_root(args.log_dir.as_deref(), Some(path))?);
     let history = crate::store::writer::History::start(
         Box::new(store),
         args.keep,
@@ -369,12 +388,45 @@ fn open_state(
         path.to_path_buf(),
         reporter.clone(),
     );
+    history.send_all(&mut later, true);
     Ok(Some(crate::engine::Persist {
         dir: path.to_path_buf(),
         history,
         memory,
         recovered,
+        numbers_on_disk,
     }))
+}
+
+/// Where run logs go: `--log-dir` (made if missing; its real path, so the history's paths hold no symlink), else
+/// the state's `logs/`, which must be a real folder of the runner's user (a planted `logs -> /etc` is refused).
+/// Absolute: the history keeps each run's log path, for `logs` and pruning from any working directory.
+fn log_root(
+    given: Option<&Path>,
+    state: Option<&Path>,
+) -> Result<Option<std::path::PathBuf>, Error> {
+    use std::os::unix::fs::DirBuilderExt;
+    let cannot = |dir: &Path, e: std::io::Error| {
+        Error::Setup(format!(
+            "the log folder {} cannot be used: {e}",
+            dir.display()
+        ))
+    };
+    match (given, state) {
+        (Some(dir), _) => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .and_then(|_| std::fs::canonicalize(dir))
+            .map(Some)
+            .map_err(|e| cannot(dir, e)),
+        (None, Some(state)) => {
+            let dir = state.join("logs");
+            crate::store::dir::private_dir(&dir).map_err(|e| cannot(&dir, e))?;
+            Ok(Some(dir))
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 /// What the last clean stop could not write comes first: its runs' ends, before the runs left `running` are

@@ -475,6 +475,16 @@ fn kill(child: &mut std::process::Child, signal: i32) {
     unsafe { libc::kill(child.id() as i32, signal) };
 }
 
+/// Every history row of the state, by `flowrun history --format json`.
+fn history_rows(file: &Path, state: &Path) -> Vec<Value> {
+    let file = file.to_str().unwrap();
+    let out = common::on_state(
+        &["history", file, "--limit", "0", "--format", "json"],
+        state,
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
 fn notice(e: &Value, text: &str) -> bool {
     e["event"] == "notice" && e["reason"].as_str().is_some_and(|r| r.contains(text))
 }
@@ -551,6 +561,15 @@ fn a_clean_stop_on_a_full_disk_says_what_it_could_not_write_and_leaves_no_run_ru
     let (mut child, mut events, mut seen) =
         common::start_until(&file, &args, |e| e["event"] == "runner.start");
     watchdog(&child, 120);
+    // Some rows on disk first (runs `running` among them), so that what follows has something to keep whole.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while history_rows(&file, &state).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no row was ever written"
+        );
+        read_until(&mut events, &mut seen, |e| e["event"] == "run.exit");
+    }
     disk.fill();
     read_until(&mut events, &mut seen, |e| {
         notice(e, "the state store cannot be written")
@@ -571,22 +590,106 @@ fn a_clean_stop_on_a_full_disk_says_what_it_could_not_write_and_leaves_no_run_ru
         .parse()
         .unwrap();
     assert!(count > 0, "{said}");
+    let log_notices = ev
+        .iter()
+        .filter(|e| notice(e, "cannot write the log"))
+        .count();
+    assert!(log_notices <= 1, "said {log_notices} times");
     disk.free();
     // The next start: every row has an end (those whose end was lost are interrupted, and said).
     let (code, ev) = common::run_json(&file, &["--state", state.to_str().unwrap(), "--for", "0s"]);
     assert!(code.is_some(), "{ev:#?}");
-    let out = common::on_state(
-        &[
-            "history",
-            file.to_str().unwrap(),
-            "--limit",
-            "0",
-            "--format",
-            "json",
-        ],
-        &state,
-    );
-    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = history_rows(&file, &state);
     assert!(!rows.is_empty());
+    assert!(rows.iter().all(|r| r["outcome"] != "running"), "{rows:#?}");
+}
+
+#[test]
+fn a_state_logs_folder_that_is_a_symlink_is_refused() {
+    let (dir, file) = flow("jobs:\n  a:\n    run: echo A\n");
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    chmod(&state, 0o700);
+    let victim = dir.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    std::os::unix::fs::symlink(&victim, state.join("logs")).unwrap();
+    let out = common::cmd()
+        .arg(&file)
+        .args(["--state", state.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("logs"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(&victim).unwrap().count(),
+        0,
+        "nothing written through it"
+    );
+}
+
+#[test]
+fn an_env_file_of_many_variables_is_merged_whole() {
+    // 50,000 variables (700 KB): each was merged by a scan of all the others, seconds on the dispatcher.
+    let (dir, file) = flow("jobs:\n  many:\n    run: env | grep -c '^V[0-9]'; echo \"$V49999\"\n    env_file: many.env\n    env: { V00007: from-env }\n");
+    let text: String = (0..50_000).map(|i| format!("V{i:05}={i}\n")).collect();
+    std::fs::write(dir.path().join("many.env"), text).unwrap();
+    let (code, ev) = run_bounded(&file, &["--state", "none"], Duration::from_secs(120));
+    assert_eq!(code, Some(0), "{ev:#?}");
+    assert_eq!(output_lines(&ev, "many"), ["50000", "49999"]);
+}
+
+#[test]
+fn a_runner_starts_on_a_full_disk_and_its_runs_wait_for_the_store() {
+    let Some(disk) = SmallDisk::mount() else {
+        return;
+    };
+    let (_dir, file) = flow(
+        "jobs:\n  long:\n    run: sleep 30\n  tick:\n    run: echo tick\n    trigger: { interval: 50ms }\n",
+    );
+    let state = disk.path().join("state");
+    let args = ["--state", state.to_str().unwrap()];
+    // A first runner killed with a run alive whose row is on disk: it stays `running` there.
+    let (mut child, mut events, mut seen) =
+        common::start_until(&file, &args, |e| e["event"] == "runner.start");
+    watchdog(&child, 120);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !history_rows(&file, &state)
+        .iter()
+        .any(|r| r["job"] == "long" && r["outcome"] == "running")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no row was ever written"
+        );
+        read_until(&mut events, &mut seen, |e| e["event"] == "run.exit");
+    }
+    kill(&mut child, libc::SIGKILL);
+    child.wait().unwrap();
+    drop(common::rest_of(events, seen));
+    disk.fill();
+    let (mut child, mut events, mut seen) =
+        common::start_until(&file, &args, |e| e["event"] == "runner.start");
+    watchdog(&child, 120);
+    read_until(&mut events, &mut seen, |e| {
+        notice(e, "the state store cannot be written")
+    });
+    assert!(
+        !seen.iter().any(|e| e["event"] == "run.start"),
+        "a run started without a number on disk: {seen:#?}"
+    );
+    disk.free();
+    read_until(&mut events, &mut seen, |e| {
+        e["event"] == "run.exit" && e["job"] == "tick"
+    });
+    kill(&mut child, libc::SIGTERM);
+    let ev = common::rest_of(events, seen);
+    child.wait().unwrap();
+    assert!(ev.iter().any(|e| notice(e, "written again")), "{ev:#?}");
+    let rows = history_rows(&file, &state);
+    assert!(
+        rows.iter().any(|r| r["outcome"] == "interrupted"),
+        "{rows:#?}"
+    );
     assert!(rows.iter().all(|r| r["outcome"] != "running"), "{rows:#?}");
 }

@@ -35,7 +35,11 @@ pub(super) struct Dispatcher {
     pub(super) runs: HashMap<RunId, Run>,
     next_id: RunId,
     /// What `later` arranged, by key, until its time comes.
-    waiting: HashMap<u64, (Later, tokio::task::AbortHandle)>,
+    /// (A firing whose env files are read has no timer: it waits for its job's read, see `env_reads`.)
+    waiting: HashMap<u64, (Later, Option<tokio::task::AbortHandle>)>,
+    /// Per job, the firings (keys in `waiting`) that wait for the one read of its env files in flight: a file
+    /// that never answers (a hung network mount) holds one thread per job, however often the job fires.
+    env_reads: HashMap<JobId, Vec<u64>>,
     next_later: u64,
     timetable: Timetable,
     /// The jobs `refresh` looks at: not done, and held by no time trigger.
@@ -96,9 +100,12 @@ impl Dispatcher {
                     // runner's start reserved a block of them.
                     let last = memory.as_ref().map_or(0, |m| m.last_run(&j.name));
                     state.next_number += last;
-                    state.reserved = last + super::record::NUMBER_BLOCK;
-                    // Committed by the runner's start, before anything ran.
-                    state.durable = state.reserved;
+                    // Committed by the runner's start, before anything ran (unless the store was full then: the
+                    // first run asks for them).
+                    if memory.as_ref().is_some_and(|m| m.numbers_on_disk) {
+                        state.reserved = last + super::record::NUMBER_BLOCK;
+                        state.durable = state.reserved;
+                    }
                     state.last_success = memory.as_ref().and_then(|m| m.last_success(&j.name));
                     state
                 })
@@ -113,6 +120,7 @@ impl Dispatcher {
             runs: HashMap::new(),
             next_id: 1,
             waiting: HashMap::new(),
+            env_reads: HashMap::new(),
             next_later: 0,
             stopping: false,
             forced: false,
@@ -194,7 +202,9 @@ impl Dispatcher {
             let Some((later, timer)) = self.waiting.remove(&key) else {
                 continue;
             };
-            timer.abort();
+            if let Some(timer) = timer {
+                timer.abort();
+            }
             match later {
                 Later::Fire(p) => {
                     self.jobs[p.job].pending -= 1;
@@ -275,7 +285,7 @@ impl Dispatcher {
             Input::Msg(Msg::Later(key)) => self.on_due(key),
             Input::Msg(Msg::Control(request)) => self.on_request(request),
             Input::Msg(Msg::Ready(id)) => self.on_ready(id),
-            Input::Msg(Msg::Prepared { key, env }) => self.on_prepared(key, env),
+            Input::Msg(Msg::Prepared { job, env }) => self.on_prepared(job, env),
             Input::Msg(Msg::Wake(c)) => {
                 let plan = self.plan.clone();
                 for &j in &plan.channels[c].readers {
@@ -318,13 +328,14 @@ impl Dispatcher {
             tokio::time::sleep(delay).await;
             let _ = tx.send(Msg::Later(key));
         });
-        self.waiting.insert(key, (later, timer.abort_handle()));
+        self.waiting
+            .insert(key, (later, Some(timer.abort_handle())));
         key
     }
 
     /// Call off what was arranged under `key` (a run's timeout or kill, once the run has ended).
     pub(super) fn call_off(&mut self, key: u64) {
-        if let Some((_, timer)) = self.waiting.remove(&key) {
+        if let Some((_, Some(timer))) = self.waiting.remove(&key) {
             timer.abort();
         }
     }
@@ -491,42 +502,58 @@ impl Dispatcher {
         }
     }
 
-    /// A firing with a worker whose `env_file`s must be read first: read on a blocking thread (a slow or hostile
-    /// file holds that thread, never the dispatcher); it waits among what `later` arranged, so a stop or
-    /// `flowrun stop JOB` calls it off like a firing waiting for its jitter, and its worker is held meanwhile.
+    /// A firing with a worker whose `env_file`s must be read first: read on a thread of its own (a slow or
+    /// hostile file holds that thread, never the dispatcher), one read per job at a time (firings that come
+    /// meanwhile take its result). It waits among what `later` arranged, so a stop or `flowrun stop JOB` calls it
+    /// off like a firing waiting for its jitter; its worker is held meanwhile.
     fn prepare(&mut self, pending: Pending, executor: usize, pin: bool) {
-        let files = self.plan.jobs[pending.job].env_files.clone();
-        self.jobs[pending.job].pending += 1;
+        let job = pending.job;
+        self.jobs[job].pending += 1;
         let key = self.next_later;
         self.next_later += 1;
-        let tx = self.tx.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            let env = super::envfile::read(&files);
-            let _ = tx.send(Msg::Prepared { key, env });
-        });
         let later = Later::Prepare {
             pending,
             executor,
             pin,
         };
-        self.waiting.insert(key, (later, read.abort_handle()));
+        self.waiting.insert(key, (later, None));
+        if let Some(keys) = self.env_reads.get_mut(&job) {
+            keys.push(key);
+            return;
+        }
+        self.env_reads.insert(job, vec![key]);
+        let files = self.plan.jobs[job].env_files.clone();
+        let tx = self.tx.clone();
+        let read = move || {
+            let env = super::envfile::read(&files);
+            let _ = tx.send(Msg::Prepared { job, env });
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("flowrun-envfile".into())
+            .spawn(read)
+        {
+            let env = Err(format!("no thread could read its env files: {e}"));
+            let _ = self.tx.send(Msg::Prepared { job, env });
+        }
     }
 
-    /// A firing's env files were read: it starts, unless it was called off meanwhile.
-    fn on_prepared(&mut self, key: u64, env: Result<FileEnv, String>) {
-        let Some((
-            Later::Prepare {
-                pending,
-                executor,
-                pin,
-            },
-            _,
-        )) = self.waiting.remove(&key)
-        else {
-            return;
-        };
-        self.jobs[pending.job].pending -= 1;
-        self.start_run(pending, executor, pin, env);
+    /// A job's env files were read: the firings that waited for them start, unless they were called off.
+    fn on_prepared(&mut self, job: JobId, env: Result<FileEnv, String>) {
+        for key in self.env_reads.remove(&job).unwrap_or_default() {
+            let Some((
+                Later::Prepare {
+                    pending,
+                    executor,
+                    pin,
+                },
+                _,
+            )) = self.waiting.remove(&key)
+            else {
+                continue;
+            };
+            self.jobs[pending.job].pending -= 1;
+            self.start_run(pending, executor, pin, env.clone());
+        }
     }
 
     /// Start a run: give it a number (once that number is on disk: else it waits, `false`), wire it, spawn it,

@@ -348,7 +348,7 @@ impl Dispatcher {
         let (text, omitted) = upstream_text(std::mem::take(runs));
         if omitted > 0 {
             self.reporter.notice(&format!(
-                "FLOWRUN_UPSTREAM of a run of {} names {} of its {} upstream runs (an environment variable holds at most 128 KiB); the last entry is {{\"omitted\": {omitted}}}",
+                "FLOWRUN_UPSTREAM of a run of {} names {} of its {} upstream runs (it is given at most 96 KiB: Linux takes 128 KiB a variable, and the rest of the environment needs room); the last entry is {{\"omitted\": {omitted}}}",
                 self.plan.jobs[d].name,
                 jobs.len() - omitted,
                 jobs.len(),

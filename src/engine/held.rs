@@ -32,7 +32,19 @@ impl Dispatcher {
         if ats.is_empty() {
             return;
         }
+        // The run's number goes to disk with the firing: a firing on disk whose run then waited for a number
+        // (the disk full again) and was killed would be handled and never run.
+        for (pending, _) in &ats {
+            let job = pending.job;
+            let number = self.jobs[job].next_number + self.jobs[job].instances() as u64;
+            self.reserve_up_to(job, number);
+        }
         if self.memory.as_ref().is_none_or(|m| m.commit_all()) {
+            for (pending, _) in &ats {
+                let state = &mut self.jobs[pending.job];
+                state.durable = state.durable.max(state.reserved);
+                state.reserving = None;
+            }
             for (pending, trigger) in ats {
                 self.dispatch_firing(pending, trigger);
             }
@@ -99,6 +111,9 @@ impl Dispatcher {
             if late.to_std().unwrap_or_default() > grace {
                 self.held_missed(job, trigger, &pending, late);
             } else {
+                // Takes in the block committed with the firing.
+                let number = self.jobs[job].next_number + self.jobs[job].instances() as u64;
+                self.reserve_up_to(job, number);
                 self.dispatch_firing(pending, trigger);
             }
             self.watch_job(job);

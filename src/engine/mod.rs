@@ -141,9 +141,9 @@ enum Msg {
     Control(control::Request),
     /// The run's readiness probe passed.
     Ready(RunId),
-    /// The `env_file`s of the firing waiting under this key (a [`Later::Prepare`]) were read.
+    /// The `env_file`s of this job were read (for the [`Later::Prepare`]s waiting on them).
     Prepared {
-        key: u64,
+        job: crate::plan::JobId,
         env: Result<envfile::FileEnv, String>,
     },
 }

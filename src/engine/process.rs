@@ -269,9 +269,19 @@ fn environment(spec: &SpawnSpec) -> Vec<(OsString, OsString)> {
                 .collect()
         })
         .clone();
-    let mut set = |key: &str, value: &OsStr| {
-        env.retain(|(k, _)| k != key);
-        env.push((key.into(), value.to_os_string()));
+    // A later value wins over an earlier one of the same name, found by an index (an env file may hold tens of
+    // thousands of variables: a scan per variable was quadratic, seconds on the dispatcher).
+    let mut at: HashMap<OsString, usize> = env
+        .iter()
+        .enumerate()
+        .map(|(i, (k, _))| (k.clone(), i))
+        .collect();
+    let mut set = |key: &str, value: &OsStr| match at.get(OsStr::new(key)) {
+        Some(&i) => env[i].1 = value.to_os_string(),
+        None => {
+            at.insert(key.into(), env.len());
+            env.push((key.into(), value.to_os_string()));
+        }
     };
     for (k, v) in spec.file_env.iter().chain(&spec.job.env) {
         set(k, OsStr::new(v));
@@ -283,14 +293,13 @@ fn environment(spec: &SpawnSpec) -> Vec<(OsString, OsString)> {
     if spec.probe {
         set("FLOWRUN_PROBE", OsStr::new("1"));
     }
-    match spec.upstream {
-        Some(upstream) => set("FLOWRUN_UPSTREAM", OsStr::new(upstream)),
-        // Not inherited from a runner that was itself run by `after`.
-        None => env.retain(|(k, _)| k != "FLOWRUN_UPSTREAM"),
+    if let Some(upstream) = spec.upstream {
+        set("FLOWRUN_UPSTREAM", OsStr::new(upstream));
     }
-    if !spec.probe {
-        env.retain(|(k, _)| k != "FLOWRUN_PROBE");
-    }
+    // Not inherited from a runner that was itself run by `after` or as a probe.
+    env.retain(|(k, _)| {
+        (spec.upstream.is_some() || k != "FLOWRUN_UPSTREAM") && (spec.probe || k != "FLOWRUN_PROBE")
+    });
     env
 }
 

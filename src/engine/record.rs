@@ -21,6 +21,8 @@ pub struct Persist {
     pub memory: crate::store::Memory,
     /// Runs a previous runner left `running` (it died), now marked interrupted.
     pub recovered: u64,
+    /// The first block of every job's run numbers is on disk (not when the store was full at the start).
+    pub numbers_on_disk: bool,
 }
 
 /// The dispatcher's view of [`Persist`].
@@ -28,6 +30,7 @@ pub struct Memory {
     pub dir: PathBuf,
     pub history: History,
     pub recovered: u64,
+    pub numbers_on_disk: bool,
     remembered: crate::store::Memory,
     /// Ops of the input being handled, handed to the writer at its end (one hand-over per input).
     buffer: std::cell::RefCell<Vec<Op>>,
@@ -47,6 +50,7 @@ impl Memory {
             dir: p.dir,
             history: p.history,
             recovered: p.recovered,
+            numbers_on_disk: p.numbers_on_disk,
             remembered: p.memory,
             buffer: Default::default(),
             urgent: Default::default(),
@@ -169,9 +173,26 @@ impl Dispatcher {
     /// without waiting; a number beyond what is on disk is committed now (the dispatcher waits, bounded; a
     /// failing store answers at once), and when that fails the run must wait (see `hold`).
     pub(super) fn number_ready(&mut self, job: JobId) -> bool {
+        let number = self.jobs[job].next_number;
+        self.reserve_up_to(job, number);
         let Some(m) = &self.memory else { return true };
         let state = &mut self.jobs[job];
-        let number = state.next_number;
+        if number <= state.durable {
+            return true;
+        }
+        if m.commit_all() {
+            state.durable = state.reserved;
+            state.reserving = None;
+            return true;
+        }
+        false
+    }
+
+    /// Ask for the next block of the job's numbers when `number` comes within half a block of what is reserved
+    /// (handed over with this input, not waited for); and take in what the writer committed meanwhile.
+    pub(super) fn reserve_up_to(&mut self, job: JobId, number: u64) {
+        let Some(m) = &self.memory else { return };
+        let state = &mut self.jobs[job];
         if let Some((seq, upto)) = state.reserving {
             if m.history.committed() >= seq {
                 state.durable = state.durable.max(upto);
@@ -188,15 +209,6 @@ impl Dispatcher {
             // Any hand-over from now on carries it.
             state.reserving = Some((m.history.next_seq(), state.reserved));
         }
-        if number <= state.durable {
-            return true;
-        }
-        if m.commit_all() {
-            state.durable = state.reserved;
-            state.reserving = None;
-            return true;
-        }
-        false
     }
 
     /// A held `at` firing that never ran (the runner stops, or it is missed): its handled mark goes back, so the

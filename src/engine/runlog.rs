@@ -5,9 +5,13 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::report::Reporter;
+
+/// A log could not be written, and that was said: the next failures are not, until a log is written again.
+static FAILING: AtomicBool = AtomicBool::new(false);
 
 pub(crate) struct RunLog {
     path: PathBuf,
@@ -82,12 +86,20 @@ impl RunLog {
             let made = open_private(&self.path)
                 .and_then(|mut f| f.write_all(self.header.as_bytes()).map(|_| f));
             *state = match made {
-                Ok(f) => Opened::Open(f),
+                Ok(f) => {
+                    if FAILING.swap(false, Ordering::Relaxed) {
+                        self.reporter.notice("run logs are written again");
+                    }
+                    Opened::Open(f)
+                }
                 Err(e) => {
-                    self.reporter.notice(&format!(
-                        "cannot write the log {}: {e}",
-                        self.path.display()
-                    ));
+                    // Once while they fail (a full disk would say it of every run that prints).
+                    if !FAILING.swap(true, Ordering::Relaxed) {
+                        self.reporter.notice(&format!(
+                            "cannot write the log {}: {e} (logs that cannot be written are not said again until one is)",
+                            self.path.display()
+                        ));
+                    }
                     Opened::Failed
                 }
             };
@@ -105,11 +117,18 @@ impl RunLog {
 fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
     let job_dir = path.parent().unwrap_or(Path::new("."));
+    // The root was made (or checked) at the start; one swapped for a symlink since is refused.
     if let Some(root) = job_dir.parent() {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(root)?;
+        if std::fs::symlink_metadata(root)?.file_type().is_symlink() {
+            return Err(std::io::Error::other(format!(
+                "{} is a symlink: no log is written through it",
+                root.display()
+            )));
+        }
     }
     crate::store::dir::private_dir(job_dir)?;
     let file = std::fs::OpenOptions::new()

@@ -278,6 +278,10 @@ pub fn prunable(path: &Path, root: &Path) -> bool {
     {
         return false;
     }
+    // Nor a root that is a symlink itself (a planted `STATE/logs -> elsewhere`).
+    if !std::fs::symlink_metadata(root).is_ok_and(|m| m.is_dir()) {
+        return false;
+    }
     // Every folder between the root and the file is a real folder, not a symlink out of it.
     let mut at = root.to_path_buf();
     let parts: Vec<_> = rest.components().collect();
@@ -333,6 +337,12 @@ mod safety {
         );
         assert!(!prunable(&root.join("a"), &root), "a folder");
         assert!(!prunable(&root, &root), "the root itself");
+        let linked = dir.path().join("linked");
+        std::os::unix::fs::symlink(&root, &linked).unwrap();
+        assert!(
+            !prunable(&linked.join("a/1.log"), &linked),
+            "a root that is a symlink"
+        );
     }
 
     #[test]

@@ -162,6 +162,9 @@ pub enum Op {
         fingerprint: String,
         at: DateTime<Utc>,
     },
+    /// Rows left `running` by a runner that died, started before `before` (this runner's start), are
+    /// `interrupted` (the start could not write it: the store was full).
+    Recover { before: DateTime<Utc> },
     /// A new row (a run that started, a skip, a miss).
     Append(Box<RunRow>),
     /// A run's row, now ended (inserted when its start was never written: a run that could not start).
@@ -216,6 +219,9 @@ pub trait Store: Send {
     /// one workflow (SPEC §7) would claim a firing before running it, synchronously, by `SET job:fp:at NX PX`:
     /// the one method this interface would gain then.
     fn apply(&mut self, ops: &[Op]) -> Result<(), StoreError>;
+    /// Give back the space the store's journal took (after a full disk, at a clean stop). SQLite: a TRUNCATE
+    /// checkpoint of the WAL, which otherwise keeps its largest size. Redis: nothing.
+    fn compact(&mut self) {}
     /// History rows, newest first. Redis: `XREVRANGE` of the stream, then `HGETALL` of each run.
     fn history(&self, query: &Query) -> Result<Vec<RunRow>, StoreError>;
     /// Delete rows that ended before `before`; returns the log files they named, to delete with them.

@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 use super::{Memory, Op, Outcome, Query, RunRow, Store, StoreError, SCHEMA_VERSION};
 use crate::event::timestamp;
 
+/// The reason of a run found `running` by the next runner, as an SQL literal.
+const INTERRUPTED: &str =
+    "'the runner ended (killed or the machine stopped) while the run was alive'";
+
 /// Each migration takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &["
 CREATE TABLE runs (
@@ -176,6 +180,18 @@ fn db_error(path: &Path, source: rusqlite::Error) -> StoreError {
 }
 
 impl StoreError {
+    /// The store can be read but not written now (a full disk, an I/O error): a runner may start and wait.
+    pub fn cannot_write(&self) -> bool {
+        match self {
+            StoreError::Database { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure)
+            ),
+            StoreError::Io { source, .. } => source.raw_os_error() == Some(libc::ENOSPC),
+            _ => false,
+        }
+    }
+
     /// What to do about it, for the messages people see.
     pub fn hint(&self) -> Option<String> {
         match self {
@@ -358,8 +374,10 @@ fn take_lock(path: &Path) -> std::io::Result<Result<File, u32>> {
         return Ok(Err(holder_of(&file).unwrap_or(0)));
     }
     // For people reading the file: the pid, in a fixed width written at once (never an empty file to read).
-    file.rewind()?;
-    file.write_all(format!("{:<10}\n", std::process::id()).as_bytes())?;
+    // Best effort: the lock is the record lock, not the text (a full disk must not keep the runner from starting).
+    let _ = file
+        .rewind()
+        .and_then(|_| file.write_all(format!("{:<10}\n", std::process::id()).as_bytes()));
     Ok(Ok(file))
 }
 
@@ -454,9 +472,10 @@ impl Store for SqliteStore {
         let n = self
             .conn
             .execute(
-                "UPDATE runs SET outcome = 'interrupted', ended = ?1,
-                        reason = 'the runner ended (killed or the machine stopped) while the run was alive'
-                 WHERE outcome = 'running'",
+                &format!(
+                    "UPDATE runs SET outcome = 'interrupted', ended = ?1, reason = {INTERRUPTED}
+                     WHERE outcome = 'running'"
+                ),
                 params![timestamp(now)],
             )
             .map_err(|e| db_error(&self.path, e))?;
@@ -487,6 +506,16 @@ impl Store for SqliteStore {
                     )
                     .map_err(e)?;
                 }
+                Op::Recover { before } => {
+                    tx.execute(
+                        &format!(
+                            "UPDATE runs SET outcome = 'interrupted', ended = ?1, reason = {INTERRUPTED}
+                             WHERE outcome = 'running' AND coalesce(started, scheduled, '') < ?1"
+                        ),
+                        params![timestamp(*before)],
+                    )
+                    .map_err(e)?;
+                }
                 Op::Append(row) => insert(&tx, row).map_err(e)?,
                 Op::Update(row) => update(&tx, row).map_err(e)?,
                 Op::Reserve { job, upto } => raise_counter(&tx, job, *upto).map_err(e)?,
@@ -501,6 +530,13 @@ impl Store for SqliteStore {
             }
         }
         tx.commit().map_err(e)
+    }
+
+    fn compact(&mut self) {
+        // Best effort: a checkpoint that cannot run now (a reader holds the WAL) runs at a later one.
+        let _ = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
     }
 
     fn history(&self, query: &Query) -> Result<Vec<RunRow>, StoreError> {

@@ -205,6 +205,7 @@ impl Writer {
             }
             if group.closed {
                 self.last_tries();
+                self.store.compact();
                 return;
             }
         }
@@ -228,6 +229,8 @@ impl Writer {
         if self.failing {
             self.failing = false;
             self.reporter.notice("history is being written again");
+            // The WAL grew to what the disk had: give that space back (it keeps its largest size otherwise).
+            self.store.compact();
         }
         self.committed.store(self.taken, Ordering::Release);
         true
@@ -290,14 +293,22 @@ fn spill(dir: &Path, ops: &[Op]) -> std::io::Result<PathBuf> {
     use std::io::{Seek, Write};
     let path = dir.join(UNWRITTEN);
     let mut file = super::dir::private_file(&path)?;
-    file.seek(std::io::SeekFrom::End(0))?;
     let mut text = Vec::new();
     for op in ops {
         serde_json::to_writer(&mut text, op).map_err(std::io::Error::other)?;
         text.push(b'\n');
     }
-    file.write_all(&text)?;
-    file.sync_all()?;
+    let written = file
+        .seek(std::io::SeekFrom::End(0))
+        .and_then(|_| file.write_all(&text))
+        .and_then(|_| file.sync_all());
+    if let Err(e) = written {
+        // An empty file made for nothing (the disk is full) is not left behind.
+        if file.metadata().is_ok_and(|m| m.len() == 0) {
+            let _ = std::fs::remove_file(&path);
+        }
+        return Err(e);
+    }
     Ok(path)
 }
 
@@ -314,12 +325,16 @@ pub fn replay(store: &mut dyn Store, dir: &Path) -> Result<usize, String> {
     super::dir::private_file(&path)
         .and_then(|mut f| f.read_to_string(&mut text))
         .map_err(|e| say(&e))?;
-    let ops: Vec<Op> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(serde_json::from_str)
-        .collect::<Result<_, _>>()
-        .map_err(|e| say(&e))?;
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let mut ops = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        match serde_json::from_str::<Op>(line) {
+            Ok(op) => ops.push(op),
+            // A last line cut short (the disk filled while it was written) is what could not be kept.
+            Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => {}
+            Err(e) => return Err(say(&e)),
+        }
+    }
     store.apply(&ops).map_err(|e| say(&e))?;
     std::fs::remove_file(&path).map_err(|e| say(&e))?;
     Ok(ops.len())
