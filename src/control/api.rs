@@ -262,12 +262,14 @@ async fn trigger(
     }
 }
 
-/// How long a client may take to send a body.
-const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// The request body, at most [`MAX_BODY`] bytes within [`BODY_TIMEOUT`]; else the JSON error to answer.
+/// The request body, at most [`MAX_BODY`] bytes within the client timeout; else the JSON error to answer.
 async fn read_body(body: axum::body::Body) -> Result<axum::body::Bytes, Response> {
-    match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await {
+    match tokio::time::timeout(
+        super::timeouts::client(),
+        axum::body::to_bytes(body, MAX_BODY),
+    )
+    .await
+    {
         Ok(Ok(bytes)) => Ok(bytes),
         Ok(Err(_)) => Err(error(
             StatusCode::PAYLOAD_TOO_LARGE,

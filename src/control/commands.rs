@@ -58,9 +58,6 @@ pub fn ask(
     }
 }
 
-/// How long an answer that should come at once may take.
-const ANSWER: std::time::Duration = std::time::Duration::from_secs(15);
-
 fn said(body: &Value) -> String {
     match body
         .get("error")
@@ -79,7 +76,7 @@ pub fn trigger(file: &Path, job: &str, wait: bool, state: Option<&str>) -> Resul
         if wait { "?wait=true" } else { "" }
     );
     // Without --wait the answer comes at once; with it, when the run ends (however long that is).
-    let timeout = (!wait).then_some(ANSWER);
+    let timeout = (!wait).then(super::timeouts::answer);
     let (status, body) = ask(file, state, "POST", &path, None, timeout)?;
     let text = |key: &str| body.get(key).map(|v| v.to_string()).unwrap_or_default();
     match (status, body.get("status").and_then(Value::as_str)) {
@@ -138,7 +135,14 @@ pub fn stop(file: &Path, job: Option<&str>, state: Option<&str>) -> Result<i32, 
         Some(j) => format!("/api/v1/jobs/{}/stop", encode_segment(j)),
         None => "/api/v1/stop".to_string(),
     };
-    let (status, body) = ask(file, state, "POST", &path, None, Some(ANSWER))?;
+    let (status, body) = ask(
+        file,
+        state,
+        "POST",
+        &path,
+        None,
+        Some(super::timeouts::answer()),
+    )?;
     match (status, job) {
         (200, Some(j)) => {
             println!("{j}: stopping {} run(s)", body["stopped"]);
@@ -161,7 +165,7 @@ pub fn reload(file: &Path, state: Option<&str>) -> Result<i32, Error> {
         "POST",
         "/api/v1/reload",
         None,
-        Some(4 * ANSWER),
+        Some(4 * super::timeouts::answer()),
     )?;
     match status {
         200 => {

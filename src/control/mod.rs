@@ -13,6 +13,7 @@ mod readers;
 mod reload;
 mod server;
 mod thread;
+pub mod timeouts;
 
 pub use metrics::Metrics;
 pub use server::{bind, Listeners};

@@ -72,7 +72,7 @@ pub fn status(file: &Path, state: Option<&str>, format: Mode) -> Result<i32, Err
             "GET",
             "/api/v1/status",
             None,
-            Some(std::time::Duration::from_secs(5)),
+            Some(crate::control::timeouts::answer().min(std::time::Duration::from_secs(5))),
         );
         match answer {
             Ok((200, body)) => serde_json::from_str(&body).ok(),
