@@ -17,8 +17,6 @@ use super::Context;
 const MAX_UNIX_CONNECTIONS: usize = 256;
 /// Connections served at once on TCP: fewer, for anonymous readers, who can never take the socket's slots.
 const MAX_TCP_CONNECTIONS: usize = 64;
-/// Also how long an idle keep-alive connection is kept: hyper waits for the next request's head with this timer.
-
 /// Listeners bound before the runner starts (so a bad `--listen` is an error before anything runs).
 #[derive(Default)]
 pub struct Listeners {
@@ -158,6 +156,8 @@ where
         let service = TowerToHyperService::new(router);
         let _ = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
+            // Also how long an idle keep-alive connection is kept: hyper waits for the next request's head with
+            // this timer.
             .header_read_timeout(super::timeouts::client())
             .serve_connection(TokioIo::new(stream), service)
             .await;
