@@ -12,6 +12,7 @@ mod process;
 mod readers;
 mod reload;
 mod server;
+mod stalled;
 mod thread;
 pub mod timeouts;
 

@@ -159,7 +159,13 @@ where
             // Also how long an idle keep-alive connection is kept: hyper waits for the next request's head with
             // this timer.
             .header_read_timeout(super::timeouts::client())
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection(
+                TokioIo::new(super::stalled::Stalled::new(
+                    stream,
+                    super::timeouts::client(),
+                )),
+                service,
+            )
             .await;
         drop(permit);
     });
