@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{events, flow, output_lines};
+use common::{diagnostics, events, flow, output_lines};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
@@ -58,29 +58,6 @@ fn exit_reason<'a>(ev: &'a [Value], job: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no run.exit of {job}: {ev:#?}"))["reason"]
         .as_str()
         .unwrap_or_default()
-}
-
-/// (code, line, column, message) of `flowrun validate --format json FILE`.
-fn diagnostics(file: &Path) -> Vec<(String, u64, u64, String)> {
-    let out = common::cmd()
-        .args(["validate", "--format", "json"])
-        .arg(file)
-        .output()
-        .unwrap();
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    report["files"][0]["diagnostics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            (
-                d["code"].as_str().unwrap().to_string(),
-                d["line"].as_u64().unwrap(),
-                d["column"].as_u64().unwrap(),
-                d["message"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
 }
 
 const NEVER: &str = "{ cron: \"0 0 1 1 *\", timezone: UTC }";
@@ -256,6 +233,18 @@ fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
+/// The runner on `state` is refused (exit 2): what it said.
+fn refused(file: &Path, state: &Path) -> String {
+    let out = common::cmd()
+        .arg(file)
+        .args(["--state", state.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    err
+}
+
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
@@ -277,26 +266,14 @@ fn a_state_folder_of_another_user_is_refused_and_nothing_is_written_through_its_
     // SAFETY: chown of a path this test made, to `nobody`.
     let c = std::ffi::CString::new(state.to_str().unwrap()).unwrap();
     assert_eq!(unsafe { libc::chown(c.as_ptr(), 65534, 65534) }, 0);
-    let out = common::cmd()
-        .arg(&file)
-        .args(["--state", state.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = refused(&file, &state);
     assert!(err.contains("belongs to uid 65534"), "{err}");
     assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep");
     // One of ours that anybody may write is refused too.
     let open = dir.path().join("open");
     std::fs::create_dir(&open).unwrap();
     chmod(&open, 0o777);
-    let out = common::cmd()
-        .arg(&file)
-        .args(["--state", open.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("anybody may write"));
+    assert!(refused(&file, &open).contains("anybody may write"));
 }
 
 #[test]
@@ -613,13 +590,7 @@ fn a_state_logs_folder_that_is_a_symlink_is_refused() {
     let victim = dir.path().join("victim");
     std::fs::create_dir(&victim).unwrap();
     std::os::unix::fs::symlink(&victim, state.join("logs")).unwrap();
-    let out = common::cmd()
-        .arg(&file)
-        .args(["--state", state.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = refused(&file, &state);
     assert!(err.contains("logs"), "{err}");
     assert_eq!(
         std::fs::read_dir(&victim).unwrap().count(),

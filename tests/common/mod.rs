@@ -191,3 +191,26 @@ pub fn on_state(args: &[&str], state: &std::path::Path) -> std::process::Output 
         .output()
         .unwrap()
 }
+
+/// (code, line, column, message) of each diagnostic of `flowrun validate --format json FILE`.
+pub fn diagnostics(file: &std::path::Path) -> Vec<(String, u64, u64, String)> {
+    let out = cmd()
+        .args(["validate", "--format", "json"])
+        .arg(file)
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    report["files"][0]["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["code"].as_str().unwrap().to_string(),
+                d["line"].as_u64().unwrap(),
+                d["column"].as_u64().unwrap(),
+                d["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
