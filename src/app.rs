@@ -15,7 +15,7 @@ use crate::plan::{Plan, Trigger};
 use crate::render::{self, FileReport, Format};
 use crate::report::{LiveView, Mode, Reporter};
 use crate::source::Source;
-use crate::validate::{validate, Validated};
+use crate::validate::Validated;
 
 /// Run a command: its exit code, or the error that stopped it (printed by [`report_error`]).
 pub fn main(cli: Cli) -> Result<i32, Error> {
@@ -35,7 +35,7 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
             deny_warnings,
         } => Ok(validate_files(&files, format, deny_warnings)),
         Command::Schema => {
-            print_out(&crate::document::json_schema());
+            crate::output::print_out(&crate::document::json_schema());
             Ok(exit::OK)
         }
         Command::Next {
@@ -46,8 +46,8 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
             format,
         } => next(&file, &jobs, count as usize, from.as_deref(), format),
         Command::Graph { file, format } => {
-            let plan = load_plan(&file)?;
-            print_out(&match format {
+            let plan = crate::load::load_plan(&file)?;
+            crate::output::print_out(&match format {
                 GraphFormat::Mermaid => crate::graph::mermaid(&plan),
                 GraphFormat::Dot => crate::graph::dot(&plan),
             });
@@ -101,11 +101,11 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut cmd, "flowrun", &mut out);
-            print_out(&String::from_utf8_lossy(&out));
+            crate::output::print_out(&String::from_utf8_lossy(&out));
             Ok(exit::OK)
         }
         Command::Man => {
-            print_out(&man_page().map_err(|e| Error::Output(e.to_string()))?);
+            crate::output::print_out(&man_page().map_err(|e| Error::Output(e.to_string()))?);
             Ok(exit::OK)
         }
     }
@@ -152,7 +152,7 @@ fn run(args: RunArgs) -> Result<i32, Error> {
     };
     let json = args.log_format == Mode::Json;
     let listen = listen_address(args.listen.as_deref(), token.is_some())?;
-    let mut plan = load_plan_as(&args.file, json)?;
+    let mut plan = crate::load::load_plan_as(&args.file, json)?;
     if !args.only.is_empty() {
         plan = plan.only(&args.only).map_err(|name| {
             let names: Vec<&str> = plan.jobs.iter().map(|j| j.name.as_str()).collect();
@@ -167,10 +167,10 @@ fn run(args: RunArgs) -> Result<i32, Error> {
     // SAFETY: malloc_trim only releases free heap memory.
     unsafe { libc::malloc_trim(0) };
     if args.dry_run {
-        print_out(&crate::dryrun::describe(&plan, Utc::now()));
+        crate::output::print_out(&crate::dryrun::describe(&plan, Utc::now()));
         return Ok(exit::OK);
     }
-    let color = color_on_stderr();
+    let color = crate::output::color_on_stderr();
     let show_live = match args.progress {
         Progress::Always => true,
         Progress::Never => false,
@@ -215,7 +215,15 @@ fn run(args: RunArgs) -> Result<i32, Error> {
     let api_slot = api.clone();
     let api_reporter = reporter.clone();
     let serve = Box::new(move |engine| {
-        let control = crate::control::Context::new(engine, metrics, state_dir, file, token, only);
+        let control = crate::control::Context::new(
+            engine,
+            metrics,
+            state_dir,
+            file,
+            token,
+            only,
+            api_reporter.clone(),
+        );
         match crate::control::serve(listeners, control, watch) {
             Ok(thread) => *api_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread),
             Err(e) => api_reporter.notice(&e),
@@ -287,12 +295,6 @@ fn listen_address(
     Ok(Some((addr, loopback)))
 }
 
-/// Validate a workflow without printing anything: its plan, if it is valid.
-pub fn load_plan_quietly(file: &Path) -> Option<Plan> {
-    let source = Source::read(file).ok()?;
-    validate(&source, Utc::now()).plan
-}
-
 /// The runner's state (SPEC §4): the directory made 0700, the store opened and locked (one runner per state),
 /// the runs a dead runner left marked interrupted, what it remembered read back, and the writer started.
 fn open_state(
@@ -329,7 +331,7 @@ fn open_state(
         }
     };
     let path = path.as_path();
-    let store_error = crate::inspect::store_error;
+    let store_error = Error::from;
     let mut store = SqliteStore::open(path).map_err(store_error)?;
     store.lock().map_err(|e| match (&e, args.only.first()) {
         (crate::store::StoreError::Held { .. }, Some(job)) => Error::Usage {
@@ -517,17 +519,6 @@ fn roff_sections() -> String {
     .join("\n")
 }
 
-/// Print to stdout; a closed stdout (`| head`) is a normal end, not a crash.
-pub fn print_out(text: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
-}
-
-/// Colour on stderr: a terminal, and `NO_COLOR` not set. The one place `NO_COLOR` is read.
-fn color_on_stderr() -> bool {
-    std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal()
-}
-
 fn validate_files(files: &[std::path::PathBuf], format: Format, deny_warnings: bool) -> i32 {
     let now = Utc::now();
     let mut unreadable = false;
@@ -569,11 +560,11 @@ fn validate_files(files: &[std::path::PathBuf], format: Format, deny_warnings: b
                     diagnostics: &v.diagnostics,
                 })
                 .collect();
-            print_out(&render::json(&reports));
+            crate::output::print_out(&render::json(&reports));
         }
         Format::Github => {
             for (file, source, v) in &loaded {
-                print_out(&render::github(&FileReport {
+                crate::output::print_out(&render::github(&FileReport {
                     file: file.clone(),
                     source: source.as_ref(),
                     diagnostics: &v.diagnostics,
@@ -581,7 +572,7 @@ fn validate_files(files: &[std::path::PathBuf], format: Format, deny_warnings: b
             }
         }
         Format::Human => {
-            let color = color_on_stderr();
+            let color = crate::output::color_on_stderr();
             for (file, source, v) in &loaded {
                 if let Some(source) = source {
                     eprint!("{}", render::human(source, &v.diagnostics, color));
@@ -604,61 +595,6 @@ fn validate_files(files: &[std::path::PathBuf], format: Format, deny_warnings: b
     }
 }
 
-/// Read and validate a workflow for a command that needs a plan; its diagnostics are printed.
-pub fn load_plan(file: &Path) -> Result<Plan, Error> {
-    load_plan_as(file, false)
-}
-
-/// As [`load_plan`]; with `json`, problems are `diagnostic` events on stderr (one JSON object a line), so a
-/// `--log-format json` stream stays machine-readable from its first line.
-fn load_plan_as(file: &Path, json: bool) -> Result<Plan, Error> {
-    let source = Source::read(file).map_err(|e| Error::Unreadable {
-        message: e.to_string(),
-        json,
-    })?;
-    // Validation runs on a thread of its own: its garbage (the spanned tree, the document, the rules' tables, tens
-    // of MiB for a large file) is then made in that thread's malloc arena, interleaved with nothing that lives on,
-    // and goes back whole; the plan is copied out into the main heap, compact. Built in place, the plan kept
-    // pages of the freed tree resident (10,000 jobs: 18 MiB of heap for 11 MiB of live data).
-    let mut validated = std::thread::scope(|scope| {
-        scope
-            .spawn(|| validate(&source, Utc::now()))
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    });
-    // A deep copy, made here on the main thread (the original is freed into the validation arena).
-    validated.plan = validated.plan.clone();
-    if json {
-        for d in &validated.diagnostics {
-            let at = source.line_col(d.span.offset);
-            let reason = format!(
-                "{} {}: {} ({}:{}:{})",
-                d.severity().as_str(),
-                d.code.as_str(),
-                d.message,
-                source.name(),
-                at.line,
-                at.column
-            );
-            let _ = std::io::stderr().write_all(&Record::diagnostic(reason).to_line());
-        }
-    } else if !validated.diagnostics.is_empty() {
-        eprint!(
-            "{}",
-            render::human(&source, &validated.diagnostics, color_on_stderr())
-        );
-    }
-    let errors = validated.errors();
-    match (validated.plan, errors) {
-        (Some(plan), _) => Ok(plan),
-        (None, 0) => Err(Error::Setup(format!(
-            "{}: no diagnostic, yet no plan could be built from it (a bug in flowrun; please report it)",
-            file.display()
-        ))),
-        (None, _) => Err(Error::Invalid),
-    }
-}
-
 fn next(
     file: &Path,
     jobs: &[String],
@@ -666,7 +602,7 @@ fn next(
     from: Option<&str>,
     format: Mode,
 ) -> Result<i32, Error> {
-    let plan = load_plan(file)?;
+    let plan = crate::load::load_plan(file)?;
     let from = match from {
         None => Utc::now(),
         Some(text) => match crate::values::parse_datetime(text) {
@@ -697,7 +633,7 @@ fn next(
             }
             let mut text = serde_json::to_string_pretty(&map).expect("JSON values serialize");
             text.push('\n');
-            print_out(&text);
+            crate::output::print_out(&text);
         }
         Mode::Text => {
             let mut text = String::new();
@@ -719,7 +655,7 @@ fn next(
             if selected.is_empty() {
                 text.push_str("no job has a time trigger (cron, interval or at)\n");
             }
-            print_out(&text);
+            crate::output::print_out(&text);
         }
     }
     Ok(exit::OK)

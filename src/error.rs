@@ -46,3 +46,16 @@ impl Error {
         }
     }
 }
+
+/// A store problem as a command error (exit 2: the state cannot be used), with what to do when there is a hint.
+impl From<crate::store::StoreError> for Error {
+    fn from(e: crate::store::StoreError) -> Error {
+        match e.hint() {
+            Some(help) => Error::Usage {
+                message: e.to_string(),
+                help: Some(help),
+            },
+            None => Error::Setup(e.to_string()),
+        }
+    }
+}

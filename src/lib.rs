@@ -41,6 +41,8 @@ mod graph;
 mod http;
 mod inspect;
 mod limits;
+mod load;
+mod output;
 mod plan;
 mod quoted;
 mod render;

@@ -2,6 +2,8 @@
 //! says plainly when no runner is up (exit 2).
 
 use serde_json::Value;
+
+use crate::output::{line_err, line_out, print_err};
 use std::path::{Path, PathBuf};
 
 use super::client::{request, Failure};
@@ -11,7 +13,7 @@ use crate::store::dir;
 /// The control socket of the runner of `file`: found like the runner's state (by the file's path when its text
 /// is not readable now).
 fn socket(file: &Path, state: Option<&str>) -> Result<PathBuf, Error> {
-    let choice = match crate::app::load_plan_quietly(file) {
+    let choice = match crate::load::load_plan_quietly(file) {
         Some(plan) => dir::choose(state, file, &plan.name),
         None => dir::find_by_file(state, file),
     };
@@ -82,7 +84,7 @@ pub fn trigger(file: &Path, job: &str, wait: bool, state: Option<&str>) -> Resul
     match (status, body.get("status").and_then(Value::as_str)) {
         (200, Some("ended")) => {
             let success = body.get("success").and_then(Value::as_bool) == Some(true);
-            println!(
+            line_out(format_args!(
                 "{job}#{} {}{}",
                 text("run"),
                 body["outcome"].as_str().unwrap_or("ended"),
@@ -91,7 +93,7 @@ pub fn trigger(file: &Path, job: &str, wait: bool, state: Option<&str>) -> Resul
                     (_, Value::String(s)) => format!(" ({s})"),
                     _ => String::new(),
                 }
-            );
+            ));
             Ok(if success {
                 crate::exit::OK
             } else {
@@ -99,11 +101,13 @@ pub fn trigger(file: &Path, job: &str, wait: bool, state: Option<&str>) -> Resul
             })
         }
         (200, _) => {
-            println!("{job}#{} started", text("run"));
+            line_out(format_args!("{job}#{} started", text("run")));
             Ok(crate::exit::OK)
         }
         (202, _) => {
-            println!("{job}: queued (waiting for a worker of its executor)");
+            line_out(format_args!(
+                "{job}: queued (waiting for a worker of its executor)"
+            ));
             Ok(crate::exit::OK)
         }
         (409, status) => {
@@ -111,7 +115,7 @@ pub fn trigger(file: &Path, job: &str, wait: bool, state: Option<&str>) -> Resul
                 Some("skipped") => "skipped",
                 _ => "not fired",
             };
-            eprintln!("{job}: {what}: {}", said(&body));
+            line_err(format_args!("{job}: {what}: {}", said(&body)));
             Ok(crate::exit::FAILED)
         }
         (404, _) => Err(Error::Usage {
@@ -123,7 +127,7 @@ pub fn trigger(file: &Path, job: &str, wait: bool, state: Option<&str>) -> Resul
         }),
         // The runner is up but stopping (or stopped before a waited run ended): the run did not succeed.
         (503, _) => {
-            eprintln!("{job}: {}", said(&body));
+            line_err(format_args!("{job}: {}", said(&body)));
             Ok(crate::exit::FAILED)
         }
         _ => Err(Error::Setup(said(&body))),
@@ -145,11 +149,11 @@ pub fn stop(file: &Path, job: Option<&str>, state: Option<&str>) -> Result<i32, 
     )?;
     match (status, job) {
         (200, Some(j)) => {
-            println!("{j}: stopping {} run(s)", body["stopped"]);
+            line_out(format_args!("{j}: stopping {} run(s)", body["stopped"]));
             Ok(crate::exit::OK)
         }
         (200, None) => {
-            println!("the runner is stopping");
+            line_out(format_args!("the runner is stopping"));
             Ok(crate::exit::OK)
         }
         (404, _) => Err(Error::usage(said(&body))),
@@ -181,23 +185,23 @@ pub fn reload(file: &Path, state: Option<&str>) -> Result<i32, Error> {
                     .filter(|s| !s.is_empty())
                     .unwrap_or_else(|| "-".into())
             };
-            println!(
+            line_out(format_args!(
                 "reloaded: added {}; removed {}; changed {}",
                 list("added"),
                 list("removed"),
                 list("changed")
-            );
+            ));
             Ok(crate::exit::OK)
         }
         422 => {
-            eprint!("{}", body["report"].as_str().unwrap_or_default());
-            eprintln!("the runner keeps its current plan");
+            print_err(body["report"].as_str().unwrap_or_default());
+            line_err(format_args!("the runner keeps its current plan"));
             Ok(crate::exit::FAILED)
         }
         // Valid text that cannot be applied live (a channel in use changing kind).
         409 => {
-            eprintln!("reload refused: {}", said(&body));
-            eprintln!("the runner keeps its current plan");
+            line_err(format_args!("reload refused: {}", said(&body)));
+            line_err(format_args!("the runner keeps its current plan"));
             Ok(crate::exit::FAILED)
         }
         _ => Err(Error::Setup(said(&body))),

@@ -35,6 +35,8 @@ pub struct Context {
     pub token: Option<String>,
     /// `--only`: a reload keeps to these jobs.
     pub only: Vec<String>,
+    /// Where the API's own notices go (the runner's log: text or JSON events, never a raw line).
+    pub reporter: Arc<crate::report::Reporter>,
     /// One reload at a time, from reading the file to applying it: two racing reloads (`--watch` and
     /// `flowrun reload`) must not apply an older text after a newer one.
     pub reloading: tokio::sync::Mutex<()>,
@@ -52,6 +54,7 @@ impl Context {
         file: PathBuf,
         token: Option<String>,
         only: Vec<String>,
+        reporter: Arc<crate::report::Reporter>,
     ) -> Context {
         let asked = engine.clone();
         let status = coalesce::Coalescer::new(Arc::new(move || {
@@ -65,6 +68,7 @@ impl Context {
             file,
             token,
             only,
+            reporter,
             reloading: Default::default(),
             status,
         }

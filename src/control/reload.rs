@@ -139,7 +139,8 @@ pub fn watch(ctx: Arc<Context>) {
     let mut watcher = match watcher {
         Ok(w) => w,
         Err(e) => {
-            eprintln!("flowrun: --watch: cannot watch {}: {e}", given.display());
+            ctx.reporter
+                .notice(&format!("--watch: cannot watch {}: {e}", given.display()));
             return;
         }
     };

@@ -58,10 +58,10 @@ pub fn start(listeners: Listeners, ctx: Context, watch: bool) -> Result<ApiThrea
         stop: Some(stop),
         thread: Some(thread),
     };
-    // Nothing comes when the thread ended early (it could not build its runtime): the error is the reason.
     match ready.recv() {
-        Ok(()) => Ok(api),
-        Err(_) => Err("the control API could not start its runtime".into()),
+        Ok(Ok(())) => Ok(api),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err("the control API's thread ended before it served".into()),
     }
 }
 
@@ -69,7 +69,7 @@ fn run(
     listeners: Listeners,
     ctx: Context,
     watch: bool,
-    serving: std::sync::mpsc::Sender<()>,
+    serving: std::sync::mpsc::Sender<Result<(), String>>,
     stopped: oneshot::Receiver<()>,
 ) {
     lower_priority();
@@ -81,7 +81,9 @@ fn run(
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("flowrun: the control API cannot start its runtime: {e}");
+            let _ = serving.send(Err(format!(
+                "the control API cannot start its runtime: {e}"
+            )));
             return;
         }
     };
@@ -91,7 +93,7 @@ fn run(
             reload::watch(ctx.clone());
         }
         server::serve(listeners, ctx);
-        let _ = serving.send(());
+        let _ = serving.send(Ok(()));
         let _ = stopped.await;
     });
     // Dropping the tasks closes the connections and removes the socket file (see `server::serve`).

@@ -3,8 +3,9 @@
 use chrono::{DateTime, Utc};
 use std::path::Path;
 
-use super::{color_on_stdout, open, paint_outcome, store_error, table};
+use super::{open, paint_outcome, table};
 use crate::error::Error;
+use crate::output::color_on_stdout;
 use crate::report::Mode;
 use crate::store::{Query, RunRow, Store};
 use crate::timefmt;
@@ -34,16 +35,16 @@ pub fn history(file: &Path, args: Args<'_>) -> Result<i32, Error> {
                 failed: args.failed,
                 run: None,
             })
-            .map_err(store_error)?,
+            .map_err(Error::from)?,
         None => Vec::new(),
     };
     match args.format {
         Mode::Json => {
             let mut text = serde_json::to_string_pretty(&rows).expect("rows serialize");
             text.push('\n');
-            crate::app::print_out(&text);
+            crate::output::print_out(&text);
         }
-        Mode::Text if rows.is_empty() => crate::app::print_out(&match opened.store {
+        Mode::Text if rows.is_empty() => crate::output::print_out(&match opened.store {
             None => format!(
                 "no history yet: no runner has run {} with the state {}\n",
                 file.display(),
@@ -51,7 +52,7 @@ pub fn history(file: &Path, args: Args<'_>) -> Result<i32, Error> {
             ),
             Some(_) => "no rows match\n".to_string(),
         }),
-        Mode::Text => crate::app::print_out(&text(&rows, now, color_on_stdout())),
+        Mode::Text => crate::output::print_out(&text(&rows, now, color_on_stdout())),
     }
     Ok(crate::exit::OK)
 }

@@ -5,7 +5,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{open, store_error};
+use super::open;
 use crate::error::Error;
 use crate::store::{Outcome, Query, RunRow, SqliteStore, Store};
 
@@ -38,7 +38,7 @@ pub fn logs(
         Some(n) => n,
         None => store
             .last_run(job)
-            .map_err(store_error)?
+            .map_err(Error::from)?
             .ok_or_else(not_run)?,
     };
     let row = find(store, job, number)?.ok_or_else(|| Error::Usage {
@@ -66,9 +66,9 @@ pub fn logs(
         let running = row.outcome == Outcome::Running;
         let live = running && store.holder().is_some();
         if follow && running && !live {
-            eprintln!(
+            crate::output::line_err(format_args!(
                 "{job}#{number}: its runner is gone (killed?); the run will be marked interrupted at the next start"
-            );
+            ));
         }
         if !(follow && live) {
             break;
@@ -85,7 +85,10 @@ pub fn logs(
         }
     }
     if offset == 0 && !path.exists() {
-        eprintln!("{job}#{number} printed nothing ({})", row.outcome.as_str());
+        crate::output::line_err(format_args!(
+            "{job}#{number} printed nothing ({})",
+            row.outcome.as_str()
+        ));
     }
     Ok(crate::exit::OK)
 }
@@ -98,7 +101,7 @@ fn find(store: &SqliteStore, job: &str, number: u64) -> Result<Option<RunRow>, E
             limit: 1,
             ..Query::default()
         })
-        .map_err(store_error)?
+        .map_err(Error::from)?
         .into_iter()
         .next())
 }

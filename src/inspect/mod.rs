@@ -8,12 +8,11 @@ pub use history::{history, Args as HistoryArgs};
 pub use logs::logs;
 pub use status::status;
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
 use crate::plan::Plan;
-use crate::store::{dir, SqliteStore, StoreError};
+use crate::store::{dir, SqliteStore};
 
 /// A workflow, its state directory, and its store when a runner ever wrote one.
 struct Opened {
@@ -40,7 +39,7 @@ impl Opened {
 
 /// Read the workflow (for its name and jobs) and open its state for reading.
 fn open(file: &Path, state: Option<&str>) -> Result<Opened, Error> {
-    let plan = crate::app::load_plan(file)?;
+    let plan = crate::load::load_plan(file)?;
     let choice = dir::choose(state, file, &plan.name);
     let Some(dir) = choice.path() else {
         return Err(Error::Usage {
@@ -68,28 +67,12 @@ fn open(file: &Path, state: Option<&str>) -> Result<Opened, Error> {
             )));
         }
     }
-    let store = SqliteStore::open_read(dir).map_err(store_error)?;
+    let store = SqliteStore::open_read(dir).map_err(Error::from)?;
     Ok(Opened {
         dir: dir.to_path_buf(),
         plan,
         store,
     })
-}
-
-/// A store problem as a command error (exit 2: the state cannot be used).
-pub fn store_error(e: StoreError) -> Error {
-    match e.hint() {
-        Some(help) => Error::Usage {
-            message: e.to_string(),
-            help: Some(help),
-        },
-        None => Error::Setup(e.to_string()),
-    }
-}
-
-/// Colour on stdout: a terminal, and `NO_COLOR` not set.
-fn color_on_stdout() -> bool {
-    std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal()
 }
 
 /// Columns aligned by their display width (colour codes take none), two spaces apart; the last column is not

@@ -5,8 +5,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::path::Path;
 
-use super::{color_on_stdout, open, paint_outcome, store_error, table};
+use super::{open, paint_outcome, table};
 use crate::error::Error;
+use crate::output::color_on_stdout;
 use crate::plan::Trigger;
 use crate::report::Mode;
 use crate::store::{Memory, Outcome, Query, RunRow, Store};
@@ -52,7 +53,7 @@ pub fn status(file: &Path, state: Option<&str>, format: Mode) -> Result<i32, Err
     let now = Utc::now();
     let holder = opened.store.as_ref().and_then(|s| s.holder());
     let memory = match &opened.store {
-        Some(s) => s.memory().map_err(store_error)?,
+        Some(s) => s.memory().map_err(Error::from)?,
         None => Memory::default(),
     };
     let recent = match &opened.store {
@@ -61,7 +62,7 @@ pub fn status(file: &Path, state: Option<&str>, format: Mode) -> Result<i32, Err
                 since: Some(now - chrono::Duration::hours(24)),
                 ..Query::default()
             })
-            .map_err(store_error)?,
+            .map_err(Error::from)?,
         None => Vec::new(),
     };
     // The live view, when a runner holds the state and answers on its socket.
@@ -101,7 +102,7 @@ pub fn status(file: &Path, state: Option<&str>, format: Mode) -> Result<i32, Err
                     limit: 1,
                     ..Query::default()
                 })
-                .map_err(store_error)?
+                .map_err(Error::from)?
                 .into_iter()
                 .next(),
             None => None,
@@ -169,9 +170,9 @@ pub fn status(file: &Path, state: Option<&str>, format: Mode) -> Result<i32, Err
         Mode::Json => {
             let mut text = serde_json::to_string_pretty(&status).expect("status serializes");
             text.push('\n');
-            crate::app::print_out(&text);
+            crate::output::print_out(&text);
         }
-        Mode::Text => crate::app::print_out(&text(&status, now, color_on_stdout())),
+        Mode::Text => crate::output::print_out(&text(&status, now, color_on_stdout())),
     }
     Ok(crate::exit::OK)
 }
