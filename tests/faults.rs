@@ -339,3 +339,41 @@ fn ten_thousand_cron_jobs_validate_and_run() {
     let jobs = &ev.iter().find(|e| e["event"] == "runner.stop").unwrap()["summary"]["jobs"];
     assert_eq!(jobs.as_object().unwrap().len(), 10_000);
 }
+
+#[test]
+fn runs_spawned_under_a_storm_of_signals_all_start_and_end() {
+    // Every run is started by clone+exec sharing the runner's memory until exec: a signal handler of the runner
+    // running in that child would run on the runner's memory. Signals are blocked around the clone; a storm of
+    // SIGCHLD (which the runner handles: its reaper) must not lose or break a run.
+    let (_d, file) = flow(
+        "channels: { q: {} }\njobs:\n  feed: { run: seq 2000, stdout: q }\n  work:\n    run: 'true'\n    trigger: { each: q }\n    max_instances: 4\n",
+    );
+    let mut child = common::cmd()
+        .arg(&file)
+        .args(["--state", "none", "--log-format", "json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let storm = std::thread::spawn(move || {
+        // Bounded: at most 200,000 signals or until the runner is gone.
+        for _ in 0..200_000 {
+            // SAFETY: a signal to the runner this test started; ESRCH once it ended.
+            if unsafe { libc::kill(pid, libc::SIGCHLD) } != 0 {
+                break;
+            }
+            std::thread::yield_now();
+        }
+    });
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let status = child.wait().unwrap();
+    storm.join().unwrap();
+    let ev = common::events(err.as_bytes());
+    assert_eq!(status.code(), Some(0), "{err}");
+    let work = &common::summary(&ev)["jobs"]["work"];
+    assert_eq!(work["runs"], 2000, "{work}");
+    assert_eq!(work["succeeded"], 2000, "{work}");
+}
