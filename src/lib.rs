@@ -20,8 +20,8 @@
 //! - `store`: what a runner remembers (SPEC §4): the state directory, the `Store` trait and its SQLite backend,
 //!   the one writer thread; the engine records into it (`engine::record`). `inspect`: `status`, `history`, `logs`.
 //! - `control`: the HTTP API on the control socket and `--listen` (SPEC §5), metrics, reload and `--watch`, and the
-//!   commands that talk to a running runner; the engine answers its requests by message (`engine::control`,
-//!   `engine::reload`).
+//!   commands that talk to a running runner; the engine answers its requests by message (`engine::requests`,
+//!   `engine::replan`).
 //! - `app` (the commands), `cli` (arguments), `error` (the one error type and its exit codes), `graph`,
 //!   `dryrun`, `timefmt`: the edges.
 

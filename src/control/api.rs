@@ -14,7 +14,7 @@ use serde_json::json;
 use std::sync::Arc;
 
 use super::Context;
-use crate::engine::control::{LiveStatus, TriggerReply};
+use crate::engine::requests::{LiveStatus, TriggerReply};
 
 /// The largest request body taken (no route needs more than a small JSON object).
 const MAX_BODY: usize = 16 * 1024;

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
-use crate::engine::control::LiveStatus;
+use crate::engine::requests::LiveStatus;
 use crate::event::Event;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -270,7 +270,7 @@ impl Metrics {
         }
         *present = (jobs, channels);
         drop(present);
-        let process = crate::control::process::read();
+        let process = crate::control::procfs::read();
         let before = seen
             .insert("cpu".into(), process.cpu_seconds)
             .unwrap_or(0.0);

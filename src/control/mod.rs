@@ -8,7 +8,7 @@ mod coalesce;
 pub mod commands;
 mod history;
 pub mod metrics;
-mod process;
+mod procfs;
 mod readers;
 mod reload;
 mod server;
@@ -23,7 +23,7 @@ pub use thread::ApiThread;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::engine::control::EngineHandle;
+use crate::engine::requests::EngineHandle;
 
 /// What the routes need.
 pub struct Context {

@@ -5,7 +5,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::channel::{Chunk, Fanout, Queue, Stats, Target};
+use super::broker::{Chunk, Fanout, Queue, Stats, Target};
 use super::process;
 use super::supervise::{ParentEnds, Wiring};
 use crate::event::ChannelCounts;

@@ -58,9 +58,9 @@ pub(super) struct Dispatcher {
     /// When this runner started (a time firing due before it is a catch-up).
     pub(super) started_at: chrono::DateTime<Utc>,
     /// The state store's writer and what the runner was started with, when it has state.
-    pub(super) memory: Option<super::record::Memory>,
+    pub(super) memory: Option<super::record::Recorder>,
     /// Manual firings (the control API) waiting to start or end, by key; and the key of each such live run.
-    pub(super) waiters: HashMap<u64, super::control::Waiter>,
+    pub(super) waiters: HashMap<u64, super::requests::Waiter>,
     pub(super) run_waiters: HashMap<RunId, u64>,
     pub(super) next_manual: u64,
     observers: Vec<super::Observer>,
@@ -79,7 +79,7 @@ impl Dispatcher {
         options: Options,
     ) -> Dispatcher {
         let started_at = Utc::now();
-        let mut memory = options.state.map(super::record::Memory::new);
+        let mut memory = options.state.map(super::record::Recorder::new);
         let handled = memory
             .as_mut()
             .map(|m| m.take_handled())
@@ -636,7 +636,7 @@ impl Dispatcher {
             ))
         });
         // Set by the tending task when the process exits (the probe stops looking then).
-        let exited = Arc::new(super::channel::ExitFlag::default());
+        let exited = Arc::new(super::broker::ExitFlag::default());
         let watch = match job.ready.is_some() {
             true => {
                 let exec = probe::ExecContext {
@@ -667,7 +667,7 @@ impl Dispatcher {
         child: process::Child,
         parent_ends: ParentEnds,
         watch: Option<Arc<super::probe::LogWatch>>,
-        exited: Arc<super::channel::ExitFlag>,
+        exited: Arc<super::broker::ExitFlag>,
     ) {
         let job = &self.plan.jobs[run.job];
         let target = job.stdout.map(|c| {
@@ -734,7 +734,7 @@ impl Dispatcher {
     /// copy it had, closed now: they count as left.
     pub(super) fn give_back_input(&mut self, job: JobId, batch: &super::state::Batch) {
         if let Some(queue) = self.channels.home_queue(batch.from, job) {
-            queue.push_front(super::channel::Chunk::from_vec(
+            queue.push_front(super::broker::Chunk::from_vec(
                 batch.data.to_vec(),
                 batch.count,
             ));

@@ -153,7 +153,7 @@ impl Dispatcher {
         }
         self.manual_ended(
             id,
-            super::control::RunEnded {
+            super::requests::RunEnded {
                 run: run.number,
                 outcome: super::record::outcome_of(&c, run.state).as_str(),
                 code: c.code,
@@ -182,7 +182,7 @@ impl Dispatcher {
             Some(c) if self.plan.channels[c].kind == ChannelKind::Pipe => {
                 self.channels.pipe_readers_gone(c)
             }
-            Some(_) => matches!(end.pump, Some(super::channel::PumpEnd::NoReader)),
+            Some(_) => matches!(end.pump, Some(super::broker::PumpEnd::NoReader)),
             None => false,
         }
     }

@@ -9,9 +9,8 @@
 //! The loop below only turns what happens (a run's end, a timer, a signal, the deadline, a view tick) into one
 //! [`Input`]; the dispatcher alone decides. Runs are tended by tasks (`supervise`) that only report back.
 
-mod channel;
+mod broker;
 mod channels;
-pub mod control;
 mod dispatcher;
 mod envfile;
 mod exits;
@@ -21,7 +20,8 @@ mod probe;
 pub(crate) mod process;
 mod readiness;
 mod record;
-pub mod reload;
+pub mod replan;
+pub mod requests;
 mod runlog;
 mod state;
 mod supervise;
@@ -55,7 +55,7 @@ pub struct Options {
     /// Who else hears every event (the metrics).
     pub observers: Vec<Observer>,
     /// Started with the engine's handle once it runs (the control API).
-    pub serve: Option<Box<dyn FnOnce(control::EngineHandle) + Send>>,
+    pub serve: Option<Box<dyn FnOnce(requests::EngineHandle) + Send>>,
 }
 
 /// A subscriber to the engine's events, called on the dispatcher thread: it must be quick.
@@ -138,7 +138,7 @@ enum Msg {
     /// Messages arrived (or came back) in this channel, where an `each` job waits.
     Wake(crate::plan::ChannelId),
     /// A request of the control API.
-    Control(control::Request),
+    Control(requests::Request),
     /// The run's readiness probe passed.
     Ready(RunId),
     /// The `env_file`s of this job were read (for the [`Later::Prepare`]s waiting on them).
@@ -211,7 +211,7 @@ pub async fn run(
     let serve = options.serve.take();
     let mut d = Dispatcher::new(plan, reporter, tx.clone(), options);
     if let Some(serve) = serve {
-        serve(control::EngineHandle { tx });
+        serve(requests::EngineHandle { tx });
     }
     d.start(signals.pending());
     let mut view_tick = tokio::time::interval(crate::report::TICK);

@@ -6,7 +6,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use super::channel::PumpEnd;
+use super::broker::PumpEnd;
 use crate::plan::{Restart, Status, MAX_BACKOFF};
 use crate::values::format_duration;
 

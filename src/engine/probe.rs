@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::channel::ExitFlag;
+use super::broker::ExitFlag;
 use super::process;
 use crate::plan::{Check, Command, Plan, Probe};
 

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::channel::ExitFlag;
+use super::broker::ExitFlag;
 use super::dispatcher::Dispatcher;
 use super::outcome::{Milestone, StoppedFor};
 use super::probe::{self, LogWatch, ProbeHandle};

@@ -26,7 +26,7 @@ pub struct Persist {
 }
 
 /// The dispatcher's view of [`Persist`].
-pub struct Memory {
+pub struct Recorder {
     pub dir: PathBuf,
     pub history: History,
     pub recovered: u64,
@@ -44,9 +44,9 @@ pub struct Memory {
 /// given twice; a crash leaves a gap of at most this many instead.
 pub const NUMBER_BLOCK: u64 = 100;
 
-impl Memory {
-    pub fn new(p: Persist) -> Memory {
-        Memory {
+impl Recorder {
+    pub fn new(p: Persist) -> Recorder {
+        Recorder {
             dir: p.dir,
             history: p.history,
             recovered: p.recovered,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-use super::channel::{self, ExitFlag, Feed, PumpEnd, Queue, Target};
+use super::broker::{self, ExitFlag, Feed, PumpEnd, Queue, Target};
 use super::process::{self, Child};
 use crate::report::Reporter;
 
@@ -96,7 +96,7 @@ pub(crate) fn supervise(
                 task.abort();
                 let _ = task.await;
             }
-            taken_back = channel::take_back(&queue, &feed);
+            taken_back = broker::take_back(&queue, &feed);
         }
         done(RunEnd {
             status,
@@ -145,7 +145,7 @@ fn start_io(
         let feed = Feed::register(&queue, keep);
         let task = Sender::from_owned_fd(w)
             .ok()
-            .map(|sender| tokio::spawn(channel::feed(queue.clone(), sender, feed.clone(), size)));
+            .map(|sender| tokio::spawn(broker::feed(queue.clone(), sender, feed.clone(), size)));
         (task, feed, queue)
     });
     let mut output_tasks = Vec::new();
@@ -156,7 +156,7 @@ fn start_io(
         }
     }
     let writer_pump = match (target, queue_output.map(Receiver::from_owned_fd)) {
-        (Some(target), Some(Ok(stdout))) => Some(tokio::spawn(channel::pump_writer(
+        (Some(target), Some(Ok(stdout))) => Some(tokio::spawn(broker::pump_writer(
             stdout,
             target,
             exit_flag.clone(),
@@ -268,7 +268,7 @@ async fn pump_lines<R: tokio::io::AsyncRead + Unpin>(
         };
         if exit.window_over() {
             late_bytes += line.len();
-            if late_bytes >= channel::DRAIN_BYTES {
+            if late_bytes >= broker::DRAIN_BYTES {
                 return true;
             }
         }

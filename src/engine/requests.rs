@@ -25,7 +25,7 @@ pub enum Request {
     /// Stop the runner, as SIGTERM does.
     Shutdown,
     /// Apply a validated plan (a reload), or report a rejected one.
-    Reload(super::reload::Reload),
+    Reload(super::replan::Reload),
     /// Stop the live runs of a job (all jobs: `None`), as at shutdown.
     Stop {
         job: Option<String>,
@@ -158,9 +158,9 @@ impl EngineHandle {
     pub async fn apply(
         &self,
         plan: crate::plan::Plan,
-    ) -> Option<Result<super::reload::Applied, String>> {
+    ) -> Option<Result<super::replan::Applied, String>> {
         let (reply, answer) = oneshot::channel();
-        self.ask(Request::Reload(super::reload::Reload::Apply {
+        self.ask(Request::Reload(super::replan::Reload::Apply {
             plan: Box::new(plan),
             reply,
         }))
@@ -170,7 +170,7 @@ impl EngineHandle {
 
     /// A reload refused for these diagnostics: the engine says so as an event.
     pub fn rejected(&self, errors: usize, summary: String, report: String) {
-        self.ask(Request::Reload(super::reload::Reload::Rejected {
+        self.ask(Request::Reload(super::replan::Reload::Rejected {
             errors,
             summary,
             report,
