@@ -47,6 +47,7 @@ mod plan;
 mod quoted;
 mod render;
 mod report;
+mod runner;
 mod secret;
 pub mod source;
 mod store;

@@ -1,0 +1,183 @@
+//! The runner's state at its start (SPEC §4): the folder, the store locked, what the last runner left (its
+//! unwritten writes, its runs left `running`), the first blocks of run numbers, and the log folder.
+
+use chrono::Utc;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::cli::RunArgs;
+use crate::error::Error;
+use crate::plan::Plan;
+use crate::report::Reporter;
+
+/// The runner's state (SPEC §4): the directory made 0700, the store opened and locked (one runner per state),
+/// the runs a dead runner left marked interrupted, what it remembered read back, and the writer started.
+pub fn open_state(
+    args: &RunArgs,
+    plan: &Plan,
+    reporter: &Arc<Reporter>,
+) -> Result<Option<crate::engine::Persist>, Error> {
+    let Some(path) = state_dir(args, plan, reporter)? else {
+        return Ok(None);
+    };
+    use crate::store::{SqliteStore, Store};
+    let path = path.as_path();
+    let store_error = Error::from;
+    let mut store = SqliteStore::open(path).map_err(store_error)?;
+    store.lock().map_err(|e| match (&e, args.only.first()) {
+        (crate::store::StoreError::Held { .. }, Some(job)) => Error::Usage {
+            message: e.to_string(),
+            help: Some(format!(
+                "to run {job} now in the running runner: `flowrun trigger {} {job}`",
+                args.file.display()
+            )),
+        },
+        _ => store_error(e),
+    })?;
+    replay_unwritten(&mut store, path, reporter);
+    // A store that can be read but not written (a full disk) does not keep the runner from starting: what the
+    // start would write goes to the writer, tried again until it is written, and runs wait for their numbers.
+    let now = Utc::now();
+    let mut later = Vec::new();
+    let cannot_write = |e: &crate::store::StoreError| {
+        reporter.notice(&format!(
+            "the state store cannot be written at the start ({e}): the runner starts; runs wait until it can be"
+        ));
+    };
+    let recovered = match store.recover(now) {
+        Ok(n) => n,
+        Err(e) if e.cannot_write() => {
+            cannot_write(&e);
+            later.push(crate::store::Op::Recover { before: now });
+            0
+        }
+        Err(e) => return Err(store_error(e)),
+    };
+    let memory = store.memory().map_err(store_error)?;
+    if !memory.forgotten.is_empty() {
+        reporter.notice(&format!(
+            "the state remembered firings of {} at times that are not times or lie ahead of the clock (was the clock set back?): their triggers start afresh",
+            memory.forgotten.join(", ")
+        ));
+    }
+    // Run numbers are reserved a block ahead before any is given: a crash can leave a gap, never a repeat.
+    let numbers_on_disk = match store.apply(&first_blocks(plan, &memory)) {
+        Ok(()) => true,
+        Err(e) if e.cannot_write() => {
+            if later.is_empty() {
+                cannot_write(&e);
+            }
+            false
+        }
+        Err(e) => return Err(store_error(e)),
+    };
+    // Pruning deletes log files only under these folders, whatever a history row names.
+    let mut log_roots = vec![path.join("logs")];
+    log_roots.extend(log_root(args.log_dir.as_deref(), Some(path))?);
+    let history = crate::store::writer::History::start(
+        Box::new(store),
+        args.keep,
+        log_roots,
+        path.to_path_buf(),
+        reporter.clone(),
+    );
+    history.send_all(&mut later, true);
+    Ok(Some(crate::engine::Persist {
+        dir: path.to_path_buf(),
+        history,
+        memory,
+        recovered,
+        numbers_on_disk,
+    }))
+}
+
+/// The state folder: made (or checked) by the rules of `store::dir`; `None` when there is none (`--state none`, or
+/// a default place that cannot be made: said once).
+fn state_dir(
+    args: &RunArgs,
+    plan: &Plan,
+    reporter: &Reporter,
+) -> Result<Option<std::path::PathBuf>, Error> {
+    use crate::store::dir;
+    let choice = dir::choose(args.state.as_deref(), &args.file, &plan.name);
+    let Some(path) = choice.path() else {
+        return Ok(None);
+    };
+    match dir::create(path, matches!(choice, dir::Choice::Default(_))) {
+        Ok((path, warning)) => {
+            if let Some(w) = warning {
+                reporter.notice(&w);
+            }
+            Ok(Some(path))
+        }
+        Err(e) => match choice {
+            dir::Choice::Default(_) => {
+                reporter.notice(&format!(
+                    "cannot make the state directory {} ({e}): running without state (no history, no catch-up; --state DIR names another place, --state none silences this)",
+                    path.display()
+                ));
+                Ok(None)
+            }
+            _ => Err(Error::Setup(format!(
+                "the state directory {} cannot be used: {e}",
+                path.display()
+            ))),
+        },
+    }
+}
+
+/// Where run logs go: `--log-dir` (made if missing; its real path, so the history's paths hold no symlink), else
+/// the state's `logs/`, which must be a real folder of the runner's user (a planted `logs -> /etc` is refused).
+/// Absolute: the history keeps each run's log path, for `logs` and pruning from any working directory.
+pub fn log_root(
+    given: Option<&Path>,
+    state: Option<&Path>,
+) -> Result<Option<std::path::PathBuf>, Error> {
+    use std::os::unix::fs::DirBuilderExt;
+    let cannot = |dir: &Path, e: std::io::Error| {
+        Error::Setup(format!(
+            "the log folder {} cannot be used: {e}",
+            dir.display()
+        ))
+    };
+    match (given, state) {
+        (Some(dir), _) => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .and_then(|_| std::fs::canonicalize(dir))
+            .map(Some)
+            .map_err(|e| cannot(dir, e)),
+        (None, Some(state)) => {
+            let dir = state.join("logs");
+            crate::store::dir::private_dir(&dir).map_err(|e| cannot(&dir, e))?;
+            Ok(Some(dir))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// What the last clean stop could not write comes first: its runs' ends, before the runs left `running` are
+/// taken for interrupted.
+fn replay_unwritten(store: &mut crate::store::SqliteStore, dir: &Path, reporter: &Reporter) {
+    match crate::store::writer::replay(store, dir) {
+        Ok(0) => {}
+        Ok(n) => reporter.notice(&format!(
+            "{n} writes the last runner could not make at its stop are written now"
+        )),
+        Err(e) => reporter.notice(&format!(
+            "what the last runner could not write at its stop is not written now ({e}): it is left there"
+        )),
+    }
+}
+
+/// The first block of run numbers of every job, reserved before any is given.
+fn first_blocks(plan: &Plan, memory: &crate::store::Memory) -> Vec<crate::store::Op> {
+    plan.jobs
+        .iter()
+        .map(|j| crate::store::Op::Reserve {
+            job: j.name.clone(),
+            upto: memory.last_runs.get(&j.name).copied().unwrap_or(0) + crate::engine::NUMBER_BLOCK,
+        })
+        .collect()
+}
