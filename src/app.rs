@@ -51,6 +51,30 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
             Ok(exit::OK)
         }
         Command::Run(args) => crate::runner::run(args),
+        command @ (Command::Status { .. }
+        | Command::History { .. }
+        | Command::Logs { .. }
+        | Command::Trigger { .. }
+        | Command::Stop { .. }
+        | Command::Reload { .. }) => on_state(command),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "flowrun", &mut out);
+            crate::output::print_out(&String::from_utf8_lossy(&out));
+            Ok(exit::OK)
+        }
+        Command::Man => {
+            crate::output::print_out(&man_page().map_err(|e| Error::Output(e.to_string()))?);
+            Ok(exit::OK)
+        }
+    }
+}
+
+/// The commands on a workflow's state and its running runner: `status`, `history`, `logs`, `trigger`, `stop`,
+/// `reload`.
+fn on_state(command: Command) -> Result<i32, Error> {
+    match command {
         Command::Status {
             file,
             state,
@@ -94,17 +118,8 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
         Command::Reload { file, state } => {
             crate::control::commands::reload(&file, state.dir.as_deref())
         }
-        Command::Completions { shell } => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
-            let mut out = Vec::new();
-            clap_complete::generate(shell, &mut cmd, "flowrun", &mut out);
-            crate::output::print_out(&String::from_utf8_lossy(&out));
-            Ok(exit::OK)
-        }
-        Command::Man => {
-            crate::output::print_out(&man_page().map_err(|e| Error::Output(e.to_string()))?);
-            Ok(exit::OK)
-        }
+        // `main` gives only the commands above.
+        _ => Err(Error::Setup("not a command on a state".into())),
     }
 }
 
