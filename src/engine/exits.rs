@@ -88,43 +88,8 @@ impl Dispatcher {
         self.jobs[run.job].live -= 1;
         // The executor it started in (a reload may have moved the job to another since).
         self.executors[run.executor].busy -= 1;
-        if end.taken_back > 0 {
-            self.emit(Event::ChannelTakeback {
-                job: job.name.clone(),
-                run: run.number,
-                channel: run.reads.map(|c| plan.channels[c].name.clone()),
-                messages: end.taken_back as u64,
-            });
-            // `each` jobs of the channel may be idle, waiting for messages: these are new to them.
-            if let Some(c) = run.reads {
-                let _ = self.tx.send(Msg::Wake(c));
-            }
-        }
-        let c = classify(&ExitFacts {
-            status: &end.status,
-            pump: end.pump.as_ref(),
-            // The channels the run was wired to, though a reload may have changed its job since.
-            readers_gone: self.readers_gone(run.writes, &end),
-            max_message: run.writes.map_or(0, |c| plan.channels[c].max_message),
-            failed_because: match run.state {
-                RunState::Stopping {
-                    cause: StopCause::Timeout,
-                    ..
-                } => Some(StoppedFor::Timeout(job.timeout.unwrap_or_default())),
-                RunState::Stopping {
-                    cause: StopCause::NotReady(timeout),
-                    ..
-                } => Some(StoppedFor::NotReady(timeout)),
-                _ => None,
-            },
-            stopped_by_runner: matches!(
-                run.state,
-                RunState::Stopping {
-                    cause: StopCause::Shutdown | StopCause::Request,
-                    ..
-                }
-            ),
-        });
+        self.said_taken_back(&run, &end);
+        let c = self.classified(&run, &end);
         self.report_exit(&mut run, job, &c);
         match c.outcome {
             Some(RunResult::Succeeded) => {
@@ -174,6 +139,53 @@ impl Dispatcher {
         }
         self.restart_if_due(&run, job, c.outcome, c.code);
         self.pump_each(run.job);
+    }
+
+    /// Messages taken back from a run's input pipe are said, and the `each` jobs of the channel hear of them
+    /// (they may be idle, waiting for messages: these are new to them).
+    fn said_taken_back(&mut self, run: &Run, end: &RunEnd) {
+        if end.taken_back == 0 {
+            return;
+        }
+        self.emit(Event::ChannelTakeback {
+            job: self.plan.jobs[run.job].name.clone(),
+            run: run.number,
+            channel: run.reads.map(|c| self.plan.channels[c].name.clone()),
+            messages: end.taken_back as u64,
+        });
+        if let Some(c) = run.reads {
+            let _ = self.tx.send(Msg::Wake(c));
+        }
+    }
+
+    /// How the run ended, from what its exit and its state say (see `outcome::classify`).
+    fn classified(&self, run: &Run, end: &RunEnd) -> Classified {
+        let job = &self.plan.jobs[run.job];
+        classify(&ExitFacts {
+            status: &end.status,
+            pump: end.pump.as_ref(),
+            // The channels the run was wired to, though a reload may have changed its job since.
+            readers_gone: self.readers_gone(run.writes, end),
+            max_message: run.writes.map_or(0, |c| self.plan.channels[c].max_message),
+            failed_because: match run.state {
+                RunState::Stopping {
+                    cause: StopCause::Timeout,
+                    ..
+                } => Some(StoppedFor::Timeout(job.timeout.unwrap_or_default())),
+                RunState::Stopping {
+                    cause: StopCause::NotReady(timeout),
+                    ..
+                } => Some(StoppedFor::NotReady(timeout)),
+                _ => None,
+            },
+            stopped_by_runner: matches!(
+                run.state,
+                RunState::Stopping {
+                    cause: StopCause::Shutdown | StopCause::Request,
+                    ..
+                }
+            ),
+        })
     }
 
     /// Whether every reader of the run's `stdout:` channel had ended.

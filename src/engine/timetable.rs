@@ -215,66 +215,9 @@ impl Timetable {
             }
             let following = entry.rule.next_after(cursor);
             self.set_next(i, following);
-            if coalesce {
-                let last = *due.last().expect("one due firing at least");
-                let late = now - last;
-                out.push(if late > grace {
-                    Due::Missed {
-                        job,
-                        trigger,
-                        scheduled: last,
-                        late,
-                        count: due.len() as u64,
-                        at_least: false,
-                    }
-                } else {
-                    Due::Fire {
-                        job,
-                        trigger,
-                        scheduled: last,
-                        first_due: due[0],
-                        coalesced: due.len() as u64,
-                    }
-                });
-            } else {
-                // Consecutive misses are one `Missed` with their count (a day of downtime under a per-second
-                // cron is one event, not 86,400); the firings still within the grace run once each.
-                let mut missed: Option<(DateTime<Utc>, u64)> = None;
-                for scheduled in due {
-                    let late = now - scheduled;
-                    if late > grace {
-                        let count = missed.map_or(0, |(_, n)| n) + 1;
-                        missed = Some((scheduled, count));
-                        continue;
-                    }
-                    if let Some((at, count)) = missed.take() {
-                        out.push(Due::Missed {
-                            job,
-                            trigger,
-                            scheduled: at,
-                            late: now - at,
-                            count,
-                            at_least: false,
-                        });
-                    }
-                    out.push(Due::Fire {
-                        job,
-                        trigger,
-                        scheduled,
-                        first_due: scheduled,
-                        coalesced: 1,
-                    });
-                }
-                if let Some((at, count)) = missed {
-                    out.push(Due::Missed {
-                        job,
-                        trigger,
-                        scheduled: at,
-                        late: now - at,
-                        count,
-                        at_least: false,
-                    });
-                }
+            match coalesce {
+                true => out.push(coalesced((job, trigger), &due, now, grace)),
+                false => out.extend(one_by_one((job, trigger), due, now, grace)),
             }
         }
         // Two triggers of one job due at the same instant are one firing, not a firing and a skip.
@@ -285,6 +228,77 @@ impl Timetable {
         });
         out
     }
+}
+
+/// Several due firings of a coalescing trigger: one run standing for all (its lateness counted from the first),
+/// or one miss with their count when the last is already beyond the grace.
+fn coalesced(
+    (job, trigger): (crate::plan::JobId, usize),
+    due: &[DateTime<Utc>],
+    now: DateTime<Utc>,
+    grace: chrono::Duration,
+) -> Due {
+    // `due` holds one firing at least: the one that came due.
+    let (first, last) = (due.first().copied(), due.last().copied());
+    let (first, last) = (first.unwrap_or(now), last.unwrap_or(now));
+    let late = now - last;
+    if late > grace {
+        Due::Missed {
+            job,
+            trigger,
+            scheduled: last,
+            late,
+            count: due.len() as u64,
+            at_least: false,
+        }
+    } else {
+        Due::Fire {
+            job,
+            trigger,
+            scheduled: last,
+            first_due: first,
+            coalesced: due.len() as u64,
+        }
+    }
+}
+
+/// Due firings of a trigger that does not coalesce: each within the grace runs once, and consecutive misses are
+/// one `Missed` with their count (a day of downtime under a per-second cron is one event, not 86,400).
+fn one_by_one(
+    (job, trigger): (crate::plan::JobId, usize),
+    due: Vec<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    grace: chrono::Duration,
+) -> Vec<Due> {
+    let mut out = Vec::new();
+    let missed_until = |at: DateTime<Utc>, count: u64| Due::Missed {
+        job,
+        trigger,
+        scheduled: at,
+        late: now - at,
+        count,
+        at_least: false,
+    };
+    let mut missed: Option<(DateTime<Utc>, u64)> = None;
+    for scheduled in due {
+        if now - scheduled > grace {
+            let count = missed.map_or(0, |(_, n)| n) + 1;
+            missed = Some((scheduled, count));
+            continue;
+        }
+        if let Some((at, count)) = missed.take() {
+            out.push(missed_until(at, count));
+        }
+        out.push(Due::Fire {
+            job,
+            trigger,
+            scheduled,
+            first_due: scheduled,
+            coalesced: 1,
+        });
+    }
+    out.extend(missed.map(|(at, count)| missed_until(at, count)));
+    out
 }
 
 /// How many firings missed during downtime are counted one by one before the rest is skipped uncounted.
