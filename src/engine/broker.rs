@@ -521,17 +521,7 @@ pub async fn pump_writer<R: AsyncRead + Unpin>(
             }
         }
         match read {
-            Ok(0) => {
-                if !buf.is_empty() {
-                    if buf.len() > target.max_message {
-                        return PumpEnd::Overlong { length: buf.len() };
-                    }
-                    let bytes = buf.len();
-                    finish(&mut buf, &target).await;
-                    return PumpEnd::Partial { bytes };
-                }
-                return PumpEnd::Eof;
-            }
+            Ok(0) => return at_eof(&mut buf, &target).await,
             Ok(_) => {}
             Err(e) => return PumpEnd::Error(e.to_string()),
         }
@@ -558,21 +548,7 @@ pub async fn pump_writer<R: AsyncRead + Unpin>(
                 }
             }
         };
-        let complete = if last_nl + 1 < SMALL_READ {
-            // A small read (a message now and then): copy it out and keep the big buffer. Handing over the
-            // buffer would cost an allocation of READ_SIZE (an mmap and its page faults) per message.
-            let complete = buf[..=last_nl].to_vec();
-            buf.drain(..=last_nl);
-            complete
-        } else {
-            // A large read: hand the buffer itself over (no copy) and start a new one.
-            let tail = buf.split_off(last_nl + 1);
-            let complete = std::mem::replace(&mut buf, tail);
-            if buf.capacity() < READ_SIZE {
-                buf.reserve(READ_SIZE - buf.len());
-            }
-            complete
-        };
+        let complete = take_lines(&mut buf, last_nl);
         if !target.push(Chunk::from_vec(complete, count)).await {
             // Nobody will read more. What the writer already wrote still counts (as taken in and left): at
             // shutdown everything until its output ends (it is being stopped), otherwise what the pipe holds
@@ -581,6 +557,38 @@ pub async fn pump_writer<R: AsyncRead + Unpin>(
             count_rest(&mut src, buf, &target, until_eof).await;
             return PumpEnd::NoReader;
         }
+    }
+}
+
+/// The writer's output ended: a last line without its newline is a message (when within `max_message`).
+async fn at_eof(buf: &mut Vec<u8>, target: &Target) -> PumpEnd {
+    if buf.is_empty() {
+        return PumpEnd::Eof;
+    }
+    if buf.len() > target.max_message {
+        return PumpEnd::Overlong { length: buf.len() };
+    }
+    let bytes = buf.len();
+    finish(buf, target).await;
+    PumpEnd::Partial { bytes }
+}
+
+/// The complete lines of `buf` (up to `last_nl`), taken out; the partial tail stays for the next read.
+fn take_lines(buf: &mut Vec<u8>, last_nl: usize) -> Vec<u8> {
+    if last_nl + 1 < SMALL_READ {
+        // A small read (a message now and then): copy it out and keep the big buffer. Handing over the buffer
+        // would cost an allocation of READ_SIZE (an mmap and its page faults) per message.
+        let complete = buf[..=last_nl].to_vec();
+        buf.drain(..=last_nl);
+        complete
+    } else {
+        // A large read: hand the buffer itself over (no copy) and start a new one.
+        let tail = buf.split_off(last_nl + 1);
+        let complete = std::mem::replace(buf, tail);
+        if buf.capacity() < READ_SIZE {
+            buf.reserve(READ_SIZE - buf.len());
+        }
+        complete
     }
 }
 

@@ -102,44 +102,14 @@ impl Dispatcher {
             executors[k] = e.clone();
         }
 
-        let mut channels = old.channels.clone();
-        channels.iter_mut().for_each(|c| c.retired = true);
-        let ch_map = places(&mut channels, &new.channels, |c| &c.name);
-        let mut rebuilt = Vec::new();
-        for (c, &k) in new.channels.iter().zip(&ch_map) {
-            if k < old.channels.len() && old.channels[k].kind != c.kind {
-                if self.channel_busy(k) {
-                    return Err(format!(
-                        "channel `{}` changes kind ({} to {}) while runs use it or messages wait in it; stop its jobs first, or restart the runner",
-                        c.name,
-                        old.channels[k].kind.as_str(),
-                        c.kind.as_str()
-                    ));
-                }
-                rebuilt.push(k);
-            }
-            channels[k] = c.clone();
-        }
+        let (channels, ch_map, rebuilt) = self.merged_channels(&new.channels)?;
 
         let mut jobs = old.jobs.clone();
         let job_map = places(&mut jobs, &new.jobs, |j| &j.name);
         let mut applied = Applied::default();
         let mut touched = Vec::new();
         for (i, j) in new.jobs.iter().enumerate() {
-            let mut job = j.clone();
-            job.executor = ex_map[job.executor];
-            job.stdin = job.stdin.map(|c| ch_map[c]);
-            job.stdout = job.stdout.map(|c| ch_map[c]);
-            job.dead_letter = job.dead_letter.map(|c| ch_map[c]);
-            for t in &mut job.triggers {
-                match t {
-                    Trigger::After { jobs: ups, .. } => {
-                        ups.iter_mut().for_each(|u| *u = job_map[*u])
-                    }
-                    Trigger::Each { channel, .. } => *channel = ch_map[*channel],
-                    Trigger::Start | Trigger::Time { .. } => {}
-                }
-            }
+            let job = renumbered(j, &ex_map, &ch_map, &job_map);
             let k = job_map[i];
             let existed = k < old.jobs.len() && !old.jobs[k].retired;
             if !existed {
@@ -170,20 +140,7 @@ impl Dispatcher {
         };
         // Who reads and writes what, from the merged jobs (in index order: old readers keep their order).
         plan.wire_channels();
-        for (c, channel) in plan.channels.iter().enumerate() {
-            let reopened = c < old.channels.len()
-                && self.channels.all[c].closed
-                && channel
-                    .writers
-                    .iter()
-                    .any(|w| !old.channels[c].writers.contains(w));
-            if reopened {
-                return Err(format!(
-                    "channel `{}` is closed (its writers ended) and cannot take a new writer; restart the runner",
-                    channel.name
-                ));
-            }
-        }
+        self.refuse_reopened(&plan)?;
         Ok(Merged {
             plan,
             applied,
@@ -191,6 +148,51 @@ impl Dispatcher {
             removed,
             rebuilt,
         })
+    }
+
+    /// The old channels (retired) with the new ones in their places, which index each new one has, and which
+    /// must be rebuilt (their kind changes; refused while they are in use).
+    fn merged_channels(
+        &self,
+        new: &[crate::plan::Channel],
+    ) -> Result<MergedChannels, String> {
+        let old = &self.plan.channels;
+        let mut channels = old.clone();
+        channels.iter_mut().for_each(|c| c.retired = true);
+        let ch_map = places(&mut channels, new, |c| &c.name);
+        let mut rebuilt = Vec::new();
+        for (c, &k) in new.iter().zip(&ch_map) {
+            if k < old.len() && old[k].kind != c.kind {
+                if self.channel_busy(k) {
+                    return Err(format!(
+                        "channel `{}` changes kind ({} to {}) while runs use it or messages wait in it; stop its jobs first, or restart the runner",
+                        c.name,
+                        old[k].kind.as_str(),
+                        c.kind.as_str()
+                    ));
+                }
+                rebuilt.push(k);
+            }
+            channels[k] = c.clone();
+        }
+        Ok((channels, ch_map, rebuilt))
+    }
+
+    /// A closed channel cannot take a new writer (its readers had their end).
+    fn refuse_reopened(&self, plan: &Plan) -> Result<(), String> {
+        let old = &self.plan.channels;
+        for (c, channel) in plan.channels.iter().enumerate() {
+            let reopened = c < old.len()
+                && self.channels.all[c].closed
+                && channel.writers.iter().any(|w| !old[c].writers.contains(w));
+            if reopened {
+                return Err(format!(
+                    "channel `{}` is closed (its writers ended) and cannot take a new writer; restart the runner",
+                    channel.name
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn apply(&mut self, merged: Merged) {
@@ -291,3 +293,28 @@ fn places<T: Clone>(merged: &mut Vec<T>, new: &[T], name: impl Fn(&T) -> &str) -
         })
         .collect()
 }
+
+/// A job of the new plan with its executor, channels and upstream jobs numbered as in the merged plan.
+fn renumbered(
+    j: &crate::plan::Job,
+    ex_map: &[usize],
+    ch_map: &[usize],
+    job_map: &[usize],
+) -> crate::plan::Job {
+    let mut job = j.clone();
+    job.executor = ex_map[job.executor];
+    job.stdin = job.stdin.map(|c| ch_map[c]);
+    job.stdout = job.stdout.map(|c| ch_map[c]);
+    job.dead_letter = job.dead_letter.map(|c| ch_map[c]);
+    for t in &mut job.triggers {
+        match t {
+            Trigger::After { jobs: ups, .. } => ups.iter_mut().for_each(|u| *u = job_map[*u]),
+            Trigger::Each { channel, .. } => *channel = ch_map[*channel],
+            Trigger::Start | Trigger::Time { .. } => {}
+        }
+    }
+    job
+}
+
+/// The merged channels, the index of each new channel among them, and those to rebuild (their kind changed).
+type MergedChannels = (Vec<crate::plan::Channel>, Vec<usize>, Vec<usize>);
