@@ -152,10 +152,7 @@ impl Dispatcher {
 
     /// The old channels (retired) with the new ones in their places, which index each new one has, and which
     /// must be rebuilt (their kind changes; refused while they are in use).
-    fn merged_channels(
-        &self,
-        new: &[crate::plan::Channel],
-    ) -> Result<MergedChannels, String> {
+    fn merged_channels(&self, new: &[crate::plan::Channel]) -> Result<MergedChannels, String> {
         let old = &self.plan.channels;
         let mut channels = old.clone();
         channels.iter_mut().for_each(|c| c.retired = true);
