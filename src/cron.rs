@@ -135,20 +135,7 @@ fn field_error(message: impl Into<String>, label: &'static str) -> FieldError {
 pub fn parse(text: &str) -> Result<CronSet, CronProblem> {
     let trimmed = text.trim();
     if trimmed.starts_with('@') {
-        let lower = trimmed.to_ascii_lowercase();
-        return match MACROS.iter().find(|(m, _)| *m == lower) {
-            Some((_, expansion)) => parse(expansion),
-            None => Err(CronProblem {
-                message: format!("`{trimmed}` is not a cron macro"),
-                label: "unknown macro".into(),
-                help: match lower.as_str() {
-                    "@reboot" => "flowrun has no @reboot: use the `start` trigger, which fires when the runner starts".into(),
-                    s if s.starts_with("@every") => "flowrun has no @every: use an interval trigger, e.g. `{ interval: 5m }`".into(),
-                    _ => "the macros are @yearly (@annually), @monthly, @weekly, @daily (@midnight) and @hourly".into(),
-                },
-                field: None,
-            }),
-        };
+        return parse_macro(trimmed);
     }
     let fields = field_positions(text);
     let kinds: &[Field] = match fields.len() {
@@ -212,6 +199,24 @@ pub fn parse(text: &str) -> Result<CronSet, CronProblem> {
         });
     }
     Ok(set)
+}
+
+/// `@daily` and its kind: the expression it stands for, or what to write instead.
+fn parse_macro(trimmed: &str) -> Result<CronSet, CronProblem> {
+    let lower = trimmed.to_ascii_lowercase();
+    match MACROS.iter().find(|(m, _)| *m == lower) {
+        Some((_, expansion)) => parse(expansion),
+        None => Err(CronProblem {
+            message: format!("`{trimmed}` is not a cron macro"),
+            label: "unknown macro".into(),
+            help: match lower.as_str() {
+                "@reboot" => "flowrun has no @reboot: use the `start` trigger, which fires when the runner starts".into(),
+                s if s.starts_with("@every") => "flowrun has no @every: use an interval trigger, e.g. `{ interval: 5m }`".into(),
+                _ => "the macros are @yearly (@annually), @monthly, @weekly, @daily (@midnight) and @hourly".into(),
+            },
+            field: None,
+        }),
+    }
 }
 
 /// The fields and their byte offsets.

@@ -978,24 +978,7 @@ impl Decoder<'_> {
 
     fn trigger(&mut self, node: &Node) -> Option<Sp<TriggerSpec>> {
         if let Some(word) = node.as_str() {
-            if word == "start" {
-                return Some(Sp::new(TriggerSpec::Start(StartWord::Start), node.span));
-            }
-            let help = match crate::diagnostic::did_you_mean(word, TRIGGER_WORDS.iter().copied()) {
-                Some("start") => "did you mean `start`?".to_string(),
-                None => "a trigger is `start` or a mapping such as `{ interval: 1m }`".to_string(),
-                Some(best) => format!("did you mean `{{ {best}: ... }}`?"),
-            };
-            self.push(
-                Diagnostic::new(
-                    Code::InvalidValue,
-                    node.span,
-                    format!("`{word}` is not a trigger"),
-                )
-                .label("invalid trigger")
-                .help(help),
-            );
-            return None;
+            return self.trigger_word(node, word);
         }
         let Value::Map(pairs) = &node.value else {
             self.type_error(
@@ -1004,37 +987,66 @@ impl Decoder<'_> {
             );
             return None;
         };
-        // The trigger's kind is the first of its keys that names one.
+        let kind = self.trigger_kind(node, pairs)?;
+        let spec = self.trigger_of_kind(kind, node)?;
+        Some(Sp::new(spec, node.span))
+    }
+
+    /// A trigger written as a word: `start`, or a mistake said with what was meant.
+    fn trigger_word(&mut self, node: &Node, word: &str) -> Option<Sp<TriggerSpec>> {
+        if word == "start" {
+            return Some(Sp::new(TriggerSpec::Start(StartWord::Start), node.span));
+        }
+        let help = match crate::diagnostic::did_you_mean(word, TRIGGER_WORDS.iter().copied()) {
+            Some("start") => "did you mean `start`?".to_string(),
+            None => "a trigger is `start` or a mapping such as `{ interval: 1m }`".to_string(),
+            Some(best) => format!("did you mean `{{ {best}: ... }}`?"),
+        };
+        self.push(
+            Diagnostic::new(
+                Code::InvalidValue,
+                node.span,
+                format!("`{word}` is not a trigger"),
+            )
+            .label("invalid trigger")
+            .help(help),
+        );
+        None
+    }
+
+    /// The kind of a trigger mapping: the first of its keys that names one (else that is said).
+    fn trigger_kind<'n>(&mut self, node: &Node, pairs: &'n [(Node, Node)]) -> Option<&'n str> {
         let kind = pairs
             .iter()
             .filter_map(|(k, _)| k.as_str())
             .find(|k| TRIGGER_WORDS[1..].contains(k));
-        let Some(kind) = kind else {
-            let first = pairs.first().map(|(k, _)| k);
-            let span = first.map_or(node.span, |k| k.span);
-            let word = first.and_then(|k| k.as_str()).unwrap_or("");
-            let help =
-                match crate::diagnostic::did_you_mean(word, TRIGGER_WORDS[1..].iter().copied())
-                    .or(synonym(word))
-                {
-                    Some(best) => format!("did you mean `{best}`?"),
-                    None => {
-                        "a trigger mapping has one of `cron`, `interval`, `at`, `after`, `each`"
-                            .into()
-                    }
-                };
-            self.push(
-                Diagnostic::new(
-                    Code::UnknownKey,
-                    span,
-                    format!("`{word}` is not a kind of trigger"),
-                )
-                .label("unknown trigger")
-                .help(help),
-            );
-            return None;
+        if kind.is_some() {
+            return kind;
+        }
+        let first = pairs.first().map(|(k, _)| k);
+        let span = first.map_or(node.span, |k| k.span);
+        let word = first.and_then(|k| k.as_str()).unwrap_or("");
+        let help = match crate::diagnostic::did_you_mean(word, TRIGGER_WORDS[1..].iter().copied())
+            .or(synonym(word))
+        {
+            Some(best) => format!("did you mean `{best}`?"),
+            None => "a trigger mapping has one of `cron`, `interval`, `at`, `after`, `each`".into(),
         };
-        let spec = match kind {
+        self.push(
+            Diagnostic::new(
+                Code::UnknownKey,
+                span,
+                format!("`{word}` is not a kind of trigger"),
+            )
+            .label("unknown trigger")
+            .help(help),
+        );
+        None
+    }
+
+    /// A trigger mapping of a known kind, its fields decoded.
+    fn trigger_of_kind(&mut self, kind: &str, node: &Node) -> Option<TriggerSpec> {
+        Some(match kind {
             "cron" => {
                 let f = self.fields(node, &[CRON_KEYS], &[], node.span, "a cron trigger")?;
                 let cron = f.get("cron").and_then(|n| self.cron(n));
@@ -1098,8 +1110,7 @@ impl Decoder<'_> {
                     .and_then(|n| self.uint(n, 1, 1_000_000, "batch"));
                 TriggerSpec::Each(EachTrigger { each: each?, batch })
             }
-        };
-        Some(Sp::new(spec, node.span))
+        })
     }
 
     fn job_list(&mut self, node: &Node) -> Option<Sp<OneOrMany<Sp<String>>>> {

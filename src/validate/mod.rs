@@ -511,61 +511,7 @@ impl<'d, 'o> Rules<'d, 'o> {
                 continue;
             }
             if kind == ChannelKind::Pipe {
-                for (j, span, u) in writers.iter().chain(readers.iter()) {
-                    let bad = match u {
-                        Use::Each => {
-                            Some("a pipe is read on standard input (`stdin:`), not by `each`")
-                        }
-                        Use::DeadLetter => {
-                            Some("dead letters are messages; send them to a queue, not a pipe")
-                        }
-                        _ => None,
-                    };
-                    if let Some(why) = bad {
-                        found.push(
-                            Diagnostic::new(
-                                Code::PipeEndpoints,
-                                *span,
-                                format!(
-                                    "job `{}` cannot use pipe `{}` this way",
-                                    self.jobs[*j].name.value, name.value
-                                ),
-                            )
-                            .label("not a pipe endpoint")
-                            .help(format!("{why}; or make `{}` a queue", name.value)),
-                        );
-                    }
-                }
-                if writer_jobs.len() != 1 || reader_jobs.len() != 1 {
-                    found.push(
-                        Diagnostic::new(
-                            Code::PipeEndpoints,
-                            name.span,
-                            format!(
-                                "pipe `{}` has {} writer job(s) and {} reader job(s); a pipe joins exactly one of each",
-                                name.value,
-                                writer_jobs.len(),
-                                reader_jobs.len()
-                            ),
-                        )
-                        .label("pipe declared here")
-                        .help("use `kind: queue` for several writers or readers"),
-                    );
-                }
-                for &j in writer_jobs.iter().chain(reader_jobs.iter()) {
-                    let r = &self.jobs[j];
-                    if let Some(mi) = r.o.max_instances.as_ref().filter(|m| m.value > 1) {
-                        found.push(
-                            Diagnostic::new(
-                                Code::PipeEndpoints,
-                                mi.span,
-                                format!("job `{}` uses pipe `{}` but allows {} runs at once", r.name.value, name.value, mi.value),
-                            )
-                            .label("must be 1 for a pipe endpoint")
-                            .help("one OS pipe cannot be shared by concurrent runs; use a queue or `max_instances: 1`"),
-                        );
-                    }
-                }
+                found.extend(self.pipe_problems(name, uses, (&writer_jobs, &reader_jobs)));
             }
             if !writers.is_empty() && readers.is_empty() {
                 found.push(
@@ -589,6 +535,71 @@ impl<'d, 'o> Rules<'d, 'o> {
         self.out.extend(found);
     }
 
+    /// What is wrong with a pipe's endpoints: a use that is not a standard stream, more or fewer than one writer
+    /// and one reader job, an endpoint that allows several runs at once.
+    fn pipe_problems(
+        &self,
+        name: &Sp<String>,
+        uses: &[(usize, Span, Use)],
+        (writer_jobs, reader_jobs): (&[usize], &[usize]),
+    ) -> Vec<Diagnostic> {
+        let mut found = Vec::new();
+        for (j, span, u) in uses.iter() {
+            let bad = match u {
+                Use::Each => Some("a pipe is read on standard input (`stdin:`), not by `each`"),
+                Use::DeadLetter => {
+                    Some("dead letters are messages; send them to a queue, not a pipe")
+                }
+                _ => None,
+            };
+            if let Some(why) = bad {
+                found.push(
+                    Diagnostic::new(
+                        Code::PipeEndpoints,
+                        *span,
+                        format!(
+                            "job `{}` cannot use pipe `{}` this way",
+                            self.jobs[*j].name.value, name.value
+                        ),
+                    )
+                    .label("not a pipe endpoint")
+                    .help(format!("{why}; or make `{}` a queue", name.value)),
+                );
+            }
+        }
+        if writer_jobs.len() != 1 || reader_jobs.len() != 1 {
+            found.push(
+                Diagnostic::new(
+                    Code::PipeEndpoints,
+                    name.span,
+                    format!(
+                        "pipe `{}` has {} writer job(s) and {} reader job(s); a pipe joins exactly one of each",
+                        name.value,
+                        writer_jobs.len(),
+                        reader_jobs.len()
+                    ),
+                )
+                .label("pipe declared here")
+                .help("use `kind: queue` for several writers or readers"),
+            );
+        }
+        for &j in writer_jobs.iter().chain(reader_jobs.iter()) {
+            let r = &self.jobs[j];
+            if let Some(mi) = r.o.max_instances.as_ref().filter(|m| m.value > 1) {
+                found.push(
+                    Diagnostic::new(
+                        Code::PipeEndpoints,
+                        mi.span,
+                        format!("job `{}` uses pipe `{}` but allows {} runs at once", r.name.value, name.value, mi.value),
+                    )
+                    .label("must be 1 for a pipe endpoint")
+                    .help("one OS pipe cannot be shared by concurrent runs; use a queue or `max_instances: 1`"),
+                );
+            }
+        }
+        found
+    }
+
     fn check_conflicts(&mut self) {
         let mut found = Vec::new();
         for r in &self.jobs {
@@ -598,109 +609,9 @@ impl<'d, 'o> Rules<'d, 'o> {
                     _ => None,
                 })
                 .collect();
-            let conflict = |span: Span, message: String, help: &str| {
-                Diagnostic::new(Code::ConflictingKeys, span, message)
-                    .label("conflicts")
-                    .help(help.to_string())
-            };
-            if let Some(stdin) = &r.job.stdin {
-                for e in &each {
-                    if e.each.value == stdin.value {
-                        found.push(conflict(
-                            e.each.span,
-                            format!("job `{}` reads channel `{}` both by `stdin` and by `each`", r.name.value, stdin.value),
-                            "`each` already puts the messages on the run's standard input; remove `stdin`",
-                        ));
-                    }
-                }
-                if let Some(stdout) = r.job.stdout.as_ref().filter(|o| o.value == stdin.value) {
-                    found.push(conflict(
-                        stdout.span,
-                        format!(
-                            "job `{}` writes the channel `{}` that it reads",
-                            r.name.value, stdin.value
-                        ),
-                        "a job cannot feed itself; use a second channel",
-                    ));
-                }
-            }
-            if each.len() > 1 {
-                found.push(conflict(
-                    each[1].each.span,
-                    format!("job `{}` has more than one `each` trigger", r.name.value),
-                    "a run's standard input holds the messages of one channel; split the job in two",
-                ));
-            }
-            if let Some(e) = each.first() {
-                if let Some(stdin) = r.job.stdin.as_ref().filter(|s| s.value != e.each.value) {
-                    found.push(conflict(
-                        stdin.span,
-                        format!(
-                            "job `{}` has an `each` trigger and reads `stdin` from another channel",
-                            r.name.value
-                        ),
-                        "an `each` run's standard input holds its messages; remove `stdin`",
-                    ));
-                }
-                if let Some(restart) =
-                    r.o.restart
-                        .as_ref()
-                        .filter(|x| x.value.policy() != Restart::Never)
-                {
-                    found.push(conflict(
-                        restart.span,
-                        format!(
-                            "job `{}` has both `restart` and an `each` trigger",
-                            r.name.value
-                        ),
-                        "an `each` job runs once per message; use `retry` to try a message again",
-                    ));
-                }
-                if let Some(dl) = r.o.dead_letter.as_ref().filter(|d| d.value == e.each.value) {
-                    found.push(conflict(
-                        dl.span,
-                        format!(
-                            "job `{}` sends dead letters back to the channel it reads",
-                            r.name.value
-                        ),
-                        "failed messages would loop for ever; use a separate channel",
-                    ));
-                }
-            } else if let Some(dl) = &r.o.dead_letter {
-                // `defaults` may set dead_letter for all jobs; only a job's own key is a conflict.
-                if r.job.options.dead_letter.is_some() {
-                    found.push(conflict(
-                        dl.span,
-                        format!("job `{}` has `dead_letter` but no `each` trigger", r.name.value),
-                        "dead letters are the messages of failed `each` runs; add `trigger: { each: CHANNEL }`",
-                    ));
-                }
-            }
-            for t in Self::triggers(r.job) {
-                if let TriggerSpec::Interval(i) = &t.value {
-                    if let Some(j) = i
-                        .jitter
-                        .as_ref()
-                        .filter(|j| j.value.0 >= i.interval.value.0)
-                    {
-                        found.push(conflict(
-                            j.span,
-                            "`jitter` must be shorter than `interval`".to_string(),
-                            "a jitter as long as the interval would let firings overtake each other",
-                        ));
-                    }
-                    if let (Some(s), Some(e)) = (&i.start, &i.end) {
-                        let zone = i.timezone.as_ref().map_or_else(system_zone, |z| z.value.0);
-                        if e.value.0.resolve(zone) < s.value.0.resolve(zone) {
-                            found.push(conflict(
-                                e.span,
-                                "`end` is before `start`".to_string(),
-                                "the interval would never fire",
-                            ));
-                        }
-                    }
-                }
-            }
+            found.extend(stream_conflicts(r, &each));
+            found.extend(each_conflicts(r, &each));
+            found.extend(interval_conflicts(r));
         }
         self.out.extend(found);
     }
@@ -794,6 +705,134 @@ impl<'d, 'o> Rules<'d, 'o> {
         }
         self.out.extend(found);
     }
+}
+
+/// A `conflicting-keys` diagnostic.
+fn conflict(span: Span, message: String, help: &str) -> Diagnostic {
+    Diagnostic::new(Code::ConflictingKeys, span, message)
+        .label("conflicts")
+        .help(help.to_string())
+}
+
+/// A job's standard streams against each other and its `each` triggers: `stdin` and `each` on one channel,
+/// `stdout` into the channel it reads, two `each` triggers.
+fn stream_conflicts(r: &Resolved<'_>, each: &[&EachTrigger]) -> Vec<Diagnostic> {
+    let mut found = Vec::new();
+    if let Some(stdin) = &r.job.stdin {
+        for e in each {
+            if e.each.value == stdin.value {
+                found.push(conflict(
+                    e.each.span,
+                    format!(
+                        "job `{}` reads channel `{}` both by `stdin` and by `each`",
+                        r.name.value, stdin.value
+                    ),
+                    "`each` already puts the messages on the run's standard input; remove `stdin`",
+                ));
+            }
+        }
+        if let Some(stdout) = r.job.stdout.as_ref().filter(|o| o.value == stdin.value) {
+            found.push(conflict(
+                stdout.span,
+                format!(
+                    "job `{}` writes the channel `{}` that it reads",
+                    r.name.value, stdin.value
+                ),
+                "a job cannot feed itself; use a second channel",
+            ));
+        }
+    }
+    if each.len() > 1 {
+        found.push(conflict(
+            each[1].each.span,
+            format!("job `{}` has more than one `each` trigger", r.name.value),
+            "a run's standard input holds the messages of one channel; split the job in two",
+        ));
+    }
+    found
+}
+
+/// What an `each` job may not have (`stdin` from another channel, `restart`, dead letters into its own channel),
+/// and a `dead_letter` without `each`.
+fn each_conflicts(r: &Resolved<'_>, each: &[&EachTrigger]) -> Vec<Diagnostic> {
+    let mut found = Vec::new();
+    if let Some(e) = each.first() {
+        if let Some(stdin) = r.job.stdin.as_ref().filter(|s| s.value != e.each.value) {
+            found.push(conflict(
+                stdin.span,
+                format!(
+                    "job `{}` has an `each` trigger and reads `stdin` from another channel",
+                    r.name.value
+                ),
+                "an `each` run's standard input holds its messages; remove `stdin`",
+            ));
+        }
+        if let Some(restart) =
+            r.o.restart
+                .as_ref()
+                .filter(|x| x.value.policy() != Restart::Never)
+        {
+            found.push(conflict(
+                restart.span,
+                format!(
+                    "job `{}` has both `restart` and an `each` trigger",
+                    r.name.value
+                ),
+                "an `each` job runs once per message; use `retry` to try a message again",
+            ));
+        }
+        if let Some(dl) = r.o.dead_letter.as_ref().filter(|d| d.value == e.each.value) {
+            found.push(conflict(
+                dl.span,
+                format!(
+                    "job `{}` sends dead letters back to the channel it reads",
+                    r.name.value
+                ),
+                "failed messages would loop for ever; use a separate channel",
+            ));
+        }
+    } else if let Some(dl) = &r.o.dead_letter {
+        // `defaults` may set dead_letter for all jobs; only a job's own key is a conflict.
+        if r.job.options.dead_letter.is_some() {
+            found.push(conflict(
+                dl.span,
+                format!("job `{}` has `dead_letter` but no `each` trigger", r.name.value),
+                "dead letters are the messages of failed `each` runs; add `trigger: { each: CHANNEL }`",
+            ));
+        }
+    }
+    found
+}
+
+/// An interval's `jitter` not shorter than its period, its `end` before its `start`.
+fn interval_conflicts(r: &Resolved<'_>) -> Vec<Diagnostic> {
+    let mut found = Vec::new();
+    for t in Rules::triggers(r.job) {
+        if let TriggerSpec::Interval(i) = &t.value {
+            if let Some(j) = i
+                .jitter
+                .as_ref()
+                .filter(|j| j.value.0 >= i.interval.value.0)
+            {
+                found.push(conflict(
+                    j.span,
+                    "`jitter` must be shorter than `interval`".to_string(),
+                    "a jitter as long as the interval would let firings overtake each other",
+                ));
+            }
+            if let (Some(s), Some(e)) = (&i.start, &i.end) {
+                let zone = i.timezone.as_ref().map_or_else(system_zone, |z| z.value.0);
+                if e.value.0.resolve(zone) < s.value.0.resolve(zone) {
+                    found.push(conflict(
+                        e.span,
+                        "`end` is before `start`".to_string(),
+                        "the interval would never fire",
+                    ));
+                }
+            }
+        }
+    }
+    found
 }
 
 fn distinct(uses: &[(usize, Span, Use)]) -> Vec<usize> {

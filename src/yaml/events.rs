@@ -29,18 +29,11 @@ enum Open {
 
 /// The tree of a plain YAML text, or `None` when serde-saphyr must read it.
 pub fn parse(text: &str) -> Option<Node> {
-    // The parser as serde-saphyr sets it up (comments are looked ahead through, up to its limit).
-    let budget = serde_saphyr::budget::Budget::default();
-    let mut options = serde_saphyr::granit_parser::Options::default();
-    options.emit_comments = true;
-    options.max_buffered_comment_events = budget.max_buffered_comment_events;
-    options.simple_key_max_lookahead = budget.simple_key_max_lookahead;
-    options.flow_nesting_limit = budget.flow_nesting_limit;
     let mut open: Vec<Open> = Vec::new();
     let mut root = None;
     let mut documents = 0;
     let (mut events, mut nodes) = (0usize, 0usize);
-    for item in Parser::new_from_str_with_options(text, options) {
+    for item in Parser::new_from_str_with_options(text, parser_options()) {
         let (event, span) = item.ok()?;
         // serde-saphyr's budget (`crate::yaml::parse_with_serde`) refuses more; near it, it decides.
         events += 1;
@@ -102,22 +95,40 @@ pub fn parse(text: &str) -> Option<Node> {
             // Anchors, aliases, tags.
             _ => return None,
         };
-        match open.last_mut() {
-            None if root.is_none() => root = Some(node),
-            None => return None,
-            Some(Open::Seq(_, items)) => items.push(node),
-            Some(Open::Map(_, pairs, key)) => match key.take() {
-                Some(k) => pairs.push((k, node)),
-                // A merge key is serde-saphyr's to expand.
-                None if matches!(&node.value, Value::Str(k) if k == "<<") => return None,
-                None => *key = Some(node),
-            },
-        }
+        attach(&mut open, &mut root, node)?;
     }
     if !open.is_empty() {
         return None;
     }
     root
+}
+
+/// The parser as serde-saphyr sets it up (comments are looked ahead through, up to its limit).
+fn parser_options() -> serde_saphyr::granit_parser::Options {
+    let budget = serde_saphyr::budget::Budget::default();
+    let mut options = serde_saphyr::granit_parser::Options::default();
+    options.emit_comments = true;
+    options.max_buffered_comment_events = budget.max_buffered_comment_events;
+    options.simple_key_max_lookahead = budget.simple_key_max_lookahead;
+    options.flow_nesting_limit = budget.flow_nesting_limit;
+    options
+}
+
+/// A finished node goes to the collection open around it (a sequence's item, a mapping's key or value), or is
+/// the root; `None` when serde-saphyr must decide (a second root, a merge key).
+fn attach(open: &mut [Open], root: &mut Option<Node>, node: Node) -> Option<()> {
+    match open.last_mut() {
+        None if root.is_none() => *root = Some(node),
+        None => return None,
+        Some(Open::Seq(_, items)) => items.push(node),
+        Some(Open::Map(_, pairs, key)) => match key.take() {
+            Some(k) => pairs.push((k, node)),
+            // A merge key is serde-saphyr's to expand.
+            None if matches!(&node.value, Value::Str(k) if k == "<<") => return None,
+            None => *key = Some(node),
+        },
+    }
+    Some(())
 }
 
 /// A scalar as serde-saphyr reads it into an untyped value (YAML 1.2 core schema, strict booleans), or `None`
