@@ -5,13 +5,13 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::cli::{Cli, Command, GraphFormat};
+use crate::diagnostics::render::{self, FileReport, Format};
 use crate::error::Error;
 use crate::event::Record;
 use crate::exit;
 use crate::plan::Trigger;
-use crate::render::{self, FileReport, Format};
 use crate::report::Mode;
-use crate::source::Source;
+use crate::text::source::Source;
 use crate::validate::Validated;
 
 /// Run a command: its exit code, or the error that stopped it (printed by [`report_error`]).
@@ -140,7 +140,7 @@ pub fn report_error(e: &Error) {
         } => eprintln!("error: {message}\nhelp: {help}"),
         other => eprintln!(
             "error: {}",
-            crate::report::escape_controls(&other.to_string())
+            crate::output::escape_controls(&other.to_string())
         ),
     }
 }
@@ -224,7 +224,7 @@ fn validate_files(files: &[std::path::PathBuf], format: Format, deny_warnings: b
             }
             Err(e) => {
                 unreadable = true;
-                eprintln!("error: {}", crate::report::escape_controls(&e.to_string()));
+                eprintln!("error: {}", crate::output::escape_controls(&e.to_string()));
                 loaded.push((
                     name,
                     None,
@@ -304,7 +304,7 @@ fn next(
             let names: Vec<&str> = plan.jobs.iter().map(|j| j.name.as_str()).collect();
             return Err(Error::Usage {
                 message: format!("`{name}` is not a job of {}", file.display()),
-                help: Some(crate::diagnostic::suggestion_help(name, &names, "job")),
+                help: Some(crate::diagnostics::suggestion_help(name, &names, "job")),
             });
         }
     }

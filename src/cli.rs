@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
-use crate::render::Format;
+use crate::diagnostics::render::Format;
 use crate::report::Mode;
 
 #[derive(Debug, Parser)]

@@ -9,12 +9,13 @@
 //!   runs, pumps, timers --------' (tasks)          `--> events --> report (printer, live view)
 //! ```
 //!
-//! - `source`, `yaml`, `decode`, `document`, `values`: reading a file into a spanned [`document::Document`]
-//!   (`quoted`: where a part of a quoted value was written).
-//! - `validate` (the rules of SPEC §2.6, diagnostics with stable codes) builds the [`plan::Plan`]; `trigger`
-//!   holds the pure fire-time maths; `render` prints diagnostics.
+//! - The front half, one folder a stage: `text` (the file's bytes and spans, its spanned YAML tree, where a quoted
+//!   value was written) -> `document` (the format as written, `decode`d from the tree; `values` are its names,
+//!   durations, times and zones) -> `diagnostics` (codes and severities; `render` prints them) -> `validate` (the
+//!   rules of SPEC §2.6, which never build anything; `validate::build` makes the [`plan::Plan`] of a sound
+//!   document). `schedule` holds the pure time maths (cron sets, fire times); `limits` what a run's start may take.
 //! - `engine`: runs a plan. Its loop turns inputs into one `Input`; the dispatcher decides; `supervise` tends
-//!   each run (pumps, feeders, take-back); `channel` is the message broker; `process` the OS edge (spawn,
+//!   each run (pumps, feeders, take-back); `broker` is the message broker; `process` the OS edge (spawn,
 //!   groups, the reaper); `outcome` the pure decisions (exit classification, delays, joins).
 //! - `event`: the typed events, rendered as JSON records or notices by `report`.
 //! - `store`: what a runner remembers (SPEC §4): the state directory, the `Store` trait and its SQLite backend,
@@ -28,9 +29,9 @@
 pub mod app;
 pub mod cli;
 mod control;
-mod cron;
-mod decode;
-pub mod diagnostic;
+/// Diagnostics: codes, severities, and how they are printed.
+pub mod diagnostics;
+/// The format as written (spanned), read from the tree, and its values.
 mod document;
 mod dryrun;
 mod engine;
@@ -44,15 +45,17 @@ mod limits;
 mod load;
 mod output;
 mod plan;
-mod quoted;
-mod render;
 mod report;
 mod runner;
+/// Time maths: cron sets and the fire times of triggers.
+mod schedule;
 mod secret;
-pub mod source;
 mod store;
+/// The text of a workflow file: where it came from, its spanned YAML tree, where a quoted value was written.
+pub mod text;
 mod timefmt;
-mod trigger;
 pub mod validate;
 mod values;
-mod yaml;
+/// The paths tests and tools knew before the front half had folders.
+pub use diagnostics as diagnostic;
+pub use text::source;

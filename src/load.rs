@@ -5,12 +5,12 @@ use chrono::Utc;
 use std::io::Write;
 use std::path::Path;
 
+use crate::diagnostics::render;
 use crate::error::Error;
 use crate::event::Record;
 use crate::output::color_on_stderr;
 use crate::plan::Plan;
-use crate::render;
-use crate::source::Source;
+use crate::text::source::Source;
 use crate::validate::validate;
 
 /// Read and validate a workflow for a command that needs a plan; its diagnostics are printed.

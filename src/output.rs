@@ -34,3 +34,27 @@ pub fn print_err(text: &str) {
 pub fn line_err(text: impl std::fmt::Display) {
     print_err(&format!("{text}\n"));
 }
+
+/// Characters that must not reach a terminal as they are: controls (but tab) and the bidirectional overrides,
+/// which reorder how a line is displayed.
+fn is_unsafe(c: char) -> bool {
+    (c.is_control() && c != '\t')
+        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}')
+}
+
+/// Replace control characters (but tab) and bidirectional overrides with visible escapes such as `\u{0}`.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(is_unsafe) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| {
+            if is_unsafe(c) {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use crate::document::{ChannelKind, Restart, Status};
-use crate::trigger::TimeRule;
+use crate::schedule::trigger::TimeRule;
 
 pub type JobId = usize;
 pub type ChannelId = usize;
@@ -189,7 +189,7 @@ pub enum Trigger {
 #[derive(Debug, Clone)]
 pub enum TimeSpec {
     Cron {
-        cron: crate::cron::CronSet,
+        cron: crate::schedule::cron::CronSet,
         zone: Tz,
         text: String,
     },
@@ -285,7 +285,7 @@ impl Plan {
                 _ => None,
             })
             .collect();
-        crate::trigger::upcoming(&rules, from, count)
+        crate::schedule::trigger::upcoming(&rules, from, count)
     }
 
     /// One trigger of a job in words, as `graph`, the dry run and the live view show it: `start`, `every 5m`,

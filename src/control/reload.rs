@@ -25,7 +25,7 @@ enum Checked {
 /// Read and validate the file again (no colour: the report goes into JSON and the event log); under `--only`,
 /// the new plan keeps to those jobs.
 fn check(file: &Path, only: &[String]) -> Checked {
-    let source = match crate::source::Source::read(file) {
+    let source = match crate::text::source::Source::read(file) {
         Ok(s) => s,
         Err(e) => {
             return Checked::Invalid {
@@ -51,7 +51,7 @@ fn check(file: &Path, only: &[String]) -> Checked {
             let first = validated
                 .diagnostics
                 .iter()
-                .find(|d| d.severity() == crate::diagnostic::Severity::Error);
+                .find(|d| d.severity() == crate::diagnostics::Severity::Error);
             let summary = match first {
                 Some(d) => {
                     let at = source.line_col(d.span.offset);
@@ -62,7 +62,7 @@ fn check(file: &Path, only: &[String]) -> Checked {
             Checked::Invalid {
                 errors: errors.max(1),
                 summary,
-                report: crate::render::human(&source, &validated.diagnostics, false),
+                report: crate::diagnostics::render::human(&source, &validated.diagnostics, false),
             }
         }
     }

@@ -7,7 +7,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Duration;
 
-use crate::trigger::TimeRule;
+use crate::schedule::trigger::TimeRule;
 
 /// One time trigger of one job.
 #[derive(Debug, Clone)]
@@ -620,7 +620,7 @@ mod tests {
         assert_eq!(due.len(), 11, "the ten firings within the grace run");
         // A per-second cron cannot be divided: counted up to a bound, the rest skipped at once.
         let cron = TimeRule::Cron {
-            cron: crate::cron::parse("* * * * * *").unwrap(),
+            cron: crate::schedule::cron::parse("* * * * * *").unwrap(),
             zone: chrono_tz::UTC,
         };
         let clock = std::time::Instant::now();

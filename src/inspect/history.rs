@@ -96,7 +96,7 @@ fn text(rows: &[RunRow], now: DateTime<Utc>, color: bool) -> String {
                 note.push(format!("attempt {}", r.attempt));
             }
             if let Some(reason) = &r.reason {
-                note.push(crate::report::escape_controls(reason).into_owned());
+                note.push(crate::output::escape_controls(reason).into_owned());
             }
             vec![
                 format!(

@@ -32,7 +32,7 @@ impl Opened {
         let names: Vec<&str> = self.plan.jobs.iter().map(|j| j.name.as_str()).collect();
         Err(Error::Usage {
             message: format!("`{job}` is not a job of {}", file.display()),
-            help: Some(crate::diagnostic::suggestion_help(job, &names, "job")),
+            help: Some(crate::diagnostics::suggestion_help(job, &names, "job")),
         })
     }
 }

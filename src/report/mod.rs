@@ -5,4 +5,4 @@ mod live;
 mod printer;
 
 pub use live::{ChannelLine, JobLine, LiveView, TICK};
-pub use printer::{escape_controls, Mode, Reporter};
+pub use printer::{Mode, Reporter};

@@ -109,7 +109,7 @@ fn selected_plan(args: &RunArgs, json: bool) -> Result<Plan, Error> {
             let names: Vec<&str> = plan.jobs.iter().map(|j| j.name.as_str()).collect();
             Error::Usage {
                 message: format!("--only: `{name}` is not a job of {}", args.file.display()),
-                help: Some(crate::diagnostic::suggestion_help(&name, &names, "job")),
+                help: Some(crate::diagnostics::suggestion_help(&name, &names, "job")),
             }
         })?;
     }

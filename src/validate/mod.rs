@@ -5,11 +5,11 @@ use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::decode::decode;
-use crate::diagnostic::{suggestion_help, Code, Diagnostic, Severity};
+use crate::diagnostics::{suggestion_help, Code, Diagnostic, Severity};
+use crate::document::decode::decode;
 use crate::document::*;
 use crate::plan::{self, Plan};
-use crate::source::{Source, Span};
+use crate::text::source::{Source, Span};
 use crate::values::system_zone;
 
 mod build;
@@ -54,7 +54,7 @@ enum Purpose {
 
 fn validate_as(source: &Source, now: DateTime<Utc>, purpose: Purpose) -> Validated {
     let mut diagnostics = Vec::new();
-    let root = match crate::yaml::parse(&source.text) {
+    let root = match crate::text::yaml::parse(&source.text) {
         Ok(root) => root,
         Err(e) => {
             let span = if e.span.offset == 0 && e.line > 0 {
@@ -263,7 +263,7 @@ impl<'d, 'o> Rules<'d, 'o> {
                 continue;
             }
             let help =
-                match crate::diagnostic::did_you_mean(name, self.channel_names.iter().copied()) {
+                match crate::diagnostics::did_you_mean(name, self.channel_names.iter().copied()) {
                     Some(best) => {
                         self.explained.insert(best);
                         format!("did you mean `{best}`?")

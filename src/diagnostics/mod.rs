@@ -1,6 +1,8 @@
 //! Problems found in a workflow file: one stable code per rule of SPEC §2.6, each pointing at the value at fault.
 
-use crate::source::Span;
+pub mod render;
+
+use crate::text::source::Span;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {

@@ -11,12 +11,12 @@
 use serde_saphyr::granit_parser::{Event, Parser, ScalarStyle};
 
 use super::{Node, Value};
-use crate::source::Span;
+use crate::text::source::Span;
 
 /// Deeper than this goes to serde-saphyr, whose depth limit (64) and its message apply.
 const MAX_DEPTH: usize = 32;
 
-/// Below serde-saphyr's budget as `crate::yaml::parse_with_serde` sets it (4,000,000 nodes, 8,000,000 events).
+/// Below serde-saphyr's budget as `crate::text::yaml::parse_with_serde` sets it (4,000,000 nodes, 8,000,000 events).
 const MAX_NODES: usize = 3_900_000;
 const MAX_EVENTS: usize = 7_900_000;
 
@@ -35,7 +35,7 @@ pub fn parse(text: &str) -> Option<Node> {
     let (mut events, mut nodes) = (0usize, 0usize);
     for item in Parser::new_from_str_with_options(text, parser_options()) {
         let (event, span) = item.ok()?;
-        // serde-saphyr's budget (`crate::yaml::parse_with_serde`) refuses more; near it, it decides.
+        // serde-saphyr's budget (`crate::text::yaml::parse_with_serde`) refuses more; near it, it decides.
         events += 1;
         if events > MAX_EVENTS {
             return None;
@@ -188,7 +188,7 @@ fn could_be_a_number(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::yaml::parse_with_serde;
+    use crate::text::yaml::parse_with_serde;
     use proptest::prelude::*;
 
     /// The fast path either gives up or builds exactly serde-saphyr's tree.

@@ -3,11 +3,13 @@
 //! These types are filled by `decode` (which collects every problem instead of stopping at the first) and are
 //! the source of the JSON Schema (`flowrun schema`), so the schema and the reader cannot drift apart.
 
+pub mod decode;
+
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use std::borrow::Cow;
 use std::time::Duration;
 
-use crate::source::Span;
+use crate::text::source::Span;
 use crate::values::DateTimeSpec;
 
 /// A value and the place it was written.
@@ -145,7 +147,7 @@ impl JsonSchema for Zone {
 #[derive(Debug, Clone)]
 pub struct CronExpr {
     pub text: String,
-    pub cron: crate::cron::CronSet,
+    pub cron: crate::schedule::cron::CronSet,
 }
 
 impl PartialEq for CronExpr {

@@ -5,8 +5,8 @@ use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource};
 use serde_json::json;
 use std::fmt;
 
-use crate::diagnostic::{Diagnostic, Severity};
-use crate::source::Source;
+use crate::diagnostics::{Diagnostic, Severity};
+use crate::text::source::Source;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -87,7 +87,7 @@ pub fn human(source: &Source, diagnostics: &[Diagnostic], color: bool) -> String
         let d = &printable(d);
         let shown = Shown {
             d,
-            src: NamedSource::new(crate::report::escape_controls(&source.name()), text.clone()),
+            src: NamedSource::new(crate::output::escape_controls(&source.name()), text.clone()),
         };
         // Writing to a String cannot fail.
         let _ = handler.render_report(&mut out, &shown);
@@ -101,7 +101,7 @@ pub fn human(source: &Source, diagnostics: &[Diagnostic], color: bool) -> String
 fn visible(text: &str) -> String {
     let unsafe_char = |c: char| {
         !matches!(c, '\n' | '\t' | '\r')
-            && crate::report::escape_controls(c.encode_utf8(&mut [0; 4])).len() > c.len_utf8()
+            && crate::output::escape_controls(c.encode_utf8(&mut [0; 4])).len() > c.len_utf8()
     };
     if !text.chars().any(unsafe_char) {
         return text.to_string();
@@ -116,7 +116,7 @@ fn visible(text: &str) -> String {
 
 /// A diagnostic whose message, label and help have their control characters escaped.
 fn printable(d: &Diagnostic) -> Diagnostic {
-    let escape = |s: &str| crate::report::escape_controls(s).into_owned();
+    let escape = |s: &str| crate::output::escape_controls(s).into_owned();
     let mut d = d.clone();
     d.message = escape(&d.message);
     d.label = escape(&d.label);
@@ -182,7 +182,7 @@ pub fn github(report: &FileReport) -> String {
         out.push_str(&format!(
             "::{} file={},line={line},col={col},title=flowrun({})::{}\n",
             d.severity().as_str(),
-            escape_property(&crate::report::escape_controls(&report.file)),
+            escape_property(&crate::output::escape_controls(&report.file)),
             d.code.as_str(),
             escape_data(&message)
         ));

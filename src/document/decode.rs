@@ -3,11 +3,11 @@
 
 use std::collections::HashMap;
 
-use crate::diagnostic::{suggestion_help, Code, Diagnostic};
+use crate::diagnostics::{suggestion_help, Code, Diagnostic};
 use crate::document::*;
-use crate::source::{Source, Span};
+use crate::text::source::{Source, Span};
+use crate::text::yaml::{Node, Value};
 use crate::values::{name_problem, parse_datetime, parse_duration, parse_zone};
-use crate::yaml::{Node, Value};
 
 const DOCUMENT_KEYS: &[&str] = &[
     "version",
@@ -64,7 +64,8 @@ struct Decoder<'a> {
     /// The job decoded last (a key indented too little belongs to it).
     last_job: Option<String>,
     /// Parsed cron expressions by their text.
-    crons: HashMap<String, Result<crate::cron::CronSet, crate::cron::CronProblem>>,
+    crons:
+        HashMap<String, Result<crate::schedule::cron::CronSet, crate::schedule::cron::CronProblem>>,
 }
 
 /// The keys of one mapping, checked: each known key once, with its key span kept for messages.
@@ -368,7 +369,7 @@ impl Decoder<'_> {
             Ok(z) => Some(Sp::new(Zone(z), s.span)),
             Err(e) => {
                 let names: Vec<&str> = chrono_tz::TZ_VARIANTS.iter().map(|z| z.name()).collect();
-                let help = match crate::diagnostic::did_you_mean(&s.value, names.iter().copied()) {
+                let help = match crate::diagnostics::did_you_mean(&s.value, names.iter().copied()) {
                     Some(best) => format!("did you mean `{best}`?"),
                     None => "use a name from the IANA database, e.g. `Europe/Berlin`, `America/New_York`, `UTC`".into(),
                 };
@@ -396,7 +397,7 @@ impl Decoder<'_> {
         match words.iter().find(|(w, _)| *w == text) {
             Some((_, v)) => Some(Sp::new(*v, node.span)),
             None => {
-                let help = match crate::diagnostic::did_you_mean(text, allowed.iter().copied()) {
+                let help = match crate::diagnostics::did_you_mean(text, allowed.iter().copied()) {
                     Some(best) => format!("did you mean `{best}`?"),
                     None => format!("{what} is one of {list}"),
                 };
@@ -997,7 +998,7 @@ impl Decoder<'_> {
         if word == "start" {
             return Some(Sp::new(TriggerSpec::Start(StartWord::Start), node.span));
         }
-        let help = match crate::diagnostic::did_you_mean(word, TRIGGER_WORDS.iter().copied()) {
+        let help = match crate::diagnostics::did_you_mean(word, TRIGGER_WORDS.iter().copied()) {
             Some("start") => "did you mean `start`?".to_string(),
             None => "a trigger is `start` or a mapping such as `{ interval: 1m }`".to_string(),
             Some(best) => format!("did you mean `{{ {best}: ... }}`?"),
@@ -1026,7 +1027,7 @@ impl Decoder<'_> {
         let first = pairs.first().map(|(k, _)| k);
         let span = first.map_or(node.span, |k| k.span);
         let word = first.and_then(|k| k.as_str()).unwrap_or("");
-        let help = match crate::diagnostic::did_you_mean(word, TRIGGER_WORDS[1..].iter().copied())
+        let help = match crate::diagnostics::did_you_mean(word, TRIGGER_WORDS[1..].iter().copied())
             .or(synonym(word))
         {
             Some(best) => format!("did you mean `{best}`?"),
@@ -1134,7 +1135,7 @@ impl Decoder<'_> {
         let parsed = match self.crons.get(&s.value) {
             Some(parsed) => parsed.clone(),
             None => {
-                let parsed = crate::cron::parse(&s.value);
+                let parsed = crate::schedule::cron::parse(&s.value);
                 self.crons.insert(s.value.clone(), parsed.clone());
                 parsed
             }
@@ -1172,7 +1173,7 @@ fn field_span(source: &Source, scalar: Span, value: &str, start: usize, len: usi
     if raw == value {
         return scalar.sub(start, len);
     }
-    if let Some(map) = crate::quoted::byte_sources(raw, value) {
+    if let Some(map) = crate::text::quoted::byte_sources(raw, value) {
         if let (Some(first), Some(last)) = (map.get(start), map.get((start + len).wrapping_sub(1)))
         {
             return scalar.sub(first.0, last.1 - first.0);
@@ -1208,7 +1209,7 @@ fn whole(source: &Source, scalar: Span) -> Span {
 
 /// "did you mean" for a key: the nearest spelling, else what other tools call it, else the list.
 fn key_help(name: &str, candidates: &[&str]) -> String {
-    if crate::diagnostic::did_you_mean(name, candidates.iter().copied()).is_none() {
+    if crate::diagnostics::did_you_mean(name, candidates.iter().copied()).is_none() {
         if let Some(ours) = key_synonym(name).filter(|k| candidates.contains(k)) {
             return format!("did you mean `{ours}`?");
         }
@@ -1326,7 +1327,7 @@ mod tests {
     use super::*;
 
     fn problems(text: &str) -> Vec<(Code, String)> {
-        let root = crate::yaml::parse(text).unwrap();
+        let root = crate::text::yaml::parse(text).unwrap();
         let source = Source::new("t.yaml", text.to_string());
         let mut out = Vec::new();
         decode(&root, &source, &mut out);
@@ -1396,7 +1397,7 @@ mod tests {
             p.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
             [Code::UnknownKey, Code::UnknownKey, Code::InvalidValue]
         );
-        let root = crate::yaml::parse("jobs:\n  a: { command: make, run: x }\n").unwrap();
+        let root = crate::text::yaml::parse("jobs:\n  a: { command: make, run: x }\n").unwrap();
         let source = Source::new("t.yaml", String::new());
         let mut out = Vec::new();
         decode(&root, &source, &mut out);

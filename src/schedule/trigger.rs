@@ -5,7 +5,7 @@
 //! gap, a local time that occurs twice fires once, at its first occurrence. Doing the matching on wall time and
 //! the resolution in one place keeps both rules in a few lines that are easy to test.
 
-use crate::cron::CronSet;
+use crate::schedule::cron::CronSet;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use chrono_tz::Tz;
 use std::time::Duration;
@@ -115,7 +115,7 @@ mod tests {
 
     fn cron_rule(expr: &str, zone: &str) -> TimeRule {
         TimeRule::Cron {
-            cron: crate::cron::parse(expr).unwrap(),
+            cron: crate::schedule::cron::parse(expr).unwrap(),
             zone: zone.parse().unwrap(),
         }
     }
@@ -318,20 +318,20 @@ mod tests {
 
     #[test]
     fn bad_field_is_located() {
-        let e = crate::cron::parse("0 25 * * *").unwrap_err();
+        let e = crate::schedule::cron::parse("0 25 * * *").unwrap_err();
         assert_eq!(e.field, Some((2, 2)));
-        let e = crate::cron::parse("* * * * MOX").unwrap_err();
+        let e = crate::schedule::cron::parse("* * * * MOX").unwrap_err();
         assert_eq!(e.field, Some((8, 3)));
-        let e = crate::cron::parse("* * *").unwrap_err();
+        let e = crate::schedule::cron::parse("* * *").unwrap_err();
         assert_eq!(e.field, None);
-        assert!(crate::cron::parse("@sometimes").is_err());
+        assert!(crate::schedule::cron::parse("@sometimes").is_err());
     }
 
     proptest::proptest! {
         #[test]
         fn fire_times_strictly_increase(minute in 0u32..60, step in 1u32..30, start in 0i64..2_000_000_000) {
             let expr = format!("{minute}-59/{step} * * * *");
-            let rule = TimeRule::Cron { cron: crate::cron::parse(&expr).unwrap(), zone: "Europe/Berlin".parse().unwrap() };
+            let rule = TimeRule::Cron { cron: crate::schedule::cron::parse(&expr).unwrap(), zone: "Europe/Berlin".parse().unwrap() };
             let from = Utc.timestamp_opt(start, 0).unwrap();
             let times = rule.upcoming(from, 20);
             proptest::prop_assert_eq!(times.len(), 20);
