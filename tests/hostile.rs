@@ -452,6 +452,24 @@ fn kill(child: &mut std::process::Child, signal: i32) {
     unsafe { libc::kill(child.id() as i32, signal) };
 }
 
+/// Read the runner's events (run ends) until the state's history holds a row that `wanted` picks: what is on
+/// disk, not what the runner said (bounded: 30 s).
+fn wait_for_rows(
+    events: &mut std::io::BufReader<std::process::ChildStderr>,
+    seen: &mut Vec<Value>,
+    (file, state): (&Path, &Path),
+    wanted: impl Fn(&Value) -> bool,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !history_rows(file, state).iter().any(&wanted) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no such row was written"
+        );
+        read_until(events, seen, |e| e["event"] == "run.exit");
+    }
+}
+
 /// Every history row of the state, by `flowrun history --format json`.
 fn history_rows(file: &Path, state: &Path) -> Vec<Value> {
     let file = file.to_str().unwrap();
@@ -539,14 +557,7 @@ fn a_clean_stop_on_a_full_disk_says_what_it_could_not_write_and_leaves_no_run_ru
         common::start_until(&file, &args, |e| e["event"] == "runner.start");
     watchdog(&child, 120);
     // Some rows on disk first (runs `running` among them), so that what follows has something to keep whole.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while history_rows(&file, &state).is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no row was ever written"
-        );
-        read_until(&mut events, &mut seen, |e| e["event"] == "run.exit");
-    }
+    wait_for_rows(&mut events, &mut seen, (&file, &state), |_| true);
     disk.fill();
     read_until(&mut events, &mut seen, |e| {
         notice(e, "the state store cannot be written")
@@ -624,17 +635,9 @@ fn a_runner_starts_on_a_full_disk_and_its_runs_wait_for_the_store() {
     let (mut child, mut events, mut seen) =
         common::start_until(&file, &args, |e| e["event"] == "runner.start");
     watchdog(&child, 120);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !history_rows(&file, &state)
-        .iter()
-        .any(|r| r["job"] == "long" && r["outcome"] == "running")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no row was ever written"
-        );
-        read_until(&mut events, &mut seen, |e| e["event"] == "run.exit");
-    }
+    wait_for_rows(&mut events, &mut seen, (&file, &state), |r| {
+        r["job"] == "long" && r["outcome"] == "running"
+    });
     kill(&mut child, libc::SIGKILL);
     child.wait().unwrap();
     drop(common::rest_of(events, seen));

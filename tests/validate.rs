@@ -30,18 +30,9 @@ fn json_report(file: &Path) -> Value {
 
 /// (code, line, column) of every diagnostic of a file.
 fn positions(file: &Path) -> Vec<(String, u64, u64)> {
-    let report = json_report(file);
-    report["files"][0]["diagnostics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            (
-                d["code"].as_str().unwrap().to_string(),
-                d["line"].as_u64().unwrap(),
-                d["column"].as_u64().unwrap(),
-            )
-        })
+    common::diagnostics(file)
+        .into_iter()
+        .map(|(code, line, column, _)| (code, line, column))
         .collect()
 }
 
