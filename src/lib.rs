@@ -28,6 +28,7 @@
 
 pub mod app;
 pub mod cli;
+mod commands;
 mod control;
 /// Diagnostics: codes, severities, and how they are printed.
 pub mod diagnostics;
