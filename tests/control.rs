@@ -1772,3 +1772,50 @@ fn the_api_is_served_by_threads_of_its_own_at_a_lower_priority() {
     assert!(api.iter().all(|(_, nice)| *nice == api_nice), "{threads:?}");
     drop(runner);
 }
+
+#[test]
+fn a_client_that_half_closes_after_its_request_gets_its_answer() {
+    let (dir, file) = flow(&format!(
+        "jobs:\n  a:\n    run: 'true'\n    trigger: {NEVER}\n"
+    ));
+    let state = state_of(&dir);
+    let port = free_port();
+    let _runner = Runner::start(&file, &state, &["--listen", &port.to_string()]);
+    // As `nc -N` does: the request, then the write side shut, then the answer read. It was dropped (and a
+    // trigger sent so was carried out unanswered).
+    let ask = |mut stream: Box<dyn ReadWrite>, shut: &dyn Fn()| {
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        shut();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).unwrap();
+        text(&answer)
+    };
+    for _ in 0..10 {
+        let unix = std::os::unix::net::UnixStream::connect(state.join("control.sock")).unwrap();
+        let half = unix.try_clone().unwrap();
+        let answer = ask(Box::new(unix), &|| {
+            half.shutdown(std::net::Shutdown::Write).unwrap()
+        });
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok\n"),
+            "{answer:?}"
+        );
+        let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let half = tcp.try_clone().unwrap();
+        let answer = ask(Box::new(tcp), &|| {
+            half.shutdown(std::net::Shutdown::Write).unwrap()
+        });
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok\n"),
+            "{answer:?}"
+        );
+    }
+    // Methods that change nothing are not refused for want of a token: they are answered by the routes.
+    assert_eq!(tcp(port, "TRACE", "/healthz", &[]).0, 405);
+}
+
+/// A stream to read and write (Unix or TCP).
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}

@@ -31,7 +31,7 @@ fn run_bounded(file: &Path, extra: &[&str], limit: Duration) -> (Option<i32>, Ve
 /// pidfd: the signal can only reach that process, never one that reused its pid.
 fn watchdog(child: &std::process::Child, secs: u64) {
     // SAFETY: pidfd_open of a child this test started and has not reaped yet.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as i32, 0) } as i32;
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0u32) } as i32;
     if fd < 0 {
         return;
     }
@@ -45,7 +45,17 @@ fn watchdog(child: &std::process::Child, secs: u64) {
         let ended = unsafe { libc::poll(&mut poll, 1, (secs * 1000) as i32) } > 0;
         if !ended {
             // SAFETY: a signal through the pidfd, then its close.
-            unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd, libc::SIGKILL, 0, 0) };
+            // (A null pointer, not a 0 integer: a variadic call would leave the pointer's upper half undefined, and
+            // the kernel then refused the signal for a bad address.)
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd,
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0u32,
+                )
+            };
         }
         // SAFETY: closing the descriptor this thread owns.
         unsafe { libc::close(fd) };
@@ -78,6 +88,8 @@ impl Live {
             common::start_until(file, &["--state", state.to_str().unwrap()], |e| {
                 e["event"] == "runner.start"
             });
+        // A runner that hangs is ended, so its test fails rather than hangs.
+        watchdog(&child, 120);
         Live {
             child,
             events,
@@ -87,12 +99,15 @@ impl Live {
         }
     }
 
-    /// `flowrun trigger FILE JOB --wait`: its exit code.
+    /// `flowrun trigger FILE JOB --wait`: its exit code (`None` when it did not end within 150 s: a runner that
+    /// hangs fails the test, the watchdog ends the runner first).
     fn trigger(&self, job: &str) -> Option<i32> {
         let file = self.file.to_str().unwrap();
-        common::on_state(&["trigger", file, job, "--wait"], &self.state)
-            .status
-            .code()
+        let mut cmd = assert_cmd::Command::from_std(common::cmd());
+        cmd.args(["trigger", file, job, "--wait", "--state"])
+            .arg(&self.state)
+            .timeout(Duration::from_secs(150));
+        cmd.output().ok()?.status.code()
     }
 
     /// `flowrun stop FILE`, then every event of the runner and its exit code.
@@ -666,4 +681,18 @@ fn a_runner_starts_on_a_full_disk_and_its_runs_wait_for_the_store() {
         "{rows:#?}"
     );
     assert!(rows.iter().all(|r| r["outcome"] != "running"), "{rows:#?}");
+}
+
+#[test]
+fn the_watchdog_ends_a_process_that_outlives_its_bound() {
+    let mut child = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    watchdog(&child, 1);
+    let status = child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
 }

@@ -68,8 +68,12 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> Response {
 /// On TCP: reading is open; changing needs `Authorization: Bearer TOKEN`, compared in constant time. Without a
 /// token the TCP side is read-only.
 async fn guard(State(ctx): State<Arc<Context>>, request: Request, next: Next) -> Response {
-    let reads = matches!(*request.method(), Method::GET | Method::HEAD);
-    if reads {
+    // Only what could change something needs the token; any other method is answered by the routes (405, 404).
+    let changes = matches!(
+        *request.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
+    if !changes {
         return next.run(request).await;
     }
     let Some(token) = &ctx.token else {
@@ -271,18 +275,31 @@ async fn read_body(body: axum::body::Body) -> Result<axum::body::Bytes, Response
     .await
     {
         Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(_)) => Err(error(
+        Ok(Err(e)) if too_large(&e) => Err(error(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the body is larger than {} KiB (or broken)",
-                MAX_BODY / 1024
-            ),
+            format!("the body is larger than {} KiB", MAX_BODY / 1024),
+        )),
+        Ok(Err(e)) => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("the body is broken: {e}"),
         )),
         Err(_) => Err(error(
             StatusCode::REQUEST_TIMEOUT,
             "the body did not arrive in time",
         )),
     }
+}
+
+/// Whether reading a body failed for its size (a broken chunked encoding is another matter: 400).
+fn too_large(e: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 async fn stop_job(

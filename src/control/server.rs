@@ -13,6 +13,9 @@ use tokio::sync::Semaphore;
 
 use super::Context;
 
+/// The largest request head read (the request line and headers); more is answered 431 by hyper.
+const MAX_HEAD: usize = 64 * 1024;
+
 /// Connections served at once on the owner's Unix socket.
 const MAX_UNIX_CONNECTIONS: usize = 256;
 /// Connections served at once on TCP: fewer, for anonymous readers, who can never take the socket's slots.
@@ -159,6 +162,11 @@ where
             // Also how long an idle keep-alive connection is kept: hyper waits for the next request's head with
             // this timer.
             .header_read_timeout(super::timeouts::client())
+            // A client that shuts its write side after the request (`nc -N`, `socat`) still gets its answer: a
+            // trigger was carried out while its answer was dropped.
+            .half_close(true)
+            // Request heads are small here: 64 KiB bounds what 320 connections can make the runner hold.
+            .max_buf_size(MAX_HEAD)
             .serve_connection(
                 TokioIo::new(super::stalled::Stalled::new(
                     stream,
