@@ -537,6 +537,13 @@ impl Dispatcher {
         }
     }
 
+    /// Whether the manual firing `manual` is waiting for its job's env files.
+    pub(super) fn is_preparing(&self, manual: u64) -> bool {
+        self.waiting.values().any(|(later, _)| {
+            matches!(later, Later::Prepare { pending, .. } if pending.manual == Some(manual))
+        })
+    }
+
     /// A job's env files were read: the firings that waited for them start, unless they were called off.
     fn on_prepared(&mut self, job: JobId, env: Result<FileEnv, String>) {
         for key in self.env_reads.remove(&job).unwrap_or_default() {

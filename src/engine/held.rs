@@ -60,6 +60,7 @@ impl Dispatcher {
     /// A firing (admitted to its executor) that cannot have a run number now: back at the front of its queue,
     /// its worker free, tried again with the store.
     pub(super) fn hold(&mut self, pending: Pending, executor: usize) {
+        self.manual_queued(pending.manual);
         self.executors[executor].busy -= 1;
         self.jobs[pending.job].pending += 1;
         self.executors[executor].waiting.push_front(pending);

@@ -261,6 +261,16 @@ impl Dispatcher {
             return; // skipped: answered
         }
         self.admit();
+        // A firing whose env files are being read starts (or fails) in a moment: its answer is its run number.
+        if !self.is_preparing(id) {
+            self.manual_queued(Some(id));
+        }
+    }
+
+    /// A manual firing waits (for a worker, or for the store): its caller hears `queued` now, unless it heard
+    /// already; it is forgotten unless its caller waits for its end.
+    pub(super) fn manual_queued(&mut self, manual: Option<u64>) {
+        let Some(id) = manual else { return };
         if let Some(w) = self.waiters.get_mut(&id) {
             if let Some(reply) = w.reply.take() {
                 let _ = reply.send(TriggerReply::Queued);
