@@ -14,7 +14,7 @@ use serde_json::json;
 use std::sync::Arc;
 
 use super::Context;
-use crate::engine::requests::{LiveStatus, TriggerReply};
+use crate::engine::requests::{LiveStatus, Refusal, TriggerReply};
 
 /// The largest request body taken (no route needs more than a small JSON object).
 const MAX_BODY: usize = 16 * 1024;
@@ -231,8 +231,12 @@ async fn trigger(
         TriggerReply::Started { .. } => StatusCode::OK,
         TriggerReply::Queued => StatusCode::ACCEPTED,
         TriggerReply::Skipped { .. } => StatusCode::CONFLICT,
-        TriggerReply::Refused { reason, code } => {
-            let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        TriggerReply::Refused { reason, why } => {
+            let status = match why {
+                Refusal::UnknownJob => StatusCode::NOT_FOUND,
+                Refusal::CannotRun => StatusCode::CONFLICT,
+                Refusal::Stopping => StatusCode::SERVICE_UNAVAILABLE,
+            };
             return (
                 status,
                 Json(json!({ "status": "refused", "error": reason })),

@@ -89,13 +89,21 @@ pub enum TriggerReply {
     Skipped {
         reason: String,
     },
-    /// Not done: unknown job, or the runner is stopping.
+    /// Not done: unknown job, a job that cannot run now, or the runner is stopping.
     Refused {
         reason: String,
-        /// The HTTP status that says why: 404 unknown job, 409 it cannot run now, 503 the runner is stopping.
         #[serde(skip)]
-        code: u16,
+        why: Refusal,
     },
+}
+
+/// Why a manual firing was refused (the API says it in its own terms: a status code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    UnknownJob,
+    /// Its output channel is closed.
+    CannotRun,
+    Stopping,
 }
 
 /// How a manually fired run ended.
@@ -222,13 +230,13 @@ impl Dispatcher {
         reply: oneshot::Sender<TriggerReply>,
         done: Option<oneshot::Sender<RunEnded>>,
     ) {
-        let refuse = |reason: String, code: u16| TriggerReply::Refused { reason, code };
+        let refuse = |reason: String, why: Refusal| TriggerReply::Refused { reason, why };
         let Some(job) = self.plan.job_id(name).filter(|&j| !self.retired(j)) else {
-            let _ = reply.send(refuse(format!("no job `{name}`"), 404));
+            let _ = reply.send(refuse(format!("no job `{name}`"), Refusal::UnknownJob));
             return;
         };
         if self.stopping {
-            let _ = reply.send(refuse("the runner is stopping".into(), 503));
+            let _ = reply.send(refuse("the runner is stopping".into(), Refusal::Stopping));
             return;
         }
         // A job whose output channel closed (its readers ended) would write into nothing.
@@ -237,7 +245,7 @@ impl Dispatcher {
                 let channel = &self.plan.channels[c].name;
                 let _ = reply.send(refuse(
                     format!("its channel `{channel}` is closed (every writer ended): what it writes could not be read"),
-                    409,
+                    Refusal::CannotRun,
                 ));
                 return;
             }
