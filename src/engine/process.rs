@@ -261,45 +261,50 @@ struct Exec {
 /// `FLOWRUN_*` variables (also the marks by which what a run leaves behind is found).
 fn environment(spec: &SpawnSpec) -> Vec<(OsString, OsString)> {
     static INHERITED: std::sync::OnceLock<Vec<(OsString, OsString)>> = std::sync::OnceLock::new();
-    let mut env: Vec<(OsString, OsString)> = INHERITED
-        // The control API's token is the runner's secret, not its jobs'.
-        .get_or_init(|| {
-            std::env::vars_os()
-                .filter(|(k, _)| k != "FLOWRUN_TOKEN")
-                .collect()
-        })
-        .clone();
-    // A later value wins over an earlier one of the same name, found by an index (an env file may hold tens of
-    // thousands of variables: a scan per variable was quadratic, seconds on the dispatcher).
-    let mut at: HashMap<OsString, usize> = env
-        .iter()
-        .enumerate()
-        .map(|(i, (k, _))| (k.clone(), i))
-        .collect();
-    let mut set = |key: &str, value: &OsStr| match at.get(OsStr::new(key)) {
-        Some(&i) => env[i].1 = value.to_os_string(),
-        None => {
-            at.insert(key.into(), env.len());
-            env.push((key.into(), value.to_os_string()));
-        }
-    };
-    for (k, v) in spec.file_env.iter().chain(&spec.job.env) {
-        set(k, OsStr::new(v));
-    }
-    set("FLOWRUN_JOB", OsStr::new(&spec.job.name));
-    set("FLOWRUN_RUN", OsStr::new(&spec.run.to_string()));
-    set("FLOWRUN_WORKFLOW", OsStr::new(spec.workflow));
-    set("FLOWRUN_SCHEDULED", OsStr::new(spec.scheduled));
-    if spec.probe {
-        set("FLOWRUN_PROBE", OsStr::new("1"));
-    }
-    if let Some(upstream) = spec.upstream {
-        set("FLOWRUN_UPSTREAM", OsStr::new(upstream));
-    }
-    // Not inherited from a runner that was itself run by `after` or as a probe.
-    env.retain(|(k, _)| {
-        (spec.upstream.is_some() || k != "FLOWRUN_UPSTREAM") && (spec.probe || k != "FLOWRUN_PROBE")
+    // The control API's token is the runner's secret, not its jobs'.
+    let inherited = INHERITED.get_or_init(|| {
+        std::env::vars_os()
+            .filter(|(k, _)| k != "FLOWRUN_TOKEN")
+            .collect()
     });
+    // What this run sets, in order, a later value of a name winning (found by an index of what is set: an env
+    // file may hold tens of thousands of variables, and a scan per variable was quadratic). The index holds only
+    // what is set, not the inherited environment: spawning is a hot path, and most runs set five names.
+    let mut set: Vec<(OsString, OsString)> = Vec::new();
+    let mut at: HashMap<&OsStr, usize> = HashMap::new();
+    let run = spec.run.to_string();
+    let ours = [
+        ("FLOWRUN_JOB", spec.job.name.as_str()),
+        ("FLOWRUN_RUN", run.as_str()),
+        ("FLOWRUN_WORKFLOW", spec.workflow),
+        ("FLOWRUN_SCHEDULED", spec.scheduled),
+    ];
+    let probe = spec.probe.then_some(("FLOWRUN_PROBE", "1"));
+    let upstream = spec.upstream.map(|u| ("FLOWRUN_UPSTREAM", u));
+    let given = spec.file_env.iter().chain(&spec.job.env);
+    let given = given.map(|(k, v)| (k.as_str(), v.as_str()));
+    for (key, value) in given.chain(ours).chain(probe).chain(upstream) {
+        match at.get(OsStr::new(key)) {
+            Some(&i) => set[i].1 = value.into(),
+            None => {
+                at.insert(OsStr::new(key), set.len());
+                set.push((key.into(), value.into()));
+            }
+        }
+    }
+    // The inherited environment less what is set, and less the marks of a runner that was itself run by `after`
+    // or as a probe.
+    let mut env: Vec<(OsString, OsString)> = inherited
+        .iter()
+        .filter(|(k, _)| {
+            !at.contains_key(k.as_os_str()) && k != "FLOWRUN_UPSTREAM" && k != "FLOWRUN_PROBE"
+        })
+        .cloned()
+        .collect();
+    // (A job's own `FLOWRUN_UPSTREAM` or `FLOWRUN_PROBE` does not pass for the runner's either.)
+    env.extend(set.into_iter().filter(|(k, _)| {
+        (spec.upstream.is_some() || k != "FLOWRUN_UPSTREAM") && (spec.probe || k != "FLOWRUN_PROBE")
+    }));
     env
 }
 
