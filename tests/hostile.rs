@@ -707,3 +707,35 @@ fn the_watchdog_ends_a_process_that_outlives_its_bound() {
         Some(libc::SIGKILL)
     );
 }
+
+#[test]
+fn the_wal_a_full_disk_grew_is_given_back_when_the_store_takes_writes_again() {
+    let Some(disk) = SmallDisk::mount() else {
+        return;
+    };
+    let (_dir, file) =
+        flow("jobs:\n  tick:\n    run: echo tick\n    trigger: { interval: 10ms }\n");
+    let state = disk.path().join("state");
+    let args = ["--state", state.to_str().unwrap()];
+    let (mut child, mut events, mut seen) =
+        common::start_until(&file, &args, |e| e["event"] == "runner.start");
+    watchdog(&child, 120);
+    // History until the WAL holds most of the small disk (bounded: the watchdog).
+    let wal = || std::fs::metadata(state.join("state.db-wal")).map_or(0, |m| m.len());
+    while wal() < 700 * 1024 {
+        read_until(&mut events, &mut seen, |e| e["event"] == "run.exit");
+    }
+    disk.fill();
+    read_until(&mut events, &mut seen, |e| {
+        notice(e, "history is not being written")
+    });
+    disk.free();
+    read_until(&mut events, &mut seen, |e| {
+        notice(e, "history is being written again")
+    });
+    let kept = wal();
+    kill(&mut child, libc::SIGTERM);
+    drop(common::rest_of(events, seen));
+    child.wait().unwrap();
+    assert!(kept < 256 * 1024, "the WAL kept {kept} bytes");
+}

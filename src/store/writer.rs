@@ -228,9 +228,10 @@ impl Writer {
         }
         if self.failing {
             self.failing = false;
-            self.reporter.notice("history is being written again");
-            // The WAL grew to what the disk had: give that space back (it keeps its largest size otherwise).
+            // The WAL grew to what the disk had: give that space back (it keeps its largest size otherwise),
+            // before saying the store is well again.
             self.store.compact();
+            self.reporter.notice("history is being written again");
         }
         self.committed.store(self.taken, Ordering::Release);
         true
