@@ -739,3 +739,26 @@ fn the_wal_a_full_disk_grew_is_given_back_when_the_store_takes_writes_again() {
     child.wait().unwrap();
     assert!(kept < 256 * 1024, "the WAL kept {kept} bytes");
 }
+
+#[test]
+fn a_log_dir_is_used_by_its_real_path() {
+    let (dir, file) = flow("jobs:\n  a:\n    run: echo A\n");
+    let real = dir.path().join("logs-real");
+    std::fs::create_dir(&real).unwrap();
+    std::os::unix::fs::symlink(&real, dir.path().join("logs-link")).unwrap();
+    let state = dir.path().join("state");
+    let link = dir.path().join("logs-link");
+    let args = [
+        "--state",
+        state.to_str().unwrap(),
+        "--log-dir",
+        link.to_str().unwrap(),
+    ];
+    assert_eq!(common::run_json(&file, &args).0, Some(0));
+    // The history names the file by its real path: pruning and `logs` never go through the link.
+    let rows = history_rows(&file, &state);
+    let log = rows[0]["log"].as_str().unwrap();
+    let real = std::fs::canonicalize(&real).unwrap();
+    assert!(log.starts_with(real.to_str().unwrap()), "{log}");
+    assert!(std::path::Path::new(log).exists());
+}

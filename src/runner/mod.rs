@@ -48,7 +48,11 @@ pub fn run(args: RunArgs) -> Result<i32, Error> {
         args.log_format,
         live.as_ref().map(|v| v.multi()),
     ));
-    let state = open_state(&args, &plan, &reporter)?;
+    // The state and where its runs' logs go (made and checked once, here).
+    let (state, logs) = match open_state(&args, &plan, &reporter)? {
+        Some((state, logs)) => (Some(state), Some(logs)),
+        None => (None, None),
+    };
     // Reading the store back and reserving numbers for every job left freed heap behind: give it back too.
     // SAFETY: malloc_trim only releases free heap memory.
     unsafe { libc::malloc_trim(0) };
@@ -72,10 +76,10 @@ pub fn run(args: RunArgs) -> Result<i32, Error> {
         (metrics, state_dir, token),
         reporter.clone(),
     );
-    let log_dir = log_root(
-        args.log_dir.as_deref(),
-        state.as_ref().map(|s| s.dir.as_path()),
-    )?;
+    let log_dir = match logs {
+        Some(logs) => Some(logs),
+        None => log_root(args.log_dir.as_deref(), None)?,
+    };
     let options = Options {
         run_for: args.run_for,
         log_dir,

@@ -2,7 +2,7 @@
 //! unwritten writes, its runs left `running`), the first blocks of run numbers, and the log folder.
 
 use chrono::Utc;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::cli::RunArgs;
@@ -16,7 +16,7 @@ pub fn open_state(
     args: &RunArgs,
     plan: &Plan,
     reporter: &Arc<Reporter>,
-) -> Result<Option<crate::engine::Persist>, Error> {
+) -> Result<Option<(crate::engine::Persist, PathBuf)>, Error> {
     let Some(path) = state_dir(args, plan, reporter)? else {
         return Ok(None);
     };
@@ -72,8 +72,8 @@ pub fn open_state(
         Err(e) => return Err(store_error(e)),
     };
     // Pruning deletes log files only under these folders, whatever a history row names.
-    let mut log_roots = vec![path.join("logs")];
-    log_roots.extend(log_root(args.log_dir.as_deref(), Some(path))?);
+    let logs = log_root(args.log_dir.as_deref(), Some(path))?.unwrap_or_else(|| path.join("logs"));
+    let log_roots = vec![path.join("logs"), logs.clone()];
     let history = crate::store::writer::History::start(
         Box::new(store),
         args.keep,
@@ -82,13 +82,14 @@ pub fn open_state(
         reporter.clone(),
     );
     history.send_all(&mut later, true);
-    Ok(Some(crate::engine::Persist {
+    let persist = crate::engine::Persist {
         dir: path.to_path_buf(),
         history,
         memory,
         recovered,
         numbers_on_disk,
-    }))
+    };
+    Ok(Some((persist, logs)))
 }
 
 /// The state folder: made (or checked) by the rules of `store::dir`; `None` when there is none (`--state none`, or

@@ -3,7 +3,7 @@
 //! growing ids and read newest first, so "ids below the last one given" is the rest of the walk, stable while
 //! new rows arrive above it.
 
-use super::{db_error, row_from, SqliteStore, COLUMNS};
+use super::{db_error, of_jobs, row_from, SqliteStore, COLUMNS};
 use crate::store::{RunRow, StoreError};
 
 /// Where `id` is in the page's rows: after the 18 columns [`row_from`] reads.
@@ -27,11 +27,7 @@ impl SqliteStore {
     ) -> Result<Page, StoreError> {
         let mut sql = format!("SELECT {COLUMNS}, id FROM runs WHERE id < ?");
         let mut args: Vec<rusqlite::types::Value> = vec![before.unwrap_or(i64::MAX).into()];
-        if !jobs.is_empty() {
-            let marks: Vec<&str> = jobs.iter().map(|_| "?").collect();
-            sql.push_str(&format!(" AND job IN ({})", marks.join(", ")));
-            args.extend(jobs.iter().map(|j| j.clone().into()));
-        }
+        of_jobs(&mut sql, &mut args, jobs);
         // One row more than the page: whether it exists says if there is a next page, without counting.
         sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", size + 1));
         let e = |e| db_error(&self.path, e);

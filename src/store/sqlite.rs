@@ -172,6 +172,15 @@ impl SqliteStore {
     }
 }
 
+/// `AND job IN (?, ...)` with its arguments, when `jobs` names any (none: every job).
+fn of_jobs(sql: &mut String, args: &mut Vec<rusqlite::types::Value>, jobs: &[String]) {
+    if !jobs.is_empty() {
+        let marks: Vec<&str> = jobs.iter().map(|_| "?").collect();
+        sql.push_str(&format!(" AND job IN ({})", marks.join(", ")));
+        args.extend(jobs.iter().map(|j| j.clone().into()));
+    }
+}
+
 fn db_error(path: &Path, source: rusqlite::Error) -> StoreError {
     StoreError::Database {
         path: path.display().to_string(),
@@ -542,11 +551,7 @@ impl Store for SqliteStore {
     fn history(&self, query: &Query) -> Result<Vec<RunRow>, StoreError> {
         let mut sql = format!("SELECT {COLUMNS} FROM runs WHERE 1");
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
-        if !query.jobs.is_empty() {
-            let marks: Vec<&str> = query.jobs.iter().map(|_| "?").collect();
-            sql.push_str(&format!(" AND job IN ({})", marks.join(", ")));
-            args.extend(query.jobs.iter().map(|j| j.clone().into()));
-        }
+        of_jobs(&mut sql, &mut args, &query.jobs);
         if let Some(since) = query.since {
             sql.push_str(" AND coalesce(started, scheduled, ended) >= ?");
             args.push(timestamp(since).into());
