@@ -11,14 +11,13 @@
 
 mod broker;
 mod channels;
+mod core;
 mod dispatcher;
 mod envfile;
-mod exits;
-mod held;
 mod outcome;
+mod ports;
 mod probe;
 pub(crate) mod process;
-mod readiness;
 mod record;
 pub mod replan;
 pub mod requests;
@@ -36,7 +35,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use crate::plan::Plan;
 use crate::report::{LiveView, Reporter};
 use dispatcher::Dispatcher;
-use state::{Pending, RunId};
+use state::RunId;
 use supervise::RunEnd;
 use walltimer::WallTimer;
 
@@ -133,7 +132,7 @@ enum Msg {
         id: RunId,
         end: RunEnd,
     },
-    /// The delay of what `Dispatcher::later` arranged under this key is over.
+    /// The delay of what the core arranged under this key is over.
     Later(u64),
     /// Messages arrived (or came back) in this channel, where an `each` job waits.
     Wake(crate::plan::ChannelId),
@@ -141,44 +140,13 @@ enum Msg {
     Control(requests::Request),
     /// The run's readiness probe passed.
     Ready(RunId),
+    /// The run's readiness probe has had its time.
+    NotReady(RunId),
     /// The `env_file`s of this job were read (for the [`Later::Prepare`]s waiting on them).
     Prepared {
         job: crate::plan::JobId,
         env: Result<envfile::FileEnv, String>,
     },
-}
-
-/// Something the dispatcher arranged to happen after a delay.
-enum Later {
-    /// A jittered time firing, now due.
-    Fire(Pending),
-    Retry(Pending),
-    Restart(crate::plan::JobId),
-    Timeout(RunId),
-    /// The run's readiness probe has had its time.
-    NotReady(RunId),
-    /// The grace of a stopping run is over.
-    Kill(RunId),
-    /// Try the state store again for what waits on it (see `held`).
-    StoreRetry,
-    /// A firing admitted to a worker (`executor`) whose `env_file`s are being read off the dispatcher.
-    Prepare {
-        pending: state::Pending,
-        executor: usize,
-        pin: bool,
-    },
-}
-
-impl Later {
-    /// The job that will run when this comes (a firing, a retry, a restart); `None` for what concerns a live run.
-    fn job_to_run(&self) -> Option<crate::plan::JobId> {
-        match self {
-            Later::Fire(p) | Later::Retry(p) => Some(p.job),
-            Later::Prepare { pending, .. } => Some(pending.job),
-            Later::Restart(job) => Some(*job),
-            Later::Timeout(_) | Later::NotReady(_) | Later::Kill(_) | Later::StoreRetry => None,
-        }
-    }
 }
 
 /// One input of the dispatcher.

@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::{mpsc::UnboundedSender, oneshot};
 
-use super::dispatcher::Dispatcher;
-use super::state::{Pending, RunId, StopCause};
+use super::dispatcher::{now, Dispatcher};
+use super::state::RunId;
 use super::Msg;
 use crate::event::{ChannelCounts, JobCounts};
 
@@ -213,13 +213,23 @@ impl Dispatcher {
                 let _ = reply.send(self.live_status());
             }
             Request::Health(reply) => {
-                let _ = reply.send(!self.stopping);
+                let _ = reply.send(!self.core.stopping);
             }
             Request::Trigger { job, reply, done } => self.manual_fire(&job, reply, done),
-            Request::Reload(reload) => self.reload(reload),
-            Request::Shutdown => self.on_stop(super::Stop::Signal("asked to stop (flowrun stop)")),
+            Request::Reload(super::replan::Reload::Rejected {
+                errors,
+                summary,
+                report,
+            }) => self.core.reload_rejected(errors, summary, report),
+            Request::Reload(super::replan::Reload::Apply { plan, reply }) => {
+                let _ = reply.send(self.core.reload(*plan, now()));
+            }
+            Request::Shutdown => {
+                let stop = super::Stop::Signal("asked to stop (flowrun stop)");
+                self.core.handle(super::core::Input::Stop(stop), now());
+            }
             Request::Stop { job, reply } => {
-                let _ = reply.send(self.stop_job(job.as_deref()));
+                let _ = reply.send(self.core.stop_jobs(job.as_deref(), now()));
             }
         }
     }
@@ -231,18 +241,19 @@ impl Dispatcher {
         done: Option<oneshot::Sender<RunEnded>>,
     ) {
         let refuse = |reason: String, why: Refusal| TriggerReply::Refused { reason, why };
-        let Some(job) = self.plan.job_id(name).filter(|&j| !self.retired(j)) else {
+        let core = &self.core;
+        let Some(job) = core.plan.job_id(name).filter(|&j| !core.retired(j)) else {
             let _ = reply.send(refuse(format!("no job `{name}`"), Refusal::UnknownJob));
             return;
         };
-        if self.stopping {
+        if core.stopping {
             let _ = reply.send(refuse("the runner is stopping".into(), Refusal::Stopping));
             return;
         }
         // A job whose output channel closed (its readers ended) would write into nothing.
-        if let Some(c) = self.plan.jobs[job].stdout {
-            if self.channels.all[c].closed {
-                let channel = &self.plan.channels[c].name;
+        if let Some(c) = core.plan.jobs[job].stdout {
+            if core.world.channels.all[c].closed {
+                let channel = &core.plan.channels[c].name;
                 let _ = reply.send(refuse(
                     format!("its channel `{channel}` is closed (every writer ended): what it writes could not be read"),
                     Refusal::CannotRun,
@@ -250,50 +261,35 @@ impl Dispatcher {
                 return;
             }
         }
-        let id = self.next_manual;
+        let key = self.next_manual;
         self.next_manual += 1;
         self.waiters.insert(
-            id,
+            key,
             Waiter {
                 reply: Some(reply),
                 done,
             },
         );
-        // A manual firing obeys `max_instances` and the executor like any other.
-        self.undo_done(job);
-        self.fire(Pending {
-            manual: Some(id),
-            ..Pending::now(job)
-        });
-        if !self.waiters.contains_key(&id) {
-            return; // skipped: answered
-        }
-        self.admit();
-        // A firing whose env files are being read starts (or fails) in a moment: its answer is its run number.
-        if !self.is_preparing(id) {
-            self.manual_queued(Some(id));
-        }
+        self.core.manual_fire(job, key, now());
     }
 
     /// A manual firing waits (for a worker, or for the store): its caller hears `queued` now, unless it heard
     /// already; it is forgotten unless its caller waits for its end.
-    pub(super) fn manual_queued(&mut self, manual: Option<u64>) {
-        let Some(id) = manual else { return };
-        if let Some(w) = self.waiters.get_mut(&id) {
+    pub(super) fn manual_queued(&mut self, key: u64) {
+        if let Some(w) = self.waiters.get_mut(&key) {
             if let Some(reply) = w.reply.take() {
                 let _ = reply.send(TriggerReply::Queued);
             }
             if w.done.is_none() {
-                self.waiters.remove(&id);
+                self.waiters.remove(&key);
             }
         }
     }
 
-    /// A manual firing was skipped: say why.
     /// A manual firing will not run (skipped, removed by a reload, dropped at a stop): whoever waits hears why,
     /// the caller of a firing not yet answered, or the caller waiting for the end of one that was queued.
-    pub(super) fn manual_skipped(&mut self, manual: Option<u64>, reason: String) {
-        let Some(w) = manual.and_then(|id| self.waiters.remove(&id)) else {
+    pub(super) fn manual_skipped(&mut self, key: u64, reason: String) {
+        let Some(w) = self.waiters.remove(&key) else {
             return;
         };
         match (w.reply, w.done) {
@@ -315,18 +311,17 @@ impl Dispatcher {
     }
 
     /// A manual firing started as run `number` (id `run`): answer, and keep the end's waiter with the run.
-    pub(super) fn manual_started(&mut self, manual: Option<u64>, run: RunId, number: u64) {
-        let Some(id) = manual else { return };
-        let Some(w) = self.waiters.get_mut(&id) else {
+    pub(super) fn manual_started(&mut self, key: u64, run: RunId, number: u64) {
+        let Some(w) = self.waiters.get_mut(&key) else {
             return;
         };
         if let Some(reply) = w.reply.take() {
             let _ = reply.send(TriggerReply::Started { run: number });
         }
         if w.done.is_some() {
-            self.run_waiters.insert(run, id);
+            self.run_waiters.insert(run, key);
         } else {
-            self.waiters.remove(&id);
+            self.waiters.remove(&key);
         }
     }
 
@@ -339,83 +334,41 @@ impl Dispatcher {
         }
     }
 
-    /// A run will be retried: its waiter follows the retry.
-    pub(super) fn manual_retried(&mut self, run: RunId) {
-        self.run_waiters.remove(&run);
-    }
-
-    fn stop_job(&mut self, name: Option<&str>) -> Result<usize, String> {
-        let job = match name {
-            Some(n) => Some(
-                self.plan
-                    .job_id(n)
-                    .filter(|&j| !self.retired(j))
-                    .ok_or_else(|| format!("no job `{n}`"))?,
-            ),
-            None => None,
-        };
-        let ids: Vec<RunId> = self
-            .runs
-            .iter()
-            .filter(|(_, r)| job.is_none_or(|j| r.job == j))
-            .map(|(id, _)| *id)
-            .collect();
-        let mut stopped = 0;
-        for id in ids {
-            if self.stop_run(id, StopCause::Request) {
-                stopped += 1;
-            }
-        }
-        // What waits to run goes too: queued firings, retries and a service's restart on their way.
-        let jobs: Vec<usize> = match job {
-            Some(j) => vec![j],
-            None => (0..self.plan.jobs.len()).collect(),
-        };
-        for j in jobs {
-            self.drop_waiting_of(j, "the job was stopped (flowrun stop) before it started");
-        }
-        Ok(stopped)
-    }
-
     pub(super) fn live_status(&self) -> LiveStatus {
-        let mut waiting = vec![0usize; self.plan.jobs.len()];
-        for ex in &self.executors {
-            for p in &ex.waiting {
-                waiting[p.job] += 1;
-            }
-        }
-        let mut running: Vec<Vec<LiveRun>> = vec![Vec::new(); self.plan.jobs.len()];
-        for run in self.runs.values() {
+        let core = &self.core;
+        let waiting = core.waiting_per_job();
+        let mut running: Vec<Vec<LiveRun>> = vec![Vec::new(); core.plan.jobs.len()];
+        for run in core.runs.values() {
             running[run.job].push(LiveRun {
                 run: run.number,
                 pid: run.state.pid(),
                 started: run.started_at,
                 attempt: run.attempt,
-                ready: run.probe.as_ref().map(|_| run.ready),
+                ready: run.has_probe.then_some(run.ready),
             });
         }
         for r in &mut running {
             r.sort_by_key(|r| r.run);
         }
-        let next = self.next_fires();
-        let jobs = self
+        let next = core.next_fires();
+        let jobs = core
             .plan
             .jobs
             .iter()
             .enumerate()
-            .filter(|(j, _)| !self.retired(*j))
+            .filter(|(j, _)| !core.retired(*j))
             .map(|(j, job)| LiveJob {
                 job: job.name.clone(),
                 running: std::mem::take(&mut running[j]),
                 waiting: waiting[j],
                 next: next[j],
-                done: self.jobs[j].done,
-                counts: self.jobs[j].counts.clone(),
-                last_exit: self.jobs[j].last_exit.clone(),
-                last_success: self.jobs[j].last_success,
+                done: core.jobs[j].done,
+                counts: core.jobs[j].counts.clone(),
+                last_exit: core.jobs[j].last_exit.clone(),
+                last_success: core.jobs[j].last_success,
             })
             .collect();
-        let channels = self
+        let channels = core
             .plan
             .channels
             .iter()
@@ -424,14 +377,14 @@ impl Dispatcher {
             .map(|(c, channel)| LiveChannel {
                 channel: channel.name.clone(),
                 kind: channel.kind.as_str(),
-                counts: self.channels.counts(c),
+                counts: core.world.channels.counts(c),
             })
             .collect();
         LiveStatus {
-            workflow: self.plan.name.clone(),
+            workflow: core.plan.name.clone(),
             pid: std::process::id(),
-            started: self.started_at,
-            stopping: self.stopping,
+            started: core.started_at,
+            stopping: core.stopping,
             jobs,
             channels,
         }

@@ -41,9 +41,8 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// A firing due now (start, after, restart, a manual one).
-    pub fn now(job: JobId) -> Pending {
-        let now = Utc::now();
+    /// A firing due at `now` (start, after, restart, a manual one).
+    pub fn at(job: JobId, now: DateTime<Utc>) -> Pending {
         Pending {
             job,
             scheduled: now,
@@ -55,14 +54,6 @@ impl Pending {
             catch_up: false,
             manual: None,
             upstream: None,
-        }
-    }
-
-    /// A firing by the job's trigger number `trigger`, due now.
-    pub fn by(job: JobId, trigger: usize) -> Pending {
-        Pending {
-            trigger: Some(trigger),
-            ..Pending::now(job)
         }
     }
 }
@@ -115,17 +106,20 @@ pub struct Run {
     /// The executor whose worker it holds.
     pub executor: usize,
     pub input: Option<Batch>,
+    /// The earliest due instant it stands for, how many due firings, whether one fell due with no runner alive
+    /// (as its firing said).
+    pub first_due: DateTime<Utc>,
+    pub coalesced: u64,
+    pub catch_up: bool,
     pub started: Instant,
     pub started_at: DateTime<Utc>,
     pub state: RunState,
-    /// The run's file under `--log-dir`.
-    pub log: Option<Arc<super::runlog::RunLog>>,
     /// Its timeout and kill timers (called off when it ends: a long timeout must not outlive the run).
     pub timers: Vec<u64>,
     /// Its history row, written at the start and again at the end (with a state store).
     pub row: Option<Box<crate::store::RunRow>>,
-    /// Its readiness probe (a job with `ready`), stopped when the run is dropped.
-    pub probe: Option<super::probe::ProbeHandle>,
+    /// Its job has a readiness probe (the shell runs it).
+    pub has_probe: bool,
     /// Its readiness probe passed.
     pub ready: bool,
     /// The channel its output feeds and the one it reads (its `stdin:` or its batch's), as wired at its start: a
@@ -135,7 +129,13 @@ pub struct Run {
 }
 
 impl Run {
-    pub fn new(pending: Pending, number: u64, executor: usize, state: RunState) -> Run {
+    pub fn new(
+        pending: Pending,
+        number: u64,
+        executor: usize,
+        state: RunState,
+        now: super::core::Now,
+    ) -> Run {
         Run {
             job: pending.job,
             number,
@@ -146,13 +146,15 @@ impl Run {
             upstream: pending.upstream.clone(),
             executor,
             input: pending.input,
-            started: Instant::now(),
-            started_at: Utc::now(),
+            first_due: pending.first_due,
+            coalesced: pending.coalesced,
+            catch_up: pending.catch_up,
+            started: now.mono,
+            started_at: now.utc,
             state,
-            log: None,
             timers: Vec::new(),
             row: None,
-            probe: None,
+            has_probe: false,
             ready: false,
             writes: None,
             reads: None,

@@ -3,68 +3,17 @@
 
 use std::sync::Arc;
 
-use super::dispatcher::Dispatcher;
-use super::outcome::{
+use super::upstream::{upstream_entry, upstream_text};
+use super::{Core, Effect, Later, Manual, World};
+use crate::engine::outcome::{
     classify, restarts, retry_delay, Classified, ExitFacts, Milestone, RunResult, StoppedFor,
 };
-use super::state::{Pending, Run, RunId, RunState, StopCause};
-use super::supervise::RunEnd;
-use super::{Later, Msg};
+use crate::engine::state::{Pending, Run, RunId, RunState, StopCause};
+use crate::engine::supervise::RunEnd;
 use crate::event::{Event, RunExit};
 use crate::plan::{ChannelId, ChannelKind, Job, JobId, Status, Trigger};
 
-/// One run as `FLOWRUN_UPSTREAM` describes it to a run its milestone fired.
-pub(super) fn upstream_entry(
-    job: &Job,
-    run: &Run,
-    status: &str,
-    code: Option<i32>,
-    signal: Option<&str>,
-) -> serde_json::Value {
-    serde_json::json!({
-        "job": job.name,
-        "run": run.number,
-        "status": status,
-        "code": code,
-        "signal": signal,
-        "log": run.log.as_ref().and_then(|l| l.written()).map(|p| p.display().to_string()),
-    })
-}
-
-/// How much of `FLOWRUN_UPSTREAM` is given: Linux refuses to start a program with one environment string over
-/// 128 KiB (`MAX_ARG_STRLEN`, "Argument list too long"), and the rest of the environment needs room too.
-const UPSTREAM_MAX: usize = 96 * 1024;
-
-/// `FLOWRUN_UPSTREAM`'s JSON array: whole entries while they fit in [`UPSTREAM_MAX`], then `{"omitted": N}` for the
-/// rest; and N.
-fn upstream_text(runs: Vec<serde_json::Value>) -> (String, usize) {
-    let total = runs.len();
-    let mut text = String::from("[");
-    let mut kept = 0;
-    for entry in &runs {
-        let entry = entry.to_string();
-        // Room for a comma, the omitted entry and the closing bracket.
-        if text.len() + entry.len() + 40 > UPSTREAM_MAX {
-            break;
-        }
-        if kept > 0 {
-            text.push(',');
-        }
-        text.push_str(&entry);
-        kept += 1;
-    }
-    let omitted = total - kept;
-    if omitted > 0 {
-        if kept > 0 {
-            text.push(',');
-        }
-        text.push_str(&format!("{{\"omitted\":{omitted}}}"));
-    }
-    text.push(']');
-    (text, omitted)
-}
-
-impl Dispatcher {
+impl<W: World> Core<W> {
     pub(super) fn on_exit(&mut self, id: RunId, end: RunEnd) {
         let Some(wires) = self.runs.get(&id).map(|r| [r.writes, r.reads]) else {
             return;
@@ -90,18 +39,18 @@ impl Dispatcher {
         self.executors[run.executor].busy -= 1;
         self.said_taken_back(&run, &end);
         let c = self.classified(&run, &end);
-        self.report_exit(&mut run, job, &c);
+        self.report_exit(id, &mut run, job, &c);
         match c.outcome {
             Some(RunResult::Succeeded) => {
                 self.jobs[run.job].counts.succeeded += 1;
-                self.jobs[run.job].last_success = Some(chrono::Utc::now());
+                self.jobs[run.job].last_success = Some(self.now.utc);
             }
             Some(RunResult::Failed) => {
                 self.jobs[run.job].counts.failed += 1;
                 if self.after_failure(&mut run, job, c.code) {
                     // A try that will be retried has not ended the run's story: joins wait for the last try
                     // (and so does a `trigger --wait`).
-                    self.manual_retried(id);
+                    self.manual(Manual::Retried(id));
                     self.pump_each(run.job);
                     return;
                 }
@@ -116,25 +65,26 @@ impl Dispatcher {
                 }
             }
         }
-        self.manual_ended(
+        self.manual(Manual::Ended(
             id,
-            super::requests::RunEnded {
+            crate::engine::requests::RunEnded {
                 run: run.number,
-                outcome: super::record::outcome_of(&c, run.state).as_str(),
+                outcome: super::outcome_of(&c, run.state).as_str(),
                 code: c.code,
                 signal: c.signal.clone(),
                 success: c.success,
                 reason: c.reason.clone(),
             },
-        );
+        ));
         if let Some(result) = c.outcome {
             let status = match result {
                 RunResult::Succeeded => "succeeded",
                 RunResult::Failed => "failed",
             };
             let was_ready = run.ready;
+            let log = self.world.log_written(id);
             self.propagate(run.job, Milestone::Ended { result, was_ready }, || {
-                upstream_entry(job, &run, status, c.code, c.signal.as_deref())
+                upstream_entry(job, &run, status, c.code, c.signal.as_deref(), log)
             });
         }
         self.restart_if_due(&run, job, c.outcome, c.code);
@@ -154,7 +104,7 @@ impl Dispatcher {
             messages: end.taken_back as u64,
         });
         if let Some(c) = run.reads {
-            let _ = self.tx.send(Msg::Wake(c));
+            self.out.push_back(Effect::Wake(c));
         }
     }
 
@@ -192,16 +142,16 @@ impl Dispatcher {
     fn readers_gone(&self, writes: Option<ChannelId>, end: &RunEnd) -> bool {
         match writes {
             Some(c) if self.plan.channels[c].kind == ChannelKind::Pipe => {
-                self.channels.pipe_readers_gone(c)
+                self.world.pipe_readers_gone(c)
             }
-            Some(_) => matches!(end.pump, Some(super::broker::PumpEnd::NoReader)),
+            Some(_) => matches!(end.pump, Some(crate::engine::broker::PumpEnd::NoReader)),
             None => false,
         }
     }
 
     /// The `run.exit` event and the footer of the run's log file.
-    fn report_exit(&mut self, run: &mut Run, job: &Job, c: &Classified) {
-        let duration = run.started.elapsed();
+    fn report_exit(&mut self, id: RunId, run: &mut Run, job: &Job, c: &Classified) {
+        let duration = self.now.mono.saturating_duration_since(run.started);
         let exit = RunExit {
             job: job.name.clone(),
             run: run.number,
@@ -213,19 +163,18 @@ impl Dispatcher {
             stopped_by_runner: c.outcome.is_none(),
             each: run.input.is_some(),
             duration_ms: duration.as_millis() as u64,
-            outcome: super::record::outcome_of(c, run.state).as_str(),
+            outcome: super::outcome_of(c, run.state).as_str(),
         };
         let status_text = exit.status_text();
         self.jobs[run.job].last_exit = Some(status_text.clone());
-        if let Some(log) = &run.log {
-            let reason = c.reason.as_ref().map(|r| format!(" ({r})"));
-            log.footer(&format!(
-                "# {status_text}{} after {:.3}s",
-                reason.unwrap_or_default(),
-                duration.as_secs_f64()
-            ));
-        }
-        self.record_end(run, c, duration);
+        let reason = c.reason.as_ref().map(|r| format!(" ({r})"));
+        let footer = format!(
+            "# {status_text}{} after {:.3}s",
+            reason.unwrap_or_default(),
+            duration.as_secs_f64()
+        );
+        self.out.push_back(Effect::Ended { id, footer });
+        self.record_end(id, run, c, duration);
         self.emit(Event::RunExit(Box::new(exit)));
     }
 
@@ -249,7 +198,7 @@ impl Dispatcher {
                 trigger: run.trigger,
                 manual: run.manual,
                 upstream: run.upstream.clone(),
-                ..Pending::now(run.job)
+                ..self.pending_now(run.job)
             };
             self.later(backoff, Later::Retry(pending));
             return true;
@@ -264,14 +213,14 @@ impl Dispatcher {
     fn dead_letter(&mut self, job: JobId, run: u64, data: &Arc<Vec<u8>>, count: usize) {
         match self.plan.jobs[job].dead_letter {
             Some(c) => {
-                self.channels.dead_letter(c, data, count);
+                self.world.dead_letter(c, data, count);
                 self.emit(Event::MessageDead {
                     job: self.plan.jobs[job].name.clone(),
                     run,
                     channel: self.plan.channels[c].name.clone(),
                     messages: count as u64,
                 });
-                let _ = self.tx.send(Msg::Wake(c));
+                self.out.push_back(Effect::Wake(c));
             }
             None => {
                 self.failed_messages += count as u64;
@@ -307,10 +256,11 @@ impl Dispatcher {
         let plan = self.plan.clone();
         let ready: Vec<(JobId, serde_json::Value)> = self
             .runs
-            .values()
-            .filter(|r| r.ready && matches!(r.state, RunState::Running { .. }))
-            .map(|r| {
-                let entry = upstream_entry(&plan.jobs[r.job], r, "ready", None, None);
+            .iter()
+            .filter(|(_, r)| r.ready && matches!(r.state, RunState::Running { .. }))
+            .map(|(id, r)| {
+                let log = self.world.log_written(*id);
+                let entry = upstream_entry(&plan.jobs[r.job], r, "ready", None, None, log);
                 (r.job, entry)
             })
             .collect();
@@ -359,7 +309,7 @@ impl Dispatcher {
         }
         let (text, omitted) = upstream_text(std::mem::take(runs));
         if omitted > 0 {
-            self.reporter.notice(&format!(
+            self.notice(format!(
                 "FLOWRUN_UPSTREAM of a run of {} names {} of its {} upstream runs (it is given at most 96 KiB: Linux takes 128 KiB a variable, and the rest of the environment needs room); the last entry is {{\"omitted\": {omitted}}}",
                 self.plan.jobs[d].name,
                 jobs.len() - omitted,
@@ -373,7 +323,7 @@ impl Dispatcher {
         for (d, t, upstream) in complete {
             self.fire(Pending {
                 upstream: Some(Arc::from(upstream)),
-                ..Pending::by(d, t)
+                ..self.pending_by(d, t)
             });
         }
     }
@@ -392,7 +342,7 @@ impl Dispatcher {
             .is_some_and(|r| r.again(run.attempt, code));
         let input_over = job
             .stdin
-            .is_some_and(|c| self.channels.input_over(c, run.job));
+            .is_some_and(|c| self.world.input_over(c, run.job));
         let asked_to_stop = matches!(
             run.state,
             RunState::Stopping {
@@ -407,7 +357,7 @@ impl Dispatcher {
         {
             return;
         }
-        let now = std::time::Instant::now();
+        let now = self.now.mono;
         let state = &mut self.jobs[run.job];
         if let Some(limit) = job.restart_limit {
             if let Some(window) = limit.window {
@@ -425,7 +375,9 @@ impl Dispatcher {
                 return;
             }
         }
-        let delay = state.restart.delay(run.started.elapsed());
+        let delay = state
+            .restart
+            .delay(now.saturating_duration_since(run.started));
         state.restarts.push_back(now);
         let count = state.restarts.len() as u32;
         if job.restart_limit.is_none() && state.restarts.len() > 1 {
@@ -450,28 +402,3 @@ impl Dispatcher {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn upstream_keeps_whole_entries_within_its_bound_and_counts_the_rest() {
-        let entry =
-            |n: usize| serde_json::json!({ "job": format!("job{n}"), "log": "x".repeat(200) });
-        let (text, omitted) = upstream_text((0..3).map(entry).collect());
-        assert_eq!(omitted, 0);
-        assert_eq!(
-            serde_json::from_str::<Vec<serde_json::Value>>(&text)
-                .unwrap()
-                .len(),
-            3
-        );
-        let (text, omitted) = upstream_text((0..1200).map(entry).collect());
-        assert!(text.len() <= UPSTREAM_MAX, "{}", text.len());
-        let parsed: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
-        assert!(omitted > 0 && omitted < 1200);
-        assert_eq!(parsed.len(), 1200 - omitted + 1);
-        assert_eq!(parsed.last().unwrap()["omitted"], omitted);
-        assert_eq!(parsed[0]["job"], "job0");
-    }
-}

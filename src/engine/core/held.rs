@@ -3,12 +3,10 @@
 //! given twice nor an `at` run twice after a crash. What waits is tried again every [`STORE_RETRY`]; the wait is
 //! said once when it begins and once when it ends. Runs that need no new number (live ones) go on meanwhile.
 
-use chrono::Utc;
 use std::time::Duration;
 
-use super::dispatcher::Dispatcher;
-use super::state::Pending;
-use super::Later;
+use super::{Core, Later, Manual, World};
+use crate::engine::state::Pending;
 use crate::event::Event;
 use crate::plan::{JobId, Trigger};
 
@@ -17,7 +15,7 @@ pub(super) const STORE_RETRY: Duration = Duration::from_secs(1);
 
 /// What waits for the store.
 #[derive(Default)]
-pub(super) struct Held {
+pub struct Held {
     /// `at` firings whose handling is not on disk: (the firing, its trigger).
     ats: Vec<(Pending, usize)>,
     /// A retry is armed.
@@ -26,7 +24,7 @@ pub(super) struct Held {
     said: bool,
 }
 
-impl Dispatcher {
+impl<W: World> Core<W> {
     /// `at` firings just handled: they run once their handling is on disk, else they wait for it.
     pub(super) fn fire_committed(&mut self, ats: Vec<(Pending, usize)>) {
         if ats.is_empty() {
@@ -39,7 +37,7 @@ impl Dispatcher {
             let number = self.jobs[job].next_number + self.jobs[job].instances() as u64;
             self.reserve_up_to(job, number);
         }
-        if self.memory.as_ref().is_none_or(|m| m.commit_all()) {
+        if self.world.commit_all() {
             for (pending, _) in &ats {
                 let state = &mut self.jobs[pending.job];
                 state.durable = state.durable.max(state.reserved);
@@ -60,7 +58,9 @@ impl Dispatcher {
     /// A firing (admitted to its executor) that cannot have a run number now: back at the front of its queue,
     /// its worker free, tried again with the store.
     pub(super) fn hold(&mut self, pending: Pending, executor: usize) {
-        self.manual_queued(pending.manual);
+        if let Some(key) = pending.manual {
+            self.manual(Manual::Queued(key));
+        }
         self.executors[executor].busy -= 1;
         self.jobs[pending.job].pending += 1;
         self.executors[executor].waiting.push_front(pending);
@@ -75,7 +75,7 @@ impl Dispatcher {
         }
         if !self.held.said {
             self.held.said = true;
-            self.reporter.notice(&format!(
+            self.notice(format!(
                 "the state store cannot be written: `at` firings and runs that need a new run number wait for it (tried every {}s); nothing runs twice after a crash",
                 STORE_RETRY.as_secs()
             ));
@@ -86,8 +86,7 @@ impl Dispatcher {
     pub(super) fn store_back(&mut self) {
         if self.held.said && self.held.ats.is_empty() {
             self.held.said = false;
-            self.reporter
-                .notice("the state store is written again: what waited for it goes on");
+            self.notice("the state store is written again: what waited for it goes on".into());
         }
     }
 
@@ -99,11 +98,11 @@ impl Dispatcher {
             // Only run numbers wait: `admit` asks for them, and says the end of the wait when they come.
             return;
         }
-        if !self.memory.as_ref().is_none_or(|m| m.commit_all()) {
+        if !self.world.commit_all() {
             self.store_failing();
             return;
         }
-        let now = Utc::now();
+        let now = self.now.utc;
         for (pending, trigger) in std::mem::take(&mut self.held.ats) {
             let job = pending.job;
             self.jobs[job].pending -= 1;
@@ -153,7 +152,7 @@ impl Dispatcher {
             self.jobs[pending.job].pending -= 1;
             self.record_unhandled(pending.job, trigger, pending.scheduled);
             if let Some(Trigger::Time { .. }) = self.plan.jobs[pending.job].triggers.get(trigger) {
-                self.reporter.notice(&format!(
+                self.notice(format!(
                     "the `at` firing of {} due {} did not run: the state store could not record it; a next start fires it within its misfire_grace",
                     self.plan.jobs[pending.job].name,
                     crate::event::timestamp(pending.scheduled)

@@ -1,0 +1,353 @@
+//! From a firing to a started run: time firings (misfire grace and coalescing are the timetable's), `max_instances`,
+//! the executors' FIFO queues and workers, `each` batches, env files read first, the run's number, the spawn.
+
+use std::sync::Arc;
+
+use super::{Core, Effect, Later, Manual, World};
+use crate::engine::envfile::FileEnv;
+use super::ledger::Cause;
+use crate::engine::state::{Batch, Pending, Run, RunId, RunState, StopCause};
+use crate::engine::timetable::{jitter_delay, Due};
+use crate::event::{Event, SkipReason};
+use crate::plan::{JobId, TimeSpec, Trigger};
+
+impl<W: World> Core<W> {
+    /// A firing: skipped beyond `max_instances`, else queued for a worker. Whether it was queued.
+    pub(super) fn fire(&mut self, pending: Pending) -> bool {
+        let job = pending.job;
+        if self.stopping || self.jobs[job].done || self.plan.jobs[job].retired {
+            self.manual_skipped(pending.manual, "the job can fire no more".into());
+            return false;
+        }
+        let max = self.plan.jobs[job].max_instances;
+        if self.jobs[job].instances() >= max {
+            self.jobs[job].counts.skipped += 1;
+            let why = SkipReason::MaxInstances(max);
+            self.record_skip(job, Cause::of(&pending), Some(pending.scheduled), &why);
+            self.manual_skipped(pending.manual, why.text());
+            self.emit(Event::RunSkipped {
+                job: self.plan.jobs[job].name.clone(),
+                scheduled: Some(pending.scheduled),
+                why,
+            });
+            return false;
+        }
+        self.enqueue(pending);
+        true
+    }
+
+    /// A manual firing (the control API's trigger, its caller's key `key`): it obeys `max_instances` and the
+    /// executor like any other; its caller hears `queued` when it waits for a worker.
+    pub fn manual_fire(&mut self, job: JobId, key: u64, now: super::Now) {
+        self.now = now;
+        self.undo_done(job);
+        let pending = Pending {
+            manual: Some(key),
+            ..self.pending_now(job)
+        };
+        if self.fire(pending) {
+            self.admit();
+            if self.is_queued(key) {
+                self.manual(Manual::Queued(key));
+            }
+        }
+        self.refresh();
+    }
+
+    pub(super) fn enqueue(&mut self, pending: Pending) {
+        self.jobs[pending.job].pending += 1;
+        let ex = self.plan.jobs[pending.job].executor;
+        self.executors[ex].waiting.push_back(pending);
+    }
+
+    pub(super) fn dequeue(&mut self, ex: usize) -> Option<Pending> {
+        let pending = self.executors[ex].waiting.pop_front()?;
+        self.jobs[pending.job].pending -= 1;
+        Some(pending)
+    }
+
+    /// Start waiting runs while their executors have free workers (FIFO per executor).
+    pub(super) fn admit(&mut self) {
+        if self.stopping {
+            return;
+        }
+        for ex in 0..self.executors.len() {
+            while self.executors[ex].busy < self.plan.executors[ex].max_workers {
+                let Some(pending) = self.dequeue(ex) else {
+                    break;
+                };
+                self.executors[ex].busy += 1;
+                // A lone time firing is started on this CPU for latency; bursts and message runs are left to
+                // the scheduler, which spreads them over the CPUs for throughput.
+                let alone = pending.coalesced > 0 && self.executors[ex].waiting.is_empty();
+                let started = match self.plan.jobs[pending.job].env_files.is_empty() {
+                    true => self.start_run(pending, ex, alone, Ok(FileEnv::default())),
+                    false => {
+                        self.prepare(pending, ex, alone);
+                        true
+                    }
+                };
+                // Held for the store: the rest of this queue waits behind it (FIFO).
+                if !started {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Take messages for `each` runs while the job may start more.
+    pub(super) fn pump_each(&mut self, job: JobId) {
+        let Some((channel, batch)) = self.plan.jobs[job].each() else {
+            return;
+        };
+        if self.stopping || self.jobs[job].done {
+            return;
+        }
+        let trigger = self.plan.jobs[job]
+            .triggers
+            .iter()
+            .position(|t| matches!(t, Trigger::Each { .. }));
+        while self.jobs[job].instances() < self.plan.jobs[job].max_instances {
+            let Some((data, count)) = self.world.take(channel, job, batch) else {
+                break;
+            };
+            let pending = Pending {
+                input: Some(Batch {
+                    data: Arc::new(data),
+                    count,
+                    from: channel,
+                }),
+                trigger,
+                ..self.pending_now(job)
+            };
+            self.enqueue(pending);
+        }
+    }
+
+    /// A firing with a worker whose `env_file`s must be read first: read off the decision, one read per job at a
+    /// time (firings that come meanwhile take its result). It waits among what `later` arranged, so a stop or
+    /// `flowrun stop JOB` calls it off like a firing waiting for its jitter; its worker is held meanwhile.
+    fn prepare(&mut self, pending: Pending, executor: usize, pin: bool) {
+        let job = pending.job;
+        let key = self.later(
+            std::time::Duration::ZERO,
+            Later::Prepare {
+                pending,
+                executor,
+                pin,
+            },
+        );
+        if let Some(keys) = self.env_reads.get_mut(&job) {
+            keys.push(key);
+            return;
+        }
+        self.env_reads.insert(job, vec![key]);
+        self.out.push_back(Effect::ReadEnv(job));
+    }
+
+    /// A job's env files were read: the firings that waited for them start, unless they were called off.
+    pub(super) fn on_prepared(&mut self, job: JobId, env: Result<FileEnv, String>) {
+        for key in self.env_reads.remove(&job).unwrap_or_default() {
+            let Some(Later::Prepare {
+                pending,
+                executor,
+                pin,
+            }) = self.waiting.remove(&key)
+            else {
+                continue;
+            };
+            self.jobs[pending.job].pending -= 1;
+            self.start_run(pending, executor, pin, env.clone());
+        }
+    }
+
+    /// Start a run: give it a number (once that number is on disk: else it waits, `false`), then have it
+    /// spawned ([`Effect::Spawn`], answered by `spawned` or `spawn_failed`).
+    fn start_run(
+        &mut self,
+        pending: Pending,
+        executor: usize,
+        pin: bool,
+        env: Result<FileEnv, String>,
+    ) -> bool {
+        if !self.number_ready(pending.job) {
+            self.hold(pending, executor);
+            return false;
+        }
+        self.store_back();
+        let state = &mut self.jobs[pending.job];
+        let number = state.next_number;
+        state.next_number += 1;
+        state.counts.runs += 1;
+        state.live += 1;
+        let id = self.new_run_id();
+        let run = Run::new(pending, number, executor, RunState::NotStarted, self.now);
+        self.runs.insert(id, run);
+        match env {
+            Ok(env) => self.out.push_back(Effect::Spawn { id, pin, env }),
+            Err(e) => self.spawn_failed(id, e),
+        }
+        true
+    }
+
+    /// Run `id`'s process is up: its row and `run.start`, its timeout. (Its log, probe and the task that tends
+    /// it are the shell's.)
+    pub fn spawned(&mut self, id: RunId, pid: u32, now: super::Now) {
+        self.now = now;
+        let plan = self.plan.clone();
+        let Some(run) = self.runs.get_mut(&id) else {
+            return;
+        };
+        let job = &plan.jobs[run.job];
+        run.state = RunState::Running { pid };
+        run.writes = job.stdout;
+        run.reads = job.stdin.or(run.input.as_ref().map(|b| b.from));
+        run.has_probe = job.ready.is_some();
+        let lateness_us = (now.utc - run.first_due).num_microseconds();
+        let row = self.record_start(id, Some(pid), lateness_us);
+        let run = self.runs.get_mut(&id).expect("the run was just found");
+        run.row = row;
+        let (manual, number) = (run.manual, run.number);
+        let event = Event::RunStart {
+            job: job.name.clone(),
+            run: number,
+            pid,
+            scheduled: run.scheduled,
+            lateness_us,
+            attempt: run.attempt,
+            coalesced: run.coalesced,
+            catch_up: run.catch_up,
+            messages: run.input.as_ref().map(|b| b.count as u64),
+        };
+        if let Some(key) = manual {
+            self.manual(Manual::Started { key, id, number });
+        }
+        self.emit(event);
+        if let Some(t) = job.timeout {
+            let key = self.later(t, Later::Timeout(id));
+            if let Some(run) = self.runs.get_mut(&id) {
+                run.timers.push(key);
+            }
+        }
+    }
+
+    /// Run `id` could not be spawned: it ends at once as not started (the shell tells its end).
+    pub fn spawn_failed(&mut self, id: RunId, error: String) {
+        let reason = match self.runs.get(&id) {
+            Some(run) => format!(
+                "cannot start `{}`: {error}",
+                self.plan.jobs[run.job].command.display()
+            ),
+            None => error,
+        };
+        let row = self.record_row(id, None, None);
+        if let Some(run) = self.runs.get_mut(&id) {
+            run.row = row;
+            if let Some(key) = run.manual {
+                let number = run.number;
+                self.manual(Manual::Started { key, id, number });
+            }
+        }
+        self.out.push_back(Effect::Exit { id, reason });
+    }
+
+    pub(super) fn on_timeout(&mut self, id: RunId) {
+        let Some(run) = self.runs.get(&id) else {
+            return;
+        };
+        if let RunState::Running { pid } = run.state {
+            self.emit(Event::RunTimeout {
+                job: self.plan.jobs[run.job].name.clone(),
+                run: run.number,
+                pid,
+            });
+            let _ = self.stop_run(id, StopCause::Timeout);
+        }
+    }
+
+    /// Messages an `each` firing or run did not finish wait again at the front of the queue they came from, and
+    /// that channel's readers hear of them (the job's next firing may run them).
+    pub(super) fn give_back_input(&mut self, job: JobId, batch: &Batch) {
+        if self.world.give_back(job, batch) {
+            self.out.push_back(Effect::Wake(batch.from));
+        }
+    }
+
+    pub(super) fn give_back(&mut self, pending: Pending) {
+        if let Some(batch) = &pending.input {
+            self.give_back_input(pending.job, batch);
+        }
+    }
+
+    /// Handle every time firing that is due (the timetable applies misfire grace and coalescing).
+    pub(super) fn due_timers(&mut self) {
+        if self.stopping {
+            return;
+        }
+        let now = self.now.utc;
+        let mut ats = Vec::new();
+        for due in self.timetable.due(now) {
+            match due {
+                Due::Missed {
+                    job,
+                    scheduled,
+                    late,
+                    count,
+                    trigger,
+                    at_least,
+                } => {
+                    self.jobs[job].counts.missed += count;
+                    self.record_missed(job, trigger, scheduled, (count, at_least), late);
+                    self.emit(Event::RunMissed {
+                        job: self.plan.jobs[job].name.clone(),
+                        scheduled,
+                        count,
+                        at_least,
+                        late: late.to_std().unwrap_or_default(),
+                        grace: self.plan.jobs[job].misfire_grace,
+                    });
+                }
+                Due::Fire {
+                    job,
+                    trigger,
+                    scheduled,
+                    first_due,
+                    coalesced,
+                } => {
+                    self.record_handled(job, trigger, scheduled);
+                    let pending = Pending {
+                        scheduled,
+                        first_due,
+                        coalesced,
+                        catch_up: first_due < self.started_at,
+                        ..self.pending_by(job, trigger)
+                    };
+                    match &self.plan.jobs[job].triggers[trigger] {
+                        Trigger::Time {
+                            rule: TimeSpec::At { .. },
+                            ..
+                        } => ats.push((pending, trigger)),
+                        _ => self.dispatch_firing(pending, trigger),
+                    }
+                }
+            }
+        }
+        // An `at` firing is on disk before its run starts: it never fires twice, even after a crash. While the
+        // store cannot take it, it waits.
+        self.fire_committed(ats);
+        self.world.hand_over_if_durable();
+    }
+
+    /// A time firing handled now: after its jitter, or at once.
+    pub(super) fn dispatch_firing(&mut self, pending: Pending, trigger: usize) {
+        match self.plan.jobs[pending.job].triggers.get(trigger) {
+            Some(Trigger::Time { jitter, .. }) if !jitter.is_zero() => {
+                let delay = jitter_delay(*jitter, self.world.random());
+                self.later(delay, Later::Fire(pending));
+            }
+            _ => {
+                self.fire(pending);
+            }
+        }
+    }
+}

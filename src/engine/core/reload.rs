@@ -1,0 +1,238 @@
+//! A reload (SPEC §5) as the core applies it: the new plan merged into the running one with stable indices (see
+//! `replan`), then only what changed is touched: new jobs scheduled, removed jobs' runs stopped and what of them
+//! waits dropped, changed jobs' joins started over, channels rewired.
+
+use std::sync::Arc;
+
+use super::{Core, World};
+use crate::engine::replan::{places, renumbered, Applied, MergedChannels};
+use crate::engine::state::{Executor, JobState, RunId, StopCause};
+use crate::event::Event;
+use crate::plan::{ChannelId, Plan, Trigger};
+
+/// The merged plan, what changed, and the channels whose kind changed (their run-time side is rebuilt).
+struct Merged {
+    plan: Plan,
+    applied: Applied,
+    jobs_touched: Vec<usize>,
+    removed: Vec<usize>,
+    rebuilt: Vec<ChannelId>,
+}
+
+impl<W: World> Core<W> {
+    /// A reload refused for these diagnostics: said as an event, nothing changes.
+    pub fn reload_rejected(&mut self, errors: usize, summary: String, report: String) {
+        self.emit(Event::ReloadRejected {
+            errors,
+            summary,
+            report,
+        });
+    }
+
+    /// A reload: a validated plan, merged into the running one and applied (or refused, and said, with why).
+    pub fn reload(&mut self, plan: Plan, now: super::Now) -> Result<Applied, String> {
+        self.now = now;
+        let result = match self.merge(plan) {
+            Ok(merged) => {
+                let applied = merged.applied.clone();
+                self.apply(merged);
+                Ok(applied)
+            }
+            Err(reason) => {
+                self.reload_rejected(1, reason.clone(), reason.clone());
+                Err(reason)
+            }
+        };
+        self.settle();
+        result
+    }
+
+    /// Whether a channel is in use: a live run reads or writes it, or messages wait in it.
+    fn channel_busy(&self, c: ChannelId) -> bool {
+        let uses = |j: usize| {
+            let job = &self.plan.jobs[j];
+            job.stdin == Some(c)
+                || job.stdout == Some(c)
+                || job.dead_letter == Some(c)
+                || job.each().map(|e| e.0) == Some(c)
+        };
+        self.runs.values().any(|r| uses(r.job)) || self.world.left(c) > 0
+    }
+
+    fn merge(&self, new: Plan) -> Result<Merged, String> {
+        if self.stopping {
+            return Err("the runner is stopping".into());
+        }
+        let old = &*self.plan;
+        let mut executors = old.executors.clone();
+        let ex_map = places(&mut executors, &new.executors, |e| &e.name);
+        for (e, &k) in new.executors.iter().zip(&ex_map) {
+            executors[k] = e.clone();
+        }
+
+        let (channels, ch_map, rebuilt) = self.merged_channels(&new.channels)?;
+
+        let mut jobs = old.jobs.clone();
+        let job_map = places(&mut jobs, &new.jobs, |j| &j.name);
+        let mut applied = Applied::default();
+        let mut touched = Vec::new();
+        for (i, j) in new.jobs.iter().enumerate() {
+            let job = renumbered(j, &ex_map, &ch_map, &job_map);
+            let k = job_map[i];
+            let existed = k < old.jobs.len() && !old.jobs[k].retired;
+            if !existed {
+                applied.added.push(job.name.clone());
+                touched.push(k);
+            } else if format!("{:?}", old.jobs[k]) != format!("{job:?}") {
+                applied.changed.push(job.name.clone());
+                touched.push(k);
+            }
+            jobs[k] = job;
+        }
+        let mut removed = Vec::new();
+        let kept: std::collections::HashSet<usize> = job_map.iter().copied().collect();
+        for (k, job) in old.jobs.iter().enumerate() {
+            if !job.retired && !kept.contains(&k) {
+                applied.removed.push(job.name.clone());
+                removed.push(k);
+                touched.push(k);
+                jobs[k].retire();
+            }
+        }
+        let mut plan = Plan {
+            name: new.name,
+            path: old.path.clone(),
+            executors,
+            channels,
+            jobs,
+        };
+        // Who reads and writes what, from the merged jobs (in index order: old readers keep their order).
+        plan.wire_channels();
+        self.refuse_reopened(&plan)?;
+        Ok(Merged {
+            plan,
+            applied,
+            jobs_touched: touched,
+            removed,
+            rebuilt,
+        })
+    }
+
+    /// The old channels (retired) with the new ones in their places, which index each new one has, and which
+    /// must be rebuilt (their kind changes; refused while they are in use).
+    fn merged_channels(&self, new: &[crate::plan::Channel]) -> Result<MergedChannels, String> {
+        let old = &self.plan.channels;
+        let mut channels = old.clone();
+        channels.iter_mut().for_each(|c| c.retired = true);
+        let ch_map = places(&mut channels, new, |c| &c.name);
+        let mut rebuilt = Vec::new();
+        for (c, &k) in new.iter().zip(&ch_map) {
+            if k < old.len() && old[k].kind != c.kind {
+                if self.channel_busy(k) {
+                    return Err(format!(
+                        "channel `{}` changes kind ({} to {}) while runs use it or messages wait in it; stop its jobs first, or restart the runner",
+                        c.name,
+                        old[k].kind.as_str(),
+                        c.kind.as_str()
+                    ));
+                }
+                rebuilt.push(k);
+            }
+            channels[k] = c.clone();
+        }
+        Ok((channels, ch_map, rebuilt))
+    }
+
+    /// A closed channel cannot take a new writer (its readers had their end).
+    fn refuse_reopened(&self, plan: &Plan) -> Result<(), String> {
+        let old = &self.plan.channels;
+        for (c, channel) in plan.channels.iter().enumerate() {
+            let reopened = c < old.len()
+                && self.world.closed(c)
+                && channel.writers.iter().any(|w| !old[c].writers.contains(w));
+            if reopened {
+                return Err(format!(
+                    "channel `{}` is closed (its writers ended) and cannot take a new writer; restart the runner",
+                    channel.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, merged: Merged) {
+        let plan = Arc::new(merged.plan);
+        self.plan = plan.clone();
+        self.joins_on = plan.joins_on();
+        self.world.rewire(plan.clone(), &merged.rebuilt);
+        while self.executors.len() < plan.executors.len() {
+            self.executors.push(Executor::default());
+        }
+        while self.jobs.len() < plan.jobs.len() {
+            let j = self.jobs.len();
+            let mut state = JobState::new(&plan.jobs[j].triggers);
+            // A job that ran under this name before goes on with its numbers (its first run reserves more).
+            state.next_number += self.last_runs.get(&plan.jobs[j].name).copied().unwrap_or(0);
+            self.jobs.push(state);
+        }
+        for &j in &merged.jobs_touched {
+            // A changed job's joins start over with its new triggers; it may fire again.
+            let fresh = JobState::new(&plan.jobs[j].triggers);
+            self.jobs[j].joins = fresh.joins;
+            self.jobs[j].upstream = fresh.upstream;
+            self.jobs[j].dead_joins_said = false;
+            self.jobs[j].done = false;
+            self.schedule_job(j);
+            self.hear_ready_runs(j);
+        }
+        for &j in &merged.removed {
+            let ids: Vec<RunId> = self
+                .runs
+                .iter()
+                .filter(|(_, r)| r.job == j)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in ids {
+                let _ = self.stop_run(id, StopCause::Request);
+            }
+            self.drop_waiting_of(j, "the job was removed by a reload");
+        }
+        let a = &merged.applied;
+        self.emit(Event::ReloadApplied {
+            added: a.added.clone(),
+            removed: a.removed.clone(),
+            changed: a.changed.clone(),
+        });
+        // A job added by the reload starts as it would with the runner: its `start` triggers fire now.
+        for &j in &merged.jobs_touched {
+            if !a.added.contains(&plan.jobs[j].name) {
+                continue;
+            }
+            for (t, trigger) in plan.jobs[j].triggers.iter().enumerate() {
+                if matches!(trigger, Trigger::Start) {
+                    self.fire(self.pending_by(j, t));
+                }
+            }
+        }
+        // A reader a reload added, or made of a job that was done, is fed by the writers still live (unless they
+        // wrote meanwhile and had their pipe closed: nobody could read it then); a channel whose last writer or
+        // reader the reload took away settles now, or when that job's runs end. (Jobs made not done above are
+        // counted again by `watch_all` below.)
+        for (c, channel) in plan.channels.iter().enumerate() {
+            for &r in &channel.readers {
+                if !self.jobs[r].done && !self.stopping {
+                    self.world.reader_back(c, r);
+                }
+            }
+            self.settle_channel(c);
+        }
+        for j in 0..plan.jobs.len() {
+            self.pump_each(j);
+        }
+        // What the rescheduled triggers missed already is said now (it would otherwise wait for a due firing).
+        self.due_timers();
+        // Jobs were added, and changed jobs' triggers rescheduled: any of them may be done or held anew.
+        self.watch_all();
+    }
+}
+

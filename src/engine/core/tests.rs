@@ -1,0 +1,1 @@
+//! Unit tests of the decision core (filled in below).
