@@ -38,7 +38,11 @@ pub struct Applied {
 
 /// Where each new item goes in the merged list (`merged` starts as the old list): the place of the old item of
 /// the same name, else a new place at the end (the new item is appended there).
-pub(super) fn places<T: Clone>(merged: &mut Vec<T>, new: &[T], name: impl Fn(&T) -> &str) -> Vec<usize> {
+pub(super) fn places<T: Clone>(
+    merged: &mut Vec<T>,
+    new: &[T],
+    name: impl Fn(&T) -> &str,
+) -> Vec<usize> {
     let mut at: std::collections::HashMap<String, usize> = merged
         .iter()
         .enumerate()

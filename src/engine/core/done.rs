@@ -1,9 +1,9 @@
 //! When the work is over: a job is done when nothing of it runs or waits and none of its triggers can fire again;
 //! its channels close behind it, and joins that can never complete are said.
 
+use super::ledger::Cause;
 use super::{Core, Effect, World};
 use crate::event::{Event, SkipReason};
-use super::ledger::Cause;
 use crate::plan::{ChannelId, JobId, Trigger};
 
 impl<W: World> Core<W> {
@@ -96,8 +96,7 @@ impl<W: World> Core<W> {
                     .enumerate()
                     .all(|(k, &u)| self.jobs[j].joins[t].reached(k) || !self.jobs[u].done),
                 Trigger::Each { channel, .. } => {
-                    self.world.unsettled(*channel, j)
-                        || self.coming_back(*channel)
+                    self.world.unsettled(*channel, j) || self.coming_back(*channel)
                 }
             })
     }
@@ -107,8 +106,9 @@ impl<W: World> Core<W> {
     /// and then go to whichever reader is free. (A broadcast reader's copy is its own.) Asked only of a queue
     /// that is closed and empty.
     fn coming_back(&self, channel: crate::plan::ChannelId) -> bool {
-        let from_here =
-            |input: &Option<crate::engine::state::Batch>| input.as_ref().is_some_and(|b| b.from == channel);
+        let from_here = |input: &Option<crate::engine::state::Batch>| {
+            input.as_ref().is_some_and(|b| b.from == channel)
+        };
         self.plan.channels[channel].kind == crate::document::ChannelKind::Queue
             && (self.runs.values().any(|r| from_here(&r.input))
                 || self
@@ -174,9 +174,7 @@ impl<W: World> Core<W> {
         let channel = &plan.channels[c];
         let done = |jobs: &[JobId]| jobs.iter().all(|&j| self.jobs[j].done);
         let (writers_done, readers_done) = (done(&channel.writers), done(&channel.readers));
-        if !self.world.closed(c)
-            && writers_done
-            && !self.runs.values().any(|r| r.writes == Some(c))
+        if !self.world.closed(c) && writers_done && !self.runs.values().any(|r| r.writes == Some(c))
         {
             let messages = self.world.close(c);
             self.emit(Event::ChannelClosed {

@@ -50,7 +50,9 @@ impl<W: World> Core<W> {
                 if self.after_failure(&mut run, job, c.code) {
                     // A try that will be retried has not ended the run's story: joins wait for the last try
                     // (and so does a `trigger --wait`).
-                    self.manual(Manual::Retried(id));
+                    if run.manual.is_some() {
+                        self.manual(Manual::Retried(id));
+                    }
                     self.pump_each(run.job);
                     return;
                 }
@@ -65,17 +67,20 @@ impl<W: World> Core<W> {
                 }
             }
         }
-        self.manual(Manual::Ended(
-            id,
-            crate::engine::requests::RunEnded {
-                run: run.number,
-                outcome: super::outcome_of(&c, run.state).as_str(),
-                code: c.code,
-                signal: c.signal.clone(),
-                success: c.success,
-                reason: c.reason.clone(),
-            },
-        ));
+        // Only a manual firing has a caller to tell.
+        if run.manual.is_some() {
+            self.manual(Manual::Ended(
+                id,
+                crate::engine::requests::RunEnded {
+                    run: run.number,
+                    outcome: super::outcome_of(&c, run.state).as_str(),
+                    code: c.code,
+                    signal: c.signal.clone(),
+                    success: c.success,
+                    reason: c.reason.clone(),
+                },
+            ));
+        }
         if let Some(result) = c.outcome {
             let status = match result {
                 RunResult::Succeeded => "succeeded",
@@ -340,9 +345,7 @@ impl<W: World> Core<W> {
             .retry
             .as_ref()
             .is_some_and(|r| r.again(run.attempt, code));
-        let input_over = job
-            .stdin
-            .is_some_and(|c| self.world.input_over(c, run.job));
+        let input_over = job.stdin.is_some_and(|c| self.world.input_over(c, run.job));
         let asked_to_stop = matches!(
             run.state,
             RunState::Stopping {
@@ -401,4 +404,3 @@ impl<W: World> Core<W> {
         self.later(delay, Later::Restart(run.job));
     }
 }
-

@@ -32,7 +32,6 @@ pub fn outcome_of(c: &Classified, state: RunState) -> Outcome {
 }
 
 impl<W: World> Core<W> {
-
     /// A time trigger's firing at `at` is handled: a restart will not fire it again.
     pub(super) fn record_handled(&mut self, job: JobId, trigger: usize, at: DateTime<Utc>) {
         if let Trigger::Time { rule, .. } = &self.plan.jobs[job].triggers[trigger] {
@@ -204,7 +203,13 @@ impl<W: World> Core<W> {
     }
 
     /// A run ended: its row gets the end, the outcome and the log file.
-    pub(super) fn record_end(&mut self, id: RunId, run: &mut Run, c: &Classified, duration: Duration) {
+    pub(super) fn record_end(
+        &mut self,
+        id: RunId,
+        run: &mut Run,
+        c: &Classified,
+        duration: Duration,
+    ) {
         let Some(mut row) = run.row.take() else {
             return;
         };

@@ -60,7 +60,10 @@ pub(super) enum Input {
         end: RunEnd,
     },
     /// The run's readiness probe passed (`probe`: what it checks, in words); its process had not exited then.
-    Ready { id: RunId, probe: String },
+    Ready {
+        id: RunId,
+        probe: String,
+    },
     /// The run's probe did not pass within its `timeout`; its process had not exited then.
     NotReady {
         id: RunId,

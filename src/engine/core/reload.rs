@@ -235,4 +235,3 @@ impl<W: World> Core<W> {
         self.watch_all();
     }
 }
-

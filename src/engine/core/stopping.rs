@@ -193,5 +193,4 @@ impl<W: World> Core<W> {
         }
         Ok(stopped)
     }
-
 }

@@ -1,1 +1,0 @@
-//! Unit tests of the decision core (filled in below).

@@ -1,0 +1,188 @@
+//! Channels as the core sees them (SPEC §2.4): `each` runs per message or batch, messages given back and taken
+//! back, dead letters, closing behind the last writer, a reader's work ending with its input.
+
+use super::{exited, killed, Harness, Input};
+use crate::engine::core::World;
+use crate::engine::supervise::RunEnd;
+
+const WORK: &str = "
+name: t
+channels:
+  jobs: { kind: queue }
+  dead: { kind: queue }
+jobs:
+  feed: { run: 'seq 3', stdout: jobs }
+  work: { run: 'cat', trigger: { each: jobs }, max_instances: 2, dead_letter: dead }
+  sink: { run: 'cat', stdin: dead }
+";
+
+fn put(h: &mut Harness, channel: &str, lines: &[&str]) {
+    let c = h.channel(channel);
+    let queue = h.core.world.queues.entry(c).or_default();
+    for line in lines {
+        queue.push_back(format!("{line}\n").into_bytes());
+    }
+    h.input(Input::Wake(c));
+}
+
+fn messages_of(h: &Harness, job: &str) -> Vec<String> {
+    let j = h.job(job);
+    let mut ids: Vec<_> = h.core.runs.iter().filter(|(_, r)| r.job == j).collect();
+    ids.sort_by_key(|(id, _)| **id);
+    ids.iter()
+        .map(|(_, r)| String::from_utf8_lossy(&r.input.as_ref().unwrap().data).into_owned())
+        .collect()
+}
+
+#[test]
+fn each_message_is_a_run_up_to_max_instances() {
+    let mut h = Harness::new(WORK);
+    h.take();
+    put(&mut h, "jobs", &["1", "2", "3"]);
+    assert_eq!(h.take(), ["start work#1", "start work#2"]);
+    assert_eq!(messages_of(&h, "work"), ["1\n", "2\n"]);
+    h.exit("work", 0);
+    assert_eq!(h.take(), ["exit work#1 succeeded", "start work#3"]);
+    assert_eq!(messages_of(&h, "work"), ["2\n", "3\n"]);
+}
+
+#[test]
+fn a_batch_takes_up_to_n_waiting_messages() {
+    let mut h = Harness::new(
+        "
+name: t
+channels:
+  jobs: { kind: queue }
+jobs:
+  feed: { run: 'seq 5', stdout: jobs }
+  work: { run: 'cat', trigger: { each: jobs, batch: 3 } }
+",
+    );
+    put(&mut h, "jobs", &["1", "2", "3", "4", "5"]);
+    assert_eq!(messages_of(&h, "work"), ["1\n2\n3\n"]);
+    h.exit("work", 0);
+    assert_eq!(messages_of(&h, "work"), ["4\n5\n"]);
+}
+
+#[test]
+fn a_batch_that_failed_its_last_try_goes_to_the_dead_letter() {
+    let mut h = Harness::new(WORK);
+    put(&mut h, "jobs", &["1"]);
+    h.take();
+    h.exit("work", 1);
+    assert_eq!(h.take(), ["exit work#1 failed", "dead work#1 1 to dead"]);
+    let dead = h.channel("dead");
+    assert_eq!(h.core.world.dead, [(dead, 1)]);
+    assert!(
+        !h.core.failed,
+        "a dead letter keeps the message: nothing failed for good"
+    );
+}
+
+#[test]
+fn a_failed_batch_without_a_dead_letter_counts_its_messages_as_failed() {
+    let mut h = Harness::new(
+        "
+name: t
+channels:
+  jobs: { kind: queue }
+jobs:
+  feed: { run: 'seq 2', stdout: jobs }
+  work: { run: 'cat', trigger: { each: jobs, batch: 2 } }
+",
+    );
+    put(&mut h, "jobs", &["1", "2"]);
+    h.exit("work", 1);
+    assert!(h.core.failed);
+    assert_eq!(h.core.failed_messages, 2);
+}
+
+#[test]
+fn a_batch_stopped_at_shutdown_goes_back_to_its_queue_unless_it_exited_zero() {
+    let mut h = Harness::new(WORK);
+    put(&mut h, "jobs", &["1", "2"]);
+    h.stop();
+    let jobs = h.channel("jobs");
+    h.end("work", killed(libc::SIGTERM));
+    assert_eq!(h.core.world.left(jobs), 1, "the first batch is back");
+    // The second finished its message on SIGTERM: given back it would be done twice.
+    h.end("work", exited(0));
+    assert_eq!(h.core.world.left(jobs), 1);
+}
+
+#[test]
+fn a_retry_waiting_at_a_stop_gives_its_messages_back() {
+    let mut h = Harness::new(
+        "
+name: t
+channels:
+  jobs: { kind: queue }
+jobs:
+  feed: { run: 'seq 1', stdout: jobs }
+  work: { run: 'cat', trigger: { each: jobs }, retry: { attempts: 3, backoff: 1m } }
+",
+    );
+    put(&mut h, "jobs", &["only"]);
+    h.exit("work", 1);
+    let jobs = h.channel("jobs");
+    assert_eq!(h.core.world.left(jobs), 0, "the retry holds it");
+    h.stop();
+    assert_eq!(
+        h.core.world.left(jobs),
+        1,
+        "back in its queue, counted as left"
+    );
+}
+
+#[test]
+fn messages_taken_back_from_a_reader_are_said_and_wake_the_readers() {
+    let mut h = Harness::new(WORK);
+    h.take();
+    let end = RunEnd {
+        taken_back: 4,
+        ..exited(0)
+    };
+    h.end("sink", end);
+    let trace = h.take();
+    assert!(
+        trace.contains(&"taken back sink#1 4".to_string()),
+        "{trace:?}"
+    );
+}
+
+#[test]
+fn a_channel_closes_when_its_last_writer_can_run_no_more() {
+    let mut h = Harness::new(WORK);
+    h.take();
+    let jobs = h.channel("jobs");
+    assert!(!h.core.world.closed.contains(&jobs));
+    h.exit("feed", 0);
+    assert!(h.saw("closed jobs 0"));
+    assert!(h.core.world.closed.contains(&jobs));
+}
+
+#[test]
+fn an_each_reader_is_done_once_its_channel_is_closed_and_drained() {
+    let mut h = Harness::new(WORK);
+    put(&mut h, "jobs", &["1"]);
+    h.exit("feed", 0);
+    let work = h.job("work");
+    assert!(!h.core.jobs[work].done, "a run still holds a message");
+    h.exit("work", 0);
+    assert!(h.core.jobs[work].done);
+    // The dead letter had no writer left either: its reader's input is over.
+    h.exit("sink", 0);
+    assert!(h.core.finished());
+}
+
+#[test]
+fn a_stopped_reader_with_messages_left_keeps_the_queue_open_for_the_others() {
+    let mut h = Harness::new(WORK);
+    put(&mut h, "jobs", &["1"]);
+    h.exit("feed", 0);
+    let work = h.job("work");
+    h.input(Input::Stop(crate::engine::Stop::Signal("SIGTERM")));
+    h.end("work", killed(libc::SIGTERM));
+    assert!(h.core.jobs[work].done, "at a stop nothing fires again");
+    assert_eq!(h.core.world.left(h.channel("jobs")), 1);
+}
