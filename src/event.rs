@@ -38,16 +38,24 @@ pub enum Event {
         catch_up: bool,
         /// The messages of an `each` run.
         messages: Option<u64>,
+        /// What fired it, in words (`cron 0 3 * * * (UTC)`, `start`, `after a`, `restart`...).
+        trigger: String,
+        /// Where its output goes (with `--log-dir` or a state directory), if it prints any.
+        log: Option<String>,
     },
     RunExit(Box<RunExit>),
     RunSkipped {
         job: String,
         scheduled: Option<DateTime<Utc>>,
         why: SkipReason,
+        trigger: String,
     },
     RunMissed {
         job: String,
         scheduled: DateTime<Utc>,
+        trigger: String,
+        /// It fell due while no runner was alive.
+        catch_up: bool,
         count: u64,
         /// `count` is a lower bound (too many to count: years of a per-second cron).
         at_least: bool,
@@ -153,6 +161,15 @@ pub struct RunExit {
     pub duration_ms: u64,
     /// In the history's words: succeeded, failed, timeout, stopped, spawn-failed.
     pub outcome: &'static str,
+    /// As its start said (a run that could not start had no `run.start`: its exit says all).
+    pub trigger: String,
+    pub scheduled: DateTime<Utc>,
+    pub attempt: u32,
+    pub messages: Option<u64>,
+    pub coalesced: u64,
+    pub catch_up: bool,
+    /// The log file it wrote, if it printed anything.
+    pub log: Option<String>,
 }
 
 impl RunExit {
@@ -341,6 +358,7 @@ impl Event {
                 coalesced,
                 catch_up,
                 messages,
+                ..
             } => Record {
                 pid: Some(*pid),
                 scheduled: Some(timestamp(*scheduled)),
@@ -363,6 +381,7 @@ impl Event {
                 job,
                 scheduled,
                 why,
+                ..
             } => Record {
                 scheduled: scheduled.map(timestamp),
                 reason: Some(why.text()),
@@ -375,6 +394,7 @@ impl Event {
                 at_least,
                 late,
                 grace,
+                ..
             } => Record {
                 scheduled: Some(timestamp(*scheduled)),
                 messages: (*count > 1).then_some(*count),

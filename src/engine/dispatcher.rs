@@ -242,8 +242,14 @@ impl Dispatcher {
         }
     }
 
-    /// The one way events leave the engine (the reporter, and the observers: metrics).
+    /// The one way events leave the engine: the history (rows are made from events), the observers (metrics)
+    /// and the reporter.
     pub(super) fn emit(&self, event: &Event) {
+        if let Some(m) = &self.core.world.memory {
+            if let Some(op) = crate::store::sink::history_op(Utc::now(), event) {
+                m.record(op, super::core::Urgency::Later);
+            }
+        }
         for observe in &self.observers {
             observe(event);
         }
@@ -375,31 +381,27 @@ impl Dispatcher {
 
     fn refresh_view(&mut self) {
         let Some(view) = &mut self.view else { return };
-        let core = &self.core;
-        let waiting = core.waiting_per_job();
-        let next = core.next_fires();
-        let mut ready = vec![0usize; core.plan.jobs.len()];
-        for run in core.runs.values().filter(|r| r.ready) {
-            ready[run.job] += 1;
-        }
-        let jobs: Vec<JobLine> = core
-            .plan
+        let jobs: Vec<JobLine> = self
+            .core
+            .snapshot()
             .jobs
-            .iter()
-            .enumerate()
-            .map(|(j, job)| JobLine {
-                name: job.name.clone(),
-                running: core.jobs[j].live,
-                waiting: waiting[j],
-                done: core.jobs[j].done,
-                runs: core.jobs[j].counts.runs,
-                succeeded: core.jobs[j].counts.succeeded,
-                failed: core.jobs[j].counts.failed,
-                last_exit: core.jobs[j].last_exit.clone(),
-                next_fire: next[j],
-                ready: job.ready.as_ref().map(|_| ready[j]),
+            .into_iter()
+            .map(|job| JobLine {
+                running: job.runs.len(),
+                ready: job
+                    .probed
+                    .then(|| job.runs.iter().filter(|r| r.ready == Some(true)).count()),
+                name: job.name,
+                waiting: job.waiting,
+                done: job.done,
+                runs: job.counts.runs,
+                succeeded: job.counts.succeeded,
+                failed: job.counts.failed,
+                last_exit: job.last_exit,
+                next_fire: job.next,
             })
             .collect();
+        let core = &self.core;
         let channels: Vec<ChannelLine> = core
             .plan
             .channels

@@ -335,39 +335,33 @@ impl Dispatcher {
     }
 
     pub(super) fn live_status(&self) -> LiveStatus {
-        let core = &self.core;
-        let waiting = core.waiting_per_job();
-        let mut running: Vec<Vec<LiveRun>> = vec![Vec::new(); core.plan.jobs.len()];
-        for run in core.runs.values() {
-            running[run.job].push(LiveRun {
-                run: run.number,
-                pid: run.state.pid(),
-                started: run.started_at,
-                attempt: run.attempt,
-                ready: run.has_probe.then_some(run.ready),
-            });
-        }
-        for r in &mut running {
-            r.sort_by_key(|r| r.run);
-        }
-        let next = core.next_fires();
-        let jobs = core
-            .plan
+        let snapshot = self.core.snapshot();
+        let jobs = snapshot
             .jobs
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| !core.retired(*j))
-            .map(|(j, job)| LiveJob {
-                job: job.name.clone(),
-                running: std::mem::take(&mut running[j]),
-                waiting: waiting[j],
-                next: next[j],
-                done: core.jobs[j].done,
-                counts: core.jobs[j].counts.clone(),
-                last_exit: core.jobs[j].last_exit.clone(),
-                last_success: core.jobs[j].last_success,
+            .into_iter()
+            .filter(|job| !job.retired)
+            .map(|job| LiveJob {
+                job: job.name,
+                running: job
+                    .runs
+                    .into_iter()
+                    .map(|r| LiveRun {
+                        run: r.run,
+                        pid: r.pid,
+                        started: r.started,
+                        attempt: r.attempt,
+                        ready: r.ready,
+                    })
+                    .collect(),
+                waiting: job.waiting,
+                next: job.next,
+                done: job.done,
+                counts: job.counts,
+                last_exit: job.last_exit,
+                last_success: job.last_success,
             })
             .collect();
+        let core = &self.core;
         let channels = core
             .plan
             .channels
@@ -383,8 +377,8 @@ impl Dispatcher {
         LiveStatus {
             workflow: core.plan.name.clone(),
             pid: std::process::id(),
-            started: core.started_at,
-            stopping: core.stopping,
+            started: snapshot.started_at,
+            stopping: snapshot.stopping,
             jobs,
             channels,
         }

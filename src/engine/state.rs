@@ -1,7 +1,6 @@
 //! The engine's mutable state, apart from the immutable plan: per job, per run, per executor.
 
 use chrono::{DateTime, Utc};
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -116,8 +115,6 @@ pub struct Run {
     pub state: RunState,
     /// Its timeout and kill timers (called off when it ends: a long timeout must not outlive the run).
     pub timers: Vec<u64>,
-    /// Its history row, written at the start and again at the end (with a state store).
-    pub row: Option<Box<crate::store::RunRow>>,
     /// Its job has a readiness probe (the shell runs it).
     pub has_probe: bool,
     /// Its readiness probe passed.
@@ -153,7 +150,6 @@ impl Run {
             started_at: now.utc,
             state,
             timers: Vec::new(),
-            row: None,
             has_probe: false,
             ready: false,
             writes: None,
@@ -167,9 +163,6 @@ impl Run {
 pub struct JobState {
     pub counts: JobCounts,
     pub live: usize,
-    /// Firings not yet started: in an executor's queue, or retries, restarts and jittered firings waiting on a
-    /// timer. Counted up and down in the dispatcher's `enqueue`/`dequeue` and `later`/`arrived` only.
-    pub pending: usize,
     pub next_number: u64,
     /// Run numbers up to this one are reserved in the store (0: none yet, or no store).
     pub reserved: u64,
@@ -219,16 +212,4 @@ impl JobState {
             ..JobState::default()
         }
     }
-
-    /// Runs alive or on their way (a firing beyond `max_instances` of these is skipped).
-    pub fn instances(&self) -> usize {
-        self.live + self.pending
-    }
-}
-
-/// An executor's workers in use and its FIFO of firings waiting for one.
-#[derive(Default)]
-pub struct Executor {
-    pub busy: usize,
-    pub waiting: VecDeque<Pending>,
 }

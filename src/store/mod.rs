@@ -6,6 +6,7 @@
 //! them in groups, so a slow disk cannot make a timer late.
 
 pub mod dir;
+pub mod sink;
 mod sqlite;
 pub mod writer;
 

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
+use super::ledger::Cause;
 use super::{Core, Effect, Later, Manual, World};
 use crate::engine::envfile::FileEnv;
-use super::ledger::Cause;
 use crate::engine::state::{Batch, Pending, Run, RunId, RunState, StopCause};
 use crate::engine::timetable::{jitter_delay, Due};
 use crate::event::{Event, SkipReason};
@@ -20,15 +20,15 @@ impl<W: World> Core<W> {
             return false;
         }
         let max = self.plan.jobs[job].max_instances;
-        if self.jobs[job].instances() >= max {
+        if self.instances(job) >= max {
             self.jobs[job].counts.skipped += 1;
             let why = SkipReason::MaxInstances(max);
-            self.record_skip(job, Cause::of(&pending), Some(pending.scheduled), &why);
             self.manual_skipped(pending.manual, why.text());
             self.emit(Event::RunSkipped {
                 job: self.plan.jobs[job].name.clone(),
                 scheduled: Some(pending.scheduled),
                 why,
+                trigger: self.trigger_text(job, Cause::of(&pending)),
             });
             return false;
         }
@@ -55,15 +55,8 @@ impl<W: World> Core<W> {
     }
 
     pub(super) fn enqueue(&mut self, pending: Pending) {
-        self.jobs[pending.job].pending += 1;
         let ex = self.plan.jobs[pending.job].executor;
-        self.executors[ex].waiting.push_back(pending);
-    }
-
-    pub(super) fn dequeue(&mut self, ex: usize) -> Option<Pending> {
-        let pending = self.executors[ex].waiting.pop_front()?;
-        self.jobs[pending.job].pending -= 1;
-        Some(pending)
+        self.executors.push_back(ex, pending);
     }
 
     /// Start waiting runs while their executors have free workers (FIFO per executor).
@@ -72,14 +65,14 @@ impl<W: World> Core<W> {
             return;
         }
         for ex in 0..self.executors.len() {
-            while self.executors[ex].busy < self.plan.executors[ex].max_workers {
-                let Some(pending) = self.dequeue(ex) else {
+            while self.executors.busy[ex] < self.plan.executors[ex].max_workers {
+                let Some(pending) = self.executors.pop_front(ex) else {
                     break;
                 };
-                self.executors[ex].busy += 1;
+                self.executors.busy[ex] += 1;
                 // A lone time firing is started on this CPU for latency; bursts and message runs are left to
                 // the scheduler, which spreads them over the CPUs for throughput.
-                let alone = pending.coalesced > 0 && self.executors[ex].waiting.is_empty();
+                let alone = pending.coalesced > 0 && self.executors.is_idle(ex);
                 let started = match self.plan.jobs[pending.job].env_files.is_empty() {
                     true => self.start_run(pending, ex, alone, Ok(FileEnv::default())),
                     false => {
@@ -107,7 +100,7 @@ impl<W: World> Core<W> {
             .triggers
             .iter()
             .position(|t| matches!(t, Trigger::Each { .. }));
-        while self.jobs[job].instances() < self.plan.jobs[job].max_instances {
+        while self.instances(job) < self.plan.jobs[job].max_instances {
             let Some((data, count)) = self.world.take(channel, job, batch) else {
                 break;
             };
@@ -152,11 +145,10 @@ impl<W: World> Core<W> {
                 pending,
                 executor,
                 pin,
-            }) = self.waiting.remove(&key)
+            }) = self.arranged.remove(key)
             else {
                 continue;
             };
-            self.jobs[pending.job].pending -= 1;
             self.start_run(pending, executor, pin, env.clone());
         }
     }
@@ -204,10 +196,9 @@ impl<W: World> Core<W> {
         run.reads = job.stdin.or(run.input.as_ref().map(|b| b.from));
         run.has_probe = job.ready.is_some();
         let lateness_us = (now.utc - run.first_due).num_microseconds();
-        let row = self.record_start(id, Some(pid), lateness_us);
-        let run = self.runs.get_mut(&id).expect("the run was just found");
-        run.row = row;
         let (manual, number) = (run.manual, run.number);
+        let trigger = Cause::of_run(run);
+        let run = &self.runs[&id];
         let event = Event::RunStart {
             job: job.name.clone(),
             run: number,
@@ -218,6 +209,8 @@ impl<W: World> Core<W> {
             coalesced: run.coalesced,
             catch_up: run.catch_up,
             messages: run.input.as_ref().map(|b| b.count as u64),
+            trigger: self.trigger_text(run.job, trigger),
+            log: self.log_path(run.job, number),
         };
         if let Some(key) = manual {
             self.manual(Manual::Started { key, id, number });
@@ -240,9 +233,7 @@ impl<W: World> Core<W> {
             ),
             None => error,
         };
-        let row = self.record_row(id, None, None);
-        if let Some(run) = self.runs.get_mut(&id) {
-            run.row = row;
+        if let Some(run) = self.runs.get(&id) {
             if let Some(key) = run.manual {
                 let number = run.number;
                 self.manual(Manual::Started { key, id, number });
@@ -297,10 +288,13 @@ impl<W: World> Core<W> {
                     at_least,
                 } => {
                     self.jobs[job].counts.missed += count;
-                    self.record_missed(job, trigger, scheduled, (count, at_least), late);
+                    // Handled even without a store: a reload resumes the trigger after it.
+                    self.record_handled(job, trigger, scheduled);
                     self.emit(Event::RunMissed {
                         job: self.plan.jobs[job].name.clone(),
                         scheduled,
+                        trigger: self.trigger_text(job, Cause::Trigger(trigger)),
+                        catch_up: scheduled < self.started_at,
                         count,
                         at_least,
                         late: late.to_std().unwrap_or_default(),

@@ -76,8 +76,7 @@ impl<W: World> Core<W> {
 
     /// Nothing of the job is running or on its way, and none of its triggers can fire again.
     fn can_be_done(&self, j: JobId) -> bool {
-        let state = &self.jobs[j];
-        state.live == 0 && state.pending == 0 && !self.can_fire_again(j)
+        self.instances(j) == 0 && !self.can_fire_again(j)
     }
 
     fn can_fire_again(&self, j: JobId) -> bool {
@@ -111,10 +110,7 @@ impl<W: World> Core<W> {
         };
         self.plan.channels[channel].kind == crate::document::ChannelKind::Queue
             && (self.runs.values().any(|r| from_here(&r.input))
-                || self
-                    .executors
-                    .iter()
-                    .any(|ex| ex.waiting.iter().any(|p| from_here(&p.input))))
+                || self.executors.waiting().any(|p| from_here(&p.input)))
     }
 
     /// A join that can never complete: skipped for good. That alone does not fail the workflow: a failure handler
@@ -143,11 +139,11 @@ impl<W: World> Core<W> {
                 names.join(", "),
                 status.goal()
             ));
-            self.record_skip(j, Cause::Trigger(t), None, &why);
             self.emit(Event::RunSkipped {
                 job: self.plan.jobs[j].name.clone(),
                 scheduled: None,
                 why,
+                trigger: self.trigger_text(j, Cause::Trigger(t)),
             });
         }
     }

@@ -36,7 +36,7 @@ impl<W: World> Core<W> {
         let job = &plan.jobs[run.job];
         self.jobs[run.job].live -= 1;
         // The executor it started in (a reload may have moved the job to another since).
-        self.executors[run.executor].busy -= 1;
+        self.executors.busy[run.executor] -= 1;
         self.said_taken_back(&run, &end);
         let c = self.classified(&run, &end);
         self.report_exit(id, &mut run, job, &c);
@@ -169,6 +169,13 @@ impl<W: World> Core<W> {
             each: run.input.is_some(),
             duration_ms: duration.as_millis() as u64,
             outcome: super::outcome_of(c, run.state).as_str(),
+            trigger: self.trigger_text(run.job, super::ledger::Cause::of_run(run)),
+            scheduled: run.scheduled,
+            attempt: run.attempt,
+            messages: run.input.as_ref().map(|b| b.count as u64),
+            coalesced: run.coalesced,
+            catch_up: run.catch_up,
+            log: self.world.log_written(id),
         };
         let status_text = exit.status_text();
         self.jobs[run.job].last_exit = Some(status_text.clone());
@@ -179,7 +186,6 @@ impl<W: World> Core<W> {
             duration.as_secs_f64()
         );
         self.out.push_back(Effect::Ended { id, footer });
-        self.record_end(id, run, c, duration);
         self.emit(Event::RunExit(Box::new(exit)));
     }
 

@@ -16,8 +16,8 @@ pub(super) const STORE_RETRY: Duration = Duration::from_secs(1);
 /// What waits for the store.
 #[derive(Default)]
 pub struct Held {
-    /// `at` firings whose handling is not on disk: (the firing, its trigger).
-    ats: Vec<(Pending, usize)>,
+    /// `at` firings whose handling is not on disk.
+    pub ats: super::waits::HeldAts,
     /// A retry is armed.
     retry: bool,
     /// The wait was said (and its end will be).
@@ -34,7 +34,7 @@ impl<W: World> Core<W> {
         // (the disk full again) and was killed would be handled and never run.
         for (pending, _) in &ats {
             let job = pending.job;
-            let number = self.jobs[job].next_number + self.jobs[job].instances() as u64;
+            let number = self.jobs[job].next_number + self.instances(job) as u64;
             self.reserve_up_to(job, number);
         }
         if self.world.commit_all() {
@@ -48,9 +48,6 @@ impl<W: World> Core<W> {
             }
             return;
         }
-        for (pending, _) in &ats {
-            self.jobs[pending.job].pending += 1;
-        }
         self.held.ats.extend(ats);
         self.store_failing();
     }
@@ -61,9 +58,8 @@ impl<W: World> Core<W> {
         if let Some(key) = pending.manual {
             self.manual(Manual::Queued(key));
         }
-        self.executors[executor].busy -= 1;
-        self.jobs[pending.job].pending += 1;
-        self.executors[executor].waiting.push_front(pending);
+        self.executors.busy[executor] -= 1;
+        self.executors.push_front(executor, pending);
         self.store_failing();
     }
 
@@ -103,16 +99,15 @@ impl<W: World> Core<W> {
             return;
         }
         let now = self.now.utc;
-        for (pending, trigger) in std::mem::take(&mut self.held.ats) {
+        for (pending, trigger) in self.held.ats.take(|_| true) {
             let job = pending.job;
-            self.jobs[job].pending -= 1;
             let late = now - pending.first_due;
             let grace = self.plan.jobs[job].misfire_grace;
             if late.to_std().unwrap_or_default() > grace {
                 self.held_missed(job, trigger, &pending, late);
             } else {
                 // Takes in the block committed with the firing.
-                let number = self.jobs[job].next_number + self.jobs[job].instances() as u64;
+                let number = self.jobs[job].next_number + self.instances(job) as u64;
                 self.reserve_up_to(job, number);
                 self.dispatch_firing(pending, trigger);
             }
@@ -130,10 +125,12 @@ impl<W: World> Core<W> {
         late: chrono::Duration,
     ) {
         self.jobs[job].counts.missed += 1;
-        self.record_missed(job, trigger, pending.scheduled, (1, false), late);
+        self.record_handled(job, trigger, pending.scheduled);
         self.emit(Event::RunMissed {
             job: self.plan.jobs[job].name.clone(),
             scheduled: pending.scheduled,
+            trigger: self.trigger_text(job, super::ledger::Cause::Trigger(trigger)),
+            catch_up: pending.scheduled < self.started_at,
             count: 1,
             at_least: false,
             late: late.to_std().unwrap_or_default(),
@@ -144,12 +141,7 @@ impl<W: World> Core<W> {
     /// At a stop, or when their job goes (`flowrun stop JOB`, a reload): held `at` firings of the jobs `of` picks
     /// did not run, so they are not handled (the next start fires them within their grace), and that is said.
     pub(super) fn drop_held(&mut self, of: impl Fn(JobId) -> bool) {
-        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held.ats)
-            .into_iter()
-            .partition(|(p, _)| of(p.job));
-        self.held.ats = kept;
-        for (pending, trigger) in gone {
-            self.jobs[pending.job].pending -= 1;
+        for (pending, trigger) in self.held.ats.take(of) {
             self.record_unhandled(pending.job, trigger, pending.scheduled);
             if let Some(Trigger::Time { .. }) = self.plan.jobs[pending.job].triggers.get(trigger) {
                 self.notice(format!(

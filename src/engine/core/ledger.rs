@@ -1,16 +1,14 @@
-//! What the core tells the state store (SPEC §4): a time trigger's handled firing, a history row per run, skip
-//! and miss, blocks of run numbers (a number is given only once its block is on disk). Through the world's
-//! `record`; with `--state none`, nothing.
+//! What the core tells the state store (SPEC §4) besides its events (the history rows are made from those, see
+//! `store::sink`): a time trigger's handled firing and blocks of run numbers (a number is given only once its
+//! block is on disk). Through the world's `record`; with `--state none`, nothing.
 
 use chrono::{DateTime, Utc};
-use std::time::Duration;
 
 use super::{Core, Urgency, World};
 use crate::engine::outcome::{Classified, RunResult};
-use crate::engine::state::{Pending, Run, RunId, RunState, StopCause};
-use crate::event::SkipReason;
+use crate::engine::state::{Pending, Run, RunState, StopCause};
 use crate::plan::{JobId, Trigger};
-use crate::store::{Op, Outcome, RunRow};
+use crate::store::{Op, Outcome};
 
 pub use crate::engine::record::NUMBER_BLOCK;
 
@@ -144,7 +142,7 @@ impl<W: World> Core<W> {
     }
 
     /// What fired a run, in words.
-    fn trigger_text(&self, job: JobId, cause: Cause) -> String {
+    pub(super) fn trigger_text(&self, job: JobId, cause: Cause) -> String {
         match cause {
             // A retry or a queued firing of a job a reload changed may name a trigger it no longer has.
             Cause::Trigger(t) => match self.plan.jobs[job].triggers.get(t) {
@@ -156,140 +154,13 @@ impl<W: World> Core<W> {
         }
     }
 
-    /// A new row for run `id`, about to start (`None` without a store).
-    pub(super) fn record_row(
-        &self,
-        id: RunId,
-        pid: Option<u32>,
-        lateness_us: Option<i64>,
-    ) -> Option<Box<RunRow>> {
-        if !self.world.stored() {
-            return None;
-        }
-        let run = self.runs.get(&id)?;
-        let job = &self.plan.jobs[run.job];
-        Some(Box::new(RunRow {
-            run: Some(run.number),
-            attempt: run.attempt,
-            trigger: self.trigger_text(run.job, Cause::of_run(run)),
-            scheduled: Some(run.scheduled),
-            started: Some(self.now.utc),
-            lateness_ms: lateness_us.map(|us| us as f64 / 1000.0),
-            messages: run.input.as_ref().map(|b| b.count as u64),
-            count: run.coalesced.max(1),
-            catch_up: run.catch_up,
-            pid,
-            // Where its output will go; cleared at the end when it printed nothing.
-            log: self.log_dir.as_ref().map(|d| {
-                d.join(&job.name)
-                    .join(format!("{}.log", run.number))
-                    .display()
-                    .to_string()
-            }),
-            ..RunRow::new(job.name.clone(), Outcome::Running)
-        }))
-    }
-
-    /// A run started: its row, `running` until it ends (or the next runner marks it interrupted).
-    pub(super) fn record_start(
-        &mut self,
-        id: RunId,
-        pid: Option<u32>,
-        lateness_us: Option<i64>,
-    ) -> Option<Box<RunRow>> {
-        let row = self.record_row(id, pid, lateness_us)?;
-        self.world.record(Op::Append(row.clone()), Urgency::Later);
-        Some(row)
-    }
-
-    /// A run ended: its row gets the end, the outcome and the log file.
-    pub(super) fn record_end(
-        &mut self,
-        id: RunId,
-        run: &mut Run,
-        c: &Classified,
-        duration: Duration,
-    ) {
-        let Some(mut row) = run.row.take() else {
-            return;
-        };
-        row.ended = Some(self.now.utc);
-        row.duration_ms = Some(duration.as_millis() as u64);
-        row.code = c.code;
-        row.signal = c.signal.clone();
-        row.reason = c.reason.clone();
-        row.outcome = outcome_of(c, run.state);
-        row.log = self.world.log_written(id);
-        self.world.record(Op::Update(row), Urgency::Later);
-    }
-
-    /// A firing skipped (beyond `max_instances`, or a join that can never complete).
-    pub(super) fn record_skip(
-        &mut self,
-        job: JobId,
-        cause: Cause,
-        scheduled: Option<DateTime<Utc>>,
-        why: &SkipReason,
-    ) {
-        if !self.world.stored() {
-            return;
-        }
-        let row = Box::new(RunRow {
-            reason: Some(why.text()),
-            ..self.firing_row(job, cause, scheduled, Outcome::Skipped, 1)
-        });
-        self.world.record(Op::Append(row), Urgency::Later);
-    }
-
-    /// Firings missed (handled later than `misfire_grace`), `count` of them up to `scheduled`.
-    pub(super) fn record_missed(
-        &mut self,
-        job: JobId,
-        trigger: usize,
-        scheduled: DateTime<Utc>,
-        (count, at_least): (u64, bool),
-        late: chrono::Duration,
-    ) {
-        // Handled even without a store: a reload resumes the trigger after it.
-        self.record_handled(job, trigger, scheduled);
-        if !self.world.stored() {
-            return;
-        }
-        let row = Box::new(RunRow {
-            reason: Some(crate::event::missed_reason(
-                count,
-                at_least,
-                late.to_std().unwrap_or_default(),
-                self.plan.jobs[job].misfire_grace,
-            )),
-            lateness_ms: Some(late.num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0),
-            catch_up: scheduled < self.started_at,
-            ..self.firing_row(
-                job,
-                Cause::Trigger(trigger),
-                Some(scheduled),
-                Outcome::Missed,
-                count,
-            )
-        });
-        self.world.record(Op::Append(row), Urgency::Later);
-    }
-
-    fn firing_row(
-        &self,
-        job: JobId,
-        cause: Cause,
-        scheduled: Option<DateTime<Utc>>,
-        outcome: Outcome,
-        count: u64,
-    ) -> RunRow {
-        RunRow {
-            trigger: self.trigger_text(job, cause),
-            scheduled,
-            ended: Some(self.now.utc),
-            count,
-            ..RunRow::new(self.plan.jobs[job].name.clone(), outcome)
-        }
+    /// Where run `number` of `job` writes its output, if it prints any (with `--log-dir` or a state directory).
+    pub(super) fn log_path(&self, job: JobId, number: u64) -> Option<String> {
+        let dir = self.log_dir.as_ref()?;
+        let path = dir
+            .join(&self.plan.jobs[job].name)
+            .join(format!("{number}.log"));
+        Some(path.display().to_string())
     }
 }
 
@@ -308,7 +179,7 @@ impl Cause {
         Cause::from_parts(pending.manual, pending.trigger)
     }
 
-    fn of_run(run: &Run) -> Cause {
+    pub fn of_run(run: &Run) -> Cause {
         Cause::from_parts(run.manual, run.trigger)
     }
 

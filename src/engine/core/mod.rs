@@ -17,10 +17,12 @@ mod held;
 mod ledger;
 mod readiness;
 mod reload;
+mod snapshot;
 mod stopping;
 #[cfg(test)]
 mod tests;
 mod upstream;
+mod waits;
 mod world;
 
 use chrono::{DateTime, Utc};
@@ -30,7 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::envfile::FileEnv;
-use super::state::{Executor, JobState, Pending, Run, RunId};
+use super::state::{JobState, Pending, Run, RunId};
 use super::supervise::RunEnd;
 use super::timetable::{Entry, Timetable};
 use super::watch::Watch;
@@ -189,16 +191,15 @@ pub(super) struct Core<W: World> {
     /// `plan.joins_on()`: who hears of a job's runs (a run's end looks at these, not at every job).
     pub joins_on: Vec<Vec<(JobId, usize)>>,
     pub jobs: Vec<JobState>,
-    pub executors: Vec<Executor>,
+    pub executors: waits::Executors,
     pub runs: HashMap<RunId, Run>,
     next_id: RunId,
     /// What was arranged for later, by key, until its time comes (a firing whose env files are read waits here
     /// for its job's read, see `env_reads`, with no timer).
-    waiting: HashMap<u64, Later>,
+    arranged: waits::Arranged,
     /// Per job, the firings (keys in `waiting`) that wait for the one read of its env files in flight: a file
     /// that never answers (a hung network mount) holds one read per job, however often the job fires.
     env_reads: HashMap<JobId, Vec<u64>>,
-    next_later: u64,
     pub timetable: Timetable,
     /// The jobs `refresh` looks at: not done, and held by no time trigger.
     watch: Watch,
@@ -252,15 +253,14 @@ impl<W: World> Core<W> {
             .collect();
         let mut core = Core {
             jobs,
-            executors: plan.executors.iter().map(|_| Executor::default()).collect(),
+            executors: waits::Executors::new(plan.executors.len()),
             timetable: Timetable::new(entries, started_at),
             joins_on: plan.joins_on(),
             plan,
             runs: HashMap::new(),
             next_id: 1,
-            waiting: HashMap::new(),
+            arranged: Default::default(),
             env_reads: HashMap::new(),
-            next_later: 0,
             watch: Watch::default(),
             undone: 0,
             stopping: false,
@@ -350,15 +350,13 @@ impl<W: World> Core<W> {
         self.plan.jobs[job].retired
     }
 
-    /// Firings waiting for a worker, per job.
-    pub fn waiting_per_job(&self) -> Vec<usize> {
-        let mut waiting = vec![0usize; self.plan.jobs.len()];
-        for ex in &self.executors {
-            for p in &ex.waiting {
-                waiting[p.job] += 1;
-            }
-        }
-        waiting
+    /// Runs of a job alive or on their way (a firing beyond `max_instances` of these is skipped): live, waiting
+    /// for a worker, arranged for later (jitter, retry, restart, env read), held for the store.
+    pub fn instances(&self, j: JobId) -> usize {
+        self.jobs[j].live
+            + self.executors.waiting_of(j)
+            + self.arranged.count(j)
+            + self.held.ats.count(j)
     }
 
     fn emit(&mut self, event: Event) {
@@ -393,19 +391,11 @@ impl<W: World> Core<W> {
         }
     }
 
-    /// Arrange `later` after `delay`. A firing, retry or restart on its way counts as pending for its job. What
-    /// waits is kept here, not in the timer: a stop must find a retry's messages to give them back.
+    /// Arrange `later` after `delay` (a firing, retry or restart on its way counts as an instance of its job).
+    /// What waits is kept here, not in the timer: a stop must find a retry's messages to give them back.
     fn later(&mut self, delay: Duration, later: Later) -> u64 {
-        match &later {
-            Later::Fire(p) | Later::Retry(p) => self.jobs[p.job].pending += 1,
-            Later::Restart(job) => self.jobs[*job].pending += 1,
-            Later::Prepare { pending, .. } => self.jobs[pending.job].pending += 1,
-            Later::Timeout(_) | Later::Kill(_) | Later::StoreRetry => {}
-        }
-        let key = self.next_later;
-        self.next_later += 1;
         let timed = !matches!(later, Later::Prepare { .. });
-        self.waiting.insert(key, later);
+        let key = self.arranged.insert(later);
         if timed {
             self.out.push_back(Effect::Arm { key, delay });
         }
@@ -414,23 +404,21 @@ impl<W: World> Core<W> {
 
     /// Call off what was arranged under `key` (a run's timeout or kill, once the run has ended).
     fn call_off(&mut self, key: u64) {
-        if self.waiting.remove(&key).is_some() {
+        if self.arranged.remove(key).is_some() {
             self.out.push_back(Effect::Disarm(key));
         }
     }
 
     /// A delay is over: what was arranged happens, unless a stop took it back meanwhile.
     fn on_due(&mut self, key: u64) {
-        let Some(later) = self.waiting.remove(&key) else {
+        let Some(later) = self.arranged.remove(key) else {
             return;
         };
         match later {
             Later::Fire(pending) => {
-                self.jobs[pending.job].pending -= 1;
                 self.fire(pending);
             }
             Later::Retry(pending) => {
-                self.jobs[pending.job].pending -= 1;
                 if self.stopping {
                     self.give_back(pending);
                 } else {
@@ -438,7 +426,6 @@ impl<W: World> Core<W> {
                 }
             }
             Later::Restart(job) => {
-                self.jobs[job].pending -= 1;
                 // No trigger: the history says `restart`.
                 self.fire(self.pending_now(job));
             }
@@ -472,9 +459,7 @@ impl<W: World> Core<W> {
 
     /// Whether the manual firing `manual` waits in an executor's queue.
     fn is_queued(&self, manual: u64) -> bool {
-        self.executors
-            .iter()
-            .any(|ex| ex.waiting.iter().any(|p| p.manual == Some(manual)))
+        self.executors.waiting().any(|p| p.manual == Some(manual))
     }
 }
 

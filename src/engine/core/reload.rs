@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::{Core, World};
 use crate::engine::replan::{places, renumbered, Applied, MergedChannels};
-use crate::engine::state::{Executor, JobState, RunId, StopCause};
+use crate::engine::state::{JobState, RunId, StopCause};
 use crate::event::Event;
 use crate::plan::{ChannelId, Plan, Trigger};
 
@@ -165,9 +165,7 @@ impl<W: World> Core<W> {
         self.plan = plan.clone();
         self.joins_on = plan.joins_on();
         self.world.rewire(plan.clone(), &merged.rebuilt);
-        while self.executors.len() < plan.executors.len() {
-            self.executors.push(Executor::default());
-        }
+        self.executors.grow(plan.executors.len());
         while self.jobs.len() < plan.jobs.len() {
             let j = self.jobs.len();
             let mut state = JobState::new(&plan.jobs[j].triggers);

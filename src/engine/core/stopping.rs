@@ -2,7 +2,7 @@
 //! runner (no new firings; what waits goes back; every live run stopped; a second SIGINT forces).
 
 use super::{Core, Effect, Later, World};
-use crate::engine::state::{Pending, RunId, RunState, StopCause};
+use crate::engine::state::{RunId, RunState, StopCause};
 use crate::engine::Stop;
 use crate::event::Event;
 use crate::plan::JobId;
@@ -12,17 +12,9 @@ impl<W: World> Core<W> {
     /// for a worker or for their jitter, its retries waiting for their backoff, a service's restart waiting for its
     /// delay. An `each` firing's messages go back to their queue; a caller waiting on a manual firing hears `why`.
     pub fn drop_waiting_of(&mut self, j: JobId, why: &str) {
-        for ex in 0..self.executors.len() {
-            let (gone, kept): (Vec<Pending>, Vec<Pending>) =
-                std::mem::take(&mut self.executors[ex].waiting)
-                    .into_iter()
-                    .partition(|p| p.job == j);
-            self.executors[ex].waiting = kept.into();
-            for p in gone {
-                self.jobs[j].pending -= 1;
-                self.manual_skipped(p.manual, why.into());
-                self.give_back(p);
-            }
+        for p in self.executors.take_job(j) {
+            self.manual_skipped(p.manual, why.into());
+            self.give_back(p);
         }
         self.call_off_waiting(|job| job == j, why);
         self.drop_held(|job| job == j);
@@ -31,14 +23,8 @@ impl<W: World> Core<W> {
     /// Call off the firings, retries and restarts of the jobs `of` picks that wait for their time: an `each`
     /// firing's messages go back to their queue (left, not lost), a caller waiting on a manual firing hears `why`.
     fn call_off_waiting(&mut self, of: impl Fn(JobId) -> bool, why: &str) {
-        let keys: Vec<u64> = self
-            .waiting
-            .iter()
-            .filter(|(_, l)| l.job_to_run().is_some_and(&of))
-            .map(|(k, _)| *k)
-            .collect();
-        for key in keys {
-            let Some(later) = self.waiting.remove(&key) else {
+        for key in self.arranged.keys_of(of) {
+            let Some(later) = self.arranged.remove(key) else {
                 continue;
             };
             if !matches!(later, Later::Prepare { .. }) {
@@ -46,22 +32,19 @@ impl<W: World> Core<W> {
             }
             match later {
                 Later::Fire(p) => {
-                    self.jobs[p.job].pending -= 1;
                     self.manual_skipped(p.manual, why.into());
                     self.give_back(p);
                 }
                 Later::Retry(p) => {
-                    self.jobs[p.job].pending -= 1;
                     let why = format!("its failed run's retry was called off: {why}");
                     self.manual_skipped(p.manual, why);
                     self.give_back(p);
                 }
-                Later::Restart(job) => self.jobs[job].pending -= 1,
+                Later::Restart(_) => {}
                 Later::Prepare {
                     pending, executor, ..
                 } => {
-                    self.jobs[pending.job].pending -= 1;
-                    self.executors[executor].busy -= 1;
+                    self.executors.busy[executor] -= 1;
                     self.manual_skipped(pending.manual, why.into());
                     self.give_back(pending);
                 }
@@ -100,11 +83,9 @@ impl<W: World> Core<W> {
         self.timetable.clear();
         self.drop_waiting();
         self.drop_held(|_| true);
-        for ex in 0..self.executors.len() {
-            while let Some(p) = self.dequeue(ex) {
-                self.manual_skipped(p.manual, "the runner stopped before it started".into());
-                self.give_back(p);
-            }
+        for p in self.executors.take_all() {
+            self.manual_skipped(p.manual, "the runner stopped before it started".into());
+            self.give_back(p);
         }
         self.world.shut();
         let ids: Vec<RunId> = self.runs.keys().copied().collect();

@@ -89,7 +89,7 @@ jobs:
 fn firings_wait_for_a_worker_in_fifo_order() {
     let mut h = Harness::new(ONE_WORKER);
     assert_eq!(h.take(), ["start a#1"]);
-    assert_eq!(h.core.waiting_per_job(), [0, 1, 1]);
+    assert_eq!(h.waiting(), [0, 1, 1]);
     h.exit("a", 0);
     assert_eq!(h.take(), ["exit a#1 succeeded", "start b#1"]);
     h.exit("b", 0);

@@ -89,7 +89,7 @@ fn a_retry_waiting_when_the_runner_stops_does_not_start() {
     h.advance(Duration::from_secs(5));
     assert_eq!(h.take(), ["stopping SIGTERM 0"]);
     assert!(h.core.finished());
-    assert_eq!(h.core.jobs[0].pending, 0, "the retry was called off");
+    assert_eq!(h.core.instances(0), 0, "the retry was called off");
 }
 
 #[test]

@@ -39,6 +39,8 @@ pub(super) struct Fake {
     /// The store cannot be written (a full disk).
     pub failing: bool,
     pub commits: usize,
+    /// How many of `ops` the last successful commit put on disk.
+    pub on_disk: usize,
     /// Hand-overs so far (each commit is one), and the last committed (as the store's writer numbers them).
     handed: u64,
     committed: u64,
@@ -132,6 +134,7 @@ impl World for Fake {
             return false;
         }
         self.committed = self.handed;
+        self.on_disk = self.ops.len();
         true
     }
 
@@ -170,6 +173,8 @@ pub(super) struct Harness {
     pub spawns: Vec<RunId>,
     /// The events emitted, whole.
     pub events: Vec<Event>,
+    /// For each spawn, how many of the world's records were on disk then.
+    pub on_disk_at_spawns: Vec<usize>,
     /// Inputs the shell would deliver later (wakes, the end of a run that could not start, env reads).
     later: VecDeque<Input>,
 }
@@ -247,6 +252,7 @@ impl Harness {
             auto_spawn: true,
             spawns: Vec::new(),
             events: Vec::new(),
+            on_disk_at_spawns: Vec::new(),
             later: VecDeque::new(),
         }
     }
@@ -290,6 +296,16 @@ impl Harness {
         }
         self.elapsed = until;
         self.input(Input::Timer);
+    }
+
+    /// Firings waiting for a worker, per job (as the snapshot shows them).
+    pub fn waiting(&self) -> Vec<usize> {
+        self.core
+            .snapshot()
+            .jobs
+            .iter()
+            .map(|j| j.waiting)
+            .collect()
     }
 
     /// The live runs of a job, oldest first.
@@ -376,10 +392,13 @@ impl Harness {
                 };
                 self.trace.push(format!("signal {pid} {name}"));
             }
-            Effect::Spawn { id, .. } => match self.auto_spawn {
-                true => self.core.spawned(id, Harness::pid(id), self.now()),
-                false => self.spawns.push(id),
-            },
+            Effect::Spawn { id, .. } => {
+                self.on_disk_at_spawns.push(self.core.world.on_disk);
+                match self.auto_spawn {
+                    true => self.core.spawned(id, Harness::pid(id), self.now()),
+                    false => self.spawns.push(id),
+                }
+            }
             Effect::Exit { id, reason } => self.later.push_back(Input::Exited {
                 id,
                 end: RunEnd::not_started(reason),

@@ -7,12 +7,19 @@ use super::Harness;
 use crate::engine::core::{Setup, Urgency, NUMBER_BLOCK};
 use crate::store::{Op, Outcome};
 
-fn rows(h: &Harness) -> Vec<String> {
-    h.core
-        .world
-        .ops
+/// The history rows the events make (as the store's sink makes them).
+fn history(h: &Harness) -> Vec<Op> {
+    let at = h.now().utc;
+    h.events
         .iter()
-        .filter_map(|(op, _)| match op {
+        .filter_map(|e| crate::store::sink::history_op(at, e))
+        .collect()
+}
+
+fn rows(h: &Harness) -> Vec<String> {
+    history(h)
+        .iter()
+        .filter_map(|op| match op {
             Op::Append(r) => Some(format!("append {} {:?} {:?}", r.job, r.run, r.outcome)),
             Op::Update(r) => Some(format!("update {} {:?} {:?}", r.job, r.run, r.outcome)),
             _ => None,
@@ -31,8 +38,8 @@ fn a_run_has_one_row_written_at_its_start_and_updated_at_its_end() {
             format!("update a Some(1) {:?}", Outcome::Failed)
         ]
     );
-    let ended = h.core.world.ops.iter().find_map(|(op, _)| match op {
-        Op::Update(r) => Some(r.clone()),
+    let ended = history(&h).into_iter().find_map(|op| match op {
+        Op::Update(r) => Some(r),
         _ => None,
     });
     let ended = ended.unwrap();
@@ -97,11 +104,7 @@ fn a_run_needing_a_number_not_on_disk_waits_for_the_store_then_starts() {
     assert_eq!(trace.len(), 1, "{trace:?}");
     assert!(trace[0].starts_with("notice: the state store cannot be written"));
     assert!(h.runs_of("a").is_empty());
-    assert_eq!(
-        h.core.waiting_per_job(),
-        [1],
-        "back at the head of its queue"
-    );
+    assert_eq!(h.waiting(), [1], "back at the head of its queue");
     h.advance(Duration::from_secs(1));
     let trace = h.take();
     assert!(trace.is_empty(), "still failing: said once: {trace:?}");
@@ -133,14 +136,12 @@ fn an_at_firing_is_on_disk_before_its_run_starts() {
         .ops
         .iter()
         .position(|(op, u)| matches!(op, Op::Handled { .. }) && *u == Urgency::Durable);
-    let start = h
-        .core
-        .world
-        .ops
-        .iter()
-        .position(|(op, _)| matches!(op, Op::Append(_)));
-    assert!(handled.unwrap() < start.unwrap());
-    assert!(h.core.world.commits >= 1, "committed, not only handed over");
+    // How much of what was recorded was on disk when the run was spawned.
+    let on_disk = h.on_disk_at_spawns[0];
+    assert!(
+        handled.unwrap() < on_disk,
+        "committed, not only handed over"
+    );
 }
 
 #[test]
