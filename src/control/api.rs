@@ -25,7 +25,7 @@ pub fn router(ctx: Arc<Context>, tcp: bool) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
-        .route("/api/v1/history", get(super::history::history))
+        .route("/api/v1/history", get(super::history_pages::history))
         .route("/api/v1/jobs/{job}/trigger", post(trigger))
         .route("/api/v1/jobs/{job}/stop", post(stop_job))
         .route("/api/v1/stop", post(stop_runner))

@@ -6,7 +6,7 @@ mod api;
 pub mod client;
 mod coalesce;
 pub mod commands;
-mod history;
+mod history_pages;
 pub mod metrics;
 mod procfs;
 mod readers;

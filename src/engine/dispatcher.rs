@@ -10,13 +10,13 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::AbortHandle;
 
 use super::channels::Channels;
+use super::core::runs::RunId;
 use super::core::{Core, Effect, Input as CoreInput, Manual, Now, Setup};
 use super::envfile::FileEnv;
 use super::ports::ShellWorld;
 use super::probe::{self, ProbeHandle};
 use super::process;
 use super::runlog::RunLog;
-use super::state::RunId;
 use super::supervise::{supervise, LineSink, RunEnd};
 use super::{Ending, Input, Msg, Options, Stop};
 use crate::event::{timestamp, Event, Summary};
@@ -314,31 +314,46 @@ impl Dispatcher {
         };
         self.core.spawned(id, child.pid, now());
         let log = self.core.log_dir.as_ref().map(|dir| {
-            Arc::new(RunLog::new(
-                dir,
-                job,
-                number,
-                &scheduled,
-                self.reporter.clone(),
-            ))
+            let log = RunLog::new(dir, job, number, &scheduled, self.reporter.clone());
+            Arc::new(log)
         });
         if let Some(log) = &log {
             self.core.world.logs.insert(id, log.clone());
         }
         // Set by the tending task when the process exits (the probe stops looking then).
         let exited = Arc::new(super::broker::ExitFlag::default());
+        let context = probe::ExecContext {
+            plan: plan.clone(),
+            job: j,
+            run: number,
+            workflow: self.workflow.clone(),
+            scheduled,
+            file_env,
+        };
+        let watch = self.start_probe(id, context, &exited);
+        let sink = LineSink {
+            reporter: self.reporter.clone(),
+            job: job.name.clone(),
+            run: number,
+            log,
+            watch,
+        };
+        self.tend(id, job, (child, parent_ends), sink, exited);
+    }
+
+    /// A run's readiness probe (its job has `ready`), and the deadline that tells the core it was not ready in
+    /// time: the watch for its line sink when the probe reads the log.
+    fn start_probe(
+        &mut self,
+        id: RunId,
+        context: probe::ExecContext,
+        exited: &Arc<super::broker::ExitFlag>,
+    ) -> Option<Arc<probe::LogWatch>> {
         let mut io = RunIo::default();
-        let watch = job.ready.as_ref().and_then(|ready| {
-            let exec = probe::ExecContext {
-                plan: plan.clone(),
-                job: j,
-                run: number,
-                workflow: self.workflow.clone(),
-                scheduled,
-                file_env,
-            };
+        let plan = context.plan.clone();
+        let watch = plan.jobs[context.job].ready.as_ref().and_then(|ready| {
             let tx = self.tx.clone();
-            let (handle, watch) = probe::start(ready, exec, exited.clone(), move || {
+            let (handle, watch) = probe::start(ready, context, exited.clone(), move || {
                 let _ = tx.send(Msg::Ready(id));
             });
             io.probe = Some(handle);
@@ -351,6 +366,19 @@ impl Dispatcher {
             watch
         });
         self.io.insert(id, io);
+        watch
+    }
+
+    /// The task that pumps a live run's output (to its channel, or as lines to the log and the reporter) and
+    /// tells the core of its end.
+    fn tend(
+        &self,
+        id: RunId,
+        job: &crate::plan::Job,
+        (child, parent_ends): (process::Child, super::supervise::ParentEnds),
+        sink: LineSink,
+        exited: Arc<super::broker::ExitFlag>,
+    ) {
         let target = job.stdout.map(|c| {
             let tx = self.tx.clone();
             let wake = Arc::new(move || {
@@ -358,13 +386,6 @@ impl Dispatcher {
             });
             self.core.world.channels.target(c, wake)
         });
-        let sink = LineSink {
-            reporter: self.reporter.clone(),
-            job: job.name.clone(),
-            run: number,
-            log,
-            watch,
-        };
         let tx = self.tx.clone();
         supervise(
             child,

@@ -1,20 +1,24 @@
-//! The engine: runs a validated plan. Data flows one way:
+//! The engine: runs a validated plan. Decisions and actions are apart:
 //!
 //! ```text
-//! timetable --due--> loop --Input--> Dispatcher::handle --effects--> spawn / signal / channel writes
-//! signals, --for ------^   ^                               `--> events --> report (printer, live view)
-//! runs, pumps, timers -----' (Msg, from tasks)
+//! signals, --for, timers, runs' ends,     Input      core::Core::handle      Effects     dispatcher (the shell):
+//! probes, env reads, requests  --------> (one at a  (decides; no process, ---------> spawn, signal, arm timers,
+//!   (Msg, from tasks; the loop below)     time)      clock or tokio)                 emit events, answer callers
+//!                                                       |  ask now: queues, store            |
+//!                                                       v                                    v
+//!                                              ports::ShellWorld            events -> history (store::sink),
+//!                                              (channels, store writer)     metrics, reporter, live view
 //! ```
 //!
 //! The loop below only turns what happens (a run's end, a timer, a signal, the deadline, a view tick) into one
-//! [`Input`]; the dispatcher alone decides. Runs are tended by tasks (`supervise`) that only report back.
+//! [`Input`]; the core alone decides, and the shell alone acts. Runs are tended by tasks (`supervise`) that only
+//! report back.
 
 mod broker;
 mod channels;
 mod core;
 mod dispatcher;
 mod envfile;
-mod outcome;
 mod ports;
 mod probe;
 pub(crate) mod process;
@@ -22,20 +26,17 @@ mod record;
 pub mod replan;
 pub mod requests;
 mod runlog;
-mod state;
 mod supervise;
-mod timetable;
 mod walltimer;
-mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
+use self::core::runs::RunId;
 use crate::plan::Plan;
 use crate::report::{LiveView, Reporter};
 use dispatcher::Dispatcher;
-use state::RunId;
 use supervise::RunEnd;
 use walltimer::WallTimer;
 

@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use super::broker::Chunk;
 use super::channels::Channels;
+use super::core::runs::{Batch, RunId};
 use super::core::{Urgency, World};
 use super::record::Recorder;
 use super::runlog::RunLog;
-use super::state::{Batch, RunId};
 use crate::plan::{ChannelId, JobId, Plan};
 use crate::store::Op;
 

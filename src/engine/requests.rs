@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::{mpsc::UnboundedSender, oneshot};
 
+use super::core::runs::RunId;
 use super::dispatcher::{now, Dispatcher};
-use super::state::RunId;
 use super::Msg;
 use crate::event::{ChannelCounts, JobCounts};
 
@@ -240,27 +240,13 @@ impl Dispatcher {
         reply: oneshot::Sender<TriggerReply>,
         done: Option<oneshot::Sender<RunEnded>>,
     ) {
-        let refuse = |reason: String, why: Refusal| TriggerReply::Refused { reason, why };
-        let core = &self.core;
-        let Some(job) = core.plan.job_id(name).filter(|&j| !core.retired(j)) else {
-            let _ = reply.send(refuse(format!("no job `{name}`"), Refusal::UnknownJob));
-            return;
-        };
-        if core.stopping {
-            let _ = reply.send(refuse("the runner is stopping".into(), Refusal::Stopping));
-            return;
-        }
-        // A job whose output channel closed (its readers ended) would write into nothing.
-        if let Some(c) = core.plan.jobs[job].stdout {
-            if core.world.channels.all[c].closed {
-                let channel = &core.plan.channels[c].name;
-                let _ = reply.send(refuse(
-                    format!("its channel `{channel}` is closed (every writer ended): what it writes could not be read"),
-                    Refusal::CannotRun,
-                ));
+        let job = match self.core.manual_refusal(name) {
+            Ok(job) => job,
+            Err((reason, why)) => {
+                let _ = reply.send(TriggerReply::Refused { reason, why });
                 return;
             }
-        }
+        };
         let key = self.next_manual;
         self.next_manual += 1;
         self.waiters.insert(

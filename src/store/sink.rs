@@ -5,62 +5,13 @@
 use chrono::{DateTime, Utc};
 
 use super::{Op, Outcome, RunRow};
-use crate::event::{missed_reason, Event};
+use crate::event::{missed_reason, Event, RunExit};
 
 /// What `event`, emitted at `at`, changes in the history (`None`: nothing).
 pub fn history_op(at: DateTime<Utc>, event: &Event) -> Option<Op> {
-    let op = match event {
-        Event::RunStart {
-            job,
-            run,
-            pid,
-            scheduled,
-            lateness_us,
-            attempt,
-            coalesced,
-            catch_up,
-            messages,
-            trigger,
-            log,
-        } => Op::Append(Box::new(RunRow {
-            run: Some(*run),
-            attempt: *attempt,
-            trigger: trigger.clone(),
-            scheduled: Some(*scheduled),
-            started: Some(at),
-            lateness_ms: lateness_us.map(|us| us as f64 / 1000.0),
-            messages: *messages,
-            count: (*coalesced).max(1),
-            catch_up: *catch_up,
-            pid: Some(*pid),
-            // Where its output will go; cleared at the end when it printed nothing.
-            log: log.clone(),
-            ..RunRow::new(job.clone(), Outcome::Running)
-        })),
-        Event::RunExit(x) => {
-            let duration = chrono::Duration::milliseconds(x.duration_ms as i64);
-            Op::Update(Box::new(RunRow {
-                run: Some(x.run),
-                attempt: x.attempt,
-                trigger: x.trigger.clone(),
-                scheduled: Some(x.scheduled),
-                started: Some(at - duration),
-                ended: Some(at),
-                duration_ms: Some(x.duration_ms),
-                code: x.code,
-                signal: x.signal.clone(),
-                reason: x.reason.clone(),
-                messages: x.messages,
-                count: x.coalesced.max(1),
-                catch_up: x.catch_up,
-                pid: x.pid,
-                log: x.log.clone(),
-                ..RunRow::new(
-                    x.job.clone(),
-                    Outcome::parse(x.outcome).unwrap_or(Outcome::Failed),
-                )
-            }))
-        }
+    Some(match event {
+        Event::RunStart { .. } => Op::Append(Box::new(started(at, event)?)),
+        Event::RunExit(exit) => Op::Update(Box::new(ended(at, exit))),
         Event::RunSkipped {
             job,
             scheduled,
@@ -73,34 +24,101 @@ pub fn history_op(at: DateTime<Utc>, event: &Event) -> Option<Op> {
             reason: Some(why.text()),
             ..RunRow::new(job.clone(), Outcome::Skipped)
         })),
-        Event::RunMissed {
-            job,
-            scheduled,
-            trigger,
-            catch_up,
-            count,
-            at_least,
-            late,
-            grace,
-        } => Op::Append(Box::new(RunRow {
-            trigger: trigger.clone(),
-            scheduled: Some(*scheduled),
-            ended: Some(at),
-            count: *count,
-            reason: Some(missed_reason(*count, *at_least, *late, *grace)),
-            lateness_ms: Some(late.as_micros().min(i64::MAX as u128) as f64 / 1000.0),
-            catch_up: *catch_up,
-            ..RunRow::new(job.clone(), Outcome::Missed)
-        })),
+        Event::RunMissed { .. } => Op::Append(Box::new(missed(at, event)?)),
         _ => return None,
+    })
+}
+
+/// A run's row as its start writes it: `running` until it ends (or the next runner marks it interrupted).
+fn started(at: DateTime<Utc>, event: &Event) -> Option<RunRow> {
+    let Event::RunStart {
+        job,
+        run,
+        pid,
+        scheduled,
+        lateness_us,
+        attempt,
+        coalesced,
+        catch_up,
+        messages,
+        trigger,
+        log,
+    } = event
+    else {
+        return None;
     };
-    Some(op)
+    Some(RunRow {
+        run: Some(*run),
+        attempt: *attempt,
+        trigger: trigger.clone(),
+        scheduled: Some(*scheduled),
+        started: Some(at),
+        lateness_ms: lateness_us.map(|us| us as f64 / 1000.0),
+        messages: *messages,
+        count: (*coalesced).max(1),
+        catch_up: *catch_up,
+        pid: Some(*pid),
+        // Where its output will go; cleared at the end when it printed nothing.
+        log: log.clone(),
+        ..RunRow::new(job.clone(), Outcome::Running)
+    })
+}
+
+/// A run's row as its end completes it (whole, for a run that could not start: its start was never written).
+fn ended(at: DateTime<Utc>, x: &RunExit) -> RunRow {
+    let duration = chrono::Duration::milliseconds(x.duration_ms as i64);
+    let outcome = Outcome::parse(x.outcome).unwrap_or(Outcome::Failed);
+    RunRow {
+        run: Some(x.run),
+        attempt: x.attempt,
+        trigger: x.trigger.clone(),
+        scheduled: Some(x.scheduled),
+        started: Some(at - duration),
+        ended: Some(at),
+        duration_ms: Some(x.duration_ms),
+        code: x.code,
+        signal: x.signal.clone(),
+        reason: x.reason.clone(),
+        messages: x.messages,
+        count: x.coalesced.max(1),
+        catch_up: x.catch_up,
+        pid: x.pid,
+        log: x.log.clone(),
+        ..RunRow::new(x.job.clone(), outcome)
+    }
+}
+
+/// Firings missed (handled later than `misfire_grace`), `count` of them up to `scheduled`.
+fn missed(at: DateTime<Utc>, event: &Event) -> Option<RunRow> {
+    let Event::RunMissed {
+        job,
+        scheduled,
+        trigger,
+        catch_up,
+        count,
+        at_least,
+        late,
+        grace,
+    } = event
+    else {
+        return None;
+    };
+    Some(RunRow {
+        trigger: trigger.clone(),
+        scheduled: Some(*scheduled),
+        ended: Some(at),
+        count: *count,
+        reason: Some(missed_reason(*count, *at_least, *late, *grace)),
+        lateness_ms: Some(late.as_micros().min(i64::MAX as u128) as f64 / 1000.0),
+        catch_up: *catch_up,
+        ..RunRow::new(job.clone(), Outcome::Missed)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{RunExit, SkipReason};
+    use crate::event::SkipReason;
     use chrono::TimeZone;
     use std::time::Duration;
 

@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use super::ledger::Cause;
 use super::{Core, Effect, Later, Manual, World};
+use crate::engine::core::runs::{Batch, Pending, Run, RunId, RunState, StopCause};
+use crate::engine::core::timetable::{jitter_delay, Due};
 use crate::engine::envfile::FileEnv;
-use crate::engine::state::{Batch, Pending, Run, RunId, RunState, StopCause};
-use crate::engine::timetable::{jitter_delay, Due};
+use crate::engine::requests::Refusal;
 use crate::event::{Event, SkipReason};
 use crate::plan::{JobId, TimeSpec, Trigger};
 
@@ -34,6 +35,25 @@ impl<W: World> Core<W> {
         }
         self.enqueue(pending);
         true
+    }
+
+    /// Whether a manual firing of the job `name` can be taken now: the job, or why not.
+    pub fn manual_refusal(&self, name: &str) -> Result<JobId, (String, Refusal)> {
+        let Some(job) = self.plan.job_id(name).filter(|&j| !self.retired(j)) else {
+            return Err((format!("no job `{name}`"), Refusal::UnknownJob));
+        };
+        if self.stopping {
+            return Err(("the runner is stopping".into(), Refusal::Stopping));
+        }
+        // A job whose output channel closed (its readers ended) would write into nothing.
+        if let Some(c) = self.plan.jobs[job].stdout {
+            if self.world.closed(c) {
+                let channel = &self.plan.channels[c].name;
+                let why = format!("its channel `{channel}` is closed (every writer ended): what it writes could not be read");
+                return Err((why, Refusal::CannotRun));
+            }
+        }
+        Ok(job)
     }
 
     /// A manual firing (the control API's trigger, its caller's key `key`): it obeys `max_instances` and the

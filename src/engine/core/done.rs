@@ -105,7 +105,7 @@ impl<W: World> Core<W> {
     /// and then go to whichever reader is free. (A broadcast reader's copy is its own.) Asked only of a queue
     /// that is closed and empty.
     fn coming_back(&self, channel: crate::plan::ChannelId) -> bool {
-        let from_here = |input: &Option<crate::engine::state::Batch>| {
+        let from_here = |input: &Option<crate::engine::core::runs::Batch>| {
             input.as_ref().is_some_and(|b| b.from == channel)
         };
         self.plan.channels[channel].kind == crate::document::ChannelKind::Queue

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use super::upstream::{upstream_entry, upstream_text};
 use super::{Core, Effect, Later, Manual, World};
-use crate::engine::outcome::{
+use crate::engine::core::outcome::{
     classify, restarts, retry_delay, Classified, ExitFacts, Milestone, RunResult, StoppedFor,
 };
-use crate::engine::state::{Pending, Run, RunId, RunState, StopCause};
+use crate::engine::core::runs::{Pending, Run, RunId, RunState, StopCause};
 use crate::engine::supervise::RunEnd;
 use crate::event::{Event, RunExit};
 use crate::plan::{ChannelId, ChannelKind, Job, JobId, Status, Trigger};

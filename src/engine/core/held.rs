@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::{Core, Later, Manual, World};
-use crate::engine::state::Pending;
+use crate::engine::core::runs::Pending;
 use crate::event::Event;
 use crate::plan::{JobId, Trigger};
 

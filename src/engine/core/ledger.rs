@@ -5,8 +5,8 @@
 use chrono::{DateTime, Utc};
 
 use super::{Core, Urgency, World};
-use crate::engine::outcome::{Classified, RunResult};
-use crate::engine::state::{Pending, Run, RunState, StopCause};
+use crate::engine::core::outcome::{Classified, RunResult};
+use crate::engine::core::runs::{Pending, Run, RunState, StopCause};
 use crate::plan::{JobId, Trigger};
 use crate::store::{Op, Outcome};
 

@@ -15,14 +15,18 @@ mod done;
 mod ending;
 mod held;
 mod ledger;
+mod merge;
+pub(super) mod outcome;
 mod readiness;
-mod reload;
+pub(super) mod runs;
 mod snapshot;
 mod stopping;
 #[cfg(test)]
 mod tests;
+pub(super) mod timetable;
 mod upstream;
 mod waits;
+mod watch;
 mod world;
 
 use chrono::{DateTime, Utc};
@@ -31,14 +35,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::core::runs::{JobState, Pending, Run, RunId};
 use super::envfile::FileEnv;
-use super::state::{JobState, Pending, Run, RunId};
 use super::supervise::RunEnd;
-use super::timetable::{Entry, Timetable};
-use super::watch::Watch;
 use super::Stop;
 use crate::event::Event;
 use crate::plan::{ChannelId, JobId, Plan, Trigger};
+use timetable::{Entry, Timetable};
+use watch::Watch;
 
 pub(super) use ledger::{outcome_of, NUMBER_BLOCK};
 pub(super) use world::{Urgency, World};

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::upstream::upstream_entry;
 use super::{Core, World};
-use crate::engine::outcome::{Milestone, StoppedFor};
-use crate::engine::state::{RunId, RunState, StopCause};
+use crate::engine::core::outcome::{Milestone, StoppedFor};
+use crate::engine::core::runs::{RunId, RunState, StopCause};
 use crate::event::Event;
 
 impl<W: World> Core<W> {

@@ -2,7 +2,7 @@
 //! runner (no new firings; what waits goes back; every live run stopped; a second SIGINT forces).
 
 use super::{Core, Effect, Later, World};
-use crate::engine::state::{RunId, RunState, StopCause};
+use crate::engine::core::runs::{RunId, RunState, StopCause};
 use crate::engine::Stop;
 use crate::event::Event;
 use crate::plan::JobId;

@@ -1,6 +1,6 @@
 //! `FLOWRUN_UPSTREAM`: the runs that completed a join, as JSON, bounded so a program can still be started.
 
-use crate::engine::state::Run;
+use crate::engine::core::runs::Run;
 use crate::plan::Job;
 
 /// One run as `FLOWRUN_UPSTREAM` describes it to a run its milestone fired.

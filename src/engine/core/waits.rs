@@ -5,7 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use super::Later;
-use crate::engine::state::Pending;
+use crate::engine::core::runs::Pending;
 use crate::plan::JobId;
 
 /// A count per job (a reload appends jobs: it grows as asked).

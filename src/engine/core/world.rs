@@ -5,7 +5,7 @@
 use crate::plan::{ChannelId, JobId};
 use crate::store::Op;
 
-use super::super::state::{Batch, RunId};
+use super::runs::{Batch, RunId};
 
 /// How soon a record must reach the store.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -347,3 +347,26 @@ fn an_env_file_that_cannot_be_read_fails_the_run_with_its_reason() {
         Some("cannot start `true`: a.env: no such file")
     );
 }
+
+#[test]
+fn a_manual_firing_is_refused_for_an_unknown_job_a_stopping_runner_or_a_closed_output() {
+    use crate::engine::requests::Refusal;
+    let mut h = Harness::new(
+        "
+name: t
+channels:
+  out: { kind: queue }
+jobs:
+  w: { run: 'echo', stdout: out }
+  r: { run: 'cat', stdin: out }
+",
+    );
+    let refusal = |h: &Harness, name: &str| h.core.manual_refusal(name).map_err(|(_, why)| why);
+    assert_eq!(refusal(&h, "nope"), Err(Refusal::UnknownJob));
+    assert_eq!(refusal(&h, "w"), Ok(h.job("w")));
+    h.exit("w", 0);
+    assert!(h.saw("closed out 0"));
+    assert_eq!(refusal(&h, "w"), Err(Refusal::CannotRun));
+    h.stop();
+    assert_eq!(refusal(&h, "r"), Err(Refusal::Stopping));
+}

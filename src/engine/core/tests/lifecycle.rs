@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::{killed, Harness, Input};
-use crate::engine::state::{RunState, StopCause};
+use crate::engine::core::runs::{RunState, StopCause};
 use crate::engine::Stop;
 use crate::event::Event;
 

@@ -3,12 +3,12 @@
 //! `exit a#1 failed`, `signal 1001 TERM`...). No process, no thread, no sleep: time is a number the test moves.
 //! The world is a few vectors (`Fake`); timers armed by the core fire when the test's clock passes them.
 
-mod channels;
 mod firing;
 mod joins;
 mod lifecycle;
-mod reload;
-mod store;
+mod messages;
+mod recording;
+mod reloads;
 
 use chrono::{DateTime, TimeZone, Utc};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Core, Effect, Input, Manual, Now, Setup, Urgency, World};
-use crate::engine::state::{Batch, RunId};
+use crate::engine::core::runs::{Batch, RunId};
 use crate::engine::supervise::RunEnd;
 use crate::engine::Stop;
 use crate::event::Event;

@@ -1,10 +1,10 @@
-//! The engine's mutable state, apart from the immutable plan: per job, per run, per executor.
+//! What the core keeps besides the plan: per job (counts, joins, numbers), per run, and firings on their way.
 
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::outcome::{Join, RestartBackoff};
+use crate::engine::core::outcome::{Join, RestartBackoff};
 use crate::event::JobCounts;
 use crate::plan::{ChannelId, JobId, Trigger};
 
@@ -131,7 +131,7 @@ impl Run {
         number: u64,
         executor: usize,
         state: RunState,
-        now: super::core::Now,
+        now: super::Now,
     ) -> Run {
         Run {
             job: pending.job,

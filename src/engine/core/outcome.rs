@@ -6,7 +6,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use super::broker::PumpEnd;
+use crate::engine::broker::PumpEnd;
 use crate::plan::{Restart, Status, MAX_BACKOFF};
 use crate::values::format_duration;
 
@@ -99,7 +99,7 @@ pub fn classify(f: &ExitFacts) -> Classified {
     match f.status {
         Ok(s) => {
             code = s.code();
-            signal = s.signal().map(super::process::signal_name);
+            signal = s.signal().map(crate::engine::process::signal_name);
             success = s.success();
         }
         Err(msg) => reason = Some(msg.clone()),
