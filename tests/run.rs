@@ -774,3 +774,29 @@ fn after_gives_the_runs_that_completed_the_join_in_flowrun_upstream() {
         "{log}"
     );
 }
+
+#[test]
+fn each_batches_larger_than_a_pipe_reach_their_runs_whole() {
+    // 3,000 lines of 100 bytes: a batch of more than 655 of them is more than a pipe holds, so part of it is
+    // written at the run's start and the rest by a task as the run reads. Whatever the batches were, every line
+    // arrives once, whole.
+    let f = flow(
+        "channels: { rows: { kind: queue, capacity: 5000 } }
+jobs:
+  gen: { run: \"seq 3000 | awk '{ printf \\\"%099d\\\\n\\\", $1 }'\", stdout: rows }
+  work:
+    run: awk 'length($0) == 99 { n++; s += $1 } END { printf \"%d %.0f\\n\", n, s }'
+    trigger: { each: rows, batch: 3000 }
+",
+    );
+    let (out, ev) = f.run_json();
+    assert_eq!(out.status.code(), Some(0));
+    let (mut n, mut sum) = (0u64, 0u64);
+    for line in output_lines(&ev, "work") {
+        let mut parts = line.split(' ').map(|p| p.parse::<u64>().unwrap());
+        n += parts.next().unwrap();
+        sum += parts.next().unwrap();
+    }
+    assert_eq!((n, sum), (3000, 3000 * 3001 / 2));
+    assert_eq!(channel(&ev, "rows"), (3000, 3000, 0));
+}

@@ -337,7 +337,12 @@ impl Channels {
     ) -> std::io::Result<OwnedFd> {
         if let Some(data) = input {
             let (r, w) = process::pipe()?;
-            parent.input_writer = Some((w, data.clone()));
+            // Most batches fit in the pipe: written now, and the write end closed (the run reads them, then EOF),
+            // with no task to write them. Only the rest of a larger one is left to a task.
+            let written = process::write_now(&w, data);
+            if written < data.len() {
+                parent.input_writer = Some((w, data.clone(), written));
+            }
             return Ok(r);
         }
         let Some(c) = job.stdin else {

@@ -46,53 +46,133 @@ pub struct Child {
 
 /// The runs' processes, by pid, waiting for their exit status. One reaper collects every child of the runner
 /// (`waitpid(-1)`), because the runner is a subreaper: orphans that daemonized out of a run become its children
-/// and must be reaped too. The lock is held from clone to registration, so the reaper never reaps a run it does
-/// not know yet.
-static RUNS: std::sync::Mutex<Waiters> = std::sync::Mutex::new(None);
+/// and must be reaped too. A spawn does not hold the lock across its clone (the reaper would wait that long): a
+/// child that exits before it is registered has its status kept in `early` until it is.
+static RUNS: std::sync::Mutex<Registry> = std::sync::Mutex::new(Registry {
+    waiters: None,
+    early: None,
+    in_flight: 0,
+});
 
-/// How many runs `RUNS` holds.
+/// How many runs are counted as the runner's children: from before their clone until they are reaped.
 static REGISTERED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-type Waiters = Option<HashMap<u32, tokio::sync::oneshot::Sender<ExitStatus>>>;
+pub(crate) struct Registry {
+    waiters: Option<HashMap<u32, tokio::sync::oneshot::Sender<ExitStatus>>>,
+    /// Statuses reaped while a spawn was between its clone and its registration, by pid.
+    early: Option<HashMap<u32, ExitStatus>>,
+    /// Spawns between their clone and their registration.
+    in_flight: usize,
+}
 
-fn runs() -> std::sync::MutexGuard<'static, Waiters> {
+impl Registry {
+    /// Run `pid` waits for its status (which may have come already).
+    fn register(&mut self, pid: u32, tx: tokio::sync::oneshot::Sender<ExitStatus>) {
+        self.in_flight -= 1;
+        match self.early.as_mut().and_then(|e| e.remove(&pid)) {
+            Some(status) => {
+                REGISTERED.fetch_sub(1, std::sync::atomic::Ordering::Release);
+                let _ = tx.send(status);
+            }
+            None => {
+                self.waiters
+                    .get_or_insert_with(HashMap::new)
+                    .insert(pid, tx);
+            }
+        }
+        self.forget_early();
+    }
+
+    /// With no spawn in flight, what was reaped early and not claimed was an orphan's.
+    fn forget_early(&mut self) {
+        if self.in_flight == 0 {
+            if let Some(early) = &mut self.early {
+                early.clear();
+            }
+        }
+    }
+
+    /// A reaped child: its run hears it, or it is kept for a run being registered, or it was an orphan.
+    fn reaped(&mut self, pid: u32, status: ExitStatus) {
+        if let Some(waiter) = self.waiters.as_mut().and_then(|m| m.remove(&pid)) {
+            REGISTERED.fetch_sub(1, std::sync::atomic::Ordering::Release);
+            let _ = waiter.send(status);
+        } else if self.in_flight > 0 {
+            // Counted from before its clone: uncounted now, as it is reaped (whether it was a run or an orphan).
+            self.early
+                .get_or_insert_with(HashMap::new)
+                .insert(pid, status);
+        }
+    }
+}
+
+fn runs() -> std::sync::MutexGuard<'static, Registry> {
     RUNS.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// A count of spawns, so the reaper, finding no child, sleeps until there may be one.
+static BORN: (std::sync::Mutex<u64>, std::sync::Condvar) =
+    (std::sync::Mutex::new(0), std::sync::Condvar::new());
+
+/// How long the reaper, with no child, sleeps before it looks again: an orphan that comes to the runner while no
+/// run lives is reaped within this.
+const IDLE_LOOK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Make the runner the subreaper of everything its runs start (a process that leaves a run's group by `setsid`
 /// or a double fork comes back to the runner instead of init), and start the reaper. Call once, inside the
 /// runtime, before the first spawn.
 pub fn start_reaper() -> io::Result<()> {
-    runs().get_or_insert_with(HashMap::new);
-    // Without a SIGCHLD handler (out of descriptors) children are still reaped, by looking every 20 ms: runs
-    // that never end would hold the runner for ever.
-    let sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child());
-    let handler = sigchld
-        .as_ref()
-        .err()
-        .map(|e| io::Error::new(e.kind(), e.to_string()));
-    tokio::spawn(async move {
-        let mut sigchld = sigchld.ok();
-        loop {
-            reap();
-            match &mut sigchld {
-                Some(s) => {
-                    if s.recv().await.is_none() {
-                        return;
-                    }
-                }
-                None => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
-            }
-        }
-    });
-    if let Some(e) = handler {
-        return Err(e);
-    }
+    runs().waiters.get_or_insert_with(HashMap::new);
     // SAFETY: prctl with integer arguments.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
         return Err(io::Error::last_os_error());
     }
+    // A thread blocked in waitpid hears a child's end at once, with no signal handler, pipe or task in between
+    // (that chain cost a run's end two thread switches). Without a thread, children are reaped by looking every
+    // 20 ms: runs that never end would otherwise hold the runner for ever.
+    let started = std::thread::Builder::new()
+        .name("flowrun-reaper".into())
+        .spawn(reaper);
+    if let Err(e) = started {
+        tokio::spawn(async {
+            loop {
+                reap();
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        });
+        return Err(e);
+    }
     Ok(())
+}
+
+/// The reaper: collects every child of the runner as it exits.
+fn reaper() {
+    let lock = |m: &'static std::sync::Mutex<u64>| m.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let seen = *lock(&BORN.0);
+        let mut status = 0;
+        // SAFETY: a blocking wait for any child of ours (any thread's).
+        let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if pid > 0 {
+            runs().reaped(pid as u32, ExitStatus::from_raw(status));
+            continue;
+        }
+        if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        // No child: wait for a spawn (or look again in a while, for an orphan that came meanwhile).
+        let born = lock(&BORN.0);
+        let _ = BORN
+            .1
+            .wait_timeout_while(born, IDLE_LOOK, |n| *n == seen)
+            .unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+/// A child was made: the reaper, if it found none, looks again.
+fn born() {
+    *BORN.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    BORN.1.notify_one();
 }
 
 /// Collect every exited child: a run's status goes to its waiter; an orphan is simply reaped.
@@ -105,10 +185,7 @@ pub fn reap() {
         if pid <= 0 {
             return;
         }
-        if let Some(waiter) = guard.as_mut().and_then(|m| m.remove(&(pid as u32))) {
-            REGISTERED.fetch_sub(1, std::sync::atomic::Ordering::Release);
-            let _ = waiter.send(ExitStatus::from_raw(status));
-        }
+        guard.reaped(pid as u32, ExitStatus::from_raw(status));
     }
 }
 
@@ -120,6 +197,28 @@ pub fn dev_null() -> io::Result<OwnedFd> {
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let (r, w) = os_pipe::pipe()?;
     Ok((OwnedFd::from(r), OwnedFd::from(w)))
+}
+
+/// Write what of `data` the pipe takes now, without waiting (a full pipe takes no more): how much it took.
+pub fn write_now(w: &OwnedFd, data: &[u8]) -> usize {
+    let fd = w.as_raw_fd();
+    // SAFETY: fcntl on our own descriptor; write from a live slice of its own length.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return 0;
+        }
+        let mut written = 0;
+        while written < data.len() {
+            let rest = &data[written..];
+            let n = libc::write(fd, rest.as_ptr() as *const libc::c_void, rest.len());
+            if n <= 0 {
+                break;
+            }
+            written += n as usize;
+        }
+        written
+    }
 }
 
 /// The runner's own 0, 1 and 2 must be open, or a pipe made later could take one of those numbers and then be
@@ -180,7 +279,9 @@ struct ChildArgs {
     cwd: *const libc::c_char,
     fds: [libc::c_int; 3],
     parent: libc::pid_t,
-    err_fd: libc::c_int,
+    /// Where the child reports a failure before exec (which step, errno): the parent's memory, which the child
+    /// shares until it execs or exits (CLONE_VM), read once the clone returns (as glibc's posix_spawn does).
+    report: *mut [i32; 2],
     /// The runner's CPU set, restored in the child before exec (null: nothing to restore).
     affinity: *const libc::cpu_set_t,
 }
@@ -195,8 +296,7 @@ extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
     unsafe {
         let a = &*(arg as *const ChildArgs);
         let fail = |step: i32| -> ! {
-            let report = [step, *libc::__errno_location()];
-            libc::write(a.err_fd, report.as_ptr() as *const libc::c_void, 8);
+            std::ptr::write_volatile(a.report, [step, *libc::__errno_location()]);
             libc::_exit(127)
         };
         // A fresh program starts with default dispositions (Rust ignores SIGPIPE) and no blocked signals. The
@@ -410,8 +510,8 @@ pub fn spawn(spec: SpawnSpec) -> io::Result<Child> {
     envp_ptrs.push(std::ptr::null());
     let (path, cwd) = (&exec.path, &exec.cwd);
 
-    // The child reports a failure (which step, errno) through this pipe; exec closes it on success.
-    let (err_read, err_write) = pipe()?;
+    // The child reports a failure (which step, errno) here; it stays zero when the child exec'd.
+    let mut report = [0i32; 2];
     let args = ChildArgs {
         path: path.as_ptr(),
         argv: argv_ptrs.as_ptr(),
@@ -423,7 +523,7 @@ pub fn spawn(spec: SpawnSpec) -> io::Result<Child> {
             spec.stderr.as_raw_fd(),
         ],
         parent: std::process::id() as libc::pid_t,
-        err_fd: err_write.as_raw_fd(),
+        report: &mut report,
         affinity: std::ptr::null(),
     };
     // Start the child on this CPU: the parent sleeps until the child has exec'd (CLONE_VFORK), so this CPU is
@@ -436,16 +536,27 @@ pub fn spawn(spec: SpawnSpec) -> io::Result<Child> {
             .map_or(std::ptr::null(), |o| o as *const _),
         ..args
     };
-    // Held until the child is registered (or reaped here after a failed exec): see `RUNS`.
-    let mut registry = runs();
+    // Counted before the clone: a child that exits before it is registered is kept for it (see `RUNS`).
+    runs().in_flight += 1;
     let cloned = clone_vfork(&args);
     if let Some(original) = &original {
         // SAFETY: restoring the calling thread's own CPU set.
         unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), original) };
     }
-    let pid = cloned?;
-    drop(err_write);
-    if let Some((step, error)) = exec_failure(&err_read, pid) {
+    let pid = match cloned {
+        Ok(pid) => {
+            born();
+            pid
+        }
+        Err(e) => {
+            runs().in_flight -= 1;
+            return Err(e);
+        }
+    };
+    // SAFETY: the child wrote it, if at all, before it exited; the clone returned after that.
+    let report = unsafe { std::ptr::read_volatile(&report) };
+    let mut registry = runs();
+    if let Some((step, error)) = exec_failure(&mut registry, report, pid) {
         let what = match step {
             STEP_CHDIR => format!("cannot enter {}: {error}", job.cwd.display()),
             STEP_EXEC => format!("cannot execute `{program}`: {error}"),
@@ -454,10 +565,7 @@ pub fn spawn(spec: SpawnSpec) -> io::Result<Child> {
         return Err(io::Error::new(error.kind(), what));
     }
     let (tx, status) = tokio::sync::oneshot::channel();
-    // `start_reaper` made the registry before the first spawn.
-    registry
-        .get_or_insert_with(HashMap::new)
-        .insert(pid as u32, tx);
+    registry.register(pid as u32, tx);
     drop(registry);
     Ok(Child {
         pid: pid as u32,
@@ -485,7 +593,15 @@ fn pin_to_this_cpu() -> Option<libc::cpu_set_t> {
 /// clone(CLONE_VM | CLONE_VFORK) into `child_entry`: returns once the child has exec'd or exited. The child is
 /// counted as registered from before the clone (see `orphans_exist`); the caller holds the registry lock.
 fn clone_vfork(args: &ChildArgs) -> io::Result<libc::pid_t> {
-    let mut stack = vec![0u128; 64 * 1024 / 16];
+    thread_local! {
+        /// The child's stack until it execs, one per spawning thread and reused: not allocated and zeroed at
+        /// every spawn (the child writes before it reads).
+        static STACK: std::cell::RefCell<Vec<u128>> = std::cell::RefCell::new(vec![0u128; 64 * 1024 / 16]);
+    }
+    STACK.with_borrow_mut(|stack| clone_on(stack, args))
+}
+
+fn clone_on(stack: &mut [u128], args: &ChildArgs) -> io::Result<libc::pid_t> {
     REGISTERED.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     // Every signal blocked in this thread from before the clone until the child has exec'd: the child shares
     // the runner's memory until then, and a handler run there would run on it (see `child_entry`).
@@ -517,25 +633,31 @@ fn clone_vfork(args: &ChildArgs) -> io::Result<libc::pid_t> {
     Ok(pid)
 }
 
-/// The step and error a child reported before it could exec (then it is reaped here, under the registry lock the
-/// caller holds, and uncounted); `None` when it exec'd (exec closed the pipe).
-fn exec_failure(err_read: &OwnedFd, pid: libc::pid_t) -> Option<(i32, io::Error)> {
-    let mut report = [0i32; 2];
-    // SAFETY: reading 8 bytes into an 8-byte buffer.
-    let n = unsafe {
-        libc::read(
-            err_read.as_raw_fd(),
-            report.as_mut_ptr() as *mut libc::c_void,
-            8,
-        )
-    };
-    if n != 8 {
+/// The step and error a child reported before it could exec (then it is reaped here and uncounted); `None`
+/// when it exec'd.
+fn exec_failure(
+    registry: &mut Registry,
+    report: [i32; 2],
+    pid: libc::pid_t,
+) -> Option<(i32, io::Error)> {
+    if report[0] == 0 {
         return None;
     }
-    let mut status = 0;
-    // SAFETY: reaping our own failed child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
+    registry.in_flight -= 1;
+    // The reaper may have collected it already (it is not registered); else it is reaped here, under the
+    // registry's lock, so the reaper does not look for it.
+    if registry
+        .early
+        .as_mut()
+        .and_then(|e| e.remove(&(pid as u32)))
+        .is_none()
+    {
+        let mut status = 0;
+        // SAFETY: reaping our own exited child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+    }
     REGISTERED.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    registry.forget_early();
     Some((report[0], io::Error::from_raw_os_error(report[1])))
 }
 
@@ -784,4 +906,55 @@ pub fn holding_pipe(fd: BorrowedFd) -> Vec<u32> {
         })
         .map(|e| e.pid)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: i32) -> ExitStatus {
+        ExitStatus::from_raw(code << 8)
+    }
+
+    #[test]
+    fn a_child_reaped_before_it_is_registered_has_its_status_kept_for_it() {
+        let mut registry = Registry {
+            waiters: None,
+            early: None,
+            in_flight: 1,
+        };
+        registry.reaped(42, status(3));
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        registry.register(42, tx);
+        assert_eq!(rx.try_recv().unwrap().code(), Some(3));
+        assert_eq!(registry.in_flight, 0);
+        assert!(registry.waiters.as_ref().is_none_or(|w| w.is_empty()));
+    }
+
+    #[test]
+    fn an_orphan_reaped_with_no_spawn_in_flight_is_not_kept() {
+        let mut registry = Registry {
+            waiters: None,
+            early: None,
+            in_flight: 0,
+        };
+        registry.reaped(7, status(0));
+        assert!(registry.early.as_ref().is_none_or(|e| e.is_empty()));
+        // One reaped while a spawn was in flight is forgotten once no spawn is.
+        registry.in_flight = 1;
+        registry.reaped(8, status(0));
+        let (tx, _rx) = tokio::sync::oneshot::channel();
+        registry.register(9, tx);
+        assert!(registry.early.as_ref().is_none_or(|e| e.is_empty()));
+    }
+
+    #[test]
+    fn input_that_fits_the_pipe_is_written_at_once_and_the_rest_is_left() {
+        let (r, w) = pipe().unwrap();
+        assert_eq!(write_now(&w, b"a\nb\n"), 4);
+        let big = vec![b'x'; 1 << 20];
+        let taken = write_now(&w, &big);
+        assert!(taken > 0 && taken < big.len(), "{taken}");
+        drop(r);
+    }
 }

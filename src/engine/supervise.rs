@@ -22,7 +22,8 @@ pub(crate) struct Wiring {
 #[derive(Default)]
 pub(crate) struct ParentEnds {
     /// An `each` run's messages and the pipe to write them into.
-    pub input_writer: Option<(OwnedFd, Arc<Vec<u8>>)>,
+    /// An `each` run's messages not written at its start: the write end, the messages, how much was written.
+    pub input_writer: Option<(OwnedFd, Arc<Vec<u8>>, usize)>,
     /// A `stdin:` reader's pipe (write end, a kept read end, its size) and its queue.
     pub feeder_parts: Option<(OwnedFd, OwnedFd, usize, Arc<Queue>)>,
     /// The read end of a queue or broadcast writer's output.
@@ -134,10 +135,10 @@ fn start_io(
         stdout_read,
         stderr_read,
     } = parent_ends;
-    if let Some((w, data)) = input_writer {
+    if let Some((w, data, written)) = input_writer {
         tokio::spawn(async move {
             if let Ok(mut w) = Sender::from_owned_fd(w) {
-                let _ = w.write_all(&data).await;
+                let _ = w.write_all(&data[written..]).await;
             }
         });
     }
