@@ -4,9 +4,10 @@
 //! text -> yaml (spanned tree) -> decode -> Document -> validate -> Plan (Arc) ---------------------.
 //!                                    `------------------`-> diagnostics -> render (human|json|github)  |
 //!                                                                                                      v
-//!   timetable --due--> engine loop --Input--> dispatcher --effects--> spawn / signal / channel writes
-//!   signals, --for ------^      ^                  |
-//!   runs, pumps, timers --------' (tasks)          `--> events --> report (printer, live view)
+//!   timers, signals, --for --> engine loop --Input--> core (decides) --Effects--> dispatcher (the shell): spawn,
+//!   runs' ends, requests -------^  (tasks)              |  World port:             signal, timers, answers
+//!                                                       `  queues, store           `--> events --> history (store
+//!                                                                                       sink), metrics, report
 //! ```
 //!
 //! - The front half, one folder a stage: `text` (the file's bytes and spans, its spanned YAML tree, where a quoted
@@ -14,12 +15,14 @@
 //!   durations, times and zones) -> `diagnostics` (codes and severities; `render` prints them) -> `validate` (the
 //!   rules of SPEC §2.6, which never build anything; `validate::build` makes the [`plan::Plan`] of a sound
 //!   document). `schedule` holds the pure time maths (cron sets, fire times); `limits` what a run's start may take.
-//! - `engine`: runs a plan. Its loop turns inputs into one `Input`; the dispatcher decides; `supervise` tends
-//!   each run (pumps, feeders, take-back); `broker` is the message broker; `process` the OS edge (spawn,
-//!   groups, the reaper); `outcome` the pure decisions (exit classification, delays, joins).
+//! - `engine`: runs a plan. Its loop turns inputs into one `Input`; `engine::core` decides with no I/O (unit-tested
+//!   with a fake world) and leaves effects; the dispatcher, a shell, carries them out; `supervise` tends each run
+//!   (pumps, feeders, take-back); `broker` is the message broker; `process` the OS edge (spawn, groups, the
+//!   reaper).
 //! - `event`: the typed events, rendered as JSON records or notices by `report`.
 //! - `store`: what a runner remembers (SPEC §4): the state directory, the `Store` trait and its SQLite backend,
-//!   the one writer thread; the engine records into it (`engine::record`). `inspect`: `status`, `history`, `logs`.
+//!   the one writer thread; history rows are made from the engine's events (`store::sink`). `inspect`: `status`,
+//!   `history`, `logs`.
 //! - `control`: the HTTP API on the control socket and `--listen` (SPEC §5), metrics, reload and `--watch`, and the
 //!   commands that talk to a running runner; the engine answers its requests by message (`engine::requests`,
 //!   `engine::replan`).
