@@ -55,6 +55,8 @@ mod runner;
 mod schedule;
 mod secret;
 mod store;
+/// systemd's notify protocol.
+mod systemd;
 /// The text of a workflow file: where it came from, its spanned YAML tree, where a quoted value was written.
 pub mod text;
 mod timefmt;

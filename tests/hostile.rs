@@ -140,7 +140,8 @@ fn an_env_file_that_becomes_a_fifo_or_a_device_fails_its_run_and_nothing_else() 
     assert_eq!(live.trigger("zero"), Some(1));
     assert_eq!(live.trigger("fine"), Some(0), "the runner goes on");
     let (code, ev) = live.finish();
-    assert_eq!(code, Some(1), "runs failed");
+    // Stopped on request, cleanly: 0 (SPEC §7); the failed runs are in the events and the history.
+    assert_eq!(code, Some(0));
     for job in ["fifo", "zero"] {
         let reason = exit_reason(&ev, job);
         assert!(reason.contains("not a regular file"), "{job}: {reason}");

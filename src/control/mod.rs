@@ -82,6 +82,11 @@ impl Context {
 
 /// Serve the API on the bound listeners, on its own thread, until the returned handle is stopped (or dropped);
 /// with `watch`, reload when the file changes.
-pub fn serve(listeners: Listeners, ctx: Context, watch: bool) -> Result<ApiThread, String> {
-    thread::start(listeners, ctx, watch)
+pub fn serve(
+    listeners: Listeners,
+    ctx: Context,
+    watch: bool,
+    reloads: tokio::sync::mpsc::UnboundedReceiver<()>,
+) -> Result<ApiThread, String> {
+    thread::start(listeners, ctx, watch, reloads)
 }

@@ -72,6 +72,13 @@ fn check(file: &Path, only: &[String]) -> Checked {
 /// cannot apply it (a channel in use changing kind).
 pub async fn reload(ctx: &Context) -> Response {
     let _one_at_a_time = ctx.reloading.lock().await;
+    crate::systemd::reloading();
+    let answer = check_and_apply(ctx).await;
+    crate::systemd::ready("running");
+    answer
+}
+
+async fn check_and_apply(ctx: &Context) -> Response {
     let (file, only) = (ctx.file.clone(), ctx.only.clone());
     let Ok(checked) = tokio::task::spawn_blocking(move || check(&file, &only)).await else {
         return (

@@ -47,12 +47,17 @@ impl Drop for ApiThread {
 /// Start the API's thread and wait until it serves: when the runner says it started, the listeners accept and
 /// `--watch` sees changes (a file edited right after is reloaded). `Err` with the reason when it cannot start
 /// (the listeners are closed then).
-pub fn start(listeners: Listeners, ctx: Context, watch: bool) -> Result<ApiThread, String> {
+pub fn start(
+    listeners: Listeners,
+    ctx: Context,
+    watch: bool,
+    reloads: tokio::sync::mpsc::UnboundedReceiver<()>,
+) -> Result<ApiThread, String> {
     let (stop, stopped) = oneshot::channel();
     let (serving, ready) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("flowrun-api".into())
-        .spawn(move || run(listeners, ctx, watch, serving, stopped))
+        .spawn(move || run(listeners, ctx, (watch, reloads), serving, stopped))
         .map_err(|e| format!("the control API's thread cannot start: {e}"))?;
     let api = ApiThread {
         stop: Some(stop),
@@ -68,7 +73,7 @@ pub fn start(listeners: Listeners, ctx: Context, watch: bool) -> Result<ApiThrea
 fn run(
     listeners: Listeners,
     ctx: Context,
-    watch: bool,
+    (watch, mut reloads): (bool, tokio::sync::mpsc::UnboundedReceiver<()>),
     serving: std::sync::mpsc::Sender<Result<(), String>>,
     stopped: oneshot::Receiver<()>,
 ) {
@@ -92,12 +97,52 @@ fn run(
         if watch {
             reload::watch(ctx.clone());
         }
+        // SIGHUP, heard by the engine, reloads here as `flowrun reload` does.
+        let hup = ctx.clone();
+        tokio::spawn(async move {
+            while reloads.recv().await.is_some() {
+                let _ = reload::reload(&hup).await;
+            }
+        });
+        if crate::systemd::active() {
+            tokio::spawn(keepalive(ctx.clone()));
+        }
         server::serve(listeners, ctx);
         let _ = serving.send(Ok(()));
         let _ = stopped.await;
     });
     // Dropping the tasks closes the connections and removes the socket file (see `server::serve`).
     runtime.shutdown_timeout(END_GRACE);
+}
+
+/// How often systemd hears the runner's status when it asked for no watchdog.
+const STATUS_EVERY: Duration = Duration::from_secs(5);
+
+/// While the dispatcher answers, systemd hears WATCHDOG=1 (when it asked) and a one-line status: a dispatcher
+/// that hangs stops the pings, and systemd's watchdog restarts the runner.
+async fn keepalive(ctx: Arc<Context>) {
+    let every = crate::systemd::watchdog_every().unwrap_or(STATUS_EVERY);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(status) = ctx.engine.status().await else {
+            return;
+        };
+        crate::systemd::alive(&status_line(&status));
+    }
+}
+
+/// `4 jobs: 1 running, 2 waiting; 120 runs, 3 failed`
+fn status_line(status: &crate::engine::requests::LiveStatus) -> String {
+    let running: usize = status.jobs.iter().map(|j| j.running.len()).sum();
+    let waiting: usize = status.jobs.iter().map(|j| j.waiting).sum();
+    let runs: u64 = status.jobs.iter().map(|j| j.counts.runs).sum();
+    let failed: u64 = status.jobs.iter().map(|j| j.counts.failed).sum();
+    format!(
+        "{} jobs: {running} running, {waiting} waiting; {runs} runs, {failed} failed",
+        status.jobs.len()
+    )
 }
 
 /// Nice this thread (not the process: `PRIO_PROCESS` with a thread id names one thread on Linux) by [`NICER`]

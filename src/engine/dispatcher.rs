@@ -56,6 +56,8 @@ pub(super) struct Dispatcher {
     observers: Vec<super::Observer>,
     /// Runs a previous runner left `running`, now marked interrupted (said at the start).
     recovered: u64,
+    /// Where a SIGHUP asks the control API's thread for a reload.
+    pub(super) reload_on_hup: Option<tokio::sync::mpsc::UnboundedSender<()>>,
 }
 
 /// The instant of an input.
@@ -102,6 +104,7 @@ impl Dispatcher {
             next_manual: 0,
             observers: options.observers,
             recovered,
+            reload_on_hup: None,
         }
     }
 
@@ -166,9 +169,22 @@ impl Dispatcher {
             Input::Timer => CoreInput::Timer,
             Input::Stop(stop) => CoreInput::Stop(stop),
             Input::ViewTick => return self.refresh_view(),
+            Input::Hup => return self.on_hup(),
         };
         self.core.handle(input, now());
         self.carry_out();
+    }
+
+    /// SIGHUP: the file is read and validated again and applied as by `flowrun reload`, off the dispatcher.
+    fn on_hup(&self) {
+        let asked = self
+            .reload_on_hup
+            .as_ref()
+            .is_some_and(|r| r.send(()).is_ok());
+        if !asked {
+            self.reporter
+                .notice("SIGHUP: the file cannot be reloaded (the control API did not start); the runner goes on");
+        }
     }
 
     /// The probe of a run whose process has not exited (a run that exited is never found ready, nor stopped for
@@ -463,8 +479,8 @@ impl Dispatcher {
         self.core.forced = true;
     }
 
-    /// The end: the summary.
-    pub(super) fn finish(&mut self) -> Ending {
+    /// The end: the summary (`leftovers_killed`: what was left below the runner had to be killed).
+    pub(super) fn finish(&mut self, leftovers_killed: bool) -> Ending {
         if let Some(view) = self.view.take() {
             view.finish();
         }
@@ -483,11 +499,7 @@ impl Dispatcher {
                 .channels
                 .push((channel.name.clone(), core.world.channels.counts(c)));
         }
-        let ending = match (core.forced, core.failed) {
-            (true, _) => Ending::Forced,
-            (false, true) => Ending::Failed,
-            (false, false) => Ending::Succeeded,
-        };
+        let ending = core.ending(leftovers_killed);
         let table = summary.table(self.color);
         self.emit(&Event::RunnerStop {
             code: ending.code(),

@@ -55,8 +55,14 @@ pub struct Options {
     /// Who else hears every event (the metrics).
     pub observers: Vec<Observer>,
     /// Started with the engine's handle once it runs (the control API).
-    pub serve: Option<Box<dyn FnOnce(requests::EngineHandle) + Send>>,
+    pub serve: Option<Serve>,
 }
+
+/// Starts the control API with the engine's handle; gives back where a SIGHUP asks for a reload (`None`: the API
+/// could not start, and a SIGHUP cannot reload).
+pub type Serve = Box<
+    dyn FnOnce(requests::EngineHandle) -> Option<tokio::sync::mpsc::UnboundedSender<()>> + Send,
+>;
 
 /// A subscriber to the engine's events, called on the dispatcher thread: it must be quick.
 pub type Observer = Arc<dyn Fn(&crate::event::Event) + Send + Sync>;
@@ -70,6 +76,8 @@ pub enum Ending {
     Failed,
     /// A second SIGINT forced the stop.
     Forced,
+    /// A stop asked for did not go cleanly: a run (or what it left) had to be killed after its grace.
+    Unclean,
 }
 
 impl Ending {
@@ -79,6 +87,7 @@ impl Ending {
             Ending::Succeeded => crate::exit::OK,
             Ending::Failed => crate::exit::FAILED,
             Ending::Forced => crate::exit::FORCED,
+            Ending::Unclean => crate::exit::FAILED,
         }
     }
 }
@@ -87,7 +96,7 @@ impl Ending {
 pub struct Signals {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
-    /// A closed terminal (SIGHUP) stops the workflow as gracefully as SIGTERM.
+    /// SIGHUP reloads the file (as `flowrun reload`), as daemons do (SPEC §7).
     hup: tokio::signal::unix::Signal,
 }
 
@@ -110,9 +119,9 @@ impl Signals {
             Some(Stop::Interrupt)
         } else if ready(&mut self.term) {
             Some(Stop::Signal("SIGTERM"))
-        } else if ready(&mut self.hup) {
-            Some(Stop::Signal("SIGHUP"))
         } else {
+            // A SIGHUP while the file was read: the plan is that file already.
+            let _ = ready(&mut self.hup);
             None
         }
     }
@@ -158,6 +167,8 @@ enum Input {
     Stop(Stop),
     /// Refresh the live view.
     ViewTick,
+    /// SIGHUP: reload the workflow file.
+    Hup,
 }
 
 /// Run the plan until the work is done, `run_for` elapses or a signal stops it; the summary is reported.
@@ -180,7 +191,7 @@ pub async fn run(
     let serve = options.serve.take();
     let mut d = Dispatcher::new(plan, reporter, tx.clone(), options);
     if let Some(serve) = serve {
-        serve(requests::EngineHandle { tx });
+        d.reload_on_hup = serve(requests::EngineHandle { tx });
     }
     d.start(signals.pending());
     let mut view_tick = tokio::time::interval(crate::report::TICK);
@@ -198,26 +209,28 @@ pub async fn run(
         d.handle(input.await);
     }
     // Daemons of runs that escaped every earlier clean-up (a changed environment) end with the runner.
-    if stop_what_is_left(d.final_grace(), &mut signals).await {
+    let (forced, killed) = stop_what_is_left(d.final_grace(), &mut signals).await;
+    if forced {
         d.set_forced();
     }
-    Ok(d.finish())
+    Ok(d.finish(killed))
 }
 
 /// Stop every process still below the runner: SIGTERM (each once, as they come up: a stopped daemon's children
-/// come to the runner in turn), then SIGKILL after `grace`. A SIGINT meanwhile kills at once; returns whether one
-/// came.
-async fn stop_what_is_left(grace: Duration, signals: &mut Signals) -> bool {
+/// come to the runner in turn), then SIGKILL after `grace`. A SIGINT meanwhile kills at once. Returns whether one
+/// came, and whether anything had to be killed.
+async fn stop_what_is_left(grace: Duration, signals: &mut Signals) -> (bool, bool) {
     let mut signalled = std::collections::HashSet::new();
     let deadline = tokio::time::Instant::now() + grace;
-    let mut forced = false;
+    let (mut forced, mut killed) = (false, false);
     loop {
         process::reap();
         let left = process::living_descendant_pids();
         if left.is_empty() {
-            return forced;
+            return (forced, killed);
         }
         if forced || tokio::time::Instant::now() >= deadline {
+            killed = true;
             process::signal_all(&left, libc::SIGKILL);
         } else {
             let new: Vec<u32> = left.into_iter().filter(|p| signalled.insert(*p)).collect();
@@ -250,7 +263,7 @@ async fn next_input(
             _ = view_tick.tick(), if view => Input::ViewTick,
             _ = signals.int.recv() => Input::Stop(Stop::Interrupt),
             _ = signals.term.recv() => Input::Stop(Stop::Signal("SIGTERM")),
-            _ = signals.hup.recv() => Input::Stop(Stop::Signal("SIGHUP")),
+            _ = signals.hup.recv() => Input::Hup,
             _ = sleep_until_opt(deadline), if deadline.is_some() && !stopping => Input::Stop(Stop::Deadline),
         };
     }

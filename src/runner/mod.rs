@@ -24,6 +24,8 @@ pub fn run(args: RunArgs) -> Result<i32, Error> {
     crate::engine::process::ensure_standard_fds();
     // Before any thread starts: the token leaves the environment (and the bytes of it that /proc shows).
     let token = crate::secret::take_token()?;
+    // Likewise systemd's socket: no run inherits it.
+    crate::systemd::take_from_env();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -68,7 +70,12 @@ pub fn run(args: RunArgs) -> Result<i32, Error> {
     let metrics = Arc::new(crate::control::Metrics::new());
     let observer = {
         let metrics = metrics.clone();
-        Arc::new(move |e: &crate::event::Event| metrics.observe(e)) as crate::engine::Observer
+        Arc::new(move |e: &crate::event::Event| {
+            metrics.observe(e);
+            if let crate::event::Event::RunnerStopping { .. } = e {
+                crate::systemd::stopping();
+            }
+        }) as crate::engine::Observer
     };
     let (serve, api) = api_server(
         &args,
@@ -95,6 +102,7 @@ pub fn run(args: RunArgs) -> Result<i32, Error> {
         options,
         signals,
     ));
+    crate::systemd::stopping();
     if let Some(api) = api.lock().unwrap_or_else(|e| e.into_inner()).take() {
         api.stop();
     }
@@ -157,16 +165,14 @@ fn api_server(
         Option<String>,
     ),
     reporter: Arc<Reporter>,
-) -> (
-    Box<dyn FnOnce(crate::engine::requests::EngineHandle) + Send>,
-    ApiSlot,
-) {
+) -> (crate::engine::Serve, ApiSlot) {
     let (file, watch, only) = (args.file.clone(), args.watch, args.only.clone());
     // The API's thread, ended (and its socket removed) once the engine is done.
     let api: ApiSlot = Default::default();
     let api_slot = api.clone();
     let api_reporter = reporter;
     let serve = Box::new(move |engine| {
+        let (hup, reloads) = tokio::sync::mpsc::unbounded_channel();
         let control = crate::control::Context::new(
             engine,
             metrics,
@@ -176,10 +182,20 @@ fn api_server(
             only,
             api_reporter.clone(),
         );
-        match crate::control::serve(listeners, control, watch) {
-            Ok(thread) => *api_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread),
-            Err(e) => api_reporter.notice(&e),
-        }
+        let served = crate::control::serve(listeners, control, watch, reloads);
+        let reload = match served {
+            Ok(thread) => {
+                *api_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
+                Some(hup)
+            }
+            Err(e) => {
+                api_reporter.notice(&e);
+                None
+            }
+        };
+        // The plan is loaded and the control socket serves (or said why it cannot).
+        crate::systemd::ready("running");
+        reload
     });
     (serve, api)
 }

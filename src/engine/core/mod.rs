@@ -210,6 +210,10 @@ pub(super) struct Core<W: World> {
     /// How many jobs are not done: the work is over when none is and nothing runs.
     undone: usize,
     pub stopping: bool,
+    /// The stop was asked for (a signal, `flowrun stop`), not the end of the work or `--for`.
+    pub asked_to_stop: bool,
+    /// A run had to be killed after its grace at such a stop.
+    pub unclean: bool,
     pub forced: bool,
     pub failed: bool,
     pub failed_messages: u64,
@@ -268,6 +272,8 @@ impl<W: World> Core<W> {
             watch: Watch::default(),
             undone: 0,
             stopping: false,
+            asked_to_stop: false,
+            unclean: false,
             forced: false,
             failed: false,
             failed_messages: 0,
@@ -333,6 +339,21 @@ impl<W: World> Core<W> {
     pub fn settle(&mut self) {
         self.admit();
         self.refresh();
+    }
+
+    /// How the workflow ended (SPEC §3, §7): a stop asked for that went cleanly is a success whatever failed
+    /// before (history and metrics keep the failures), so `systemctl stop` never marks the unit failed; one whose
+    /// runs had to be killed after their grace (`leftovers_killed`: what was left below the runner, at the end) is
+    /// not; a forced stop is its own code; the end of the work and `--for` say whether a run failed for good.
+    pub fn ending(&self, leftovers_killed: bool) -> super::Ending {
+        use super::Ending;
+        match (self.forced, self.asked_to_stop) {
+            (true, _) => Ending::Forced,
+            (false, true) if self.unclean || leftovers_killed => Ending::Unclean,
+            (false, true) => Ending::Succeeded,
+            (false, false) if self.failed => Ending::Failed,
+            (false, false) => Ending::Succeeded,
+        }
     }
 
     /// Nothing runs, and the work is over (every job is done) or the runner stops.
@@ -439,6 +460,10 @@ impl<W: World> Core<W> {
             Later::StoreRetry => self.on_store_retry(),
             Later::Kill(id) => {
                 if let Some(pid) = self.runs.get(&id).and_then(|r| r.state.pid()) {
+                    // A run that outlived its grace at a stop the runner was asked for: not a clean stop.
+                    if self.asked_to_stop {
+                        self.unclean = true;
+                    }
                     self.out.push_back(Effect::Signal {
                         pid,
                         signal: libc::SIGKILL,

@@ -62,10 +62,18 @@ impl<W: World> Core<W> {
     pub fn on_stop(&mut self, stop: Stop) {
         match stop {
             Stop::Interrupt if self.stopping => self.force(),
-            Stop::Interrupt => self.stop("SIGINT"),
-            Stop::Signal(name) => self.stop(name),
+            Stop::Interrupt => self.stop_asked("SIGINT"),
+            Stop::Signal(name) => self.stop_asked(name),
             Stop::Deadline => self.stop("--for elapsed"),
         }
+    }
+
+    /// A stop asked for (its exit says how cleanly it went, not what failed before).
+    fn stop_asked(&mut self, why: &str) {
+        if !self.stopping {
+            self.asked_to_stop = true;
+        }
+        self.stop(why);
     }
 
     /// Stop: no new firings; every live run is stopped; what waits is counted at the end.

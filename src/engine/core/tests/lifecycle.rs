@@ -388,3 +388,39 @@ fn a_stop_signal_that_came_before_the_start_fires_nothing() {
     assert_eq!(h.take(), ["stopping SIGTERM 0"]);
     assert!(h.core.finished());
 }
+
+#[test]
+fn a_stop_asked_for_ends_in_success_whatever_failed_unless_a_run_outlived_its_grace() {
+    use crate::engine::Ending;
+    let yaml = "name: t\njobs:\n  bad: { run: 'false' }\n  svc: { run: 'serve', stop_grace: 2s }\n";
+    // A failure, then a clean stop asked for: 0 (SPEC §7).
+    let mut h = Harness::new(yaml);
+    h.exit("bad", 1);
+    h.stop();
+    h.end("svc", killed(libc::SIGTERM));
+    assert!(h.core.failed);
+    assert_eq!(h.core.ending(false), Ending::Succeeded);
+    assert_eq!(
+        h.core.ending(true),
+        Ending::Unclean,
+        "leftovers had to be killed"
+    );
+    // A run that needed SIGKILL after its grace: not clean.
+    let mut h = Harness::new(yaml);
+    h.stop();
+    h.advance(Duration::from_secs(2));
+    h.end("svc", killed(libc::SIGKILL));
+    h.exit("bad", 0);
+    assert_eq!(h.core.ending(false), Ending::Unclean);
+    // `--for` keeps the codes of the work: a failure is a failure.
+    let mut h = Harness::new(yaml);
+    h.exit("bad", 1);
+    h.input(Input::Stop(Stop::Deadline));
+    h.end("svc", killed(libc::SIGTERM));
+    assert_eq!(h.core.ending(false), Ending::Failed);
+    // A second Ctrl-C forces.
+    let mut h = Harness::new(yaml);
+    h.input(Input::Stop(Stop::Interrupt));
+    h.input(Input::Stop(Stop::Interrupt));
+    assert_eq!(h.core.ending(false), Ending::Forced);
+}
