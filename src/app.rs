@@ -54,6 +54,8 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
         | Command::Logs { .. }
         | Command::Trigger { .. }
         | Command::Stop { .. }
+        | Command::Pause { .. }
+        | Command::Resume { .. }
         | Command::Reload { .. }) => on_state(command),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -117,6 +119,15 @@ fn on_state(command: Command) -> Result<i32, Error> {
         }
         Command::Reload { file, state } => {
             crate::control::commands::reload(&file, state.dir.as_deref())
+        }
+        Command::Pause {
+            file,
+            job,
+            span,
+            state,
+        } => crate::control::commands::pause(&file, &job, span, state.dir.as_deref()),
+        Command::Resume { file, job, state } => {
+            crate::control::commands::resume(&file, &job, state.dir.as_deref())
         }
         // `main` gives only the commands above.
         _ => Err(Error::Setup("not a command on a state".into())),

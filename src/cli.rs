@@ -120,6 +120,28 @@ pub enum Command {
         #[command(flatten)]
         state: StateArg,
     },
+    /// Pause a job of the running runner: it fires nothing (its live runs go on) until resumed; remembered
+    /// across restarts.
+    Pause {
+        /// The workflow file.
+        file: PathBuf,
+        /// The job.
+        job: String,
+        /// Resume by itself after this long (e.g. `2h`).
+        #[arg(long = "for", value_parser = parse_duration_arg)]
+        span: Option<std::time::Duration>,
+        #[command(flatten)]
+        state: StateArg,
+    },
+    /// Resume a paused job of the running runner.
+    Resume {
+        /// The workflow file.
+        file: PathBuf,
+        /// The job.
+        job: String,
+        #[command(flatten)]
+        state: StateArg,
+    },
     /// Make the running runner read the file again (exit 1 with the diagnostics when the new text is rejected).
     Reload {
         /// The workflow file.

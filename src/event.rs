@@ -136,6 +136,14 @@ pub enum Event {
         changed: Vec<String>,
     },
     /// A reload was refused: the old plan goes on. `report`: the diagnostics, as text.
+    /// A job was paused (until then, or until resumed); also said at a start for a pause remembered.
+    JobPaused {
+        job: String,
+        until: Option<DateTime<Utc>>,
+    },
+    JobResumed {
+        job: String,
+    },
     ReloadRejected {
         errors: usize,
         /// The first problem, one line.
@@ -187,6 +195,8 @@ impl RunExit {
 #[derive(Debug, Clone)]
 pub enum SkipReason {
     MaxInstances(usize),
+    /// The job is paused (`flowrun pause`).
+    Paused,
     /// An `after` join that can never fire: the text names the jobs and the status.
     JoinDead(String),
 }
@@ -196,6 +206,7 @@ impl SkipReason {
     pub fn text(&self) -> String {
         match self {
             SkipReason::MaxInstances(n) => format!("max_instances ({n}) runs are alive"),
+            SkipReason::Paused => "paused".to_string(),
             SkipReason::JoinDead(text) => text.clone(),
         }
     }
@@ -342,6 +353,14 @@ impl Event {
             Event::RunnerStopping { reason, .. } => Record {
                 reason: Some(reason.clone()),
                 ..Record::new("runner.stopping", ts)
+            },
+            Event::JobPaused { job, .. } => Record {
+                reason: self.notice(false),
+                ..Record::new("job.paused", ts).job(job, None)
+            },
+            Event::JobResumed { job } => Record {
+                reason: self.notice(false),
+                ..Record::new("job.resumed", ts).job(job, None)
             },
             Event::RunnerStop { code, summary } => Record {
                 code: Some(*code),
@@ -545,7 +564,13 @@ impl Event {
                     format!("{job} skipped: max_instances ({n}) reached")
                 }
                 SkipReason::JoinDead(text) => format!("{job} skipped for good: {text}"),
+                SkipReason::Paused => format!("{job} skipped: paused"),
             }),
+            Event::JobPaused { job, until } => Some(match until {
+                Some(t) => format!("{job} is paused until {}", timestamp(*t)),
+                None => format!("{job} is paused (until `flowrun resume`)"),
+            }),
+            Event::JobResumed { job } => Some(format!("{job} is resumed")),
             Event::RunMissed { job, scheduled, .. } => Some(format!(
                 "{job} missed its firing at {}",
                 timestamp(*scheduled)

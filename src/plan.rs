@@ -119,6 +119,8 @@ pub struct Job {
     pub dead_letter: Option<ChannelId>,
     /// A readiness probe (SPEC §6).
     pub ready: Option<Box<Probe>>,
+    /// `enabled: false`: never fired by its triggers (a manual firing or `--only` still runs it).
+    pub enabled: bool,
     /// Removed by a reload: kept in place (indices stay stable for live runs), never fired again.
     pub retired: bool,
 }
@@ -337,8 +339,28 @@ impl Plan {
                 job.retire();
                 continue;
             }
+            // Selected, it runs, whatever `enabled` says (that is how one tries a disabled job).
+            job.enabled = true;
+            // The order `after` gives between selected jobs is kept (an alert after the backup it reports on);
+            // anything else fires once, now.
+            let joins: Vec<Trigger> = job
+                .triggers
+                .iter()
+                .filter_map(|t| match t {
+                    Trigger::After { jobs, status } => {
+                        let kept: Vec<JobId> =
+                            jobs.iter().copied().filter(|&u| selected[u]).collect();
+                        (!kept.is_empty()).then_some(Trigger::After {
+                            jobs: kept,
+                            status: *status,
+                        })
+                    }
+                    _ => None,
+                })
+                .collect();
             job.triggers = match job.each() {
                 Some((c, batch)) if writes(c) => vec![Trigger::Each { channel: c, batch }],
+                _ if !joins.is_empty() => joins,
                 _ => vec![Trigger::Start],
             };
             if job.stdin.is_some_and(|c| !writes(c)) {

@@ -1838,3 +1838,126 @@ fn a_client_that_half_closes_after_its_request_gets_its_answer() {
 /// A stream to read and write (Unix or TCP).
 trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
+
+#[test]
+fn a_paused_job_fires_nothing_is_shown_paused_and_stays_paused_across_a_restart() {
+    let (dir, file) = flow(&format!(
+        "jobs:\n  tick:\n    run: 'true'\n    trigger: {{ interval: 50ms }}\n  keep:\n    run: 'true'\n    trigger: {NEVER}\n"
+    ));
+    let state = state_of(&dir);
+    let f = file.to_str().unwrap();
+    let mut runner = Runner::start(&file, &state, &[]);
+    let paused = flowrun(&["pause", f, "tick"], &state);
+    assert_eq!(paused.status.code(), Some(0), "{paused:?}");
+    assert_eq!(
+        text(&paused.stdout),
+        "tick: paused (until `flowrun resume`)\n"
+    );
+    runner.wait_for(|e| e["event"] == "job.paused" && e["job"] == "tick");
+    // Its time firings are skipped as paused (history rows too); a manual firing is refused with why.
+    runner
+        .wait_for(|e| e["event"] == "run.skipped" && e["job"] == "tick" && e["reason"] == "paused");
+    let (code, body) = unix(&state, "POST", "/api/v1/jobs/tick/trigger", "");
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        json(&body)["error"].as_str().unwrap().contains("paused"),
+        "{body}"
+    );
+    let status = json(&text(
+        &flowrun(&["status", f, "--format", "json"], &state).stdout,
+    ));
+    let tick = &status["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job"] == "tick")
+        .unwrap()
+        .clone();
+    assert_eq!(tick["paused"], true);
+    assert!(
+        tick["state"].as_str().unwrap().starts_with("paused"),
+        "{tick}"
+    );
+    let (_, metrics) = unix(&state, "GET", "/metrics", "");
+    assert!(
+        metrics.contains("flowrun_job_paused{job=\"tick\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("flowrun_job_paused{job=\"keep\"} 0"),
+        "{metrics}"
+    );
+    let unknown = flowrun(&["pause", f, "nope"], &state);
+    assert_eq!(unknown.status.code(), Some(2));
+    // Remembered: a runner started again has it paused from its start; `status` without a runner says so too.
+    let stop = flowrun(&["stop", f], &state);
+    assert_eq!(stop.status.code(), Some(0));
+    let (code, events) = runner.finish();
+    assert_eq!(code, Some(0));
+    let rows = json(&text(
+        &flowrun(&["history", f, "tick", "--format", "json"], &state).stdout,
+    ));
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["outcome"] == "skipped" && r["reason"] == "paused"),
+        "{rows}"
+    );
+    // Nothing of it started once it was paused (events are in the order the dispatcher decided them).
+    let since = events
+        .iter()
+        .position(|e| e["event"] == "job.paused")
+        .unwrap();
+    let started = events[since..]
+        .iter()
+        .any(|e| e["event"] == "run.start" && e["job"] == "tick");
+    assert!(!started);
+    let offline = text(&flowrun(&["status", f], &state).stdout);
+    assert!(offline.contains("paused"), "{offline}");
+    let mut runner = Runner::start(&file, &state, &[]);
+    runner.wait_for(|e| e["event"] == "job.paused" && e["job"] == "tick");
+    let resumed = flowrun(&["resume", f, "tick"], &state);
+    assert_eq!(text(&resumed.stdout), "tick: resumed\n");
+    runner.wait_for(|e| e["event"] == "run.start" && e["job"] == "tick");
+    let again = flowrun(&["resume", f, "tick"], &state);
+    assert_eq!(text(&again.stdout), "tick: was not paused\n");
+    assert_eq!(flowrun(&["stop", f], &state).status.code(), Some(0));
+    runner.finish();
+}
+
+#[test]
+fn a_pause_for_a_while_ends_by_itself() {
+    let (dir, file) = flow("jobs:\n  tick:\n    run: 'true'\n    trigger: { interval: 50ms }\n");
+    let state = state_of(&dir);
+    let f = file.to_str().unwrap();
+    let mut runner = Runner::start(&file, &state, &[]);
+    let paused = flowrun(&["pause", f, "tick", "--for", "1s"], &state);
+    assert!(
+        text(&paused.stdout).starts_with("tick: paused until "),
+        "{paused:?}"
+    );
+    runner.wait_for(|e| e["event"] == "job.resumed" && e["job"] == "tick");
+    runner.wait_for(|e| e["event"] == "run.start" && e["job"] == "tick");
+    let (status, body) = unix(&state, "POST", "/api/v1/jobs/tick/pause?for=soon", "");
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(flowrun(&["stop", f], &state).status.code(), Some(0));
+    runner.finish();
+}
+
+#[test]
+fn a_disabled_job_is_validated_never_fires_and_runs_by_hand_or_with_only() {
+    let (_dir, file) =
+        flow("jobs:\n  off:\n    run: echo ran\n    enabled: false\n  on:\n    run: echo on\n");
+    let (code, ev) = common::run_json(&file, &["--state", "none"]);
+    assert_eq!(code, Some(0));
+    assert!(common::output_lines(&ev, "off").is_empty());
+    assert_eq!(common::output_lines(&ev, "on"), ["on"]);
+    let (code, ev) = common::run_json(&file, &["--state", "none", "--only", "off"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(common::output_lines(&ev, "off"), ["ran"]);
+    let (_dir, bad) = flow("jobs:\n  off:\n    run: 'true'\n    enabled: nope\n");
+    let found = common::diagnostics(&bad);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!((found[0].1, found[0].2), (4, 14), "{found:?}");
+}

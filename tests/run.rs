@@ -800,3 +800,41 @@ jobs:
     assert_eq!((n, sum), (3000, 3000 * 3001 / 2));
     assert_eq!(channel(&ev, "rows"), (3000, 3000, 0));
 }
+
+#[test]
+fn only_keeps_the_after_order_between_the_selected_jobs() {
+    // `--only backup alert`: the alert waits for the backup it reports on, and is told about it.
+    let f = flow(
+        "jobs:
+  backup: { run: 'echo backing up; exit 4', trigger: { cron: \"0 3 * * *\" } }
+  alert:
+    run: 'echo \"alert: $FLOWRUN_UPSTREAM\"'
+    trigger: { after: backup, status: failure }
+  other: { run: echo other }
+",
+    );
+    let out = common::cmd()
+        .arg(&f.file)
+        .args([
+            "--log-format",
+            "json",
+            "--state",
+            "none",
+            "--only",
+            "backup",
+            "alert",
+        ])
+        .output()
+        .unwrap();
+    let ev = events(&out.stderr);
+    let backup_end = ev
+        .iter()
+        .position(|e| e["event"] == "run.exit" && e["job"] == "backup");
+    let alert_start = ev
+        .iter()
+        .position(|e| e["event"] == "run.start" && e["job"] == "alert");
+    assert!(backup_end.unwrap() < alert_start.unwrap(), "{ev:#?}");
+    let said = output_lines(&ev, "alert");
+    assert!(said[0].contains("\"job\":\"backup\""), "{said:?}");
+    assert!(output_lines(&ev, "other").is_empty());
+}

@@ -28,6 +28,8 @@ pub fn router(ctx: Arc<Context>, tcp: bool) -> Router {
         .route("/api/v1/history", get(super::history_pages::history))
         .route("/api/v1/jobs/{job}/trigger", post(trigger))
         .route("/api/v1/jobs/{job}/stop", post(stop_job))
+        .route("/api/v1/jobs/{job}/pause", post(super::pause::pause))
+        .route("/api/v1/jobs/{job}/resume", post(super::pause::resume))
         .route("/api/v1/stop", post(stop_runner))
         .route("/api/v1/reload", post(reload))
         .fallback(not_found)
@@ -44,7 +46,7 @@ pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response 
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-fn engine_gone() -> Response {
+pub(super) fn engine_gone() -> Response {
     error(
         StatusCode::SERVICE_UNAVAILABLE,
         "the runner is shutting down",
@@ -234,7 +236,7 @@ async fn trigger(
         TriggerReply::Refused { reason, why } => {
             let status = match why {
                 Refusal::UnknownJob => StatusCode::NOT_FOUND,
-                Refusal::CannotRun => StatusCode::CONFLICT,
+                Refusal::CannotRun | Refusal::Paused => StatusCode::CONFLICT,
                 Refusal::Stopping => StatusCode::SERVICE_UNAVAILABLE,
             };
             return (

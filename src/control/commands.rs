@@ -161,6 +161,62 @@ pub fn stop(file: &Path, job: Option<&str>, state: Option<&str>) -> Result<i32, 
     }
 }
 
+/// `flowrun pause FILE JOB [--for DUR]`.
+pub fn pause(
+    file: &Path,
+    job: &str,
+    span: Option<std::time::Duration>,
+    state: Option<&str>,
+) -> Result<i32, Error> {
+    let mut path = format!("/api/v1/jobs/{}/pause", encode_segment(job));
+    if let Some(d) = span {
+        path.push_str(&format!("?for={}s", d.as_secs().max(1)));
+    }
+    let (status, body) = ask(
+        file,
+        state,
+        "POST",
+        &path,
+        None,
+        Some(super::timeouts::answer()),
+    )?;
+    match status {
+        200 => {
+            match body["until"].as_str() {
+                Some(until) => line_out(format_args!("{job}: paused until {until}")),
+                None => line_out(format_args!("{job}: paused (until `flowrun resume`)")),
+            }
+            Ok(crate::exit::OK)
+        }
+        404 | 400 => Err(Error::usage(said(&body))),
+        _ => Err(Error::Setup(said(&body))),
+    }
+}
+
+/// `flowrun resume FILE JOB`.
+pub fn resume(file: &Path, job: &str, state: Option<&str>) -> Result<i32, Error> {
+    let path = format!("/api/v1/jobs/{}/resume", encode_segment(job));
+    let (status, body) = ask(
+        file,
+        state,
+        "POST",
+        &path,
+        None,
+        Some(super::timeouts::answer()),
+    )?;
+    match status {
+        200 => {
+            match body["was_paused"].as_bool() {
+                Some(true) => line_out(format_args!("{job}: resumed")),
+                _ => line_out(format_args!("{job}: was not paused")),
+            }
+            Ok(crate::exit::OK)
+        }
+        404 => Err(Error::usage(said(&body))),
+        _ => Err(Error::Setup(said(&body))),
+    }
+}
+
 pub fn reload(file: &Path, state: Option<&str>) -> Result<i32, Error> {
     // A large file takes a while to validate.
     let (status, body) = ask(

@@ -60,6 +60,7 @@ pub struct Metrics {
     running: Family<JobLabel, Gauge>,
     last_success: Family<JobLabel, FloatGauge>,
     next_fire: Family<JobLabel, FloatGauge>,
+    paused: Family<JobLabel, Gauge>,
     channel_messages: Family<ChannelDirection, Counter>,
     channel_waiting: Family<ChannelLabel, Gauge>,
     cpu: Counter<f64, AtomicU64>,
@@ -90,6 +91,7 @@ impl Metrics {
             running: Family::default(),
             last_success: Family::default(),
             next_fire: Family::default(),
+            paused: Family::default(),
             channel_messages: Family::default(),
             channel_waiting: Family::default(),
             cpu: Counter::default(),
@@ -116,6 +118,11 @@ impl Metrics {
             m.lateness.clone(),
         );
         r.register("flowrun_runs_running", "Live runs", m.running.clone());
+        r.register(
+            "flowrun_job_paused",
+            "1 while the job is paused (flowrun pause), else 0",
+            m.paused.clone(),
+        );
         r.register(
             "flowrun_firings_missed",
             "Firings handled later than misfire_grace",
@@ -221,6 +228,7 @@ impl Metrics {
             self.running
                 .get_or_create(&label)
                 .set(j.running.len() as i64);
+            self.paused.get_or_create(&label).set(j.paused as i64);
             if let Some(t) = j.last_success {
                 self.last_success
                     .get_or_create(&label)
@@ -262,6 +270,7 @@ impl Metrics {
             self.running.remove(&label);
             self.next_fire.remove(&label);
             self.last_success.remove(&label);
+            self.paused.remove(&label);
         }
         for gone in present.1.iter().filter(|c| !channels.contains(c)) {
             self.channel_waiting.remove(&ChannelLabel {

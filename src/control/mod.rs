@@ -8,6 +8,7 @@ mod coalesce;
 pub mod commands;
 mod history_pages;
 pub mod metrics;
+mod pause;
 mod procfs;
 mod readers;
 mod reload;

@@ -35,7 +35,7 @@ const OPTION_KEYS: &[&str] = &[
     "dead_letter",
     "ready",
 ];
-const JOB_ONLY_KEYS: &[&str] = &["run", "trigger", "stdin", "stdout"];
+const JOB_ONLY_KEYS: &[&str] = &["run", "trigger", "stdin", "stdout", "enabled"];
 const RETRY_KEYS: &[&str] = &["attempts", "backoff", "on"];
 const RESTART_KEYS: &[&str] = &["policy", "max", "window"];
 const PROBE_KINDS: &[&str] = &["log", "http", "tcp", "exec"];
@@ -583,6 +583,7 @@ impl Decoder<'_> {
         let trigger = f.get("trigger").and_then(|n| self.triggers(n));
         let stdin = f.get("stdin").and_then(|n| self.name_ref(n, "channel"));
         let stdout = f.get("stdout").and_then(|n| self.name_ref(n, "channel"));
+        let enabled = f.get("enabled").and_then(|n| self.boolean(n));
         let options = self.options(&f);
         // A job whose `run` is missing or bad is kept (with an empty command that can never reach a plan, since
         // its error is already reported) so its channels and links still count and no false warnings follow.
@@ -591,6 +592,7 @@ impl Decoder<'_> {
             trigger,
             stdin,
             stdout,
+            enabled,
             options,
         })
     }

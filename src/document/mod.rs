@@ -266,6 +266,8 @@ pub struct JobSpec {
     pub stdin: Option<Sp<String>>,
     /// A channel the job's standard output feeds.
     pub stdout: Option<Sp<String>>,
+    /// `false`: the job is validated but never fires (`--only` and a manual trigger still run it). Default true.
+    pub enabled: Option<Sp<bool>>,
     #[schemars(flatten)]
     pub options: JobOptions,
 }

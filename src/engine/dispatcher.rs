@@ -436,6 +436,7 @@ impl Dispatcher {
                 failed: job.counts.failed,
                 last_exit: job.last_exit,
                 next_fire: job.next,
+                paused: job.paused.is_some(),
             })
             .collect();
         let core = &self.core;

@@ -101,6 +101,7 @@ impl Recorder {
             last_runs: memory.last_runs,
             last_success: memory.last_success,
             numbers_on_disk: self.numbers_on_disk,
+            paused: memory.paused,
             log_dir,
         }
     }

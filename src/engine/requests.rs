@@ -31,6 +31,17 @@ pub enum Request {
         job: Option<String>,
         reply: oneshot::Sender<Result<usize, String>>,
     },
+    /// Pause a job (until then, or until resumed).
+    Pause {
+        job: String,
+        until: Option<DateTime<Utc>>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Resume a job: whether it was paused.
+    Resume {
+        job: String,
+        reply: oneshot::Sender<Result<bool, String>>,
+    },
 }
 
 /// A running runner, as the API shows it.
@@ -57,6 +68,11 @@ pub struct LiveJob {
     pub counts: JobCounts,
     pub last_exit: Option<String>,
     pub last_success: Option<DateTime<Utc>>,
+    /// Paused (`flowrun pause`): it fires nothing.
+    pub paused: bool,
+    /// When a pause ends by itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_until: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -103,6 +119,8 @@ pub enum Refusal {
     UnknownJob,
     /// Its output channel is closed.
     CannotRun,
+    /// It is paused.
+    Paused,
     Stopping,
 }
 
@@ -189,6 +207,25 @@ impl EngineHandle {
         self.ask(Request::Shutdown)
     }
 
+    pub async fn pause(
+        &self,
+        job: &str,
+        until: Option<DateTime<Utc>>,
+    ) -> Option<Result<(), String>> {
+        let (reply, answer) = oneshot::channel();
+        let job = job.to_string();
+        self.ask(Request::Pause { job, until, reply })
+            .then_some(())?;
+        answer.await.ok()
+    }
+
+    pub async fn resume(&self, job: &str) -> Option<Result<bool, String>> {
+        let (reply, answer) = oneshot::channel();
+        let job = job.to_string();
+        self.ask(Request::Resume { job, reply }).then_some(())?;
+        answer.await.ok()
+    }
+
     pub async fn stop(&self, job: Option<&str>) -> Option<Result<usize, String>> {
         let (reply, answer) = oneshot::channel();
         self.ask(Request::Stop {
@@ -230,6 +267,12 @@ impl Dispatcher {
             }
             Request::Stop { job, reply } => {
                 let _ = reply.send(self.core.stop_jobs(job.as_deref(), now()));
+            }
+            Request::Pause { job, until, reply } => {
+                let _ = reply.send(self.core.pause(&job, until, now()));
+            }
+            Request::Resume { job, reply } => {
+                let _ = reply.send(self.core.resume(&job, now()));
             }
         }
     }
@@ -345,6 +388,8 @@ impl Dispatcher {
                 counts: job.counts,
                 last_exit: job.last_exit,
                 last_success: job.last_success,
+                paused: job.paused.is_some(),
+                paused_until: job.paused.flatten(),
             })
             .collect();
         let core = &self.core;

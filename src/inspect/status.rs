@@ -46,6 +46,12 @@ struct JobStatus {
     next: Option<DateTime<Utc>>,
     runs_24h: u64,
     failures_24h: u64,
+    /// Paused (`flowrun pause`): it fires nothing.
+    paused: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    paused_until: Option<DateTime<Utc>>,
+    /// `enabled: false` in the file.
+    enabled: bool,
 }
 
 pub fn status(file: &Path, state: Option<&str>, format: Mode) -> Result<i32, Error> {
@@ -130,11 +136,30 @@ pub fn status(file: &Path, state: Option<&str>, format: Mode) -> Result<i32, Err
                 .map(|t| t.with_timezone(&Utc)),
             None => next_fire(job, &memory, now),
         };
-        let state = match (running, &last) {
+        // Paused: as the live runner says, else as the state remembers it.
+        let (paused, paused_until) = match &now_live {
+            Some(j) => (
+                j["paused"].as_bool().unwrap_or(false),
+                j["paused_until"]
+                    .as_str()
+                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.with_timezone(&Utc)),
+            ),
+            None => match memory.paused.get(&job.name) {
+                Some(until) if until.is_none_or(|t| t > now) => (true, *until),
+                _ => (false, None),
+            },
+        };
+        let mut state = match (running, &last) {
             (n, _) if n > 0 => format!("running {n}"),
             (_, Some(_)) => "idle".to_string(),
             (_, None) => "never run".to_string(),
         };
+        if !job.enabled {
+            state = format!("disabled, {state}");
+        } else if paused {
+            state = format!("paused, {state}");
+        }
         jobs.push(JobStatus {
             job: job.name.clone(),
             state,
@@ -145,6 +170,9 @@ pub fn status(file: &Path, state: Option<&str>, format: Mode) -> Result<i32, Err
             next,
             runs_24h: mine().filter(|r| r.run.is_some()).count() as u64,
             failures_24h: mine().filter(|r| r.outcome.is_failure()).count() as u64,
+            paused,
+            paused_until,
+            enabled: job.enabled,
         });
     }
     let status = Status {

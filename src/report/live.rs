@@ -19,6 +19,8 @@ pub struct JobLine {
     pub next_fire: Option<chrono::DateTime<chrono::Utc>>,
     /// Of the running runs, how many passed their readiness probe (`None`: the job has no probe).
     pub ready: Option<usize>,
+    /// Paused (`flowrun pause`).
+    pub paused: bool,
 }
 
 /// What the view shows of one channel.
@@ -141,6 +143,8 @@ impl LiveView {
                 }
             } else if j.running > 0 {
                 paint(format!("{:<12}", format!("running {}", j.running)), "32")
+            } else if j.paused {
+                paint(format!("{:<12}", "paused"), "33")
             } else if j.waiting > 0 {
                 paint(format!("{:<12}", format!("waiting {}", j.waiting)), "33")
             } else if j.done {

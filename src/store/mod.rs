@@ -18,7 +18,7 @@ use std::path::PathBuf;
 pub use sqlite::{Page, SqliteStore};
 
 /// The schema version this flowrun writes; a database of a newer one is refused, never rewritten.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -165,16 +165,32 @@ pub enum Op {
     },
     /// Rows left `running` by a runner that died, started before `before` (this runner's start), are
     /// `interrupted` (the start could not write it: the store was full).
-    Recover { before: DateTime<Utc> },
+    Recover {
+        before: DateTime<Utc>,
+    },
     /// A new row (a run that started, a skip, a miss).
     Append(Box<RunRow>),
     /// A run's row, now ended (inserted when its start was never written: a run that could not start).
     Update(Box<RunRow>),
     /// Run numbers up to `upto` may be given to this job's runs (a runner reserves blocks ahead, so numbers are
     /// never reused after a crash; a crash leaves a gap instead). Only moves up.
-    Reserve { job: String, upto: u64 },
+    Reserve {
+        job: String,
+        upto: u64,
+    },
     /// At a clean stop: the last number really given (the unused rest of the reserved block is given back).
-    Settle { job: String, last: u64 },
+    Settle {
+        job: String,
+        last: u64,
+    },
+    /// The job is paused (until then, or until resumed): remembered across restarts.
+    Pause {
+        job: String,
+        until: Option<DateTime<Utc>>,
+    },
+    Resume {
+        job: String,
+    },
 }
 
 /// What `history` asks for.
@@ -198,6 +214,8 @@ pub struct Memory {
     pub last_success: HashMap<String, DateTime<Utc>>,
     /// Jobs with a remembered instant that is not a time or lies ahead of the clock: their triggers start afresh.
     pub forgotten: Vec<String>,
+    /// Paused jobs, and until when (`None`: until resumed).
+    pub paused: HashMap<String, Option<DateTime<Utc>>>,
 }
 
 /// The store of one workflow's state. Each method names how a Redis backend would do it atomically.

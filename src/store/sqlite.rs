@@ -17,7 +17,8 @@ const INTERRUPTED: &str =
     "'the runner ended (killed or the machine stopped) while the run was alive'";
 
 /// Each migration takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE runs (
     id          INTEGER PRIMARY KEY,
     job         TEXT NOT NULL,
@@ -51,7 +52,14 @@ CREATE TABLE counters (
     job      TEXT PRIMARY KEY,
     last_run INTEGER NOT NULL
 );
-"];
+",
+    "
+CREATE TABLE paused (
+    job   TEXT PRIMARY KEY,
+    until TEXT
+);
+",
+];
 
 pub struct SqliteStore {
     dir: PathBuf,
@@ -474,6 +482,19 @@ impl Store for SqliteStore {
                 memory.last_success.insert(job, at);
             }
         }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT job, until FROM paused")
+            .map_err(e)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+            })
+            .map_err(e)?;
+        for row in rows {
+            let (job, until) = row.map_err(e)?;
+            memory.paused.insert(job, parse_time(until));
+        }
         Ok(memory)
     }
 
@@ -528,6 +549,18 @@ impl Store for SqliteStore {
                 Op::Append(row) => insert(&tx, row).map_err(e)?,
                 Op::Update(row) => update(&tx, row).map_err(e)?,
                 Op::Reserve { job, upto } => raise_counter(&tx, job, *upto).map_err(e)?,
+                Op::Pause { job, until } => {
+                    tx.execute(
+                        "INSERT INTO paused (job, until) VALUES (?1, ?2)
+                         ON CONFLICT (job) DO UPDATE SET until = excluded.until",
+                        params![job, until.map(timestamp)],
+                    )
+                    .map_err(e)?;
+                }
+                Op::Resume { job } => {
+                    tx.execute("DELETE FROM paused WHERE job = ?1", params![job])
+                        .map_err(e)?;
+                }
                 Op::Settle { job, last } => {
                     tx.execute(
                         "INSERT INTO counters (job, last_run) VALUES (?1, ?2)

@@ -163,6 +163,7 @@ impl<'d> Rules<'d, '_> {
                 .map_or(plan::DEFAULT_STOP_GRACE, |d| d.value.0),
             dead_letter: ch(&o.dead_letter)?,
             ready: o.ready.as_ref().and_then(|r| probe(&r.value)).map(Box::new),
+            enabled: r.job.enabled.as_ref().is_none_or(|e| e.value),
             retired: false,
         })
     }

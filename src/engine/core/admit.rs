@@ -20,10 +20,18 @@ impl<W: World> Core<W> {
             self.manual_skipped(pending.manual, "the job can fire no more".into());
             return false;
         }
+        // `enabled: false`: its triggers fire nothing (a manual firing runs it).
+        if !self.plan.jobs[job].enabled && pending.manual.is_none() {
+            return false;
+        }
         let max = self.plan.jobs[job].max_instances;
-        if self.instances(job) >= max {
+        let paused = self.is_paused(job);
+        if paused || self.instances(job) >= max {
             self.jobs[job].counts.skipped += 1;
-            let why = SkipReason::MaxInstances(max);
+            let why = match paused {
+                true => SkipReason::Paused,
+                false => SkipReason::MaxInstances(max),
+            };
             self.manual_skipped(pending.manual, why.text());
             self.emit(Event::RunSkipped {
                 job: self.plan.jobs[job].name.clone(),
@@ -44,6 +52,14 @@ impl<W: World> Core<W> {
         };
         if self.stopping {
             return Err(("the runner is stopping".into(), Refusal::Stopping));
+        }
+        if let Some(p) = &self.jobs[job].paused {
+            let until = p
+                .until
+                .map(|t| format!(" until {}", crate::event::timestamp(t)))
+                .unwrap_or_default();
+            let why = format!("`{name}` is paused{until}: `flowrun resume` it first");
+            return Err((why, Refusal::Paused));
         }
         // A job whose output channel closed (its readers ended) would write into nothing.
         if let Some(c) = self.plan.jobs[job].stdout {
@@ -113,7 +129,8 @@ impl<W: World> Core<W> {
         let Some((channel, batch)) = self.plan.jobs[job].each() else {
             return;
         };
-        if self.stopping || self.jobs[job].done {
+        // A paused job's messages wait in their queue.
+        if self.stopping || self.jobs[job].done || self.is_paused(job) {
             return;
         }
         let trigger = self.plan.jobs[job]

@@ -80,7 +80,7 @@ impl<W: World> Core<W> {
     }
 
     fn can_fire_again(&self, j: JobId) -> bool {
-        if self.stopping {
+        if self.stopping || !self.plan.jobs[j].enabled {
             return false;
         }
         self.plan.jobs[j]

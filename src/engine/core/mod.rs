@@ -17,6 +17,7 @@ mod held;
 mod ledger;
 mod merge;
 pub(super) mod outcome;
+mod pause;
 mod readiness;
 pub(super) mod runs;
 mod snapshot;
@@ -156,6 +157,8 @@ pub(super) enum Later {
     Timeout(RunId),
     /// The grace of a stopping run is over.
     Kill(RunId),
+    /// A pause `--for` a while is over.
+    Resume(JobId),
     /// Try the state store again for what waits on it (see `held`).
     StoreRetry,
     /// A firing admitted to a worker (`executor`) whose `env_file`s are being read.
@@ -173,7 +176,7 @@ impl Later {
             Later::Fire(p) | Later::Retry(p) => Some(p.job),
             Later::Prepare { pending, .. } => Some(pending.job),
             Later::Restart(job) => Some(*job),
-            Later::Timeout(_) | Later::Kill(_) | Later::StoreRetry => None,
+            Later::Timeout(_) | Later::Kill(_) | Later::StoreRetry | Later::Resume(_) => None,
         }
     }
 }
@@ -186,6 +189,8 @@ pub(super) struct Setup {
     pub last_success: HashMap<String, DateTime<Utc>>,
     /// The first block of every job's run numbers is on disk.
     pub numbers_on_disk: bool,
+    /// Jobs paused by a previous runner, and until when.
+    pub paused: HashMap<String, Option<DateTime<Utc>>>,
     /// Runs' output goes to DIR/JOB/RUN.log (their history rows name it).
     pub log_dir: Option<PathBuf>,
 }
@@ -225,6 +230,8 @@ pub(super) struct Core<W: World> {
     pub handled: HashMap<(String, String), DateTime<Utc>>,
     /// The last run numbers a previous runner gave, by job (a job added by a reload goes on from its own).
     pub last_runs: HashMap<String, u64>,
+    /// Pauses a previous runner left, applied at the start.
+    remembered_pauses: HashMap<String, Option<DateTime<Utc>>>,
     held: held::Held,
     /// The instant of the input being decided.
     pub now: Now,
@@ -281,6 +288,7 @@ impl<W: World> Core<W> {
             started_at,
             handled: setup.handled,
             last_runs: setup.last_runs,
+            remembered_pauses: setup.paused,
             held: Default::default(),
             now,
             out: VecDeque::new(),
@@ -295,6 +303,7 @@ impl<W: World> Core<W> {
     pub fn start(&mut self, now: Now, stop: Option<Stop>) {
         self.now = now;
         self.record_anchors();
+        self.pauses_remembered();
         if let Some(stop) = stop {
             return self.on_stop(stop);
         }
@@ -458,6 +467,12 @@ impl<W: World> Core<W> {
             // Comes with its env by `Input::Prepared`, never by a timer.
             Later::Prepare { .. } => {}
             Later::StoreRetry => self.on_store_retry(),
+            Later::Resume(job) => {
+                if let Some(p) = &mut self.jobs[job].paused {
+                    p.timer = None;
+                }
+                self.resume_job(job);
+            }
             Later::Kill(id) => {
                 if let Some(pid) = self.runs.get(&id).and_then(|r| r.state.pid()) {
                     // A run that outlived its grace at a stop the runner was asked for: not a clean stop.
@@ -501,6 +516,10 @@ fn time_entries(
 ) -> Vec<Entry> {
     let job = &plan.jobs[j];
     let mut entries = Vec::new();
+    // `enabled: false`: its time triggers are not scheduled at all.
+    if !job.enabled {
+        return entries;
+    }
     for (t, trigger) in job.triggers.iter().enumerate() {
         if let Trigger::Time { rule, .. } = trigger {
             let resume = handled

@@ -188,6 +188,16 @@ pub struct JobState {
     pub restarts: std::collections::VecDeque<Instant>,
     /// Restarts since the runner started.
     pub restarted: u64,
+    /// Paused (`flowrun pause`): it fires nothing until resumed.
+    pub paused: Option<Paused>,
+}
+
+/// A job's pause.
+pub struct Paused {
+    /// When it resumes by itself (`--for`), if it does.
+    pub until: Option<DateTime<Utc>>,
+    /// The timer that resumes it.
+    pub timer: Option<u64>,
 }
 
 impl JobState {

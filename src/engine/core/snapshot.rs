@@ -27,6 +27,8 @@ pub struct JobSnapshot {
     pub last_success: Option<DateTime<Utc>>,
     /// It has a readiness probe.
     pub probed: bool,
+    /// Paused, and until when (`Some(None)`: until resumed).
+    pub paused: Option<Option<DateTime<Utc>>>,
 }
 
 pub struct RunSnapshot {
@@ -71,6 +73,7 @@ impl<W: World> Core<W> {
                     last_exit: state.last_exit.clone(),
                     last_success: state.last_success,
                     probed: job.ready.is_some(),
+                    paused: state.paused.as_ref().map(|p| p.until),
                 }
             })
             .collect();

@@ -48,7 +48,7 @@ impl<W: World> Core<W> {
                     self.manual_skipped(pending.manual, why.into());
                     self.give_back(pending);
                 }
-                Later::Timeout(_) | Later::Kill(_) | Later::StoreRetry => {}
+                Later::Timeout(_) | Later::Kill(_) | Later::StoreRetry | Later::Resume(_) => {}
             }
         }
     }

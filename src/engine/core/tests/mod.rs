@@ -7,6 +7,7 @@ mod firing;
 mod joins;
 mod lifecycle;
 mod messages;
+mod pausing;
 mod recording;
 mod reloads;
 
