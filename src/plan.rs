@@ -121,6 +121,8 @@ pub struct Job {
     pub ready: Option<Box<Probe>>,
     /// `enabled: false`: never fired by its triggers (a manual firing or `--only` still runs it).
     pub enabled: bool,
+    /// Fired once for every run of this job that failed for good (`on_failure`).
+    pub on_failure: Option<JobId>,
     /// Removed by a reload: kept in place (indices stay stable for live runs), never fired again.
     pub retired: bool,
 }
@@ -182,9 +184,20 @@ impl Check {
 #[derive(Debug, Clone)]
 pub enum Trigger {
     Start,
-    Time { rule: TimeSpec, jitter: Duration },
-    After { jobs: Vec<JobId>, status: Status },
-    Each { channel: ChannelId, batch: usize },
+    Time {
+        rule: TimeSpec,
+        jitter: Duration,
+    },
+    /// A join: every listed job reached the status since the last firing (`any`: one of them did).
+    After {
+        jobs: Vec<JobId>,
+        status: Status,
+        any: bool,
+    },
+    Each {
+        channel: ChannelId,
+        batch: usize,
+    },
 }
 
 /// A time rule before the runner's start is known (an interval without `start` is anchored at it).
@@ -296,15 +309,21 @@ impl Plan {
         match trigger {
             Trigger::Start => "start".to_string(),
             Trigger::Time { rule, .. } => rule.describe(),
-            Trigger::After { jobs, status } => {
+            Trigger::After { jobs, status, any } => {
                 let names: Vec<&str> = jobs.iter().map(|&j| self.jobs[j].name.as_str()).collect();
+                let join = if *any { " | " } else { " + " };
                 let suffix = match status {
                     Status::Success => "",
                     Status::Failure => " (on failure)",
                     Status::Any => " (any status)",
                     Status::Ready => " (ready)",
                 };
-                format!("after {}{suffix}", names.join(" + "))
+                let first = if *any && names.len() > 1 {
+                    "the first of "
+                } else {
+                    ""
+                };
+                format!("after {first}{}{suffix}", names.join(join))
             }
             Trigger::Each { channel, batch } => match batch {
                 1 => format!("each {}", self.channels[*channel].name),
@@ -347,12 +366,13 @@ impl Plan {
                 .triggers
                 .iter()
                 .filter_map(|t| match t {
-                    Trigger::After { jobs, status } => {
+                    Trigger::After { jobs, status, any } => {
                         let kept: Vec<JobId> =
                             jobs.iter().copied().filter(|&u| selected[u]).collect();
                         (!kept.is_empty()).then_some(Trigger::After {
                             jobs: kept,
                             status: *status,
+                            any: *any,
                         })
                     }
                     _ => None,
@@ -376,6 +396,17 @@ impl Plan {
         }
         plan.wire_channels();
         Ok(plan)
+    }
+
+    /// For each job, the jobs whose `on_failure` it is (a handler can fire while any of them can still run).
+    pub fn handled_by(&self) -> Vec<Vec<JobId>> {
+        let mut by = vec![Vec::new(); self.jobs.len()];
+        for (u, job) in self.jobs.iter().enumerate().filter(|(_, j)| !j.retired) {
+            if let Some(h) = job.on_failure {
+                by[h].push(u);
+            }
+        }
+        by
     }
 
     /// Who writes and reads each channel, from the jobs that are not retired (in job order).

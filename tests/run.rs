@@ -838,3 +838,32 @@ fn only_keeps_the_after_order_between_the_selected_jobs() {
     assert!(said[0].contains("\"job\":\"backup\""), "{said:?}");
     assert!(output_lines(&ev, "other").is_empty());
 }
+
+#[test]
+fn on_failure_and_any_joins_alert_on_the_run_that_failed() {
+    let f = flow(
+        "on_failure: mail
+jobs:
+  backup: { run: 'exit 3' }
+  report: { run: 'true' }
+  mail: { run: 'echo \"mail: $FLOWRUN_UPSTREAM\"' }
+  page:
+    run: 'echo \"page: $FLOWRUN_UPSTREAM\"'
+    trigger: { after: { any: [backup, report], status: failure } }
+",
+    );
+    let (out, ev) = f.run_json();
+    assert_eq!(out.status.code(), Some(1), "backup failed for good");
+    let mail = output_lines(&ev, "mail");
+    assert_eq!(mail.len(), 1, "once, for the one failed run: {mail:?}");
+    assert!(
+        mail[0].contains("\"job\":\"backup\"") && mail[0].contains("\"code\":3"),
+        "{mail:?}"
+    );
+    let page = output_lines(&ev, "page");
+    assert_eq!(page.len(), 1, "{page:?}");
+    assert!(
+        page[0].contains("\"job\":\"backup\"") && !page[0].contains("report"),
+        "{page:?}"
+    );
+}

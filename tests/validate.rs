@@ -57,6 +57,7 @@ const CASES: &[(&str, u64, u64)] = &[
     ("past-time", 4, 20),
     ("invalid-probe", 4, 19),
     ("no-probe", 6, 23),
+    ("all-must-fail", 6, 23),
 ];
 
 #[test]

@@ -172,8 +172,10 @@ pub fn watch(ctx: Arc<Context>) {
         }
     };
     follow(&mut watcher);
+    // The text as it is now, read before the runner says it serves (in the task, it would be read whenever the
+    // task first ran: an edit made meanwhile would be taken for the old text and never reloaded).
+    let mut last = std::fs::read(&ctx.file).ok();
     tokio::spawn(async move {
-        let mut last = std::fs::read(&ctx.file).ok();
         while rx.recv().await.is_some() {
             // Wait until the changes settle.
             while tokio::time::timeout(SETTLE, rx.recv())

@@ -41,10 +41,12 @@ pub enum Code {
     PastTime,
     InvalidProbe,
     NoProbe,
+    /// `after: [a, b], status: failure`: it fires only when every listed job failed (not the alert it looks like).
+    AllMustFail,
 }
 
 impl Code {
-    pub const ALL: [Code; 19] = [
+    pub const ALL: [Code; 20] = [
         Code::Syntax,
         Code::UnknownKey,
         Code::MissingKey,
@@ -64,6 +66,7 @@ impl Code {
         Code::PastTime,
         Code::InvalidProbe,
         Code::NoProbe,
+        Code::AllMustFail,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -87,12 +90,15 @@ impl Code {
             Code::PastTime => "past-time",
             Code::InvalidProbe => "invalid-probe",
             Code::NoProbe => "no-probe",
+            Code::AllMustFail => "all-must-fail",
         }
     }
 
     pub fn severity(self) -> Severity {
         match self {
-            Code::NoWriter | Code::UnusedChannel | Code::PastTime => Severity::Warning,
+            Code::NoWriter | Code::UnusedChannel | Code::PastTime | Code::AllMustFail => {
+                Severity::Warning
+            }
             _ => Severity::Error,
         }
     }
@@ -202,14 +208,19 @@ mod tests {
     }
 
     #[test]
-    fn warnings_are_the_three_spec_names() {
+    fn warnings_are_the_spec_names() {
         let warnings: Vec<_> = Code::ALL
             .iter()
             .filter(|c| c.severity() == Severity::Warning)
             .collect();
         assert_eq!(
             warnings,
-            [&Code::NoWriter, &Code::UnusedChannel, &Code::PastTime]
+            [
+                &Code::NoWriter,
+                &Code::UnusedChannel,
+                &Code::PastTime,
+                &Code::AllMustFail
+            ]
         );
     }
 }

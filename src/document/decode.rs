@@ -16,6 +16,7 @@ const DOCUMENT_KEYS: &[&str] = &[
     "executors",
     "channels",
     "defaults",
+    "on_failure",
     "jobs",
 ];
 const EXECUTOR_KEYS: &[&str] = &["type", "max_workers"];
@@ -34,6 +35,7 @@ const OPTION_KEYS: &[&str] = &[
     "stop_grace",
     "dead_letter",
     "ready",
+    "on_failure",
 ];
 const JOB_ONLY_KEYS: &[&str] = &["run", "trigger", "stdin", "stdout", "enabled"];
 const RETRY_KEYS: &[&str] = &["attempts", "backoff", "on"];
@@ -478,6 +480,24 @@ impl Decoder<'_> {
             let fields = self.fields(n, &[OPTION_KEYS], &[], n.span, "`defaults`")?;
             Some(self.options(&fields))
         });
+        // A top-level `on_failure` is the default of every job (as under `defaults`).
+        let mut defaults = defaults;
+        let on_failure = f.get("on_failure").and_then(|n| self.name_ref(n, "job"));
+        if let Some(top) = on_failure.clone() {
+            let options = defaults.get_or_insert_with(JobOptions::default);
+            match &options.on_failure {
+                Some(_) => self.push(
+                    Diagnostic::new(
+                        Code::ConflictingKeys,
+                        top.span,
+                        "`on_failure` is given at the top and under `defaults`",
+                    )
+                    .label("given twice")
+                    .help("keep one of them"),
+                ),
+                None => options.on_failure = Some(top),
+            }
+        }
         let jobs = match f.get("jobs") {
             Some(n) => {
                 if let Value::Map(pairs) = &n.value {
@@ -498,6 +518,7 @@ impl Decoder<'_> {
             executors,
             channels,
             defaults,
+            on_failure,
             jobs,
         })
     }
@@ -707,6 +728,7 @@ impl Decoder<'_> {
                 .get("dead_letter")
                 .and_then(|n| self.name_ref(n, "channel")),
             ready: f.get("ready").and_then(|n| self.ready(n)),
+            on_failure: f.get("on_failure").and_then(|n| self.name_ref(n, "job")),
         }
     }
 
@@ -1090,19 +1112,30 @@ impl Decoder<'_> {
             }
             "after" => {
                 let f = self.fields(node, &[AFTER_KEYS], &[], node.span, "an after trigger")?;
-                let after = f.get("after").and_then(|n| self.job_list(n));
-                let statuses = [
-                    ("success", Status::Success),
-                    ("failure", Status::Failure),
-                    ("any", Status::Any),
-                    ("ready", Status::Ready),
-                ];
-                let status = f
-                    .get("status")
-                    .and_then(|n| self.keyword(n, &statuses, "status"));
+                let status = f.get("status").and_then(|n| self.status(n));
+                let (after, inner) = match f.get("after") {
+                    Some(n) if matches!(n.value, Value::Map(_)) => self.any_of(n)?,
+                    Some(n) => {
+                        let list = self.job_list(n)?;
+                        let span = list.span;
+                        let names = AfterList {
+                            names: list.value,
+                            any: false,
+                        };
+                        (Sp::new(names, span), None)
+                    }
+                    None => return None,
+                };
+                if let (Some(inner), Some(_)) = (&inner, &status) {
+                    self.invalid(
+                        inner.span,
+                        "`status` is given twice: inside `after` and beside it",
+                        "keep one",
+                    );
+                }
                 TriggerSpec::After(AfterTrigger {
-                    after: after?,
-                    status,
+                    after,
+                    status: inner.or(status),
                 })
             }
             _ => {
@@ -1114,6 +1147,28 @@ impl Decoder<'_> {
                 TriggerSpec::Each(EachTrigger { each: each?, batch })
             }
         })
+    }
+
+    /// `{ any: [a, b], status: failure }` inside `after`: the jobs, and the status if given there.
+    fn any_of(&mut self, node: &Node) -> Option<(Sp<AfterList>, Option<Sp<Status>>)> {
+        let f = self.fields(node, &[&["any", "status"]], &["any"], node.span, "`after`")?;
+        let status = f.get("status").and_then(|n| self.status(n));
+        let list = f.get("any").and_then(|n| self.job_list(n))?;
+        let names = AfterList {
+            names: list.value,
+            any: true,
+        };
+        Some((Sp::new(names, list.span), status))
+    }
+
+    fn status(&mut self, node: &Node) -> Option<Sp<Status>> {
+        let statuses = [
+            ("success", Status::Success),
+            ("failure", Status::Failure),
+            ("any", Status::Any),
+            ("ready", Status::Ready),
+        ];
+        self.keyword(node, &statuses, "status")
     }
 
     fn job_list(&mut self, node: &Node) -> Option<Sp<OneOrMany<Sp<String>>>> {

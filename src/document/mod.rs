@@ -206,6 +206,8 @@ pub struct Document {
     pub channels: Option<Named<ChannelSpec>>,
     /// Job keys applied to every job that does not set them.
     pub defaults: Option<JobOptions>,
+    /// A job fired once for every run of any job that failed for good (as `defaults: { on_failure }`).
+    pub on_failure: Option<Sp<String>>,
     pub jobs: Named<JobSpec>,
 }
 
@@ -303,6 +305,8 @@ pub struct JobOptions {
     pub dead_letter: Option<Sp<String>>,
     /// A readiness probe: a run is *ready* once it passes (`after: { status: ready }` waits for that).
     pub ready: Option<Sp<Box<ReadySpec>>>,
+    /// A job fired once for every run of this job that failed for good, with `FLOWRUN_UPSTREAM` naming it.
+    pub on_failure: Option<Sp<String>>,
 }
 
 /// A readiness probe (SPEC §6): exactly one of `log`, `http`, `tcp`, `exec`.
@@ -508,9 +512,38 @@ impl Status {
 #[derive(Debug, Clone, PartialEq, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct AfterTrigger {
-    pub after: Sp<OneOrMany<Sp<String>>>,
+    pub after: Sp<AfterList>,
     /// Default `success`.
     pub status: Option<Sp<Status>>,
+}
+
+/// The jobs an `after` waits for: all of them (`after: a` or `after: [a, b]`), or the first of them to reach the
+/// status (`after: { any: [a, b], status: failure }`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AfterList {
+    pub names: OneOrMany<Sp<String>>,
+    pub any: bool,
+}
+
+impl JsonSchema for AfterList {
+    fn schema_name() -> Cow<'static, str> {
+        "AfterList".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let jobs = generator.subschema_for::<OneOrMany<String>>();
+        let status = generator.subschema_for::<Status>();
+        json_schema!({
+            "anyOf": [
+                jobs,
+                {
+                    "type": "object",
+                    "properties": { "any": jobs, "status": status },
+                    "required": ["any"],
+                    "additionalProperties": false,
+                },
+            ]
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, JsonSchema)]

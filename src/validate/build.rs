@@ -23,11 +23,19 @@ impl<'d> Rules<'d, '_> {
             .map(|(i, c)| (c.name.clone(), i))
             .collect();
         let folder = plan_folder(path);
-        let jobs = self
+        let mut jobs = self
             .jobs
             .iter()
             .map(|r| self.plan_job(r, &ids, &executors, &folder))
             .collect::<Option<Vec<_>>>()?;
+        // A failure handler (the `on_failure` of some job) without `trigger:` runs for failures, not at the start.
+        let handlers: std::collections::HashSet<usize> =
+            jobs.iter().filter_map(|j| j.on_failure).collect();
+        for h in handlers {
+            if self.jobs[h].job.trigger.is_none() {
+                jobs[h].triggers.clear();
+            }
+        }
         let name = self
             .doc
             .name
@@ -164,6 +172,12 @@ impl<'d> Rules<'d, '_> {
             dead_letter: ch(&o.dead_letter)?,
             ready: o.ready.as_ref().and_then(|r| probe(&r.value)).map(Box::new),
             enabled: r.job.enabled.as_ref().is_none_or(|e| e.value),
+            // A handler's own failures do not fire it again.
+            on_failure: o
+                .on_failure
+                .as_ref()
+                .and_then(|h| self.job_index(&h.value))
+                .filter(|&h| self.jobs[h].name.value != r.name.value),
             retired: false,
         })
     }
@@ -203,9 +217,11 @@ impl<'d> Rules<'d, '_> {
                 }
             }
             TriggerSpec::After(a) => plan::Trigger::After {
+                any: a.after.value.any,
                 jobs: a
                     .after
                     .value
+                    .names
                     .0
                     .iter()
                     .map(|n| self.job_index(&n.value))

@@ -248,6 +248,8 @@ impl<'d, 'o> Rules<'d, 'o> {
         self.check_channel_refs();
         self.check_executor_refs();
         self.check_after();
+        self.check_on_failure();
+        self.check_failure_joins();
         self.check_probes();
         self.check_channel_usage();
         self.check_conflicts();
@@ -330,6 +332,28 @@ impl<'d, 'o> Rules<'d, 'o> {
         self.uses_by_channel.get(name).map_or(&[], Vec::as_slice)
     }
 
+    /// `on_failure` names a job (once per place it is written: `defaults` is shared by every job).
+    fn check_on_failure(&mut self) {
+        let names: Vec<&str> = self.jobs.iter().map(|r| r.name.value.as_str()).collect();
+        let mut found: Vec<Diagnostic> = Vec::new();
+        for r in &self.jobs {
+            let Some(h) = &r.o.on_failure else { continue };
+            if self.job_index(&h.value).is_some() || found.iter().any(|d| d.span == h.span) {
+                continue;
+            }
+            found.push(
+                Diagnostic::new(
+                    Code::UnknownJob,
+                    h.span,
+                    format!("`on_failure` names `{}`, which is not a job", h.value),
+                )
+                .label("not a job")
+                .help(suggestion_help(&h.value, &names, "job")),
+            );
+        }
+        self.out.extend(found);
+    }
+
     fn check_after(&mut self) {
         let names: Vec<&str> = self.jobs.iter().map(|r| r.name.value.as_str()).collect();
         let mut found = Vec::new();
@@ -338,7 +362,7 @@ impl<'d, 'o> Rules<'d, 'o> {
         for (j, r) in self.jobs.iter().enumerate() {
             for t in Self::triggers(r.job) {
                 if let TriggerSpec::After(a) = &t.value {
-                    for up in &a.after.value.0 {
+                    for up in &a.after.value.names.0 {
                         match self.job_index(&up.value) {
                             Some(u) => edges[j].push((u, up.span)),
                             None => found.push(
@@ -447,6 +471,52 @@ impl<'d, 'o> Rules<'d, 'o> {
         self.out.extend(found);
     }
 
+    /// `after: [a, b], status: failure` fires only when all of them failed since its last firing: an alert that
+    /// looks like "any of them failed" and never fires when one does. Said, with the two ways to mean "any".
+    fn check_failure_joins(&mut self) {
+        let mut found = Vec::new();
+        for r in &self.jobs {
+            for t in Self::triggers(r.job) {
+                let TriggerSpec::After(a) = &t.value else {
+                    continue;
+                };
+                let failure = a
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.value == Status::Failure);
+                if !failure || a.after.value.any || a.after.value.names.0.len() < 2 {
+                    continue;
+                }
+                let names: Vec<&str> = a
+                    .after
+                    .value
+                    .names
+                    .0
+                    .iter()
+                    .map(|n| n.value.as_str())
+                    .collect();
+                found.push(
+                    Diagnostic::new(
+                        Code::AllMustFail,
+                        a.after.span,
+                        format!(
+                            "job `{}` fires only when all of {} failed since it last ran, not when one of them fails",
+                            r.name.value,
+                            names.join(", ")
+                        ),
+                    )
+                    .label("all of these must fail")
+                    .help(format!(
+                        "to fire when any of them fails, write `after: {{ any: [{}], status: failure }}`, or give them `on_failure: {}`",
+                        names.join(", "),
+                        r.name.value
+                    )),
+                );
+            }
+        }
+        self.out.extend(found);
+    }
+
     fn check_probes(&mut self) {
         let mut found = Vec::new();
         for r in &self.jobs {
@@ -457,7 +527,7 @@ impl<'d, 'o> Rules<'d, 'o> {
                 if a.status.as_ref().is_none_or(|s| s.value != Status::Ready) {
                     continue;
                 }
-                for up in &a.after.value.0 {
+                for up in &a.after.value.names.0 {
                     let Some(u) = self.job_index(&up.value) else {
                         continue;
                     };
@@ -870,6 +940,7 @@ fn merge_options(job: &JobOptions, defaults: &JobOptions) -> JobOptions {
         stop_grace: pick(&job.stop_grace, &defaults.stop_grace),
         dead_letter: pick(&job.dead_letter, &defaults.dead_letter),
         ready: pick(&job.ready, &defaults.ready),
+        on_failure: pick(&job.on_failure, &defaults.on_failure),
     }
 }
 

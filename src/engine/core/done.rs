@@ -55,6 +55,10 @@ impl<W: World> Core<W> {
                 changed = true;
                 self.skip_dead_joins(j);
                 self.close_channels_of(j);
+                // Its handler may have waited only for it.
+                if let Some(h) = self.plan.jobs[j].on_failure {
+                    self.watch.insert(h);
+                }
             }
             if !changed {
                 break;
@@ -83,6 +87,10 @@ impl<W: World> Core<W> {
         if self.stopping || !self.plan.jobs[j].enabled {
             return false;
         }
+        // A failure handler waits while a job whose failures fire it can still run.
+        if self.handled_by[j].iter().any(|&u| !self.jobs[u].done) {
+            return true;
+        }
         self.plan.jobs[j]
             .triggers
             .iter()
@@ -90,10 +98,9 @@ impl<W: World> Core<W> {
             .any(|(t, trig)| match trig {
                 Trigger::Start => false,
                 Trigger::Time { .. } => self.timetable.can_fire(j, t),
-                Trigger::After { jobs, .. } => jobs
-                    .iter()
-                    .enumerate()
-                    .all(|(k, &u)| self.jobs[j].joins[t].reached(k) || !self.jobs[u].done),
+                Trigger::After { jobs, .. } => {
+                    self.jobs[j].joins[t].possible(|k| self.jobs[jobs[k]].done)
+                }
                 Trigger::Each { channel, .. } => {
                     self.world.unsettled(*channel, j) || self.coming_back(*channel)
                 }
@@ -122,7 +129,7 @@ impl<W: World> Core<W> {
         self.jobs[j].dead_joins_said = true;
         let plan = self.plan.clone();
         for (t, trig) in plan.jobs[j].triggers.iter().enumerate() {
-            let Trigger::After { jobs, status } = trig else {
+            let Trigger::After { jobs, status, .. } = trig else {
                 continue;
             };
             let blocking = self.jobs[j].joins[t].blocking(|k| self.jobs[jobs[k]].done);

@@ -56,6 +56,7 @@ impl<W: World> Core<W> {
                     self.pump_each(run.job);
                     return;
                 }
+                self.fire_handler(id, &run, job, c.code, c.signal.as_deref());
             }
             // Stopped (shutdown, `flowrun stop`, its job removed by a reload): an `each` run's messages were not
             // done; they wait again in their queue. Unless it still exited 0: it finished its batch on SIGTERM
@@ -209,6 +210,7 @@ impl<W: World> Core<W> {
                 trigger: run.trigger,
                 manual: run.manual,
                 upstream: run.upstream.clone(),
+                handles: run.handles,
                 ..self.pending_now(run.job)
             };
             self.later(backoff, Later::Retry(pending));
@@ -219,6 +221,27 @@ impl<W: World> Core<W> {
             None => self.failed = true,
         }
         false
+    }
+
+    /// A run failed for good: its job's `on_failure` handler fires, told which run it was (`FLOWRUN_UPSTREAM`).
+    fn fire_handler(
+        &mut self,
+        id: RunId,
+        run: &Run,
+        job: &Job,
+        code: Option<i32>,
+        signal: Option<&str>,
+    ) {
+        let Some(h) = job.on_failure else { return };
+        let log = self.world.log_written(id);
+        let entry = upstream_entry(job, run, "failed", code, signal, log);
+        let (text, _) = upstream_text(vec![entry]);
+        let pending = Pending {
+            upstream: Some(Arc::from(text)),
+            handles: Some(run.job),
+            ..self.pending_now(h)
+        };
+        self.fire(pending);
     }
 
     fn dead_letter(&mut self, job: JobId, run: u64, data: &Arc<Vec<u8>>, count: usize) {
@@ -302,7 +325,7 @@ impl<W: World> Core<W> {
         milestone: Milestone,
         upstream: &serde_json::Value,
     ) -> Option<(JobId, usize, String)> {
-        let Trigger::After { jobs, status } = &self.plan.jobs[d].triggers[t] else {
+        let Trigger::After { jobs, status, any } = &self.plan.jobs[d].triggers[t] else {
             return None;
         };
         let state = &mut self.jobs[d];
@@ -318,13 +341,19 @@ impl<W: World> Core<W> {
         if !join.take_complete() {
             return None;
         }
-        let (text, omitted) = upstream_text(std::mem::take(runs));
+        // An any-join names the run that completed it (the others did not take part).
+        let mut took_part = std::mem::take(runs);
+        if *any {
+            took_part.retain(|r| !r.is_null());
+        }
+        let named = took_part.len();
+        let (text, omitted) = upstream_text(took_part);
         if omitted > 0 {
             self.notice(format!(
                 "FLOWRUN_UPSTREAM of a run of {} names {} of its {} upstream runs (it is given at most 96 KiB: Linux takes 128 KiB a variable, and the rest of the environment needs room); the last entry is {{\"omitted\": {omitted}}}",
                 self.plan.jobs[d].name,
-                jobs.len() - omitted,
-                jobs.len(),
+                named - omitted,
+                named,
             ));
         }
         Some((d, t, text))

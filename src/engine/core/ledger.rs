@@ -151,6 +151,7 @@ impl<W: World> Core<W> {
             },
             Cause::Manual => "manual (flowrun trigger)".to_string(),
             Cause::Restart => "restart".to_string(),
+            Cause::Handler(j) => format!("on_failure of {}", self.plan.jobs[j].name),
         }
     }
 
@@ -172,22 +173,25 @@ pub enum Cause {
     Manual,
     /// The job's restart policy.
     Restart,
+    /// The `on_failure` of this job, whose run failed for good.
+    Handler(JobId),
 }
 
 impl Cause {
     pub fn of(pending: &Pending) -> Cause {
-        Cause::from_parts(pending.manual, pending.trigger)
+        Cause::from_parts(pending.manual, pending.trigger, pending.handles)
     }
 
     pub fn of_run(run: &Run) -> Cause {
-        Cause::from_parts(run.manual, run.trigger)
+        Cause::from_parts(run.manual, run.trigger, run.handles)
     }
 
-    fn from_parts(manual: Option<u64>, trigger: Option<usize>) -> Cause {
-        match (manual, trigger) {
-            (Some(_), _) => Cause::Manual,
-            (None, Some(t)) => Cause::Trigger(t),
-            (None, None) => Cause::Restart,
+    fn from_parts(manual: Option<u64>, trigger: Option<usize>, handles: Option<JobId>) -> Cause {
+        match (manual, trigger, handles) {
+            (Some(_), _, _) => Cause::Manual,
+            (None, Some(t), _) => Cause::Trigger(t),
+            (None, None, Some(j)) => Cause::Handler(j),
+            (None, None, None) => Cause::Restart,
         }
     }
 }

@@ -169,6 +169,7 @@ impl<W: World> Core<W> {
         let plan = Arc::new(merged.plan);
         self.plan = plan.clone();
         self.joins_on = plan.joins_on();
+        self.handled_by = plan.handled_by();
         self.world.rewire(plan.clone(), &merged.rebuilt);
         self.executors.grow(plan.executors.len());
         while self.jobs.len() < plan.jobs.len() {

@@ -199,6 +199,8 @@ pub(super) struct Core<W: World> {
     pub plan: Arc<Plan>,
     /// `plan.joins_on()`: who hears of a job's runs (a run's end looks at these, not at every job).
     pub joins_on: Vec<Vec<(JobId, usize)>>,
+    /// `plan.handled_by()`: for a failure handler, the jobs whose failures fire it.
+    pub handled_by: Vec<Vec<JobId>>,
     pub jobs: Vec<JobState>,
     pub executors: waits::Executors,
     pub runs: HashMap<RunId, Run>,
@@ -271,6 +273,7 @@ impl<W: World> Core<W> {
             executors: waits::Executors::new(plan.executors.len()),
             timetable: Timetable::new(entries, started_at),
             joins_on: plan.joins_on(),
+            handled_by: plan.handled_by(),
             plan,
             runs: HashMap::new(),
             next_id: 1,

@@ -205,14 +205,17 @@ pub struct Join {
     ended_since: Vec<bool>,
     /// The join completed at least once.
     fired: bool,
+    /// Complete when one upstream reached the status (`after: { any: [...] }`), not all of them.
+    any: bool,
 }
 
 impl Join {
-    pub fn new(upstreams: usize) -> Join {
+    pub fn new(upstreams: usize, any: bool) -> Join {
         Join {
             reached: vec![false; upstreams],
             ended_since: vec![false; upstreams],
             fired: false,
+            any,
         }
     }
 
@@ -226,30 +229,45 @@ impl Join {
         }
     }
 
-    pub fn reached(&self, k: usize) -> bool {
-        self.reached[k]
-    }
-
-    /// If every upstream reached the status: start over for the next firing and say so.
+    /// If every upstream (or, for an any-join, one) reached the status: start over for the next firing and say
+    /// so.
     pub fn take_complete(&mut self) -> bool {
-        if self.reached.is_empty() || !self.reached.iter().all(|r| *r) {
+        let complete = match self.any {
+            true => self.reached.iter().any(|r| *r),
+            false => !self.reached.is_empty() && self.reached.iter().all(|r| *r),
+        };
+        if !complete {
             return false;
         }
         let n = self.reached.len();
         *self = Join {
             fired: true,
-            ..Join::new(n)
+            ..Join::new(n, self.any)
         };
         true
+    }
+
+    /// Whether the join can still complete, given which upstreams can run no more (`done`).
+    pub fn possible(&self, done: impl Fn(usize) -> bool) -> bool {
+        let open = |k: usize| self.reached[k] || !done(k);
+        match self.any {
+            true => (0..self.reached.len()).any(open),
+            false => (0..self.reached.len()).all(open),
+        }
     }
 
     /// The upstreams (by index) that make this join impossible, given which upstreams can run no more (`done`):
     /// done without reaching the status, and either the join never fired or they ended a run since it last did
     /// (an upstream that simply finished after its last contribution does not block).
+    /// An any-join is blocked only when every upstream is.
     pub fn blocking(&self, done: impl Fn(usize) -> bool) -> Vec<usize> {
-        (0..self.reached.len())
+        let blocked: Vec<usize> = (0..self.reached.len())
             .filter(|&k| !self.reached[k] && done(k) && (!self.fired || self.ended_since[k]))
-            .collect()
+            .collect();
+        match self.any && blocked.len() < self.reached.len() {
+            true => Vec::new(),
+            false => blocked,
+        }
     }
 }
 
@@ -402,31 +420,45 @@ mod tests {
 
     #[test]
     fn a_join_fires_when_every_upstream_reached_its_status_then_starts_over() {
-        let mut j = Join::new(2);
+        let mut j = Join::new(2, false);
         j.record(0, ended(RunResult::Succeeded), Status::Success);
         assert!(!j.take_complete());
         j.record(1, ended(RunResult::Failed), Status::Success);
         assert!(!j.take_complete(), "a failure is not a success");
         j.record(1, ended(RunResult::Succeeded), Status::Success);
         assert!(j.take_complete());
-        assert!(!j.reached(0) && !j.reached(1), "a new round");
-        let mut any = Join::new(1);
+        assert!(!j.possible(|_| true), "a new round: nothing reached yet");
+        let mut any = Join::new(1, false);
         any.record(0, ended(RunResult::Failed), Status::Any);
         assert!(any.take_complete());
     }
 
     #[test]
     fn a_join_is_blocked_by_an_upstream_done_without_its_status() {
-        let mut j = Join::new(2);
+        let mut j = Join::new(2, false);
         j.record(0, ended(RunResult::Failed), Status::Success);
         assert_eq!(j.blocking(|_| true), [0, 1], "never fired: both block");
         assert_eq!(j.blocking(|k| k == 0), [0]);
         // After a firing, an upstream that ended nothing since does not block: it simply finished.
-        let mut fired = Join::new(1);
+        let mut fired = Join::new(1, false);
         fired.record(0, ended(RunResult::Succeeded), Status::Success);
         assert!(fired.take_complete());
         assert!(fired.blocking(|_| true).is_empty());
         fired.record(0, ended(RunResult::Failed), Status::Success);
         assert_eq!(fired.blocking(|_| true), [0]);
+    }
+
+    #[test]
+    fn an_any_join_fires_at_the_first_upstream_and_is_blocked_only_when_all_are() {
+        let mut j = Join::new(2, true);
+        j.record(1, ended(RunResult::Failed), Status::Failure);
+        assert!(j.take_complete(), "one failure is enough");
+        assert!(!j.take_complete(), "then it starts over");
+        j.record(0, ended(RunResult::Succeeded), Status::Failure);
+        assert!(j.possible(|k| k == 0), "b can still fail");
+        assert!(j.blocking(|k| k == 0).is_empty());
+        j.record(1, ended(RunResult::Succeeded), Status::Failure);
+        assert!(!j.possible(|_| true));
+        assert_eq!(j.blocking(|_| true), [0, 1]);
     }
 }

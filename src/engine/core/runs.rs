@@ -37,6 +37,8 @@ pub struct Pending {
     pub manual: Option<u64>,
     /// For a firing by `after`: the runs that completed the join, as JSON (`FLOWRUN_UPSTREAM`).
     pub upstream: Option<Arc<str>>,
+    /// For a firing by `on_failure`: the job whose run failed.
+    pub handles: Option<JobId>,
 }
 
 impl Pending {
@@ -53,6 +55,7 @@ impl Pending {
             catch_up: false,
             manual: None,
             upstream: None,
+            handles: None,
         }
     }
 }
@@ -102,6 +105,8 @@ pub struct Run {
     pub trigger: Option<usize>,
     pub manual: Option<u64>,
     pub upstream: Option<Arc<str>>,
+    /// The job whose failed run it handles (`on_failure`).
+    pub handles: Option<JobId>,
     /// The executor whose worker it holds.
     pub executor: usize,
     pub input: Option<Batch>,
@@ -141,6 +146,7 @@ impl Run {
             trigger: pending.trigger,
             manual: pending.manual,
             upstream: pending.upstream.clone(),
+            handles: pending.handles,
             executor,
             input: pending.input,
             first_due: pending.first_due,
@@ -214,7 +220,7 @@ impl JobState {
             joins: triggers
                 .iter()
                 .map(|t| match t {
-                    Trigger::After { jobs, .. } => Join::new(jobs.len()),
+                    Trigger::After { jobs, any, .. } => Join::new(jobs.len(), *any),
                     _ => Join::default(),
                 })
                 .collect(),

@@ -184,3 +184,100 @@ jobs:
         .iter()
         .any(|e| matches!(e, Event::ReloadApplied { .. })));
 }
+
+const ANY_FAILED: &str = "
+name: t
+jobs:
+  a: { run: 'false', trigger: [start, { interval: 1s }] }
+  b: { run: 'false' }
+  alert: { run: 'true', trigger: { after: { any: [a, b], status: failure } }, max_instances: 5 }
+";
+
+#[test]
+fn an_any_join_fires_for_each_upstream_that_reaches_the_status_and_names_only_it() {
+    let mut h = Harness::new(ANY_FAILED);
+    h.exit("b", 3);
+    assert!(h.saw("start alert#1"));
+    let upstream = upstream_of(&h, "alert");
+    assert_eq!(upstream.as_array().map(Vec::len), Some(1), "{upstream}");
+    assert_eq!(upstream[0]["job"], "b");
+    h.exit("a", 0);
+    assert!(
+        h.take().iter().all(|l| !l.starts_with("start alert")),
+        "a success fires nothing"
+    );
+    h.advance(std::time::Duration::from_secs(1));
+    h.exit("a", 1);
+    assert!(h.saw("start alert#2"));
+}
+
+#[test]
+fn an_any_join_is_dead_only_when_every_upstream_ended_without_its_status() {
+    let mut h = Harness::new(
+        "
+name: t
+jobs:
+  a: { run: 'true' }
+  b: { run: 'true' }
+  alert: { run: 'true', trigger: { after: { any: [a, b] }, status: failure } }
+",
+    );
+    h.exit("a", 0);
+    assert!(!h.core.jobs[h.job("alert")].done, "b may still fail");
+    h.exit("b", 0);
+    assert!(h.core.finished());
+    let trace = h.take();
+    assert!(
+        trace.iter().any(|l| l.starts_with("skipped alert")),
+        "{trace:?}"
+    );
+}
+
+const HANDLED: &str = "
+name: t
+on_failure: alert
+jobs:
+  a: { run: 'false', retry: { attempts: 1, backoff: 1s } }
+  b: { run: 'true' }
+  alert: { run: 'notify' }
+";
+
+#[test]
+fn on_failure_fires_its_job_once_for_each_run_that_failed_for_good() {
+    let mut h = Harness::new(HANDLED);
+    assert_eq!(
+        h.take(),
+        ["start a#1", "start b#1"],
+        "the handler does not start by itself"
+    );
+    h.exit("b", 0);
+    h.exit("a", 1);
+    assert!(
+        h.take().iter().all(|l| !l.starts_with("start alert")),
+        "a retry is not an end"
+    );
+    h.advance(std::time::Duration::from_secs(1));
+    h.exit("a", 1);
+    assert!(h.saw("start alert#1"));
+    let upstream = upstream_of(&h, "alert");
+    assert_eq!(upstream[0]["job"], "a");
+    assert_eq!(upstream[0]["status"], "failed");
+    let start = h.events.iter().rev().find_map(|e| match e {
+        Event::RunStart { job, trigger, .. } if job == "alert" => Some(trigger.clone()),
+        _ => None,
+    });
+    assert_eq!(start.as_deref(), Some("on_failure of a"));
+    // Its own failure does not fire it again; then nothing can fail any more: the work is over.
+    h.exit("alert", 1);
+    assert!(h.core.finished());
+}
+
+#[test]
+fn a_handler_waits_while_a_job_it_handles_can_still_run_then_is_done() {
+    let mut h = Harness::new(HANDLED);
+    h.exit("b", 0);
+    assert!(!h.core.jobs[h.job("alert")].done);
+    h.exit("a", 0);
+    assert!(h.core.jobs[h.job("alert")].done);
+    assert!(h.core.finished());
+}
