@@ -53,6 +53,7 @@ pub enum Command {
         /// Start from this date-time instead of now (RFC 3339, or local in the system zone).
         #[arg(long)]
         from: Option<String>,
+        /// text (a list per job), json (`{"JOB": ["RFC 3339 time", ...]}`).
         #[arg(long, value_enum, default_value_t = Mode::Text)]
         format: Mode,
     },
@@ -62,6 +63,7 @@ pub enum Command {
         file: PathBuf,
         #[command(flatten)]
         state: StateArg,
+        /// text (aligned columns, local times), json (for scripts).
         #[arg(long, value_enum, default_value_t = Mode::Text)]
         format: Mode,
     },
@@ -82,6 +84,7 @@ pub enum Command {
         failed: bool,
         #[command(flatten)]
         state: StateArg,
+        /// text (aligned columns, local times), json (an array of rows).
         #[arg(long, value_enum, default_value_t = Mode::Text)]
         format: Mode,
     },
@@ -131,13 +134,17 @@ pub enum Command {
     Graph {
         /// The workflow file.
         file: PathBuf,
+        /// mermaid (for Markdown), dot (Graphviz).
         #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
         format: GraphFormat,
     },
     /// Print the JSON Schema of the workflow format.
     Schema,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
-    Completions { shell: clap_complete::Shell },
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Print the man page (roff).
     Man,
 }

@@ -197,6 +197,118 @@ fn the_top_level_help_completion_and_man_page_know_the_run_options() {
     assert!(man.contains("\\fBflowrun validate\\fR"));
 }
 
+/// The text `flowrun man` prints.
+fn man_page() -> String {
+    let out = common::cmd().arg("man").output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_man_page_lists_every_option_of_every_command() {
+    let man = man_page();
+    let commands = [
+        "run",
+        "validate",
+        "next",
+        "status",
+        "history",
+        "logs",
+        "trigger",
+        "stop",
+        "reload",
+        "graph",
+        "schema",
+        "completions",
+        "man",
+    ];
+    let mut checked = 0;
+    for command in commands {
+        let start = man
+            .find(&format!(".TP\n\\fBflowrun {command}\\fR\n"))
+            .unwrap_or_else(|| panic!("no `flowrun {command}` in the man page"));
+        let section = &man[start..];
+        let section = &section[..section.find(".RE\n").unwrap()];
+        // What the command's own --help lists, the man page lists.
+        let help = common::cmd().args([command, "--help"]).output().unwrap();
+        let help = String::from_utf8_lossy(&help.stdout);
+        let longs: Vec<&str> = help
+            .split_whitespace()
+            .filter_map(|w| w.trim_end_matches(',').strip_prefix("--"))
+            .filter(|l| {
+                !l.is_empty()
+                    && *l != "help"
+                    && l.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+            })
+            .collect();
+        for long in longs {
+            let roff = format!("\\-\\-{}", long.replace('-', "\\-"));
+            assert!(
+                section.contains(&roff),
+                "{command}: no --{long} in\n{section}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 20, "the options were read from --help: {checked}");
+    // Each `--format` with the values it takes.
+    assert!(
+        man.contains("\\fB\\-\\-format FORMAT\\fR\nhuman (a report with the source), json (one document), github (annotations) [possible values: human, json, github]"),
+        "{man}"
+    );
+    assert_eq!(
+        man.matches("\\fB\\-\\-format FORMAT\\fR").count(),
+        5,
+        "validate, next, status, history, graph"
+    );
+    assert!(
+        !man.contains("__jobs"),
+        "the completion helper is no command of the page"
+    );
+}
+
+#[test]
+fn the_man_page_describes_every_key_of_the_workflow_file() {
+    let man = man_page();
+    let start = man
+        .find(".SH \"FILE FORMAT\"")
+        .expect("a FILE FORMAT section");
+    let section = &man[start..];
+    let section = &section[..section[4..].find(".SH ").unwrap() + 4];
+    // Every key the format has (from the JSON Schema the reader is generated with) is named in it.
+    let schema = common::cmd().arg("schema").output().unwrap();
+    let schema: serde_json::Value = serde_json::from_slice(&schema.stdout).unwrap();
+    let keys_of = |v: &serde_json::Value| -> Vec<String> {
+        v["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    };
+    let mut keys = keys_of(&schema);
+    for definition in [
+        "JobSpec",
+        "ChannelSpec",
+        "ExecutorSpec",
+        "CronTrigger",
+        "IntervalTrigger",
+        "AtTrigger",
+        "AfterTrigger",
+        "EachTrigger",
+    ] {
+        keys.extend(keys_of(&schema["definitions"][definition]));
+    }
+    assert!(keys.len() > 30, "{keys:?}");
+    for key in keys {
+        assert!(
+            section.contains(&format!("\\fB{key}\\fR")),
+            "no `{key}` in\n{section}"
+        );
+    }
+    assert!(section.contains("\\fBstart\\fR"), "the start trigger");
+}
+
 #[test]
 fn the_dry_run_shows_jitter_and_misfire_grace_and_logs_keep_scripts_whole() {
     let dir = tempfile::tempdir().unwrap();
