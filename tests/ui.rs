@@ -307,6 +307,11 @@ fn the_man_page_describes_every_key_of_the_workflow_file() {
         );
     }
     assert!(section.contains("\\fBstart\\fR"), "the start trigger");
+    // A font escape written with one backslash too many prints as text.
+    assert!(
+        !man.contains("\\\\f"),
+        "a doubled backslash before a font escape"
+    );
 }
 
 #[test]

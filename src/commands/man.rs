@@ -157,7 +157,7 @@ Working directory (default: the file's folder); variables added to the environme
 A channel read on standard input; a channel fed by standard output (else its lines are printed, prefixed job#run).
 .TP
 \fBexecutor\fR, \fBmax_instances\fR
-The executor whose workers its runs take (default: \\fBdefault\\fR); runs alive at once (1): a firing beyond it is skipped.
+The executor whose workers its runs take (default: \fBdefault\fR); runs alive at once (1): a firing beyond it is skipped.
 .TP
 \fBcoalesce\fR, \fBmisfire_grace\fR
 Several due firings run once (true); a firing later than this is missed (1s).
