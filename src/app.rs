@@ -58,10 +58,7 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
         | Command::Resume { .. }
         | Command::Reload { .. }) => on_state(command),
         Command::Completions { shell } => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
-            let mut out = Vec::new();
-            clap_complete::generate(shell, &mut cmd, "flowrun", &mut out);
-            crate::output::print_out(&String::from_utf8_lossy(&out));
+            crate::output::print_out(&crate::commands::complete::script(shell));
             Ok(exit::OK)
         }
         Command::Man => {
@@ -71,6 +68,14 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
             Ok(exit::OK)
         }
     }
+}
+
+/// `flowrun __jobs`: the job names the completion scripts ask for (see [`crate::cli::JobsArgs`]).
+pub fn jobs(args: crate::cli::JobsArgs) {
+    crate::output::print_out(&crate::commands::complete::jobs(
+        args.file.as_deref(),
+        &args.words,
+    ));
 }
 
 /// The commands on a workflow's state and its running runner: `status`, `history`, `logs`, `trigger`, `stop`,

@@ -24,6 +24,8 @@ pub struct Cli {
     pub run: Option<RunArgs>,
 }
 
+// Every argument that takes a job name has the value name JOB: shell completion finds where job names go by it
+// (commands/complete.rs), so a new command taking a job is completed with no change to the scripts.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Validate, then run the workflow until its work is done, `--for` elapses, or SIGINT/SIGTERM.
@@ -45,6 +47,7 @@ pub enum Command {
         /// The workflow file.
         file: PathBuf,
         /// Only these jobs.
+        #[arg(value_name = "JOB")]
         jobs: Vec<String>,
         /// How many fire times per job (1 to 100,000).
         #[arg(short = 'n', long = "count", default_value_t = 5,
@@ -53,6 +56,7 @@ pub enum Command {
         /// Start from this date-time instead of now (RFC 3339, or local in the system zone).
         #[arg(long)]
         from: Option<String>,
+        /// text (a list per job), json (`{"JOB": ["RFC 3339 time", ...]}`).
         #[arg(long, value_enum, default_value_t = Mode::Text)]
         format: Mode,
     },
@@ -62,6 +66,7 @@ pub enum Command {
         file: PathBuf,
         #[command(flatten)]
         state: StateArg,
+        /// text (aligned columns, local times), json (for scripts).
         #[arg(long, value_enum, default_value_t = Mode::Text)]
         format: Mode,
     },
@@ -70,6 +75,7 @@ pub enum Command {
         /// The workflow file.
         file: PathBuf,
         /// Only these jobs.
+        #[arg(value_name = "JOB")]
         jobs: Vec<String>,
         /// At most this many rows (0: all).
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32))]
@@ -82,6 +88,7 @@ pub enum Command {
         failed: bool,
         #[command(flatten)]
         state: StateArg,
+        /// text (aligned columns, local times), json (an array of rows).
         #[arg(long, value_enum, default_value_t = Mode::Text)]
         format: Mode,
     },
@@ -90,6 +97,7 @@ pub enum Command {
         /// The workflow file.
         file: PathBuf,
         /// The job.
+        #[arg(value_name = "JOB")]
         job: String,
         /// The run number (`job#N`); the last run when not given.
         run: Option<u64>,
@@ -104,6 +112,7 @@ pub enum Command {
         /// The workflow file (its runner is found through the state directory).
         file: PathBuf,
         /// The job.
+        #[arg(value_name = "JOB")]
         job: String,
         /// Wait for the run to end; exit with its result (0 succeeded, 1 otherwise).
         #[arg(long)]
@@ -116,6 +125,7 @@ pub enum Command {
         /// The workflow file.
         file: PathBuf,
         /// Only this job's live runs.
+        #[arg(value_name = "JOB")]
         job: Option<String>,
         #[command(flatten)]
         state: StateArg,
@@ -153,15 +163,36 @@ pub enum Command {
     Graph {
         /// The workflow file.
         file: PathBuf,
+        /// mermaid (for Markdown), dot (Graphviz).
         #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
         format: GraphFormat,
     },
     /// Print the JSON Schema of the workflow format.
     Schema,
-    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
-    Completions { shell: clap_complete::Shell },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell); bash, zsh and fish also complete
+    /// job names.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Print the man page (roff).
     Man,
+}
+
+// `flowrun __jobs`, the completion scripts' helper (commands/complete.rs): the job names of FILE, one a line
+// (nothing when the file is not valid); with `-- WORDS`, the words of a command line before the one being
+// completed, the job names only when a job goes there. Not a command of `Cli`: clap_complete would offer it and the
+// man page list it, hidden or not; `main` tells it apart first.
+#[derive(Debug, Parser)]
+#[command(
+    name = "flowrun __jobs",
+    bin_name = "flowrun __jobs",
+    about = "The job names of FILE, for the shell completion scripts"
+)]
+pub struct JobsArgs {
+    pub file: Option<PathBuf>,
+    #[arg(last = true)]
+    pub words: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -193,6 +224,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "DUR", default_value = "30d", value_parser = parse_duration_arg)]
     pub keep: std::time::Duration,
     /// Fire just these jobs once, now, ignoring their triggers (channels between them work as usual).
+    // Its value name, JOB, is what shell completion goes by.
     #[arg(long, value_name = "JOB", num_args = 1..)]
     pub only: Vec<String>,
     /// Also serve the control API on TCP: HOST:PORT, or PORT alone for 127.0.0.1 (a non-loopback host needs

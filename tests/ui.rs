@@ -197,6 +197,255 @@ fn the_top_level_help_completion_and_man_page_know_the_run_options() {
     assert!(man.contains("\\fBflowrun validate\\fR"));
 }
 
+/// The text `flowrun man` prints.
+fn man_page() -> String {
+    let out = common::cmd().arg("man").output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_man_page_lists_every_option_of_every_command() {
+    let man = man_page();
+    let commands = [
+        "run",
+        "validate",
+        "next",
+        "status",
+        "history",
+        "logs",
+        "trigger",
+        "stop",
+        "reload",
+        "graph",
+        "schema",
+        "completions",
+        "man",
+    ];
+    let mut checked = 0;
+    for command in commands {
+        let start = man
+            .find(&format!(".TP\n\\fBflowrun {command}\\fR\n"))
+            .unwrap_or_else(|| panic!("no `flowrun {command}` in the man page"));
+        let section = &man[start..];
+        let section = &section[..section.find(".RE\n").unwrap()];
+        // What the command's own --help lists, the man page lists.
+        let help = common::cmd().args([command, "--help"]).output().unwrap();
+        let help = String::from_utf8_lossy(&help.stdout);
+        let longs: Vec<&str> = help
+            .split_whitespace()
+            .filter_map(|w| w.trim_end_matches(',').strip_prefix("--"))
+            .filter(|l| {
+                !l.is_empty()
+                    && *l != "help"
+                    && l.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+            })
+            .collect();
+        for long in longs {
+            let roff = format!("\\-\\-{}", long.replace('-', "\\-"));
+            assert!(
+                section.contains(&roff),
+                "{command}: no --{long} in\n{section}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 20, "the options were read from --help: {checked}");
+    // Each `--format` with the values it takes.
+    assert!(
+        man.contains("\\fB\\-\\-format FORMAT\\fR\nhuman (a report with the source), json (one document), github (annotations) [possible values: human, json, github]"),
+        "{man}"
+    );
+    assert_eq!(
+        man.matches("\\fB\\-\\-format FORMAT\\fR").count(),
+        5,
+        "validate, next, status, history, graph"
+    );
+    assert!(
+        !man.contains("__jobs"),
+        "the completion helper is no command of the page"
+    );
+}
+
+#[test]
+fn the_man_page_describes_every_key_of_the_workflow_file() {
+    let man = man_page();
+    let start = man
+        .find(".SH \"FILE FORMAT\"")
+        .expect("a FILE FORMAT section");
+    let section = &man[start..];
+    let section = &section[..section[4..].find(".SH ").unwrap() + 4];
+    // Every key the format has (from the JSON Schema the reader is generated with) is named in it.
+    let schema = common::cmd().arg("schema").output().unwrap();
+    let schema: serde_json::Value = serde_json::from_slice(&schema.stdout).unwrap();
+    let keys_of = |v: &serde_json::Value| -> Vec<String> {
+        v["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    };
+    let mut keys = keys_of(&schema);
+    for definition in [
+        "JobSpec",
+        "ChannelSpec",
+        "ExecutorSpec",
+        "CronTrigger",
+        "IntervalTrigger",
+        "AtTrigger",
+        "AfterTrigger",
+        "EachTrigger",
+    ] {
+        keys.extend(keys_of(&schema["definitions"][definition]));
+    }
+    assert!(keys.len() > 30, "{keys:?}");
+    for key in keys {
+        assert!(
+            section.contains(&format!("\\fB{key}\\fR")),
+            "no `{key}` in\n{section}"
+        );
+    }
+    assert!(section.contains("\\fBstart\\fR"), "the start trigger");
+    // A font escape written with one backslash too many prints as text.
+    assert!(
+        !man.contains("\\\\f"),
+        "a doubled backslash before a font escape"
+    );
+}
+
+#[test]
+fn jobs_complete_where_a_job_goes() {
+    let dag = example("dag.yaml");
+    let jobs = |args: &[&str]| {
+        let out = common::cmd().arg("__jobs").args(args).output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let all = "extract-a\nextract-b\njoin\npublish\ncleanup\n";
+    assert_eq!(jobs(&[&dag]), all);
+    for line in [
+        vec!["trigger", &dag],
+        vec!["stop", &dag],
+        vec!["logs", "--state", "/tmp", &dag],
+        vec!["history", &dag, "join"],
+        vec!["next", &dag, "-n", "3"],
+        vec![&dag, "--only"],
+        vec![&dag, "--only", "join"],
+        vec!["run", &dag, "--progress", "never", "--only"],
+    ] {
+        let mut args = vec!["--"];
+        args.extend(line.iter().copied());
+        assert_eq!(jobs(&args), all, "{line:?}");
+    }
+    for line in [
+        vec!["trigger", &dag, "join"],
+        vec!["logs", &dag, "join"],
+        vec!["status", &dag],
+        vec!["validate", &dag],
+        vec![&dag],
+        vec!["next", &dag, "--format"],
+        vec!["trigger"],
+    ] {
+        let mut args = vec!["--"];
+        args.extend(line.iter().copied());
+        assert_eq!(jobs(&args), "", "no job goes after {line:?}");
+    }
+    // A file that is not valid has no names to offer, and says nothing.
+    let (_dir, bad) = common::flow("jobs:\n  a: { tigger: start }\n");
+    let out = common::cmd().arg("__jobs").arg(&bad).output().unwrap();
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty() && out.stderr.is_empty());
+}
+
+/// A completion script of the binary.
+fn completion(shell: &str) -> String {
+    let out = common::cmd().args(["completions", shell]).output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_bash_completion_offers_job_names() {
+    let script = completion("bash");
+    assert!(script.contains("flowrun __jobs"), "{script}");
+    assert!(
+        !script.contains("__jobs)"),
+        "the helper is not offered as a command"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("flowrun.bash"), &script).unwrap();
+    // bash as it completes `flowrun trigger dag.yaml ex<TAB>` and `flowrun tri<TAB>`, with the binary on PATH.
+    let complete = |words: &str| {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "source flowrun.bash; COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}}-1)); \
+                 _flowrun_with_jobs flowrun \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"; \
+                 echo \"${{COMPREPLY[*]}}\"; complete -p flowrun"
+            ))
+            .current_dir(dir.path())
+            .env("PATH", format!("{}:{}", Path::new(&bin()).parent().unwrap().display(), std::env::var("PATH").unwrap()))
+            .env("XDG_STATE_HOME", common::state_home())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let dag = example("dag.yaml");
+    let got = complete(&format!("flowrun trigger {dag} ex"));
+    assert!(got.starts_with("extract-a extract-b\n"), "{got}");
+    assert!(
+        got.contains("-F _flowrun_with_jobs"),
+        "ours is the function registered: {got}"
+    );
+    let got = complete("flowrun tri");
+    assert!(
+        got.starts_with("trigger\n"),
+        "clap's completion goes on: {got}"
+    );
+    let got = complete(&format!("flowrun trigger {dag} --w"));
+    assert!(got.starts_with("--wait\n"), "{got}");
+}
+
+#[test]
+fn the_zsh_and_fish_completions_ask_for_job_names() {
+    let zsh = completion("zsh");
+    // clap_complete's top level is mended (the text it was written for is still what it prints): a command is the
+    // first word, and the words after a FILE get the run's options.
+    assert!(zsh.contains("\": :_flowrun_file_or_command\""), "{zsh}");
+    assert!(!zsh.contains("$line[2]"), "{zsh}");
+    assert!(zsh.contains("(*)\n_arguments"), "{zsh}");
+    assert!(
+        zsh.contains("_flowrun_options() {") && zsh.contains("flowrun __jobs --"),
+        "{zsh}"
+    );
+    let fish = completion("fish");
+    assert!(fish.contains("flowrun __jobs --"), "{fish}");
+    assert!(
+        !zsh.contains("'__jobs:") && !fish.contains("\"__jobs\""),
+        "the helper is not offered as a command"
+    );
+    // Where the shells are installed, the scripts must at least parse.
+    for (shell, script, check) in [("zsh", &zsh, "-n"), ("fish", &fish, "--no-execute")] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("script");
+        std::fs::write(&file, script).unwrap();
+        match Command::new(shell).arg(check).arg(&file).output() {
+            Ok(out) => assert!(
+                out.status.success(),
+                "{shell}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(_) => eprintln!("skipped: {shell} is not installed"),
+        }
+    }
+}
+
 #[test]
 fn the_dry_run_shows_jitter_and_misfire_grace_and_logs_keep_scripts_whole() {
     let dir = tempfile::tempdir().unwrap();

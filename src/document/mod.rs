@@ -191,7 +191,7 @@ impl JsonSchema for ByteSize {
 #[schemars(
     deny_unknown_fields,
     title = "flowrun workflow",
-    description = "A flowrun workflow file (SPEC §2)."
+    description = "A flowrun workflow file: jobs, their triggers, executors and channels."
 )]
 pub struct Document {
     /// Format version; only 1 exists.
@@ -309,7 +309,7 @@ pub struct JobOptions {
     pub on_failure: Option<Sp<String>>,
 }
 
-/// A readiness probe (SPEC §6): exactly one of `log`, `http`, `tcp`, `exec`.
+/// A readiness probe: exactly one of `log`, `http`, `tcp`, `exec`.
 #[derive(Debug, Clone, Default, PartialEq, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 #[schemars(extend("oneOf" = [
