@@ -15,7 +15,7 @@ use crate::report::Mode;
     // `flowrun FILE ...` runs it: the run options are the top level's own, so `--help` shows them and shell
     // completion offers them after a file.
     args_conflicts_with_subcommands = true,
-    after_help = "Examples:\n  flowrun workflows/queue.yaml            run until Ctrl-C or until the work is done\n  flowrun validate --format github *.yaml  check files in CI\n  flowrun next nightly.yaml -n 3           the next fire times\n  flowrun workflows/services.yaml          a server with a readiness probe, its client, a restart limit\n  flowrun status workflows/services.yaml   what a runner does now (READY: its probe passed)\n\nExit status: 0 every run that ended succeeded; 1 a run or a message failed for good; 2 the workflow is\ninvalid or unreadable, or the arguments are wrong; 130 a second Ctrl-C forced the stop."
+    after_help = "Examples:\n  flowrun workflows/queue.yaml            run until Ctrl-C or until the work is done\n  flowrun validate --format github *.yaml  check files in CI\n  flowrun next nightly.yaml -n 3           the next fire times\n  flowrun workflows/services.yaml          a server with a readiness probe, its client, a restart limit\n  flowrun status workflows/services.yaml   what a runner does now (READY: its probe passed)\n\nExit status: 0 every run that ended succeeded, or a stop asked for (SIGTERM, Ctrl-C, flowrun stop) went\ncleanly; 1 a run or a message failed for good (or a stop had to kill a run); 2 the workflow is invalid or\nunreadable, or the arguments are wrong; 130 a second Ctrl-C forced the stop."
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -141,7 +141,10 @@ Process pools, by name. \fBtype\fR: process (the only type); \fBmax_workers\fR: 
 Every channel a job touches, by name. \fBkind\fR: queue (the default: each line goes to one reader run), pipe (one OS pipe between one writer and one reader job) or broadcast (every reader job gets every line); \fBcapacity\fR: lines waiting before writers are held back (1024); \fBmax_message\fR: the longest line (1MiB). Queues are held in the runner's memory: lines still waiting when it exits are counted in the summary and lost.
 .TP
 \fBdefaults\fR
-Job keys for every job that does not set them (not run, stdin, stdout, trigger).
+Job keys for every job that does not set them (not run, stdin, stdout, trigger, enabled).
+.TP
+\fBon_failure\fR
+As on_failure under defaults: a job fired for every run of any job that failed for good.
 .SS Jobs
 .TP
 \fBrun\fR
@@ -176,6 +179,12 @@ A channel for the lines of an each run that failed its last attempt.
 .TP
 \fBready\fR
 A readiness probe: { log: REGEX }, { http: URL }, { tcp: HOST:PORT } or { exec: CMD }, with interval and timeout.
+.TP
+\fBon_failure\fR
+A job fired once for every run of this job that failed for good, told which in FLOWRUN_UPSTREAM (also under defaults, or at the top of the file for every job).
+.TP
+\fBenabled\fR
+false: validated, but its triggers never fire (flowrun trigger and \-\-only still run it).
 .SS Triggers
 .TP
 \fBstart\fR
@@ -191,7 +200,7 @@ Every DUR on a fixed grid, first at the runner's start + DUR (or at start), neve
 Once.
 .TP
 { \fBafter\fR: JOB or [JOBS], \fBstatus\fR: success | failure | any | ready }
-When each listed job has ended a run with that status (default success), or has a run that became ready.
+When each listed job has ended a run with that status (default success), or has a run that became ready. With \fBafter\fR: { \fBany\fR: [JOBS], \fBstatus\fR }, when the first of them does, each time.
 .TP
 { \fBeach\fR: CHANNEL, \fBbatch\fR: N }
 Once per line of the channel (or per batch of up to N), the lines on the run's standard input.
@@ -200,7 +209,7 @@ Once per line of the channel (or per batch of up to N), the lines on the run's s
 fn roff_sections() -> String {
     [
         ".SH \"EXIT STATUS\"",
-        "Running: 0 every run that ended succeeded (runs stopped at shutdown do not count); 1 a run failed for good or a message failed; 2 the workflow is invalid or unreadable, or the arguments are wrong (nothing started); 130 a second SIGINT forced the stop.",
+        "Running: 0 every run that ended succeeded (runs stopped at shutdown do not count), or a stop asked for (SIGTERM, one SIGINT, flowrun stop) went cleanly, whatever failed before; 1 the work ended (or \\-\\-for elapsed) after a run or a message failed for good, or a stop asked for had to kill a run after its grace; 2 the workflow is invalid or unreadable, or the arguments are wrong (nothing started); 130 a second SIGINT forced the stop. SIGHUP reloads the file.",
         ".PP",
         "validate: 0 no errors (and no warnings with \\-\\-deny\\-warnings); 1 otherwise; 2 a file could not be read.",
         ".SH ENVIRONMENT",
