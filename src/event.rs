@@ -56,6 +56,10 @@ pub enum Event {
         trigger: String,
         /// It fell due while no runner was alive.
         catch_up: bool,
+        /// For a catch-up: how long no runner was up (since the trigger's last handled firing).
+        downtime: Option<std::time::Duration>,
+        /// The job's next firing.
+        next: Option<DateTime<Utc>>,
         count: u64,
         /// `count` is a lower bound (too many to count: years of a per-second cron).
         at_least: bool,
@@ -571,6 +575,24 @@ impl Event {
                 None => format!("{job} is paused (until `flowrun resume`)"),
             }),
             Event::JobResumed { job } => Some(format!("{job} is resumed")),
+            // After downtime, one line per trigger: what it missed and when it fires next.
+            Event::RunMissed {
+                job,
+                count,
+                at_least,
+                grace,
+                downtime: Some(down),
+                next,
+                ..
+            } => Some(format!(
+                "{job}: {}{count} firing{} missed while no runner was up ({}; misfire_grace {}){}",
+                if *at_least { "at least " } else { "" },
+                if *count == 1 { "" } else { "s" },
+                format_duration(*down),
+                format_duration(*grace),
+                next.map(|n| format!("; next {}", timestamp(n)))
+                    .unwrap_or_default()
+            )),
             Event::RunMissed { job, scheduled, .. } => Some(format!(
                 "{job} missed its firing at {}",
                 timestamp(*scheduled)

@@ -99,6 +99,7 @@ fn missed(at: DateTime<Utc>, event: &Event) -> Option<RunRow> {
         at_least,
         late,
         grace,
+        ..
     } = event
     else {
         return None;
@@ -214,6 +215,8 @@ mod tests {
             at_least: false,
             late: Duration::from_millis(2500),
             grace: Duration::from_secs(1),
+            downtime: None,
+            next: None,
         };
         let (_, r) = row(history_op(at(), &missed));
         assert_eq!((r.outcome, r.count, r.catch_up), (Outcome::Missed, 4, true));

@@ -327,11 +327,14 @@ impl<W: World> Core<W> {
                     self.jobs[job].counts.missed += count;
                     // Handled even without a store: a reload resumes the trigger after it.
                     self.record_handled(job, trigger, scheduled);
+                    let downtime = self.downtime(job, trigger, scheduled);
                     self.emit(Event::RunMissed {
                         job: self.plan.jobs[job].name.clone(),
                         scheduled,
                         trigger: self.trigger_text(job, Cause::Trigger(trigger)),
                         catch_up: scheduled < self.started_at,
+                        downtime,
+                        next: self.timetable.next_of(job),
                         count,
                         at_least,
                         late: late.to_std().unwrap_or_default(),
@@ -346,11 +349,17 @@ impl<W: World> Core<W> {
                     coalesced,
                 } => {
                     self.record_handled(job, trigger, scheduled);
+                    let catch_up = first_due < self.started_at;
+                    // At the start, a job that starts anyway runs once for both (see `start`).
+                    if catch_up && self.starting && self.starts_itself(job) {
+                        self.start_covers.insert(job, (coalesced, first_due));
+                        continue;
+                    }
                     let pending = Pending {
                         scheduled,
                         first_due,
                         coalesced,
-                        catch_up: first_due < self.started_at,
+                        catch_up,
                         ..self.pending_by(job, trigger)
                     };
                     match &self.plan.jobs[job].triggers[trigger] {
@@ -367,6 +376,32 @@ impl<W: World> Core<W> {
         // store cannot take it, it waits.
         self.fire_committed(ats);
         self.world.hand_over_if_durable();
+    }
+
+    /// For a firing missed while no runner was up: how long none was (since its trigger's last handled firing).
+    fn downtime(
+        &self,
+        job: JobId,
+        trigger: usize,
+        scheduled: chrono::DateTime<chrono::Utc>,
+    ) -> Option<std::time::Duration> {
+        if scheduled >= self.started_at {
+            return None;
+        }
+        let Some(Trigger::Time { rule, .. }) = self.plan.jobs[job].triggers.get(trigger) else {
+            return None;
+        };
+        let key = (self.plan.jobs[job].name.clone(), rule.fingerprint());
+        let since = self.handled_at_start.get(&key)?;
+        (self.started_at - *since).to_std().ok()
+    }
+
+    /// The job has a `start` trigger (and fires at the runner's start).
+    fn starts_itself(&self, job: JobId) -> bool {
+        self.plan.jobs[job]
+            .triggers
+            .iter()
+            .any(|t| matches!(t, Trigger::Start))
     }
 
     /// A time firing handled now: after its jitter, or at once.

@@ -131,6 +131,8 @@ impl<W: World> Core<W> {
             scheduled: pending.scheduled,
             trigger: self.trigger_text(job, super::ledger::Cause::Trigger(trigger)),
             catch_up: pending.scheduled < self.started_at,
+            downtime: None,
+            next: self.timetable.next_of(job),
             count: 1,
             at_least: false,
             late: late.to_std().unwrap_or_default(),

@@ -230,6 +230,12 @@ pub(super) struct Core<W: World> {
     /// The last handled firing of each time trigger, by (job, trigger fingerprint): from the store at the start,
     /// then as firings are handled (a reload resumes unchanged triggers from here).
     pub handled: HashMap<(String, String), DateTime<Utc>>,
+    /// The last handled firings as the previous runner left them (how long no runner was up, for a catch-up).
+    handled_at_start: HashMap<(String, String), DateTime<Utc>>,
+    /// Per job, a catch-up firing due at the start that its `start` trigger's run stands for: (firings, first due).
+    start_covers: HashMap<JobId, (u64, DateTime<Utc>)>,
+    /// The start is being decided (its `due_timers` sees what fell due while no runner was up).
+    starting: bool,
     /// The last run numbers a previous runner gave, by job (a job added by a reload goes on from its own).
     pub last_runs: HashMap<String, u64>,
     /// Pauses a previous runner left, applied at the start.
@@ -289,6 +295,9 @@ impl<W: World> Core<W> {
             failed_messages: 0,
             log_dir: setup.log_dir,
             started_at,
+            handled_at_start: setup.handled.clone(),
+            start_covers: HashMap::new(),
+            starting: false,
             handled: setup.handled,
             last_runs: setup.last_runs,
             remembered_pauses: setup.paused,
@@ -312,13 +321,22 @@ impl<W: World> Core<W> {
         }
         // What fell due while no runner was alive is said now, not at the trigger's next instant (a nightly job's
         // misses would wait a day; a missed `at` has no next instant and would never be said).
+        self.starting = true;
         self.due_timers();
+        self.starting = false;
         for j in 0..self.plan.jobs.len() {
             let starts: Vec<usize> = (0..self.plan.jobs[j].triggers.len())
                 .filter(|&t| matches!(self.plan.jobs[j].triggers[t], Trigger::Start))
                 .collect();
             for t in starts {
-                self.fire(self.pending_by(j, t));
+                let mut pending = self.pending_by(j, t);
+                // The start's run stands for what fell due meanwhile (one run, not a run and a skip).
+                if let Some((coalesced, first_due)) = self.start_covers.remove(&j) {
+                    pending.coalesced = coalesced;
+                    pending.first_due = first_due;
+                    pending.catch_up = true;
+                }
+                self.fire(pending);
             }
             self.pump_each(j);
         }

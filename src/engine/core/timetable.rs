@@ -165,6 +165,13 @@ impl Timetable {
     }
 
     /// The next scheduled instant of every job (`jobs` of them), in one pass.
+    /// The next firing of one job's time triggers.
+    pub fn next_of(&self, job: usize) -> Option<DateTime<Utc>> {
+        let (start, count) = *self.by_job.get(job)?;
+        let range = start as usize..(start + count) as usize;
+        self.next.get(range)?.iter().flatten().min().copied()
+    }
+
     pub fn next_per_job(&self, jobs: usize) -> Vec<Option<DateTime<Utc>>> {
         let mut next = vec![None; jobs];
         for (e, n) in self

@@ -370,3 +370,57 @@ jobs:
     h.stop();
     assert_eq!(refusal(&h, "r"), Err(Refusal::Stopping));
 }
+
+#[test]
+fn after_downtime_each_trigger_says_once_what_it_missed_and_a_start_run_stands_for_the_catch_up() {
+    let yaml = "
+name: t
+jobs:
+  producer: { run: 'true', trigger: [start, { interval: 1s }] }
+";
+    let h = Harness::unstarted(yaml, Setup::default(), false);
+    let rule = match &h.core.plan.jobs[0].triggers[1] {
+        crate::plan::Trigger::Time { rule, .. } => rule.fingerprint(),
+        _ => unreachable!(),
+    };
+    // The last runner handled a firing 15 minutes (and a half second) before this start.
+    let mut setup = Setup::default();
+    let last = h.utc0 - chrono::Duration::milliseconds(900_500);
+    setup.handled.insert(("producer".into(), rule), last);
+    let mut h = Harness::with(yaml, setup, false);
+    let trace = h.take();
+    assert_eq!(
+        trace.len(),
+        2,
+        "one line for what was missed, one run: {trace:?}"
+    );
+    assert!(trace[0].starts_with("missed producer x"), "{trace:?}");
+    assert_eq!(trace[1], "start producer#1", "no skip beside it");
+    let missed = h
+        .events
+        .iter()
+        .find(|e| matches!(e, Event::RunMissed { .. }))
+        .unwrap();
+    let said = missed.notice(false).unwrap();
+    assert!(
+        said.starts_with("producer: 899 firings missed while no runner was up (15m500ms; misfire_grace 1s); next "),
+        "{said}"
+    );
+    let (catch_up, coalesced) = h
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::RunStart {
+                catch_up,
+                coalesced,
+                ..
+            } => Some((*catch_up, *coalesced)),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        catch_up,
+        "the start's run stands for the firing due within its grace"
+    );
+    assert_eq!(coalesced, 1);
+}
