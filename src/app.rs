@@ -93,6 +93,7 @@ fn on_state(command: Command) -> Result<i32, Error> {
             limit,
             since,
             failed,
+            tries,
             state,
             format,
         } => crate::inspect::history(
@@ -102,6 +103,7 @@ fn on_state(command: Command) -> Result<i32, Error> {
                 limit,
                 since: since.as_deref(),
                 failed,
+                tries,
                 state: state.dir.as_deref(),
                 format,
             },

@@ -86,6 +86,9 @@ pub enum Command {
         /// Only failures (failed, timeout, spawn-failed, interrupted).
         #[arg(long)]
         failed: bool,
+        /// Each run's tries beneath it (a run's first try and its retries).
+        #[arg(long)]
+        tries: bool,
         #[command(flatten)]
         state: StateArg,
         /// text (aligned columns, local times), json (an array of rows).

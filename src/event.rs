@@ -173,6 +173,8 @@ pub struct RunExit {
     pub duration_ms: u64,
     /// In the history's words: succeeded, failed, timeout, stopped, spawn-failed.
     pub outcome: &'static str,
+    /// The run's last try: no retry follows (the run's outcome is this try's).
+    pub final_try: bool,
     /// As its start said (a run that could not start had no `run.start`: its exit says all).
     pub trigger: String,
     pub scheduled: DateTime<Utc>,
@@ -673,7 +675,10 @@ impl Event {
 
 #[derive(Debug, Clone, Serialize, Default, PartialEq, Eq)]
 pub struct JobCounts {
+    /// Runs (a run's retries are tries of it, not runs).
     pub runs: u64,
+    /// Tries: a run's first and every retry.
+    pub tries: u64,
     pub succeeded: u64,
     pub failed: u64,
     /// Runs the runner stopped at shutdown: neither succeeded nor failed.

@@ -854,3 +854,72 @@ fn history_is_kept_while_the_store_fails_and_written_when_it_works_again() {
         assert_eq!(row["outcome"], "succeeded", "{row}");
     }
 }
+
+#[test]
+fn tries_belong_to_their_run_one_number_one_row_and_each_try_beneath() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flaky.yaml");
+    std::fs::write(
+        &file,
+        "jobs:\n  flaky:\n    run: 'echo \"try $FLOWRUN_TRY of run $FLOWRUN_RUN\"; [ \"$FLOWRUN_TRY\" -ge 3 ] || exit 5'\n    retry: { attempts: 2, backoff: 10ms }\n",
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let out = common::cmd()
+        .arg(&file)
+        .args(["--log-format", "json", "--state"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the run succeeded at its third try"
+    );
+    let ev = common::events(&out.stderr);
+    assert_eq!(
+        common::output_lines(&ev, "flaky"),
+        ["try 1 of run 1", "try 2 of run 1", "try 3 of run 1"]
+    );
+    let counts = &common::summary(&ev)["jobs"]["flaky"];
+    assert_eq!(
+        (counts["runs"].as_u64(), counts["tries"].as_u64()),
+        (Some(1), Some(3))
+    );
+    assert_eq!(
+        counts["failed"], 0,
+        "tries that were retried are not failed runs"
+    );
+    let f = file.to_str().unwrap();
+    let rows = common::on_state(&["history", f, "--format", "json", "--tries"], &state);
+    let rows: serde_json::Value = serde_json::from_slice(&rows.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "one row for the run: {rows:#?}");
+    assert_eq!(rows[0]["run"], 1);
+    assert_eq!(rows[0]["attempt"], 3);
+    assert_eq!(rows[0]["outcome"], "succeeded");
+    let tries: Vec<(u64, &str)> = rows[0]["tries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["attempt"].as_u64().unwrap(),
+                t["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(tries, [(1, "failed"), (2, "failed"), (3, "succeeded")]);
+    let text =
+        String::from_utf8_lossy(&common::on_state(&["history", f, "--tries"], &state).stdout)
+            .into_owned();
+    assert!(text.contains("try 2") && text.contains("exit 5"), "{text}");
+    // Every try's output is in the run's one log file, each under its own header.
+    let log = String::from_utf8_lossy(&common::on_state(&["logs", f, "flaky", "1"], &state).stdout)
+        .into_owned();
+    assert!(
+        log.contains("try 1 of run 1") && log.contains("try 3 of run 1"),
+        "{log}"
+    );
+    assert!(log.contains("flaky#1 try 2 scheduled"), "{log}");
+}

@@ -61,6 +61,7 @@ pub struct Metrics {
     last_success: Family<JobLabel, FloatGauge>,
     next_fire: Family<JobLabel, FloatGauge>,
     paused: Family<JobLabel, Gauge>,
+    tries: Family<JobOutcome, Counter>,
     channel_messages: Family<ChannelDirection, Counter>,
     channel_waiting: Family<ChannelLabel, Gauge>,
     cpu: Counter<f64, AtomicU64>,
@@ -92,6 +93,7 @@ impl Metrics {
             last_success: Family::default(),
             next_fire: Family::default(),
             paused: Family::default(),
+            tries: Family::default(),
             channel_messages: Family::default(),
             channel_waiting: Family::default(),
             cpu: Counter::default(),
@@ -106,6 +108,11 @@ impl Metrics {
             "flowrun_runs",
             "Runs that ended, by job and outcome (succeeded, failed, timeout, stopped, spawn-failed)",
             m.runs.clone(),
+        );
+        r.register(
+            "flowrun_tries",
+            "Tries that ended (a run's first and each retry), by job and outcome",
+            m.tries.clone(),
         );
         r.register(
             "flowrun_run_duration_seconds",
@@ -191,12 +198,15 @@ impl Metrics {
                 .get_or_create(&job(name))
                 .observe(*us.max(&0) as f64 / 1e6),
             Event::RunExit(x) => {
-                self.runs
-                    .get_or_create(&JobOutcome {
-                        job: x.job.clone(),
-                        outcome: x.outcome.to_string(),
-                    })
-                    .inc();
+                let by_outcome = JobOutcome {
+                    job: x.job.clone(),
+                    outcome: x.outcome.to_string(),
+                };
+                // A run counts once, by its last try's outcome; every try counts as a try.
+                if x.final_try {
+                    self.runs.get_or_create(&by_outcome).inc();
+                }
+                self.tries.get_or_create(&by_outcome).inc();
                 self.duration
                     .get_or_create(&job(&x.job))
                     .observe(x.duration_ms as f64 / 1000.0);

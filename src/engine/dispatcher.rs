@@ -262,7 +262,7 @@ impl Dispatcher {
     /// and the reporter.
     pub(super) fn emit(&self, event: &Event) {
         if let Some(m) = &self.core.world.memory {
-            if let Some(op) = crate::store::sink::history_op(Utc::now(), event) {
+            for op in crate::store::sink::history_ops(Utc::now(), event) {
                 m.record(op, super::core::Urgency::Later);
             }
         }
@@ -297,7 +297,7 @@ impl Dispatcher {
         let Some(run) = self.core.runs.get(&id) else {
             return;
         };
-        let (j, number) = (run.job, run.number);
+        let (j, number, attempt) = (run.job, run.number, run.attempt);
         let job = &plan.jobs[j];
         let scheduled = timestamp(run.scheduled);
         let input = run.input.as_ref().map(|b| b.data.clone());
@@ -312,6 +312,7 @@ impl Dispatcher {
                     job,
                     command: &job.command,
                     run: number,
+                    attempt,
                     workflow: &self.workflow,
                     scheduled: &scheduled,
                     stdin: w.stdin,
@@ -330,7 +331,13 @@ impl Dispatcher {
         };
         self.core.spawned(id, child.pid, now());
         let log = self.core.log_dir.as_ref().map(|dir| {
-            let log = RunLog::new(dir, job, number, &scheduled, self.reporter.clone());
+            let log = RunLog::new(
+                dir,
+                job,
+                (number, attempt),
+                &scheduled,
+                self.reporter.clone(),
+            );
             Arc::new(log)
         });
         if let Some(log) = &log {
@@ -342,6 +349,7 @@ impl Dispatcher {
             plan: plan.clone(),
             job: j,
             run: number,
+            attempt,
             workflow: self.workflow.clone(),
             scheduled,
             file_env,

@@ -23,6 +23,8 @@ pub struct SpawnSpec<'a> {
     /// The job's command, or its `exec` readiness probe's.
     pub command: &'a Command,
     pub run: u64,
+    /// Which try of the run this is (`FLOWRUN_TRY`, 1 for the first).
+    pub attempt: u32,
     pub workflow: &'a str,
     pub scheduled: &'a str,
     pub stdin: OwnedFd,
@@ -373,9 +375,11 @@ fn environment(spec: &SpawnSpec) -> Vec<(OsString, OsString)> {
     let mut set: Vec<(OsString, OsString)> = Vec::new();
     let mut at: HashMap<&OsStr, usize> = HashMap::new();
     let run = spec.run.to_string();
+    let attempt = spec.attempt.to_string();
     let ours = [
         ("FLOWRUN_JOB", spec.job.name.as_str()),
         ("FLOWRUN_RUN", run.as_str()),
+        ("FLOWRUN_TRY", attempt.as_str()),
         ("FLOWRUN_WORKFLOW", spec.workflow),
         ("FLOWRUN_SCHEDULED", spec.scheduled),
     ];

@@ -31,13 +31,18 @@ impl RunLog {
     pub fn new(
         dir: &Path,
         job: &crate::plan::Job,
-        run: u64,
+        (run, attempt): (u64, u32),
         scheduled: &str,
         reporter: Arc<Reporter>,
     ) -> RunLog {
-        // A one-line command on the header line; a script as `#   | line` lines under it.
+        // A one-line command on the header line; a script as `#   | line` lines under it. The tries of a run
+        // share its file (appended), each under a header of its own.
         let text = job.command.display();
-        let first = format!("# {}#{run} scheduled {scheduled}:", job.name);
+        let try_of = match attempt {
+            1 => String::new(),
+            n => format!(" try {n}"),
+        };
+        let first = format!("# {}#{run}{try_of} scheduled {scheduled}:", job.name);
         let header = if text.trim_end().contains('\n') {
             let script: String = text
                 .trim_end()

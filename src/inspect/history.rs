@@ -15,6 +15,8 @@ pub struct Args<'a> {
     pub limit: u32,
     pub since: Option<&'a str>,
     pub failed: bool,
+    /// Each run's tries beneath it.
+    pub tries: bool,
     pub state: Option<&'a str>,
     pub format: Mode,
 }
@@ -38,7 +40,33 @@ pub fn history(file: &Path, args: Args<'_>) -> Result<i32, Error> {
             .map_err(Error::from)?,
         None => Vec::new(),
     };
+    // A run's tries (its first and its retries), when asked for; a row that is no run (a skip) has none.
+    let tries: Vec<Vec<RunRow>> = match (&opened.store, args.tries) {
+        (Some(store), true) => rows
+            .iter()
+            .map(|r| match r.run {
+                Some(run) => store.tries(&r.job, run),
+                None => Ok(Vec::new()),
+            })
+            .collect::<Result<_, _>>()
+            .map_err(Error::from)?,
+        _ => Vec::new(),
+    };
     match args.format {
+        Mode::Json if args.tries => {
+            let with: Vec<serde_json::Value> = rows
+                .iter()
+                .zip(&tries)
+                .map(|(r, t)| {
+                    let mut v = serde_json::to_value(r).expect("rows serialize");
+                    v["tries"] = serde_json::to_value(t).expect("tries serialize");
+                    v
+                })
+                .collect();
+            let mut text = serde_json::to_string_pretty(&with).expect("rows serialize");
+            text.push('\n');
+            crate::output::print_out(&text);
+        }
         Mode::Json => {
             let mut text = serde_json::to_string_pretty(&rows).expect("rows serialize");
             text.push('\n');
@@ -52,7 +80,7 @@ pub fn history(file: &Path, args: Args<'_>) -> Result<i32, Error> {
             ),
             Some(_) => "no rows match\n".to_string(),
         }),
-        Mode::Text => crate::output::print_out(&text(&rows, now, color_on_stdout())),
+        Mode::Text => crate::output::print_out(&text(&rows, &tries, now, color_on_stdout())),
     }
     Ok(crate::exit::OK)
 }
@@ -74,51 +102,31 @@ fn parse_since(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Error> {
     }
 }
 
-fn text(rows: &[RunRow], now: DateTime<Utc>, color: bool) -> String {
+fn text(rows: &[RunRow], tries: &[Vec<RunRow>], now: DateTime<Utc>, color: bool) -> String {
     let zone = crate::values::system_zone();
-    let lines: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| {
-            let at = r.started.or(r.scheduled).or(r.ended).unwrap_or(now);
-            let status = match (r.code, &r.signal) {
-                (Some(c), _) => format!("exit {c}"),
-                (None, Some(s)) => s.clone(),
-                _ => "-".into(),
-            };
-            let mut note = Vec::new();
-            if r.count > 1 {
-                note.push(format!("x{}", r.count));
-            }
-            if r.catch_up {
-                note.push("catch-up".to_string());
-            }
-            if r.attempt > 1 {
-                note.push(format!("attempt {}", r.attempt));
-            }
-            if let Some(reason) = &r.reason {
-                note.push(crate::output::escape_controls(reason).into_owned());
-            }
-            vec![
-                format!(
-                    "{} ({})",
-                    timefmt::local(at, zone),
-                    timefmt::relative(at, now)
-                ),
-                r.job.clone(),
-                r.run.map(|n| format!("#{n}")).unwrap_or_else(|| "-".into()),
-                paint_outcome(r.outcome, color),
-                status,
-                r.duration_ms
+    let mut lines: Vec<Vec<String>> = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        lines.push(row_line(r, now, zone, color));
+        // Beneath the run, each of its tries: when, how it ended, how long it took, why.
+        for t in tries.get(i).into_iter().flatten() {
+            let at = t.started.or(t.ended).unwrap_or(now);
+            lines.push(vec![
+                format!("  {}", timefmt::local(at, zone)),
+                String::new(),
+                format!("  try {}", t.attempt),
+                paint_outcome(t.outcome, color),
+                exit_text(t),
+                t.duration_ms
                     .map(timefmt::duration_ms)
                     .unwrap_or_else(|| "-".into()),
-                r.trigger.clone(),
-                match note.is_empty() {
-                    true => "-".into(),
-                    false => note.join("; "),
-                },
-            ]
-        })
-        .collect();
+                String::new(),
+                t.reason
+                    .as_deref()
+                    .map(|r| crate::output::escape_controls(r).into_owned())
+                    .unwrap_or_else(|| "-".into()),
+            ]);
+        }
+    }
     table(
         &[
             "WHEN", "JOB", "RUN", "RESULT", "EXIT", "TOOK", "TRIGGER", "NOTE",
@@ -126,4 +134,51 @@ fn text(rows: &[RunRow], now: DateTime<Utc>, color: bool) -> String {
         &lines,
         color,
     )
+}
+
+/// `exit 3`, `SIGKILL`, or `-`.
+fn exit_text(r: &RunRow) -> String {
+    match (r.code, &r.signal) {
+        (Some(c), _) => format!("exit {c}"),
+        (None, Some(s)) => s.clone(),
+        _ => "-".into(),
+    }
+}
+
+/// One row of the table.
+fn row_line(r: &RunRow, now: DateTime<Utc>, zone: chrono_tz::Tz, color: bool) -> Vec<String> {
+    let at = r.started.or(r.scheduled).or(r.ended).unwrap_or(now);
+    let status = exit_text(r);
+    let mut note = Vec::new();
+    if r.count > 1 {
+        note.push(format!("x{}", r.count));
+    }
+    if r.catch_up {
+        note.push("catch-up".to_string());
+    }
+    if r.attempt > 1 {
+        note.push(format!("{} tries", r.attempt));
+    }
+    if let Some(reason) = &r.reason {
+        note.push(crate::output::escape_controls(reason).into_owned());
+    }
+    vec![
+        format!(
+            "{} ({})",
+            timefmt::local(at, zone),
+            timefmt::relative(at, now)
+        ),
+        r.job.clone(),
+        r.run.map(|n| format!("#{n}")).unwrap_or_else(|| "-".into()),
+        paint_outcome(r.outcome, color),
+        status,
+        r.duration_ms
+            .map(timefmt::duration_ms)
+            .unwrap_or_else(|| "-".into()),
+        r.trigger.clone(),
+        match note.is_empty() {
+            true => "-".into(),
+            false => note.join("; "),
+        },
+    ]
 }

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 pub use sqlite::{Page, SqliteStore};
 
 /// The schema version this flowrun writes; a database of a newer one is refused, never rewritten.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -191,6 +191,10 @@ pub enum Op {
     Resume {
         job: String,
     },
+    /// A retry of a run began: its row is `running` again, at this try (`attempt`), with its new pid.
+    Retry(Box<RunRow>),
+    /// One try of a run ended (its row in `tries`; the run's own row is updated by its last try).
+    Try(Box<RunRow>),
 }
 
 /// What `history` asks for.
@@ -243,6 +247,9 @@ pub trait Store: Send {
     fn compact(&mut self) {}
     /// History rows, newest first. Redis: `XREVRANGE` of the stream, then `HGETALL` of each run.
     fn history(&self, query: &Query) -> Result<Vec<RunRow>, StoreError>;
+    /// The tries of run `run` of `job` that ended, first first (a run's first try and its retries).
+    /// Redis: `LRANGE` of the run's tries list.
+    fn tries(&self, job: &str, run: u64) -> Result<Vec<RunRow>, StoreError>;
     /// Delete rows that ended before `before`; returns the log files they named, to delete with them.
     /// Redis: `XTRIM MINID` (the stream is capped) and `DEL` of the run hashes.
     fn prune(&mut self, before: DateTime<Utc>) -> Result<Vec<PathBuf>, StoreError>;

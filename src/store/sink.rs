@@ -7,11 +7,26 @@ use chrono::{DateTime, Utc};
 use super::{Op, Outcome, RunRow};
 use crate::event::{missed_reason, Event, RunExit};
 
-/// What `event`, emitted at `at`, changes in the history (`None`: nothing).
-pub fn history_op(at: DateTime<Utc>, event: &Event) -> Option<Op> {
+/// What `event`, emitted at `at`, changes in the history: every op, in order (a run's end is its try's row and,
+/// for its last try, the run's row).
+pub fn history_ops(at: DateTime<Utc>, event: &Event) -> Vec<Op> {
+    let mut ops = Vec::new();
+    if let Event::RunExit(exit) = event {
+        if exit.final_try {
+            ops.push(Op::Update(Box::new(ended(at, exit))));
+        }
+    }
+    ops.extend(history_op(at, event));
+    ops
+}
+
+/// What `event` changes in the history, but a last try's run row (see [`history_ops`]).
+fn history_op(at: DateTime<Utc>, event: &Event) -> Option<Op> {
     Some(match event {
+        // A retry is a try of a run whose row exists: the row is running again.
+        Event::RunStart { attempt, .. } if *attempt > 1 => Op::Retry(Box::new(started(at, event)?)),
         Event::RunStart { .. } => Op::Append(Box::new(started(at, event)?)),
-        Event::RunExit(exit) => Op::Update(Box::new(ended(at, exit))),
+        Event::RunExit(exit) => return Some(Op::Try(Box::new(ended(at, exit)))),
         Event::RunSkipped {
             job,
             scheduled,
@@ -143,7 +158,7 @@ mod tests {
             pid: 42,
             scheduled: at() - chrono::Duration::seconds(2),
             lateness_us: Some(1500),
-            attempt: 2,
+            attempt: 1,
             coalesced: 3,
             catch_up: true,
             messages: Some(5),
@@ -152,13 +167,25 @@ mod tests {
         };
         let (append, r) = row(history_op(at(), &event));
         assert!(append);
-        assert_eq!((r.job.as_str(), r.run, r.attempt), ("a", Some(7), 2));
+        assert_eq!((r.job.as_str(), r.run, r.attempt), ("a", Some(7), 1));
         assert_eq!(r.outcome, Outcome::Running);
         assert_eq!(r.started, Some(at()));
         assert_eq!(r.lateness_ms, Some(1.5));
         assert_eq!((r.count, r.catch_up, r.messages), (3, true, Some(5)));
         assert_eq!(r.trigger, "interval 1s");
         assert_eq!(r.log.as_deref(), Some("logs/a/7.log"));
+        // A retry's start is a try of the same run: its row becomes running again, not a new row.
+        let retry = match event {
+            Event::RunStart { attempt: _, .. } => {
+                let mut e = event.clone();
+                if let Event::RunStart { attempt, .. } = &mut e {
+                    *attempt = 2;
+                }
+                e
+            }
+            _ => unreachable!(),
+        };
+        assert!(matches!(history_op(at(), &retry), Some(Op::Retry(_))));
     }
 
     #[test]
@@ -175,6 +202,7 @@ mod tests {
             each: false,
             duration_ms: 250,
             outcome: "spawn-failed",
+            final_try: true,
             trigger: "start".into(),
             scheduled: at(),
             attempt: 1,
@@ -183,7 +211,10 @@ mod tests {
             catch_up: false,
             log: None,
         };
-        let (append, r) = row(history_op(at(), &Event::RunExit(Box::new(exit))));
+        let ops = history_ops(at(), &Event::RunExit(Box::new(exit)));
+        assert_eq!(ops.len(), 2, "the run's row and its try's");
+        assert!(matches!(ops[1], Op::Try(_)));
+        let (append, r) = row(ops.into_iter().next());
         assert!(!append, "an update (it inserts a row never started)");
         assert_eq!(r.outcome, Outcome::SpawnFailed);
         assert_eq!(r.ended, Some(at()));

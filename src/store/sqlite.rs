@@ -59,6 +59,21 @@ CREATE TABLE paused (
     until TEXT
 );
 ",
+    "
+CREATE TABLE tries (
+    job         TEXT NOT NULL,
+    run         INTEGER NOT NULL,
+    attempt     INTEGER NOT NULL,
+    started     TEXT,
+    ended       TEXT,
+    duration_ms INTEGER,
+    code        INTEGER,
+    signal      TEXT,
+    outcome     TEXT NOT NULL,
+    reason      TEXT,
+    PRIMARY KEY (job, run, attempt)
+);
+",
 ];
 
 pub struct SqliteStore {
@@ -557,6 +572,35 @@ impl Store for SqliteStore {
                     )
                     .map_err(e)?;
                 }
+                Op::Retry(row) => {
+                    tx.execute(
+                        "UPDATE runs SET attempt = ?3, pid = ?4, outcome = 'running', ended = NULL,
+                                         duration_ms = NULL, code = NULL, signal = NULL, reason = NULL
+                         WHERE job = ?1 AND run = ?2",
+                        params![row.job, row.run, row.attempt, row.pid],
+                    )
+                    .map_err(e)?;
+                }
+                Op::Try(row) => {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO tries
+                         (job, run, attempt, started, ended, duration_ms, code, signal, outcome, reason)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                        params![
+                            row.job,
+                            row.run,
+                            row.attempt,
+                            row.started.map(timestamp),
+                            row.ended.map(timestamp),
+                            row.duration_ms,
+                            row.code,
+                            row.signal,
+                            row.outcome.as_str(),
+                            row.reason,
+                        ],
+                    )
+                    .map_err(e)?;
+                }
                 Op::Resume { job } => {
                     tx.execute("DELETE FROM paused WHERE job = ?1", params![job])
                         .map_err(e)?;
@@ -608,6 +652,37 @@ impl Store for SqliteStore {
         rows.collect::<Result<Vec<_>, _>>().map_err(e)
     }
 
+    fn tries(&self, job: &str, run: u64) -> Result<Vec<RunRow>, StoreError> {
+        let e = |e| db_error(&self.path, e);
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT attempt, started, ended, duration_ms, code, signal, outcome, reason FROM tries
+                 WHERE job = ?1 AND run = ?2 ORDER BY attempt",
+            )
+            .map_err(e)?;
+        let rows = stmt
+            .query_map(params![job, run as i64], |r| {
+                let outcome: String = r.get(6)?;
+                Ok(RunRow {
+                    run: Some(run),
+                    attempt: r.get(0)?,
+                    started: parse_time(r.get(1)?),
+                    ended: parse_time(r.get(2)?),
+                    duration_ms: r.get(3)?,
+                    code: r.get(4)?,
+                    signal: r.get(5)?,
+                    reason: r.get(7)?,
+                    ..RunRow::new(
+                        job.to_string(),
+                        Outcome::parse(&outcome).unwrap_or(Outcome::Failed),
+                    )
+                })
+            })
+            .map_err(e)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(e)
+    }
+
     fn prune(&mut self, before: DateTime<Utc>) -> Result<Vec<PathBuf>, StoreError> {
         let path = self.path.clone();
         let e = |e| db_error(&path, e);
@@ -628,6 +703,13 @@ impl Store for SqliteStore {
         tx.execute(
             "DELETE FROM runs WHERE outcome != 'running' AND coalesce(ended, started, scheduled) < ?1",
             params![cutoff],
+        )
+        .map_err(e)?;
+        // The tries of the runs pruned go with them.
+        tx.execute(
+            "DELETE FROM tries WHERE NOT EXISTS
+             (SELECT 1 FROM runs WHERE runs.job = tries.job AND runs.run = tries.run)",
+            [],
         )
         .map_err(e)?;
         tx.commit().map_err(e)?;

@@ -433,6 +433,9 @@ mod tests {
         fn history(&self, _: &Query) -> Result<Vec<RunRow>, StoreError> {
             Ok(Vec::new())
         }
+        fn tries(&self, _: &str, _: u64) -> Result<Vec<RunRow>, StoreError> {
+            Ok(Vec::new())
+        }
         fn prune(&mut self, _: chrono::DateTime<Utc>) -> Result<Vec<PathBuf>, StoreError> {
             Ok(Vec::new())
         }

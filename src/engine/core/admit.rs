@@ -199,15 +199,23 @@ impl<W: World> Core<W> {
         pin: bool,
         env: Result<FileEnv, String>,
     ) -> bool {
-        if !self.number_ready(pending.job) {
+        // A retry is a try of its run: it keeps the run's number (given already, and on disk).
+        if pending.number.is_none() && !self.number_ready(pending.job) {
             self.hold(pending, executor);
             return false;
         }
         self.store_back();
         let state = &mut self.jobs[pending.job];
-        let number = state.next_number;
-        state.next_number += 1;
-        state.counts.runs += 1;
+        let number = match pending.number {
+            Some(number) => number,
+            None => {
+                let number = state.next_number;
+                state.next_number += 1;
+                state.counts.runs += 1;
+                number
+            }
+        };
+        state.counts.tries += 1;
         state.live += 1;
         let id = self.new_run_id();
         let run = Run::new(pending, number, executor, RunState::NotStarted, self.now);

@@ -39,14 +39,18 @@ impl<W: World> Core<W> {
         self.executors.busy[run.executor] -= 1;
         self.said_taken_back(&run, &end);
         let c = self.classified(&run, &end);
-        self.report_exit(id, &mut run, job, &c);
+        let retried = c.outcome == Some(RunResult::Failed) && self.will_retry(&run, job, c.code);
+        self.report_exit(id, &mut run, job, &c, !retried);
         match c.outcome {
             Some(RunResult::Succeeded) => {
                 self.jobs[run.job].counts.succeeded += 1;
                 self.jobs[run.job].last_success = Some(self.now.utc);
             }
             Some(RunResult::Failed) => {
-                self.jobs[run.job].counts.failed += 1;
+                // A try that will be retried is not a failed run (its run has not ended).
+                if !retried {
+                    self.jobs[run.job].counts.failed += 1;
+                }
                 if self.after_failure(&mut run, job, c.code) {
                     // A try that will be retried has not ended the run's story: joins wait for the last try
                     // (and so does a `trigger --wait`).
@@ -156,7 +160,14 @@ impl<W: World> Core<W> {
     }
 
     /// The `run.exit` event and the footer of the run's log file.
-    fn report_exit(&mut self, id: RunId, run: &mut Run, job: &Job, c: &Classified) {
+    fn report_exit(
+        &mut self,
+        id: RunId,
+        run: &mut Run,
+        job: &Job,
+        c: &Classified,
+        final_try: bool,
+    ) {
         let duration = self.now.mono.saturating_duration_since(run.started);
         let exit = RunExit {
             job: job.name.clone(),
@@ -170,6 +181,7 @@ impl<W: World> Core<W> {
             each: run.input.is_some(),
             duration_ms: duration.as_millis() as u64,
             outcome: super::outcome_of(c, run.state).as_str(),
+            final_try,
             trigger: self.trigger_text(run.job, super::ledger::Cause::of_run(run)),
             scheduled: run.scheduled,
             attempt: run.attempt,
@@ -192,6 +204,16 @@ impl<W: World> Core<W> {
 
     /// A failed try: retried while attempts are left (not at shutdown), else its messages go to the dead letter,
     /// or the workflow has failed. Returns whether it will be retried.
+    /// Whether a failed try is tried again: attempts are left (and its code is retried), and the runner is not
+    /// stopping.
+    fn will_retry(&self, run: &Run, job: &Job, code: Option<i32>) -> bool {
+        !self.stopping
+            && job
+                .retry
+                .as_ref()
+                .is_some_and(|r| r.again(run.attempt, code))
+    }
+
     fn after_failure(&mut self, run: &mut Run, job: &Job, code: Option<i32>) -> bool {
         let retry = job.retry.as_ref().filter(|r| r.again(run.attempt, code));
         if let (Some(retry), false) = (retry, self.stopping) {
@@ -211,6 +233,7 @@ impl<W: World> Core<W> {
                 manual: run.manual,
                 upstream: run.upstream.clone(),
                 handles: run.handles,
+                number: Some(run.number),
                 ..self.pending_now(run.job)
             };
             self.later(backoff, Later::Retry(pending));

@@ -39,6 +39,8 @@ pub struct Pending {
     pub upstream: Option<Arc<str>>,
     /// For a firing by `on_failure`: the job whose run failed.
     pub handles: Option<JobId>,
+    /// A retry: the number of the run it is a try of (tries belong to their run).
+    pub number: Option<u64>,
 }
 
 impl Pending {
@@ -56,6 +58,7 @@ impl Pending {
             manual: None,
             upstream: None,
             handles: None,
+            number: None,
         }
     }
 }

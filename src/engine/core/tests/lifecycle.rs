@@ -56,14 +56,30 @@ fn a_failed_try_is_retried_after_its_backoff_and_the_backoff_doubles() {
     h.advance(Duration::from_millis(999));
     assert!(h.take().is_empty());
     h.advance(Duration::from_millis(1));
-    assert_eq!(h.take(), ["start a#2 try 2"]);
+    // Tries belong to their run: the same number, one run, three tries, one failure.
+    assert_eq!(h.take(), ["start a#1 try 2"]);
     h.exit("a", 1);
-    assert!(h.saw("retry a#2 try 3 in 2s"));
+    assert!(h.saw("retry a#1 try 3 in 2s"));
     h.advance(Duration::from_secs(2));
     h.exit("a", 1);
-    assert_eq!(h.take(), ["start a#3 try 3", "exit a#3 failed"]);
+    assert_eq!(h.take(), ["start a#1 try 3", "exit a#1 failed"]);
     assert!(h.core.failed, "the last try failed");
     assert!(h.core.finished());
+    let counts = &h.core.jobs[0].counts;
+    assert_eq!((counts.runs, counts.tries, counts.failed), (1, 3, 1));
+    let finals: Vec<bool> = h
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            crate::event::Event::RunExit(x) => Some(x.final_try),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        finals,
+        [false, false, true],
+        "only the last try ends the run"
+    );
 }
 
 #[test]

@@ -12,7 +12,7 @@ fn history(h: &Harness) -> Vec<Op> {
     let at = h.now().utc;
     h.events
         .iter()
-        .filter_map(|e| crate::store::sink::history_op(at, e))
+        .flat_map(|e| crate::store::sink::history_ops(at, e))
         .collect()
 }
 
