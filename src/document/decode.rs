@@ -480,24 +480,9 @@ impl Decoder<'_> {
             let fields = self.fields(n, &[OPTION_KEYS], &[], n.span, "`defaults`")?;
             Some(self.options(&fields))
         });
-        // A top-level `on_failure` is the default of every job (as under `defaults`).
         let mut defaults = defaults;
         let on_failure = f.get("on_failure").and_then(|n| self.name_ref(n, "job"));
-        if let Some(top) = on_failure.clone() {
-            let options = defaults.get_or_insert_with(JobOptions::default);
-            match &options.on_failure {
-                Some(_) => self.push(
-                    Diagnostic::new(
-                        Code::ConflictingKeys,
-                        top.span,
-                        "`on_failure` is given at the top and under `defaults`",
-                    )
-                    .label("given twice")
-                    .help("keep one of them"),
-                ),
-                None => options.on_failure = Some(top),
-            }
-        }
+        self.fold_on_failure(on_failure.clone(), &mut defaults);
         let jobs = match f.get("jobs") {
             Some(n) => {
                 if let Value::Map(pairs) = &n.value {
@@ -1067,6 +1052,25 @@ impl Decoder<'_> {
             .help(help),
         );
         None
+    }
+
+    /// A top-level `on_failure` is the default of every job (as under `defaults`); given in both places, it is
+    /// an error.
+    fn fold_on_failure(&mut self, top: Option<Sp<String>>, defaults: &mut Option<JobOptions>) {
+        let Some(top) = top else { return };
+        let options = defaults.get_or_insert_with(JobOptions::default);
+        match &options.on_failure {
+            Some(_) => self.push(
+                Diagnostic::new(
+                    Code::ConflictingKeys,
+                    top.span,
+                    "`on_failure` is given at the top and under `defaults`",
+                )
+                .label("given twice")
+                .help("keep one of them"),
+            ),
+            None => options.on_failure = Some(top),
+        }
     }
 
     /// A trigger mapping of a known kind, its fields decoded.

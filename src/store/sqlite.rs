@@ -280,6 +280,39 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
     })
 }
 
+/// A retry of a run began: its row is running again, at this try.
+fn retried(tx: &rusqlite::Transaction<'_>, row: &RunRow) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE runs SET attempt = ?3, pid = ?4, outcome = 'running', ended = NULL,
+                         duration_ms = NULL, code = NULL, signal = NULL, reason = NULL
+         WHERE job = ?1 AND run = ?2",
+        params![row.job, row.run, row.attempt, row.pid],
+    )
+    .map(drop)
+}
+
+/// One try of a run ended.
+fn tried(tx: &rusqlite::Transaction<'_>, row: &RunRow) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT OR REPLACE INTO tries
+         (job, run, attempt, started, ended, duration_ms, code, signal, outcome, reason)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            row.job,
+            row.run,
+            row.attempt,
+            row.started.map(timestamp),
+            row.ended.map(timestamp),
+            row.duration_ms,
+            row.code,
+            row.signal,
+            row.outcome.as_str(),
+            row.reason,
+        ],
+    )
+    .map(drop)
+}
+
 fn insert(tx: &rusqlite::Transaction<'_>, row: &RunRow) -> rusqlite::Result<()> {
     tx.execute(
         &format!(
@@ -572,35 +605,8 @@ impl Store for SqliteStore {
                     )
                     .map_err(e)?;
                 }
-                Op::Retry(row) => {
-                    tx.execute(
-                        "UPDATE runs SET attempt = ?3, pid = ?4, outcome = 'running', ended = NULL,
-                                         duration_ms = NULL, code = NULL, signal = NULL, reason = NULL
-                         WHERE job = ?1 AND run = ?2",
-                        params![row.job, row.run, row.attempt, row.pid],
-                    )
-                    .map_err(e)?;
-                }
-                Op::Try(row) => {
-                    tx.execute(
-                        "INSERT OR REPLACE INTO tries
-                         (job, run, attempt, started, ended, duration_ms, code, signal, outcome, reason)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                        params![
-                            row.job,
-                            row.run,
-                            row.attempt,
-                            row.started.map(timestamp),
-                            row.ended.map(timestamp),
-                            row.duration_ms,
-                            row.code,
-                            row.signal,
-                            row.outcome.as_str(),
-                            row.reason,
-                        ],
-                    )
-                    .map_err(e)?;
-                }
+                Op::Retry(row) => retried(&tx, row).map_err(e)?,
+                Op::Try(row) => tried(&tx, row).map_err(e)?,
                 Op::Resume { job } => {
                     tx.execute("DELETE FROM paused WHERE job = ?1", params![job])
                         .map_err(e)?;
