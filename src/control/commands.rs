@@ -170,7 +170,10 @@ pub fn pause(
 ) -> Result<i32, Error> {
     let mut path = format!("/api/v1/jobs/{}/pause", encode_segment(job));
     if let Some(d) = span {
-        path.push_str(&format!("?for={}s", d.as_secs().max(1)));
+        if d.is_zero() {
+            return Err(Error::usage("--for: a pause must last a while (e.g. `2h`)"));
+        }
+        path.push_str(&format!("?for={}ms", d.as_millis().max(1)));
     }
     let (status, body) = ask(
         file,
