@@ -96,10 +96,10 @@ pub enum Command {
     Logs {
         /// The workflow file.
         file: PathBuf,
-        /// The job.
+        /// The job, or `JOB#N` for its run N (as output lines name runs).
         #[arg(value_name = "JOB")]
         job: String,
-        /// The run number (`job#N`); the last run when not given.
+        /// The run number (`JOB N` is `JOB#N`); the last run when not given.
         run: Option<u64>,
         /// Keep printing what a live run writes, until it ends.
         #[arg(short, long)]

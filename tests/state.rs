@@ -299,7 +299,22 @@ fn log_files_go_on_and_logs_prints_them() {
     assert_eq!(last.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&last.stdout).contains("hello from 2"));
     let first = flowrun(&["logs", f, "hello", "1"], &state);
+    assert_eq!(first.status.code(), Some(0), "{first:?}");
     assert!(String::from_utf8_lossy(&first.stdout).contains("hello from 1"));
+    // Output lines name a run `hello#1`: that form names it too, and prints the same log.
+    let hashed = flowrun(&["logs", f, "hello#1"], &state);
+    assert_eq!(hashed.status.code(), Some(0), "{hashed:?}");
+    assert_eq!(hashed.stdout, first.stdout);
+    for wrong in [&["hello#1", "2"][..], &["hello#one"], &["hello#"]] {
+        let mut args = vec!["logs", f];
+        args.extend(wrong);
+        let out = flowrun(&args, &state);
+        assert_eq!(out.status.code(), Some(2), "{wrong:?}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("hello#"),
+            "{out:?}"
+        );
+    }
     let none = flowrun(&["logs", f, "hello", "9"], &state);
     assert_eq!(none.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&none.stderr).contains("no run #9 of `hello`"));
