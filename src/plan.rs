@@ -161,9 +161,10 @@ pub struct Probe {
 pub enum Check {
     /// A line of the run's printed output matches.
     Log(regex::bytes::Regex),
-    /// A GET of this `http://` URL answers 2xx.
-    Http(hyper::Uri),
-    /// A TCP connection to `HOST:PORT` succeeds.
+    /// A GET of this `http://` URL answers 2xx. As written: its `$NAME`s take the job's variables at each run's
+    /// start ([`Check::expanded`]).
+    Http(String),
+    /// A TCP connection to `HOST:PORT` succeeds (its `$NAME`s as for `Http`).
     Tcp(String),
     /// The command exits 0.
     Exec(Command),
@@ -178,6 +179,35 @@ impl Check {
             Check::Tcp(a) => format!("tcp {a}"),
             Check::Exec(c) => format!("exec {}", c.display()),
         }
+    }
+
+    /// The check with the job's variables put in its address (`value_of` knows them), checked again: a value from
+    /// an `env_file` was never seen by validation. Else why it cannot be probed.
+    pub fn expanded<'v>(
+        &self,
+        value_of: impl Fn(&str) -> Option<&'v str>,
+    ) -> Result<Check, String> {
+        let put_in = |text: &str| {
+            crate::address::expand(text, value_of).map_err(|unset| match unset {
+                crate::address::Unset::Name(name) => format!(
+                    "`{text}` names `${name}`, which neither the job's `env` nor its `env_file` sets"
+                ),
+                crate::address::Unset::Bad(bad) => format!("`{text}`: {}", bad.problem),
+            })
+        };
+        Ok(match self {
+            Check::Http(url) => {
+                let url = put_in(url)?;
+                crate::address::http_url(&url)?;
+                Check::Http(url)
+            }
+            Check::Tcp(address) => {
+                let address = put_in(address)?;
+                crate::address::tcp_address(&address)?;
+                Check::Tcp(address)
+            }
+            other => other.clone(),
+        })
     }
 }
 
