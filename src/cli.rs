@@ -56,7 +56,8 @@ pub enum Command {
         /// Start from this date-time instead of now (RFC 3339, or local in the system zone).
         #[arg(long)]
         from: Option<String>,
-        /// text (a list per job), json (`{"JOB": ["RFC 3339 time", ...]}`).
+        /// text (a list per job), json (`{"JOB": ["RFC 3339 time", ...]}`); times in each trigger's zone, with
+        /// its offset.
         #[arg(long, value_enum, default_value_t = Mode::Text)]
         format: Mode,
     },

@@ -242,9 +242,14 @@ pub enum TimeSpec {
         every: Duration,
         start: Option<DateTime<Utc>>,
         end: Option<DateTime<Utc>>,
+        /// The zone its `start` and `end` were read in (its `timezone`, else the system's): where `next` and the
+        /// dry run show its times. Not part of the fingerprint: the instants are.
+        zone: Tz,
     },
     At {
         at: DateTime<Utc>,
+        /// As an interval's `zone`.
+        zone: Tz,
     },
 }
 
@@ -255,13 +260,25 @@ impl TimeSpec {
                 cron: *cron,
                 zone: *zone,
             },
-            TimeSpec::Interval { every, start, end } => TimeRule::Interval {
+            TimeSpec::Interval {
+                every, start, end, ..
+            } => TimeRule::Interval {
                 anchor: start.unwrap_or(runner_start),
                 every: *every,
                 first_k: if start.is_some() { 0 } else { 1 },
                 end: *end,
             },
-            TimeSpec::At { at } => TimeRule::At { at: *at },
+            TimeSpec::At { at, .. } => TimeRule::At { at: *at },
+        }
+    }
+
+    /// The zone its times are shown in: a cron's (its `timezone`, else the system's), or the one an interval or
+    /// an `at` was read in.
+    pub fn zone(&self) -> Tz {
+        match self {
+            TimeSpec::Cron { zone, .. }
+            | TimeSpec::Interval { zone, .. }
+            | TimeSpec::At { zone, .. } => *zone,
         }
     }
 
@@ -270,13 +287,15 @@ impl TimeSpec {
     pub fn fingerprint(&self) -> String {
         let canonical = match self {
             TimeSpec::Cron { text, zone, .. } => format!("cron|{}|{zone}", text.trim()),
-            TimeSpec::Interval { every, start, end } => format!(
+            TimeSpec::Interval {
+                every, start, end, ..
+            } => format!(
                 "interval|{}|{}|{}",
                 every.as_nanos(),
                 start.map(|t| t.timestamp_micros()).unwrap_or(-1),
                 end.map(|t| t.timestamp_micros()).unwrap_or(-1)
             ),
-            TimeSpec::At { at } => format!("at|{}", at.timestamp_micros()),
+            TimeSpec::At { at, .. } => format!("at|{}", at.timestamp_micros()),
         };
         // FNV-1a, 64 bits: stable across versions and machines (std's hasher is not).
         let hash = canonical.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
@@ -293,6 +312,7 @@ impl TimeSpec {
                 every,
                 start: None,
                 end,
+                ..
             } => TimeRule::Interval {
                 anchor: last,
                 every: *every,
@@ -309,7 +329,7 @@ impl TimeSpec {
             TimeSpec::Interval { every, .. } => {
                 format!("every {}", crate::values::format_duration(*every))
             }
-            TimeSpec::At { at } => format!("at {}", at.to_rfc3339()),
+            TimeSpec::At { at, .. } => format!("at {}", at.to_rfc3339()),
         }
     }
 }
@@ -320,17 +340,27 @@ impl Plan {
     }
 
     /// The next `count` fire times of a job's time triggers, merged, from `from` (an interval without `start` is
-    /// anchored at `from`, as if the runner started then). Used by `next` and `--dry-run`.
-    pub fn next_fires(&self, job: JobId, from: DateTime<Utc>, count: usize) -> Vec<DateTime<Utc>> {
-        let rules: Vec<TimeRule> = self.jobs[job]
-            .triggers
-            .iter()
-            .filter_map(|t| match t {
-                Trigger::Time { rule, .. } => Some(rule.rule(from)),
-                _ => None,
-            })
-            .collect();
-        crate::schedule::trigger::upcoming(&rules, from, count)
+    /// anchored at `from`, as if the runner started then), each with the zone of the trigger that fires it (of
+    /// the first, when two fire at one instant, which fires once). Used by `next` and `--dry-run`.
+    pub fn next_fires(
+        &self,
+        job: JobId,
+        from: DateTime<Utc>,
+        count: usize,
+    ) -> Vec<(DateTime<Utc>, Tz)> {
+        let mut fires: Vec<(DateTime<Utc>, Tz)> = Vec::new();
+        for t in &self.jobs[job].triggers {
+            if let Trigger::Time { rule, .. } = t {
+                let zone = rule.zone();
+                let upcoming = crate::schedule::trigger::upcoming(&[rule.rule(from)], from, count);
+                fires.extend(upcoming.into_iter().map(|at| (at, zone)));
+            }
+        }
+        // Stable: of two triggers firing at one instant, the first in the file stays.
+        fires.sort_by_key(|(at, _)| *at);
+        fires.dedup_by_key(|(at, _)| *at);
+        fires.truncate(count);
+        fires
     }
 
     /// One trigger of a job in words, as `graph`, the dry run and the live view show it: `start`, `every 5m`,
