@@ -56,7 +56,8 @@ pub enum Command {
         /// Start from this date-time instead of now (RFC 3339, or local in the system zone).
         #[arg(long)]
         from: Option<String>,
-        /// text (a list per job), json (`{"JOB": ["RFC 3339 time", ...]}`).
+        /// text (a list per job), json (`{"JOB": ["RFC 3339 time", ...]}`); times in each trigger's zone, with
+        /// its offset.
         #[arg(long, value_enum, default_value_t = Mode::Text)]
         format: Mode,
     },
@@ -99,10 +100,10 @@ pub enum Command {
     Logs {
         /// The workflow file.
         file: PathBuf,
-        /// The job.
+        /// The job, or `JOB#N` for its run N (as output lines name runs).
         #[arg(value_name = "JOB")]
         job: String,
-        /// The run number (`job#N`); the last run when not given.
+        /// The run number (`JOB N` is `JOB#N`); the last run when not given.
         run: Option<u64>,
         /// Keep printing what a live run writes, until it ends.
         #[arg(short, long)]

@@ -73,12 +73,21 @@ pub fn describe(plan: &Plan, now: DateTime<Utc>) -> String {
             ));
         }
         let next = plan.next_fires(j, now, 3);
-        if !next.is_empty() {
+        if let Some(&(_, first)) = next.first() {
+            // In the zone of the trigger that fires each; named once when they share it (as they mostly do).
+            let one_zone = next.iter().all(|(_, zone)| *zone == first);
             let times: Vec<String> = next
                 .iter()
-                .map(|t| crate::values::format_instant(*t))
+                .map(|&(t, zone)| match one_zone {
+                    true => crate::timefmt::wall(t, zone),
+                    false => crate::timefmt::zoned(t, zone),
+                })
                 .collect();
-            out.push_str(&format!("    next: {}\n", times.join(", ")));
+            let named = match one_zone {
+                true => format!(" ({})", first.name()),
+                false => String::new(),
+            };
+            out.push_str(&format!("    next: {}{named}\n", times.join(", ")));
         }
         if let Some(c) = job.stdin {
             out.push_str(&format!("    stdin: {}\n", plan.channels[c].name));

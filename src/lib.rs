@@ -29,6 +29,8 @@
 //! - `app` (the commands), `cli` (arguments), `error` (the one error type and its exit codes), `graph`,
 //!   `dryrun`, `timefmt`: the edges.
 
+/// Probe addresses and the job's `$NAME`s in them.
+mod address;
 pub mod app;
 pub mod cli;
 mod commands;

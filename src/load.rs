@@ -37,6 +37,11 @@ pub fn load_plan_as(file: &Path, json: bool) -> Result<Plan, Error> {
     });
     // A deep copy, made here on the main thread (the original is freed into the validation arena).
     validated.plan = validated.plan.clone();
+    // Hints say what validation could not check: `flowrun validate` shows them; every start or `status` would
+    // only repeat them.
+    validated
+        .diagnostics
+        .retain(|d| d.severity() != crate::diagnostics::Severity::Hint);
     if json {
         for d in &validated.diagnostics {
             let at = source.line_col(d.span.offset);

@@ -161,9 +161,10 @@ pub struct Probe {
 pub enum Check {
     /// A line of the run's printed output matches.
     Log(regex::bytes::Regex),
-    /// A GET of this `http://` URL answers 2xx.
-    Http(hyper::Uri),
-    /// A TCP connection to `HOST:PORT` succeeds.
+    /// A GET of this `http://` URL answers 2xx. As written: its `$NAME`s take the job's variables at each run's
+    /// start ([`Check::expanded`]).
+    Http(String),
+    /// A TCP connection to `HOST:PORT` succeeds (its `$NAME`s as for `Http`).
     Tcp(String),
     /// The command exits 0.
     Exec(Command),
@@ -178,6 +179,35 @@ impl Check {
             Check::Tcp(a) => format!("tcp {a}"),
             Check::Exec(c) => format!("exec {}", c.display()),
         }
+    }
+
+    /// The check with the job's variables put in its address (`value_of` knows them), checked again: a value from
+    /// an `env_file` was never seen by validation. Else why it cannot be probed.
+    pub fn expanded<'v>(
+        &self,
+        value_of: impl Fn(&str) -> Option<&'v str>,
+    ) -> Result<Check, String> {
+        let put_in = |text: &str| {
+            crate::address::expand(text, value_of).map_err(|unset| match unset {
+                crate::address::Unset::Name(name) => format!(
+                    "`{text}` names `${name}`, which neither the job's `env` nor its `env_file` sets"
+                ),
+                crate::address::Unset::Bad(bad) => format!("`{text}`: {}", bad.problem),
+            })
+        };
+        Ok(match self {
+            Check::Http(url) => {
+                let url = put_in(url)?;
+                crate::address::http_url(&url)?;
+                Check::Http(url)
+            }
+            Check::Tcp(address) => {
+                let address = put_in(address)?;
+                crate::address::tcp_address(&address)?;
+                Check::Tcp(address)
+            }
+            other => other.clone(),
+        })
     }
 }
 
@@ -212,9 +242,14 @@ pub enum TimeSpec {
         every: Duration,
         start: Option<DateTime<Utc>>,
         end: Option<DateTime<Utc>>,
+        /// The zone its `start` and `end` were read in (its `timezone`, else the system's): where `next` and the
+        /// dry run show its times. Not part of the fingerprint: the instants are.
+        zone: Tz,
     },
     At {
         at: DateTime<Utc>,
+        /// As an interval's `zone`.
+        zone: Tz,
     },
 }
 
@@ -225,13 +260,25 @@ impl TimeSpec {
                 cron: *cron,
                 zone: *zone,
             },
-            TimeSpec::Interval { every, start, end } => TimeRule::Interval {
+            TimeSpec::Interval {
+                every, start, end, ..
+            } => TimeRule::Interval {
                 anchor: start.unwrap_or(runner_start),
                 every: *every,
                 first_k: if start.is_some() { 0 } else { 1 },
                 end: *end,
             },
-            TimeSpec::At { at } => TimeRule::At { at: *at },
+            TimeSpec::At { at, .. } => TimeRule::At { at: *at },
+        }
+    }
+
+    /// The zone its times are shown in: a cron's (its `timezone`, else the system's), or the one an interval or
+    /// an `at` was read in.
+    pub fn zone(&self) -> Tz {
+        match self {
+            TimeSpec::Cron { zone, .. }
+            | TimeSpec::Interval { zone, .. }
+            | TimeSpec::At { zone, .. } => *zone,
         }
     }
 
@@ -240,13 +287,15 @@ impl TimeSpec {
     pub fn fingerprint(&self) -> String {
         let canonical = match self {
             TimeSpec::Cron { text, zone, .. } => format!("cron|{}|{zone}", text.trim()),
-            TimeSpec::Interval { every, start, end } => format!(
+            TimeSpec::Interval {
+                every, start, end, ..
+            } => format!(
                 "interval|{}|{}|{}",
                 every.as_nanos(),
                 start.map(|t| t.timestamp_micros()).unwrap_or(-1),
                 end.map(|t| t.timestamp_micros()).unwrap_or(-1)
             ),
-            TimeSpec::At { at } => format!("at|{}", at.timestamp_micros()),
+            TimeSpec::At { at, .. } => format!("at|{}", at.timestamp_micros()),
         };
         // FNV-1a, 64 bits: stable across versions and machines (std's hasher is not).
         let hash = canonical.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
@@ -263,6 +312,7 @@ impl TimeSpec {
                 every,
                 start: None,
                 end,
+                ..
             } => TimeRule::Interval {
                 anchor: last,
                 every: *every,
@@ -279,7 +329,7 @@ impl TimeSpec {
             TimeSpec::Interval { every, .. } => {
                 format!("every {}", crate::values::format_duration(*every))
             }
-            TimeSpec::At { at } => format!("at {}", at.to_rfc3339()),
+            TimeSpec::At { at, .. } => format!("at {}", at.to_rfc3339()),
         }
     }
 }
@@ -290,17 +340,27 @@ impl Plan {
     }
 
     /// The next `count` fire times of a job's time triggers, merged, from `from` (an interval without `start` is
-    /// anchored at `from`, as if the runner started then). Used by `next` and `--dry-run`.
-    pub fn next_fires(&self, job: JobId, from: DateTime<Utc>, count: usize) -> Vec<DateTime<Utc>> {
-        let rules: Vec<TimeRule> = self.jobs[job]
-            .triggers
-            .iter()
-            .filter_map(|t| match t {
-                Trigger::Time { rule, .. } => Some(rule.rule(from)),
-                _ => None,
-            })
-            .collect();
-        crate::schedule::trigger::upcoming(&rules, from, count)
+    /// anchored at `from`, as if the runner started then), each with the zone of the trigger that fires it (of
+    /// the first, when two fire at one instant, which fires once). Used by `next` and `--dry-run`.
+    pub fn next_fires(
+        &self,
+        job: JobId,
+        from: DateTime<Utc>,
+        count: usize,
+    ) -> Vec<(DateTime<Utc>, Tz)> {
+        let mut fires: Vec<(DateTime<Utc>, Tz)> = Vec::new();
+        for t in &self.jobs[job].triggers {
+            if let Trigger::Time { rule, .. } = t {
+                let zone = rule.zone();
+                let upcoming = crate::schedule::trigger::upcoming(&[rule.rule(from)], from, count);
+                fires.extend(upcoming.into_iter().map(|at| (at, zone)));
+            }
+        }
+        // Stable: of two triggers firing at one instant, the first in the file stays.
+        fires.sort_by_key(|(at, _)| *at);
+        fires.dedup_by_key(|(at, _)| *at);
+        fires.truncate(count);
+        fires
     }
 
     /// One trigger of a job in words, as `graph`, the dry run and the live view show it: `start`, `every 5m`,

@@ -10,6 +10,33 @@ pub fn local(t: DateTime<Utc>, zone: Tz) -> String {
         .to_string()
 }
 
+/// `2026-12-08 02:30:00 +01:00`: the wall time in `zone` with its offset from UTC (unambiguous where an
+/// abbreviation is not: the repeated hour of a DST change shows which pass it is). Milliseconds when the instant
+/// has a fraction (a `250ms` interval).
+pub fn wall(t: DateTime<Utc>, zone: Tz) -> String {
+    let format = match t.timestamp_subsec_nanos() {
+        0 => "%Y-%m-%d %H:%M:%S %:z",
+        _ => "%Y-%m-%d %H:%M:%S%.3f %:z",
+    };
+    t.with_timezone(&zone).format(format).to_string()
+}
+
+/// `2026-12-08 02:30:00 +01:00 (Europe/Berlin)`: [`wall`] and the zone's name.
+pub fn zoned(t: DateTime<Utc>, zone: Tz) -> String {
+    format!("{} ({})", wall(t, zone), zone.name())
+}
+
+/// RFC 3339 with the offset `zone` has at `t` (`Z` where it is 0), for scripts that want the trigger's wall time
+/// as well as the instant: whole seconds when it has no fraction, else milliseconds (a `250ms` interval), never
+/// the nanoseconds of a runner's start.
+pub fn rfc3339_in(t: DateTime<Utc>, zone: Tz) -> String {
+    let format = match t.timestamp_subsec_nanos() {
+        0 => chrono::SecondsFormat::Secs,
+        _ => chrono::SecondsFormat::Millis,
+    };
+    t.with_timezone(&zone).to_rfc3339_opts(format, true)
+}
+
 /// `in 4m`, `3h ago`, `now`: the largest unit, and the next one below for small counts (`1h 5m ago`).
 pub fn relative(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
     // To the nearest second: a fire 0.9 s away is "in 1s", not "now".
@@ -73,6 +100,32 @@ mod tests {
         assert_eq!(
             local(t("2026-11-25T02:00:00Z"), zone),
             "2026-11-25 03:00:00 CET"
+        );
+    }
+
+    #[test]
+    fn trigger_times_are_shown_in_their_zone_with_the_offset() {
+        let berlin: Tz = "Europe/Berlin".parse().unwrap();
+        let at = t("2026-12-08T01:30:00Z");
+        assert_eq!(
+            zoned(at, berlin),
+            "2026-12-08 02:30:00 +01:00 (Europe/Berlin)"
+        );
+        assert_eq!(rfc3339_in(at, berlin), "2026-12-08T02:30:00+01:00");
+        assert_eq!(rfc3339_in(at, Tz::UTC), "2026-12-08T01:30:00Z");
+        // The repeated hour of 25 October 2026: the offset tells the two passes apart.
+        assert_eq!(
+            wall(t("2026-10-25T00:30:00Z"), berlin),
+            "2026-10-25 02:30:00 +02:00"
+        );
+        assert_eq!(
+            wall(t("2026-10-25T01:30:00Z"), berlin),
+            "2026-10-25 02:30:00 +01:00"
+        );
+        let fraction = t("2026-01-01T00:00:00.25Z");
+        assert_eq!(
+            zoned(fraction, Tz::UTC),
+            "2026-01-01 00:00:00.250 +00:00 (UTC)"
         );
     }
 

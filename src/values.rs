@@ -204,16 +204,6 @@ impl DateTimeSpec {
     }
 }
 
-/// An instant for people and scripts (RFC 3339, UTC): whole seconds when it has no fraction, else
-/// milliseconds (a `250ms` interval), never the nanoseconds of a runner's start.
-pub fn format_instant(t: DateTime<Utc>) -> String {
-    let format = match t.timestamp_subsec_nanos() {
-        0 => chrono::SecondsFormat::Secs,
-        _ => chrono::SecondsFormat::Millis,
-    };
-    t.to_rfc3339_opts(format, true)
-}
-
 pub fn resolve_local(naive: NaiveDateTime, zone: Tz) -> DateTime<Utc> {
     match zone.from_local_datetime(&naive) {
         LocalResult::Single(dt) => dt.with_timezone(&Utc),

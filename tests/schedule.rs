@@ -55,10 +55,11 @@ fn next_prints_dst_aware_times_as_json() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    // 02:30 does not exist in Berlin on 29 March 2026: it fires at 03:00 CEST (01:00 UTC).
+    // 02:30 does not exist in Berlin on 29 March 2026: it fires at 03:00 CEST (01:00 UTC). Times carry the
+    // trigger's offset (the wall time it was written for), one hour more once summer time began.
     assert_eq!(
         v,
-        serde_json::json!({ "backup": ["2026-03-29T01:00:00Z", "2026-03-30T00:30:00Z", "2026-03-31T00:30:00Z"] })
+        serde_json::json!({ "backup": ["2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00", "2026-03-31T02:30:00+02:00"] })
     );
 }
 
@@ -104,7 +105,9 @@ fn next_text_lists_every_time_triggered_job() {
         .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
-        text.contains("backup (cron `30 2 * * *` (Europe/Berlin))\n  2026-01-01T01:30:00Z\n"),
+        text.contains(
+            "backup (cron `30 2 * * *` (Europe/Berlin))\n  2026-01-01 02:30:00 +01:00 (Europe/Berlin)\n"
+        ),
         "{text}"
     );
     assert!(text.contains("poll ("), "{text}");
@@ -181,6 +184,84 @@ fn dry_run_prints_the_plan_and_starts_nothing() {
     assert!(text.contains("trigger: every 1h"), "{text}");
     assert!(text.contains("next: "), "{text}");
     assert!(!dir.path().join("created").exists());
+}
+
+#[test]
+fn next_and_the_dry_run_show_each_triggers_times_in_its_zone_with_the_offset() {
+    // A cron in Berlin, an interval in Tokyo, and an `at` without a zone (the system's, here TZ=America/New_York).
+    let (_d, file) = write(
+        "jobs:
+  backup:
+    run: 'true'
+    trigger: { cron: \"30 12 * * *\", timezone: Europe/Berlin }
+  poll:
+    run: 'true'
+    trigger:
+      - { interval: 12h, start: \"2026-12-01 00:00\", timezone: Asia/Tokyo }
+      - { at: \"2026-12-24 18:00\" }
+",
+    );
+    let out = flowrun()
+        .env("TZ", "America/New_York")
+        .arg("next")
+        .arg(&file)
+        .args(["-n", "2", "--from", "2026-12-24T22:00:00Z"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(
+            "  2026-12-25 12:30:00 +01:00 (Europe/Berlin)\n  2026-12-26 12:30:00 +01:00 (Europe/Berlin)\n"
+        ),
+        "{text}"
+    );
+    // 18:00 in New York is 23:00 UTC, between Tokyo's noon (03:00 UTC) and midnight (15:00 UTC).
+    assert!(
+        text.contains(
+            "  2026-12-24 18:00:00 -05:00 (America/New_York)\n  2026-12-25 12:00:00 +09:00 (Asia/Tokyo)\n"
+        ),
+        "{text}"
+    );
+    let json = flowrun()
+        .env("TZ", "America/New_York")
+        .arg("next")
+        .arg(&file)
+        .args([
+            "-n",
+            "2",
+            "--from",
+            "2026-12-24T22:00:00Z",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(
+        v["poll"],
+        serde_json::json!(["2026-12-24T18:00:00-05:00", "2026-12-25T12:00:00+09:00"])
+    );
+    // Each is the instant it names.
+    for t in v["poll"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(v["backup"].as_array().unwrap())
+    {
+        chrono::DateTime::parse_from_rfc3339(t.as_str().unwrap()).unwrap();
+    }
+    let dry = flowrun()
+        .env("TZ", "America/New_York")
+        .arg(&file)
+        .arg("--dry-run")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(dry.stdout).unwrap();
+    let next = regex::Regex::new(
+        r"next: \d{4}-\d\d-\d\d 12:30:00 \+0[12]:00, \d{4}-\d\d-\d\d 12:30:00 \+0[12]:00, \d{4}-\d\d-\d\d 12:30:00 \+0[12]:00 \(Europe/Berlin\)\n",
+    )
+    .unwrap();
+    assert!(next.is_match(&text), "{text}");
 }
 
 fn run_json(file: &std::path::Path) -> Vec<Value> {
@@ -308,7 +389,7 @@ fn the_tz_variable_is_the_default_zone_of_triggers_and_of_from() {
         );
         assert_eq!(
             v["j"],
-            serde_json::json!(["2026-01-01T11:00:00Z"]),
+            serde_json::json!(["2026-01-01T12:00:00+01:00"]),
             "TZ={tz}"
         );
     }

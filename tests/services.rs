@@ -395,3 +395,70 @@ jobs:
         "checks went on while the run was being stopped: {before} -> {after}"
     );
 }
+
+#[test]
+fn probe_addresses_take_the_jobs_variables_from_env_and_env_file() {
+    // The server is flowrun itself, serving its control API on the port the job's `env` names (`/healthz`
+    // answers 200); one probe has the port from `env` (`$PORT`), the other from an `env_file` (`${PORT}`).
+    let (dir, file) = flow("");
+    let inner = dir.path().join("inner.yaml");
+    std::fs::write(&inner, "jobs:\n  idle: { run: sleep 60 }\n").unwrap();
+    let port = free_port();
+    std::fs::write(dir.path().join("ports.env"), format!("PORT={port}\n")).unwrap();
+    let bin = common::bin();
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+jobs:
+  web:
+    run: exec "{bin}" "{inner}" --state none --listen "$PORT"
+    env: {{ PORT: "{port}" }}
+    ready: {{ http: "http://127.0.0.1:$PORT/healthz", interval: 20ms }}
+  sidecar:
+    run: sleep 30
+    env_file: ports.env
+    ready: {{ tcp: "127.0.0.1:${{PORT}}", interval: 20ms }}
+  client:
+    run: echo both up
+    trigger: {{ after: [web, sidecar], status: ready }}
+"#,
+            bin = bin.display(),
+            inner = inner.display(),
+        ),
+    )
+    .unwrap();
+    let (mut child, reader, seen) = start_until(&file, &[], |e| is(e, "run.exit", "client"));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let ev = rest_of(reader, seen);
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{ev:#?}");
+    assert_eq!(output_lines(&ev, "client"), ["both up"]);
+    // The events name the address probed, with the value put in.
+    assert_eq!(
+        find(&ev, "run.ready", "web")["reason"],
+        format!("http http://127.0.0.1:{port}/healthz")
+    );
+    assert_eq!(
+        find(&ev, "run.ready", "sidecar")["reason"],
+        format!("tcp 127.0.0.1:{port}")
+    );
+}
+
+#[test]
+fn a_probe_variable_the_env_file_does_not_set_says_so_when_the_run_is_not_ready() {
+    let (dir, file) = flow(
+        "jobs:\n  web:\n    run: sleep 30\n    env_file: empty.env\n    ready: { tcp: \"127.0.0.1:$PORT\", timeout: 300ms }\n    stop_grace: 1s\n",
+    );
+    std::fs::write(dir.path().join("empty.env"), "OTHER=1\n").unwrap();
+    let (code, ev) = run_json(&file, &[]);
+    assert_eq!(code, Some(1), "{ev:#?}");
+    let reason = find(&ev, "run.unready", "web")["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        reason.contains("`$PORT`, which neither the job's `env` nor its `env_file` sets"),
+        "{reason}"
+    );
+}

@@ -299,7 +299,22 @@ fn log_files_go_on_and_logs_prints_them() {
     assert_eq!(last.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&last.stdout).contains("hello from 2"));
     let first = flowrun(&["logs", f, "hello", "1"], &state);
+    assert_eq!(first.status.code(), Some(0), "{first:?}");
     assert!(String::from_utf8_lossy(&first.stdout).contains("hello from 1"));
+    // Output lines name a run `hello#1`: that form names it too, and prints the same log.
+    let hashed = flowrun(&["logs", f, "hello#1"], &state);
+    assert_eq!(hashed.status.code(), Some(0), "{hashed:?}");
+    assert_eq!(hashed.stdout, first.stdout);
+    for wrong in [&["hello#1", "2"][..], &["hello#one"], &["hello#"]] {
+        let mut args = vec!["logs", f];
+        args.extend(wrong);
+        let out = flowrun(&args, &state);
+        assert_eq!(out.status.code(), Some(2), "{wrong:?}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("hello#"),
+            "{out:?}"
+        );
+    }
     let none = flowrun(&["logs", f, "hello", "9"], &state);
     assert_eq!(none.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&none.stderr).contains("no run #9 of `hello`"));
@@ -562,7 +577,11 @@ fn history_filters_by_job_failure_limit_and_since() {
 fn normalise(text: &str) -> String {
     let rules = [
         (r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} UTC", "[TIME]"),
-        (r"\((in )?[0-9dhms ]+( ago)?\)|\(now\)", "([REL])"),
+        // What follows the time (", if started") is words, kept.
+        (
+            r"\((?:(?:in )?[0-9dhms ]+(?: ago)?|now)(, if started)?\)",
+            "([REL]$1)",
+        ),
         (r"\b\d+ms\b|\b\d+\.\d+s\b", "[DUR]"),
         (r" {2,}", "  "),
     ];
@@ -922,4 +941,152 @@ fn tries_belong_to_their_run_one_number_one_row_and_each_try_beneath() {
         "{log}"
     );
     assert!(log.contains("flaky#1 try 2 scheduled"), "{log}");
+}
+
+/// The line of `job` in `status`'s text, its cells one space apart.
+fn status_row(text: &str, job: &str) -> String {
+    text.lines()
+        .find(|l| l.split_whitespace().next() == Some(job))
+        .unwrap_or_else(|| panic!("no row of {job} in {text}"))
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A skipped firing is a history row, newer than the run it was skipped for; LAST RUN still shows that run and
+/// its result, not the skip.
+#[test]
+fn status_shows_the_last_run_not_a_skip_that_came_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = common::fifo(dir.path(), "gate");
+    let file = dir.path().join("flow.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "jobs:\n  slow:\n    run: \"read x < {}\"\n    trigger: start\n    max_instances: 1\n",
+            gate.display()
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let f = file.to_str().unwrap();
+    let (child, _, _) = start_until(&file, &["--state", state.to_str().unwrap()], |e| {
+        e["event"] == "run.start"
+    });
+    let mut runner = scopeguard(child);
+    // slow#1 is running: a manual firing is skipped (max_instances) and written as a row of its own.
+    let skipped = flowrun(&["trigger", f, "slow"], &state);
+    assert_eq!(skipped.status.code(), Some(1), "{skipped:?}");
+    std::fs::write(&gate, "x\n").unwrap();
+    // slow#1 ends; nothing can fire again, so the runner ends by itself.
+    assert!(runner.0.wait().unwrap().success());
+    let rows = history_json(&file, &state, &[]);
+    assert_eq!(
+        rows[0]["outcome"], "skipped",
+        "the skip is the newest row: {rows:?}"
+    );
+    assert_eq!(rows[1]["outcome"], "succeeded", "{rows:?}");
+    let text = String::from_utf8_lossy(&flowrun(&["status", f], &state).stdout).into_owned();
+    let row = status_row(&text, "slow");
+    assert!(row.starts_with("slow idle #1 "), "{text}");
+    assert!(row.contains(" succeeded "), "{text}");
+    assert!(!row.contains("skipped"), "{text}");
+    let json: Value =
+        serde_json::from_slice(&flowrun(&["status", f, "--format", "json"], &state).stdout)
+            .unwrap();
+    let last = &json["jobs"][0]["last"];
+    assert_eq!(
+        (&last["run"], &last["outcome"]),
+        (&1.into(), &"succeeded".into()),
+        "{json}"
+    );
+}
+
+/// The live runner drops a run from its answer as it ends; the history writer commits the end later (here never,
+/// while the test holds the database's write lock, which makes the gap as long as the test needs). In that gap
+/// the row still says `running`: status must not show the ended run as running.
+#[test]
+fn status_does_not_show_a_run_that_ended_as_running_while_its_end_is_not_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = common::fifo(dir.path(), "gate");
+    let hold = common::fifo(dir.path(), "hold");
+    let file = dir.path().join("flow.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "jobs:\n  gate: {{ run: \"read x < {}\" }}\n  hold:\n    run: \"read x < {}\"\n    trigger: [start, {{ cron: \"0 3 * * *\" }}]\n",
+            gate.display(),
+            hold.display()
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let f = file.to_str().unwrap();
+    // `--for`: should the test fail with the lock held, the runner ends rather than hangs.
+    let (child, reader, _) = start_until(
+        &file,
+        &["--state", state.to_str().unwrap(), "--for", "60s"],
+        |e| e["event"] == "runner.start",
+    );
+    let _guard = scopeguard(child);
+    // Both runs' starts are written before the lock is taken.
+    let mut tries = 0;
+    while history_json(&file, &state, &[])
+        .iter()
+        .filter(|r| r["outcome"] == "running")
+        .count()
+        < 2
+    {
+        tries += 1;
+        assert!(tries < 1000, "the runs' starts were never written");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let mut blocker = db(&state);
+    let lock = blocker
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
+        .unwrap();
+    std::fs::write(&gate, "x\n").unwrap();
+    let mut lines = std::io::BufRead::lines(reader);
+    loop {
+        let e: Value = serde_json::from_str(&lines.next().expect("gate#1 ends").unwrap()).unwrap();
+        if e["event"] == "run.exit" && e["job"] == "gate" {
+            break;
+        }
+    }
+    let json: Value =
+        serde_json::from_slice(&flowrun(&["status", f, "--format", "json"], &state).stdout)
+            .unwrap();
+    let (gate_job, hold_job) = (&json["jobs"][0], &json["jobs"][1]);
+    assert_eq!(gate_job["state"], "idle", "{json}");
+    assert_eq!(
+        gate_job["last"]["outcome"], "running",
+        "the end is not written yet: {json}"
+    );
+    assert_eq!(gate_job["last_ended"], true, "{json}");
+    assert_eq!(hold_job["state"], "running 1", "{json}");
+    assert!(hold_job.get("last_ended").is_none(), "{json}");
+    let text = String::from_utf8_lossy(&flowrun(&["status", f], &state).stdout).into_owned();
+    let gate_row = status_row(&text, "gate");
+    assert!(gate_row.starts_with("gate idle #1 "), "{text}");
+    assert!(gate_row.contains(" ended "), "{text}");
+    assert!(!gate_row.contains("running"), "{text}");
+    let hold_row = status_row(&text, "hold");
+    assert!(hold_row.starts_with("hold running 1 #1 "), "{text}");
+    // A runner is up: NEXT is when it will fire, not "if started".
+    assert!(!text.contains("if started"), "{text}");
+    lock.rollback().unwrap();
+    // hold's cron can fire again: the runner would go on, so it is stopped (and writes what it kept).
+    assert_eq!(flowrun(&["stop", f], &state).status.code(), Some(0));
+    for line in lines {
+        line.unwrap();
+    }
+    let offline = String::from_utf8_lossy(&flowrun(&["status", f], &state).stdout).into_owned();
+    assert!(
+        status_row(&offline, "hold").contains(", if started)"),
+        "{offline}"
+    );
+    assert!(
+        status_row(&offline, "gate").contains(" succeeded "),
+        "{offline}"
+    );
 }

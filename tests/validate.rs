@@ -58,6 +58,7 @@ const CASES: &[(&str, u64, u64)] = &[
     ("invalid-probe", 4, 19),
     ("no-probe", 6, 23),
     ("all-must-fail", 6, 23),
+    ("env-file-variable", 5, 38),
 ];
 
 #[test]
@@ -554,4 +555,71 @@ fn probe_addresses_that_could_never_work_are_refused() {
         assert_eq!(d[0].0, "invalid-probe");
         assert!(d[0].3.contains(words), "{probe}: {d:?}");
     }
+}
+
+#[test]
+fn probe_addresses_name_the_jobs_variables() {
+    // `$PORT` and `${PORT}` from the job's `env` (or `defaults`): valid, and checked as the address they make.
+    let d = diagnose(
+        "defaults: { env: { HOST: 127.0.0.1 } }\njobs:\n  web:\n    run: x\n    env: { PORT: 8080 }\n    ready: { http: \"http://$HOST:$PORT/health\" }\n  db:\n    run: x\n    env: { PORT: \"5432\" }\n    ready: { tcp: \"${HOST}:${PORT}\" }\n",
+    );
+    assert_eq!(d, []);
+    // A name the job's `env` does not set: an error at the name itself.
+    let d = diagnose(
+        "jobs:\n  web:\n    run: x\n    env: { PORT: 8080 }\n    ready: { http: \"http://127.0.0.1:$NOPE/\" }\n",
+    );
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(
+        (d[0].0.as_str(), d[0].1, d[0].2),
+        ("invalid-probe", 5, 38),
+        "{d:?}"
+    );
+    assert!(
+        d[0].3.contains("`$NOPE`") && d[0].3.contains("job `web`"),
+        "{d:?}"
+    );
+    assert!(d[0].4.contains("env"), "{d:?}");
+    let d = diagnose(
+        "jobs:\n  web:\n    run: x\n    env: { PORT: 8080 }\n    ready: { tcp: \"127.0.0.1:${NOPE}\" }\n",
+    );
+    assert_eq!(
+        (d[0].0.as_str(), d[0].1, d[0].2),
+        ("invalid-probe", 5, 30),
+        "{d:?}"
+    );
+    // Values that make no address, and a `${` that is no variable.
+    let d = diagnose(
+        "jobs:\n  web:\n    run: x\n    env: { PORT: abc }\n    ready: { http: \"http://127.0.0.1:$PORT/\" }\n",
+    );
+    assert_eq!(d[0].0, "invalid-probe", "{d:?}");
+    assert!(d[0].3.contains("`http://127.0.0.1:abc/`"), "{d:?}");
+    let d = diagnose("jobs:\n  web:\n    run: x\n    ready: { tcp: \"127.0.0.1:${PORT\" }\n");
+    assert_eq!(
+        (d[0].0.as_str(), d[0].1, d[0].2),
+        ("invalid-probe", 4, 30),
+        "{d:?}"
+    );
+    // From an env_file, which validation does not read: a hint, which fails nothing, not even --deny-warnings.
+    let file = fixture("env-file-variable");
+    let d = common::diagnostics(&file);
+    assert_eq!(d.len(), 1, "{d:?}");
+    let report = json_report(&file);
+    assert_eq!(report["files"][0]["diagnostics"][0]["severity"], "hint");
+    assert_eq!(
+        (report["errors"].as_u64(), report["warnings"].as_u64()),
+        (Some(0), Some(0))
+    );
+    flowrun()
+        .args(["validate", "--deny-warnings"])
+        .arg(&file)
+        .assert()
+        .success();
+    let github = flowrun()
+        .args(["validate", "--format", "github"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8(github.stdout)
+        .unwrap()
+        .starts_with("::notice file="));
 }

@@ -178,7 +178,7 @@ never, on\-failure, always, or { policy, max, window }: a service is started aga
 A channel for the lines of an each run that failed its last attempt.
 .TP
 \fBready\fR
-A readiness probe: { log: REGEX }, { http: URL }, { tcp: HOST:PORT } or { exec: CMD }, with interval and timeout.
+A readiness probe: { log: REGEX }, { http: URL }, { tcp: HOST:PORT } or { exec: CMD }, with interval and timeout. In a URL or HOST:PORT, $NAME and ${NAME} are the job's variables (env, env_file), put in at each run's start.
 .TP
 \fBon_failure\fR
 A job fired once for every run of this job that failed for good, told which in FLOWRUN_UPSTREAM (also under defaults, or at the top of the file for every job).

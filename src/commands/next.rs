@@ -1,6 +1,8 @@
-//! `flowrun next FILE [JOB...]`: the next fire times, pure maths from now (or `--from`).
+//! `flowrun next FILE [JOB...]`: the next fire times, pure maths from now (or `--from`). Each time is shown in the
+//! zone of the trigger that fires it (its `timezone`, else the system's), with the offset: a cron meant for 02:30
+//! in Berlin reads 02:30, not 01:30 UTC. JSON has the same instants in RFC 3339 with that offset.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use std::path::Path;
 
 use crate::error::Error;
@@ -36,12 +38,15 @@ pub fn next(
         .filter(|&j| plan.jobs[j].has_time_trigger())
         .filter(|&j| jobs.is_empty() || jobs.contains(&plan.jobs[j].name))
         .collect();
-    let fmt = |t: &DateTime<Utc>| crate::values::format_instant(*t);
     match format {
         Mode::Json => {
             let mut map = serde_json::Map::new();
             for &j in &selected {
-                let times: Vec<_> = plan.next_fires(j, from, count).iter().map(fmt).collect();
+                let times: Vec<_> = plan
+                    .next_fires(j, from, count)
+                    .into_iter()
+                    .map(|(t, zone)| crate::timefmt::rfc3339_in(t, zone))
+                    .collect();
                 map.insert(plan.jobs[j].name.clone(), times.into());
             }
             let mut text = serde_json::to_string_pretty(&map).expect("JSON values serialize");
@@ -61,8 +66,8 @@ pub fn next(
                     })
                     .collect();
                 text.push_str(&format!("{} ({})\n", job.name, rules.join(", ")));
-                for t in plan.next_fires(j, from, count) {
-                    text.push_str(&format!("  {}\n", fmt(&t)));
+                for (t, zone) in plan.next_fires(j, from, count) {
+                    text.push_str(&format!("  {}\n", crate::timefmt::zoned(t, zone)));
                 }
             }
             if selected.is_empty() {

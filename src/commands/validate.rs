@@ -64,7 +64,7 @@ pub fn files(files: &[std::path::PathBuf], format: Format, deny_warnings: bool) 
             for (file, source, v) in &loaded {
                 if let Some(source) = source {
                     eprint!("{}", render::human(source, &v.diagnostics, color));
-                    if v.diagnostics.is_empty() {
+                    if v.errors() + v.warnings() == 0 {
                         eprintln!("{file}: ok");
                     }
                 }

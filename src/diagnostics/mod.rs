@@ -8,6 +8,9 @@ use crate::text::source::Span;
 pub enum Severity {
     Error,
     Warning,
+    /// What validation cannot check and the user should know (never fails `validate`, not even with
+    /// `--deny-warnings`; not printed when a run starts).
+    Hint,
 }
 
 impl Severity {
@@ -15,6 +18,7 @@ impl Severity {
         match self {
             Severity::Error => "error",
             Severity::Warning => "warning",
+            Severity::Hint => "hint",
         }
     }
 }
@@ -43,10 +47,13 @@ pub enum Code {
     NoProbe,
     /// `after: [a, b], status: failure`: it fires only when every listed job failed (not the alert it looks like).
     AllMustFail,
+    /// A probe address names a variable the job's `env` does not set: its `env_file` must (a hint: validation
+    /// reads no file but the workflow).
+    EnvFileVariable,
 }
 
 impl Code {
-    pub const ALL: [Code; 20] = [
+    pub const ALL: [Code; 21] = [
         Code::Syntax,
         Code::UnknownKey,
         Code::MissingKey,
@@ -67,6 +74,7 @@ impl Code {
         Code::InvalidProbe,
         Code::NoProbe,
         Code::AllMustFail,
+        Code::EnvFileVariable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -91,6 +99,7 @@ impl Code {
             Code::InvalidProbe => "invalid-probe",
             Code::NoProbe => "no-probe",
             Code::AllMustFail => "all-must-fail",
+            Code::EnvFileVariable => "env-file-variable",
         }
     }
 
@@ -99,6 +108,7 @@ impl Code {
             Code::NoWriter | Code::UnusedChannel | Code::PastTime | Code::AllMustFail => {
                 Severity::Warning
             }
+            Code::EnvFileVariable => Severity::Hint,
             _ => Severity::Error,
         }
     }

@@ -48,6 +48,7 @@ impl miette::Diagnostic for Shown<'_> {
         Some(match self.d.severity() {
             Severity::Error => miette::Severity::Error,
             Severity::Warning => miette::Severity::Warning,
+            Severity::Hint => miette::Severity::Advice,
         })
     }
     fn help<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
@@ -144,6 +145,7 @@ pub fn json(reports: &[FileReport]) -> String {
                     match d.severity() {
                         Severity::Error => errors += 1,
                         Severity::Warning => warnings += 1,
+                        Severity::Hint => {}
                     }
                     let (line, column, end_line, end_column) =
                         r.source.map_or((1, 1, 1, 1), |s| position(s, d));
@@ -179,9 +181,14 @@ pub fn github(report: &FileReport) -> String {
         if let Some(help) = &d.help {
             message.push_str(&format!("\n{help}"));
         }
+        // GitHub's three levels; a hint is its `notice`.
+        let level = match d.severity() {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Hint => "notice",
+        };
         out.push_str(&format!(
-            "::{} file={},line={line},col={col},title=flowrun({})::{}\n",
-            d.severity().as_str(),
+            "::{level} file={},line={line},col={col},title=flowrun({})::{}\n",
             escape_property(&crate::output::escape_controls(&report.file)),
             d.code.as_str(),
             escape_data(&message)

@@ -753,8 +753,9 @@ impl Decoder<'_> {
         let interval = f.get("interval").and_then(|n| self.duration(n, true));
         let timeout = f.get("timeout").and_then(|n| self.duration(n, true));
         let log = f.get("log").and_then(|n| self.pattern(n));
-        let http = f.get("http").and_then(|n| self.http_url(n));
-        let tcp = f.get("tcp").and_then(|n| self.tcp_address(n));
+        let mut vars = Vec::new();
+        let http = f.get("http").and_then(|n| self.http_url(n, &mut vars));
+        let tcp = f.get("tcp").and_then(|n| self.tcp_address(n, &mut vars));
         let exec = f.get("exec").and_then(|n| self.command(n, "exec"));
         // Boxed: most jobs have no probe, and a document holds one `JobOptions` per job.
         Some(Sp::new(
@@ -763,6 +764,7 @@ impl Decoder<'_> {
                 http,
                 tcp,
                 exec,
+                vars,
                 interval,
                 timeout,
             }),
@@ -808,62 +810,58 @@ impl Decoder<'_> {
         }
     }
 
-    /// An `http` probe's URL: `http://HOST[:PORT][/PATH]`.
-    fn http_url(&mut self, node: &Node) -> Option<Sp<HttpUrl>> {
+    /// An `http` probe's URL: `http://HOST[:PORT][/PATH]`. One with variables is checked once they are known.
+    fn http_url(&mut self, node: &Node, vars: &mut Vec<Sp<String>>) -> Option<Sp<HttpUrl>> {
         let text = self.string(node, "a URL")?;
         let help = "write `http://HOST[:PORT]/PATH`, e.g. `http://127.0.0.1:8080/health`; for https use `exec: curl -fsS https://...`";
-        let uri = match text.value.parse::<hyper::Uri>() {
-            Ok(uri) => uri,
-            Err(e) => {
+        if self.address_vars(&text, vars)? == 0 {
+            if let Err(message) = crate::address::http_url(&text.value) {
+                self.probe_problem(text.span, message, help);
+                return None;
+            }
+        }
+        Some(Sp::new(HttpUrl(text.value), text.span))
+    }
+
+    /// A `tcp` probe's `HOST:PORT` (`[::1]:PORT` for an IPv6 address). One with variables is checked once they are
+    /// known.
+    fn tcp_address(&mut self, node: &Node, vars: &mut Vec<Sp<String>>) -> Option<Sp<String>> {
+        let text = self.string(node, "HOST:PORT")?;
+        if self.address_vars(&text, vars)? == 0 {
+            if let Err(message) = crate::address::tcp_address(&text.value) {
                 self.probe_problem(
                     text.span,
-                    format!("`{}` is not a URL: {e}", text.value),
-                    help,
+                    message,
+                    "write the host and the port, e.g. `tcp: 127.0.0.1:5432` or `tcp: \"[::1]:5432\"`",
                 );
                 return None;
             }
-        };
-        let authority = uri.authority().map_or("", |a| a.as_str());
-        let problem = match (uri.scheme_str(), uri.host()) {
-            (Some("https"), _) => Some("the http probe speaks plain http, not TLS".to_string()),
-            (Some(other), _) if other != "http" => Some(format!("`{other}` is not http")),
-            (None, _) => Some("it has no `http://`".to_string()),
-            (_, None) | (_, Some("")) => Some("it names no host".to_string()),
-            _ if authority.contains('@') => Some(
-                "a user or password in the URL is not sent (and would be shown in events)".into(),
-            ),
-            _ if authority.ends_with(':') || uri.port_u16() == Some(0) => {
-                Some("the port is empty or 0".to_string())
-            }
-            _ => None,
-        };
-        if let Some(problem) = problem {
-            self.probe_problem(
-                text.span,
-                format!("`{}` cannot be probed: {problem}", text.value),
-                help,
-            );
-            return None;
-        }
-        Some(Sp::new(HttpUrl(uri), text.span))
-    }
-
-    /// A `tcp` probe's `HOST:PORT` (`[::1]:PORT` for an IPv6 address).
-    fn tcp_address(&mut self, node: &Node) -> Option<Sp<String>> {
-        let text = self.string(node, "HOST:PORT")?;
-        let checked = match text.value.contains("://") {
-            true => Err("a tcp probe takes no scheme (for a URL, use `http:`)"),
-            false => crate::values::check_host_port(&text.value),
-        };
-        if let Err(problem) = checked {
-            self.probe_problem(
-                text.span,
-                format!("`{}` is not HOST:PORT: {problem}", text.value),
-                "write the host and the port, e.g. `tcp: 127.0.0.1:5432` or `tcp: \"[::1]:5432\"`",
-            );
-            return None;
         }
         Some(text)
+    }
+
+    /// The variables of a probe's address, added to `vars` each with its place in the file: how many (`None`: a
+    /// `${` that is not a variable, reported).
+    fn address_vars(&mut self, text: &Sp<String>, vars: &mut Vec<Sp<String>>) -> Option<usize> {
+        match crate::address::references(&text.value) {
+            Ok(found) => {
+                let n = found.len();
+                for v in found {
+                    let span = field_span(self.source, text.span, &text.value, v.start, v.len);
+                    vars.push(Sp::new(v.name, span));
+                }
+                Some(n)
+            }
+            Err(bad) => {
+                let span = field_span(self.source, text.span, &text.value, bad.start, bad.len);
+                self.probe_problem(
+                    span,
+                    format!("`{}`: {}", text.value, bad.problem),
+                    "write `$NAME` or `${NAME}` for a variable of the job's `env`, `$$` for a `$`",
+                );
+                None
+            }
+        }
     }
 
     fn retry(&mut self, node: &Node) -> Option<Sp<RetrySpec>> {

@@ -326,6 +326,10 @@ pub struct ReadySpec {
     /// A command (a string for `/bin/sh -c`, or a list): ready when it exits 0. It runs in the job's folder with
     /// the job's environment.
     pub exec: Option<Sp<RunSpec>>,
+    /// The `$NAME` / `${NAME}` of the `http` or `tcp` address, each where it is written: the job's variables, put
+    /// in at each run's start (validation checks the names; see `crate::address`).
+    #[schemars(skip)]
+    pub vars: Vec<Sp<String>>,
     /// Time between checks; one check may take as long, and at least 1s. Default 1s.
     pub interval: Option<Sp<Dur>>,
     /// A run not ready this long after its start is stopped and fails. Default 60s.
@@ -354,9 +358,10 @@ impl JsonSchema for Pattern {
     }
 }
 
-/// A parsed `http://HOST[:PORT]/PATH` URL.
+/// An `http://HOST[:PORT]/PATH` URL as written: checked by the decoder, or, when it names variables, once they
+/// are known (by validation for the job's `env`, at each run's start for what an `env_file` sets).
 #[derive(Debug, Clone, PartialEq)]
-pub struct HttpUrl(pub hyper::Uri);
+pub struct HttpUrl(pub String);
 
 impl JsonSchema for HttpUrl {
     fn schema_name() -> Cow<'static, str> {

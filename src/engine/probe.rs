@@ -95,12 +95,37 @@ pub(crate) fn start(
     ready: impl Fn() + Send + Sync + 'static,
 ) -> (ProbeHandle, Option<Arc<LogWatch>>) {
     let last_failure = Arc::new(Mutex::new(None));
+    // The address with the job's variables, as this run's environment has them (`env` wins over `env_file`, a
+    // later file over an earlier one). A variable no one sets fails no check and passes none: the run is not ready
+    // in time, and the message says which variable.
+    let job = &exec.plan.jobs[exec.job];
+    let expanded = probe.check.expanded(|name| {
+        job.env
+            .iter()
+            .chain(exec.file_env.iter().rev())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    });
+    let (probe, unusable) = match expanded {
+        Ok(check) => (
+            Probe {
+                check,
+                ..probe.clone()
+            },
+            None,
+        ),
+        Err(why) => (probe.clone(), Some(why)),
+    };
     let mut handle = ProbeHandle {
         probe: Box::new(probe.clone()),
         task: None,
         exited: exited.clone(),
         last_failure: last_failure.clone(),
     };
+    if let Some(why) = unusable {
+        *last_failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+        return (handle, None);
+    }
     if let Check::Log(regex) = &probe.check {
         let watch = LogWatch {
             regex: regex.clone(),
@@ -181,7 +206,9 @@ async fn connect(address: &str, resolved: &mut Resolved) -> Result<tokio::net::T
 }
 
 /// GET `url`: passes on a 2xx answer (its body is not read).
-async fn http_get(url: &hyper::Uri, resolved: &mut Resolved) -> Result<(), String> {
+async fn http_get(url: &str, resolved: &mut Resolved) -> Result<(), String> {
+    // Checked when the run started (`Check::expanded`): this parse does not fail.
+    let url = crate::address::http_url(url)?;
     let authority = url.authority().ok_or("the URL names no host")?;
     let address = match authority.port_u16() {
         Some(_) => authority.as_str().to_string(),

@@ -1,5 +1,5 @@
-//! `flowrun logs FILE JOB [RUN] [--follow]`: one run's output as its log file keeps it (header, output,
-//! footer); `--follow` prints what a live run writes until it ends.
+//! `flowrun logs FILE JOB [RUN] [--follow]` (or `JOB#RUN`, as every output line names a run): one run's output as
+//! its log file keeps it (header, output, footer); `--follow` prints what a live run writes until it ends.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -19,6 +19,8 @@ pub fn logs(
     follow: bool,
     state: Option<&str>,
 ) -> Result<i32, Error> {
+    let (job, run) = job_and_run(job, run)?;
+    let job = job.as_str();
     let opened = open(file, state)?;
     opened.known_job(file, job)?;
     let not_run = || Error::Usage {
@@ -93,6 +95,25 @@ pub fn logs(
     Ok(crate::exit::OK)
 }
 
+/// The job and run asked for: `JOB#N` names run N as `JOB N` does (job names cannot hold a `#`, so the split is
+/// never ambiguous); the number given both ways is refused rather than one silently winning.
+fn job_and_run(arg: &str, run: Option<u64>) -> Result<(String, Option<u64>), Error> {
+    let Some((job, number)) = arg.split_once('#') else {
+        return Ok((arg.to_string(), run));
+    };
+    let number: u64 = number.parse().map_err(|_| Error::Usage {
+        message: format!("`{arg}`: `{number}` is not a run number"),
+        help: Some(format!("name a run as `{job}#3` or `{job} 3`")),
+    })?;
+    if run.is_some() {
+        return Err(Error::Usage {
+            message: format!("`{arg}` names its run already; give the run number once"),
+            help: Some(format!("`{job}#{number}` or `{job} {number}`")),
+        });
+    }
+    Ok((job.to_string(), Some(number)))
+}
+
 fn find(store: &SqliteStore, job: &str, number: u64) -> Result<Option<RunRow>, Error> {
     Ok(store
         .history(&Query {
@@ -122,5 +143,24 @@ fn copy_from(path: &Path, offset: u64, out: &mut impl Write) -> Result<Option<u6
     match out.write_all(&buf).and_then(|_| out.flush()) {
         Ok(()) => Ok(Some(offset + buf.len() as u64)),
         Err(_) => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::job_and_run;
+
+    #[test]
+    fn a_run_is_named_job_hash_n_or_job_then_n() {
+        assert_eq!(job_and_run("job", None).unwrap(), ("job".into(), None));
+        assert_eq!(
+            job_and_run("job", Some(3)).unwrap(),
+            ("job".into(), Some(3))
+        );
+        assert_eq!(job_and_run("job#3", None).unwrap(), ("job".into(), Some(3)));
+        assert!(job_and_run("job#3", Some(3)).is_err());
+        assert!(job_and_run("job#", None).is_err());
+        assert!(job_and_run("job#x", None).is_err());
+        assert!(job_and_run("job#-1", None).is_err());
     }
 }

@@ -42,7 +42,12 @@ struct JobStatus {
     runs: Vec<serde_json::Value>,
     /// Firings waiting for a worker.
     waiting: u64,
+    /// The job's last run (a row with a run number: a skipped or missed firing is not a run).
     last: Option<RunRow>,
+    /// The last run has ended though its row still says `running`: the live runner no longer runs it and its end
+    /// is not in the store yet (the history is written in groups, behind the runner).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    last_ended: bool,
     next: Option<DateTime<Utc>>,
     runs_24h: u64,
     failures_24h: u64,
@@ -71,6 +76,16 @@ pub fn status(file: &Path, state: Option<&str>, format: Mode) -> Result<i32, Err
             .map_err(Error::from)?,
         None => Vec::new(),
     };
+    // Each job's last run, read before the live runner is asked: a row still `running` here whose run the runner
+    // no longer lists has ended since (run numbers are never reused). Read after, a run started in between would
+    // be a `running` row the (older) live answer does not list, and would be taken for ended.
+    let mut lasts = Vec::new();
+    for job in &opened.plan.jobs {
+        lasts.push(match &opened.store {
+            Some(s) => last_run(s, &job.name)?,
+            None => None,
+        });
+    }
     // The live view, when a runner holds the state and answers on its socket.
     let live: Option<serde_json::Value> = holder.and_then(|_| {
         let socket = opened.dir.join("control.sock");
@@ -100,19 +115,7 @@ pub fn status(file: &Path, state: Option<&str>, format: Mode) -> Result<i32, Err
         by_job.entry(row.job.as_str()).or_default().push(row);
     }
     let mut jobs = Vec::new();
-    for job in &opened.plan.jobs {
-        let last = match &opened.store {
-            Some(s) => s
-                .history(&Query {
-                    jobs: vec![job.name.clone()],
-                    limit: 1,
-                    ..Query::default()
-                })
-                .map_err(Error::from)?
-                .into_iter()
-                .next(),
-            None => None,
-        };
+    for (job, last) in opened.plan.jobs.iter().zip(lasts) {
         let mine = || by_job.get(job.name.as_str()).into_iter().flatten().copied();
         // Rows `running` are live only while a runner holds the state; the next runner marks them interrupted.
         let now_live = live_job(&job.name);
@@ -125,6 +128,14 @@ pub fn status(file: &Path, state: Option<&str>, format: Mode) -> Result<i32, Err
             (None, Some(_)) => mine().filter(|r| r.outcome == Outcome::Running).count() as u64,
             (None, None) => 0,
         };
+        // The runner drops a run from its answer as it ends, and the history writer commits its end up to a
+        // window later: until then the row says `running`, and the last run would show as running while the job
+        // is idle. The live runner knows what runs; the row only what it was.
+        let last_ended = now_live.is_some()
+            && last.as_ref().is_some_and(|r| {
+                r.outcome == Outcome::Running
+                    && !runs.iter().any(|live| live["run"].as_u64() == r.run)
+            });
         let waiting = now_live
             .as_ref()
             .and_then(|j| j["waiting"].as_u64())
@@ -167,6 +178,7 @@ pub fn status(file: &Path, state: Option<&str>, format: Mode) -> Result<i32, Err
             runs,
             waiting,
             last,
+            last_ended,
             next,
             runs_24h: mine().filter(|r| r.run.is_some()).count() as u64,
             failures_24h: mine().filter(|r| r.outcome.is_failure()).count() as u64,
@@ -203,6 +215,24 @@ pub fn status(file: &Path, state: Option<&str>, format: Mode) -> Result<i32, Err
         Mode::Text => crate::output::print_out(&text(&status, now, color_on_stdout())),
     }
     Ok(crate::exit::OK)
+}
+
+/// The job's newest row that is a run (has a number). Skipped and missed firings are rows too, and the newest row
+/// would hide the last real result behind a skip (a manual trigger refused by max_instances, a paused job's ticks).
+fn last_run(store: &crate::store::SqliteStore, job: &str) -> Result<Option<RunRow>, Error> {
+    let Some(number) = store.last_run(job).map_err(Error::from)? else {
+        return Ok(None);
+    };
+    Ok(store
+        .history(&Query {
+            jobs: vec![job.to_string()],
+            run: Some(number),
+            limit: 1,
+            ..Query::default()
+        })
+        .map_err(Error::from)?
+        .into_iter()
+        .next())
 }
 
 /// The next fire of the job's time triggers: on the grid a runner keeps (an interval resumes from its last
@@ -251,13 +281,18 @@ fn text(status: &Status, now: DateTime<Utc>, color: bool) -> String {
                 Some(r) => {
                     let at = r.started.or(r.scheduled).or(r.ended).unwrap_or(now);
                     let run = r.run.map(|n| format!("#{n} ")).unwrap_or_default();
+                    let result = match j.last_ended {
+                        // Its result is not in the store yet; `running` would contradict STATE.
+                        true => "ended".to_string(),
+                        false => paint_outcome(r.outcome, color),
+                    };
                     (
                         format!(
                             "{run}{} ({})",
                             timefmt::local(at, zone),
                             timefmt::relative(at, now)
                         ),
-                        paint_outcome(r.outcome, color),
+                        result,
                         r.duration_ms
                             .map(timefmt::duration_ms)
                             .unwrap_or_else(|| "-".into()),
@@ -266,6 +301,12 @@ fn text(status: &Status, now: DateTime<Utc>, color: bool) -> String {
                 None => ("-".to_string(), "-".to_string(), "-".to_string()),
             };
             let next = match j.next {
+                // With no runner up, nothing fires: it is when the job would fire if one were started now.
+                Some(t) if !status.runner.running => format!(
+                    "{} ({}, if started)",
+                    timefmt::local(t, zone),
+                    timefmt::relative(t, now)
+                ),
                 Some(t) => format!(
                     "{} ({})",
                     timefmt::local(t, zone),

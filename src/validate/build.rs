@@ -203,6 +203,7 @@ impl<'d> Rules<'d, '_> {
                         every: i.interval.value.0,
                         start: i.start.as_ref().map(|s| s.value.0.resolve(zone)),
                         end: i.end.as_ref().map(|s| s.value.0.resolve(zone)),
+                        zone,
                     },
                     jitter: jitter(&i.jitter),
                 }
@@ -212,6 +213,7 @@ impl<'d> Rules<'d, '_> {
                 plan::Trigger::Time {
                     rule: TimeSpec::At {
                         at: a.at.value.0.resolve(zone),
+                        zone,
                     },
                     jitter: std::time::Duration::ZERO,
                 }

@@ -30,8 +30,12 @@ impl Validated {
             .filter(|d| d.severity() == Severity::Error)
             .count()
     }
+    /// Hints are neither errors nor warnings.
     pub fn warnings(&self) -> usize {
-        self.diagnostics.len() - self.errors()
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity() == Severity::Warning)
+            .count()
     }
 }
 
@@ -251,6 +255,7 @@ impl<'d, 'o> Rules<'d, 'o> {
         self.check_on_failure();
         self.check_failure_joins();
         self.check_probes();
+        self.check_probe_variables();
         self.check_channel_usage();
         self.check_conflicts();
         self.check_starved();
@@ -549,6 +554,96 @@ impl<'d, 'o> Rules<'d, 'o> {
                         );
                     }
                 }
+            }
+        }
+        self.out.extend(found);
+    }
+
+    /// The `$NAME`s of each job's probe address: a name the job's `env` does not set is an error, unless the job
+    /// has an `env_file` (validation does not read it: a hint then). When `env` sets them all, the address they
+    /// make is checked as one written out would be. (`ready` in `defaults` is checked with each job's `env`.)
+    fn check_probe_variables(&mut self) {
+        let mut found = Vec::new();
+        for r in &self.jobs {
+            let Some(ready) = &r.o.ready else { continue };
+            let ready = &ready.value;
+            if ready.vars.is_empty() {
+                continue;
+            }
+            let value_of = |name: &str| {
+                r.o.env
+                    .as_ref()
+                    .and_then(|e| e.get(name))
+                    .map(|v| v.value.0.as_str())
+            };
+            let mut all_set = true;
+            for var in &ready.vars {
+                if value_of(&var.value).is_some() {
+                    continue;
+                }
+                all_set = false;
+                let job = &r.name.value;
+                let name = &var.value;
+                found.push(match &r.o.env_file {
+                    Some(_) => Diagnostic::new(
+                        Code::EnvFileVariable,
+                        var.span,
+                        format!(
+                            "`${name}` in the probe of job `{job}` is not in its `env`: its env_file must set it (read at each run's start, not here)"
+                        ),
+                    )
+                    .label("from the env_file")
+                    .help(format!(
+                        "if the env_file does not set `{name}`, the run is never ready; set it in `env` to have it checked here"
+                    )),
+                    None => {
+                        let names: Vec<&str> = r
+                            .o
+                            .env
+                            .iter()
+                            .flat_map(|e| e.0.iter().map(|(k, _)| k.value.as_str()))
+                            .collect();
+                        let help = match crate::diagnostics::did_you_mean(name, names.iter().copied()) {
+                            Some(best) => format!("did you mean `${best}`?"),
+                            None => format!(
+                                "set it in the job's `env` (`env: {{ {name}: ... }}`) or an `env_file`; a probe takes the job's variables, not the runner's environment (write `$$` for a `$`)"
+                            ),
+                        };
+                        Diagnostic::new(
+                            Code::InvalidProbe,
+                            var.span,
+                            format!(
+                                "`${name}` in the probe of job `{job}` is not set: the job's `env` has no `{name}`"
+                            ),
+                        )
+                        .label("not in the job's `env`")
+                        .help(help)
+                    }
+                });
+            }
+            if !all_set {
+                continue;
+            }
+            let (text, checked) = match (&ready.http, &ready.tcp) {
+                (Some(url), _) => (&url.value.0, url.span),
+                (None, Some(address)) => (&address.value, address.span),
+                (None, None) => continue,
+            };
+            let address = crate::address::expand(text, value_of).unwrap_or_default();
+            let problem = match ready.http.is_some() {
+                true => crate::address::http_url(&address).err(),
+                false => crate::address::tcp_address(&address).err(),
+            };
+            if let Some(problem) = problem {
+                found.push(
+                    Diagnostic::new(
+                        Code::InvalidProbe,
+                        checked,
+                        format!("with the `env` of job `{}`, {problem}", r.name.value),
+                    )
+                    .label("this probe cannot work")
+                    .help("give the variables values that make an address, e.g. `env: { PORT: 8080 }`"),
+                );
             }
         }
         self.out.extend(found);
