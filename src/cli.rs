@@ -84,7 +84,7 @@ pub enum Command {
         /// Only rows since this long ago (`2h`, `7d`) or this date-time (RFC 3339, or local).
         #[arg(long, value_name = "DUR|DATETIME")]
         since: Option<String>,
-        /// Only failures (failed, timeout, spawn-failed, interrupted).
+        /// Only failures (failed, timeout, spawn-failed, interrupted, unhealthy).
         #[arg(long)]
         failed: bool,
         /// Each run's tries beneath it (a run's first try and its retries).

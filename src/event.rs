@@ -111,6 +111,13 @@ pub enum Event {
         probe: String,
     },
     /// The run's readiness probe did not pass within its `timeout`: the run is stopped and fails.
+    /// A run's liveness probe failed enough times in a row: it is stopped, and ends unhealthy.
+    RunUnhealthy {
+        job: String,
+        run: u64,
+        pid: u32,
+        reason: String,
+    },
     RunNotReady {
         job: String,
         run: u64,
@@ -479,6 +486,16 @@ impl Event {
                 reason: Some(probe.clone()),
                 ..Record::new("run.ready", ts).job(job, Some(*run))
             },
+            Event::RunUnhealthy {
+                job,
+                run,
+                pid,
+                reason,
+            } => Record {
+                pid: Some(*pid),
+                reason: Some(reason.clone()),
+                ..Record::new("run.unhealthy", ts).job(job, Some(*run))
+            },
             Event::RunNotReady {
                 job,
                 run,
@@ -655,6 +672,9 @@ impl Event {
             Event::RunNotReady {
                 job, run, reason, ..
             } => Some(format!("{job}#{run} {reason}; stopping it")),
+            Event::RunUnhealthy {
+                job, run, reason, ..
+            } => Some(format!("{job}#{run} is unhealthy: {reason}; stopping it")),
             Event::Notice { text } => Some(text.clone()),
             Event::ReloadApplied {
                 added,

@@ -119,6 +119,8 @@ pub struct Job {
     pub dead_letter: Option<ChannelId>,
     /// A readiness probe (SPEC §6).
     pub ready: Option<Box<Probe>>,
+    /// A liveness probe (SPEC §7).
+    pub alive: Option<Box<Liveness>>,
     /// `enabled: false`: never fired by its triggers (a manual firing or `--only` still runs it).
     pub enabled: bool,
     /// Fired once for every run of this job that failed for good (`on_failure`).
@@ -156,6 +158,26 @@ pub struct Probe {
     pub interval: Duration,
     pub timeout: Duration,
 }
+
+/// A liveness probe: checked every `interval` once the run is ready (or started, without `ready`); `failures`
+/// failed checks in a row stop the run as unhealthy.
+#[derive(Debug, Clone)]
+pub struct Liveness {
+    pub check: LiveCheck,
+    pub interval: Duration,
+    pub failures: u32,
+}
+
+#[derive(Debug, Clone)]
+pub enum LiveCheck {
+    /// An `http`, `tcp` or `exec` check, as a readiness probe's.
+    Probe(Check),
+    /// The run printed nothing for this long.
+    Silence(Duration),
+}
+
+pub const DEFAULT_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
+pub const DEFAULT_ALIVE_FAILURES: u32 = 3;
 
 #[derive(Debug, Clone)]
 pub enum Check {

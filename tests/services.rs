@@ -462,3 +462,68 @@ fn a_probe_variable_the_env_file_does_not_set_says_so_when_the_run_is_not_ready(
         "{reason}"
     );
 }
+
+#[test]
+fn a_liveness_probe_stops_an_unhealthy_run_and_its_restart_policy_brings_it_back() {
+    // Alive while `alive.flag` exists; the test takes it away, and the run is stopped as unhealthy after two
+    // failed checks in a row; `restart: on-failure` with at most one restart brings it back once.
+    let (dir, file) = flow(
+        "jobs:
+  web:
+    run: echo up; exec sleep 60
+    restart: { policy: on-failure, max: 1, window: 1h }
+    alive: { exec: 'test -f alive.flag', interval: 50ms, failures: 2 }
+    stop_grace: 1s
+",
+    );
+    let flag = dir.path().join("alive.flag");
+    std::fs::write(&flag, "").unwrap();
+    let (mut child, reader, seen) = start_until(&file, &["--state", "none"], |e| {
+        e["event"] == "output" && e["job"] == "web"
+    });
+    std::fs::remove_file(&flag).unwrap();
+    let ev = rest_of(reader, seen);
+    let code = child.wait().unwrap().code();
+    assert_eq!(
+        code,
+        Some(1),
+        "the restart limit was reached: failed for good"
+    );
+    let unhealthy: Vec<&Value> = ev
+        .iter()
+        .filter(|e| e["event"] == "run.unhealthy")
+        .collect();
+    assert_eq!(unhealthy.len(), 2, "{ev:#?}");
+    let reason = unhealthy[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("2 liveness check(s) failed in a row"),
+        "{reason}"
+    );
+    let exit = find(&ev, "run.exit", "web");
+    assert!(
+        exit["reason"].as_str().unwrap().starts_with("unhealthy: "),
+        "{exit}"
+    );
+    assert!(position(&ev, |e| is(e, "run.restart", "web")) < ev.len());
+}
+
+#[test]
+fn a_log_silence_probe_finds_a_run_that_stopped_printing() {
+    let (_dir, file) = flow(
+        "jobs:
+  worker:
+    run: echo working; exec sleep 60
+    alive: { log-silence: 200ms, interval: 50ms, failures: 1 }
+",
+    );
+    let (code, ev) = run_json(&file, &["--state", "none"]);
+    assert_eq!(code, Some(1));
+    let unhealthy = find(&ev, "run.unhealthy", "worker");
+    assert!(
+        unhealthy["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no output for"),
+        "{unhealthy}"
+    );
+}

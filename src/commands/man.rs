@@ -180,6 +180,9 @@ A channel for the lines of an each run that failed its last attempt.
 \fBready\fR
 A readiness probe: { log: REGEX }, { http: URL }, { tcp: HOST:PORT } or { exec: CMD }, with interval and timeout. In a URL or HOST:PORT, $NAME and ${NAME} are the job's variables (env, env_file), put in at each run's start.
 .TP
+\fBalive\fR
+A liveness probe: { http: URL }, { tcp: HOST:PORT }, { exec: CMD } or { log\-silence: DUR }, with interval (10s) and failures (3): once the run is ready (or started, without ready), that many failed checks in a row stop it, and it ends unhealthy (restart applies).
+.TP
 \fBon_failure\fR
 A job fired once for every run of this job that failed for good, told which in FLOWRUN_UPSTREAM (also under defaults, or at the top of the file for every job).
 .TP

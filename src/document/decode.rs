@@ -35,6 +35,7 @@ const OPTION_KEYS: &[&str] = &[
     "stop_grace",
     "dead_letter",
     "ready",
+    "alive",
     "on_failure",
 ];
 const JOB_ONLY_KEYS: &[&str] = &["run", "trigger", "stdin", "stdout", "enabled"];
@@ -42,6 +43,8 @@ const RETRY_KEYS: &[&str] = &["attempts", "backoff", "on"];
 const RESTART_KEYS: &[&str] = &["policy", "max", "window"];
 const PROBE_KINDS: &[&str] = &["log", "http", "tcp", "exec"];
 const PROBE_TIMING_KEYS: &[&str] = &["interval", "timeout"];
+const ALIVE_KINDS: &[&str] = &["http", "tcp", "exec", "log-silence"];
+const ALIVE_KEYS: &[&str] = &["interval", "failures"];
 const TRIGGER_WORDS: &[&str] = &["start", "cron", "interval", "at", "after", "each"];
 const CRON_KEYS: &[&str] = &["cron", "timezone", "jitter"];
 const INTERVAL_KEYS: &[&str] = &["interval", "jitter", "start", "end", "timezone"];
@@ -713,6 +716,7 @@ impl Decoder<'_> {
                 .get("dead_letter")
                 .and_then(|n| self.name_ref(n, "channel")),
             ready: f.get("ready").and_then(|n| self.ready(n)),
+            alive: f.get("alive").and_then(|n| self.alive(n)),
             on_failure: f.get("on_failure").and_then(|n| self.name_ref(n, "job")),
         }
     }
@@ -770,6 +774,42 @@ impl Decoder<'_> {
             }),
             node.span,
         ))
+    }
+
+    /// `alive: { http | tcp | exec | log-silence, interval, failures }`: exactly one check.
+    fn alive(&mut self, node: &Node) -> Option<Sp<Box<AliveSpec>>> {
+        let reported = self.out.len();
+        let f = self.fields(node, &[ALIVE_KINDS, ALIVE_KEYS], &[], node.span, "`alive`")?;
+        let kinds: Vec<&str> = ALIVE_KINDS
+            .iter()
+            .copied()
+            .filter(|k| f.get(k).is_some())
+            .collect();
+        let misspelt = kinds.is_empty() && self.out.len() > reported;
+        if kinds.len() != 1 && !misspelt {
+            let message = match kinds.len() {
+                0 => "`alive` names no check".to_string(),
+                _ => format!("`alive` has {} checks ({})", kinds.len(), kinds.join(", ")),
+            };
+            self.push(
+                Diagnostic::new(Code::InvalidProbe, node.span, message)
+                    .label("one check here")
+                    .help("give exactly one of `http: URL`, `tcp: HOST:PORT`, `exec: COMMAND`, `log-silence: DURATION`"),
+            );
+        }
+        // Its address's `$NAME`s are filled in at the run's start, as a readiness probe's (not checked here).
+        let mut vars = Vec::new();
+        let spec = AliveSpec {
+            http: f.get("http").and_then(|n| self.http_url(n, &mut vars)),
+            tcp: f.get("tcp").and_then(|n| self.tcp_address(n, &mut vars)),
+            exec: f.get("exec").and_then(|n| self.command(n, "exec")),
+            log_silence: f.get("log-silence").and_then(|n| self.duration(n, true)),
+            interval: f.get("interval").and_then(|n| self.duration(n, true)),
+            failures: f
+                .get("failures")
+                .and_then(|n| self.uint(n, 1, 1_000, "failures")),
+        };
+        Some(Sp::new(Box::new(spec), node.span))
     }
 
     fn probe_problem(&mut self, span: Span, message: String, help: &str) {

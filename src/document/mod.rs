@@ -305,6 +305,9 @@ pub struct JobOptions {
     pub dead_letter: Option<Sp<String>>,
     /// A readiness probe: a run is *ready* once it passes (`after: { status: ready }` waits for that).
     pub ready: Option<Sp<Box<ReadySpec>>>,
+    /// A liveness probe: once the run is ready (or started, without `ready`), `failures` failed checks in a row
+    /// stop it, and it ends `unhealthy` (so `restart` applies).
+    pub alive: Option<Sp<Box<AliveSpec>>>,
     /// A job fired once for every run of this job that failed for good, with `FLOWRUN_UPSTREAM` naming it.
     pub on_failure: Option<Sp<String>>,
 }
@@ -334,6 +337,28 @@ pub struct ReadySpec {
     pub interval: Option<Sp<Dur>>,
     /// A run not ready this long after its start is stopped and fails. Default 60s.
     pub timeout: Option<Sp<Dur>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[schemars(extend("oneOf" = [
+    { "required": ["http"] }, { "required": ["tcp"] }, { "required": ["exec"] }, { "required": ["log-silence"] }
+]))]
+pub struct AliveSpec {
+    /// An `http://` URL: a check passes when a GET answers 2xx.
+    pub http: Option<Sp<HttpUrl>>,
+    /// `HOST:PORT`: a check passes when a TCP connection succeeds.
+    pub tcp: Option<Sp<String>>,
+    /// A command (a string for `/bin/sh -c`, or a list): a check passes when it exits 0.
+    pub exec: Option<Sp<RunSpec>>,
+    /// A check fails when the run printed nothing for this long.
+    #[schemars(rename = "log-silence")]
+    pub log_silence: Option<Sp<Dur>>,
+    /// Time between checks. Default 10s.
+    pub interval: Option<Sp<Dur>>,
+    /// Failed checks in a row that stop the run. Default 3.
+    #[schemars(range(min = 1))]
+    pub failures: Option<Sp<u32>>,
 }
 
 /// A compiled regular expression with the text it came from.

@@ -13,6 +13,7 @@ use super::channels::Channels;
 use super::core::runs::RunId;
 use super::core::{Core, Effect, Input as CoreInput, Manual, Now, Setup};
 use super::envfile::FileEnv;
+use super::liveness::Heard;
 use super::ports::ShellWorld;
 use super::probe::{self, ProbeHandle};
 use super::process;
@@ -23,17 +24,20 @@ use crate::event::{timestamp, Event, Summary};
 use crate::plan::{JobId, Plan};
 use crate::report::{ChannelLine, JobLine, LiveView, Reporter};
 
-/// What the shell holds of a live run besides its log (in the world): its probe and the probe's deadline.
+/// What the shell holds of a live run besides its log (in the world): its probe and the probe's deadline, its
+/// liveness probe (or what starts it once the run is ready).
 #[derive(Default)]
 struct RunIo {
     probe: Option<ProbeHandle>,
     not_ready: Option<AbortHandle>,
+    alive: Option<AbortHandle>,
+    alive_later: Option<(probe::ExecContext, Arc<super::broker::ExitFlag>, Arc<Heard>)>,
 }
 
 impl Drop for RunIo {
     fn drop(&mut self) {
-        if let Some(timer) = &self.not_ready {
-            timer.abort();
+        for task in [&self.not_ready, &self.alive].into_iter().flatten() {
+            task.abort();
         }
     }
 }
@@ -150,12 +154,16 @@ impl Dispatcher {
                 return self.carry_out();
             }
             Input::Msg(Msg::Ready(id)) => match self.probe_of(id) {
-                Some(probe) => CoreInput::Ready {
-                    id,
-                    probe: probe.probe.check.describe(),
-                },
+                Some(probe) => {
+                    let probe = probe.probe.check.describe();
+                    self.core.handle(CoreInput::Ready { id, probe }, now());
+                    // Ready: its liveness probe starts now.
+                    self.start_liveness(id);
+                    return self.carry_out();
+                }
                 None => return,
             },
+            Input::Msg(Msg::Unhealthy(id, why)) => CoreInput::Unhealthy { id, why },
             Input::Msg(Msg::NotReady(id)) => match self.probe_of(id) {
                 Some(probe) => CoreInput::NotReady {
                     id,
@@ -345,24 +353,64 @@ impl Dispatcher {
         }
         // Set by the tending task when the process exits (the probe stops looking then).
         let exited = Arc::new(super::broker::ExitFlag::default());
-        let context = probe::ExecContext {
+        let context = || probe::ExecContext {
             plan: plan.clone(),
             job: j,
             run: number,
             attempt,
             workflow: self.workflow.clone(),
-            scheduled,
-            file_env,
+            scheduled: scheduled.clone(),
+            file_env: file_env.clone(),
         };
-        let watch = self.start_probe(id, context, &exited);
+        let alive = job
+            .alive
+            .as_ref()
+            .map(|_| (context(), Arc::new(Heard::new())));
+        let heard = alive.as_ref().map(|(_, h)| h.clone());
+        let watch = self.start_probe(id, context(), &exited);
+        if let (Some((context, heard)), Some(io)) = (alive, self.io.get_mut(&id)) {
+            io.alive_later = Some((context, exited.clone(), heard));
+            // Without a readiness probe, the run is alive from its start.
+            if job.ready.is_none() {
+                self.start_liveness(id);
+            }
+        }
         let sink = LineSink {
             reporter: self.reporter.clone(),
             job: job.name.clone(),
             run: number,
             log,
             watch,
+            heard,
         };
         self.tend(id, job, (child, parent_ends), sink, exited);
+    }
+
+    /// The run's liveness probe starts checking (its job has `alive`; once, when the run is ready or started).
+    fn start_liveness(&mut self, id: RunId) {
+        let Some(run) = self.core.runs.get(&id) else {
+            return;
+        };
+        let plan = self.core.plan.clone();
+        let Some(alive) = plan.jobs[run.job].alive.as_ref() else {
+            return;
+        };
+        let Some(io) = self.io.get_mut(&id) else {
+            return;
+        };
+        let Some((context, exited, heard)) = io.alive_later.take() else {
+            return;
+        };
+        let tx = self.tx.clone();
+        io.alive = Some(crate::engine::liveness::start(
+            alive,
+            context,
+            exited,
+            heard,
+            move |why| {
+                let _ = tx.send(Msg::Unhealthy(id, why));
+            },
+        ));
     }
 
     /// A run's readiness probe (its job has `ready`), and the deadline that tells the core it was not ready in

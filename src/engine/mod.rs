@@ -19,6 +19,7 @@ mod channels;
 mod core;
 mod dispatcher;
 mod envfile;
+mod liveness;
 mod ports;
 mod probe;
 pub(crate) mod process;
@@ -152,6 +153,8 @@ enum Msg {
     Ready(RunId),
     /// The run's readiness probe has had its time.
     NotReady(RunId),
+    /// The run's liveness probe failed enough times in a row (why).
+    Unhealthy(RunId, String),
     /// The `env_file`s of this job were read (for the [`Later::Prepare`]s waiting on them).
     Prepared {
         job: crate::plan::JobId,

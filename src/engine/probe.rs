@@ -98,14 +98,7 @@ pub(crate) fn start(
     // The address with the job's variables, as this run's environment has them (`env` wins over `env_file`, a
     // later file over an earlier one). A variable no one sets fails no check and passes none: the run is not ready
     // in time, and the message says which variable.
-    let job = &exec.plan.jobs[exec.job];
-    let expanded = probe.check.expanded(|name| {
-        job.env
-            .iter()
-            .chain(exec.file_env.iter().rev())
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    });
+    let expanded = expanded_for(&probe.check, &exec);
     let (probe, unusable) = match expanded {
         Ok(check) => (
             Probe {
@@ -167,8 +160,21 @@ pub(crate) fn start(
     (handle, None)
 }
 
+/// A check's address with the job's variables, as this run's environment has them (`env` wins over `env_file`, a
+/// later file over an earlier one).
+pub(crate) fn expanded_for(check: &Check, exec: &ExecContext) -> Result<Check, String> {
+    let job = &exec.plan.jobs[exec.job];
+    check.expanded(|name| {
+        job.env
+            .iter()
+            .chain(exec.file_env.iter().rev())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    })
+}
+
 /// One check: `Ok` when it passes, else what went wrong (for the message of a run that never became ready).
-async fn check_once(
+pub(crate) async fn check_once(
     check: &Check,
     exec: &ExecContext,
     resolved: &mut Resolved,
@@ -183,7 +189,7 @@ async fn check_once(
 
 /// A probe's address, once a name resolved: looked up again only while it does not resolve (a check every 10 ms
 /// must not keep a DNS lookup busy).
-type Resolved = Option<Vec<std::net::SocketAddr>>;
+pub(crate) type Resolved = Option<Vec<std::net::SocketAddr>>;
 
 /// Connect to `HOST:PORT` (the name resolved once, then remembered in `resolved`).
 async fn connect(address: &str, resolved: &mut Resolved) -> Result<tokio::net::TcpStream, String> {

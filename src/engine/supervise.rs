@@ -217,6 +217,8 @@ pub(crate) struct LineSink {
     pub log: Option<Arc<super::runlog::RunLog>>,
     /// A `log` readiness probe, shown every line.
     pub watch: Option<Arc<super::probe::LogWatch>>,
+    /// When the run last printed (a `log-silence` liveness probe).
+    pub heard: Option<Arc<super::liveness::Heard>>,
 }
 
 impl LineSink {
@@ -232,6 +234,9 @@ impl LineSink {
         // line's first piece only, so `^` means the start of a line.
         if let (Some(watch), true) = (&self.watch, starts_line) {
             watch.line(line);
+        }
+        if let Some(heard) = &self.heard {
+            heard.line();
         }
     }
 }

@@ -105,6 +105,8 @@ pub enum Outcome {
     Interrupted,
     Skipped,
     Missed,
+    /// Stopped by its liveness probe.
+    Unhealthy,
 }
 
 impl Outcome {
@@ -119,6 +121,7 @@ impl Outcome {
             Outcome::Interrupted => "interrupted",
             Outcome::Skipped => "skipped",
             Outcome::Missed => "missed",
+            Outcome::Unhealthy => "unhealthy",
         }
     }
 
@@ -133,6 +136,7 @@ impl Outcome {
             "interrupted" => Outcome::Interrupted,
             "skipped" => Outcome::Skipped,
             "missed" => Outcome::Missed,
+            "unhealthy" => Outcome::Unhealthy,
             _ => return None,
         })
     }
@@ -141,7 +145,11 @@ impl Outcome {
     pub fn is_failure(self) -> bool {
         matches!(
             self,
-            Outcome::Failed | Outcome::Timeout | Outcome::SpawnFailed | Outcome::Interrupted
+            Outcome::Failed
+                | Outcome::Timeout
+                | Outcome::SpawnFailed
+                | Outcome::Interrupted
+                | Outcome::Unhealthy
         )
     }
 }

@@ -640,7 +640,9 @@ impl Store for SqliteStore {
             args.push(timestamp(since).into());
         }
         if query.failed {
-            sql.push_str(" AND outcome IN ('failed', 'timeout', 'spawn-failed', 'interrupted')");
+            sql.push_str(
+                " AND outcome IN ('failed', 'timeout', 'spawn-failed', 'interrupted', 'unhealthy')",
+            );
         }
         if let Some(run) = query.run {
             sql.push_str(" AND run = ?");

@@ -171,6 +171,11 @@ impl<'d> Rules<'d, '_> {
                 .map_or(plan::DEFAULT_STOP_GRACE, |d| d.value.0),
             dead_letter: ch(&o.dead_letter)?,
             ready: o.ready.as_ref().and_then(|r| probe(&r.value)).map(Box::new),
+            alive: o
+                .alive
+                .as_ref()
+                .and_then(|a| liveness(&a.value))
+                .map(Box::new),
             enabled: r.job.enabled.as_ref().is_none_or(|e| e.value),
             // A handler's own failures do not fire it again.
             on_failure: o
@@ -279,6 +284,29 @@ fn restart_limit(spec: &RestartSpec) -> Option<plan::RestartLimit> {
 
 /// A decoded `ready` (the decoder made sure exactly one kind is given).
 /// `None` for a probe the decoder found invalid (and reported: no plan is built then).
+fn liveness(spec: &AliveSpec) -> Option<plan::Liveness> {
+    let check = if let Some(http) = &spec.http {
+        plan::LiveCheck::Probe(plan::Check::Http(http.value.0.clone()))
+    } else if let Some(tcp) = &spec.tcp {
+        plan::LiveCheck::Probe(plan::Check::Tcp(tcp.value.clone()))
+    } else if let Some(exec) = &spec.exec {
+        plan::LiveCheck::Probe(plan::Check::Exec(command(&exec.value)))
+    } else {
+        plan::LiveCheck::Silence(spec.log_silence.as_ref()?.value.0)
+    };
+    Some(plan::Liveness {
+        check,
+        interval: spec
+            .interval
+            .as_ref()
+            .map_or(plan::DEFAULT_ALIVE_INTERVAL, |d| d.value.0),
+        failures: spec
+            .failures
+            .as_ref()
+            .map_or(plan::DEFAULT_ALIVE_FAILURES, |f| f.value),
+    })
+}
+
 fn probe(spec: &ReadySpec) -> Option<plan::Probe> {
     let check = if let Some(log) = &spec.log {
         plan::Check::Log(log.value.regex.clone())

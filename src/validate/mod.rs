@@ -1035,6 +1035,7 @@ fn merge_options(job: &JobOptions, defaults: &JobOptions) -> JobOptions {
         stop_grace: pick(&job.stop_grace, &defaults.stop_grace),
         dead_letter: pick(&job.dead_letter, &defaults.dead_letter),
         ready: pick(&job.ready, &defaults.ready),
+        alive: pick(&job.alive, &defaults.alive),
         on_failure: pick(&job.on_failure, &defaults.on_failure),
     }
 }

@@ -38,7 +38,11 @@ impl<W: World> Core<W> {
         // The executor it started in (a reload may have moved the job to another since).
         self.executors.busy[run.executor] -= 1;
         self.said_taken_back(&run, &end);
-        let c = self.classified(&run, &end);
+        let mut c = self.classified(&run, &end);
+        // An unhealthy run says why its liveness probe gave up.
+        if let (Some(why), Some(RunResult::Failed)) = (&run.unhealthy, c.outcome) {
+            c.reason = Some(format!("unhealthy: {why}"));
+        }
         let retried = c.outcome == Some(RunResult::Failed) && self.will_retry(&run, job, c.code);
         self.report_exit(id, &mut run, job, &c, !retried);
         match c.outcome {
@@ -136,6 +140,10 @@ impl<W: World> Core<W> {
                     cause: StopCause::NotReady(timeout),
                     ..
                 } => Some(StoppedFor::NotReady(timeout)),
+                RunState::Stopping {
+                    cause: StopCause::Unhealthy,
+                    ..
+                } => Some(StoppedFor::Unhealthy),
                 _ => None,
             },
             stopped_by_runner: matches!(

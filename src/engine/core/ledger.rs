@@ -25,6 +25,13 @@ pub fn outcome_of(c: &Classified, state: RunState) -> Outcome {
                 ..
             },
         ) => Outcome::Timeout,
+        (
+            Some(RunResult::Failed),
+            RunState::Stopping {
+                cause: StopCause::Unhealthy,
+                ..
+            },
+        ) => Outcome::Unhealthy,
         (Some(RunResult::Failed), _) => Outcome::Failed,
     }
 }

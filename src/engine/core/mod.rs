@@ -77,6 +77,11 @@ pub(super) enum Input {
         timeout: Duration,
         last: Option<String>,
     },
+    /// The run's liveness probe failed `failures` times in a row (why); its process had not exited then.
+    Unhealthy {
+        id: RunId,
+        why: String,
+    },
     /// The `env_file`s of this job were read ([`Effect::ReadEnv`]).
     Prepared {
         job: JobId,
@@ -352,6 +357,7 @@ impl<W: World> Core<W> {
             Input::Exited { id, end } => self.on_exit(id, end),
             Input::Ready { id, probe } => self.on_ready(id, probe),
             Input::NotReady { id, timeout, last } => self.on_not_ready(id, timeout, last),
+            Input::Unhealthy { id, why } => self.on_unhealthy(id, why),
             Input::Prepared { job, env } => self.on_prepared(job, env),
             Input::Wake(c) => {
                 let plan = self.plan.clone();

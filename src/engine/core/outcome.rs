@@ -33,6 +33,8 @@ pub enum StoppedFor {
     Timeout(Duration),
     /// Its readiness probe did not pass within the probe's `timeout`.
     NotReady(Duration),
+    /// Its liveness probe failed enough times in a row.
+    Unhealthy,
 }
 
 impl StoppedFor {
@@ -40,6 +42,7 @@ impl StoppedFor {
         match self {
             StoppedFor::Timeout(t) => format!("timed out after {}", format_duration(t)),
             StoppedFor::NotReady(t) => format!("not ready within {}", format_duration(t)),
+            StoppedFor::Unhealthy => "unhealthy".to_string(),
         }
     }
 }

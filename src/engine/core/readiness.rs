@@ -41,6 +41,26 @@ impl<W: World> Core<W> {
         self.propagate(job, Milestone::Ready, || upstream);
     }
 
+    /// A run whose liveness probe failed enough times in a row is stopped, and ends unhealthy (a failure, so
+    /// `restart` applies).
+    pub(super) fn on_unhealthy(&mut self, id: RunId, why: String) {
+        let Some(run) = self.runs.get_mut(&id) else {
+            return;
+        };
+        let RunState::Running { pid } = run.state else {
+            return;
+        };
+        run.unhealthy = Some(why.clone());
+        let event = Event::RunUnhealthy {
+            job: self.plan.jobs[run.job].name.clone(),
+            run: run.number,
+            pid,
+            reason: why,
+        };
+        self.emit(event);
+        let _ = self.stop_run(id, StopCause::Unhealthy);
+    }
+
     /// A run whose probe has not passed within its `timeout` is stopped, and fails (a service that never comes
     /// up is restarted by its policy, or fails the workflow, instead of holding its dependents for ever).
     pub(super) fn on_not_ready(&mut self, id: RunId, timeout: Duration, last: Option<String>) {

@@ -68,6 +68,8 @@ impl Pending {
 pub enum StopCause {
     /// It ran past its `timeout`: a failure.
     Timeout,
+    /// Its liveness probe failed enough times in a row: a failure.
+    Unhealthy,
     /// Its readiness probe did not pass within the probe's `timeout` (this long): a failure.
     NotReady(std::time::Duration),
     /// The runner is shutting down: neither success nor failure.
@@ -127,6 +129,8 @@ pub struct Run {
     pub has_probe: bool,
     /// Its readiness probe passed.
     pub ready: bool,
+    /// Why its liveness probe found it unhealthy (it is being stopped for that).
+    pub unhealthy: Option<String>,
     /// The channel its output feeds and the one it reads (its `stdin:` or its batch's), as wired at its start: a
     /// reload may take them from its job while it runs, and they settle only once it has ended.
     pub writes: Option<ChannelId>,
@@ -160,6 +164,7 @@ impl Run {
             state,
             timers: Vec::new(),
             has_probe: false,
+            unhealthy: None,
             ready: false,
             writes: None,
             reads: None,

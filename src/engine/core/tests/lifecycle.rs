@@ -440,3 +440,32 @@ fn a_stop_asked_for_ends_in_success_whatever_failed_unless_a_run_outlived_its_gr
     h.input(Input::Stop(Stop::Interrupt));
     assert_eq!(h.core.ending(false), Ending::Forced);
 }
+
+#[test]
+fn an_unhealthy_run_is_stopped_fails_as_unhealthy_and_its_service_comes_back() {
+    let mut h = Harness::new(
+        "name: t\njobs:\n  web: { run: 'serve', restart: on-failure, alive: { tcp: '127.0.0.1:9', failures: 2 } }\n",
+    );
+    let id = h.runs_of("web")[0];
+    h.take();
+    let why = "2 liveness check(s) failed in a row (last: connecting to 127.0.0.1:9: refused)"
+        .to_string();
+    h.input(Input::Unhealthy { id, why });
+    assert_eq!(
+        h.take(),
+        [
+            "unhealthy web#1".to_string(),
+            format!("signal {} TERM", Harness::pid(id))
+        ]
+    );
+    h.end("web", killed(libc::SIGTERM));
+    assert!(h.saw("exit web#1 unhealthy"));
+    let reason = reason_of_exit(&h).unwrap();
+    assert!(
+        reason.starts_with("unhealthy: 2 liveness check(s) failed"),
+        "{reason}"
+    );
+    // A failure: `restart: on-failure` brings it back.
+    h.advance(Duration::from_millis(100));
+    assert!(h.saw("start web#2"));
+}

@@ -448,6 +448,7 @@ fn trace_of(event: &Event) -> Option<String> {
         Event::RunTimeout { job, run, .. } => format!("timeout {job}#{run}"),
         Event::RunReady { job, run, .. } => format!("ready {job}#{run}"),
         Event::RunNotReady { job, run, .. } => format!("not ready {job}#{run}"),
+        Event::RunUnhealthy { job, run, .. } => format!("unhealthy {job}#{run}"),
         Event::ChannelClosed { channel, messages } => format!("closed {channel} {messages}"),
         Event::ChannelTakeback {
             job, run, messages, ..
