@@ -121,6 +121,10 @@ pub struct Job {
     pub ready: Option<Box<Probe>>,
     /// A liveness probe (SPEC §7).
     pub alive: Option<Box<Liveness>>,
+    /// Resource limits applied in each run's child before it starts.
+    pub limits: Limits,
+    /// The user each run starts as.
+    pub user: Option<String>,
     /// `enabled: false`: never fired by its triggers (a manual firing or `--only` still runs it).
     pub enabled: bool,
     /// Fired once for every run of this job that failed for good (`on_failure`).
@@ -157,6 +161,16 @@ pub struct Probe {
     pub check: Check,
     pub interval: Duration,
     pub timeout: Duration,
+}
+
+/// A run's resource limits (none: inherited).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of address space (RLIMIT_AS).
+    pub memory: Option<u64>,
+    pub nofile: Option<u64>,
+    pub nproc: Option<u64>,
+    pub nice: Option<i32>,
 }
 
 /// A liveness probe: checked every `interval` once the run is ready (or started, without `ready`); `failures`

@@ -869,3 +869,44 @@ jobs:
         "{page:?}"
     );
 }
+
+#[test]
+fn limits_and_user_are_applied_in_the_child_before_it_starts() {
+    let f = flow(
+        "jobs:
+  limited:
+    run: \"grep -E 'Max (open files|processes|address space)' /proc/self/limits | tr -s ' ' | cut -d' ' -f1-5; nice\"
+    limits: { memory: 512MiB, nofile: 256, nproc: 500, nice: 5 }
+  as-nobody:
+    run: id -un
+    user: nobody
+",
+    );
+    let (out, ev) = f.run_json();
+    let lines = output_lines(&ev, "limited");
+    assert!(
+        lines.contains(&"Max processes 500 500 processes"),
+        "{lines:?}"
+    );
+    assert!(lines.contains(&"Max open files 256 256"), "{lines:?}");
+    assert!(
+        lines.contains(&"Max address space 536870912 536870912"),
+        "{lines:?}"
+    );
+    assert_eq!(lines.last(), Some(&"5"), "niceness: {lines:?}");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        assert_eq!(output_lines(&ev, "as-nobody"), ["nobody"]);
+        assert_eq!(out.status.code(), Some(0));
+    } else {
+        let exit = ev
+            .iter()
+            .find(|e| e["event"] == "run.exit" && e["job"] == "as-nobody")
+            .unwrap();
+        let reason = exit["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("needs a runner started as root"),
+            "{reason}"
+        );
+    }
+}

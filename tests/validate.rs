@@ -623,3 +623,27 @@ fn probe_addresses_name_the_jobs_variables() {
         .unwrap()
         .starts_with("::notice file="));
 }
+
+#[test]
+fn limits_are_checked_where_they_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("limits.yaml");
+    std::fs::write(
+        &file,
+        "jobs:\n  a:\n    run: x\n    limits: { nice: 30, memory: lots, cpus: 2 }\n",
+    )
+    .unwrap();
+    let found = positions(&file);
+    assert!(
+        found.contains(&("invalid-value".to_string(), 4, 21)),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&("invalid-value".to_string(), 4, 33)),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&("unknown-key".to_string(), 4, 39)),
+        "{found:?}"
+    );
+}

@@ -36,6 +36,8 @@ const OPTION_KEYS: &[&str] = &[
     "dead_letter",
     "ready",
     "alive",
+    "limits",
+    "user",
     "on_failure",
 ];
 const JOB_ONLY_KEYS: &[&str] = &["run", "trigger", "stdin", "stdout", "enabled"];
@@ -45,6 +47,7 @@ const PROBE_KINDS: &[&str] = &["log", "http", "tcp", "exec"];
 const PROBE_TIMING_KEYS: &[&str] = &["interval", "timeout"];
 const ALIVE_KINDS: &[&str] = &["http", "tcp", "exec", "log-silence"];
 const ALIVE_KEYS: &[&str] = &["interval", "failures"];
+const LIMIT_KEYS: &[&str] = &["memory", "nofile", "nproc", "nice"];
 const TRIGGER_WORDS: &[&str] = &["start", "cron", "interval", "at", "after", "each"];
 const CRON_KEYS: &[&str] = &["cron", "timezone", "jitter"];
 const INTERVAL_KEYS: &[&str] = &["interval", "jitter", "start", "end", "timezone"];
@@ -717,6 +720,8 @@ impl Decoder<'_> {
                 .and_then(|n| self.name_ref(n, "channel")),
             ready: f.get("ready").and_then(|n| self.ready(n)),
             alive: f.get("alive").and_then(|n| self.alive(n)),
+            limits: f.get("limits").and_then(|n| self.limits(n)),
+            user: f.get("user").and_then(|n| self.string(n, "a user name")),
             on_failure: f.get("on_failure").and_then(|n| self.name_ref(n, "job")),
         }
     }
@@ -810,6 +815,33 @@ impl Decoder<'_> {
                 .and_then(|n| self.uint(n, 1, 1_000, "failures")),
         };
         Some(Sp::new(Box::new(spec), node.span))
+    }
+
+    /// `limits: { memory, nofile, nproc, nice }`.
+    fn limits(&mut self, node: &Node) -> Option<Sp<LimitsSpec>> {
+        let f = self.fields(node, &[LIMIT_KEYS], &[], node.span, "`limits`")?;
+        let nice = f.get("nice").and_then(|n| match n.value {
+            Value::Int(i) if (-20..=19).contains(&i) => Some(Sp::new(i as i32, n.span)),
+            _ => {
+                self.invalid(
+                    n.span,
+                    "`nice` is -20 to 19",
+                    "19 runs last, -20 first (root only below 0)",
+                );
+                None
+            }
+        });
+        let spec = LimitsSpec {
+            memory: f.get("memory").and_then(|n| self.byte_size(n)),
+            nofile: f
+                .get("nofile")
+                .and_then(|n| self.uint(n, 1, 1 << 30, "nofile")),
+            nproc: f
+                .get("nproc")
+                .and_then(|n| self.uint(n, 1, 1 << 30, "nproc")),
+            nice,
+        };
+        Some(Sp::new(spec, node.span))
     }
 
     fn probe_problem(&mut self, span: Span, message: String, help: &str) {

@@ -308,6 +308,10 @@ pub struct JobOptions {
     /// A liveness probe: once the run is ready (or started, without `ready`), `failures` failed checks in a row
     /// stop it, and it ends `unhealthy` (so `restart` applies).
     pub alive: Option<Sp<Box<AliveSpec>>>,
+    /// Resource limits of each run, applied in the child before it starts.
+    pub limits: Option<Sp<LimitsSpec>>,
+    /// The user runs are started as (the runner must be root, or be that user).
+    pub user: Option<Sp<String>>,
     /// A job fired once for every run of this job that failed for good, with `FLOWRUN_UPSTREAM` naming it.
     pub on_failure: Option<Sp<String>>,
 }
@@ -359,6 +363,22 @@ pub struct AliveSpec {
     /// Failed checks in a row that stop the run. Default 3.
     #[schemars(range(min = 1))]
     pub failures: Option<Sp<u32>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct LimitsSpec {
+    /// The run's address space (`512MiB`), as RLIMIT_AS.
+    pub memory: Option<Sp<ByteSize>>,
+    /// Open files at once (RLIMIT_NOFILE).
+    #[schemars(range(min = 1))]
+    pub nofile: Option<Sp<u32>>,
+    /// Processes of the run's user at once (RLIMIT_NPROC).
+    #[schemars(range(min = 1))]
+    pub nproc: Option<Sp<u32>>,
+    /// Scheduling niceness, -20 (first) to 19 (last).
+    #[schemars(range(min = -20, max = 19))]
+    pub nice: Option<Sp<i32>>,
 }
 
 /// A compiled regular expression with the text it came from.

@@ -286,11 +286,70 @@ struct ChildArgs {
     report: *mut [i32; 2],
     /// The runner's CPU set, restored in the child before exec (null: nothing to restore).
     affinity: *const libc::cpu_set_t,
+    /// Resource limits to set (resource, value), `rlimit_count` of them.
+    rlimits: *const (libc::c_int, libc::rlim_t),
+    rlimit_count: usize,
+    /// The niceness to take (`NO_NICE`: as inherited).
+    nice: libc::c_int,
+    /// The user and group to become (-1: stay).
+    uid: i64,
+    gid: i64,
+}
+
+/// `ChildArgs::nice` when the job sets none.
+const NO_NICE: libc::c_int = libc::c_int::MIN;
+
+/// A run's limits as `setrlimit` takes them.
+fn rlimits_of(limits: &crate::plan::Limits) -> Vec<(libc::c_int, libc::rlim_t)> {
+    let mut out = Vec::new();
+    for (resource, value) in [
+        (libc::RLIMIT_AS, limits.memory),
+        (libc::RLIMIT_NOFILE, limits.nofile),
+        (libc::RLIMIT_NPROC, limits.nproc),
+    ] {
+        if let Some(v) = value {
+            out.push((resource as libc::c_int, v as libc::rlim_t));
+        }
+    }
+    out
+}
+
+/// The uid and gid of `user`: only root may become another user.
+fn user_ids(user: &str) -> io::Result<(i64, i64)> {
+    let name = CString::new(user).map_err(|_| io::Error::other(format!("no user `{user}`")))?;
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: getpwnam_r writes into `pw` and `buf`, both alive for the call; `found` says whether it found one.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            name.as_ptr(),
+            &mut pw,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if rc != 0 || found.is_null() {
+        return Err(io::Error::other(format!(
+            "no user `{user}` on this machine"
+        )));
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if me != 0 && me != pw.pw_uid {
+        return Err(io::Error::other(format!(
+            "`user: {user}` needs a runner started as root (it runs as uid {me})"
+        )));
+    }
+    Ok((pw.pw_uid as i64, pw.pw_gid as i64))
 }
 
 const STEP_CHDIR: i32 = 1;
 const STEP_EXEC: i32 = 2;
 const STEP_SETUP: i32 = 3;
+const STEP_LIMITS: i32 = 4;
+const STEP_USER: i32 = 5;
 
 extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` points at the parent's ChildArgs, alive and untouched while the parent is suspended
@@ -337,6 +396,29 @@ extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
         // The runner may have died before prctl; then nobody would ever stop this child.
         if libc::getppid() != a.parent {
             libc::_exit(127);
+        }
+        for i in 0..a.rlimit_count {
+            let (resource, value) = *a.rlimits.add(i);
+            let limit = libc::rlimit {
+                rlim_cur: value,
+                rlim_max: value,
+            };
+            if libc::setrlimit(resource as _, &limit) != 0 {
+                fail(STEP_LIMITS);
+            }
+        }
+        if a.nice != NO_NICE && libc::setpriority(libc::PRIO_PROCESS, 0, a.nice) != 0 {
+            fail(STEP_LIMITS);
+        }
+        // The group first: once the user changed, it could no longer be changed.
+        if a.gid >= 0
+            && (libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(a.gid as libc::gid_t) != 0)
+        {
+            fail(STEP_USER);
+        }
+        if a.uid >= 0 && libc::setuid(a.uid as libc::uid_t) != 0 {
+            fail(STEP_USER);
         }
         for (target, &fd) in a.fds.iter().enumerate() {
             if libc::dup2(fd, target as libc::c_int) < 0 {
@@ -516,6 +598,11 @@ pub fn spawn(spec: SpawnSpec) -> io::Result<Child> {
 
     // The child reports a failure (which step, errno) here; it stays zero when the child exec'd.
     let mut report = [0i32; 2];
+    let rlimits = rlimits_of(&job.limits);
+    let (uid, gid) = match &job.user {
+        Some(user) => user_ids(user)?,
+        None => (-1, -1),
+    };
     let args = ChildArgs {
         path: path.as_ptr(),
         argv: argv_ptrs.as_ptr(),
@@ -528,6 +615,11 @@ pub fn spawn(spec: SpawnSpec) -> io::Result<Child> {
         ],
         parent: std::process::id() as libc::pid_t,
         report: &mut report,
+        rlimits: rlimits.as_ptr(),
+        rlimit_count: rlimits.len(),
+        nice: job.limits.nice.unwrap_or(NO_NICE),
+        uid,
+        gid,
         affinity: std::ptr::null(),
     };
     // Start the child on this CPU: the parent sleeps until the child has exec'd (CLONE_VFORK), so this CPU is
@@ -564,6 +656,11 @@ pub fn spawn(spec: SpawnSpec) -> io::Result<Child> {
         let what = match step {
             STEP_CHDIR => format!("cannot enter {}: {error}", job.cwd.display()),
             STEP_EXEC => format!("cannot execute `{program}`: {error}"),
+            STEP_LIMITS => format!("cannot apply the job's limits: {error}"),
+            STEP_USER => format!(
+                "cannot become user `{}`: {error}",
+                job.user.as_deref().unwrap_or("")
+            ),
             _ => format!("cannot set up the process: {error}"),
         };
         return Err(io::Error::new(error.kind(), what));

@@ -176,6 +176,17 @@ impl<'d> Rules<'d, '_> {
                 .as_ref()
                 .and_then(|a| liveness(&a.value))
                 .map(Box::new),
+            limits: o
+                .limits
+                .as_ref()
+                .map(|l| plan::Limits {
+                    memory: l.value.memory.as_ref().map(|m| m.value.0),
+                    nofile: l.value.nofile.as_ref().map(|n| n.value as u64),
+                    nproc: l.value.nproc.as_ref().map(|n| n.value as u64),
+                    nice: l.value.nice.as_ref().map(|n| n.value),
+                })
+                .unwrap_or_default(),
+            user: o.user.as_ref().map(|u| u.value.clone()),
             enabled: r.job.enabled.as_ref().is_none_or(|e| e.value),
             // A handler's own failures do not fire it again.
             on_failure: o

@@ -1036,6 +1036,8 @@ fn merge_options(job: &JobOptions, defaults: &JobOptions) -> JobOptions {
         dead_letter: pick(&job.dead_letter, &defaults.dead_letter),
         ready: pick(&job.ready, &defaults.ready),
         alive: pick(&job.alive, &defaults.alive),
+        limits: pick(&job.limits, &defaults.limits),
+        user: pick(&job.user, &defaults.user),
         on_failure: pick(&job.on_failure, &defaults.on_failure),
     }
 }
