@@ -161,6 +161,18 @@ pub fn stop(file: &Path, job: Option<&str>, state: Option<&str>) -> Result<i32, 
     }
 }
 
+/// A POST with no body, answered within the commands' timeout.
+fn post(file: &Path, state: Option<&str>, path: &str) -> Result<(u16, Value), Error> {
+    ask(
+        file,
+        state,
+        "POST",
+        path,
+        None,
+        Some(super::timeouts::answer()),
+    )
+}
+
 /// `flowrun pause FILE JOB [--for DUR]`.
 pub fn pause(
     file: &Path,
@@ -175,14 +187,7 @@ pub fn pause(
         }
         path.push_str(&format!("?for={}ms", d.as_millis().max(1)));
     }
-    let (status, body) = ask(
-        file,
-        state,
-        "POST",
-        &path,
-        None,
-        Some(super::timeouts::answer()),
-    )?;
+    let (status, body) = post(file, state, &path)?;
     match status {
         200 => {
             match body["until"].as_str() {
@@ -199,14 +204,7 @@ pub fn pause(
 /// `flowrun resume FILE JOB`.
 pub fn resume(file: &Path, job: &str, state: Option<&str>) -> Result<i32, Error> {
     let path = format!("/api/v1/jobs/{}/resume", encode_segment(job));
-    let (status, body) = ask(
-        file,
-        state,
-        "POST",
-        &path,
-        None,
-        Some(super::timeouts::answer()),
-    )?;
+    let (status, body) = post(file, state, &path)?;
     match status {
         200 => {
             match body["was_paused"].as_bool() {

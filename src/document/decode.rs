@@ -741,24 +741,13 @@ impl Decoder<'_> {
         ) else {
             return Some(Sp::new(Box::default(), node.span));
         };
-        let kinds: Vec<&str> = PROBE_KINDS
-            .iter()
-            .copied()
-            .filter(|k| f.get(k).is_some())
-            .collect();
-        // A misspelt kind (`htp:`) was reported as an unknown key with its suggestion: "no probe" would repeat it.
-        let misspelt = kinds.is_empty() && self.out.len() > reported;
-        if kinds.len() != 1 && !misspelt {
-            let message = match kinds.len() {
-                0 => "`ready` names no probe".to_string(),
-                _ => format!("`ready` has {} probes ({})", kinds.len(), kinds.join(", ")),
-            };
-            self.push(
-                Diagnostic::new(Code::InvalidProbe, node.span, message)
-                    .label("one probe here")
-                    .help("give exactly one of `log: REGEX`, `http: URL`, `tcp: HOST:PORT`, `exec: COMMAND`"),
-            );
-        }
+        self.exactly_one(
+            &f,
+            (PROBE_KINDS, reported),
+            node.span,
+            ("`ready`", "probe"),
+            "give exactly one of `log: REGEX`, `http: URL`, `tcp: HOST:PORT`, `exec: COMMAND`",
+        );
         let interval = f.get("interval").and_then(|n| self.duration(n, true));
         let timeout = f.get("timeout").and_then(|n| self.duration(n, true));
         let log = f.get("log").and_then(|n| self.pattern(n));
@@ -781,27 +770,47 @@ impl Decoder<'_> {
         ))
     }
 
-    /// `alive: { http | tcp | exec | log-silence, interval, failures }`: exactly one check.
-    fn alive(&mut self, node: &Node) -> Option<Sp<Box<AliveSpec>>> {
-        let reported = self.out.len();
-        let f = self.fields(node, &[ALIVE_KINDS, ALIVE_KEYS], &[], node.span, "`alive`")?;
-        let kinds: Vec<&str> = ALIVE_KINDS
+    /// A probe names exactly one of its `kinds` (`reported`: the diagnostics before it was read; a misspelt kind,
+    /// `htp:`, was reported as an unknown key with its suggestion, and "no probe" would repeat it).
+    fn exactly_one(
+        &mut self,
+        f: &Fields,
+        (kinds, reported): (&[&str], usize),
+        span: Span,
+        (key, one): (&str, &str),
+        help: &str,
+    ) {
+        let given: Vec<&str> = kinds
             .iter()
             .copied()
             .filter(|k| f.get(k).is_some())
             .collect();
-        let misspelt = kinds.is_empty() && self.out.len() > reported;
-        if kinds.len() != 1 && !misspelt {
-            let message = match kinds.len() {
-                0 => "`alive` names no check".to_string(),
-                _ => format!("`alive` has {} checks ({})", kinds.len(), kinds.join(", ")),
-            };
-            self.push(
-                Diagnostic::new(Code::InvalidProbe, node.span, message)
-                    .label("one check here")
-                    .help("give exactly one of `http: URL`, `tcp: HOST:PORT`, `exec: COMMAND`, `log-silence: DURATION`"),
-            );
+        let misspelt = given.is_empty() && self.out.len() > reported;
+        if given.len() == 1 || misspelt {
+            return;
         }
+        let message = match given.len() {
+            0 => format!("{key} names no {one}"),
+            n => format!("{key} has {n} {one}s ({})", given.join(", ")),
+        };
+        self.push(
+            Diagnostic::new(Code::InvalidProbe, span, message)
+                .label(format!("one {one} here"))
+                .help(help),
+        );
+    }
+
+    /// `alive: { http | tcp | exec | log-silence, interval, failures }`: exactly one check.
+    fn alive(&mut self, node: &Node) -> Option<Sp<Box<AliveSpec>>> {
+        let reported = self.out.len();
+        let f = self.fields(node, &[ALIVE_KINDS, ALIVE_KEYS], &[], node.span, "`alive`")?;
+        self.exactly_one(
+            &f,
+            (ALIVE_KINDS, reported),
+            node.span,
+            ("`alive`", "check"),
+            "give exactly one of `http: URL`, `tcp: HOST:PORT`, `exec: COMMAND`, `log-silence: DURATION`",
+        );
         // Its address's `$NAME`s are filled in at the run's start, as a readiness probe's (not checked here).
         let mut vars = Vec::new();
         let spec = AliveSpec {
