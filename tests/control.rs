@@ -1967,3 +1967,21 @@ fn a_disabled_job_is_validated_never_fires_and_runs_by_hand_or_with_only() {
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!((found[0].1, found[0].2), (4, 14), "{found:?}");
 }
+
+#[test]
+fn a_run_waiting_for_its_retry_is_shown_retrying_not_ended() {
+    let (dir, file) =
+        flow("jobs:\n  flaky:\n    run: exit 3\n    retry: { attempts: 2, backoff: 1h }\n");
+    let state = state_of(&dir);
+    let f = file.to_str().unwrap();
+    let mut runner = Runner::start(&file, &state, &[]);
+    runner.wait_for(|e| e["event"] == "run.retry" && e["job"] == "flaky");
+    let status = json(&text(
+        &flowrun(&["status", f, "--format", "json"], &state).stdout,
+    ));
+    let job = status["jobs"][0].clone();
+    assert_eq!(job["state"], "retrying #1", "{job}");
+    assert_ne!(job["last_ended"], true, "{job}");
+    assert_eq!(flowrun(&["stop", f], &state).status.code(), Some(0));
+    runner.finish();
+}

@@ -73,6 +73,9 @@ pub struct LiveJob {
     /// When a pause ends by itself.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub paused_until: Option<DateTime<Utc>>,
+    /// Runs waiting for a retry (its backoff), by number.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub retrying: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -390,6 +393,7 @@ impl Dispatcher {
                 last_success: job.last_success,
                 paused: job.paused.is_some(),
                 paused_until: job.paused.flatten(),
+                retrying: job.retrying,
             })
             .collect();
         let core = &self.core;

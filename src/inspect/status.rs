@@ -131,10 +131,17 @@ pub fn status(file: &Path, state: Option<&str>, format: Mode) -> Result<i32, Err
         // The runner drops a run from its answer as it ends, and the history writer commits its end up to a
         // window later: until then the row says `running`, and the last run would show as running while the job
         // is idle. The live runner knows what runs; the row only what it was.
+        // A run waiting for its retry is neither live nor ended.
+        let retrying: Vec<u64> = now_live
+            .as_ref()
+            .and_then(|j| j["retrying"].as_array())
+            .map(|a| a.iter().filter_map(|n| n.as_u64()).collect())
+            .unwrap_or_default();
         let last_ended = now_live.is_some()
             && last.as_ref().is_some_and(|r| {
                 r.outcome == Outcome::Running
                     && !runs.iter().any(|live| live["run"].as_u64() == r.run)
+                    && !r.run.is_some_and(|n| retrying.contains(&n))
             });
         let waiting = now_live
             .as_ref()
@@ -166,6 +173,9 @@ pub fn status(file: &Path, state: Option<&str>, format: Mode) -> Result<i32, Err
             (_, Some(_)) => "idle".to_string(),
             (_, None) => "never run".to_string(),
         };
+        if let (0, Some(n)) = (running, retrying.first()) {
+            state = format!("retrying #{n}");
+        }
         if !job.enabled {
             state = format!("disabled, {state}");
         } else if paused {

@@ -29,6 +29,8 @@ pub struct JobSnapshot {
     pub probed: bool,
     /// Paused, and until when (`Some(None)`: until resumed).
     pub paused: Option<Option<DateTime<Utc>>>,
+    /// Runs waiting for a retry (their backoff): neither live nor ended.
+    pub retrying: Vec<u64>,
 }
 
 pub struct RunSnapshot {
@@ -53,6 +55,7 @@ impl<W: World> Core<W> {
             });
         }
         let next = self.next_fires();
+        let mut retrying = self.arranged.retrying();
         let jobs = self
             .plan
             .jobs
@@ -74,6 +77,7 @@ impl<W: World> Core<W> {
                     last_success: state.last_success,
                     probed: job.ready.is_some(),
                     paused: state.paused.as_ref().map(|p| p.until),
+                    retrying: retrying.remove(&j).unwrap_or_default(),
                 }
             })
             .collect();

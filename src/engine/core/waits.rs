@@ -153,6 +153,22 @@ impl Arranged {
         keys
     }
 
+    /// The runs (by number) waiting for their retry's backoff, by job.
+    pub fn retrying(&self) -> std::collections::HashMap<JobId, Vec<u64>> {
+        let mut by_job: std::collections::HashMap<JobId, Vec<u64>> = Default::default();
+        for later in self.by_key.values() {
+            if let Later::Retry(Pending {
+                job,
+                number: Some(n),
+                ..
+            }) = later
+            {
+                by_job.entry(*job).or_default().push(*n);
+            }
+        }
+        by_job
+    }
+
     /// Firings, retries and restarts of job `j` on their way.
     pub fn count(&self, j: JobId) -> usize {
         self.per_job.get(j)
