@@ -570,9 +570,11 @@ impl Event {
                 if x.success && (x.each || live) {
                     return None;
                 }
-                let status = match x.stopped_by_runner {
-                    true => format!("stopped ({})", x.status_text()),
-                    false => x.status_text(),
+                let status = match (x.stopped_by_runner, x.pid) {
+                    // Between its tries: its retry was called off.
+                    (true, None) => format!("stopped before its try {}", x.attempt),
+                    (true, Some(_)) => format!("stopped ({})", x.status_text()),
+                    (false, _) => x.status_text(),
                 };
                 let reason = x.reason.as_ref().map(|r| format!(": {r}"));
                 Some(format!(

@@ -497,7 +497,15 @@ impl Plan {
     /// For each job, the jobs whose `on_failure` it is (a handler can fire while any of them can still run).
     pub fn handled_by(&self) -> Vec<Vec<JobId>> {
         let mut by = vec![Vec::new(); self.jobs.len()];
-        for (u, job) in self.jobs.iter().enumerate().filter(|(_, j)| !j.retired) {
+        // A job with no trigger runs only as a handler (or by hand): its failures fire no handler (a handler's
+        // failure fires none), so a handler does not wait for it (two handlers naming each other would wait for
+        // each other for ever).
+        for (u, job) in self
+            .jobs
+            .iter()
+            .enumerate()
+            .filter(|(_, j)| !j.retired && !j.triggers.is_empty())
+        {
             if let Some(h) = job.on_failure {
                 by[h].push(u);
             }

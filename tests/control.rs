@@ -1985,3 +1985,29 @@ fn a_run_waiting_for_its_retry_is_shown_retrying_not_ended() {
     assert_eq!(flowrun(&["stop", f], &state).status.code(), Some(0));
     runner.finish();
 }
+
+#[test]
+fn a_reload_of_a_fifo_is_refused_at_once_and_the_next_reload_works() {
+    let (dir, file) = flow(&format!(
+        "jobs:\n  a:\n    run: 'true'\n    trigger: {NEVER}\n"
+    ));
+    let state = state_of(&dir);
+    let f = file.to_str().unwrap();
+    let mut runner = Runner::start(&file, &state, &[]);
+    // A FIFO nobody writes held the reload in `open` for ever, and every reload after it.
+    std::fs::remove_file(&file).unwrap();
+    common::fifo(dir.path(), "flow.yaml");
+    let refused = flowrun(&["reload", f], &state);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    std::fs::remove_file(&file).unwrap();
+    std::fs::write(&file, format!("jobs:\n  a:\n    run: 'true'\n    trigger: {NEVER}\n  b:\n    run: 'true'\n    trigger: {NEVER}\n")).unwrap();
+    let applied = flowrun(&["reload", f], &state);
+    assert_eq!(applied.status.code(), Some(0), "{applied:?}");
+    runner.wait_for(|e| e["event"] == "reload.applied");
+    // A pause longer than the state can remember is refused, not a panic.
+    let (status, body) = unix(&state, "POST", "/api/v1/jobs/a/pause?for=3000000000h", "");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("too long"), "{body}");
+    assert_eq!(flowrun(&["stop", f], &state).status.code(), Some(0));
+    runner.finish();
+}

@@ -37,6 +37,13 @@ pub async fn pause(
     };
     let until = match query.span.as_deref().map(crate::values::parse_duration) {
         None => None,
+        // At most a century: beyond it, a time the state could not write back (and then forget).
+        Some(Ok(d)) if d > std::time::Duration::from_secs(100 * 366 * 86_400) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "`for` is too long: at most 100 years (or no `for`: until resumed)",
+            )
+        }
         Some(Ok(d)) => match chrono::Duration::from_std(d) {
             Ok(d) if !d.is_zero() => Some(chrono::Utc::now() + d),
             _ => return error(StatusCode::BAD_REQUEST, "`for` must be a positive duration"),

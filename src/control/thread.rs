@@ -121,7 +121,10 @@ const STATUS_EVERY: Duration = Duration::from_secs(5);
 /// While the dispatcher answers, systemd hears WATCHDOG=1 (when it asked) and a one-line status: a dispatcher
 /// that hangs stops the pings, and systemd's watchdog restarts the runner.
 async fn keepalive(ctx: Arc<Context>) {
-    let every = crate::systemd::watchdog_every().unwrap_or(STATUS_EVERY);
+    // Not more often than every 100 ms, whatever WATCHDOG_USEC says (1 µs would be a busy loop).
+    let every = crate::systemd::watchdog_every()
+        .unwrap_or(STATUS_EVERY)
+        .max(Duration::from_millis(100));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

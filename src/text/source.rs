@@ -86,10 +86,29 @@ impl Source {
                 size: meta.len(),
             });
         }
+        // Opened without waiting: a FIFO nobody writes would hold `open` (and a reload, and every reload after it)
+        // for ever. Then read as usual: such a FIFO reads as empty at once; one a writer feeds (`<(cat file)`)
+        // is read to its end.
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path)
+                .map_err(io)?
+        };
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: fcntl on a descriptor we own.
+            unsafe {
+                let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+                libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK);
+            }
+        }
         // Read at most one byte past the limit: a device or FIFO reports size 0 and may never end (/dev/zero).
         let mut bytes = Vec::new();
         std::io::Read::read_to_end(
-            &mut std::io::Read::take(std::fs::File::open(path).map_err(io)?, MAX_FILE_BYTES + 1),
+            &mut std::io::Read::take(file, MAX_FILE_BYTES + 1),
             &mut bytes,
         )
         .map_err(io)?;

@@ -26,6 +26,11 @@ impl<W: World> Core<W> {
         }
         let max = self.plan.jobs[job].max_instances;
         let paused = self.is_paused(job);
+        // A failure handler told of more failures than it may run at once takes them in turn.
+        if pending.handles.is_some() && !paused && self.instances(job) >= max {
+            self.jobs[job].handler_backlog.push_back(pending);
+            return true;
+        }
         if paused || self.instances(job) >= max {
             self.jobs[job].counts.skipped += 1;
             let why = match paused {
@@ -88,6 +93,23 @@ impl<W: World> Core<W> {
             }
         }
         self.refresh();
+    }
+
+    /// A run of `job` ended: failures its handler was told of meanwhile start, as far as `max_instances` lets them.
+    pub(super) fn drain_handler_backlog(&mut self, job: JobId) {
+        let max = self.plan.jobs[job].max_instances;
+        while !self.jobs[job].handler_backlog.is_empty()
+            && self.instances(job) - self.jobs[job].handler_backlog.len() < max
+        {
+            let pending = self.jobs[job]
+                .handler_backlog
+                .pop_front()
+                .expect("not empty");
+            if self.stopping || self.is_paused(job) {
+                continue;
+            }
+            self.enqueue(pending);
+        }
     }
 
     pub(super) fn enqueue(&mut self, pending: Pending) {

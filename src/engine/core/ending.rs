@@ -102,6 +102,7 @@ impl<W: World> Core<W> {
             });
         }
         self.restart_if_due(&run, job, c.outcome, c.code);
+        self.drain_handler_backlog(run.job);
         self.pump_each(run.job);
     }
 
@@ -212,6 +213,41 @@ impl<W: World> Core<W> {
 
     /// A failed try: retried while attempts are left (not at shutdown), else its messages go to the dead letter,
     /// or the workflow has failed. Returns whether it will be retried.
+    /// A run whose retry will not come (a stop, `flowrun stop JOB`, a reload): it ends now, stopped (neither a
+    /// success nor a failure, as a run stopped at shutdown), so no row stays `running`; an `each` run's messages
+    /// go back to their queue.
+    pub(super) fn retry_called_off(&mut self, p: Pending, why: &str) {
+        let Some(number) = p.number else {
+            return self.give_back(p);
+        };
+        let job = &self.plan.jobs[p.job];
+        self.jobs[p.job].counts.stopped += 1;
+        let exit = RunExit {
+            job: job.name.clone(),
+            run: number,
+            pid: None,
+            code: None,
+            signal: None,
+            reason: Some(why.to_string()),
+            success: false,
+            stopped_by_runner: true,
+            each: p.input.is_some(),
+            duration_ms: 0,
+            outcome: crate::store::Outcome::Stopped.as_str(),
+            final_try: true,
+            trigger: self.trigger_text(p.job, super::ledger::Cause::of(&p)),
+            scheduled: p.scheduled,
+            // The try that will not come.
+            attempt: p.attempt,
+            messages: p.input.as_ref().map(|b| b.count as u64),
+            coalesced: p.coalesced,
+            catch_up: p.catch_up,
+            log: None,
+        };
+        self.emit(Event::RunExit(Box::new(exit)));
+        self.give_back(p);
+    }
+
     /// Whether a failed try is tried again: attempts are left (and its code is retried), and the runner is not
     /// stopping.
     fn will_retry(&self, run: &Run, job: &Job, code: Option<i32>) -> bool {
@@ -263,6 +299,10 @@ impl<W: World> Core<W> {
         code: Option<i32>,
         signal: Option<&str>,
     ) {
+        // A handler's failure fires no handler: two handlers naming each other would fire each other for ever.
+        if run.handles.is_some() {
+            return;
+        }
         let Some(h) = job.on_failure else { return };
         let log = self.world.log_written(id);
         let entry = upstream_entry(job, run, "failed", code, signal, log);

@@ -418,6 +418,7 @@ impl<W: World> Core<W> {
             + self.executors.waiting_of(j)
             + self.arranged.count(j)
             + self.held.ats.count(j)
+            + self.jobs[j].handler_backlog.len()
     }
 
     fn emit(&mut self, event: Event) {
@@ -481,7 +482,7 @@ impl<W: World> Core<W> {
             }
             Later::Retry(pending) => {
                 if self.stopping {
-                    self.give_back(pending);
+                    self.retry_called_off(pending, "the runner is stopping");
                 } else {
                     self.enqueue(pending);
                 }

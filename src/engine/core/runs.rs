@@ -204,6 +204,8 @@ pub struct JobState {
     pub restarted: u64,
     /// Paused (`flowrun pause`): it fires nothing until resumed.
     pub paused: Option<Paused>,
+    /// `on_failure` firings beyond `max_instances`: they wait their turn (every failure is told), not skipped.
+    pub handler_backlog: std::collections::VecDeque<Pending>,
 }
 
 /// A job's pause.

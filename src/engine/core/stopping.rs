@@ -12,6 +12,7 @@ impl<W: World> Core<W> {
     /// for a worker or for their jitter, its retries waiting for their backoff, a service's restart waiting for its
     /// delay. An `each` firing's messages go back to their queue; a caller waiting on a manual firing hears `why`.
     pub fn drop_waiting_of(&mut self, j: JobId, why: &str) {
+        self.jobs[j].handler_backlog.clear();
         for p in self.executors.take_job(j) {
             self.manual_skipped(p.manual, why.into());
             self.give_back(p);
@@ -37,8 +38,8 @@ impl<W: World> Core<W> {
                 }
                 Later::Retry(p) => {
                     let why = format!("its failed run's retry was called off: {why}");
-                    self.manual_skipped(p.manual, why);
-                    self.give_back(p);
+                    self.manual_skipped(p.manual, why.clone());
+                    self.retry_called_off(p, &why);
                 }
                 Later::Restart(_) => {}
                 Later::Prepare {
@@ -91,6 +92,10 @@ impl<W: World> Core<W> {
         self.timetable.clear();
         self.drop_waiting();
         self.drop_held(|_| true);
+        // Failures a handler had not yet been told of: it will not run now.
+        for j in 0..self.jobs.len() {
+            self.jobs[j].handler_backlog.clear();
+        }
         for p in self.executors.take_all() {
             self.manual_skipped(p.manual, "the runner stopped before it started".into());
             self.give_back(p);

@@ -281,3 +281,41 @@ fn a_handler_waits_while_a_job_it_handles_can_still_run_then_is_done() {
     assert!(h.core.jobs[h.job("alert")].done);
     assert!(h.core.finished());
 }
+
+#[test]
+fn a_handler_told_of_several_failures_at_once_takes_them_in_turn() {
+    let mut h = Harness::new(
+        "
+name: t
+on_failure: alert
+jobs:
+  a: { run: 'false' }
+  b: { run: 'false' }
+  c: { run: 'false' }
+  alert: { run: 'notify' }
+",
+    );
+    h.exit("a", 1);
+    h.exit("b", 1);
+    h.exit("c", 1);
+    let trace = h.take();
+    assert_eq!(
+        trace
+            .iter()
+            .filter(|l| l.starts_with("start alert"))
+            .count(),
+        1,
+        "max_instances 1: {trace:?}"
+    );
+    assert!(
+        !trace.iter().any(|l| l.starts_with("skipped alert")),
+        "{trace:?}"
+    );
+    h.exit("alert", 0);
+    assert!(h.saw("start alert#2"));
+    assert_eq!(upstream_of(&h, "alert")[0]["job"], "b");
+    h.exit("alert", 0);
+    assert!(h.saw("start alert#3"));
+    h.exit("alert", 0);
+    assert!(h.core.finished());
+}

@@ -103,7 +103,11 @@ fn a_retry_waiting_when_the_runner_stops_does_not_start() {
     h.take();
     h.stop();
     h.advance(Duration::from_secs(5));
-    assert_eq!(h.take(), ["stopping SIGTERM 0"]);
+    assert_eq!(
+        h.take(),
+        ["stopping SIGTERM 0", "exit a#1 stopped"],
+        "the run ends, stopped, with its retry"
+    );
     assert!(h.core.finished());
     assert_eq!(h.core.instances(0), 0, "the retry was called off");
 }
@@ -468,4 +472,47 @@ fn an_unhealthy_run_is_stopped_fails_as_unhealthy_and_its_service_comes_back() {
     // A failure: `restart: on-failure` brings it back.
     h.advance(Duration::from_millis(100));
     assert!(h.saw("start web#2"));
+}
+
+#[test]
+fn a_run_whose_retry_a_stop_calls_off_ends_stopped_and_no_row_stays_running() {
+    let mut h = Harness::stored(RETRIED);
+    h.exit("a", 1);
+    h.take();
+    h.stop();
+    assert!(h.saw("exit a#1 stopped"));
+    let counts = &h.core.jobs[0].counts;
+    assert_eq!((counts.runs, counts.stopped, counts.failed), (1, 1, 0));
+    let last = h.events.iter().rev().find_map(|e| match e {
+        crate::event::Event::RunExit(x) => Some(x.clone()),
+        _ => None,
+    });
+    let last = last.unwrap();
+    assert!(
+        last.final_try && last.pid.is_none() && last.attempt == 2,
+        "{last:?}"
+    );
+    assert!(!h.core.failed);
+}
+
+#[test]
+fn a_handlers_failure_fires_no_handler() {
+    let mut h = Harness::new(
+        "
+name: t
+jobs:
+  a: { run: 'false', on_failure: h1 }
+  h1: { run: 'false', on_failure: h2 }
+  h2: { run: 'false', on_failure: h1 }
+",
+    );
+    h.exit("a", 1);
+    assert!(h.saw("start h1#1"));
+    h.exit("h1", 1);
+    let trace = h.take();
+    assert!(
+        !trace.iter().any(|l| l.starts_with("start h2")),
+        "{trace:?}"
+    );
+    assert!(h.core.finished());
 }
