@@ -182,6 +182,8 @@ pub struct RunExit {
     pub outcome: &'static str,
     /// The run's last try: no retry follows (the run's outcome is this try's).
     pub final_try: bool,
+    /// When the run's first try began (its row's `started`; `duration_ms` is this try's).
+    pub run_started: DateTime<Utc>,
     /// As its start said (a run that could not start had no `run.start`: its exit says all).
     pub trigger: String,
     pub scheduled: DateTime<Utc>,

@@ -101,8 +101,12 @@ pub fn reloading() {
     ));
 }
 
+/// STOPPING=1, once (a stop asked for says it as it begins, the end of the work as the runner ends).
 pub fn stopping() {
-    send(&format!("STOPPING=1\n{}", status_field("stopping")));
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        send(&format!("STOPPING=1\n{}", status_field("stopping")));
+    }
 }
 
 /// The dispatcher answered: WATCHDOG=1 (when asked for) with the current status.

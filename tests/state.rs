@@ -1090,3 +1090,30 @@ fn status_does_not_show_a_run_that_ended_as_running_while_its_end_is_not_written
         "{offline}"
     );
 }
+
+#[test]
+fn a_retried_runs_row_spans_all_its_tries() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("slow.yaml");
+    std::fs::write(
+        &file,
+        "jobs:\n  slow:\n    run: '[ \"$FLOWRUN_TRY\" -ge 2 ]'\n    retry: { attempts: 1, backoff: 300ms }\n",
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let out = common::cmd()
+        .arg(&file)
+        .arg("--state")
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let f = file.to_str().unwrap();
+    let rows = common::on_state(&["history", f, "--format", "json"], &state);
+    let rows: serde_json::Value = serde_json::from_slice(&rows.stdout).unwrap();
+    let took = rows[0]["duration_ms"].as_u64().unwrap();
+    assert!(
+        took >= 300,
+        "from the first try's start, across the backoff: {took} ms"
+    );
+}

@@ -13,7 +13,13 @@ pub fn history_ops(at: DateTime<Utc>, event: &Event) -> Vec<Op> {
     let mut ops = Vec::new();
     if let Event::RunExit(exit) = event {
         if exit.final_try {
-            ops.push(Op::Update(Box::new(ended(at, exit))));
+            // The run's row spans all its tries: from its first try's start to now.
+            let mut row = ended(at, exit);
+            if exit.attempt > 1 {
+                row.started = Some(exit.run_started);
+                row.duration_ms = Some((at - exit.run_started).num_milliseconds().max(0) as u64);
+            }
+            ops.push(Op::Update(Box::new(row)));
         }
     }
     ops.extend(history_op(at, event));
@@ -203,6 +209,7 @@ mod tests {
             duration_ms: 250,
             outcome: "spawn-failed",
             final_try: true,
+            run_started: at(),
             trigger: "start".into(),
             scheduled: at(),
             attempt: 1,

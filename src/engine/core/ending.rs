@@ -191,6 +191,7 @@ impl<W: World> Core<W> {
             duration_ms: duration.as_millis() as u64,
             outcome: super::outcome_of(c, run.state).as_str(),
             final_try,
+            run_started: run.run_started,
             trigger: self.trigger_text(run.job, super::ledger::Cause::of_run(run)),
             scheduled: run.scheduled,
             attempt: run.attempt,
@@ -235,6 +236,7 @@ impl<W: World> Core<W> {
             duration_ms: 0,
             outcome: crate::store::Outcome::Stopped.as_str(),
             final_try: true,
+            run_started: p.run_started.unwrap_or(self.now.utc),
             trigger: self.trigger_text(p.job, super::ledger::Cause::of(&p)),
             scheduled: p.scheduled,
             // The try that will not come.
@@ -278,6 +280,7 @@ impl<W: World> Core<W> {
                 upstream: run.upstream.clone(),
                 handles: run.handles,
                 number: Some(run.number),
+                run_started: Some(run.run_started),
                 ..self.pending_now(run.job)
             };
             self.later(backoff, Later::Retry(pending));

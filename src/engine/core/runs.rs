@@ -39,8 +39,9 @@ pub struct Pending {
     pub upstream: Option<Arc<str>>,
     /// For a firing by `on_failure`: the job whose run failed.
     pub handles: Option<JobId>,
-    /// A retry: the number of the run it is a try of (tries belong to their run).
+    /// A retry: the number of the run it is a try of (tries belong to their run), and when its first try began.
     pub number: Option<u64>,
+    pub run_started: Option<DateTime<Utc>>,
 }
 
 impl Pending {
@@ -59,6 +60,7 @@ impl Pending {
             upstream: None,
             handles: None,
             number: None,
+            run_started: None,
         }
     }
 }
@@ -122,6 +124,8 @@ pub struct Run {
     pub catch_up: bool,
     pub started: Instant,
     pub started_at: DateTime<Utc>,
+    /// When the run's first try began (its own start, for a first try).
+    pub run_started: DateTime<Utc>,
     pub state: RunState,
     /// Its timeout and kill timers (called off when it ends: a long timeout must not outlive the run).
     pub timers: Vec<u64>,
@@ -161,6 +165,7 @@ impl Run {
             catch_up: pending.catch_up,
             started: now.mono,
             started_at: now.utc,
+            run_started: pending.run_started.unwrap_or(now.utc),
             state,
             timers: Vec::new(),
             has_probe: false,
