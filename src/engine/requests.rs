@@ -265,7 +265,7 @@ impl Dispatcher {
                 let _ = reply.send(self.core.reload(*plan, now()));
             }
             Request::Shutdown => {
-                let stop = super::Stop::Signal("asked to stop (flowrun stop)");
+                let stop = super::Stop::Signal("flowrun stop");
                 self.core.handle(super::core::Input::Stop(stop), now());
             }
             Request::Stop { job, reply } => {
