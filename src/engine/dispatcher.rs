@@ -362,19 +362,9 @@ impl Dispatcher {
             scheduled: scheduled.clone(),
             file_env: file_env.clone(),
         };
-        let alive = job
-            .alive
-            .as_ref()
-            .map(|_| (context(), Arc::new(Heard::new())));
-        let heard = alive.as_ref().map(|(_, h)| h.clone());
+        let alive = job.alive.as_ref().map(|_| context());
         let watch = self.start_probe(id, context(), &exited);
-        if let (Some((context, heard)), Some(io)) = (alive, self.io.get_mut(&id)) {
-            io.alive_later = Some((context, exited.clone(), heard));
-            // Without a readiness probe, the run is alive from its start.
-            if job.ready.is_none() {
-                self.start_liveness(id);
-            }
-        }
+        let heard = alive.and_then(|context| self.arm_liveness(id, job, context, &exited));
         let sink = LineSink {
             reporter: self.reporter.clone(),
             job: job.name.clone(),
@@ -384,6 +374,25 @@ impl Dispatcher {
             heard,
         };
         self.tend(id, job, (child, parent_ends), sink, exited);
+    }
+
+    /// A run of a job with `alive`: what its liveness probe needs, kept until the run is ready (started at once
+    /// without `ready`); the record of when it last printed, for its line sink.
+    fn arm_liveness(
+        &mut self,
+        id: RunId,
+        job: &crate::plan::Job,
+        context: probe::ExecContext,
+        exited: &Arc<super::broker::ExitFlag>,
+    ) -> Option<Arc<Heard>> {
+        let heard = Arc::new(Heard::new());
+        let io = self.io.get_mut(&id)?;
+        io.alive_later = Some((context, exited.clone(), heard.clone()));
+        // Without a readiness probe, the run is alive from its start.
+        if job.ready.is_none() {
+            self.start_liveness(id);
+        }
+        Some(heard)
     }
 
     /// The run's liveness probe starts checking (its job has `alive`; once, when the run is ready or started).

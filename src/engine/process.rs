@@ -653,17 +653,7 @@ pub fn spawn(spec: SpawnSpec) -> io::Result<Child> {
     let report = unsafe { std::ptr::read_volatile(&report) };
     let mut registry = runs();
     if let Some((step, error)) = exec_failure(&mut registry, report, pid) {
-        let what = match step {
-            STEP_CHDIR => format!("cannot enter {}: {error}", job.cwd.display()),
-            STEP_EXEC => format!("cannot execute `{program}`: {error}"),
-            STEP_LIMITS => format!("cannot apply the job's limits: {error}"),
-            STEP_USER => format!(
-                "cannot become user `{}`: {error}",
-                job.user.as_deref().unwrap_or("")
-            ),
-            _ => format!("cannot set up the process: {error}"),
-        };
-        return Err(io::Error::new(error.kind(), what));
+        return Err(failed_step(step, error, job, &program));
     }
     let (tx, status) = tokio::sync::oneshot::channel();
     registry.register(pid as u32, tx);
@@ -672,6 +662,21 @@ pub fn spawn(spec: SpawnSpec) -> io::Result<Child> {
         pid: pid as u32,
         status,
     })
+}
+
+/// Why a child could not start, from the step it reported and its error.
+fn failed_step(step: i32, error: io::Error, job: &Job, program: &str) -> io::Error {
+    let what = match step {
+        STEP_CHDIR => format!("cannot enter {}: {error}", job.cwd.display()),
+        STEP_EXEC => format!("cannot execute `{program}`: {error}"),
+        STEP_LIMITS => format!("cannot apply the job's limits: {error}"),
+        STEP_USER => format!(
+            "cannot become user `{}`: {error}",
+            job.user.as_deref().unwrap_or("")
+        ),
+        _ => format!("cannot set up the process: {error}"),
+    };
+    io::Error::new(error.kind(), what)
 }
 
 /// Pin the calling thread to the CPU it is on; returns its CPU set to restore, or `None` when it was not pinned.

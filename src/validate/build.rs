@@ -134,20 +134,8 @@ impl<'d> Rules<'d, '_> {
             name: r.name.value.clone(),
             command: command(&r.job.run.value),
             cwd,
-            env_files: o
-                .env_file
-                .as_ref()
-                .map(|f| f.value.0.iter().map(|p| folder.join(&p.value)).collect())
-                .unwrap_or_default(),
-            env: o
-                .env
-                .as_ref()
-                .map(|e| {
-                    e.0.iter()
-                        .map(|(k, v)| (k.value.clone(), v.value.0.clone()))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            env_files: env_files(o, folder),
+            env: env_of(o),
             triggers,
             executor: executors.iter().position(|e| e.name == executor_name)?,
             stdin: ch(&r.job.stdin)?,
@@ -179,12 +167,7 @@ impl<'d> Rules<'d, '_> {
             limits: o
                 .limits
                 .as_ref()
-                .map(|l| plan::Limits {
-                    memory: l.value.memory.as_ref().map(|m| m.value.0),
-                    nofile: l.value.nofile.as_ref().map(|n| n.value as u64),
-                    nproc: l.value.nproc.as_ref().map(|n| n.value as u64),
-                    nice: l.value.nice.as_ref().map(|n| n.value),
-                })
+                .map(|l| limits(&l.value))
                 .unwrap_or_default(),
             user: o.user.as_ref().map(|u| u.value.clone()),
             enabled: r.job.enabled.as_ref().is_none_or(|e| e.value),
@@ -295,6 +278,35 @@ fn restart_limit(spec: &RestartSpec) -> Option<plan::RestartLimit> {
 
 /// A decoded `ready` (the decoder made sure exactly one kind is given).
 /// `None` for a probe the decoder found invalid (and reported: no plan is built then).
+/// A job's `env_file`s, relative to the workflow's folder.
+fn env_files(o: &JobOptions, folder: &Path) -> Vec<std::path::PathBuf> {
+    o.env_file
+        .as_ref()
+        .map(|f| f.value.0.iter().map(|p| folder.join(&p.value)).collect())
+        .unwrap_or_default()
+}
+
+/// A job's `env`, as written.
+fn env_of(o: &JobOptions) -> Vec<(String, String)> {
+    o.env
+        .as_ref()
+        .map(|e| {
+            e.0.iter()
+                .map(|(k, v)| (k.value.clone(), v.value.0.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn limits(spec: &LimitsSpec) -> plan::Limits {
+    plan::Limits {
+        memory: spec.memory.as_ref().map(|m| m.value.0),
+        nofile: spec.nofile.as_ref().map(|n| n.value as u64),
+        nproc: spec.nproc.as_ref().map(|n| n.value as u64),
+        nice: spec.nice.as_ref().map(|n| n.value),
+    }
+}
+
 fn liveness(spec: &AliveSpec) -> Option<plan::Liveness> {
     let check = if let Some(http) = &spec.http {
         plan::LiveCheck::Probe(plan::Check::Http(http.value.0.clone()))

@@ -582,44 +582,7 @@ impl<'d, 'o> Rules<'d, 'o> {
                     continue;
                 }
                 all_set = false;
-                let job = &r.name.value;
-                let name = &var.value;
-                found.push(match &r.o.env_file {
-                    Some(_) => Diagnostic::new(
-                        Code::EnvFileVariable,
-                        var.span,
-                        format!(
-                            "`${name}` in the probe of job `{job}` is not in its `env`: its env_file must set it (read at each run's start, not here)"
-                        ),
-                    )
-                    .label("from the env_file")
-                    .help(format!(
-                        "if the env_file does not set `{name}`, the run is never ready; set it in `env` to have it checked here"
-                    )),
-                    None => {
-                        let names: Vec<&str> = r
-                            .o
-                            .env
-                            .iter()
-                            .flat_map(|e| e.0.iter().map(|(k, _)| k.value.as_str()))
-                            .collect();
-                        let help = match crate::diagnostics::did_you_mean(name, names.iter().copied()) {
-                            Some(best) => format!("did you mean `${best}`?"),
-                            None => format!(
-                                "set it in the job's `env` (`env: {{ {name}: ... }}`) or an `env_file`; a probe takes the job's variables, not the runner's environment (write `$$` for a `$`)"
-                            ),
-                        };
-                        Diagnostic::new(
-                            Code::InvalidProbe,
-                            var.span,
-                            format!(
-                                "`${name}` in the probe of job `{job}` is not set: the job's `env` has no `{name}`"
-                            ),
-                        )
-                        .label("not in the job's `env`")
-                        .help(help)
-                    }
-                });
+                found.push(unset_variable(r, var));
             }
             if !all_set {
                 continue;
@@ -1081,6 +1044,48 @@ fn find_cycles(edges: &[Vec<(usize, Span)>]) -> Vec<Vec<usize>> {
         }
     }
     cycles
+}
+
+/// The diagnostic of a probe's `$NAME` that the job's `env` does not set: a hint when an `env_file` may set it.
+fn unset_variable(r: &Resolved<'_>, var: &Sp<String>) -> Diagnostic {
+    let job = &r.name.value;
+    let name = &var.value;
+    match &r.o.env_file {
+                    Some(_) => Diagnostic::new(
+                        Code::EnvFileVariable,
+                        var.span,
+                        format!(
+                            "`${name}` in the probe of job `{job}` is not in its `env`: its env_file must set it (read at each run's start, not here)"
+                        ),
+                    )
+                    .label("from the env_file")
+                    .help(format!(
+                        "if the env_file does not set `{name}`, the run is never ready; set it in `env` to have it checked here"
+                    )),
+                    None => {
+                        let names: Vec<&str> = r
+                            .o
+                            .env
+                            .iter()
+                            .flat_map(|e| e.0.iter().map(|(k, _)| k.value.as_str()))
+                            .collect();
+                        let help = match crate::diagnostics::did_you_mean(name, names.iter().copied()) {
+                            Some(best) => format!("did you mean `${best}`?"),
+                            None => format!(
+                                "set it in the job's `env` (`env: {{ {name}: ... }}`) or an `env_file`; a probe takes the job's variables, not the runner's environment (write `$$` for a `$`)"
+                            ),
+                        };
+                        Diagnostic::new(
+                            Code::InvalidProbe,
+                            var.span,
+                            format!(
+                                "`${name}` in the probe of job `{job}` is not set: the job's `env` has no `{name}`"
+                            ),
+                        )
+                        .label("not in the job's `env`")
+                        .help(help)
+                    }
+    }
 }
 
 #[cfg(test)]
