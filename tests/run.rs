@@ -910,3 +910,16 @@ fn limits_and_user_are_applied_in_the_child_before_it_starts() {
         );
     }
 }
+
+#[test]
+fn a_limit_that_cannot_be_set_fails_the_run_and_names_it() {
+    let f = flow("jobs:\n  l:\n    run: 'true'\n    limits: { nofile: 1073741824 }\n");
+    let (out, ev) = f.run_json();
+    assert_eq!(out.status.code(), Some(1));
+    let exit = ev.iter().find(|e| e["event"] == "run.exit").unwrap();
+    let reason = exit["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("`limits: { nofile: 1073741824 }`"),
+        "{reason}"
+    );
+}

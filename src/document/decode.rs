@@ -435,7 +435,7 @@ impl Decoder<'_> {
                 self.invalid(
                     node.span,
                     "not a size in bytes",
-                    "write a number of bytes or e.g. `64KiB`, `1MiB`",
+                    "write a number of bytes, or with a unit: B, KiB, MiB, GiB, TiB (or KB, MB, GB, TB), e.g. `512MiB`",
                 );
                 None
             }
@@ -1411,6 +1411,8 @@ fn parse_byte_size(text: &str) -> Option<u64> {
         "MB" => 1_000_000,
         "G" | "GiB" => 1 << 30,
         "GB" => 1_000_000_000,
+        "T" | "TiB" => 1 << 40,
+        "TB" => 1_000_000_000_000,
         _ => return None,
     };
     number.checked_mul(factor)

@@ -180,7 +180,7 @@ impl JsonSchema for ByteSize {
         json_schema!({
             "anyOf": [
                 { "type": "integer", "minimum": 1 },
-                { "type": "string", "pattern": "^[0-9]+ ?(B|KiB|MiB|GiB|KB|MB|GB|K|M|G)?$" }
+                { "type": "string", "pattern": "^[0-9]+ ?(B|KiB|MiB|GiB|TiB|KB|MB|GB|TB|K|M|G|T)?$" }
             ]
         })
     }

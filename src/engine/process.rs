@@ -348,8 +348,11 @@ fn user_ids(user: &str) -> io::Result<(i64, i64)> {
 const STEP_CHDIR: i32 = 1;
 const STEP_EXEC: i32 = 2;
 const STEP_SETUP: i32 = 3;
-const STEP_LIMITS: i32 = 4;
+/// The niceness could not be taken.
+const STEP_NICE: i32 = 4;
 const STEP_USER: i32 = 5;
+/// Resource limit `i` (of `rlimits_of`) could not be set: `STEP_LIMIT + i`.
+const STEP_LIMIT: i32 = 10;
 
 extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` points at the parent's ChildArgs, alive and untouched while the parent is suspended
@@ -404,11 +407,11 @@ extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
                 rlim_max: value,
             };
             if libc::setrlimit(resource as _, &limit) != 0 {
-                fail(STEP_LIMITS);
+                fail(STEP_LIMIT + i as i32);
             }
         }
         if a.nice != NO_NICE && libc::setpriority(libc::PRIO_PROCESS, 0, a.nice) != 0 {
-            fail(STEP_LIMITS);
+            fail(STEP_NICE);
         }
         // The group first: once the user changed, it could no longer be changed.
         if a.gid >= 0
@@ -669,7 +672,20 @@ fn failed_step(step: i32, error: io::Error, job: &Job, program: &str) -> io::Err
     let what = match step {
         STEP_CHDIR => format!("cannot enter {}: {error}", job.cwd.display()),
         STEP_EXEC => format!("cannot execute `{program}`: {error}"),
-        STEP_LIMITS => format!("cannot apply the job's limits: {error}"),
+        STEP_NICE => format!(
+            "cannot take niceness {} (`limits: {{ nice }}`; below 0 needs root): {error}",
+            job.limits.nice.unwrap_or_default()
+        ),
+        n if n >= STEP_LIMIT => {
+            let limits = rlimits_of(&job.limits);
+            let (name, value) = match limits.get((n - STEP_LIMIT) as usize) {
+                Some(&(r, v)) if r == libc::RLIMIT_AS as libc::c_int => ("memory", v),
+                Some(&(r, v)) if r == libc::RLIMIT_NOFILE as libc::c_int => ("nofile", v),
+                Some(&(_, v)) => ("nproc", v),
+                None => ("?", 0),
+            };
+            format!("cannot set the job's `limits: {{ {name}: {value} }}` (beyond what this user may set, or the system allows): {error}")
+        }
         STEP_USER => format!(
             "cannot become user `{}`: {error}",
             job.user.as_deref().unwrap_or("")

@@ -136,16 +136,32 @@ impl<W: World> Core<W> {
             if blocking.is_empty() {
                 continue;
             }
-            let names: Vec<&str> = blocking
-                .iter()
-                .map(|&k| plan.jobs[jobs[k]].name.as_str())
-                .collect();
+            // A disabled upstream never ran: said so, not "ended without reaching".
+            let (disabled, ended): (Vec<usize>, Vec<usize>) =
+                blocking.iter().partition(|&&k| !plan.jobs[jobs[k]].enabled);
+            let names = |ks: &[usize]| -> String {
+                let names: Vec<&str> = ks
+                    .iter()
+                    .map(|&k| plan.jobs[jobs[k]].name.as_str())
+                    .collect();
+                names.join(", ")
+            };
+            let mut said = Vec::new();
+            if !ended.is_empty() {
+                said.push(format!(
+                    "{} ended without reaching {}",
+                    names(&ended),
+                    status.goal()
+                ));
+            }
+            if !disabled.is_empty() {
+                said.push(format!(
+                    "{} is disabled (`enabled: false`)",
+                    names(&disabled)
+                ));
+            }
             self.jobs[j].counts.skipped += 1;
-            let why = SkipReason::JoinDead(format!(
-                "`after` can never fire: {} ended without reaching {}",
-                names.join(", "),
-                status.goal()
-            ));
+            let why = SkipReason::JoinDead(format!("`after` can never fire: {}", said.join("; ")));
             self.emit(Event::RunSkipped {
                 job: self.plan.jobs[j].name.clone(),
                 scheduled: None,

@@ -319,3 +319,23 @@ jobs:
     h.exit("alert", 0);
     assert!(h.core.finished());
 }
+
+#[test]
+fn a_join_on_a_disabled_job_says_it_is_disabled() {
+    let mut h = Harness::new(
+        "
+name: t
+jobs:
+  off: { run: 'true', enabled: false }
+  dep: { run: 'true', trigger: { after: off } }
+",
+    );
+    let trace = h.take();
+    assert!(
+        trace.contains(
+            &"skipped dep: `after` can never fire: off is disabled (`enabled: false`)".to_string()
+        ),
+        "{trace:?}"
+    );
+    assert!(h.core.finished());
+}
