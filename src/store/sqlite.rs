@@ -76,6 +76,9 @@ CREATE TABLE tries (
 ",
 ];
 
+/// A job and a time of it (none, or one that did not parse).
+type JobTime = (String, Option<DateTime<Utc>>);
+
 pub struct SqliteStore {
     dir: PathBuf,
     path: PathBuf,
@@ -84,6 +87,19 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// Rows of (job, a time or nothing) from `sql` (a time that does not parse is nothing).
+    fn job_times(&self, sql: &str) -> Result<Vec<JobTime>, StoreError> {
+        let e = |e| db_error(&self.path, e);
+        let mut stmt = self.conn.prepare(sql).map_err(e)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+            })
+            .map_err(e)?;
+        rows.map(|row| row.map(|(job, at)| (job, parse_time(at))).map_err(e))
+            .collect()
+    }
+
     /// Open (creating) the database of a state directory. Nothing is written before [`Store::lock`]; a database
     /// of a newer schema is refused here.
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
@@ -515,33 +531,16 @@ impl Store for SqliteStore {
             let (job, last) = row.map_err(e)?;
             memory.last_runs.insert(job, last);
         }
-        let mut stmt = self
-            .conn
-            .prepare("SELECT job, max(ended) FROM runs WHERE outcome = 'succeeded' GROUP BY job")
-            .map_err(e)?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
-            })
-            .map_err(e)?;
-        for row in rows {
-            let (job, at) = row.map_err(e)?;
-            if let Some(at) = parse_time(at) {
+        let successes = self.job_times(
+            "SELECT job, max(ended) FROM runs WHERE outcome = 'succeeded' GROUP BY job",
+        )?;
+        for (job, at) in successes {
+            if let Some(at) = at {
                 memory.last_success.insert(job, at);
             }
         }
-        let mut stmt = self
-            .conn
-            .prepare("SELECT job, until FROM paused")
-            .map_err(e)?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
-            })
-            .map_err(e)?;
-        for row in rows {
-            let (job, until) = row.map_err(e)?;
-            memory.paused.insert(job, parse_time(until));
+        for (job, until) in self.job_times("SELECT job, until FROM paused")? {
+            memory.paused.insert(job, until);
         }
         Ok(memory)
     }
