@@ -488,25 +488,29 @@ impl Event {
                 reason: Some(probe.clone()),
                 ..Record::new("run.ready", ts).job(job, Some(*run))
             },
-            Event::RunUnhealthy {
-                job,
-                run,
-                pid,
-                reason,
-            } => Record {
-                pid: Some(*pid),
-                reason: Some(reason.clone()),
-                ..Record::new("run.unhealthy", ts).job(job, Some(*run))
-            },
+            // A run stopped by its probe: not ready in time, or no longer alive.
             Event::RunNotReady {
                 job,
                 run,
                 pid,
                 reason,
+            }
+            | Event::RunUnhealthy {
+                job,
+                run,
+                pid,
+                reason,
             } => Record {
                 pid: Some(*pid),
                 reason: Some(reason.clone()),
-                ..Record::new("run.unready", ts).job(job, Some(*run))
+                ..Record::new(
+                    match self {
+                        Event::RunUnhealthy { .. } => "run.unhealthy",
+                        _ => "run.unready",
+                    },
+                    ts,
+                )
+                .job(job, Some(*run))
             },
             Event::ChannelClosed { channel, messages } => Record {
                 channel: Some(channel.clone()),

@@ -114,7 +114,8 @@ fn job_and_run(arg: &str, run: Option<u64>) -> Result<(String, Option<u64>), Err
     Ok((job.to_string(), Some(number)))
 }
 
-fn find(store: &SqliteStore, job: &str, number: u64) -> Result<Option<RunRow>, Error> {
+/// Run `number` of `job`, from the history.
+pub(super) fn find(store: &SqliteStore, job: &str, number: u64) -> Result<Option<RunRow>, Error> {
     Ok(store
         .history(&Query {
             jobs: vec![job.to_string()],

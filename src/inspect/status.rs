@@ -230,19 +230,10 @@ pub fn status(file: &Path, state: Option<&str>, format: Mode) -> Result<i32, Err
 /// The job's newest row that is a run (has a number). Skipped and missed firings are rows too, and the newest row
 /// would hide the last real result behind a skip (a manual trigger refused by max_instances, a paused job's ticks).
 fn last_run(store: &crate::store::SqliteStore, job: &str) -> Result<Option<RunRow>, Error> {
-    let Some(number) = store.last_run(job).map_err(Error::from)? else {
-        return Ok(None);
-    };
-    Ok(store
-        .history(&Query {
-            jobs: vec![job.to_string()],
-            run: Some(number),
-            limit: 1,
-            ..Query::default()
-        })
-        .map_err(Error::from)?
-        .into_iter()
-        .next())
+    match store.last_run(job).map_err(Error::from)? {
+        Some(number) => super::logs::find(store, job, number),
+        None => Ok(None),
+    }
 }
 
 /// The next fire of the job's time triggers: on the grid a runner keeps (an interval resumes from its last
