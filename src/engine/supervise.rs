@@ -69,12 +69,15 @@ pub(crate) fn supervise(
     let io = start_io(parent_ends, &sink, target, &exit_flag);
     let pid = child.pid;
     tokio::spawn(async move {
-        let status = child.wait().await.map_err(|e| e.to_string());
-        exit_flag.set();
-        let mut abandoned = false;
-        for t in io.output_tasks {
-            abandoned |= t.await.unwrap_or(false);
-        }
+        // The output is pumped in this task, beside the wait: two tasks less a run than spawning them.
+        let exited = async {
+            let status = child.wait().await.map_err(|e| e.to_string());
+            exit_flag.set();
+            status
+        };
+        let (status, err_abandoned, out_abandoned) =
+            tokio::join!(exited, pump_maybe(io.stderr), pump_maybe(io.stdout));
+        let abandoned = err_abandoned || out_abandoned;
         let pump = match io.writer_pump {
             Some(t) => t.await.ok(),
             None => abandoned.then_some(PumpEnd::Abandoned),
@@ -109,12 +112,24 @@ pub(crate) fn supervise(
 
 /// The tasks that move a run's data.
 struct Io {
-    /// Unwired stdout and stderr, printed; each says whether its pipe was abandoned.
-    output_tasks: Vec<tokio::task::JoinHandle<bool>>,
+    /// Unwired stderr and stdout, printed; each says whether its pipe was abandoned.
+    stderr: Option<Pump>,
+    stdout: Option<Pump>,
     /// The pump of a `stdout:` channel.
     writer_pump: Option<tokio::task::JoinHandle<PumpEnd>>,
     /// The feeder of a `stdin:` reader, for take-back.
     feeder: Option<Feeder>,
+}
+
+/// The printing of one unwired output stream; it says whether its pipe was abandoned.
+type Pump = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
+
+/// A stream's printing to its end, or nothing to print.
+async fn pump_maybe(pump: Option<Pump>) -> bool {
+    match pump {
+        Some(p) => p.await,
+        None => false,
+    }
 }
 
 /// A `stdin:` reader's feeding task (none if its pipe could not be registered), its feed and its queue.
@@ -149,13 +164,17 @@ fn start_io(
             .map(|sender| tokio::spawn(broker::feed(queue.clone(), sender, feed.clone(), size)));
         (task, feed, queue)
     });
-    let mut output_tasks = Vec::new();
-    for (read, stream) in [(stderr_read, "stderr"), (stdout_read, "stdout")] {
-        if let Some(Ok(pipe)) = read.map(Receiver::from_owned_fd) {
-            let lines = pump_lines(pipe, sink.clone(), stream, exit_flag.clone());
-            output_tasks.push(tokio::spawn(lines));
-        }
-    }
+    let printed = |read: Option<OwnedFd>, stream: &'static str| -> Option<Pump> {
+        let pipe = read.map(Receiver::from_owned_fd)?.ok()?;
+        Some(Box::pin(pump_lines(
+            pipe,
+            sink.clone(),
+            stream,
+            exit_flag.clone(),
+        )))
+    };
+    let stderr = printed(stderr_read, "stderr");
+    let stdout = printed(stdout_read, "stdout");
     let writer_pump = match (target, queue_output.map(Receiver::from_owned_fd)) {
         (Some(target), Some(Ok(stdout))) => Some(tokio::spawn(broker::pump_writer(
             stdout,
@@ -169,7 +188,8 @@ fn start_io(
         _ => None,
     };
     Io {
-        output_tasks,
+        stderr,
+        stdout,
         writer_pump,
         feeder,
     }
@@ -252,7 +272,8 @@ async fn pump_lines<R: tokio::io::AsyncRead + Unpin>(
     stream: &'static str,
     exit: Arc<ExitFlag>,
 ) -> bool {
-    let mut reader = BufReader::with_capacity(64 * 1024, src);
+    // A small buffer: most runs print little, and a longer line grows `line`, not the buffer.
+    let mut reader = BufReader::with_capacity(8 * 1024, src);
     let mut line = Vec::with_capacity(256);
     let mut late_bytes = 0;
     let mut starts_line = true;

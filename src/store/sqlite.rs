@@ -296,9 +296,16 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
     })
 }
 
+/// A statement run through the connection's cache: the rows of every run go through the same few statements,
+/// and parsing them again for each run was most of what history cost a run.
+fn cached(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
 /// A retry of a run began: its row is running again, at this try.
 fn retried(tx: &rusqlite::Transaction<'_>, row: &RunRow) -> rusqlite::Result<()> {
-    tx.execute(
+    cached(
+        tx,
         "UPDATE runs SET attempt = ?3, pid = ?4, outcome = 'running', ended = NULL,
                          duration_ms = NULL, code = NULL, signal = NULL, reason = NULL
          WHERE job = ?1 AND run = ?2",
@@ -309,7 +316,8 @@ fn retried(tx: &rusqlite::Transaction<'_>, row: &RunRow) -> rusqlite::Result<()>
 
 /// One try of a run ended.
 fn tried(tx: &rusqlite::Transaction<'_>, row: &RunRow) -> rusqlite::Result<()> {
-    tx.execute(
+    cached(
+        tx,
         "INSERT OR REPLACE INTO tries
          (job, run, attempt, started, ended, duration_ms, code, signal, outcome, reason)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -330,7 +338,7 @@ fn tried(tx: &rusqlite::Transaction<'_>, row: &RunRow) -> rusqlite::Result<()> {
 }
 
 fn insert(tx: &rusqlite::Transaction<'_>, row: &RunRow) -> rusqlite::Result<()> {
-    tx.execute(
+    cached(tx,
         &format!(
             "INSERT INTO runs ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
              ?15, ?16, ?17, ?18)"
@@ -364,7 +372,8 @@ fn insert(tx: &rusqlite::Transaction<'_>, row: &RunRow) -> rusqlite::Result<()> 
 
 /// The job's counter goes up to `run` (never down).
 fn raise_counter(tx: &rusqlite::Transaction<'_>, job: &str, run: u64) -> rusqlite::Result<()> {
-    tx.execute(
+    cached(
+        tx,
         "INSERT INTO counters (job, last_run) VALUES (?1, ?2)
          ON CONFLICT (job) DO UPDATE SET last_run = max(last_run, excluded.last_run)",
         params![job, run],
@@ -373,7 +382,7 @@ fn raise_counter(tx: &rusqlite::Transaction<'_>, job: &str, run: u64) -> rusqlit
 }
 
 fn update(tx: &rusqlite::Transaction<'_>, row: &RunRow) -> rusqlite::Result<()> {
-    let changed = tx.execute(
+    let changed = cached(tx,
         "UPDATE runs SET ended = ?3, duration_ms = ?4, code = ?5, signal = ?6, outcome = ?7, reason = ?8,
                          log = ?9, pid = ?10
          WHERE job = ?1 AND run = ?2",
@@ -404,7 +413,8 @@ fn advance(
 ) -> rusqlite::Result<bool> {
     // Forward only: an older instant (a late write) never moves the memory back. A stored value that is not a
     // time, or lies ahead of the clock (a clock set back, a hand edit), never blocks the memory either.
-    let changed = conn.execute(
+    let changed = cached(
+        conn,
         "INSERT INTO triggers (job, fingerprint, last_handled) VALUES (?1, ?2, ?3)
          ON CONFLICT (job, fingerprint) DO UPDATE SET last_handled = excluded.last_handled
          WHERE excluded.last_handled > triggers.last_handled
