@@ -725,6 +725,9 @@ pub struct ChannelCounts {
     pub taken_in: u64,
     pub out: u64,
     pub left: u64,
+    /// A durable queue: what is left is kept in its store for the next start.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub kept: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -791,8 +794,12 @@ impl Summary {
                 "channel", "in", "out", "left"
             ));
             for (name, c) in &self.channels {
+                let kept = match c.kept && c.left > 0 {
+                    true => " (kept for the next start)",
+                    false => "",
+                };
                 out.push_str(&format!(
-                    "{:<width$}  {:>8} {:>9} {:>7}\n",
+                    "{:<width$}  {:>8} {:>9} {:>7}{kept}\n",
                     name, c.taken_in, c.out, c.left
                 ));
             }

@@ -44,6 +44,8 @@ pub struct Channel {
     pub kind: ChannelKind,
     pub capacity: usize,
     pub max_message: usize,
+    /// Its messages are kept in the state directory until done (SPEC §8).
+    pub durable: bool,
     /// Jobs whose `stdout` feeds this channel, or that send dead letters to it.
     pub writers: Vec<JobId>,
     /// Jobs that read it by `stdin` or `each`.

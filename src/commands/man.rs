@@ -138,7 +138,7 @@ Optional: 1 (the only version); the workflow's name (default the file's stem); f
 Process pools, by name. \fBtype\fR: process (the only type); \fBmax_workers\fR: runs of its jobs alive at once, further runs wait in order. \fBdefault\fR always exists with 10 workers.
 .TP
 \fBchannels\fR
-Every channel a job touches, by name. \fBkind\fR: queue (the default: each line goes to one reader run), pipe (one OS pipe between one writer and one reader job) or broadcast (every reader job gets every line); \fBcapacity\fR: lines waiting before writers are held back (1024); \fBmax_message\fR: the longest line (1MiB). Queues are held in the runner's memory: lines still waiting when it exits are counted in the summary and lost.
+Every channel a job touches, by name. \fBkind\fR: queue (the default: each line goes to one reader run), pipe (one OS pipe between one writer and one reader job) or broadcast (every reader job gets every line); \fBcapacity\fR: lines waiting before writers are held back (1024); \fBmax_message\fR: the longest line (1MiB); \fBdurable\fR: true keeps a queue's lines in the state until they are done, across stops and crashes (a queue only; needs a state). Other queues are held in the runner's memory: lines still waiting when it exits are counted in the summary and lost.
 .TP
 \fBdefaults\fR
 Job keys for every job that does not set them (not run, stdin, stdout, trigger, enabled).

@@ -20,7 +20,7 @@ const DOCUMENT_KEYS: &[&str] = &[
     "jobs",
 ];
 const EXECUTOR_KEYS: &[&str] = &["type", "max_workers"];
-const CHANNEL_KEYS: &[&str] = &["kind", "capacity", "max_message"];
+const CHANNEL_KEYS: &[&str] = &["kind", "capacity", "max_message", "durable"];
 const OPTION_KEYS: &[&str] = &[
     "cwd",
     "env",
@@ -563,6 +563,7 @@ impl Decoder<'_> {
                 kind: None,
                 capacity: None,
                 max_message: None,
+                durable: None,
             });
         }
         let f = self.fields(node, &[CHANNEL_KEYS], &[], key.span, "a channel")?;
@@ -579,6 +580,7 @@ impl Decoder<'_> {
                 .get("capacity")
                 .and_then(|n| self.uint(n, 1, 10_000_000, "capacity")),
             max_message: f.get("max_message").and_then(|n| self.byte_size(n)),
+            durable: f.get("durable").and_then(|n| self.boolean(n)),
         })
     }
 

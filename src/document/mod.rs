@@ -273,6 +273,9 @@ pub struct ChannelSpec {
     pub capacity: Option<Sp<u32>>,
     /// The longest line a writer may send. Default 1 MiB.
     pub max_message: Option<Sp<ByteSize>>,
+    /// `true`: a `queue` keeps its messages in the state directory until they are done (SPEC §8): they survive
+    /// a stop and a crash. Default false.
+    pub durable: Option<Sp<bool>>,
 }
 
 #[derive(Debug, Clone, PartialEq, JsonSchema)]

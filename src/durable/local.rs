@@ -20,9 +20,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::{DurableStore, Pending, RangeSet, Seq, SeqRange, Usage};
 
 /// A segment is closed (and a new one begun) past this size.
-const SEGMENT_BYTES: u64 = 8 << 20;
+const SEGMENT_BYTES: u64 = 4 << 20;
 /// The journal is rewritten with only what is still needed past this size.
 const JOURNAL_BYTES: u64 = 1 << 20;
+/// With every message done, a segment or journal past this size is begun anew (the disk given back at once).
+const IDLE_BYTES: u64 = 64 << 10;
 const HEADER: usize = 24;
 const JOURNAL_RECORD: usize = 21;
 
@@ -279,7 +281,9 @@ impl DurableStore for LocalLog {
             .last()
             .is_some_and(|s| s.bytes >= SEGMENT_BYTES)
         {
-            self.write_buffers(false)?;
+            // The closed segment's records go out now; the next sync covers the new one (and the folder).
+            write_whole(&mut self.tail, &self.tail_buffer)?;
+            self.tail_buffer.clear();
             self.tail.sync_data()?;
             self.begin_segment()?;
         }
@@ -303,10 +307,50 @@ impl DurableStore for LocalLog {
         Ok(seq)
     }
 
-    fn commit(&mut self) -> io::Result<()> {
-        self.write_buffers(true)?;
+    fn stage(&mut self) -> io::Result<super::Sync> {
+        let wrote_tail = !self.tail_buffer.is_empty();
+        if wrote_tail {
+            write_whole(&mut self.tail, &self.tail_buffer)?;
+            self.tail_buffer.clear();
+        }
+        let wrote_journal = !self.journal_buffer.is_empty();
+        if wrote_journal {
+            write_whole(&mut self.journal, &self.journal_buffer)?;
+            self.journal_bytes += self.journal_buffer.len() as u64;
+            self.journal_buffer.clear();
+        }
+        let tail = match wrote_tail || self.new_file {
+            true => Some(self.tail.try_clone()?),
+            false => None,
+        };
+        let dir = std::mem::take(&mut self.new_file).then(|| self.dir.clone());
+        let journal = match wrote_journal {
+            true => Some(self.journal.try_clone()?),
+            false => None,
+        };
+        Ok(Box::new(move || {
+            // The messages first: a journal record never speaks of messages that could be lost.
+            if let Some(tail) = tail {
+                tail.sync_data()?;
+            }
+            if let Some(dir) = dir {
+                File::open(dir)?.sync_all()?;
+            }
+            if let Some(journal) = journal {
+                journal.sync_data()?;
+            }
+            Ok(())
+        }))
+    }
+
+    fn settle(&mut self) -> io::Result<()> {
+        let all_done = self.low == self.next_seq && self.tail_buffer.is_empty();
+        if all_done && self.segments.last().is_some_and(|s| s.bytes > IDLE_BYTES) {
+            // Nothing waits: the segment being appended to is done too, and goes with the others.
+            self.begin_segment()?;
+        }
         self.give_back_segments()?;
-        if self.journal_bytes > JOURNAL_BYTES {
+        if self.journal_bytes > JOURNAL_BYTES || (all_done && self.journal_bytes > IDLE_BYTES) {
             self.rewrite_journal()?;
         }
         Ok(())
@@ -331,6 +375,10 @@ impl DurableStore for LocalLog {
         Ok(())
     }
 
+    fn deliveries(&self, seq: Seq) -> u32 {
+        self.deliveries_of(seq)
+    }
+
     fn take_pending(&mut self) -> Vec<Pending> {
         std::mem::take(&mut self.pending)
     }
@@ -348,32 +396,13 @@ impl DurableStore for LocalLog {
     }
 }
 
-impl LocalLog {
-    /// Write what was appended and journalled; with `sync`, to the disk (the segment before the journal, so a
-    /// done mark never outlives its messages... and a message never lacks its segment).
-    fn write_buffers(&mut self, sync: bool) -> io::Result<()> {
-        let wrote_tail = !self.tail_buffer.is_empty();
-        if wrote_tail {
-            self.tail.write_all(&self.tail_buffer)?;
-            self.tail_buffer.clear();
-        }
-        if sync && (wrote_tail || self.new_file) {
-            self.tail.sync_data()?;
-        }
-        if self.new_file && sync {
-            File::open(&self.dir)?.sync_all()?;
-            self.new_file = false;
-        }
-        if !self.journal_buffer.is_empty() {
-            self.journal.write_all(&self.journal_buffer)?;
-            self.journal_bytes += self.journal_buffer.len() as u64;
-            self.journal_buffer.clear();
-            if sync {
-                self.journal.sync_data()?;
-            }
-        }
-        Ok(())
-    }
+/// Append all of `data`, or nothing: a write that fails half way (a full disk) is cut back, so that the retry
+/// does not leave half a record before a whole one.
+fn write_whole(file: &mut File, data: &[u8]) -> io::Result<()> {
+    let before = file.metadata()?.len();
+    file.write_all(data).inspect_err(|_| {
+        let _ = file.set_len(before);
+    })
 }
 
 /// One record at the start of `data` and its size, if it is whole and its CRC holds.

@@ -52,17 +52,30 @@ pub struct Usage {
     pub bytes_on_disk: u64,
 }
 
+/// The sync of a staged commit.
+pub type Sync = Box<dyn FnOnce() -> io::Result<()> + Send>;
+
 /// A durable channel's store.
 pub trait DurableStore: Send {
     /// Append whole messages (`count` of them, each ending in `\n`): the first one's number. Not durable, and not
     /// to be delivered, until [`DurableStore::commit`] returns.
     fn append(&mut self, messages: &[u8], count: u64) -> io::Result<Seq>;
-    /// Make what was appended, delivered and done so far durable (on disk, synced).
-    fn commit(&mut self) -> io::Result<()>;
+    /// Write what was appended, delivered and done so far; the sync it returns makes it durable, and may run
+    /// without the store (so appends go on while the disk syncs). Then [`DurableStore::settle`].
+    fn stage(&mut self) -> io::Result<Sync>;
+    /// After a sync: give back what is done (segments, the journal's old records).
+    fn settle(&mut self) -> io::Result<()>;
+    /// Stage, sync and settle: everything so far is durable.
+    fn commit(&mut self) -> io::Result<()> {
+        (self.stage()?)()?;
+        self.settle()
+    }
     /// These messages were handed to a reader (a redelivery after a crash says how often).
     fn delivered(&mut self, range: SeqRange) -> io::Result<()>;
     /// These messages are done: never delivered again; their space is given back once all before them are too.
     fn done(&mut self, range: SeqRange) -> io::Result<()>;
+    /// How many times the message `seq` was handed to a reader (and not done).
+    fn deliveries(&self, seq: Seq) -> u32;
     /// What was not done when the store was opened (taken once).
     fn take_pending(&mut self) -> Vec<Pending>;
     fn usage(&self) -> Usage;

@@ -12,6 +12,9 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
+use super::committer::Durable;
+use crate::durable::{Seq, SeqRange};
+
 /// Whole messages (each ends with `\n`) inside a shared buffer.
 #[derive(Clone, Debug)]
 pub struct Chunk {
@@ -19,17 +22,31 @@ pub struct Chunk {
     start: usize,
     end: usize,
     count: usize,
+    /// The first message's number in a durable channel (0: not durable).
+    seq: Seq,
 }
 
 impl Chunk {
     pub fn from_vec(data: Vec<u8>, count: usize) -> Chunk {
+        Chunk::numbered(data, count, 0)
+    }
+    /// Messages of a durable channel, the first numbered `seq`.
+    pub fn numbered(data: Vec<u8>, count: usize, seq: Seq) -> Chunk {
         let end = data.len();
         Chunk {
             data: Arc::new(data),
             start: 0,
             end,
             count,
+            seq,
         }
+    }
+    /// Its messages' numbers, in a durable channel.
+    pub fn range(&self) -> Option<SeqRange> {
+        (self.seq > 0 && self.count > 0).then_some(SeqRange {
+            start: self.seq,
+            count: self.count as u64,
+        })
     }
     pub fn bytes(&self) -> &[u8] {
         &self.data[self.start..self.end]
@@ -43,12 +60,18 @@ impl Chunk {
                 start: self.start,
                 end: at,
                 count: n,
+                seq: self.seq,
             },
             Chunk {
                 data: self.data.clone(),
                 start: at,
                 end: self.end,
                 count: self.count - n,
+                seq: if self.seq == 0 {
+                    0
+                } else {
+                    self.seq + n as u64
+                },
             },
         )
     }
@@ -106,6 +129,8 @@ pub struct Queue {
     /// Set by the dispatcher when an `each` job waits for messages; cleared by the pump that wakes it.
     pub wake_dispatcher: AtomicBool,
     orphaned: AtomicBool,
+    /// A durable queue's store: messages are committed before they wait here, and done there.
+    pub durable: Option<Arc<Durable>>,
 }
 
 #[derive(Default)]
@@ -121,6 +146,16 @@ struct Inner {
 
 impl Queue {
     pub fn new(capacity: usize, stats: Arc<Stats>, space: Arc<Notify>) -> Arc<Queue> {
+        Queue::with_store(capacity, stats, space, None)
+    }
+
+    /// A queue whose messages are kept in `durable` until done.
+    pub fn with_store(
+        capacity: usize,
+        stats: Arc<Stats>,
+        space: Arc<Notify>,
+        durable: Option<Arc<Durable>>,
+    ) -> Arc<Queue> {
         Arc::new(Queue {
             inner: Mutex::new(Inner::default()),
             capacity: AtomicUsize::new(capacity.max(1)),
@@ -129,6 +164,7 @@ impl Queue {
             space,
             wake_dispatcher: AtomicBool::new(false),
             orphaned: AtomicBool::new(false),
+            durable,
         })
     }
 
@@ -222,14 +258,16 @@ impl Queue {
         self.data.notify_waiters();
     }
 
-    /// Take up to `n` messages as one buffer (an `each` run's input), or `None` when nothing waits.
-    pub fn pop_batch(&self, n: usize) -> Option<(Vec<u8>, usize)> {
+    /// Take up to `n` messages as one buffer (an `each` run's input), or `None` when nothing waits; with the
+    /// numbers of the messages in a durable queue (ranges, in order: a redelivery may come before newer ones).
+    pub fn pop_numbered(&self, n: usize) -> Option<(Vec<u8>, usize, Vec<SeqRange>)> {
         let mut inner = self.inner.lock().unwrap();
         if inner.waiting == 0 {
             return None;
         }
         let mut out = Vec::new();
         let mut taken = 0;
+        let mut ranges: Vec<SeqRange> = Vec::new();
         while taken < n {
             let Some(front) = inner.chunks.pop_front() else {
                 break;
@@ -244,6 +282,12 @@ impl Queue {
             };
             out.extend_from_slice(chunk.bytes());
             taken += chunk.count;
+            if let Some(r) = chunk.range() {
+                match ranges.last_mut() {
+                    Some(last) if last.end() == r.start => last.count += r.count,
+                    _ => ranges.push(r),
+                }
+            }
         }
         inner.waiting -= taken;
         drop(inner);
@@ -251,7 +295,7 @@ impl Queue {
             .handed_out
             .fetch_add(taken as u64, Ordering::Relaxed);
         self.space.notify_waiters();
-        Some((out, taken))
+        Some((out, taken, ranges))
     }
 
     /// Take what waits (up to about `max_bytes`, at least one chunk) for the streaming reader fed by `me`, waiting
@@ -379,7 +423,7 @@ impl Target {
                 }
                 notified.await;
             };
-            let piece = if chunk.count > room {
+            let mut piece = if chunk.count > room {
                 let (head, rest) = chunk.split(room);
                 chunk = rest;
                 head
@@ -387,6 +431,22 @@ impl Target {
                 let empty = Chunk::from_vec(Vec::new(), 0);
                 std::mem::replace(&mut chunk, empty)
             };
+            // A durable queue's messages are committed before anyone can see them (a queue channel has one
+            // queue). A store that cannot write holds the writer back, as a full queue does.
+            if let Some(durable) = queues.first().and_then(|q| q.durable.as_ref()) {
+                loop {
+                    match durable.append(piece.bytes(), piece.count as u64).await {
+                        Ok(seq) => break piece.seq = seq,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    }
+                }
+                // No reader of this runner will read them: they are kept in the store for the next start (and
+                // counted as left), not held in memory, and the writer goes on writing.
+                if room == usize::MAX {
+                    self.stats.discard(piece.count as u64);
+                    continue;
+                }
+            }
             // A broadcast reader whose job has ended gets no more copies (its queue would only grow); the copy
             // was never taken in for it, so in = out + left still holds. When no reader is left at all, the
             // last piece is kept (as left) so the writer's final output is accounted for.
@@ -412,7 +472,10 @@ impl Target {
                 return false;
             }
         }
-        !self.fanout.now().iter().all(|q| q.is_orphaned())
+        // A durable queue always has a reader: the next start's.
+        let queues = self.fanout.now();
+        queues.first().is_some_and(|q| q.durable.is_some())
+            || !queues.iter().all(|q| q.is_orphaned())
     }
 }
 
@@ -720,11 +783,19 @@ pub async fn feed(
                 let stream_start = s.stream_end();
                 s.sent.push_back((stream_start, chunk.clone()));
             }
-            // Chunks entirely older than a pipe's worth of bytes have surely been read.
+            // Chunks entirely older than a pipe's worth of bytes have surely been read: done.
             let horizon = s.written.saturating_sub(s.pipe_size as u64);
+            let mut read = Vec::new();
             while s.sent.len() > 1 && s.sent[0].0 + s.sent[0].1.bytes().len() as u64 <= horizon {
-                s.sent.pop_front();
+                read.extend(s.sent.pop_front().and_then(|(_, c)| c.range()));
             }
+            if let Some(durable) = &queue.durable {
+                durable.done(&read);
+            }
+        }
+        if let Some(durable) = &queue.durable {
+            let ranges: Vec<SeqRange> = chunks.iter().filter_map(Chunk::range).collect();
+            durable.delivered(&ranges);
         }
         let total: usize = chunks.iter().map(|c| c.bytes().len()).sum();
         let mut done = 0;
@@ -764,39 +835,60 @@ pub async fn feed(
 /// returns how many messages went back.
 pub fn take_back(queue: &Queue, feed: &Arc<Feed>) -> usize {
     let unread = drain_pipe(&feed.read_end);
-    let returned = {
+    let (returned, read) = {
         let s = feed.state.lock().unwrap();
-        let consumed = s.written.saturating_sub(unread as u64);
-        let mut returned = Vec::new();
-        for (start, chunk) in &s.sent {
-            let end = start + chunk.bytes().len() as u64;
-            if end <= consumed {
-                continue;
-            }
-            let bytes = chunk.bytes();
-            let from = if *start < consumed {
-                let within = (consumed - start) as usize;
-                // Back to the start of the message that the reader was in the middle of.
-                memchr::memrchr(b'\n', &bytes[..within]).map_or(0, |i| i + 1)
-            } else {
-                0
-            };
-            returned.extend_from_slice(&bytes[from..]);
-        }
-        returned
+        unread_chunks(&s, s.written.saturating_sub(unread as u64))
     };
-    let count = memchr::memchr_iter(b'\n', &returned).count();
+    if let Some(durable) = &queue.durable {
+        durable.done(&read);
+    }
+    let count: usize = returned.iter().map(|c| c.count).sum();
     {
         let mut inner = queue.inner.lock().unwrap();
         inner.feeds.retain(|f| !Arc::ptr_eq(f, feed));
     }
     if count > 0 {
-        queue.push_front(Chunk::from_vec(returned, count));
+        for chunk in returned.into_iter().rev() {
+            queue.push_front(chunk);
+        }
     } else {
         // Readers waiting for the last holder to finish can end now.
         queue.data.notify_waiters();
     }
     count
+}
+
+/// Of what a feeder sent, the messages a reader that `consumed` this many bytes of its stream did not read (as
+/// chunks, keeping their numbers), and the numbers of those it read.
+fn unread_chunks(s: &FeedState, consumed: u64) -> (Vec<Chunk>, Vec<SeqRange>) {
+    let mut returned = Vec::new();
+    let mut read = Vec::new();
+    for (start, chunk) in &s.sent {
+        let end = start + chunk.bytes().len() as u64;
+        if end <= consumed {
+            read.extend(chunk.range());
+            continue;
+        }
+        let bytes = chunk.bytes();
+        let from = if *start < consumed {
+            let within = (consumed - start) as usize;
+            // Back to the start of the message that the reader was in the middle of.
+            memchr::memrchr(b'\n', &bytes[..within]).map_or(0, |i| i + 1)
+        } else {
+            0
+        };
+        let whole_read = memchr::memchr_iter(b'\n', &bytes[..from]).count();
+        if whole_read == 0 {
+            returned.push(chunk.clone());
+            continue;
+        }
+        let (head, rest) = chunk.split(whole_read);
+        read.extend(head.range());
+        if rest.count > 0 {
+            returned.push(rest);
+        }
+    }
+    (returned, read)
 }
 
 /// Read out whatever is left in a pipe through `fd`, without blocking; returns how many bytes that was.
@@ -841,10 +933,10 @@ mod tests {
         let stats = Arc::new(Stats::default());
         let q = Queue::new(10, stats.clone(), Arc::new(Notify::new()));
         q.push_unbounded(Chunk::from_vec(b"a\nb\nc\n".to_vec(), 3));
-        assert_eq!(q.pop_batch(2), Some((b"a\nb\n".to_vec(), 2)));
+        assert_eq!(q.pop_numbered(2), Some((b"a\nb\n".to_vec(), 2, vec![])));
         assert_eq!(q.waiting(), 1);
-        assert_eq!(q.pop_batch(5), Some((b"c\n".to_vec(), 1)));
-        assert_eq!(q.pop_batch(1), None);
+        assert_eq!(q.pop_numbered(5), Some((b"c\n".to_vec(), 1, vec![])));
+        assert_eq!(q.pop_numbered(1), None);
         assert_eq!(stats.taken_in.load(Ordering::Relaxed), 3);
         assert_eq!(stats.handed_out.load(Ordering::Relaxed), 3);
     }
@@ -866,7 +958,10 @@ mod tests {
         std::io::Write::write_all(&mut w, b"o\nthree\n").unwrap();
         assert!(!q.settled());
         assert_eq!(take_back(&q, &feed), 2);
-        assert_eq!(q.pop_batch(10), Some((b"two\nthree\n".to_vec(), 2)));
+        assert_eq!(
+            q.pop_numbered(10),
+            Some((b"two\nthree\n".to_vec(), 2, vec![]))
+        );
         assert_eq!(stats.handed_out.load(Ordering::Relaxed), 3);
         q.close();
         assert!(q.settled(), "no reader holds anything any more");

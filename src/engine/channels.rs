@@ -6,6 +6,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::broker::{Chunk, Fanout, Queue, Stats, Target};
+use super::committer::Durable;
+use crate::durable::Pending;
+
+/// The durable queues' stores, by channel, with what they held not done.
+pub type Stores = std::collections::HashMap<ChannelId, (Arc<Durable>, Vec<Pending>)>;
 use super::process;
 use super::supervise::{ParentEnds, Wiring};
 use crate::event::ChannelCounts;
@@ -31,6 +36,8 @@ pub struct ChannelRt {
     /// Why a pipe channel has no pipe (the runner was out of descriptors): its runs fail with this reason.
     broken: Option<String>,
     pub closed: bool,
+    /// A durable queue's store.
+    pub durable: Option<Arc<Durable>>,
 }
 
 impl ChannelRt {
@@ -44,10 +51,10 @@ impl ChannelRt {
     }
 }
 
-/// The run-time side of one channel of the plan (its counts: `stats`).
-fn build(c: &crate::plan::Channel, stats: Arc<Stats>) -> ChannelRt {
+/// The run-time side of one channel of the plan (its counts: `stats`; a durable queue's store).
+fn build(c: &crate::plan::Channel, stats: Arc<Stats>, durable: Option<Arc<Durable>>) -> ChannelRt {
     let space = Arc::new(tokio::sync::Notify::new());
-    let queue = || Queue::new(c.capacity, stats.clone(), space.clone());
+    let queue = || Queue::with_store(c.capacity, stats.clone(), space.clone(), durable.clone());
     let (queues, readers) = match c.kind {
         ChannelKind::Queue => (vec![queue()], Vec::new()),
         ChannelKind::Broadcast => (
@@ -85,6 +92,7 @@ fn build(c: &crate::plan::Channel, stats: Arc<Stats>) -> ChannelRt {
         pipe_write,
         broken,
         closed: false,
+        durable,
     }
 }
 
@@ -94,11 +102,21 @@ pub struct Channels {
 }
 
 impl Channels {
-    pub fn new(plan: Arc<Plan>) -> Channels {
+    /// The channels of `plan`; durable queues with their stores, and what their stores held not done waiting
+    /// first, in order.
+    pub fn new(plan: Arc<Plan>, mut stores: Stores) -> Channels {
         let all = plan
             .channels
             .iter()
-            .map(|c| build(c, Arc::default()))
+            .enumerate()
+            .map(|(i, c)| {
+                let (durable, pending) = stores.remove(&i).unzip();
+                let rt = build(c, Arc::default(), durable);
+                for p in pending.into_iter().flatten() {
+                    rt.queues[0].push_unbounded(Chunk::numbered(p.bytes, p.count as usize, p.seq));
+                }
+                rt
+            })
             .collect();
         Channels { plan, all }
     }
@@ -113,7 +131,8 @@ impl Channels {
             let old = &mut self.all[c];
             let (stats, closed, gone) =
                 (old.stats.clone(), old.closed, std::mem::take(&mut old.gone));
-            self.all[c] = build(&plan.channels[c], stats);
+            // Never a durable one: a reload does not change durability (refused before).
+            self.all[c] = build(&plan.channels[c], stats, None);
             self.all[c].gone = gone;
             if closed {
                 self.all[c].close();
@@ -121,7 +140,7 @@ impl Channels {
         }
         while self.all.len() < plan.channels.len() {
             self.all
-                .push(build(&plan.channels[self.all.len()], Arc::default()));
+                .push(build(&plan.channels[self.all.len()], Arc::default(), None));
         }
         for (c, channel) in plan.channels.iter().enumerate() {
             let rt = &mut self.all[c];
@@ -209,7 +228,12 @@ impl Channels {
     /// Messages of an `each` run that failed its last attempt, into its dead-letter channel; without waiting for
     /// room, so the dispatcher never blocks.
     pub fn dead_letter(&self, channel: ChannelId, data: &[u8], count: usize) {
-        let chunk = Chunk::from_vec(data.to_vec(), count);
+        // Into a durable dead letter, committed before the original messages are let go.
+        let seq = match &self.all[channel].durable {
+            Some(durable) => durable.append_now(data, count as u64).unwrap_or(0),
+            None => 0,
+        };
+        let chunk = Chunk::numbered(data.to_vec(), count, seq);
         for q in &self.all[channel].queues {
             q.push_unbounded(chunk.clone());
             q.wake_dispatcher.store(false, Ordering::Release);
@@ -275,6 +299,7 @@ impl Channels {
                 .map(|q| q.waiting() as u64)
                 .sum::<u64>()
                 + c.stats.discarded.load(Ordering::Relaxed),
+            kept: c.durable.is_some(),
         }
     }
 

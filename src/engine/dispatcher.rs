@@ -89,7 +89,7 @@ impl Dispatcher {
         };
         let recovered = memory.as_ref().map_or(0, |m| m.recovered);
         let world = ShellWorld {
-            channels: Channels::new(plan.clone()),
+            channels: Channels::new(plan.clone(), options.stores),
             memory,
             logs: HashMap::new(),
         };
@@ -309,6 +309,10 @@ impl Dispatcher {
         let job = &plan.jobs[j];
         let scheduled = timestamp(run.scheduled);
         let input = run.input.as_ref().map(|b| b.data.clone());
+        let message = run
+            .input
+            .as_ref()
+            .and_then(|b| b.seqs.first().map(|r| (r.start, b.delivery)));
         let upstream = run.upstream.clone();
         let spawned = self
             .core
@@ -329,6 +333,7 @@ impl Dispatcher {
                     pin,
                     file_env: &file_env,
                     upstream: upstream.as_deref(),
+                    message,
                     probe: false,
                 })?;
                 Ok((child, w.parent))
@@ -549,6 +554,15 @@ impl Dispatcher {
     pub(super) fn finish(&mut self, leftovers_killed: bool) -> Ending {
         if let Some(view) = self.view.take() {
             view.finish();
+        }
+        // The last deliveries and done marks of durable queues, on disk before the runner goes.
+        for c in &self.core.world.channels.all {
+            if let Some(durable) = &c.durable {
+                if let Err(e) = durable.flush() {
+                    self.reporter
+                        .notice(&format!("a durable channel's last commit failed: {e}"));
+                }
+            }
         }
         let core = &self.core;
         let mut summary = Summary {

@@ -17,6 +17,7 @@
 mod broker;
 pub(crate) mod cgroup;
 mod channels;
+mod committer;
 mod core;
 mod dispatcher;
 mod envfile;
@@ -58,6 +59,55 @@ pub struct Options {
     pub observers: Vec<Observer>,
     /// Started with the engine's handle once it runs (the control API).
     pub serve: Option<Serve>,
+    /// The durable queues' stores (opened with the state, see [`open_stores`]).
+    pub stores: channels::Stores,
+}
+
+/// Open the store of every durable queue of `plan` under `state/queues/NAME` (what they hold not done waits
+/// first), and say what stores of channels the file no longer has keep. Needs a state.
+pub fn open_stores(
+    plan: &Plan,
+    state: Option<&std::path::Path>,
+    reporter: &Arc<Reporter>,
+) -> Result<channels::Stores, String> {
+    let mut stores = channels::Stores::new();
+    let durable: Vec<usize> = (0..plan.channels.len())
+        .filter(|&c| plan.channels[c].durable)
+        .collect();
+    let root = match (state, durable.first()) {
+        (Some(dir), _) => dir.join("queues"),
+        (None, Some(&c)) => {
+            return Err(format!(
+                "channel `{}` is durable: it keeps its messages in the state, and this runner has none (`--state none`); give it a state, or make the channel not durable",
+                plan.channels[c].name
+            ))
+        }
+        (None, None) => return Ok(stores),
+    };
+    for c in durable {
+        let name = &plan.channels[c].name;
+        let (store, pending) = committer::Durable::open(&root.join(name), name, reporter.clone())
+            .map_err(|e| {
+            format!("the store of durable channel `{name}` cannot be opened: {e}")
+        })?;
+        let waiting: u64 = pending.iter().map(|p| p.count).sum();
+        if waiting > 0 {
+            reporter.notice(&format!(
+                "channel `{name}`: {waiting} message(s) kept from before wait first"
+            ));
+        }
+        stores.insert(c, (store, pending));
+    }
+    for entry in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !plan.channels.iter().any(|c| c.durable && c.name == name) {
+            reporter.notice(&format!(
+                "{} holds the store of a durable channel `{name}` this file does not have: its messages are kept there (remove the folder to drop them)",
+                entry.path().display()
+            ));
+        }
+    }
+    Ok(stores)
 }
 
 /// Starts the control API with the engine's handle; gives back where a SIGHUP asks for a reload (`None`: the API

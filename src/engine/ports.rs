@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::broker::Chunk;
 use super::channels::Channels;
 use super::core::runs::{Batch, RunId};
-use super::core::{Urgency, World};
+use super::core::{Taken, Urgency, World};
 use super::record::Recorder;
 use super::runlog::RunLog;
 use crate::plan::{ChannelId, JobId, Plan};
@@ -23,11 +23,17 @@ pub(super) struct ShellWorld {
 }
 
 impl World for ShellWorld {
-    fn take(&mut self, channel: ChannelId, reader: JobId, max: usize) -> Option<(Vec<u8>, usize)> {
+    fn take(&mut self, channel: ChannelId, reader: JobId, max: usize) -> Option<Taken> {
         let queue = self.channels.reader_queue(channel, reader)?;
         loop {
-            if let Some(batch) = queue.pop_batch(max) {
-                return Some(batch);
+            if let Some((data, count, seqs)) = queue.pop_numbered(max) {
+                let delivery = queue.durable.as_ref().map_or(1, |d| d.delivered(&seqs));
+                return Some(Taken {
+                    data,
+                    count,
+                    seqs,
+                    delivery,
+                });
             }
             // Ask the writer pumps for a wake-up, then look again in case messages arrived meanwhile.
             queue.wake_dispatcher.store(true, Ordering::Release);
@@ -38,12 +44,36 @@ impl World for ShellWorld {
     }
 
     fn give_back(&mut self, reader: JobId, batch: &Batch) -> bool {
-        match self.channels.home_queue(batch.from, reader) {
-            Some(queue) => {
-                queue.push_front(Chunk::from_vec(batch.data.to_vec(), batch.count));
-                true
-            }
-            None => false,
+        let Some(queue) = self.channels.home_queue(batch.from, reader) else {
+            return false;
+        };
+        if batch.seqs.is_empty() {
+            queue.push_front(Chunk::from_vec(batch.data.to_vec(), batch.count));
+            return true;
+        }
+        // A durable batch goes back as its numbered pieces (a redelivery may have joined two runs of numbers).
+        let mut pieces = Vec::new();
+        let mut rest: &[u8] = &batch.data;
+        for range in &batch.seqs {
+            let n = range.count as usize;
+            let at = memchr::memchr_iter(b'\n', rest)
+                .nth(n - 1)
+                .map_or(rest.len(), |i| i + 1);
+            pieces.push(Chunk::numbered(rest[..at].to_vec(), n, range.start));
+            rest = &rest[at..];
+        }
+        for piece in pieces.into_iter().rev() {
+            queue.push_front(piece);
+        }
+        true
+    }
+
+    fn done(&mut self, batch: &Batch) {
+        if batch.seqs.is_empty() {
+            return;
+        }
+        if let Some(durable) = &self.channels.all[batch.from].durable {
+            durable.done(&batch.seqs);
         }
     }
 

@@ -265,6 +265,7 @@ async fn run_command(command: &Command, exec: &ExecContext) -> Result<(), String
         pin: false,
         file_env: &exec.file_env,
         upstream: None,
+        message: None,
         probe: true,
     })
     .map_err(|e| e.to_string())?;

@@ -34,6 +34,9 @@ pub struct SpawnSpec<'a> {
     pub pin: bool,
     /// Variables from the job's `env_file`s (the job's `env` wins over them).
     pub file_env: &'a [(String, String)],
+    /// An `each` run's messages in a durable queue: the first one's number and its delivery
+    /// (`FLOWRUN_MESSAGE_SEQ`, `FLOWRUN_DELIVERY`).
+    pub message: Option<(u64, u32)>,
     /// `FLOWRUN_UPSTREAM` for a run fired by `after`.
     pub upstream: Option<&'a str>,
     /// An `exec` readiness probe of the run (marked `FLOWRUN_PROBE=1`, so what it leaves behind is found).
@@ -486,9 +489,23 @@ fn environment(spec: &SpawnSpec) -> Vec<(OsString, OsString)> {
     ];
     let probe = spec.probe.then_some(("FLOWRUN_PROBE", "1"));
     let upstream = spec.upstream.map(|u| ("FLOWRUN_UPSTREAM", u));
+    let (seq, delivery) = spec
+        .message
+        .map(|(s, d)| (s.to_string(), d.to_string()))
+        .unzip();
+    let message = seq
+        .as_deref()
+        .map(|s| ("FLOWRUN_MESSAGE_SEQ", s))
+        .into_iter()
+        .chain(delivery.as_deref().map(|d| ("FLOWRUN_DELIVERY", d)));
     let given = spec.file_env.iter().chain(&spec.job.env);
     let given = given.map(|(k, v)| (k.as_str(), v.as_str()));
-    for (key, value) in given.chain(ours).chain(probe).chain(upstream) {
+    for (key, value) in given
+        .chain(ours)
+        .chain(probe)
+        .chain(upstream)
+        .chain(message)
+    {
         match at.get(OsStr::new(key)) {
             Some(&i) => set[i].1 = value.into(),
             None => {

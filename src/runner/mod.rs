@@ -59,6 +59,8 @@ pub fn run(args: RunArgs) -> Result<i32, Error> {
     // SAFETY: malloc_trim only releases free heap memory.
     unsafe { libc::malloc_trim(0) };
     let state_dir = state.as_ref().map(|s| s.dir.clone());
+    let stores =
+        crate::engine::open_stores(&plan, state_dir.as_deref(), &reporter).map_err(Error::Setup)?;
     let (listeners, notice, bound) = {
         let _guard = runtime.enter();
         crate::control::bind(state_dir.as_deref(), listen.map(|(a, _)| a))
@@ -98,6 +100,7 @@ pub fn run(args: RunArgs) -> Result<i32, Error> {
         state,
         observers: vec![observer],
         serve: Some(serve),
+        stores,
     };
     let ending = runtime.block_on(crate::engine::run(
         Arc::new(plan),

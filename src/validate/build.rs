@@ -96,6 +96,7 @@ impl<'d> Rules<'d, '_> {
                     .max_message
                     .as_ref()
                     .map_or(plan::DEFAULT_MAX_MESSAGE, |m| m.value.0 as usize),
+                durable: spec.durable.as_ref().is_some_and(|d| d.value),
                 writers: Vec::new(),
                 readers: Vec::new(),
                 retired: false,

@@ -619,6 +619,19 @@ impl<'d, 'o> Rules<'d, 'o> {
                 continue;
             }
             let kind = spec.kind.as_ref().map_or(ChannelKind::Queue, |k| k.value);
+            if let (Some(durable), false) = (&spec.durable, kind == ChannelKind::Queue) {
+                if durable.value {
+                    found.push(
+                        Diagnostic::new(
+                            Code::InvalidValue,
+                            durable.span,
+                            format!("channel `{}` cannot be durable: it is not a queue", name.value),
+                        )
+                        .label("only a queue keeps its messages")
+                        .help("a pipe holds nothing and a broadcast copies to live readers; make it `kind: queue`, or remove `durable`"),
+                    );
+                }
+            }
             let uses = self.uses_of(&name.value);
             let writers: Vec<(usize, Span, Use)> =
                 uses.iter().copied().filter(|u| u.2.writes()).collect();

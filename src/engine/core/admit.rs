@@ -151,8 +151,12 @@ impl<W: World> Core<W> {
         let Some((channel, batch)) = self.plan.jobs[job].each() else {
             return;
         };
-        // A paused job's messages wait in their queue.
-        if self.stopping || self.jobs[job].done || self.is_paused(job) {
+        // A paused job's messages wait in their queue; a disabled job takes none.
+        if self.stopping
+            || self.jobs[job].done
+            || self.is_paused(job)
+            || !self.plan.jobs[job].enabled
+        {
             return;
         }
         let trigger = self.plan.jobs[job]
@@ -160,14 +164,16 @@ impl<W: World> Core<W> {
             .iter()
             .position(|t| matches!(t, Trigger::Each { .. }));
         while self.instances(job) < self.plan.jobs[job].max_instances {
-            let Some((data, count)) = self.world.take(channel, job, batch) else {
+            let Some(taken) = self.world.take(channel, job, batch) else {
                 break;
             };
             let pending = Pending {
                 input: Some(Batch {
-                    data: Arc::new(data),
-                    count,
+                    data: Arc::new(taken.data),
+                    count: taken.count,
                     from: channel,
+                    seqs: taken.seqs,
+                    delivery: taken.delivery,
                 }),
                 trigger,
                 ..self.pending_now(job)

@@ -25,6 +25,24 @@ impl<W: World> Core<W> {
         }
     }
 
+    /// A manual firing's caller hears how its run ended (only a manual firing has a caller).
+    fn tell_caller(&mut self, id: RunId, run: &Run, c: &Classified) {
+        if run.manual.is_none() {
+            return;
+        }
+        self.manual(Manual::Ended(
+            id,
+            crate::engine::requests::RunEnded {
+                run: run.number,
+                outcome: super::outcome_of(c, run.state).as_str(),
+                code: c.code,
+                signal: c.signal.clone(),
+                success: c.success,
+                reason: c.reason.clone(),
+            },
+        ));
+    }
+
     fn end_run(&mut self, id: RunId, end: RunEnd) {
         let Some(mut run) = self.runs.remove(&id) else {
             return;
@@ -76,20 +94,11 @@ impl<W: World> Core<W> {
                 }
             }
         }
-        // Only a manual firing has a caller to tell.
-        if run.manual.is_some() {
-            self.manual(Manual::Ended(
-                id,
-                crate::engine::requests::RunEnded {
-                    run: run.number,
-                    outcome: super::outcome_of(&c, run.state).as_str(),
-                    code: c.code,
-                    signal: c.signal.clone(),
-                    success: c.success,
-                    reason: c.reason.clone(),
-                },
-            ));
+        // Messages still with the run were done by it (a success, or a stop it finished its batch in).
+        if let Some(batch) = run.input.take() {
+            self.world.done(&batch);
         }
+        self.tell_caller(id, &run, &c);
         if let Some(result) = c.outcome {
             let status = match result {
                 RunResult::Succeeded => "succeeded",
@@ -288,7 +297,11 @@ impl<W: World> Core<W> {
             return true;
         }
         match run.input.take() {
-            Some(batch) => self.dead_letter(run.job, run.number, &batch.data, batch.count),
+            // The dead letter's copy first (committed, when it is durable): then the messages are done here.
+            Some(batch) => {
+                self.dead_letter(run.job, run.number, &batch.data, batch.count);
+                self.world.done(&batch);
+            }
             None => self.failed = true,
         }
         false

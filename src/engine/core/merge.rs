@@ -132,6 +132,15 @@ impl<W: World> Core<W> {
         let ch_map = places(&mut channels, new, |c| &c.name);
         let mut rebuilt = Vec::new();
         for (c, &k) in new.iter().zip(&ch_map) {
+            // A store is opened, recovered and closed with the runner: not by a reload (yet).
+            let was_durable = k < old.len() && old[k].durable && !old[k].retired;
+            if c.durable != was_durable {
+                return Err(format!(
+                    "channel `{}` {} durable: a reload cannot change that; restart the runner (a durable queue's messages wait in its store meanwhile)",
+                    c.name,
+                    if c.durable { "becomes" } else { "stops being" }
+                ));
+            }
             if k < old.len() && old[k].kind != c.kind {
                 if self.channel_busy(k) {
                     return Err(format!(

@@ -46,7 +46,7 @@ use timetable::{Entry, Timetable};
 use watch::Watch;
 
 pub(super) use ledger::{outcome_of, NUMBER_BLOCK};
-pub(super) use world::{Urgency, World};
+pub(super) use world::{Taken, Urgency, World};
 
 /// The instant an input happens at, on both clocks: the wall clock (what is recorded and scheduled) and the
 /// monotonic one (durations).

@@ -17,6 +17,10 @@ pub struct Batch {
     pub data: Arc<Vec<u8>>,
     pub count: usize,
     pub from: crate::plan::ChannelId,
+    /// Their numbers in a durable channel (empty otherwise), in order.
+    pub seqs: Vec<crate::durable::SeqRange>,
+    /// How many times the first of them has been handed out, this time included.
+    pub delivery: u32,
 }
 
 /// A firing waiting for a worker of its executor (or a retry, restart or jittered firing waiting for its time).

@@ -18,10 +18,23 @@ pub enum Urgency {
     Durable,
 }
 
+/// Messages taken for an `each` run.
+pub struct Taken {
+    pub data: Vec<u8>,
+    pub count: usize,
+    /// Their numbers in a durable channel (empty otherwise).
+    pub seqs: Vec<crate::durable::SeqRange>,
+    /// How many times the first of them has been handed out, this time included (`FLOWRUN_DELIVERY`).
+    pub delivery: u32,
+}
+
 pub trait World {
-    /// Up to `max` messages for `reader` of `channel` (and how many they are); `None` when none waits (the
-    /// writers then wake the core when some come).
-    fn take(&mut self, channel: ChannelId, reader: JobId, max: usize) -> Option<(Vec<u8>, usize)>;
+    /// Up to `max` messages for `reader` of `channel`; `None` when none waits (the writers then wake the core
+    /// when some come).
+    fn take(&mut self, channel: ChannelId, reader: JobId, max: usize) -> Option<Taken>;
+    /// An `each` run's messages are done (it succeeded, or they went to the dead letter, or failed for good):
+    /// a durable channel lets them go.
+    fn done(&mut self, batch: &Batch);
     /// Messages a run or firing did not finish wait again at the front of their queue (of `reader`'s, or the
     /// copy a reader a reload removed had); whether they went anywhere.
     fn give_back(&mut self, reader: JobId, batch: &Batch) -> bool;

@@ -18,7 +18,7 @@ use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Core, Effect, Input, Manual, Now, Setup, Urgency, World};
+use super::{Core, Effect, Input, Manual, Now, Setup, Taken, Urgency, World};
 use crate::engine::core::runs::{Batch, RunId};
 use crate::engine::supervise::RunEnd;
 use crate::engine::Stop;
@@ -47,18 +47,29 @@ pub(super) struct Fake {
     committed: u64,
     /// Messages sent to dead letters, by channel.
     pub dead: Vec<(ChannelId, usize)>,
+    /// The batches of `each` runs that were done, in order.
+    pub done: Vec<Vec<u8>>,
     pub shut: bool,
     pub random: f64,
 }
 
 impl World for Fake {
-    fn take(&mut self, channel: ChannelId, _reader: JobId, max: usize) -> Option<(Vec<u8>, usize)> {
+    fn take(&mut self, channel: ChannelId, _reader: JobId, max: usize) -> Option<Taken> {
         let queue = self.queues.entry(channel).or_default();
         let n = queue.len().min(max);
         if n == 0 {
             return None;
         }
-        Some((queue.drain(..n).flatten().collect(), n))
+        Some(Taken {
+            data: queue.drain(..n).flatten().collect(),
+            count: n,
+            seqs: Vec::new(),
+            delivery: 1,
+        })
+    }
+
+    fn done(&mut self, batch: &Batch) {
+        self.done.push(batch.data.to_vec());
     }
 
     fn give_back(&mut self, _reader: JobId, batch: &Batch) -> bool {

@@ -1,0 +1,249 @@
+//! Durable queues (SPEC §8) through the binary: what a stop leaves is kept and delivered first at the next start,
+//! in order; a SIGKILL of the runner loses nothing committed; a durable queue needs a state.
+
+mod common;
+
+use common::{channel, cmd, output_lines, run_json, start_until, summary};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The file with a producer of `n` messages into durable `work` and an `each` consumer; either may be disabled.
+fn workflow(dir: &Path, n: u64, produce: bool, consume: bool, out: &Path) -> std::path::PathBuf {
+    workflow_slow(dir, n, (produce, consume), out, "")
+}
+
+/// `workflow`, each consumer run ending with `then` (a pause, so a test reading the events keeps up).
+fn workflow_slow(
+    dir: &Path,
+    n: u64,
+    (produce, consume): (bool, bool),
+    out: &Path,
+    then: &str,
+) -> std::path::PathBuf {
+    let file = dir.join(format!("flow-{produce}-{consume}.yaml"));
+    std::fs::write(
+        &file,
+        format!(
+            "channels:
+  work: {{ durable: true }}
+jobs:
+  produce: {{ run: seq {n}, stdout: work, enabled: {produce} }}
+  consume:
+    # Each run appends its batch in one write, tagged with its first number and its delivery.
+    run: b=$(sed \"s/^/$FLOWRUN_MESSAGE_SEQ $FLOWRUN_DELIVERY /\") && printf '%s\\n' \"$b\" >> {out}{then}
+    trigger: {{ each: work, batch: 100 }}
+    max_instances: 4
+    enabled: {consume}
+",
+            out = out.display()
+        ),
+    )
+    .unwrap();
+    file
+}
+
+#[test]
+fn a_clean_stop_keeps_what_is_left_and_the_next_start_delivers_it_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (state, out) = (dir.path().join("state"), dir.path().join("out"));
+    let state_arg = state.to_str().unwrap();
+    let first = workflow(dir.path(), 1000, true, false, &out);
+    let (code, ev) = run_json(&first, &["--state", state_arg]);
+    assert_eq!(code, Some(0), "{ev:?}");
+    assert_eq!(channel(&ev, "work"), (1000, 0, 1000));
+    assert_eq!(summary(&ev)["channels"]["work"]["kept"], true);
+    // The text summary says where they went.
+    let text = cmd()
+        .arg(&first)
+        .args(["--state", state_arg, "--progress", "never"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&text.stderr);
+    assert!(
+        stderr.contains("2000 (kept for the next start)"),
+        "{stderr}"
+    );
+
+    let second = workflow(dir.path(), 1000, false, true, &out);
+    let (code, ev) = run_json(&second, &["--state", state_arg]);
+    assert_eq!(code, Some(0), "{ev:?}");
+    let notice = ev.iter().find(|e| e["event"] == "notice").unwrap();
+    assert_eq!(
+        notice["reason"],
+        "channel `work`: 2000 message(s) kept from before wait first"
+    );
+    assert_eq!(channel(&ev, "work"), (2000, 2000, 0));
+    let lines = std::fs::read_to_string(&out).unwrap();
+    let got: Vec<(u64, u64, u64)> = lines
+        .lines()
+        .map(|l| {
+            let mut f = l.split(' ').map(|x| x.parse::<u64>().unwrap());
+            (f.next().unwrap(), f.next().unwrap(), f.next().unwrap())
+        })
+        .collect();
+    // Every message once, numbered in the order they came (two runs of `seq 1000`), each first delivery.
+    let mut sorted = got.clone();
+    sorted.sort();
+    let expected: Vec<(u64, u64, u64)> = (0..2000)
+        .map(|i| (i / 100 * 100 + 1, 1, i % 1000 + 1))
+        .collect();
+    assert_eq!(sorted, expected);
+    // A third start: nothing is left, nothing comes again.
+    let (code, ev) = run_json(&second, &["--state", state_arg]);
+    assert_eq!(code, Some(0));
+    assert_eq!(channel(&ev, "work"), (0, 0, 0));
+    assert!(ev.iter().all(|e| e["event"] != "notice"), "{ev:?}");
+}
+
+#[test]
+fn a_sigkilled_runner_loses_nothing_and_repeats_only_the_runs_alive_at_the_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let (state, out) = (dir.path().join("state"), dir.path().join("out"));
+    let state_arg = state.to_str().unwrap();
+    let n = 20_000;
+    let (code, _) = run_json(
+        &workflow(dir.path(), n, true, false, &out),
+        &["--state", state_arg],
+    );
+    assert_eq!(code, Some(0));
+    let consume = workflow_slow(dir.path(), n, (false, true), &out, "; sleep 0.02");
+    let mut kills = 0;
+    for round in 1..=5u64 {
+        // Killed once this start has seen 5 more runs end: in the middle of the flow, never at a sleep's whim.
+        let seen = std::cell::Cell::new(0);
+        let (mut child, _reader, _) = start_until(&consume, &["--state", state_arg], |e| {
+            if e["event"] == "run.exit" && e["job"] == "consume" {
+                seen.set(seen.get() + 1);
+            }
+            seen.get() >= 5 * round
+        });
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+    }
+    let (code, ev) = run_json(&consume, &["--state", state_arg]);
+    assert_eq!(code, Some(0), "{ev:?}");
+    assert_eq!(channel(&ev, "work").2, 0);
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut times: BTreeMap<u64, u32> = BTreeMap::new();
+    for line in text.lines() {
+        let message: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        *times.entry(message).or_default() += 1;
+    }
+    assert_eq!(times.len() as u64, n, "every message done at least once");
+    assert_eq!(*times.keys().next().unwrap(), 1);
+    assert_eq!(*times.keys().next_back().unwrap(), n);
+    // Again only what runs alive at a kill had: at most 4 batches of 100 at each.
+    let again: u32 = times.values().map(|t| t - 1).sum();
+    assert!(again <= kills * 4 * 100, "{again} repeated");
+}
+
+#[test]
+fn a_durable_queue_needs_a_state_and_only_a_queue_can_be_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let file = workflow(dir.path(), 10, true, true, &out);
+    let run = cmd().arg(&file).args(["--state", "none"]).output().unwrap();
+    assert_eq!(run.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("channel `work` is durable: it keeps its messages in the state, and this runner has none"),
+        "{stderr}"
+    );
+    let pipe = dir.path().join("pipe.yaml");
+    std::fs::write(
+        &pipe,
+        "channels:\n  p: { kind: pipe, durable: true }\njobs:\n  a: { run: seq 3, stdout: p }\n  b: { run: cat, stdin: p }\n",
+    )
+    .unwrap();
+    let diagnostics = common::diagnostics(&pipe);
+    assert_eq!(
+        diagnostics,
+        [(
+            "invalid-value".to_string(),
+            2,
+            29,
+            "channel `p` cannot be durable: it is not a queue".to_string()
+        )]
+    );
+}
+
+#[test]
+fn a_reload_cannot_make_a_channel_durable() {
+    let (dir, file) = common::flow(
+        "channels:\n  q: {}\njobs:\n  a: { run: 'sleep 30', stdout: q }\n  b: { run: cat, stdin: q }\n",
+    );
+    let state = dir.path().join("state");
+    let state_arg = state.to_str().unwrap();
+    let (mut child, reader, seen) = start_until(&file, &["--state", state_arg], |e| {
+        e["event"] == "run.start" && e["job"] == "b"
+    });
+    std::fs::write(
+        &file,
+        "channels:\n  q: { durable: true }\njobs:\n  a: { run: 'sleep 30', stdout: q }\n  b: { run: cat, stdin: q }\n",
+    )
+    .unwrap();
+    let reload = cmd()
+        .args(["reload"])
+        .arg(&file)
+        .args(["--state", state_arg])
+        .output()
+        .unwrap();
+    assert_eq!(reload.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&reload.stderr);
+    assert!(
+        said.contains(
+            "channel `q` becomes durable: a reload cannot change that; restart the runner"
+        ),
+        "{said}"
+    );
+    let stop = cmd()
+        .args(["stop"])
+        .arg(&file)
+        .args(["--state", state_arg])
+        .output()
+        .unwrap();
+    assert!(stop.status.success());
+    child.wait().unwrap();
+    let ev = common::rest_of(reader, seen);
+    assert!(output_lines(&ev, "b").is_empty());
+}
+
+#[test]
+fn a_stdin_reader_takes_what_it_read_and_the_rest_waits_for_the_next_start_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let state_arg = state.to_str().unwrap();
+    let file = |produce: bool, read: &str| {
+        let path = dir.path().join(format!("stdin-{produce}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                "channels:\n  work: {{ durable: true }}\njobs:\n  produce: {{ run: seq 1000, stdout: work, enabled: {produce} }}\n  read: {{ run: '{read}', stdin: work }}\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    // The shell's `read` takes a pipe byte by byte: exactly 300 lines leave the pipe.
+    let first = file(true, "for i in $(seq 300); do read l; echo $l; done");
+    let (code, ev) = run_json(&first, &["--state", state_arg]);
+    assert_eq!(code, Some(0), "{ev:?}");
+    let read: Vec<u64> = output_lines(&ev, "read")
+        .iter()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(read, (1..=300).collect::<Vec<_>>());
+    assert_eq!(channel(&ev, "work").2, 700);
+    let second = file(false, "cat");
+    let (code, ev) = run_json(&second, &["--state", state_arg]);
+    assert_eq!(code, Some(0), "{ev:?}");
+    let rest: Vec<u64> = output_lines(&ev, "read")
+        .iter()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(rest, (301..=1000).collect::<Vec<_>>());
+    let (code, ev) = run_json(&second, &["--state", state_arg]);
+    assert_eq!(code, Some(0));
+    assert!(output_lines(&ev, "read").is_empty(), "all done: {ev:?}");
+}
