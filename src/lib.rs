@@ -45,6 +45,7 @@ mod error;
 mod event;
 mod exit;
 mod graph;
+mod graph_svg;
 mod http;
 mod inspect;
 mod limits;
@@ -64,6 +65,7 @@ pub mod text;
 mod timefmt;
 pub mod validate;
 mod values;
+mod webpage;
 /// The paths tests and tools knew before the front half had folders.
 pub use diagnostics as diagnostic;
 pub use text::source;

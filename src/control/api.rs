@@ -32,6 +32,13 @@ pub fn router(ctx: Arc<Context>, tcp: bool) -> Router {
         .route("/api/v1/jobs/{job}/resume", post(super::pause::resume))
         .route("/api/v1/stop", post(stop_runner))
         .route("/api/v1/reload", post(reload))
+        .route("/api/v1/events", get(super::events::events))
+        .route("/api/v1/graph", get(super::graph::graph))
+        .route("/api/v1/jobs/{job}/runs/{run}", get(super::runs::run))
+        .route("/api/v1/jobs/{job}/runs/{run}/log", get(super::runlog::log))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/", get(crate::webpage::index))
+        .route("/ui/{file}", get(crate::webpage::asset))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY));
@@ -99,7 +106,7 @@ async fn guard(State(ctx): State<Arc<Context>>, request: Request, next: Next) ->
 }
 
 /// The token of `Authorization: Bearer TOKEN` (the scheme is case-insensitive, RFC 7235).
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
     let (scheme, token) = value.split_once(' ')?;
     scheme
@@ -108,7 +115,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Equal without an early exit, so the time taken does not tell how much of the token a guess got right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = a.len() ^ b.len();
     for i in 0..a.len().max(b.len()) {
         let x = a.get(i).copied().unwrap_or(0);
@@ -328,6 +335,16 @@ async fn stop_runner(State(ctx): State<Arc<Context>>) -> Response {
         true => Json(json!({ "stopping": true })).into_response(),
         false => engine_gone(),
     }
+}
+
+/// The OpenAPI 3.1 document of this API (kept true by `tests/openapi.rs`).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    json_bytes(
+        StatusCode::OK,
+        axum::body::Bytes::from_static(OPENAPI.as_bytes()),
+    )
 }
 
 async fn reload(State(ctx): State<Arc<Context>>) -> Response {
