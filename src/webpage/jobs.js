@@ -1,0 +1,142 @@
+// The jobs table: one row per job (state, last result and when, next fire, the last 20 runs as marks, success
+// rate, actions). Only the rows in sight are made (a workflow of 10,000 jobs scrolls as one of ten); rows are
+// made again when the status or a job's runs change.
+import { el, when, ago, span } from './format.js';
+import { state, listen, recentOf, loadRecent, refresh } from './store.js';
+import { jobAction } from './actions.js';
+
+const OVERSCAN = 8;
+
+export function jobsView(main) {
+  const filter = el('input', { type: 'search', placeholder: 'filter jobs', 'aria-label': 'filter jobs by name' });
+  const count = el('span', { class: 'note' });
+  const head = el('div', { class: 'head', role: 'row' },
+    ['Job', 'State', 'Last', 'Next fire', 'Last 20 runs', 'Success', 'Actions']
+      .map((t) => el('span', { role: 'columnheader' }, t)));
+  const spacer = el('div', { class: 'spacer' });
+  const scroller = el('div', { class: 'scroller', role: 'rowgroup' }, spacer);
+  const table = el('div', { class: 'jobs', role: 'table', 'aria-label': 'jobs' }, head, scroller);
+  main.append(el('div', { class: 'bar' }, el('h2', {}, 'Jobs'), filter, count), table);
+
+  let jobs = [];
+  let rowHeight = 34;
+  const shown = new Map(); // index -> row element
+
+  function select() {
+    const all = state.status ? state.status.jobs : [];
+    const words = filter.value.trim().toLowerCase();
+    jobs = words ? all.filter((j) => j.job.toLowerCase().includes(words)) : all;
+    count.textContent = state.status ? `${jobs.length} of ${all.length} jobs` : '';
+    if (state.error && !state.status) count.textContent = `cannot read the status: ${state.error.message}`;
+    rowHeight = parseFloat(getComputedStyle(table).getPropertyValue('--row')) || 34;
+    spacer.style.height = `${jobs.length * rowHeight}px`;
+    for (const row of shown.values()) row.remove();
+    shown.clear();
+    draw();
+  }
+
+  function draw() {
+    const first = Math.max(0, Math.floor(scroller.scrollTop / rowHeight) - OVERSCAN);
+    const last = Math.min(jobs.length, Math.ceil((scroller.scrollTop + scroller.clientHeight) / rowHeight) + OVERSCAN);
+    for (const [i, row] of shown) {
+      if (i < first || i >= last) { row.remove(); shown.delete(i); }
+    }
+    for (let i = first; i < last; i++) {
+      if (shown.has(i)) continue;
+      const row = makeRow(jobs[i]);
+      row.style.top = `${i * rowHeight}px`;
+      row.setAttribute('aria-rowindex', String(i + 2));
+      scroller.append(row);
+      shown.set(i, row);
+      recentOf(jobs[i].job);
+    }
+  }
+
+  function redrawJob(name) {
+    for (const [i, row] of shown) {
+      if (jobs[i].job !== name) continue;
+      const fresh = makeRow(jobs[i]);
+      fresh.style.top = row.style.top;
+      fresh.setAttribute('aria-rowindex', row.getAttribute('aria-rowindex'));
+      // Focus stays on the button it was on while the row is made again.
+      const focused = row.contains(document.activeElement) ? document.activeElement.dataset.action : null;
+      row.replaceWith(fresh);
+      shown.set(i, fresh);
+      if (focused) fresh.querySelector(`[data-action="${focused}"]`)?.focus();
+    }
+  }
+
+  scroller.addEventListener('scroll', () => requestAnimationFrame(draw), { passive: true });
+  filter.addEventListener('input', select);
+  const stop = listen((kind, job) => {
+    if (kind === 'status') select();
+    else if (kind === 'recent' && job) redrawJob(job);
+    else if (kind === 'recent') select();
+  });
+  const onResize = () => select();
+  window.addEventListener('resize', onResize);
+  select();
+  refresh();
+  loadRecent();
+  return { stop() { stop(); window.removeEventListener('resize', onResize); } };
+}
+
+function stateOf(job) {
+  if (job.paused) return ['paused', job.paused_until ? `paused until ${when(job.paused_until)}` : 'paused'];
+  if (job.running.length) return ['running', `running ${job.running.length > 1 ? `×${job.running.length}` : ''}`.trim()];
+  if (job.retrying && job.retrying.length) return ['running', 'retrying'];
+  if (job.waiting) return ['waiting', `waiting ${job.waiting}`];
+  if (job.done) return ['done', 'done'];
+  return ['idle', 'idle'];
+}
+
+function lastOf(job) {
+  const rows = state.recent.get(job.job) || [];
+  const ended = rows.find((r) => r.outcome !== 'running');
+  const good = ended ? ended.outcome === 'succeeded' : job.last_exit === 'exited 0';
+  const text = ended ? ended.outcome : job.last_exit || '—';
+  const at = ended ? ended.ended || ended.started : null;
+  return el('span', { class: `last ${ended || job.last_exit ? (good ? 'ok' : 'bad') : 'muted'}`,
+    title: at ? when(at) : '' }, text, at ? el('span', { class: 'muted' }, ` ${ago(at)}`) : null);
+}
+
+function marks(job) {
+  const rows = (state.recent.get(job.job) || []).slice(0, 20).reverse();
+  return el('span', { class: 'marks', 'aria-label': `last ${rows.length} runs` }, rows.map((r) => el('a', {
+    class: `mark ${r.outcome}`,
+    href: `#/run/${encodeURIComponent(r.job)}/${r.run}`,
+    title: `#${r.run} ${r.outcome}${r.duration_ms != null ? ` in ${span(r.duration_ms)}` : ''}${r.started ? ` · ${when(r.started)}` : ''}`,
+    'aria-label': `run ${r.run} ${r.outcome}`,
+  })));
+}
+
+function rate(job) {
+  const c = job;
+  const finished = c.succeeded + c.failed;
+  if (!finished) return el('span', { class: 'muted rate' }, '—');
+  const pct = Math.round((100 * c.succeeded) / finished);
+  return el('span', { class: `rate ${pct === 100 ? 'ok' : pct < 50 ? 'bad' : ''}`, title: `${c.succeeded} of ${finished} ended runs succeeded` }, `${pct}%`);
+}
+
+function makeRow(job) {
+  const [kind, text] = stateOf(job);
+  const latest = (state.recent.get(job.job) || [])[0];
+  const name = latest
+    ? el('a', { href: `#/run/${encodeURIComponent(job.job)}/${latest.run}`, title: `${job.job}: its latest run` }, job.job)
+    : el('span', {}, job.job);
+  const button = (what, label) => el('button', {
+    type: 'button', 'data-action': what, 'aria-label': `${label} ${job.job}`,
+    onclick: () => jobAction(job.job, what),
+  }, label);
+  return el('div', { class: 'row', role: 'row', 'data-job': job.job, 'data-runs': String(job.runs) },
+    el('span', { class: 'name', role: 'cell' }, name),
+    el('span', { class: `state state-${kind}`, role: 'cell' }, text),
+    el('span', { role: 'cell' }, lastOf(job)),
+    el('span', { class: 'next', role: 'cell', title: job.next || '' }, job.next ? `${when(job.next)} (${ago(job.next)})` : '—'),
+    el('span', { role: 'cell' }, marks(job)),
+    el('span', { class: 'num', role: 'cell' }, rate(job)),
+    el('span', { class: 'actions', role: 'cell' },
+      button('trigger', 'Trigger'), button('stop', 'Stop'),
+      job.paused ? button('resume', 'Resume') : button('pause', 'Pause')),
+  );
+}

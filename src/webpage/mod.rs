@@ -10,7 +10,10 @@ use axum::response::{IntoResponse, Response};
 pub const FILES: &[(&str, &str, &str)] = &[
     ("index.html", HTML, include_str!("index.html")),
     ("style.css", CSS, include_str!("style.css")),
+    ("errors.js", JS, include_str!("errors.js")),
     ("app.js", JS, include_str!("app.js")),
+    ("store.js", JS, include_str!("store.js")),
+    ("actions.js", JS, include_str!("actions.js")),
     ("api.js", JS, include_str!("api.js")),
     ("format.js", JS, include_str!("format.js")),
     ("jobs.js", JS, include_str!("jobs.js")),
