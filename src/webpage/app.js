@@ -30,6 +30,8 @@ function takeToken() {
 let current = null;
 
 function route() {
+  // A token given in the address later (pasted into an open page) is taken as at the start.
+  if (location.hash.startsWith('#token=')) { takeToken(); location.reload(); return; }
   const [name, ...args] = location.hash.replace(/^#\/?/, '').split('/').map(decodeURIComponent);
   const view = views[name] || views.jobs;
   for (const a of document.querySelectorAll('nav a')) {
