@@ -368,9 +368,10 @@ fn flowrun_ui_serves_the_page_and_guards_the_socket_with_its_token() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let _kill = KillOnDrop(ui.id());
+    let stdout = ui.stdout.take().unwrap();
+    let _ui = KillOnDrop(ui);
     let mut line = String::new();
-    std::io::BufReader::new(ui.stdout.take().unwrap())
+    std::io::BufReader::new(stdout)
         .read_line(&mut line)
         .unwrap();
     // http://127.0.0.1:PORT/#token=TOKEN
@@ -430,10 +431,11 @@ fn flowrun_ui_says_when_no_runner_is_up() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no runner is up"));
 }
 
-struct KillOnDrop(u32);
+/// `flowrun ui`, ended with the test (it serves until Ctrl-C).
+struct KillOnDrop(std::process::Child);
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        // SAFETY: kill only sends a signal to the child this test started.
-        unsafe { libc::kill(self.0 as i32, libc::SIGTERM) };
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

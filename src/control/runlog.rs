@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::api::error;
-use super::runs::{job_and_run, read_run};
+use super::runs::{job_and_run, read_run, refused};
 use super::Context;
 use crate::store::{Outcome, RunRow};
 
@@ -40,7 +40,7 @@ pub async fn log(
 ) -> Response {
     let (job, number) = match job_and_run(path) {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(why) => return refused(why),
     };
     let Ok(Query(query)) = query else {
         return error(StatusCode::BAD_REQUEST, "bad query: use ?follow=true");
@@ -49,7 +49,7 @@ pub async fn log(
     let tap = ctx.reporter.subscribe();
     let row = match read_run(&ctx, &job, number).await {
         Ok((row, _)) => row,
-        Err(response) => return response,
+        Err(why) => return refused(why),
     };
     let file = log_path(&ctx, &row, &job, number);
     if !query.follow.unwrap_or(false) {

@@ -14,17 +14,25 @@ use super::readers::ReadError;
 use super::Context;
 use crate::store::{Query, RunRow, SqliteStore, Store};
 
-/// The job and run number of a path, checked: `Err` is the JSON error to answer.
+/// Why a run cannot be answered: the status and the error's text.
+pub type Refused = (StatusCode, String);
+
+/// The answer for a refusal: `{"error": ...}` with its status.
+pub fn refused((status, why): Refused) -> Response {
+    error(status, why)
+}
+
+/// The job and run number of a path, checked.
 pub fn job_and_run(
     path: Result<Path<(String, String)>, PathRejection>,
-) -> Result<(String, u64), Response> {
+) -> Result<(String, u64), Refused> {
     let (job, run) = match path {
         Ok(Path(parts)) => parts,
-        Err(e) => return Err(error(StatusCode::BAD_REQUEST, e.body_text())),
+        Err(e) => return Err((StatusCode::BAD_REQUEST, e.body_text())),
     };
     match run.parse::<u64>() {
         Ok(n) if n > 0 => Ok((job, n)),
-        _ => Err(error(
+        _ => Err((
             StatusCode::BAD_REQUEST,
             format!("`{run}` is not a run number (a whole number from 1)"),
         )),
@@ -49,11 +57,11 @@ pub async fn read_run(
     ctx: &Context,
     job: &str,
     run: u64,
-) -> Result<(RunRow, Vec<RunRow>), Response> {
+) -> Result<(RunRow, Vec<RunRow>), Refused> {
     let Some(readers) = &ctx.readers else {
-        return Err(error(
+        return Err((
             StatusCode::CONFLICT,
-            "this runner keeps no history (--state none)",
+            "this runner keeps no history (--state none)".into(),
         ));
     };
     let asked = job.to_string();
@@ -71,15 +79,15 @@ pub async fn read_run(
         .await;
     match read {
         Ok(Some(found)) => Ok(found),
-        Ok(None) => Err(error(
+        Ok(None) => Err((
             StatusCode::NOT_FOUND,
             format!("there is no run #{run} of `{job}` in the history (never, or pruned)"),
         )),
-        Err(ReadError::Busy) => Err(error(
+        Err(ReadError::Busy) => Err((
             StatusCode::SERVICE_UNAVAILABLE,
-            "the history readers are all busy: try again in a second",
+            "the history readers are all busy: try again in a second".into(),
         )),
-        Err(ReadError::Failed(e)) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e)),
+        Err(ReadError::Failed(e)) => Err((StatusCode::INTERNAL_SERVER_ERROR, e)),
     }
 }
 
@@ -89,10 +97,10 @@ pub async fn run(
 ) -> Response {
     let (job, number) = match job_and_run(path) {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(why) => return refused(why),
     };
     match read_run(&ctx, &job, number).await {
         Ok((row, tries)) => Json(json!({ "run": row, "tries": tries })).into_response(),
-        Err(response) => response,
+        Err(why) => refused(why),
     }
 }
