@@ -28,13 +28,18 @@ function tell(kind, detail) {
 let reading = null;
 let again = false;
 let lastRead = 0;
+let lastCost = 0;
 let timer = null;
 
-/** Read the status now, or soon (coalesced: one read in flight, and no more often than every STATUS_GAP). */
+/**
+ * Read the status now, or soon (coalesced: one read in flight, and no more often than every STATUS_GAP, or three
+ * times what the last read took: a workflow of 10,000 jobs busy with runs is not read back-to-back).
+ */
 export function refresh() {
   if (reading) { again = true; return reading; }
-  const wait = Math.max(0, lastRead + STATUS_GAP - Date.now());
+  const wait = Math.max(0, lastRead + Math.max(STATUS_GAP, 3 * lastCost) - Date.now());
   reading = new Promise((resolve) => setTimeout(resolve, wait)).then(async () => {
+    const began = Date.now();
     try {
       const { body } = await getJSON('/api/v1/status');
       state.status = body;
@@ -44,6 +49,7 @@ export function refresh() {
       state.error = e;
     }
     lastRead = Date.now();
+    lastCost = lastRead - began;
     reading = null;
     tell('status');
     if (again) { again = false; refresh(); }

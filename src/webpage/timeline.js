@@ -10,6 +10,7 @@ const LANE = 22;
 const LABEL = 160;
 const MAX_PAGES = 20;
 const NS = 'http://www.w3.org/2000/svg';
+const REDRAW = 3000;
 
 function svg(tag, attrs = {}, ...children) {
   const node = document.createElementNS(NS, tag);
@@ -68,7 +69,8 @@ export function timelineView(main) {
   const stop = listen((kind, record) => {
     if (kind !== 'event' || !record.event.startsWith('run.')) return;
     clearTimeout(pending);
-    pending = setTimeout(draw, 1000);
+    // Drawn again a while after the runs change, not for each: each drawing reads the history again.
+    pending = setTimeout(draw, REDRAW);
   });
   draw();
   return { stop() { stop(); clearTimeout(pending); document.removeEventListener('keydown', onKey); } };
