@@ -14,12 +14,14 @@ export function jobsView(main) {
     ['Job', 'State', 'Last', 'Next fire', 'Last 20 runs', 'Success', 'Actions']
       .map((t) => el('span', { role: 'columnheader' }, t)));
   const spacer = el('div', { class: 'spacer' });
-  const scroller = el('div', { class: 'scroller', role: 'rowgroup' }, spacer);
-  const table = el('div', { class: 'jobs', role: 'table', 'aria-label': 'jobs' }, head, scroller);
+  // The head scrolls with the rows (sticky at the top), so both have the same width, scroll bar or not.
+  const scroller = el('div', { class: 'scroller', role: 'rowgroup' }, head, spacer);
+  const table = el('div', { class: 'jobs', role: 'table', 'aria-label': 'jobs' }, scroller);
   main.append(el('div', { class: 'bar' }, el('h2', {}, 'Jobs'), filter, count), table);
 
   let jobs = [];
   let rowHeight = 34;
+  let top = 0; // the head's height: rows start below it
   const shown = new Map(); // index -> row element
 
   function select() {
@@ -29,6 +31,7 @@ export function jobsView(main) {
     count.textContent = state.status ? `${jobs.length} of ${all.length} jobs` : '';
     if (state.error && !state.status) count.textContent = `cannot read the status: ${state.error.message}`;
     rowHeight = parseFloat(getComputedStyle(table).getPropertyValue('--row')) || 34;
+    top = head.offsetHeight;
     spacer.style.height = `${jobs.length * rowHeight}px`;
     for (const row of shown.values()) row.remove();
     shown.clear();
@@ -36,15 +39,15 @@ export function jobsView(main) {
   }
 
   function draw() {
-    const first = Math.max(0, Math.floor(scroller.scrollTop / rowHeight) - OVERSCAN);
-    const last = Math.min(jobs.length, Math.ceil((scroller.scrollTop + scroller.clientHeight) / rowHeight) + OVERSCAN);
+    const first = Math.max(0, Math.floor((scroller.scrollTop - top) / rowHeight) - OVERSCAN);
+    const last = Math.min(jobs.length, Math.ceil((scroller.scrollTop + scroller.clientHeight - top) / rowHeight) + OVERSCAN);
     for (const [i, row] of shown) {
       if (i < first || i >= last) { row.remove(); shown.delete(i); }
     }
     for (let i = first; i < last; i++) {
       if (shown.has(i)) continue;
       const row = makeRow(jobs[i]);
-      row.style.top = `${i * rowHeight}px`;
+      row.style.top = `${top + i * rowHeight}px`;
       row.setAttribute('aria-rowindex', String(i + 2));
       scroller.append(row);
       shown.set(i, row);
