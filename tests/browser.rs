@@ -221,7 +221,12 @@ fn the_page_loads_without_errors_and_lists_the_jobs_of_the_running_workflow() {
         screenshot(&client, "jobs").await;
         // On a phone each job is a card; the page stays free of errors there too.
         client.set_window_size(390, 844).await.unwrap();
-        until(&client, "the cards", "return document.querySelector('.jobs .head').offsetHeight === 0").await;
+        until(
+            &client,
+            "the cards",
+            "return document.querySelector('.jobs .head').offsetHeight === 0",
+        )
+        .await;
         screenshot(&client, "jobs-phone").await;
         no_errors(&client).await;
     });

@@ -91,22 +91,31 @@ async fn guard(State(ctx): State<Arc<Context>>, request: Request, next: Next) ->
             "the TCP listener is read-only: start the runner with FLOWRUN_TOKEN set to allow changes, or use the control socket",
         );
     };
-    let given = bearer(request.headers()).unwrap_or_default();
-    if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
-        let mut response = error(
-            StatusCode::UNAUTHORIZED,
-            "a valid `Authorization: Bearer TOKEN` is needed to change anything",
-        );
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("valid"));
-        return response;
+    match unless_bearer(
+        request.headers(),
+        token,
+        "a valid `Authorization: Bearer TOKEN` is needed to change anything",
+    ) {
+        Some(refusal) => refusal,
+        None => next.run(request).await,
     }
-    next.run(request).await
+}
+
+/// 401 with `why` unless the request carries `Authorization: Bearer TOKEN` (compared in constant time).
+pub(super) fn unless_bearer(headers: &HeaderMap, token: &str, why: &str) -> Option<Response> {
+    let given = bearer(headers).unwrap_or_default();
+    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        return None;
+    }
+    let mut response = error(StatusCode::UNAUTHORIZED, why);
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("valid"));
+    Some(response)
 }
 
 /// The token of `Authorization: Bearer TOKEN` (the scheme is case-insensitive, RFC 7235).
-pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
+fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
     let (scheme, token) = value.split_once(' ')?;
     scheme
@@ -115,7 +124,7 @@ pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Equal without an early exit, so the time taken does not tell how much of the token a guess got right.
-pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = a.len() ^ b.len();
     for i in 0..a.len().max(b.len()) {
         let x = a.get(i).copied().unwrap_or(0);

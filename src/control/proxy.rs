@@ -15,7 +15,7 @@ use hyper_util::service::TowerToHyperService;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::api::{bearer, constant_time_eq, error};
+use super::api::{error, unless_bearer};
 use crate::error::Error;
 
 struct Proxy {
@@ -91,6 +91,8 @@ async fn accept(listener: tokio::net::TcpListener, proxy: Arc<Proxy>) {
     let router = axum::Router::new().fallback(forward).with_state(proxy);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors or the like: wait a little rather than spin on the error.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
         let service = TowerToHyperService::new(router.clone());
@@ -108,18 +110,12 @@ async fn accept(listener: tokio::net::TcpListener, proxy: Arc<Proxy>) {
 async fn forward(State(proxy): State<Arc<Proxy>>, mut request: Request) -> Response {
     let path = request.uri().path();
     let page = path == "/" || path.starts_with("/ui/");
-    if !page {
-        let given = bearer(request.headers()).unwrap_or_default();
-        if !constant_time_eq(given.as_bytes(), proxy.token.as_bytes()) {
-            let mut response = error(
-                StatusCode::UNAUTHORIZED,
-                "this page needs the token `flowrun ui` printed: open the address it printed (with #token=...)",
-            );
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("valid"));
-            return response;
-        }
+    let why = "this page needs the token `flowrun ui` printed: open the address it printed (with #token=...)";
+    if let Some(refusal) = (!page)
+        .then(|| unless_bearer(request.headers(), &proxy.token, why))
+        .flatten()
+    {
+        return refusal;
     }
     // The socket wants no token; the runner sees a request as from its owner.
     request.headers_mut().remove(header::AUTHORIZATION);
