@@ -95,14 +95,19 @@ function stateOf(job) {
   return ['idle', 'idle'];
 }
 
+/** Outcomes that are neither success nor failure. */
+const NEUTRAL = new Set(['stopped', 'skipped', 'missed']);
+
 function lastOf(job) {
   const rows = state.recent.get(job.job) || [];
   const ended = rows.find((r) => r.outcome !== 'running');
-  const good = ended ? ended.outcome === 'succeeded' : job.last_exit === 'exited 0';
   const text = ended ? ended.outcome : job.last_exit || '—';
+  const tone = ended
+    ? (ended.outcome === 'succeeded' ? 'ok' : NEUTRAL.has(ended.outcome) ? 'muted' : 'bad')
+    : job.last_exit ? (job.last_exit === 'exited 0' ? 'ok' : 'bad') : 'muted';
   const at = ended ? ended.ended || ended.started : null;
-  return el('span', { class: `last ${ended || job.last_exit ? (good ? 'ok' : 'bad') : 'muted'}`,
-    title: at ? when(at) : '' }, text, at ? el('span', { class: 'muted' }, ` ${ago(at)}`) : null);
+  return el('span', { class: `last ${tone}`, title: at ? when(at) : '' },
+    text, at ? el('span', { class: 'muted' }, ` ${ago(at)}`) : null);
 }
 
 function marks(job) {
@@ -115,12 +120,13 @@ function marks(job) {
   })));
 }
 
+/** The share of the last 20 runs that ended and succeeded (stopped, skipped and missed runs count neither way). */
 function rate(job) {
-  const c = job;
-  const finished = c.succeeded + c.failed;
-  if (!finished) return el('span', { class: 'muted rate' }, '—');
-  const pct = Math.round((100 * c.succeeded) / finished);
-  return el('span', { class: `rate ${pct === 100 ? 'ok' : pct < 50 ? 'bad' : ''}`, title: `${c.succeeded} of ${finished} ended runs succeeded` }, `${pct}%`);
+  const ended = (state.recent.get(job.job) || []).filter((r) => r.outcome !== 'running' && !NEUTRAL.has(r.outcome));
+  if (!ended.length) return el('span', { class: 'muted rate' }, '—');
+  const good = ended.filter((r) => r.outcome === 'succeeded').length;
+  const pct = Math.round((100 * good) / ended.length);
+  return el('span', { class: `rate ${pct === 100 ? 'ok' : pct < 50 ? 'bad' : ''}`, title: `${good} of the last ${ended.length} runs that ended succeeded` }, `${pct}%`);
 }
 
 function makeRow(job) {
