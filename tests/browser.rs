@@ -95,12 +95,21 @@ where
     F: FnOnce(Client, Runner) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    with_browser_on(name, workflow(), test)
+}
+
+/// [`with_browser`], with a workflow of the test's own.
+fn with_browser_on<F, Fut>(name: &str, yaml: &str, test: F)
+where
+    F: FnOnce(Client, Runner) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let Some((_driver, port)) = chromedriver() else {
         eprintln!("{name}: skipped");
         return;
     };
-    let runner = Runner::start(workflow());
+    let runner = Runner::start(yaml);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -446,6 +455,59 @@ fn the_other_views_show_the_history_and_channels_without_errors() {
         )
         .await;
         screenshot(&client, "timeline").await;
+        no_errors(&client).await;
+    });
+}
+
+#[test]
+fn the_jobs_table_makes_only_the_rows_in_sight_and_scrolls_to_the_last() {
+    const JOBS: usize = 2000;
+    let mut yaml = String::from("jobs:\n");
+    for i in 0..JOBS {
+        yaml.push_str(&format!(
+            "  job-{i:04}:\n    run: 'true'\n    trigger: {{ cron: \"0 0 1 1 *\", timezone: UTC }}\n"
+        ));
+    }
+    with_browser_on("many jobs", &yaml, |client, runner| async move {
+        open_with_token(&client, &runner).await;
+        until(&client, "the count", &format!("return document.querySelector('.bar .note').textContent === '{JOBS} of {JOBS} jobs'")).await;
+        let made = eval(
+            &client,
+            "return document.querySelectorAll('.jobs .row').length",
+        )
+        .await;
+        assert!(
+            made.as_u64().unwrap() < 100,
+            "{made} rows made for {JOBS} jobs"
+        );
+        eval(&client, "const s = document.querySelector('.jobs .scroller'); s.scrollTop = s.scrollHeight; return true").await;
+        until(
+            &client,
+            "the last job in sight",
+            &format!(
+                "return !!document.querySelector('.row[data-job=\"job-{:04}\"]')",
+                JOBS - 1
+            ),
+        )
+        .await;
+        let made = eval(
+            &client,
+            "return document.querySelectorAll('.jobs .row').length",
+        )
+        .await;
+        assert!(made.as_u64().unwrap() < 100, "{made} rows after scrolling");
+        assert_eq!(
+            eval(
+                &client,
+                "return !!document.querySelector('.row[data-job=\"job-0000\"]')"
+            )
+            .await,
+            json!(false),
+            "the first rows went"
+        );
+        // The filter finds a job far down.
+        eval(&client, "const f = document.querySelector('input[type=search]'); f.value = 'job-1234'; f.dispatchEvent(new Event('input')); return true").await;
+        until(&client, "one row", "const rows = document.querySelectorAll('.jobs .row'); return rows.length === 1 && rows[0].dataset.job === 'job-1234'").await;
         no_errors(&client).await;
     });
 }
