@@ -432,6 +432,19 @@ fn the_other_views_show_the_history_and_channels_without_errors() {
     with_browser("views", |client, runner| async move {
         open_with_token(&client, &runner).await;
         runner.post("/api/v1/jobs/a/trigger?wait=true");
+        // Its row and its follower's are written by the store's writer after their ends: wait for them.
+        let deadline = Instant::now() + PATIENCE;
+        let rows = |job: &str| {
+            runner
+                .get(&format!("/api/v1/history?job={job}"))
+                .json()
+                .as_array()
+                .map_or(0, Vec::len)
+        };
+        while rows("report") == 0 {
+            assert!(Instant::now() < deadline, "the rows of a and report");
+            std::thread::sleep(POLL);
+        }
         // The channel's messages: the producer's line was read by the consumer.
         client.goto(&page(&runner, "#/channels")).await.unwrap();
         until(&client, "the channel", "const r = document.querySelector('#channels tr[data-channel=\"readings\"]'); return !!r && r.children[2].innerText === '1'").await;

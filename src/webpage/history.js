@@ -2,7 +2,7 @@
 // time (by job); the outcome and the time are filtered here, reading pages until enough rows match.
 import { getJSON, seg } from './api.js';
 import { el, when, span, exitText } from './format.js';
-import { state, refresh } from './store.js';
+import { state, refresh, listen } from './store.js';
 
 const OUTCOMES = ['', 'running', 'succeeded', 'failed', 'timeout', 'stopped', 'spawn-failed', 'interrupted', 'skipped', 'missed', 'unhealthy'];
 const SINCE = [['', 'any time'], ['3600', 'the last hour'], ['86400', 'the last day'], ['604800', 'the last week']];
@@ -61,8 +61,17 @@ export function historyView(main, [job]) {
     more.hidden = ended;
   }
   for (const s of [jobSelect, outcome, since]) s.addEventListener('change', () => load(true));
-  more.addEventListener('click', () => load(false));
+  let paged = false;
+  more.addEventListener('click', () => { paged = true; load(false); });
+  // New runs appear at the top by themselves, unless the reader went further down (More).
+  let pending = null;
+  const stop = listen((kind, record) => {
+    if (kind !== 'event' || paged || !['run.exit', 'run.skipped', 'run.missed'].includes(record.event)) return;
+    clearTimeout(pending);
+    pending = setTimeout(() => load(true), 1000);
+  });
   load(true);
+  return { stop() { stop(); clearTimeout(pending); } };
 }
 
 function line(r) {
