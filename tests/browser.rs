@@ -9,6 +9,7 @@
 
 mod web;
 
+use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -322,14 +323,22 @@ fn the_trigger_button_is_refused_without_the_token_and_fires_the_job_with_it() {
         );
 
         open_with_token(&client, &runner).await;
-        // The button is found and pressed as a person would, with the keyboard.
-        let found = client
-            .find(Locator::Css(
-                ".row[data-job=\"a\"] button[data-action=\"trigger\"]",
-            ))
-            .await
-            .unwrap();
-        found.click().await.unwrap();
+        // The button is found and pressed as a person would, with the keyboard. (A row is made again when its
+        // job changes, or when its ages move on: a button found just before is then gone, and found again.)
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let button = client
+                .find(Locator::Css(
+                    ".row[data-job=\"a\"] button[data-action=\"trigger\"]",
+                ))
+                .await
+                .unwrap();
+            match button.send_keys(&Key::Enter.to_string()).await {
+                Ok(()) => break,
+                Err(e) if Instant::now() < deadline && e.to_string().contains("stale") => continue,
+                Err(e) => panic!("the trigger button: {e}"),
+            }
+        }
         until(
             &client,
             "the answer",

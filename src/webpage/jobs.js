@@ -22,7 +22,8 @@ export function jobsView(main) {
   let jobs = [];
   let rowHeight = 34;
   let top = 0; // the head's height: rows start below it
-  const shown = new Map(); // index -> row element
+  /** job -> its row in sight and what it was made from: a row whose job did not change is kept as it is. */
+  const made = new Map();
 
   function select() {
     const all = state.status ? state.status.jobs : [];
@@ -33,50 +34,39 @@ export function jobsView(main) {
     rowHeight = parseFloat(getComputedStyle(table).getPropertyValue('--row')) || 34;
     top = head.offsetHeight;
     spacer.style.height = `${jobs.length * rowHeight}px`;
-    for (const row of shown.values()) row.remove();
-    shown.clear();
     draw();
   }
 
   function draw() {
     const first = Math.max(0, Math.floor((scroller.scrollTop - top) / rowHeight) - OVERSCAN);
     const last = Math.min(jobs.length, Math.ceil((scroller.scrollTop + scroller.clientHeight - top) / rowHeight) + OVERSCAN);
-    for (const [i, row] of shown) {
-      if (i < first || i >= last) { row.remove(); shown.delete(i); }
-    }
+    const inSight = new Set();
     for (let i = first; i < last; i++) {
-      if (shown.has(i)) continue;
-      const row = makeRow(jobs[i]);
+      const job = jobs[i];
+      inSight.add(job.job);
+      const was = made.get(job.job);
+      const sig = signature(job);
+      let row = was && was.row;
+      if (!was || was.sig !== sig) {
+        row = makeRow(job);
+        if (was) replaceKeepingFocus(was.row, row); else scroller.append(row);
+        made.set(job.job, { row, sig });
+        if (!was) recentOf(job.job);
+      }
       row.style.top = `${top + i * rowHeight}px`;
       row.setAttribute('aria-rowindex', String(i + 2));
-      scroller.append(row);
-      shown.set(i, row);
-      recentOf(jobs[i].job);
+    }
+    for (const [name, { row }] of made) {
+      if (!inSight.has(name)) { row.remove(); made.delete(name); }
     }
     // When the table first shows rows, for whoever measures the page (performance.getEntriesByName).
-    if (shown.size && !performance.getEntriesByName('flowrun-jobs-rows').length) performance.mark('flowrun-jobs-rows');
-  }
-
-  function redrawJob(name) {
-    for (const [i, row] of shown) {
-      if (jobs[i].job !== name) continue;
-      const fresh = makeRow(jobs[i]);
-      fresh.style.top = row.style.top;
-      fresh.setAttribute('aria-rowindex', row.getAttribute('aria-rowindex'));
-      // Focus stays on the button it was on while the row is made again.
-      const focused = row.contains(document.activeElement) ? document.activeElement.dataset.action : null;
-      row.replaceWith(fresh);
-      shown.set(i, fresh);
-      if (focused) fresh.querySelector(`[data-action="${focused}"]`)?.focus();
-    }
+    if (made.size && !performance.getEntriesByName('flowrun-jobs-rows').length) performance.mark('flowrun-jobs-rows');
   }
 
   scroller.addEventListener('scroll', () => requestAnimationFrame(draw), { passive: true });
   filter.addEventListener('input', select);
-  const stop = listen((kind, job) => {
-    if (kind === 'status') select();
-    else if (kind === 'recent' && job) redrawJob(job);
-    else if (kind === 'recent') select();
+  const stop = listen((kind) => {
+    if (kind === 'status' || kind === 'recent') select();
   });
   const onResize = () => select();
   window.addEventListener('resize', onResize);
@@ -84,6 +74,22 @@ export function jobsView(main) {
   refresh();
   loadRecent();
   return { stop() { stop(); window.removeEventListener('resize', onResize); } };
+}
+
+/** Ages in the rows ("5 s ago") move on by themselves: rows are made again at least this often. */
+const AGES_EVERY = 10000;
+
+/** What a row is made from: the job's status, its recent runs, and the age bucket. */
+function signature(job) {
+  const runs = (state.recent.get(job.job) || []).map((r) => `${r.run}:${r.outcome}:${r.duration_ms}`).join();
+  return `${JSON.stringify(job)}|${runs}|${Math.floor(Date.now() / AGES_EVERY)}`;
+}
+
+/** Put a new row where the old was; focus stays on the control it was on (a keyboard user keeps their place). */
+function replaceKeepingFocus(old, fresh) {
+  const focused = old.contains(document.activeElement) ? document.activeElement.dataset.action : null;
+  old.replaceWith(fresh);
+  if (focused) fresh.querySelector(`[data-action="${focused}"]`)?.focus();
 }
 
 function stateOf(job) {
