@@ -246,7 +246,8 @@ fn bad_paths_and_queries_get_clear_json_errors() {
             "not a run number",
         ),
         ("/api/v1/jobs/a/runs/7", 404, "no run #7"),
-        ("/api/v1/jobs/nope/runs/1/log", 404, "`nope`"),
+        ("/api/v1/jobs/nope/runs/1/log", 404, "no job `nope`"),
+        ("/api/v1/jobs/a/runs/1/log", 404, "no run #1 of `a`"),
         ("/api/v1/jobs/a/runs/x/log", 400, "not a run number"),
         ("/api/v1/jobs/a/runs/1/log?follow=maybe", 400, "follow=true"),
     ];

@@ -89,6 +89,13 @@ impl Context {
         self
     }
 
+    /// Whether the plan being run has this job.
+    pub fn knows(&self, job: &str) -> bool {
+        let plan = self.plan.lock().unwrap_or_else(|e| e.into_inner());
+        plan.as_ref()
+            .is_some_and(|p| p.jobs.iter().any(|j| j.name == job))
+    }
+
     /// The engine's status, coalesced with other requests' (`None`: the engine is gone).
     async fn status(&self) -> Option<Arc<api::Snapshot>> {
         self.status.get().await

@@ -79,6 +79,10 @@ pub async fn read_run(
         .await;
     match read {
         Ok(Some(found)) => Ok(found),
+        Ok(None) if !ctx.knows(job) => Err((
+            StatusCode::NOT_FOUND,
+            format!("there is no job `{job}` in this workflow, nor a run of it in the history"),
+        )),
         Ok(None) => Err((
             StatusCode::NOT_FOUND,
             format!("there is no run #{run} of `{job}` in the history (never, or pruned)"),
