@@ -582,7 +582,11 @@ impl Event {
                     (true, Some(_)) => format!("stopped ({})", x.status_text()),
                     (false, _) => x.status_text(),
                 };
-                let reason = x.reason.as_ref().map(|r| format!(": {r}"));
+                // `killed by SIGKILL: killed: memory limit` says "killed" once: `killed by SIGKILL (memory limit)`.
+                let reason = x.reason.as_ref().map(|r| match r.strip_prefix("killed: ") {
+                    Some(limit) if x.signal.is_some() => format!(" ({limit})"),
+                    _ => format!(": {r}"),
+                });
                 Some(format!(
                     "{}#{} {status}{}",
                     x.job,

@@ -41,6 +41,8 @@ pub mod diagnostics;
 /// The format as written (spanned), read from the tree, and its values.
 mod document;
 mod dryrun;
+/// Durable channels' stores (SPEC §8): the interface and the local segment log.
+pub mod durable;
 mod engine;
 mod error;
 mod event;

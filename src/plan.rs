@@ -166,8 +166,10 @@ pub struct Probe {
 /// A run's resource limits (none: inherited).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Limits {
-    /// Bytes of address space (RLIMIT_AS).
+    /// Bytes of memory: a cgroup's limit, or the address space (RLIMIT_AS) where no cgroup can be made.
     pub memory: Option<u64>,
+    /// Thousandths of a CPU's time (500: half of one), through a cgroup.
+    pub cpu_millis: Option<u32>,
     pub nofile: Option<u64>,
     pub nproc: Option<u64>,
     pub nice: Option<i32>,

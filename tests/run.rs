@@ -872,6 +872,7 @@ jobs:
 
 #[test]
 fn limits_and_user_are_applied_in_the_child_before_it_starts() {
+    // Without cgroups, as `memory` is then the address space (with a cgroup it is the cgroup's: see below).
     let f = flow(
         "jobs:
   limited:
@@ -882,7 +883,19 @@ fn limits_and_user_are_applied_in_the_child_before_it_starts() {
     user: nobody
 ",
     );
-    let (out, ev) = f.run_json();
+    let out = bin()
+        .arg(&f.file)
+        .args(["--log-format", "json"])
+        .env("FLOWRUN_NO_CGROUP", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let ev = events(&out.stderr);
+    let notice = ev.iter().find(|e| e["event"] == "notice").unwrap();
+    assert_eq!(
+        notice["reason"],
+        "`limits: { memory }` is held as the address space (RLIMIT_AS): no cgroup for runs (FLOWRUN_NO_CGROUP is set)"
+    );
     let lines = output_lines(&ev, "limited");
     assert!(
         lines.contains(&"Max processes 500 500 processes"),
@@ -909,6 +922,71 @@ fn limits_and_user_are_applied_in_the_child_before_it_starts() {
             "{reason}"
         );
     }
+}
+
+/// A job that prints its own cgroup's CPU quota (v2's `cpu.max`, v1's `cpu.cfs_quota_us`) and memory limit.
+const OWN_CGROUP: &str = r#"
+      if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+        d=/sys/fs/cgroup$(grep '^0::' /proc/self/cgroup | cut -d: -f3); cat $d/cpu.max $d/memory.max; echo $d
+      else
+        c=/sys/fs/cgroup/cpu$(grep -E '^[0-9]+:([^:]*,)?cpu(,[^:]*)?:' /proc/self/cgroup | cut -d: -f3)
+        m=/sys/fs/cgroup/memory$(grep -E '^[0-9]+:memory:' /proc/self/cgroup | cut -d: -f3)
+        cat $c/cpu.cfs_quota_us $m/memory.limit_in_bytes; echo $m
+      fi"#;
+
+#[test]
+fn memory_and_cpu_limits_are_a_cgroup_of_the_run_and_a_run_killed_for_memory_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("daemon");
+    let f = flow(&format!(
+        "jobs:
+  hog:
+    run: [python3, -c, \"x = bytearray(256 * 1024 * 1024); print('not held')\"]
+    limits: {{ memory: 32MiB }}
+  quota:
+    run: |{OWN_CGROUP}
+    limits: {{ memory: 64MiB, cpu: 50% }}
+  escapes:
+    # A daemon that leaves the group and drops the run's marks: only the run's cgroup still knows it.
+    # It waits until the daemon has left its group: the group's stop must not be what catches it.
+    run: env -i setsid sh -c 'echo $$ > {pidfile}; exec sleep 300' >/dev/null 2>&1 & while [ ! -s {pidfile} ]; do sleep 0.01; done
+    limits: {{ cpu: 200% }}
+  check:
+    run: s=$(cut -d' ' -f3 /proc/$(cat {pidfile})/stat 2>/dev/null); [ -z \"$s\" ] || [ \"$s\" = Z ] && echo gone
+    trigger: {{ after: escapes }}
+",
+        pidfile = pidfile.display()
+    ));
+    let (out, ev) = f.run_json();
+    if let Some(notice) = ev
+        .iter()
+        .find(|e| e["event"] == "notice" && e["reason"].as_str().unwrap().contains("no cgroup"))
+    {
+        // Not root, or no delegated controller: the fallback is tested above.
+        eprintln!("skipped: {}", notice["reason"]);
+        return;
+    }
+    let exit = |job: &str| {
+        ev.iter()
+            .find(|e| e["event"] == "run.exit" && e["job"] == job)
+            .unwrap_or_else(|| panic!("no exit of {job}: {}", String::from_utf8_lossy(&out.stderr)))
+            .clone()
+    };
+    let hog = exit("hog");
+    assert_eq!(hog["signal"], "SIGKILL", "{hog}");
+    assert_eq!(hog["reason"], "killed: memory limit (32MiB)", "{hog}");
+    assert!(output_lines(&ev, "hog").is_empty());
+    let quota = output_lines(&ev, "quota");
+    assert!(
+        quota[0] == "50000 100000" || quota[0] == "50000",
+        "the cpu quota: {quota:?}"
+    );
+    assert_eq!(quota[1], (64u64 << 20).to_string(), "{quota:?}");
+    assert_eq!(exit("quota")["code"], 0);
+    // The run's cgroup is gone with it.
+    assert!(!Path::new(quota[2]).exists(), "{quota:?}");
+    assert_eq!(output_lines(&ev, "check"), ["gone"]);
+    assert_eq!(out.status.code(), Some(1), "hog failed");
 }
 
 #[test]

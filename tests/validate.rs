@@ -647,3 +647,31 @@ fn limits_are_checked_where_they_are_written() {
         "{found:?}"
     );
 }
+
+#[test]
+fn a_cpu_limit_is_a_percentage_or_a_number_of_cpus() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cpu.yaml");
+    std::fs::write(
+        &file,
+        "jobs:\n  a: { run: x, limits: { cpu: 50% } }\n  b: { run: x, limits: { cpu: 1.5 } }\n  \
+         c: { run: x, limits: { cpu: 250 % } }\n  d: { run: x, limits: { cpu: fast } }\n  \
+         e: { run: x, limits: { cpu: 0% } }\n  f: { run: x, limits: { cpu: '-5%' } }\n",
+    )
+    .unwrap();
+    let found = positions(&file);
+    assert_eq!(
+        found,
+        [
+            ("invalid-value".to_string(), 5, 31),
+            ("invalid-value".to_string(), 6, 31),
+            ("invalid-value".to_string(), 7, 31),
+        ],
+        "{found:?}"
+    );
+    let diagnostics = diagnose("jobs:\n  a: { run: x, limits: { cpu: fast } }\n");
+    assert!(
+        diagnostics[0].4.contains("a percentage of one CPU (`50%`"),
+        "{diagnostics:?}"
+    );
+}

@@ -184,7 +184,7 @@ A readiness probe: { log: REGEX }, { http: URL }, { tcp: HOST:PORT } or { exec: 
 A liveness probe: { http: URL }, { tcp: HOST:PORT }, { exec: CMD } or { log\-silence: DUR }, with interval (10s) and failures (3): once the run is ready (or started, without ready), that many failed checks in a row stop it, and it ends unhealthy (restart applies).
 .TP
 \fBlimits\fR, \fBuser\fR
-{ memory: SIZE, nofile: N, nproc: N, nice: \-20..19 }, set in the child before it starts (memory as its address space); the user each run starts as (the runner must be root).
+{ memory: SIZE, cpu: 50%, nofile: N, nproc: N, nice: \-20..19 }: memory and cpu through a cgroup of the run where one can be made (else memory as its address space, and cpu not held), the rest set in the child before it starts; the user each run starts as (the runner must be root).
 .TP
 \fBon_failure\fR
 A job fired once for every run of this job that failed for good, told which in FLOWRUN_UPSTREAM (also under defaults, or at the top of the file for every job).

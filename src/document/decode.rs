@@ -47,7 +47,7 @@ const PROBE_KINDS: &[&str] = &["log", "http", "tcp", "exec"];
 const PROBE_TIMING_KEYS: &[&str] = &["interval", "timeout"];
 const ALIVE_KINDS: &[&str] = &["http", "tcp", "exec", "log-silence"];
 const ALIVE_KEYS: &[&str] = &["interval", "failures"];
-const LIMIT_KEYS: &[&str] = &["memory", "nofile", "nproc", "nice"];
+const LIMIT_KEYS: &[&str] = &["memory", "cpu", "nofile", "nproc", "nice"];
 const TRIGGER_WORDS: &[&str] = &["start", "cron", "interval", "at", "after", "each"];
 const CRON_KEYS: &[&str] = &["cron", "timezone", "jitter"];
 const INTERVAL_KEYS: &[&str] = &["interval", "jitter", "start", "end", "timezone"];
@@ -442,6 +442,31 @@ impl Decoder<'_> {
         }
     }
 
+    /// A share of CPU time: `50%`, or a number of CPUs (`0.5`, `2`); at least 1% and at most 1024 CPUs.
+    fn cpu_share(&mut self, node: &Node) -> Option<Sp<CpuShare>> {
+        let cpus = match &node.value {
+            Value::Int(i) => Some(*i as f64),
+            Value::Float(f) => Some(*f),
+            Value::Str(s) => s
+                .trim()
+                .strip_suffix('%')
+                .and_then(|n| n.trim_end().parse::<f64>().ok())
+                .map(|p| p / 100.0),
+            _ => None,
+        };
+        match cpus {
+            Some(c) if (0.01..=1024.0).contains(&c) => Some(Sp::new(CpuShare(c), node.span)),
+            _ => {
+                self.invalid(
+                    node.span,
+                    "not a share of CPU time",
+                    "write a percentage of one CPU (`50%`, `200%` for two) or a number of CPUs (`0.5`), from 1%",
+                );
+                None
+            }
+        }
+    }
+
     fn document(&mut self, root: &Node) -> Option<Document> {
         if root.value == Value::Null {
             self.push(
@@ -826,7 +851,7 @@ impl Decoder<'_> {
         Some(Sp::new(Box::new(spec), node.span))
     }
 
-    /// `limits: { memory, nofile, nproc, nice }`.
+    /// `limits: { memory, cpu, nofile, nproc, nice }`.
     fn limits(&mut self, node: &Node) -> Option<Sp<LimitsSpec>> {
         let f = self.fields(node, &[LIMIT_KEYS], &[], node.span, "`limits`")?;
         let nice = f.get("nice").and_then(|n| match n.value {
@@ -842,6 +867,7 @@ impl Decoder<'_> {
         });
         let spec = LimitsSpec {
             memory: f.get("memory").and_then(|n| self.byte_size(n)),
+            cpu: f.get("cpu").and_then(|n| self.cpu_share(n)),
             nofile: f
                 .get("nofile")
                 .and_then(|n| self.uint(n, 1, 1 << 30, "nofile")),

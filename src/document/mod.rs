@@ -186,6 +186,24 @@ impl JsonSchema for ByteSize {
     }
 }
 
+/// A share of CPU time: `50%` of one CPU, `200%` (or `2`) for two.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CpuShare(pub f64);
+
+impl JsonSchema for CpuShare {
+    fn schema_name() -> Cow<'static, str> {
+        "CpuShare".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "anyOf": [
+                { "type": "number", "exclusiveMinimum": 0 },
+                { "type": "string", "pattern": "^[0-9]+(\\.[0-9]+)? ?%$" }
+            ]
+        })
+    }
+}
+
 /// The whole file.
 #[derive(Debug, Clone, PartialEq, JsonSchema)]
 #[schemars(
@@ -368,8 +386,10 @@ pub struct AliveSpec {
 #[derive(Debug, Clone, Default, PartialEq, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct LimitsSpec {
-    /// The run's address space (`512MiB`), as RLIMIT_AS.
+    /// The run's memory (`512MiB`): a cgroup's limit where the runner can make one, else RLIMIT_AS.
     pub memory: Option<Sp<ByteSize>>,
+    /// The run's CPU time (`50%` of one CPU, `200%` or `2` for two), through a cgroup.
+    pub cpu: Option<Sp<CpuShare>>,
     /// Open files at once (RLIMIT_NOFILE).
     #[schemars(range(min = 1))]
     pub nofile: Option<Sp<u32>>,

@@ -15,6 +15,7 @@
 //! report back.
 
 mod broker;
+pub(crate) mod cgroup;
 mod channels;
 mod core;
 mod dispatcher;

@@ -44,6 +44,8 @@ pub struct SpawnSpec<'a> {
 pub struct Child {
     pub pid: u32,
     status: tokio::sync::oneshot::Receiver<ExitStatus>,
+    /// The run's cgroup, for its `limits: { memory, cpu }`.
+    pub cgroup: Option<super::cgroup::RunCgroup>,
 }
 
 /// The runs' processes, by pid, waiting for their exit status. One reaper collects every child of the runner
@@ -294,16 +296,22 @@ struct ChildArgs {
     /// The user and group to become (-1: stay).
     uid: i64,
     gid: i64,
+    /// The run's cgroups' `cgroup.procs`, `cgroup_count` of them: the child writes itself into each.
+    cgroup_procs: *const libc::c_int,
+    cgroup_count: usize,
 }
 
 /// `ChildArgs::nice` when the job sets none.
 const NO_NICE: libc::c_int = libc::c_int::MIN;
 
-/// A run's limits as `setrlimit` takes them.
-fn rlimits_of(limits: &crate::plan::Limits) -> Vec<(libc::c_int, libc::rlim_t)> {
+/// A run's limits as `setrlimit` takes them (`memory` only where no cgroup holds it).
+fn rlimits_of(
+    limits: &crate::plan::Limits,
+    cgroup_memory: bool,
+) -> Vec<(libc::c_int, libc::rlim_t)> {
     let mut out = Vec::new();
     for (resource, value) in [
-        (libc::RLIMIT_AS, limits.memory),
+        (libc::RLIMIT_AS, limits.memory.filter(|_| !cgroup_memory)),
         (libc::RLIMIT_NOFILE, limits.nofile),
         (libc::RLIMIT_NPROC, limits.nproc),
     ] {
@@ -351,6 +359,8 @@ const STEP_SETUP: i32 = 3;
 /// The niceness could not be taken.
 const STEP_NICE: i32 = 4;
 const STEP_USER: i32 = 5;
+/// The child could not enter its run's cgroup.
+const STEP_CGROUP: i32 = 6;
 /// Resource limit `i` (of `rlimits_of`) could not be set: `STEP_LIMIT + i`.
 const STEP_LIMIT: i32 = 10;
 
@@ -399,6 +409,12 @@ extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
         // The runner may have died before prctl; then nobody would ever stop this child.
         if libc::getppid() != a.parent {
             libc::_exit(127);
+        }
+        // Into the run's cgroups before anything of the job runs (`0`: the writer itself).
+        for i in 0..a.cgroup_count {
+            if libc::write(*a.cgroup_procs.add(i), b"0".as_ptr().cast(), 1) != 1 {
+                fail(STEP_CGROUP);
+            }
         }
         for i in 0..a.rlimit_count {
             let (resource, value) = *a.rlimits.add(i);
@@ -601,7 +617,10 @@ pub fn spawn(spec: SpawnSpec) -> io::Result<Child> {
 
     // The child reports a failure (which step, errno) here; it stays zero when the child exec'd.
     let mut report = [0i32; 2];
-    let rlimits = rlimits_of(&job.limits);
+    let cgroup = run_cgroup(&spec)?;
+    let cgroup_memory = cgroup.is_some() && super::cgroup::holds_memory(&job.limits);
+    let cgroup_procs = cgroup.as_ref().map(|c| c.procs_fds()).unwrap_or_default();
+    let rlimits = rlimits_of(&job.limits, cgroup_memory);
     let (uid, gid) = match &job.user {
         Some(user) => user_ids(user)?,
         None => (-1, -1),
@@ -624,11 +643,33 @@ pub fn spawn(spec: SpawnSpec) -> io::Result<Child> {
         uid,
         gid,
         affinity: std::ptr::null(),
+        cgroup_procs: cgroup_procs.as_ptr(),
+        cgroup_count: cgroup_procs.len(),
     };
+    let pid = clone_counted(args, spec.pin)?;
+    // SAFETY: the child wrote it, if at all, before it exited; the clone returned after that.
+    let report = unsafe { std::ptr::read_volatile(&report) };
+    let mut registry = runs();
+    if let Some((step, error)) = exec_failure(&mut registry, report, pid) {
+        return Err(failed_step(step, error, job, &program, cgroup_memory));
+    }
+    let (tx, status) = tokio::sync::oneshot::channel();
+    registry.register(pid as u32, tx);
+    drop(registry);
+    Ok(Child {
+        pid: pid as u32,
+        status,
+        cgroup,
+    })
+}
+
+/// Clone the child, counted in flight from before the clone (a child that exits before it is registered is kept
+/// for it: see `RUNS`).
+fn clone_counted(args: ChildArgs, pin: bool) -> io::Result<libc::pid_t> {
     // Start the child on this CPU: the parent sleeps until the child has exec'd (CLONE_VFORK), so this CPU is
     // free for it, whereas the scheduler would put a new task on an idle CPU, and waking an idle (virtual) CPU
     // costs up to a millisecond. The child gets the runner's full CPU set back before exec.
-    let original = if spec.pin { pin_to_this_cpu() } else { None };
+    let original = if pin { pin_to_this_cpu() } else { None };
     let args = ChildArgs {
         affinity: original
             .as_ref()
@@ -642,33 +683,35 @@ pub fn spawn(spec: SpawnSpec) -> io::Result<Child> {
         // SAFETY: restoring the calling thread's own CPU set.
         unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), original) };
     }
-    let pid = match cloned {
-        Ok(pid) => {
-            born();
-            pid
-        }
-        Err(e) => {
-            runs().in_flight -= 1;
-            return Err(e);
-        }
-    };
-    // SAFETY: the child wrote it, if at all, before it exited; the clone returned after that.
-    let report = unsafe { std::ptr::read_volatile(&report) };
-    let mut registry = runs();
-    if let Some((step, error)) = exec_failure(&mut registry, report, pid) {
-        return Err(failed_step(step, error, job, &program));
+    match cloned {
+        Ok(_) => born(),
+        Err(_) => runs().in_flight -= 1,
     }
-    let (tx, status) = tokio::sync::oneshot::channel();
-    registry.register(pid as u32, tx);
-    drop(registry);
-    Ok(Child {
-        pid: pid as u32,
-        status,
-    })
+    cloned
+}
+
+/// The run's cgroup for its `limits: { memory, cpu }`; not for an `exec` probe (the run's helper, not the run).
+fn run_cgroup(spec: &SpawnSpec) -> io::Result<Option<super::cgroup::RunCgroup>> {
+    if spec.probe {
+        return Ok(None);
+    }
+    super::cgroup::RunCgroup::create(&spec.job.name, spec.run, spec.attempt, &spec.job.limits)
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot make the run's cgroup for its `limits`: {e}"),
+            )
+        })
 }
 
 /// Why a child could not start, from the step it reported and its error.
-fn failed_step(step: i32, error: io::Error, job: &Job, program: &str) -> io::Error {
+fn failed_step(
+    step: i32,
+    error: io::Error,
+    job: &Job,
+    program: &str,
+    cgroup_memory: bool,
+) -> io::Error {
     let what = match step {
         STEP_CHDIR => format!("cannot enter {}: {error}", job.cwd.display()),
         STEP_EXEC => format!("cannot execute `{program}`: {error}"),
@@ -677,7 +720,7 @@ fn failed_step(step: i32, error: io::Error, job: &Job, program: &str) -> io::Err
             job.limits.nice.unwrap_or_default()
         ),
         n if n >= STEP_LIMIT => {
-            let limits = rlimits_of(&job.limits);
+            let limits = rlimits_of(&job.limits, cgroup_memory);
             let (name, value) = match limits.get((n - STEP_LIMIT) as usize) {
                 Some(&(r, v)) if r == libc::RLIMIT_AS as libc::c_int => ("memory", v),
                 Some(&(r, v)) if r == libc::RLIMIT_NOFILE as libc::c_int => ("nofile", v),
@@ -686,6 +729,7 @@ fn failed_step(step: i32, error: io::Error, job: &Job, program: &str) -> io::Err
             };
             format!("cannot set the job's `limits: {{ {name}: {value} }}` (beyond what this user may set, or the system allows): {error}")
         }
+        STEP_CGROUP => format!("cannot enter the run's cgroup (for its `limits`): {error}"),
         STEP_USER => format!(
             "cannot become user `{}`: {error}",
             job.user.as_deref().unwrap_or("")

@@ -40,6 +40,8 @@ pub(crate) struct RunEnd {
     pub pump: Option<PumpEnd>,
     /// Messages a `stdin:` reader left unread, put back in its queue.
     pub taken_back: usize,
+    /// The kernel killed in the run's cgroup for this limit (`memory limit (512MiB)`).
+    pub limit_hit: Option<String>,
 }
 
 impl RunEnd {
@@ -49,6 +51,7 @@ impl RunEnd {
             status: Err(reason),
             pump: None,
             taken_back: 0,
+            limit_hit: None,
         }
     }
 }
@@ -58,7 +61,7 @@ impl RunEnd {
 /// group, and processes that left the group but carry its marks), take back what a reader left unread, and call
 /// `done`. All of it off the dispatcher. `exit_flag` is set when the process exits.
 pub(crate) fn supervise(
-    child: Child,
+    mut child: Child,
     parent_ends: ParentEnds,
     sink: LineSink,
     target: Option<Target>,
@@ -68,6 +71,7 @@ pub(crate) fn supervise(
 ) {
     let io = start_io(parent_ends, &sink, target, &exit_flag);
     let pid = child.pid;
+    let cgroup = child.cgroup.take();
     tokio::spawn(async move {
         // The output is pumped in this task, beside the wait: two tasks less a run than spawning them.
         let exited = async {
@@ -83,6 +87,14 @@ pub(crate) fn supervise(
             None => abandoned.then_some(PumpEnd::Abandoned),
         };
         let orphans = stop_leftovers(pid, &sink, stop_grace).await;
+        // What is left in the run's cgroup is the run's, wherever it went and whatever it changed.
+        let limit_hit = match cgroup {
+            Some(cgroup) => {
+                stop_all(&cgroup.pids(), stop_grace).await;
+                cgroup.limit_hit()
+            }
+            None => None,
+        };
         // The feeder must be gone before the pipe is looked at: it could otherwise still be writing.
         let mut taken_back = 0;
         if let Some((task, feed, queue)) = io.feeder {
@@ -106,6 +118,7 @@ pub(crate) fn supervise(
             status,
             pump,
             taken_back,
+            limit_hit,
         });
     });
 }
@@ -211,13 +224,17 @@ async fn stop_leftovers(pid: u32, sink: &LineSink, stop_grace: Duration) -> bool
     if !process::orphans_exist() {
         return false;
     }
-    let left = process::escaped_from(&sink.job, sink.run);
-    if !left.is_empty() {
-        process::signal_all(&left, libc::SIGTERM);
-        stop_within(stop_grace, || process::any_running(&left)).await;
-        process::signal_all(&left, libc::SIGKILL);
-    }
+    stop_all(&process::escaped_from(&sink.job, sink.run), stop_grace).await;
     true
+}
+
+/// SIGTERM, a wait of up to `stop_grace` while any is running, then SIGKILL.
+async fn stop_all(left: &[u32], stop_grace: Duration) {
+    if !left.is_empty() {
+        process::signal_all(left, libc::SIGTERM);
+        stop_within(stop_grace, || process::any_running(left)).await;
+        process::signal_all(left, libc::SIGKILL);
+    }
 }
 
 /// Wait (checking every 10 ms) while `running` says something is left, at most `grace`.

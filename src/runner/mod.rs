@@ -67,6 +67,9 @@ pub fn run(args: RunArgs) -> Result<i32, Error> {
     if let Some(notice) = notice {
         reporter.notice(&notice);
     }
+    if let Some(notice) = cgroup_notice(&plan) {
+        reporter.notice(&notice);
+    }
     let metrics = Arc::new(crate::control::Metrics::new());
     let observer = {
         let metrics = metrics.clone();
@@ -99,6 +102,7 @@ pub fn run(args: RunArgs) -> Result<i32, Error> {
     };
     let ending = runtime.block_on(crate::engine::run(plan, reporter.clone(), options, signals));
     crate::systemd::stopping();
+    crate::engine::cgroup::remove_mine();
     if let Some(api) = api.lock().unwrap_or_else(|e| e.into_inner()).take() {
         api.stop();
     }
@@ -107,6 +111,13 @@ pub fn run(args: RunArgs) -> Result<i32, Error> {
     // Tasks blocked on pipes of orphaned grandchildren must not hold the exit.
     runtime.shutdown_timeout(Duration::from_millis(100));
     Ok(ending.code())
+}
+
+/// What of the jobs' `limits: { memory, cpu }` no cgroup can hold here, said once at the start.
+fn cgroup_notice(plan: &Plan) -> Option<String> {
+    let any_memory = plan.jobs.iter().any(|j| j.limits.memory.is_some());
+    let any_cpu = plan.jobs.iter().any(|j| j.limits.cpu_millis.is_some());
+    crate::engine::cgroup::fallback_notice(any_memory, any_cpu)
 }
 
 /// The plan of the file, cut to `--only`'s jobs; the memory validation took given back.

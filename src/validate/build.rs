@@ -301,6 +301,10 @@ fn env_of(o: &JobOptions) -> Vec<(String, String)> {
 fn limits(spec: &LimitsSpec) -> plan::Limits {
     plan::Limits {
         memory: spec.memory.as_ref().map(|m| m.value.0),
+        cpu_millis: spec
+            .cpu
+            .as_ref()
+            .map(|c| (c.value.0 * 1000.0).round() as u32),
         nofile: spec.nofile.as_ref().map(|n| n.value as u64),
         nproc: spec.nproc.as_ref().map(|n| n.value as u64),
         nice: spec.nice.as_ref().map(|n| n.value),

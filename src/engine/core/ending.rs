@@ -154,6 +154,7 @@ impl<W: World> Core<W> {
                     ..
                 }
             ),
+            limit_hit: end.limit_hit.as_deref(),
         })
     }
 

@@ -24,6 +24,8 @@ pub struct ExitFacts<'a> {
     pub failed_because: Option<StoppedFor>,
     /// The runner stopped it at shutdown.
     pub stopped_by_runner: bool,
+    /// The kernel killed in its cgroup for this limit (`memory limit (512MiB)`).
+    pub limit_hit: Option<&'a str>,
 }
 
 /// Why the runner stopped a run that then counts as failed.
@@ -127,6 +129,9 @@ pub fn classify(f: &ExitFacts) -> Classified {
             });
         }
         _ => {}
+    }
+    if let (false, Some(limit)) = (success, f.limit_hit) {
+        reason = Some(format!("killed: {limit}"));
     }
     // A writer stopped by SIGPIPE because every reader of its channel had ended is what a shell pipeline does
     // (`seq 1000000 | head -1`): not a failure. (Through `sh -c` the shell reports it as exit status 141.)
@@ -301,6 +306,7 @@ mod tests {
             max_message: 1 << 20,
             failed_because: None,
             stopped_by_runner: false,
+            limit_hit: None,
         }
     }
 

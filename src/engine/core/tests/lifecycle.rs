@@ -516,3 +516,33 @@ jobs:
     );
     assert!(h.core.finished());
 }
+
+#[test]
+fn a_run_the_kernel_killed_for_its_memory_limit_says_so() {
+    let mut h = Harness::new("name: t\njobs:\n  a: { run: 'big', limits: { memory: 64MiB } }\n");
+    h.take();
+    let end = crate::engine::supervise::RunEnd {
+        limit_hit: Some("memory limit (64MiB)".into()),
+        ..killed(libc::SIGKILL)
+    };
+    h.end("a", end);
+    assert_eq!(h.take(), ["exit a#1 failed"]);
+    assert_eq!(
+        reason_of_exit(&h).as_deref(),
+        Some("killed: memory limit (64MiB)")
+    );
+}
+
+#[test]
+fn a_run_that_succeeded_despite_an_oom_kill_below_it_is_not_said_killed() {
+    // A child of the run was killed and the run went on to succeed: that is the run's business.
+    let mut h = Harness::new("name: t\njobs:\n  a: { run: 'big', limits: { memory: 64MiB } }\n");
+    h.take();
+    let end = crate::engine::supervise::RunEnd {
+        limit_hit: Some("memory limit (64MiB)".into()),
+        ..super::exited(0)
+    };
+    h.end("a", end);
+    assert_eq!(h.take(), ["exit a#1 succeeded"]);
+    assert_eq!(reason_of_exit(&h), None);
+}

@@ -196,6 +196,7 @@ pub(super) fn exited(code: i32) -> RunEnd {
         status: Ok(ExitStatus::from_raw(code << 8)),
         pump: None,
         taken_back: 0,
+        limit_hit: None,
     }
 }
 
@@ -205,6 +206,7 @@ pub(super) fn killed(signal: i32) -> RunEnd {
         status: Ok(ExitStatus::from_raw(signal)),
         pump: None,
         taken_back: 0,
+        limit_hit: None,
     }
 }
 
