@@ -56,7 +56,8 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
         | Command::Stop { .. }
         | Command::Pause { .. }
         | Command::Resume { .. }
-        | Command::Reload { .. }) => on_state(command),
+        | Command::Reload { .. }
+        | Command::Ui { .. }) => on_state(command),
         Command::Completions { shell } => {
             crate::output::print_out(&crate::commands::complete::script(shell));
             Ok(exit::OK)
@@ -127,6 +128,12 @@ fn on_state(command: Command) -> Result<i32, Error> {
         Command::Reload { file, state } => {
             crate::control::commands::reload(&file, state.dir.as_deref())
         }
+        Command::Ui {
+            file,
+            port,
+            open,
+            state,
+        } => crate::control::proxy::ui(&file, state.dir.as_deref(), port, open),
         Command::Pause {
             file,
             job,

@@ -156,6 +156,19 @@ pub enum Command {
         #[command(flatten)]
         state: StateArg,
     },
+    /// Serve the web page of the running runner on a loopback port and print its address with a token.
+    Ui {
+        /// The workflow file (its runner is found through the state directory).
+        file: PathBuf,
+        /// The loopback port (0: any free one).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Open the page in the desktop's browser (xdg-open).
+        #[arg(long)]
+        open: bool,
+        #[command(flatten)]
+        state: StateArg,
+    },
     /// Make the running runner read the file again (exit 1 with the diagnostics when the new text is rejected).
     Reload {
         /// The workflow file.

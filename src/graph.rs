@@ -2,7 +2,7 @@
 
 use crate::plan::{Plan, Trigger};
 
-fn trigger_note(plan: &Plan, job: usize) -> String {
+pub(crate) fn trigger_note(plan: &Plan, job: usize) -> String {
     plan.jobs[job]
         .triggers
         .iter()
@@ -12,7 +12,7 @@ fn trigger_note(plan: &Plan, job: usize) -> String {
 }
 
 /// Writer -> reader edges of every channel, labelled `name (kind)`.
-fn channel_edges(plan: &Plan) -> Vec<(usize, usize, String)> {
+pub(crate) fn channel_edges(plan: &Plan) -> Vec<(usize, usize, String)> {
     let mut edges = Vec::new();
     for c in &plan.channels {
         for &w in &c.writers {
@@ -24,7 +24,7 @@ fn channel_edges(plan: &Plan) -> Vec<(usize, usize, String)> {
     edges
 }
 
-fn after_edges(plan: &Plan) -> Vec<(usize, usize)> {
+pub(crate) fn after_edges(plan: &Plan) -> Vec<(usize, usize)> {
     let mut edges = Vec::new();
     for (j, job) in plan.jobs.iter().enumerate() {
         for t in &job.triggers {

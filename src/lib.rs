@@ -26,8 +26,9 @@
 //! - `control`: the HTTP API on the control socket and `--listen` (SPEC §5), metrics, reload and `--watch`, and the
 //!   commands that talk to a running runner; the engine answers its requests by message (`engine::requests`,
 //!   `engine::replan`).
-//! - `app` (the commands), `cli` (arguments), `error` (the one error type and its exit codes), `graph`,
-//!   `dryrun`, `timefmt`: the edges.
+//! - `webpage`: the web page's files, embedded and served at `/` of the API (`control::proxy` is `flowrun ui`).
+//! - `app` (the commands), `cli` (arguments), `error` (the one error type and its exit codes), `graph` and
+//!   `graph_svg`, `dryrun`, `timefmt`: the edges.
 
 /// Probe addresses and the job's `$NAME`s in them.
 mod address;
@@ -47,6 +48,7 @@ mod error;
 mod event;
 mod exit;
 mod graph;
+mod graph_svg;
 mod http;
 mod inspect;
 mod limits;
@@ -66,6 +68,7 @@ pub mod text;
 mod timefmt;
 pub mod validate;
 mod values;
+mod webpage;
 /// The paths tests and tools knew before the front half had folders.
 pub use diagnostics as diagnostic;
 pub use text::source;

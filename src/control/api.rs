@@ -32,6 +32,13 @@ pub fn router(ctx: Arc<Context>, tcp: bool) -> Router {
         .route("/api/v1/jobs/{job}/resume", post(super::pause::resume))
         .route("/api/v1/stop", post(stop_runner))
         .route("/api/v1/reload", post(reload))
+        .route("/api/v1/events", get(super::events::events))
+        .route("/api/v1/graph", get(super::graph::graph))
+        .route("/api/v1/jobs/{job}/runs/{run}", get(super::runs::run))
+        .route("/api/v1/jobs/{job}/runs/{run}/log", get(super::runlog::log))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/", get(crate::webpage::index))
+        .route("/ui/{file}", get(crate::webpage::asset))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY));
@@ -84,18 +91,27 @@ async fn guard(State(ctx): State<Arc<Context>>, request: Request, next: Next) ->
             "the TCP listener is read-only: start the runner with FLOWRUN_TOKEN set to allow changes, or use the control socket",
         );
     };
-    let given = bearer(request.headers()).unwrap_or_default();
-    if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
-        let mut response = error(
-            StatusCode::UNAUTHORIZED,
-            "a valid `Authorization: Bearer TOKEN` is needed to change anything",
-        );
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("valid"));
-        return response;
+    match unless_bearer(
+        request.headers(),
+        token,
+        "a valid `Authorization: Bearer TOKEN` is needed to change anything",
+    ) {
+        Some(refusal) => refusal,
+        None => next.run(request).await,
     }
-    next.run(request).await
+}
+
+/// 401 with `why` unless the request carries `Authorization: Bearer TOKEN` (compared in constant time).
+pub(super) fn unless_bearer(headers: &HeaderMap, token: &str, why: &str) -> Option<Response> {
+    let given = bearer(headers).unwrap_or_default();
+    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        return None;
+    }
+    let mut response = error(StatusCode::UNAUTHORIZED, why);
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("valid"));
+    Some(response)
 }
 
 /// The token of `Authorization: Bearer TOKEN` (the scheme is case-insensitive, RFC 7235).
@@ -328,6 +344,16 @@ async fn stop_runner(State(ctx): State<Arc<Context>>) -> Response {
         true => Json(json!({ "stopping": true })).into_response(),
         false => engine_gone(),
     }
+}
+
+/// The OpenAPI 3.1 document of this API (kept true by `tests/openapi.rs`).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    json_bytes(
+        StatusCode::OK,
+        axum::body::Bytes::from_static(OPENAPI.as_bytes()),
+    )
 }
 
 async fn reload(State(ctx): State<Arc<Context>>) -> Response {

@@ -12,7 +12,7 @@ use crate::store::dir;
 
 /// The control socket of the runner of `file`: found like the runner's state (by the file's path when its text
 /// is not readable now).
-fn socket(file: &Path, state: Option<&str>) -> Result<PathBuf, Error> {
+pub(super) fn socket(file: &Path, state: Option<&str>) -> Result<PathBuf, Error> {
     let choice = match crate::load::load_plan_quietly(file) {
         Some(plan) => dir::choose(state, file, &plan.name),
         None => dir::find_by_file(state, file),
@@ -23,7 +23,7 @@ fn socket(file: &Path, state: Option<&str>) -> Result<PathBuf, Error> {
     }
 }
 
-fn no_runner(file: &Path, socket: Option<&Path>) -> Error {
+pub(super) fn no_runner(file: &Path, socket: Option<&Path>) -> Error {
     Error::Usage {
         message: format!("no runner is up for {}", file.display()),
         help: Some(match socket {

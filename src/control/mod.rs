@@ -6,12 +6,17 @@ mod api;
 pub mod client;
 mod coalesce;
 pub mod commands;
+mod events;
+mod graph;
 mod history_pages;
 pub mod metrics;
 mod pause;
 mod procfs;
+pub mod proxy;
 mod readers;
 mod reload;
+mod runlog;
+mod runs;
 mod server;
 mod stalled;
 mod thread;
@@ -43,6 +48,8 @@ pub struct Context {
     pub reloading: tokio::sync::Mutex<()>,
     /// The store's readers shared by every request (`None` without state).
     readers: Option<readers::Readers>,
+    /// The plan being run (replaced by each reload applied): the graph is drawn from it.
+    pub plan: std::sync::Mutex<Option<Arc<crate::plan::Plan>>>,
     /// The status, asked of the dispatcher at most once at a time however many clients ask.
     status: coalesce::Coalescer<Arc<api::Snapshot>>,
 }
@@ -71,8 +78,22 @@ impl Context {
             only,
             reporter,
             reloading: Default::default(),
+            plan: Default::default(),
             status,
         }
+    }
+
+    /// The plan the runner started with (the graph's, until a reload replaces it).
+    pub fn with_plan(self, plan: Arc<crate::plan::Plan>) -> Context {
+        *self.plan.lock().unwrap_or_else(|e| e.into_inner()) = Some(plan);
+        self
+    }
+
+    /// Whether the plan being run has this job.
+    pub fn knows(&self, job: &str) -> bool {
+        let plan = self.plan.lock().unwrap_or_else(|e| e.into_inner());
+        plan.as_ref()
+            .is_some_and(|p| p.jobs.iter().any(|j| j.name == job))
     }
 
     /// The engine's status, coalesced with other requests' (`None`: the engine is gone).

@@ -74,6 +74,11 @@ impl Readers {
         }
     }
 
+    /// The state directory read (where the runs' logs are, under `logs/`).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     /// Run `read` with a connection (`None`: no runner has written this state yet) on a blocking thread.
     pub async fn read<T, F>(&self, read: F) -> Result<T, ReadError>
     where

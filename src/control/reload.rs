@@ -104,8 +104,11 @@ async fn check_and_apply(ctx: &Context) -> Response {
             )
                 .into_response()
         }
-        Checked::Valid(plan) => match ctx.engine.apply(*plan).await {
-            Some(Ok(applied)) => Json(applied).into_response(),
+        Checked::Valid(plan) => match ctx.engine.apply((*plan).clone()).await {
+            Some(Ok(applied)) => {
+                *ctx.plan.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::from(plan));
+                Json(applied).into_response()
+            }
             Some(Err(reason)) => {
                 (StatusCode::CONFLICT, Json(json!({ "error": reason }))).into_response()
             }

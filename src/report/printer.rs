@@ -41,7 +41,13 @@ pub struct Reporter {
     live: bool,
     tx: mpsc::Sender<Line>,
     budget: Arc<tokio::sync::Semaphore>,
+    /// The events as JSON records, for the API's event stream (`GET /api/v1/events`): written only while
+    /// someone listens, and never waited on (a slow listener loses the oldest and is told so).
+    tap: tokio::sync::broadcast::Sender<Arc<str>>,
 }
+
+/// Events a listener of the tap may fall behind by before it loses the oldest.
+const TAP_BACKLOG: usize = 4096;
 
 impl Reporter {
     pub fn new(mode: Mode, live: Option<indicatif::MultiProgress>) -> Reporter {
@@ -58,6 +64,7 @@ impl Reporter {
             live: shown,
             tx,
             budget,
+            tap: tokio::sync::broadcast::channel(TAP_BACKLOG).0,
         }
     }
 
@@ -89,6 +96,12 @@ impl Reporter {
     /// An event: always in JSON mode; in text mode its notice on stderr, if it has one.
     /// Control characters in a notice are escaped: a job's command or error text must not drive the terminal.
     pub fn event(&self, event: &Event) {
+        if self.tap.receiver_count() > 0 {
+            let record = event.record(chrono::Utc::now());
+            if let Ok(json) = serde_json::to_string(&record) {
+                let _ = self.tap.send(json.into());
+            }
+        }
         match self.mode {
             Mode::Json => {
                 let line = event.record(chrono::Utc::now()).to_line();
@@ -101,6 +114,11 @@ impl Reporter {
                 }
             }
         }
+    }
+
+    /// Every event from now on, as its JSON record (the API's event stream).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<str>> {
+        self.tap.subscribe()
     }
 
     /// A runner problem outside any run.

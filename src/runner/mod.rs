@@ -82,10 +82,11 @@ pub fn run(args: RunArgs) -> Result<i32, Error> {
             }
         }) as crate::engine::Observer
     };
+    let plan = Arc::new(plan);
     let (serve, api) = api_server(
         &args,
         listeners,
-        (metrics, state_dir, token),
+        (metrics, state_dir, token, plan.clone()),
         reporter.clone(),
     );
     let log_dir = match logs {
@@ -102,12 +103,7 @@ pub fn run(args: RunArgs) -> Result<i32, Error> {
         serve: Some(serve),
         stores,
     };
-    let ending = runtime.block_on(crate::engine::run(
-        Arc::new(plan),
-        reporter.clone(),
-        options,
-        signals,
-    ));
+    let ending = runtime.block_on(crate::engine::run(plan, reporter.clone(), options, signals));
     crate::systemd::stopping();
     crate::engine::cgroup::remove_mine();
     if let Some(api) = api.lock().unwrap_or_else(|e| e.into_inner()).take() {
@@ -173,10 +169,11 @@ type ApiSlot = Arc<std::sync::Mutex<Option<crate::control::ApiThread>>>;
 fn api_server(
     args: &RunArgs,
     listeners: crate::control::Listeners,
-    (metrics, state_dir, token): (
+    (metrics, state_dir, token, plan): (
         Arc<crate::control::Metrics>,
         Option<std::path::PathBuf>,
         Option<String>,
+        Arc<Plan>,
     ),
     reporter: Arc<Reporter>,
 ) -> (crate::engine::Serve, ApiSlot) {
@@ -195,7 +192,8 @@ fn api_server(
             token,
             only,
             api_reporter.clone(),
-        );
+        )
+        .with_plan(plan);
         let served = crate::control::serve(listeners, control, watch, reloads);
         let reload = match served {
             Ok(thread) => {
