@@ -327,6 +327,9 @@ if __name__ == '__main__':\n    m = mp.Manager()\n    q = m.Queue()\n\
     if want("hop") {
         hop(d);
     }
+    if want("durable") {
+        durable(d);
+    }
     if want("api") {
         api(d);
     }
@@ -515,7 +518,8 @@ fn busy_neighbour(d: &Path, n: usize, cron_yaml: &str) {
 
 /// One message every millisecond from a writer to a reader (python3 both, timestamps in the message): latency
 /// p50 and p99 through a shell pipe and through a flowrun queue channel.
-fn hop(d: &Path) {
+/// The hop's writer (one timestamped line a millisecond) and reader (p50 and p99 of the lateness, in us).
+fn hop_scripts(d: &Path) -> (PathBuf, PathBuf) {
     let w = write(
         d,
         "w.py",
@@ -528,6 +532,22 @@ fn hop(d: &Path) {
         "import time, sys\nlat = []\nfor line in sys.stdin:\n    lat.append(time.monotonic_ns() - int(line))\nlat.sort()\n\
          p = lambda q: lat[int((len(lat)-1)*q)] / 1000\nprint(f'{p(0.5):.1f} {p(0.99):.1f}')\n",
     );
+    (w, r)
+}
+
+/// The last line of a hop reader's output (after a `job#n | ` prefix): (p50, p99) in us.
+fn hop_parse(text: &str) -> (f64, f64) {
+    let line = text.lines().last().unwrap_or("0 0");
+    let line = line.rsplit("| ").next().unwrap();
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    (v[0], v[1])
+}
+
+fn hop(d: &Path) {
+    let (w, r) = hop_scripts(d);
     let f = write(
         d,
         "hop.yaml",
@@ -537,15 +557,7 @@ fn hop(d: &Path) {
             r.display()
         ),
     );
-    let parse = |text: &str| -> (f64, f64) {
-        let line = text.lines().last().unwrap_or("0 0");
-        let line = line.rsplit("| ").next().unwrap();
-        let v: Vec<f64> = line
-            .split_whitespace()
-            .map(|x| x.parse().unwrap())
-            .collect();
-        (v[0], v[1])
-    };
+    let parse = hop_parse;
     // The relay is the floor for anything that sits in a message's path: `cat` does nothing but read and write,
     // yet it pays the same second wake-up a queue pays.
     let (mut ours, mut theirs, mut relay) = (Vec::new(), Vec::new(), Vec::new());
@@ -594,6 +606,89 @@ fn hop(d: &Path) {
         c99 / t99,
         o50 / c50,
         o99 / c99
+    );
+}
+
+/// Durable queues (issue 25): 10 M lines through a durable queue against a plain one; a hop at 1,000 msg/s;
+/// what a commit's fsync costs here.
+fn durable(d: &Path) {
+    let yaml = |durable: bool| {
+        format!("channels: {{ lines: {{ durable: {durable} }} }}\njobs:\n  gen: {{ run: seq 10000000, stdout: lines }}\n  count: {{ run: wc -l, stdin: lines }}\n")
+    };
+    let (plain, kept) = (
+        write(d, "plain.yaml", &yaml(false)),
+        write(d, "kept.yaml", &yaml(true)),
+    );
+    let state = d.join("durable-state");
+    let mut ours = run(&kept);
+    ours.arg("--state").arg(&state);
+    let mut theirs = run(&plain);
+    theirs.arg("--state").arg(d.join("plain-state"));
+    compare(
+        "durable",
+        2.0,
+        ours,
+        theirs,
+        "the same through a plain queue",
+    );
+    let store = state.join("queues/lines");
+    let on_disk: u64 = std::fs::read_dir(&store)
+        .map(|e| {
+            e.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    println!(
+        "durable    the store after 10 M messages done: {:.1} KiB on disk (goal < 1 MiB)",
+        on_disk as f64 / 1024.0
+    );
+    let (w, r) = hop_scripts(d);
+    let f = write(d, "hop-durable.yaml", &format!(
+        "channels: {{ q: {{ durable: true }} }}\njobs:\n  w: {{ run: [python3, {}, \"3000\"], stdout: q }}\n  r: {{ run: [python3, {}], stdin: q }}\n",
+        w.display(), r.display()));
+    let mut hops: Vec<(f64, f64)> = (0..rounds().min(3))
+        .map(|_| {
+            let out = run(&f)
+                .arg("--state")
+                .arg(d.join("hop-state"))
+                .output()
+                .unwrap();
+            hop_parse(&String::from_utf8_lossy(&out.stdout))
+        })
+        .collect();
+    hops.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let (p50, p99) = hops[hops.len() / 2];
+    println!("durable    hop at 1,000 msg/s, 3,000 messages: p50 {p50:.1} us p99 {p99:.1} us (goal p99 <= 15 ms)");
+    fsync_cost(d);
+}
+
+/// A commit of one small message to a durable queue's store, with and without its sync, 1,000 times each.
+fn fsync_cost(d: &Path) {
+    use flowrun::durable::{local::LocalLog, DurableStore};
+    let mut log = LocalLog::open(&d.join("fsync-store")).unwrap();
+    let mut timed = |sync: bool| {
+        let mut t: Vec<Duration> = (0..1000)
+            .map(|i| {
+                let start = Instant::now();
+                log.append(format!("{i}\n").as_bytes(), 1).unwrap();
+                let staged = log.stage().unwrap();
+                if sync {
+                    staged().unwrap();
+                }
+                log.settle().unwrap();
+                start.elapsed()
+            })
+            .collect();
+        t.sort();
+        (t[500], t[990])
+    };
+    let (with50, with99) = timed(true);
+    let (no50, no99) = timed(false);
+    println!(
+        "durable    one commit: with fsync p50 {:.0} us p99 {:.0} us; written, not synced p50 {:.0} us p99 {:.0} us",
+        with50.as_secs_f64() * 1e6, with99.as_secs_f64() * 1e6, no50.as_secs_f64() * 1e6, no99.as_secs_f64() * 1e6
     );
 }
 

@@ -722,7 +722,9 @@ fn a_body_that_never_arrives_is_answered_408_after_10_s() {
         .set_read_timeout(Some(std::time::Duration::from_secs(30)))
         .unwrap();
     let mut answer = [0u8; 512];
-    let n = stream.read(&mut answer).unwrap();
+    let n = stream
+        .read(&mut answer)
+        .unwrap_or_else(|e| panic!("reading the answer: {e} ({:?})", e.kind()));
     let answer = text(&answer[..n]);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("did not arrive in time"), "{answer}");

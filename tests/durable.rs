@@ -247,3 +247,49 @@ fn a_stdin_reader_takes_what_it_read_and_the_rest_waits_for_the_next_start_in_or
     assert_eq!(code, Some(0));
     assert!(output_lines(&ev, "read").is_empty(), "all done: {ev:?}");
 }
+
+#[test]
+fn status_and_metrics_show_what_a_durable_queue_keeps() {
+    let (dir, file) = common::flow(
+        "channels:\n  work: { durable: true }\njobs:\n  produce: { run: seq 50, stdout: work }\n  consume: { run: 'sleep 30', trigger: { each: work, batch: 10 } }\n",
+    );
+    let state = dir.path().join("state");
+    let state_arg = state.to_str().unwrap();
+    // Once the channel closed, all 50 are committed: one batch is with a run, 40 wait.
+    let (mut child, _reader, _) = start_until(&file, &["--state", state_arg], |e| {
+        e["event"] == "channel.closed"
+    });
+    let file_arg = file.to_str().unwrap();
+    let status = common::on_state(&["status", file_arg, "--format", "json"], &state);
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let work = &json["channels"][0];
+    assert_eq!(work["channel"], "work");
+    assert_eq!(work["store"]["depth"], 50, "{work}");
+    assert!(work["store"]["oldest"].is_string(), "{work}");
+    assert!(
+        work["store"]["bytes_on_disk"].as_u64().unwrap() > 50 * 3,
+        "{work}"
+    );
+    let text = common::on_state(&["status", file_arg], &state);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("STORED") && text.contains("ON DISK"),
+        "{text}"
+    );
+    let metrics = {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(state.join("control.sock")).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text
+    };
+    assert!(
+        metrics.contains("flowrun_channel_stored{channel=\"work\"} 50"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("flowrun_channel_store_bytes{channel=\"work\"}"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -64,6 +64,9 @@ pub struct Metrics {
     tries: Family<JobOutcome, Counter>,
     channel_messages: Family<ChannelDirection, Counter>,
     channel_waiting: Family<ChannelLabel, Gauge>,
+    /// A durable queue's store: messages not done, and bytes on disk.
+    channel_stored: Family<ChannelLabel, Gauge>,
+    channel_store_bytes: Family<ChannelLabel, Gauge>,
     cpu: Counter<f64, AtomicU64>,
     resident: Gauge,
     open_fds: Gauge,
@@ -96,6 +99,8 @@ impl Metrics {
             tries: Family::default(),
             channel_messages: Family::default(),
             channel_waiting: Family::default(),
+            channel_stored: Family::default(),
+            channel_store_bytes: Family::default(),
             cpu: Counter::default(),
             resident: Gauge::default(),
             open_fds: Gauge::default(),
@@ -159,6 +164,16 @@ impl Metrics {
             "flowrun_channel_waiting",
             "Messages waiting in a channel",
             m.channel_waiting.clone(),
+        );
+        r.register(
+            "flowrun_channel_stored",
+            "Messages a durable queue keeps that are not done (waiting or with a reader)",
+            m.channel_stored.clone(),
+        );
+        r.register(
+            "flowrun_channel_store_bytes",
+            "Bytes a durable queue's store takes on disk",
+            m.channel_store_bytes.clone(),
         );
         r.register(
             "process_cpu_seconds",
@@ -271,6 +286,17 @@ impl Metrics {
                     channel: c.channel.clone(),
                 })
                 .set(c.counts.left as i64);
+            if let Some(store) = &c.store {
+                let label = ChannelLabel {
+                    channel: c.channel.clone(),
+                };
+                self.channel_stored
+                    .get_or_create(&label)
+                    .set(store.depth as i64);
+                self.channel_store_bytes
+                    .get_or_create(&label)
+                    .set(store.bytes_on_disk as i64);
+            }
         }
         let jobs: Vec<String> = status.jobs.iter().map(|j| j.job.clone()).collect();
         let channels: Vec<String> = status.channels.iter().map(|c| c.channel.clone()).collect();
@@ -283,9 +309,12 @@ impl Metrics {
             self.paused.remove(&label);
         }
         for gone in present.1.iter().filter(|c| !channels.contains(c)) {
-            self.channel_waiting.remove(&ChannelLabel {
+            let label = ChannelLabel {
                 channel: gone.clone(),
-            });
+            };
+            self.channel_waiting.remove(&label);
+            self.channel_stored.remove(&label);
+            self.channel_store_bytes.remove(&label);
         }
         *present = (jobs, channels);
         drop(present);

@@ -109,6 +109,10 @@ impl Durable {
         Ok(seq)
     }
 
+    pub fn usage(&self) -> crate::durable::Usage {
+        self.store().usage()
+    }
+
     /// Commit what changed, now (the runner's end).
     pub fn flush(&self) -> std::io::Result<()> {
         self.store().commit()

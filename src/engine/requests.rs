@@ -94,6 +94,19 @@ pub struct LiveChannel {
     pub kind: &'static str,
     #[serde(flatten)]
     pub counts: ChannelCounts,
+    /// A durable queue's store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreUsage>,
+}
+
+/// What a durable queue's store holds.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StoreUsage {
+    /// Committed messages not done (waiting, or with a reader).
+    pub depth: u64,
+    /// When the oldest of them came.
+    pub oldest: Option<chrono::DateTime<chrono::Utc>>,
+    pub bytes_on_disk: u64,
 }
 
 /// The answer to a manual firing.
@@ -407,6 +420,14 @@ impl Dispatcher {
                 channel: channel.name.clone(),
                 kind: channel.kind.as_str(),
                 counts: core.world.channels.counts(c),
+                store: core.world.channels.all[c].durable.as_ref().map(|d| {
+                    let u = d.usage();
+                    StoreUsage {
+                        depth: u.depth,
+                        oldest: u.oldest.map(chrono::DateTime::<chrono::Utc>::from),
+                        bytes_on_disk: u.bytes_on_disk,
+                    }
+                }),
             })
             .collect();
         LiveStatus {
