@@ -84,6 +84,21 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// A durable queue's store: messages not done and bytes on disk.
+    fn store_gauges(&self, c: &crate::engine::requests::LiveChannel) {
+        if let Some(store) = &c.store {
+            let label = ChannelLabel {
+                channel: c.channel.clone(),
+            };
+            self.channel_stored
+                .get_or_create(&label)
+                .set(store.depth as i64);
+            self.channel_store_bytes
+                .get_or_create(&label)
+                .set(store.bytes_on_disk as i64);
+        }
+    }
+
     pub fn new() -> Metrics {
         let mut m = Metrics {
             registry: Registry::default(),
@@ -286,17 +301,7 @@ impl Metrics {
                     channel: c.channel.clone(),
                 })
                 .set(c.counts.left as i64);
-            if let Some(store) = &c.store {
-                let label = ChannelLabel {
-                    channel: c.channel.clone(),
-                };
-                self.channel_stored
-                    .get_or_create(&label)
-                    .set(store.depth as i64);
-                self.channel_store_bytes
-                    .get_or_create(&label)
-                    .set(store.bytes_on_disk as i64);
-            }
+            self.store_gauges(c);
         }
         let jobs: Vec<String> = status.jobs.iter().map(|j| j.job.clone()).collect();
         let channels: Vec<String> = status.channels.iter().map(|c| c.channel.clone()).collect();

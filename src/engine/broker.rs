@@ -396,9 +396,115 @@ pub struct Target {
     pub max_message: usize,
     /// Called when an `each` job was waiting for messages on a queue this pump just filled.
     pub wake: Arc<dyn Fn() + Send + Sync>,
+    /// A durable queue's pieces appended and not yet committed, in order, with their commit: the pump reads on
+    /// while the disk syncs, and they reach the queue once committed (see `Target::forward`).
+    pub uncommitted: Arc<Mutex<VecDeque<(u64, Chunk, bool)>>>,
 }
 
+/// How many bytes of a durable queue's messages a pump may hold appended and not yet committed.
+const UNCOMMITTED_BYTES: usize = 4 << 20;
+
 impl Target {
+    /// Hand the committed pieces of a durable queue to it, in order; wait for commits while more than `keep`
+    /// bytes are held (0: until every piece is delivered, at the pump's end).
+    pub async fn forward(&self, durable: &Durable, keep: usize) {
+        loop {
+            let (next, held) = {
+                let pending = self.uncommitted.lock().unwrap();
+                let held: usize = pending.iter().map(|(_, c, _)| c.bytes().len()).sum();
+                (pending.front().map(|(g, _, _)| *g), held)
+            };
+            let Some(generation) = next else { return };
+            if !durable.is_committed(generation) {
+                if held <= keep {
+                    return;
+                }
+                durable.committed(generation).await;
+            }
+            let (_, piece, all_gone) = self
+                .uncommitted
+                .lock()
+                .unwrap()
+                .pop_front()
+                .expect("a piece");
+            self.deliver(piece, all_gone);
+        }
+    }
+
+    /// A committed piece reaches the durable queue (with no reader in this runner: counted as left, and kept in
+    /// the store for the next start, not held in memory).
+    fn deliver(&self, piece: Chunk, all_gone: bool) {
+        if all_gone {
+            self.stats.discard(piece.count as u64);
+            return;
+        }
+        for q in self.fanout.now().iter() {
+            self.enqueue(q, piece.clone());
+        }
+    }
+
+    /// A piece waits in `q`; its readers, and an `each` job waiting for messages, hear of it.
+    fn enqueue(&self, q: &Queue, piece: Chunk) {
+        q.stats
+            .taken_in
+            .fetch_add(piece.count as u64, Ordering::Relaxed);
+        let mut inner = q.inner.lock().unwrap();
+        inner.waiting += piece.count;
+        inner.chunks.push_back(piece);
+        drop(inner);
+        q.data.notify_waiters();
+        if q.wake_dispatcher.swap(false, Ordering::AcqRel) {
+            (self.wake)();
+        }
+    }
+
+    /// Append a piece of a durable queue to its store and hold it until it is committed (the pump reads on, up
+    /// to `UNCOMMITTED_BYTES` ahead). A store that cannot write holds the writer back, as a full queue does.
+    async fn hold(&self, durable: &Arc<Durable>, mut piece: Chunk, all_gone: bool) {
+        let generation = loop {
+            match durable.append(piece.bytes(), piece.count as u64) {
+                Ok((seq, generation)) => {
+                    piece.seq = seq;
+                    break generation;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        };
+        self.uncommitted
+            .lock()
+            .unwrap()
+            .push_back((generation, piece, all_gone));
+        self.forward(durable, UNCOMMITTED_BYTES).await;
+    }
+
+    fn durable(&self) -> Option<Arc<Durable>> {
+        self.fanout.now().first().and_then(|q| q.durable.clone())
+    }
+
+    /// At the pump's end: every piece of a durable queue it still holds, delivered once committed.
+    pub async fn flush(&self) {
+        if let Some(durable) = self.durable() {
+            self.forward(&durable, 0).await;
+        }
+    }
+
+    /// Resolves once the oldest piece the pump holds is committed (never, when it holds none): a writer that
+    /// writes a line now and then must not wait for its next line to see this one delivered.
+    async fn oldest_committed(&self) {
+        let oldest = self.uncommitted.lock().unwrap().front().map(|(g, _, _)| *g);
+        match (oldest, self.durable()) {
+            (Some(generation), Some(durable)) => durable.committed(generation).await,
+            _ => std::future::pending().await,
+        }
+    }
+
+    /// Deliver what is committed, waiting for nothing.
+    async fn deliver_committed(&self) {
+        if let Some(durable) = self.durable() {
+            self.forward(&durable, usize::MAX).await;
+        }
+    }
+
     /// Push whole messages, waiting for room in every queue; splits the chunk to what fits. Returns false when
     /// no queue has a reader any more (the pump should stop reading).
     async fn push(&self, mut chunk: Chunk) -> bool {
@@ -423,7 +529,7 @@ impl Target {
                 }
                 notified.await;
             };
-            let mut piece = if chunk.count > room {
+            let piece = if chunk.count > room {
                 let (head, rest) = chunk.split(room);
                 chunk = rest;
                 head
@@ -432,20 +538,10 @@ impl Target {
                 std::mem::replace(&mut chunk, empty)
             };
             // A durable queue's messages are committed before anyone can see them (a queue channel has one
-            // queue). A store that cannot write holds the writer back, as a full queue does.
-            if let Some(durable) = queues.first().and_then(|q| q.durable.as_ref()) {
-                loop {
-                    match durable.append(piece.bytes(), piece.count as u64).await {
-                        Ok(seq) => break piece.seq = seq,
-                        Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-                    }
-                }
-                // No reader of this runner will read them: they are kept in the store for the next start (and
-                // counted as left), not held in memory, and the writer goes on writing.
-                if room == usize::MAX {
-                    self.stats.discard(piece.count as u64);
-                    continue;
-                }
+            // queue): they wait with the pump for their commit.
+            if let Some(durable) = queues.first().and_then(|q| q.durable.clone()) {
+                self.hold(&durable, piece, room == usize::MAX).await;
+                continue;
             }
             // A broadcast reader whose job has ended gets no more copies (its queue would only grow); the copy
             // was never taken in for it, so in = out + left still holds. When no reader is left at all, the
@@ -456,17 +552,7 @@ impl Target {
                 self.stats.discard(piece.count as u64);
             }
             for q in queues.iter().filter(|q| all_gone || !q.is_orphaned()) {
-                q.stats
-                    .taken_in
-                    .fetch_add(piece.count as u64, Ordering::Relaxed);
-                let mut inner = q.inner.lock().unwrap();
-                inner.waiting += piece.count;
-                inner.chunks.push_back(piece.clone());
-                drop(inner);
-                q.data.notify_waiters();
-                if q.wake_dispatcher.swap(false, Ordering::AcqRel) {
-                    (self.wake)();
-                }
+                self.enqueue(q, piece.clone());
             }
             if room == usize::MAX {
                 return false;
@@ -554,8 +640,19 @@ const SMALL_READ: usize = 64 * 1024;
 
 /// Read a writer run's standard output into the channel, framing it into messages.
 pub async fn pump_writer<R: AsyncRead + Unpin>(
-    mut src: R,
+    src: R,
     target: Target,
+    exit: Arc<ExitFlag>,
+) -> PumpEnd {
+    let end = pump_lines_into(src, &target, exit).await;
+    // A durable queue's last pieces reach it before the run can be said to have ended.
+    target.flush().await;
+    end
+}
+
+async fn pump_lines_into<R: AsyncRead + Unpin>(
+    mut src: R,
+    target: &Target,
     exit: Arc<ExitFlag>,
 ) -> PumpEnd {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_SIZE);
@@ -571,20 +668,25 @@ pub async fn pump_writer<R: AsyncRead + Unpin>(
             r = src.read_buf(&mut buf) => r,
             _ = exit.drained() => {
                 // Whatever arrived is still delivered; a partial last line counts as a message.
-                finish(&mut buf, &target).await;
+                finish(&mut buf, target).await;
                 return PumpEnd::Abandoned;
+            }
+            // (Reading a pipe is cancellation-safe: what was not read stays in it.)
+            _ = target.oldest_committed() => {
+                target.deliver_committed().await;
+                continue;
             }
         };
         if exit.window_over() {
             late_bytes += buf.len().saturating_sub(before);
             if late_bytes >= DRAIN_BYTES {
                 // Printing on after the window: deliver what came, leave the rest to the background process.
-                finish(&mut buf, &target).await;
+                finish(&mut buf, target).await;
                 return PumpEnd::Abandoned;
             }
         }
         match read {
-            Ok(0) => return at_eof(&mut buf, &target).await,
+            Ok(0) => return at_eof(&mut buf, target).await,
             Ok(_) => {}
             Err(e) => return PumpEnd::Error(e.to_string()),
         }
@@ -617,7 +719,7 @@ pub async fn pump_writer<R: AsyncRead + Unpin>(
             // shutdown everything until its output ends (it is being stopped), otherwise what the pipe holds
             // now, and then the pipe is closed so the writer stops as in a shell pipeline.
             let until_eof = target.stats.stopping.load(Ordering::Acquire);
-            count_rest(&mut src, buf, &target, until_eof).await;
+            count_rest(&mut src, buf, target, until_eof).await;
             return PumpEnd::NoReader;
         }
     }

@@ -222,6 +222,7 @@ impl Channels {
             space: c.space.clone(),
             max_message: self.plan.channels[channel].max_message,
             wake,
+            uncommitted: Arc::default(),
         }
     }
 

@@ -64,15 +64,24 @@ impl Durable {
         g.changed
     }
 
-    /// Append whole messages; their first number, once they are committed (not before: nothing uncommitted is
-    /// delivered). An error of the disk is retried (and said) by the committer meanwhile; the writer waits.
-    pub async fn append(&self, messages: &[u8], count: u64) -> std::io::Result<Seq> {
+    /// Append whole messages: their first number, and the commit to wait for before anything of them is
+    /// delivered (see [`Durable::committed`]).
+    pub fn append(&self, messages: &[u8], count: u64) -> std::io::Result<(Seq, u64)> {
         let seq = self.store().append(messages, count)?;
-        let generation = self.bump();
+        Ok((seq, self.bump()))
+    }
+
+    /// Whether commit `generation` is on disk.
+    pub fn is_committed(&self, generation: u64) -> bool {
+        *self.committed.borrow() >= generation
+    }
+
+    /// Wait until commit `generation` is on disk. An error of the disk is retried (and said) by the committer
+    /// meanwhile; the writer waits.
+    pub async fn committed(&self, generation: u64) {
         let mut committed = self.committed.subscribe();
         // The committer outlives every writer: it goes only with the channel.
         let _ = committed.wait_for(|&c| c >= generation).await;
-        Ok(seq)
     }
 
     /// These messages go to a reader: how many times the first of them had been handed out before, plus one
