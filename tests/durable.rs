@@ -293,3 +293,60 @@ fn status_and_metrics_show_what_a_durable_queue_keeps() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn a_sigkilled_runner_loses_nothing_a_stdin_reader_took_and_keeps_its_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (state, out) = (dir.path().join("state"), dir.path().join("out"));
+    let state_arg = state.to_str().unwrap();
+    let file = |produce: bool| {
+        let path = dir.path().join(format!("reader-{produce}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                "channels:\n  work: {{ durable: true }}\njobs:\n  produce: {{ run: seq 30000, stdout: work, enabled: {produce} }}\n  read:\n    run: while read l; do echo $l >> {out}; echo $l; done\n    stdin: work\n    enabled: {}\n",
+                !produce,
+                out = out.display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let (code, _) = run_json(&file(true), &["--state", state_arg]);
+    assert_eq!(code, Some(0));
+    let read = file(false);
+    for round in 1..=4u64 {
+        // Killed once this start has printed 1,000 more lines: in the middle of the flow.
+        let seen = std::cell::Cell::new(0);
+        let (mut child, _reader, _) = start_until(&read, &["--state", state_arg], |e| {
+            if e["event"] == "output" {
+                seen.set(seen.get() + 1);
+            }
+            seen.get() >= 1000 * round
+        });
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let (code, ev) = run_json(&read, &["--state", state_arg]);
+    assert_eq!(code, Some(0), "{ev:?}");
+    let lines: Vec<u64> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let distinct: std::collections::BTreeSet<u64> = lines.iter().copied().collect();
+    assert_eq!(distinct.len(), 30_000, "every message read at least once");
+    assert_eq!(distinct.iter().next_back(), Some(&30_000));
+    // In order, but for redeliveries: a start begins again at or below where the last one got to.
+    let mut restarts = 0;
+    for pair in lines.windows(2) {
+        if pair[1] != pair[0] + 1 {
+            assert!(pair[1] <= pair[0], "a gap: {} after {}", pair[1], pair[0]);
+            restarts += 1;
+        }
+    }
+    assert!(
+        (1..=4).contains(&restarts),
+        "{restarts} breaks in the order for 4 kills mid-flow"
+    );
+}
