@@ -517,6 +517,10 @@ fn errors_have_their_status_and_a_json_body() {
     check("GET", "/api/v1/history?limit=abc", "", 400);
     check("GET", "/api/v1/history?limit=0", "", 400);
     check("GET", "/api/v1/history?limit=100001", "", 400);
+    check("GET", "/api/v1/history?outcome=bogus", "", 400);
+    check("GET", "/api/v1/history?since=yesterday", "", 400);
+    let (status, body) = unix(&state, "GET", "/api/v1/history?outcome=failed&since=1h", "");
+    assert_eq!((status, body.as_str()), (200, "[]"));
     check("POST", "/api/v1/jobs/nope/stop", "", 404);
     // A body over the limit is refused (413, or the connection is reset while the client still writes: the
     // server does not read the rest), and the runner stays up.

@@ -1,4 +1,4 @@
-//! `GET /api/v1/history?job=&limit=&before=`: the history a page at a time. A page holds at most [`PAGE`] rows
+//! `GET /api/v1/history?job=&outcome=&since=&limit=&before=`: the history a page at a time. A page holds at most [`PAGE`] rows
 //! whatever `limit` asks (older clients asking for up to 100,000 still get an answer, the rest by the cursor), is
 //! read by one of the shared store readers and written as JSON there, so no request holds more than a page.
 //! When more rows match, `Link: <...>; rel="next"` (RFC 8288) and `X-Next-Cursor` say how to get them.
@@ -13,7 +13,8 @@ use std::sync::Arc;
 use super::api::{error, json_bytes};
 use super::readers::ReadError;
 use super::Context;
-use crate::store::Page;
+use crate::store::{Outcome, Page, PageFilter};
+use chrono::{DateTime, Utc};
 
 /// The most rows one answer holds.
 pub const PAGE: usize = 1000;
@@ -24,6 +25,10 @@ const DEFAULT_LIMIT: usize = 20;
 #[derive(Deserialize)]
 pub struct HistoryQuery {
     job: Option<String>,
+    /// One outcome (`failed`, `succeeded`, ...).
+    outcome: Option<String>,
+    /// A duration ago (`1h`) or an RFC 3339 date-time.
+    since: Option<String>,
     limit: Option<String>,
     before: Option<String>,
 }
@@ -31,6 +36,10 @@ pub struct HistoryQuery {
 /// What a request asks, checked.
 struct Asked {
     job: Option<String>,
+    filter: PageFilter,
+    /// As asked, for the next page's link.
+    outcome: Option<String>,
+    since: Option<String>,
     limit: usize,
     before: Option<i64>,
 }
@@ -38,7 +47,7 @@ struct Asked {
 /// The query checked, or why it is refused (a 400).
 fn check(query: Result<Query<HistoryQuery>, QueryRejection>) -> Result<Asked, &'static str> {
     let Ok(Query(q)) = query else {
-        return Err("bad query: use ?job=NAME&limit=N&before=CURSOR");
+        return Err("bad query: use ?job=NAME&outcome=OUTCOME&since=1h&limit=N&before=CURSOR");
     };
     let limit = match q.limit.as_deref().map(str::parse::<usize>) {
         None => DEFAULT_LIMIT,
@@ -55,11 +64,38 @@ fn check(query: Result<Query<HistoryQuery>, QueryRejection>) -> Result<Asked, &'
             )
         }
     };
+    let outcome = match q.outcome.as_deref().map(Outcome::parse) {
+        None => None,
+        Some(Some(outcome)) => Some(outcome),
+        Some(None) => return Err(
+            "outcome must be one of running, succeeded, failed, timeout, stopped, spawn-failed, interrupted, skipped, missed, unhealthy",
+        ),
+    };
+    let since = match q.since.as_deref() {
+        None => None,
+        Some(text) => Some(since(text).ok_or(
+            "since must be a duration ago (`1h`, `7d`) or an RFC 3339 date-time (`2026-12-07T18:00:00Z`)",
+        )?),
+    };
     Ok(Asked {
         job: q.job,
+        filter: PageFilter { outcome, since },
+        outcome: q.outcome,
+        since: q.since,
         limit,
         before,
     })
+}
+
+/// `1h` (that long ago) or an RFC 3339 date-time.
+fn since(text: &str) -> Option<DateTime<Utc>> {
+    if let Ok(ago) = crate::values::parse_duration(text) {
+        let ago = chrono::Duration::from_std(ago).ok()?;
+        return Utc::now().checked_sub_signed(ago);
+    }
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 pub async fn history(
@@ -77,12 +113,13 @@ pub async fn history(
         );
     };
     let jobs: Vec<String> = asked.job.iter().cloned().collect();
+    let filter = asked.filter.clone();
     let (before, size) = (asked.before, asked.limit.min(PAGE));
     let read = readers
         .read(move |store| {
             let page = match store {
                 Some(store) => store
-                    .history_page(&jobs, before, size)
+                    .history_page(&jobs, &filter, before, size)
                     .map_err(|e| e.to_string())?,
                 None => Page::default(),
             };
@@ -118,12 +155,18 @@ fn busy() -> Response {
 
 /// `Link: </api/v1/history?...&before=CURSOR>; rel="next"` and `X-Next-Cursor: CURSOR`.
 fn link_next(response: &mut Response, asked: &Asked, cursor: i64) {
-    let job = match &asked.job {
-        Some(job) => format!("job={}&", percent_encode(job)),
-        None => String::new(),
-    };
+    let mut query = String::new();
+    for (key, value) in [
+        ("job", &asked.job),
+        ("outcome", &asked.outcome),
+        ("since", &asked.since),
+    ] {
+        if let Some(value) = value {
+            query.push_str(&format!("{key}={}&", percent_encode(value)));
+        }
+    }
     let link = format!(
-        "</api/v1/history?{job}limit={}&before={cursor}>; rel=\"next\"",
+        "</api/v1/history?{query}limit={}&before={cursor}>; rel=\"next\"",
         asked.limit
     );
     let headers = response.headers_mut();

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-pub use sqlite::{Page, SqliteStore};
+pub use sqlite::{Page, PageFilter, SqliteStore};
 
 /// The schema version this flowrun writes; a database of a newer one is refused, never rewritten.
 pub const SCHEMA_VERSION: u32 = 3;

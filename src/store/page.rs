@@ -9,6 +9,14 @@ use crate::store::{RunRow, StoreError};
 /// Where `id` is in the page's rows: after the 18 columns [`row_from`] reads.
 const ID_COLUMN: usize = 18;
 
+/// What a page's rows must be, beside their jobs.
+#[derive(Debug, Default, Clone)]
+pub struct PageFilter {
+    pub outcome: Option<crate::store::Outcome>,
+    /// Runs that began (or were due, or ended) at or after this.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// One page of history, newest first.
 #[derive(Debug, Default)]
 pub struct Page {
@@ -18,16 +26,26 @@ pub struct Page {
 }
 
 impl SqliteStore {
-    /// At most `size` rows of `jobs` (every job when empty) with an id below `before`, newest first.
+    /// At most `size` rows of `jobs` (every job when empty) that pass `filter`, with an id below `before`,
+    /// newest first.
     pub fn history_page(
         &self,
         jobs: &[String],
+        filter: &PageFilter,
         before: Option<i64>,
         size: usize,
     ) -> Result<Page, StoreError> {
         let mut sql = format!("SELECT {COLUMNS}, id FROM runs WHERE id < ?");
         let mut args: Vec<rusqlite::types::Value> = vec![before.unwrap_or(i64::MAX).into()];
         of_jobs(&mut sql, &mut args, jobs);
+        if let Some(outcome) = filter.outcome {
+            sql.push_str(" AND outcome = ?");
+            args.push(outcome.as_str().to_string().into());
+        }
+        if let Some(since) = filter.since {
+            sql.push_str(" AND coalesce(started, scheduled, ended) >= ?");
+            args.push(crate::event::timestamp(since).into());
+        }
         // One row more than the page: whether it exists says if there is a next page, without counting.
         sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", size + 1));
         let e = |e| db_error(&self.path, e);
@@ -82,7 +100,9 @@ mod tests {
         let mut pages = Vec::new();
         let mut before = None;
         loop {
-            let page = store.history_page(jobs, before, size).unwrap();
+            let page = store
+                .history_page(jobs, &PageFilter::default(), before, size)
+                .unwrap();
             pages.push(page.rows.iter().map(|r| r.run.unwrap()).collect());
             match page.next {
                 Some(next) => before = Some(next),
@@ -106,11 +126,51 @@ mod tests {
     #[test]
     fn a_page_that_ends_the_rows_exactly_has_no_next() {
         let (_dir, store) = store_with(10);
-        let page = store.history_page(&["a".to_string()], None, 10).unwrap();
+        let page = store
+            .history_page(&["a".to_string()], &PageFilter::default(), None, 10)
+            .unwrap();
         assert_eq!((page.rows.len(), page.next), (10, None));
         let empty = store
-            .history_page(&["nobody".to_string()], None, 10)
+            .history_page(&["nobody".to_string()], &PageFilter::default(), None, 10)
             .unwrap();
         assert!(empty.rows.is_empty() && empty.next.is_none());
+    }
+
+    #[test]
+    fn a_page_keeps_only_the_outcome_and_the_time_asked_for() {
+        let (_dir, mut store) = store_with(5);
+        let failed = RunRow {
+            run: Some(9),
+            started: Some(chrono::Utc::now()),
+            ..RunRow::new("a".into(), Outcome::Failed)
+        };
+        store.apply(&[Op::Append(Box::new(failed))]).unwrap();
+        let only = |filter: PageFilter| {
+            let page = store.history_page(&[], &filter, None, 100).unwrap();
+            page.rows
+                .iter()
+                .map(|r| r.run.unwrap())
+                .collect::<Vec<u64>>()
+        };
+        let failed = PageFilter {
+            outcome: Some(Outcome::Failed),
+            ..PageFilter::default()
+        };
+        assert_eq!(only(failed), [9]);
+        let succeeded = PageFilter {
+            outcome: Some(Outcome::Succeeded),
+            ..PageFilter::default()
+        };
+        assert_eq!(only(succeeded).len(), 10);
+        let recent = PageFilter {
+            since: Some(chrono::Utc::now() - chrono::Duration::hours(1)),
+            ..PageFilter::default()
+        };
+        assert_eq!(only(recent), [9], "the other rows have no time");
+        let future = PageFilter {
+            since: Some(chrono::Utc::now() + chrono::Duration::hours(1)),
+            ..PageFilter::default()
+        };
+        assert!(only(future).is_empty());
     }
 }

@@ -878,4 +878,4 @@ mod tests {
 // History read a page at a time (the control API); in its own file, beside the store it reads.
 #[path = "page.rs"]
 mod page;
-pub use page::Page;
+pub use page::{Page, PageFilter};
