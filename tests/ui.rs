@@ -501,3 +501,26 @@ fn a_runner_in_the_background_of_a_terminal_is_not_stopped_by_its_live_view() {
     };
     assert!(screen.contains("DONE 0"), "{screen:?}");
 }
+
+#[test]
+fn the_live_view_shows_what_a_durable_queue_keeps() {
+    let (dir, file) = common::flow(
+        "channels:\n  work: { durable: true }\njobs:\n  produce: { run: seq 40, stdout: work }\n  consume: { run: sleep 60, trigger: { each: work, batch: 10 } }\n",
+    );
+    let Some(screen) = under_pty(&format!(
+        "{} {} --state {} --progress always --for 1500ms",
+        bin(),
+        file.display(),
+        dir.path().join("state").display()
+    )) else {
+        eprintln!("`script` is not installed: skipping the pseudo-terminal test");
+        return;
+    };
+    // All 40 are committed and none done (one batch is with a run that sleeps).
+    assert!(
+        screen
+            .split(['\n', '\r'])
+            .any(|l| l.contains("work") && l.contains("stored     40")),
+        "{screen:?}"
+    );
+}

@@ -523,6 +523,10 @@ impl Dispatcher {
                     taken_in: counts.taken_in,
                     out: counts.out,
                     waiting: counts.left,
+                    stored: core.world.channels.all[c]
+                        .durable
+                        .as_ref()
+                        .map(|d| d.usage().depth),
                 }
             })
             .collect();

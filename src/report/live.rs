@@ -30,6 +30,8 @@ pub struct ChannelLine {
     pub taken_in: u64,
     pub out: u64,
     pub waiting: u64,
+    /// A durable queue's store: messages not done.
+    pub stored: Option<u64>,
 }
 
 pub struct LiveView {
@@ -194,9 +196,14 @@ impl LiveView {
             } else {
                 0.0
             };
+            // A durable queue says what its store keeps where others say their rate (a line fits 80 columns).
+            let last = match c.stored {
+                Some(depth) => format!("stored {depth:>6}"),
+                None => format!("{rate:>9.1}/s"),
+            };
             let msg = format!(
-                "{:<width$}  {:<9} in {:>9}  out {:>9}  waiting {:>6}  {:>9.1}/s",
-                c.name, c.kind, c.taken_in, c.out, c.waiting, rate
+                "{:<width$}  {:<9} in {:>9}  out {:>9}  waiting {:>6}  {last}",
+                c.name, c.kind, c.taken_in, c.out, c.waiting
             );
             if bar.message() != msg {
                 bar.set_message(msg);
