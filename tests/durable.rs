@@ -169,7 +169,7 @@ fn a_durable_queue_needs_a_state_and_only_a_queue_can_be_durable() {
 }
 
 #[test]
-fn a_reload_cannot_make_a_channel_durable() {
+fn a_reload_makes_an_idle_channel_durable_and_refuses_one_in_use() {
     let (dir, file) = common::flow(
         "channels:\n  q: {}\njobs:\n  a: { run: 'sleep 30', stdout: q }\n  b: { run: cat, stdin: q }\n",
     );
@@ -178,24 +178,43 @@ fn a_reload_cannot_make_a_channel_durable() {
     let (mut child, reader, seen) = start_until(&file, &["--state", state_arg], |e| {
         e["event"] == "run.start" && e["job"] == "b"
     });
-    std::fs::write(
-        &file,
+    let reload = |text: &str| {
+        std::fs::write(&file, text).unwrap();
+        cmd()
+            .args(["reload"])
+            .arg(&file)
+            .args(["--state", state_arg])
+            .output()
+            .unwrap()
+    };
+    let busy = reload(
         "channels:\n  q: { durable: true }\njobs:\n  a: { run: 'sleep 30', stdout: q }\n  b: { run: cat, stdin: q }\n",
-    )
-    .unwrap();
-    let reload = cmd()
-        .args(["reload"])
+    );
+    assert_eq!(busy.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&busy.stderr);
+    assert!(
+        said.contains("channel `q` becomes durable while runs use it or messages wait in it"),
+        "{said}"
+    );
+    // A new channel, idle: durable at once. Its writer fires by hand; its reader is off, so what it writes is
+    // kept for the next start.
+    let idle = "channels:\n  q: {}\n  kept: { durable: true }\njobs:\n  a: { run: 'sleep 30', stdout: q }\n  b: { run: cat, stdin: q }\n  w: { run: seq 5, stdout: kept, trigger: { cron: '0 0 1 1 *' } }\n  r: { run: cat, stdin: kept, enabled: false }\n";
+    let applied = reload(idle);
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let fired = cmd()
+        .args(["trigger"])
         .arg(&file)
-        .args(["--state", state_arg])
+        .args(["w", "--wait", "--state", state_arg])
         .output()
         .unwrap();
-    assert_eq!(reload.status.code(), Some(1));
-    let said = String::from_utf8_lossy(&reload.stderr);
     assert!(
-        said.contains(
-            "channel `q` becomes durable: a reload cannot change that; restart the runner"
-        ),
-        "{said}"
+        fired.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fired.stderr)
     );
     let stop = cmd()
         .args(["stop"])
@@ -207,6 +226,16 @@ fn a_reload_cannot_make_a_channel_durable() {
     child.wait().unwrap();
     let ev = common::rest_of(reader, seen);
     assert!(output_lines(&ev, "b").is_empty());
+    assert_eq!(channel(&ev, "kept"), (5, 0, 5));
+    // The next start reads them.
+    std::fs::write(
+        &file,
+        "channels:\n  kept: { durable: true }\njobs:\n  w: { run: seq 5, stdout: kept, enabled: false }\n  r: { run: cat, stdin: kept }\n",
+    )
+    .unwrap();
+    let (code, ev) = run_json(&file, &["--state", state_arg]);
+    assert_eq!(code, Some(0), "{ev:?}");
+    assert_eq!(output_lines(&ev, "r"), ["1", "2", "3", "4", "5"]);
 }
 
 #[test]

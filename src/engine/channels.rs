@@ -99,12 +99,18 @@ fn build(c: &crate::plan::Channel, stats: Arc<Stats>, durable: Option<Arc<Durabl
 pub struct Channels {
     plan: Arc<Plan>,
     pub all: Vec<ChannelRt>,
+    /// Where a reload opens the store of a channel it makes durable (`STATE/queues`), and who hears of it.
+    stores_at: Option<(std::path::PathBuf, Arc<crate::report::Reporter>)>,
 }
 
 impl Channels {
     /// The channels of `plan`; durable queues with their stores, and what their stores held not done waiting
     /// first, in order.
-    pub fn new(plan: Arc<Plan>, mut stores: Stores) -> Channels {
+    pub fn new(
+        plan: Arc<Plan>,
+        mut stores: Stores,
+        stores_at: Option<(std::path::PathBuf, Arc<crate::report::Reporter>)>,
+    ) -> Channels {
         let all = plan
             .channels
             .iter()
@@ -118,7 +124,39 @@ impl Channels {
                 rt
             })
             .collect();
-        Channels { plan, all }
+        Channels {
+            plan,
+            all,
+            stores_at,
+        }
+    }
+
+    /// A durable channel's store, opened for a reload that made it durable (or added it): what it held not done
+    /// waits first. Without one (it cannot be opened), the channel runs as a plain queue, and says so.
+    fn open_store(&self, channel: &crate::plan::Channel) -> (Option<Arc<Durable>>, Vec<Pending>) {
+        let Some((root, reporter)) = self.stores_at.as_ref().filter(|_| channel.durable) else {
+            return (None, Vec::new());
+        };
+        match Durable::open(&root.join(&channel.name), &channel.name, reporter.clone()) {
+            Ok((durable, pending)) => (Some(durable), pending),
+            Err(e) => {
+                reporter.notice(&format!(
+                    "channel `{}`: its store cannot be opened ({e}): it is a plain queue until a restart",
+                    channel.name
+                ));
+                (None, Vec::new())
+            }
+        }
+    }
+
+    /// Build channel `c` of `plan` anew: with its store when durable.
+    fn build_new(&self, plan: &Plan, c: ChannelId, stats: Arc<Stats>) -> ChannelRt {
+        let (durable, pending) = self.open_store(&plan.channels[c]);
+        let rt = build(&plan.channels[c], stats, durable);
+        for p in pending {
+            rt.queues[0].push_unbounded(Chunk::numbered(p.bytes, p.count as usize, p.seq));
+        }
+        rt
     }
 
     /// A reload: the new plan (same indices, channels appended); channels whose kind changed are built anew,
@@ -131,16 +169,16 @@ impl Channels {
             let old = &mut self.all[c];
             let (stats, closed, gone) =
                 (old.stats.clone(), old.closed, std::mem::take(&mut old.gone));
-            // Never a durable one: a reload does not change durability (refused before).
-            self.all[c] = build(&plan.channels[c], stats, None);
+            // Nothing uses it (a reload refuses otherwise): built anew, with its store when it is durable now.
+            self.all[c] = self.build_new(&plan, c, stats);
             self.all[c].gone = gone;
             if closed {
                 self.all[c].close();
             }
         }
         while self.all.len() < plan.channels.len() {
-            self.all
-                .push(build(&plan.channels[self.all.len()], Arc::default(), None));
+            let rt = self.build_new(&plan, self.all.len(), Arc::default());
+            self.all.push(rt);
         }
         for (c, channel) in plan.channels.iter().enumerate() {
             let rt = &mut self.all[c];

@@ -88,8 +88,11 @@ impl Dispatcher {
             },
         };
         let recovered = memory.as_ref().map_or(0, |m| m.recovered);
+        let stores_at = memory
+            .as_ref()
+            .map(|m| (m.dir.join("queues"), reporter.clone()));
         let world = ShellWorld {
-            channels: Channels::new(plan.clone(), options.stores),
+            channels: Channels::new(plan.clone(), options.stores, stores_at),
             memory,
             logs: HashMap::new(),
         };

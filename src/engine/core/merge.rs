@@ -132,16 +132,31 @@ impl<W: World> Core<W> {
         let ch_map = places(&mut channels, new, |c| &c.name);
         let mut rebuilt = Vec::new();
         for (c, &k) in new.iter().zip(&ch_map) {
-            // A store is opened, recovered and closed with the runner: not by a reload (yet).
-            let was_durable = k < old.len() && old[k].durable && !old[k].retired;
-            if c.durable != was_durable {
+            // A channel that becomes durable (or stops being) is built anew with (or without) its store, once
+            // nothing uses it: its messages are never in two places.
+            let existed = k < old.len() && !old[k].retired;
+            if c.durable && !existed && !self.world.stored() {
                 return Err(format!(
-                    "channel `{}` {} durable: a reload cannot change that; restart the runner (a durable queue's messages wait in its store meanwhile)",
-                    c.name,
-                    if c.durable { "becomes" } else { "stops being" }
+                    "channel `{}` is durable: it keeps its messages in the state, and this runner has none (`--state none`)",
+                    c.name
                 ));
             }
-            if k < old.len() && old[k].kind != c.kind {
+            if existed && c.durable != old[k].durable {
+                if c.durable && !self.world.stored() {
+                    return Err(format!(
+                        "channel `{}` becomes durable: it keeps its messages in the state, and this runner has none (`--state none`)",
+                        c.name
+                    ));
+                }
+                if self.channel_busy(k) {
+                    return Err(format!(
+                        "channel `{}` {} durable while runs use it or messages wait in it; stop its jobs first, or restart the runner",
+                        c.name,
+                        if c.durable { "becomes" } else { "stops being" }
+                    ));
+                }
+                rebuilt.push(k);
+            } else if k < old.len() && old[k].kind != c.kind {
                 if self.channel_busy(k) {
                     return Err(format!(
                         "channel `{}` changes kind ({} to {}) while runs use it or messages wait in it; stop its jobs first, or restart the runner",
