@@ -5,6 +5,7 @@
 //! Every wait is on the runner's JSON events or on an answer, never on a sleep.
 
 mod common;
+mod openapi;
 
 use common::{cmd, events, flow, start_until};
 use serde_json::Value;
@@ -177,7 +178,9 @@ fn http_with_headers(
         .skip(1)
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
+        .collect::<Vec<(String, String)>>();
+    // Every answer this file sees is what the OpenAPI document says (issue 24).
+    openapi::conforms(method, path, status, header(&headers, "content-type"), body);
     (status, headers, body.to_string())
 }
 
@@ -566,7 +569,8 @@ fn a_thousand_status_requests_do_not_disturb_a_queue_at_full_speed() {
         .map(|_| {
             let socket = state.join("control.sock");
             std::thread::Builder::new()
-                .stack_size(64 * 1024)
+                // Room for the answer's check against the OpenAPI schema.
+                .stack_size(512 * 1024)
                 .spawn(move || {
                     let stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
                     http(stream, "GET", "/api/v1/status", "", &[]).0
