@@ -228,7 +228,8 @@ impl Queue {
             .saturating_sub(inner.waiting)
     }
 
-    /// Add messages from a writer without waiting for room (dead letters, which must not block the dispatcher).
+    /// Add messages without waiting for room: a writer's that had room, dead letters (which must not block the
+    /// dispatcher), what a durable store kept.
     pub fn push_unbounded(&self, chunk: Chunk) {
         if chunk.count == 0 {
             return;
@@ -445,14 +446,7 @@ impl Target {
 
     /// A piece waits in `q`; its readers, and an `each` job waiting for messages, hear of it.
     fn enqueue(&self, q: &Queue, piece: Chunk) {
-        q.stats
-            .taken_in
-            .fetch_add(piece.count as u64, Ordering::Relaxed);
-        let mut inner = q.inner.lock().unwrap();
-        inner.waiting += piece.count;
-        inner.chunks.push_back(piece);
-        drop(inner);
-        q.data.notify_waiters();
+        q.push_unbounded(piece);
         if q.wake_dispatcher.swap(false, Ordering::AcqRel) {
             (self.wake)();
         }
