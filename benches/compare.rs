@@ -662,6 +662,75 @@ fn durable(d: &Path) {
     let (p50, p99) = hops[hops.len() / 2];
     println!("durable    hop at 1,000 msg/s, 3,000 messages: p50 {p50:.1} us p99 {p99:.1} us (goal p99 <= 15 ms)");
     fsync_cost(d);
+    redis_streams(d);
+}
+
+/// For reference: 1 M messages through a Redis stream (XADD pipelined 1,000 at a time, then XREADGROUP and XACK
+/// 1,000 at a time), against the same through a durable queue. A local `redis-server` on a free port, its
+/// append-only file on with `appendfsync everysec` (its usual durable setting; `always` would sync every command).
+/// Skipped without `redis-server`.
+fn redis_streams(d: &Path) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = d.join("redis");
+    std::fs::create_dir_all(&dir).unwrap();
+    let Ok(mut server) = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--dir"])
+        .arg(&dir)
+        .args(["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""])
+        .stdout(Stdio::null())
+        .spawn()
+    else {
+        println!("durable    Redis Streams: skipped (no redis-server)");
+        return;
+    };
+    let url = format!("redis://127.0.0.1:{port}/");
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut con = loop {
+        match client.get_connection() {
+            Ok(con) => break con,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("redis-server did not answer: {e}"),
+        }
+    };
+    const N: usize = 1_000_000;
+    let start = Instant::now();
+    for block in (0..N).step_by(1000) {
+        let mut pipe = redis::pipe();
+        for i in block..block + 1000 {
+            pipe.cmd("XADD").arg("s").arg("*").arg("m").arg(i).ignore();
+        }
+        let () = pipe.query(&mut con).unwrap();
+    }
+    let _: () = redis::cmd("XGROUP")
+        .arg(&["CREATE", "s", "g", "0"])
+        .query(&mut con)
+        .unwrap();
+    let mut read = 0;
+    while read < N {
+        let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+            .arg(&["GROUP", "g", "c", "COUNT", "1000", "STREAMS", "s", ">"])
+            .query(&mut con)
+            .unwrap();
+        let ids: Vec<String> = reply.keys.iter().flat_map(|k| k.ids.iter().map(|m| m.id.clone())).collect();
+        read += ids.len();
+        let _: u64 = redis::cmd("XACK").arg("s").arg("g").arg(&ids).query(&mut con).unwrap();
+    }
+    let redis_time = start.elapsed();
+    let _ = server.kill();
+    let _ = server.wait();
+    let f = write(
+        d,
+        "kept1m.yaml",
+        "channels: { lines: { durable: true } }\njobs:\n  gen: { run: seq 1000000, stdout: lines }\n  count: { run: wc -l, stdin: lines }\n",
+    );
+    let ours = time(run(&f).arg("--state").arg(d.join("kept1m-state")));
+    println!(
+        "durable    1 M messages: a durable queue {:.3}s; Redis Streams (XADD, XREADGROUP, XACK, pipelined by 1,000; AOF everysec) {:.3}s: {:.0}x",
+        ours.as_secs_f64(),
+        redis_time.as_secs_f64(),
+        redis_time.as_secs_f64() / ours.as_secs_f64()
+    );
 }
 
 /// A commit of one small message to a durable queue's store, with and without its sync, 1,000 times each.
