@@ -671,13 +671,24 @@ fn durable(d: &Path) {
 /// append-only file on with `appendfsync everysec` (its usual durable setting; `always` would sync every command).
 /// Skipped without `redis-server`.
 fn redis_streams(d: &Path) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let dir = d.join("redis");
     std::fs::create_dir_all(&dir).unwrap();
     let Ok(mut server) = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--dir"])
         .arg(&dir)
-        .args(["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""])
+        .args([
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+        ])
         .stdout(Stdio::null())
         .spawn()
     else {
@@ -713,9 +724,18 @@ fn redis_streams(d: &Path) {
             .arg(&["GROUP", "g", "c", "COUNT", "1000", "STREAMS", "s", ">"])
             .query(&mut con)
             .unwrap();
-        let ids: Vec<String> = reply.keys.iter().flat_map(|k| k.ids.iter().map(|m| m.id.clone())).collect();
+        let ids: Vec<String> = reply
+            .keys
+            .iter()
+            .flat_map(|k| k.ids.iter().map(|m| m.id.clone()))
+            .collect();
         read += ids.len();
-        let _: u64 = redis::cmd("XACK").arg("s").arg("g").arg(&ids).query(&mut con).unwrap();
+        let _: u64 = redis::cmd("XACK")
+            .arg("s")
+            .arg("g")
+            .arg(&ids)
+            .query(&mut con)
+            .unwrap();
     }
     let redis_time = start.elapsed();
     let _ = server.kill();

@@ -193,6 +193,8 @@ pub struct RunExit {
     pub catch_up: bool,
     /// The log file it wrote, if it printed anything.
     pub log: Option<String>,
+    /// A restart follows (its `run.restart` says the exit and the restart in one line for people).
+    pub restarts: bool,
 }
 
 impl RunExit {
@@ -573,7 +575,7 @@ impl Event {
                 format!("{job}#{run} started (pid {pid}{why})")
             }),
             Event::RunExit(x) => {
-                if x.success && (x.each || live) {
+                if (x.success && (x.each || live)) || x.restarts {
                     return None;
                 }
                 let status = match (x.stopped_by_runner, x.pid) {

@@ -751,6 +751,12 @@ fn a_restart_limit_ends_a_crashing_service_with_a_notice() {
         err.contains("web#1 exited 1; restarting in 100ms (1 of 2 within 1m)"),
         "{err}"
     );
+    // One line for one event: the exit of a run that is restarted is said with its restart.
+    assert!(!err.contains("web#1 exited 1\n"), "{err}");
+    assert!(
+        err.contains("web#3 exited 1\n"),
+        "the last, not restarted: {err}"
+    );
 }
 
 #[test]

@@ -217,6 +217,7 @@ mod tests {
             coalesced: 0,
             catch_up: false,
             log: None,
+            restarts: false,
         };
         let ops = history_ops(at(), &Event::RunExit(Box::new(exit)));
         assert_eq!(ops.len(), 2, "the run's row and its try's");

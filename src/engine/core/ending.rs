@@ -209,6 +209,8 @@ impl<W: World> Core<W> {
             coalesced: run.coalesced,
             catch_up: run.catch_up,
             log: self.world.log_written(id),
+            restarts: self.restart_wanted(run, job, c.outcome, c.code)
+                && !self.restart_limit_reached(run.job, job),
         };
         let status_text = exit.status_text();
         self.jobs[run.job].last_exit = Some(status_text.clone());
@@ -255,6 +257,7 @@ impl<W: World> Core<W> {
             coalesced: p.coalesced,
             catch_up: p.catch_up,
             log: None,
+            restarts: false,
         };
         self.emit(Event::RunExit(Box::new(exit)));
         self.give_back(p);
@@ -457,13 +460,14 @@ impl<W: World> Core<W> {
     }
 
     /// Services come back (not at shutdown, nor a reader whose input is closed and drained).
-    fn restart_if_due(
-        &mut self,
+    /// Whether a run that ended so is one its job's `restart` brings back (its limit aside).
+    fn restart_wanted(
+        &self,
         run: &Run,
         job: &Job,
         outcome: Option<RunResult>,
         code: Option<i32>,
-    ) {
+    ) -> bool {
         let retries_left = job
             .retry
             .as_ref()
@@ -476,11 +480,34 @@ impl<W: World> Core<W> {
                 ..
             }
         );
-        if self.stopping
+        !(self.stopping
             || asked_to_stop
             || input_over
-            || !restarts(job.restart, outcome, retries_left)
-        {
+            || !restarts(job.restart, outcome, retries_left))
+    }
+
+    /// Whether the job has used up its `restart` limit within its window (as of now).
+    fn restart_limit_reached(&self, j: JobId, job: &Job) -> bool {
+        let Some(limit) = job.restart_limit else {
+            return false;
+        };
+        let now = self.now.mono;
+        let recent = self.jobs[j]
+            .restarts
+            .iter()
+            .filter(|t| limit.window.is_none_or(|w| now.duration_since(**t) < w))
+            .count();
+        recent >= limit.max as usize
+    }
+
+    fn restart_if_due(
+        &mut self,
+        run: &Run,
+        job: &Job,
+        outcome: Option<RunResult>,
+        code: Option<i32>,
+    ) {
+        if !self.restart_wanted(run, job, outcome, code) {
             return;
         }
         let now = self.now.mono;
