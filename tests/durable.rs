@@ -379,3 +379,69 @@ fn a_sigkilled_runner_loses_nothing_a_stdin_reader_took_and_keeps_its_order() {
         "{restarts} breaks in the order for 10 kills mid-flow"
     );
 }
+
+/// A 1 MiB tmpfs for a full disk (root only); unmounted when dropped.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount() -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1M", "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then_some(SmallDisk(dir))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_store_that_cannot_commit_holds_its_writers_but_not_the_stop() {
+    let Some(disk) = SmallDisk::mount() else {
+        eprintln!("skipped: a tmpfs cannot be mounted here (not root)");
+        return;
+    };
+    let (_dir, file) = common::flow(
+        "channels:\n  work: { durable: true }\njobs:\n  produce: { run: seq 1000000, stdout: work }\n  consume: { run: 'sleep 1; wc -l', trigger: { each: work, batch: 100000 } }\n",
+    );
+    let state = disk.0.path().join("state");
+    let (mut child, reader, seen) =
+        start_until(&file, &["--state", state.to_str().unwrap()], |e| {
+            e["event"] == "notice" && e["reason"].as_str().unwrap_or("").contains("cannot commit")
+        });
+    // SAFETY: a signal to the runner the test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    // Bounded: a runner stuck on its store would otherwise hang the suite.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the runner did not stop within 20 s of SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "a clean stop");
+    let ev = common::rest_of(reader, seen);
+    let lost = ev
+        .iter()
+        .filter_map(|e| e["reason"].as_str())
+        .find(|r| r.contains("could not be committed before the stop and are lost"));
+    assert!(lost.is_some(), "{ev:?}");
+    assert_eq!(
+        summary(&ev)["channels"]["work"].get("kept"),
+        None,
+        "not all of left is kept"
+    );
+}

@@ -65,6 +65,8 @@ pub struct LocalLog {
     next_seq: Seq,
     /// Every message below is done.
     low: Seq,
+    /// `low` as of the last stage: what the sync that follows makes durable (segments below it may go).
+    staged_low: Seq,
     /// Done at or above `low`.
     done: RangeSet,
     /// Delivery counts of ranges handed out and not done: start -> (end, times).
@@ -72,6 +74,8 @@ pub struct LocalLog {
     /// Records not wholly done, oldest first (for the oldest message's age).
     records: VecDeque<RecordAt>,
     pending: Vec<Pending>,
+    /// What opening found that a person should hear (a damaged journal record skipped).
+    notes: Vec<String>,
 }
 
 fn now_millis() -> u64 {
@@ -120,11 +124,26 @@ impl LocalLog {
             new_file: false,
             next_seq: 1,
             low: marks.low,
+            staged_low: marks.low,
             done: marks.done,
             deliveries: marks.deliveries,
             records: VecDeque::new(),
             pending: Vec::new(),
+            notes: Vec::new(),
         };
+        if marks.skipped > 0 {
+            log.notes.push(format!(
+                "{}: {} damaged record(s) skipped; messages they marked done may be delivered again",
+                journal_path.display(),
+                marks.skipped
+            ));
+        }
+        // Segments below the first one were deleted, all done, and the marks saying so may not have reached the
+        // disk before a crash: what is not in a segment any more is done.
+        if let Some(&(first, _)) = names.first() {
+            log.low = log.low.max(first);
+            log.staged_low = log.low;
+        }
         let last = names.len().saturating_sub(1);
         for (i, (first, path)) in names.into_iter().enumerate() {
             log.load_segment(first, path, i == last)?;
@@ -148,7 +167,9 @@ impl LocalLog {
         let mut end = first;
         while at < data.len() {
             let Some((record, size)) = parse_record(&data[at..]) else {
-                if !last {
+                // Only the end of the last segment can be torn (written, not synced, at a crash): a bad record
+                // with a whole record after it is damage, said rather than cut off with what follows.
+                if !last || whole_record_after(&data, at, end) {
                     return Err(damaged(&path, &format!("a bad record at byte {at}")));
                 }
                 // Written and not synced before a crash: never acknowledged, never delivered.
@@ -236,9 +257,10 @@ impl LocalLog {
         }
     }
 
-    /// Delete the segments all of whose messages are done (never the one being appended to).
+    /// Delete the segments all of whose messages are done, as the last sync recorded it (done marks made since are
+    /// not on disk yet), never the one being appended to.
     fn give_back_segments(&mut self) -> io::Result<()> {
-        while self.segments.len() > 1 && self.segments[0].end <= self.low {
+        while self.segments.len() > 1 && self.segments[0].end <= self.staged_low.min(self.low) {
             let segment = self.segments.remove(0);
             fs::remove_file(&segment.path)?;
         }
@@ -308,6 +330,7 @@ impl DurableStore for LocalLog {
     }
 
     fn stage(&mut self) -> io::Result<super::Sync> {
+        self.staged_low = self.low;
         let wrote_tail = !self.tail_buffer.is_empty();
         if wrote_tail {
             write_whole(&mut self.tail, &self.tail_buffer)?;
@@ -379,6 +402,10 @@ impl DurableStore for LocalLog {
         self.deliveries_of(seq)
     }
 
+    fn take_notes(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notes)
+    }
+
     fn take_pending(&mut self) -> Vec<Pending> {
         std::mem::take(&mut self.pending)
     }
@@ -402,6 +429,16 @@ fn write_whole(file: &mut File, data: &[u8]) -> io::Result<()> {
     let before = file.metadata()?.len();
     file.write_all(data).inspect_err(|_| {
         let _ = file.set_len(before);
+    })
+}
+
+/// Whether a whole record of message `due` or later starts somewhere after byte `at` (then the bad record at `at`
+/// is damage, not a torn end). Only a header whose number could follow is checked for its CRC, so this stays cheap.
+fn whole_record_after(data: &[u8], at: usize, due: Seq) -> bool {
+    (at + 1..data.len().saturating_sub(HEADER)).any(|i| {
+        let seq = u64::from_le_bytes(data[i + 8..i + 16].try_into().expect("8 bytes"));
+        (due..due.saturating_add(1 << 32)).contains(&seq)
+            && parse_record(&data[i..]).is_some_and(|(r, _)| r.seq == seq)
     })
 }
 
@@ -434,6 +471,8 @@ struct Marks {
     low: Seq,
     done: RangeSet,
     deliveries: BTreeMap<Seq, (Seq, u32)>,
+    /// Damaged records skipped (not at the end).
+    skipped: usize,
 }
 
 /// Replay the journal (a torn record at its end is cut off); its size after that.
@@ -451,11 +490,16 @@ fn read_journal(path: &Path) -> io::Result<(Marks, u64)> {
         Err(e) => return Err(e),
     }
     let mut at = 0;
+    // The end of what is whole: a bad record after it is torn (cut off); one before it is damage, skipped.
+    let mut whole_end = 0;
     while let Some(record) = data.get(at..at + JOURNAL_RECORD) {
         let crc = u32::from_le_bytes(record[17..21].try_into().expect("4 bytes"));
-        if crc32fast::hash(&record[..17]) != crc {
-            break;
+        at += JOURNAL_RECORD;
+        if crc32fast::hash(&record[..17]) != crc || !matches!(record[0], LOW | DONE | DELIVERED) {
+            marks.skipped += 1;
+            continue;
         }
+        whole_end = at;
         let seq = u64::from_le_bytes(record[1..9].try_into().expect("8 bytes"));
         let count = u64::from_le_bytes(record[9..17].try_into().expect("8 bytes"));
         match record[0] {
@@ -470,17 +514,17 @@ fn read_journal(path: &Path) -> io::Result<(Marks, u64)> {
                     .map_or(0, |(_, &(_, t))| t);
                 marks.deliveries.insert(seq, (seq + count, times + 1));
             }
-            _ => break,
+            _ => unreachable!("the kinds are checked above"),
         }
-        at += JOURNAL_RECORD;
     }
-    if at < data.len() {
-        // A torn last record: it was never synced, so nothing relied on it.
+    // Bad records at the very end were being written at a crash: never synced, nothing relied on them.
+    marks.skipped -= (at - whole_end) / JOURNAL_RECORD;
+    if whole_end < data.len() {
         let file = OpenOptions::new().write(true).open(path)?;
-        file.set_len(at as u64)?;
+        file.set_len(whole_end as u64)?;
         file.sync_all()?;
     }
-    Ok((marks, at as u64))
+    Ok((marks, whole_end as u64))
 }
 
 #[cfg(test)]

@@ -76,6 +76,10 @@ pub trait DurableStore: Send {
     fn done(&mut self, range: SeqRange) -> io::Result<()>;
     /// How many times the message `seq` was handed to a reader (and not done).
     fn deliveries(&self, seq: Seq) -> u32;
+    /// What opening found that a person should hear (taken once).
+    fn take_notes(&mut self) -> Vec<String> {
+        Vec::new()
+    }
     /// What was not done when the store was opened (taken once).
     fn take_pending(&mut self) -> Vec<Pending>;
     fn usage(&self) -> Usage;

@@ -402,6 +402,9 @@ pub struct Target {
     pub uncommitted: Arc<Mutex<VecDeque<(u64, Chunk, bool)>>>,
 }
 
+/// How often a pump waiting for a commit looks whether the runner is stopping.
+const STOP_LOOK: Duration = Duration::from_millis(100);
+
 /// How many bytes of a durable queue's messages a pump may hold appended and not yet committed.
 const UNCOMMITTED_BYTES: usize = 4 << 20;
 
@@ -420,7 +423,18 @@ impl Target {
                 if held <= keep {
                     return;
                 }
-                durable.committed(generation).await;
+                // A store that cannot commit (a full disk) must not hold the runner's stop: once it stops, what
+                // is not committed is given up (counted as left, and said by the store's notice).
+                tokio::select! {
+                    _ = durable.committed(generation) => {}
+                    _ = tokio::time::sleep(STOP_LOOK) => {
+                        if self.stats.stopping.load(Ordering::Acquire) {
+                            self.give_up_uncommitted();
+                            return;
+                        }
+                        continue;
+                    }
+                }
             }
             let (_, piece, all_gone) = self
                 .uncommitted
@@ -429,6 +443,17 @@ impl Target {
                 .pop_front()
                 .expect("a piece");
             self.deliver(piece, all_gone);
+        }
+    }
+
+    /// The runner stops and the store cannot commit: the pieces still waiting for it are counted as left.
+    fn give_up_uncommitted(&self) {
+        let pieces: Vec<_> = self.uncommitted.lock().unwrap().drain(..).collect();
+        for (_, piece, _) in pieces {
+            self.stats.discard(piece.count as u64);
+            if let Some(durable) = self.durable() {
+                durable.lose(piece.count as u64);
+            }
         }
     }
 
@@ -460,6 +485,10 @@ impl Target {
                 Ok((seq, generation)) => {
                     piece.seq = seq;
                     break generation;
+                }
+                Err(_) if self.stats.stopping.load(Ordering::Acquire) => {
+                    durable.lose(piece.count as u64);
+                    return self.stats.discard(piece.count as u64);
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }

@@ -338,7 +338,8 @@ impl Channels {
                 .map(|q| q.waiting() as u64)
                 .sum::<u64>()
                 + c.stats.discarded.load(Ordering::Relaxed),
-            kept: c.durable.is_some(),
+            // Not when the store lost messages at the stop (said by a notice): then not all of `left` is kept.
+            kept: c.durable.as_ref().is_some_and(|d| d.lost() == 0),
         }
     }
 

@@ -18,6 +18,8 @@ pub struct Durable {
     changed: Condvar,
     committed: tokio::sync::watch::Sender<u64>,
     name: String,
+    /// Messages given up at a stop because the store could not commit them.
+    lost: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -36,6 +38,9 @@ impl Durable {
         reporter: Arc<Reporter>,
     ) -> std::io::Result<(Arc<Durable>, Vec<Pending>)> {
         let mut log = LocalLog::open(dir)?;
+        for note in log.take_notes() {
+            reporter.notice(&format!("channel `{name}`: {note}"));
+        }
         let pending = log.take_pending();
         let (committed, _) = tokio::sync::watch::channel(0);
         let durable = Arc::new(Durable {
@@ -44,6 +49,7 @@ impl Durable {
             changed: Condvar::new(),
             committed,
             name: name.to_string(),
+            lost: std::sync::atomic::AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&durable);
         std::thread::Builder::new()
@@ -120,6 +126,17 @@ impl Durable {
 
     pub fn usage(&self) -> crate::durable::Usage {
         self.store().usage()
+    }
+
+    /// Messages given up at a stop, never committed.
+    pub fn lose(&self, count: u64) {
+        self.lost
+            .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// What [`Durable::lose`] counted: said at the end, so `left` is not read as all kept.
+    pub fn lost(&self) -> u64 {
+        self.lost.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Commit what changed, now (the runner's end).

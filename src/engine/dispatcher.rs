@@ -563,12 +563,18 @@ impl Dispatcher {
             view.finish();
         }
         // The last deliveries and done marks of durable queues, on disk before the runner goes.
-        for c in &self.core.world.channels.all {
-            if let Some(durable) = &c.durable {
-                if let Err(e) = durable.flush() {
-                    self.reporter
-                        .notice(&format!("a durable channel's last commit failed: {e}"));
-                }
+        for (c, rt) in self.core.world.channels.all.iter().enumerate() {
+            let Some(durable) = &rt.durable else { continue };
+            let name = &self.core.plan.channels[c].name;
+            if let Err(e) = durable.flush() {
+                self.reporter
+                    .notice(&format!("channel `{name}`: its last commit failed: {e}"));
+            }
+            if durable.lost() > 0 {
+                self.reporter.notice(&format!(
+                    "channel `{name}`: {} message(s) could not be committed before the stop and are lost (the rest of `left` is kept)",
+                    durable.lost()
+                ));
             }
         }
         let core = &self.core;

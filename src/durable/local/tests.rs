@@ -1,4 +1,5 @@
 use super::*;
+use std::path::PathBuf;
 
 fn lines(from: u64, n: u64) -> Vec<u8> {
     (from..from + n)
@@ -225,4 +226,97 @@ fn random_work_with_crashes_agrees_with_a_model() {
             }
         }
     }
+}
+
+/// A store of 10 messages of 1 MiB each, committed one by one: three segments.
+fn three_segments() -> (tempfile::TempDir, Vec<PathBuf>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = LocalLog::open(dir.path()).unwrap();
+    let mut block = vec![b'a'; 1 << 20];
+    block.push(b'\n');
+    for _ in 0..10 {
+        log.append(&block, 1).unwrap();
+        log.commit().unwrap();
+    }
+    drop(log);
+    let mut segments: Vec<PathBuf> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("seg-"))
+        .collect();
+    segments.sort();
+    assert!(segments.len() >= 3, "{segments:?}");
+    (dir, segments)
+}
+
+#[test]
+fn a_bad_record_with_whole_ones_after_it_in_the_last_segment_is_damage_not_a_torn_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = LocalLog::open(dir.path()).unwrap();
+    for i in 0..10 {
+        log.append(&lines(i * 100 + 1, 100), 100).unwrap();
+        log.commit().unwrap();
+    }
+    drop(log);
+    let segment = dir.path().join(format!("seg-{:020}.log", 1));
+    let whole = fs::metadata(&segment).unwrap().len();
+    let mut data = fs::read(&segment).unwrap();
+    data[800] ^= 0xff;
+    fs::write(&segment, data).unwrap();
+    let error = LocalLog::open(dir.path()).err().expect("damage");
+    assert!(error.to_string().contains("is damaged"), "{error}");
+    assert_eq!(
+        fs::metadata(&segment).unwrap().len(),
+        whole,
+        "nothing was cut off"
+    );
+}
+
+#[test]
+fn a_damaged_journal_record_is_skipped_and_said_and_the_rest_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = LocalLog::open(dir.path()).unwrap();
+    log.append(&lines(1, 10), 10).unwrap();
+    log.commit().unwrap();
+    for i in 0..10 {
+        log.done(SeqRange {
+            start: i + 1,
+            count: 1,
+        })
+        .unwrap();
+        log.commit().unwrap();
+    }
+    drop(log);
+    let journal = dir.path().join("journal.log");
+    let mut data = fs::read(&journal).unwrap();
+    data[1] ^= 0xff;
+    fs::write(&journal, data).unwrap();
+    let mut log = LocalLog::open(dir.path()).unwrap();
+    // The first done mark is lost: message 1 comes again; the nine after it stay done.
+    assert_eq!(pending_seqs(&log.take_pending()), [(1, 1, 0)]);
+    let notes = log.take_notes();
+    assert!(
+        notes[0].contains("1 damaged record(s) skipped"),
+        "{notes:?}"
+    );
+}
+
+#[test]
+fn segments_gone_before_their_done_marks_reached_the_disk_are_done() {
+    // A crash after a segment was deleted and before the marks that let it go were synced.
+    let (dir, segments) = three_segments();
+    fs::remove_file(&segments[0]).unwrap();
+    fs::write(dir.path().join("journal.log"), b"").unwrap();
+    let mut log = LocalLog::open(dir.path()).unwrap();
+    let pending = log.take_pending();
+    let first: Seq = segments[1]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .trim_start_matches("seg-")
+        .trim_end_matches(".log")
+        .parse()
+        .unwrap();
+    assert_eq!(pending[0].seq, first);
+    assert_eq!(log.usage().depth, 11 - first);
 }

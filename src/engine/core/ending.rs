@@ -89,8 +89,11 @@ impl<W: World> Core<W> {
             // (what `stop_grace` is for), and given back they would be done twice.
             None => {
                 self.jobs[run.job].counts.stopped += 1;
-                if let Some(batch) = run.input.take().filter(|_| c.code != Some(0)) {
-                    self.give_back_input(run.job, &batch);
+                // (A run that exited 0 on the stop finished its batch: done, below.)
+                if c.code != Some(0) {
+                    if let Some(batch) = run.input.take() {
+                        self.give_back_input(run.job, &batch);
+                    }
                 }
             }
         }

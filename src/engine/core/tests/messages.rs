@@ -201,3 +201,15 @@ fn a_batch_is_done_when_its_run_succeeds_or_its_messages_reach_the_dead_letter()
     assert!(h.take().contains(&"dead work#2 1 to dead".to_string()));
     assert_eq!(h.core.world.done, [b"1\n".to_vec(), b"2\n".to_vec()]);
 }
+
+#[test]
+fn a_run_that_finished_its_batch_on_the_stop_has_done_it() {
+    // It exited 0 on SIGTERM (what stop_grace is for): its messages are not given back, and they are done.
+    let mut h = Harness::new(WORK);
+    put(&mut h, "jobs", &["1"]);
+    h.take();
+    h.stop();
+    h.end("work", super::exited(0));
+    assert_eq!(h.core.world.done, [b"1\n".to_vec()]);
+    assert_eq!(h.core.world.left(h.channel("jobs")), 0);
+}
