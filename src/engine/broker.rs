@@ -945,6 +945,7 @@ pub async fn feed(
                 Ok(n) => {
                     done += n;
                     feed.state.lock().unwrap().written += n as u64;
+                    done_reading(&queue, &feed);
                 }
                 // Cannot happen while the runner holds a read end; what is left is taken back.
                 Err(_) => return,
@@ -952,6 +953,23 @@ pub async fn feed(
         }
     }
     let _ = pipe.shutdown().await;
+}
+
+/// A durable queue's messages the reader has taken out of its pipe (all it was sent, less what the pipe still
+/// holds) are done, a chunk at a time; the feed forgets them.
+fn done_reading(queue: &Queue, feed: &Feed) {
+    let Some(durable) = &queue.durable else {
+        return;
+    };
+    let unread = super::process::unread_bytes(feed.read_end()) as u64;
+    let mut s = feed.state.lock().unwrap();
+    let consumed = s.written.saturating_sub(unread);
+    let mut read = Vec::new();
+    while s.sent.len() > 1 && s.sent[0].0 + s.sent[0].1.bytes().len() as u64 <= consumed {
+        read.extend(s.sent.pop_front().and_then(|(_, c)| c.range()));
+    }
+    drop(s);
+    durable.done(&read);
 }
 
 /// After a reader run exited (and its feeder task is gone): take the bytes it left in its pipe out (so nothing

@@ -51,6 +51,27 @@ impl ChannelRt {
     }
 }
 
+/// What a durable queue's store kept waits first, in pieces of about `KEPT_PIECE` bytes: a `stdin:` reader's
+/// messages are done a piece at a time, so after a crash it is given again no more than a piece and a pipe.
+fn kept_first(queue: &Queue, pending: impl IntoIterator<Item = Pending>) {
+    for p in pending {
+        let mut rest: &[u8] = &p.bytes;
+        let mut seq = p.seq;
+        while !rest.is_empty() {
+            let cut = KEPT_PIECE.min(rest.len());
+            let end = memchr::memchr(b'\n', &rest[cut - 1..]).map_or(rest.len(), |i| cut + i);
+            let piece = &rest[..end];
+            let count = memchr::memchr_iter(b'\n', piece).count();
+            queue.push_unbounded(Chunk::numbered(piece.to_vec(), count, seq));
+            seq += count as u64;
+            rest = &rest[end..];
+        }
+    }
+}
+
+/// About how many bytes of kept messages one piece holds.
+const KEPT_PIECE: usize = 64 * 1024;
+
 /// The run-time side of one channel of the plan (its counts: `stats`; a durable queue's store).
 fn build(c: &crate::plan::Channel, stats: Arc<Stats>, durable: Option<Arc<Durable>>) -> ChannelRt {
     let space = Arc::new(tokio::sync::Notify::new());
@@ -118,9 +139,7 @@ impl Channels {
             .map(|(i, c)| {
                 let (durable, pending) = stores.remove(&i).unzip();
                 let rt = build(c, Arc::default(), durable);
-                for p in pending.into_iter().flatten() {
-                    rt.queues[0].push_unbounded(Chunk::numbered(p.bytes, p.count as usize, p.seq));
-                }
+                kept_first(&rt.queues[0], pending.into_iter().flatten());
                 rt
             })
             .collect();
@@ -153,9 +172,7 @@ impl Channels {
     fn build_new(&self, plan: &Plan, c: ChannelId, stats: Arc<Stats>) -> ChannelRt {
         let (durable, pending) = self.open_store(&plan.channels[c]);
         let rt = build(&plan.channels[c], stats, durable);
-        for p in pending {
-            rt.queues[0].push_unbounded(Chunk::numbered(p.bytes, p.count as usize, p.seq));
-        }
+        kept_first(&rt.queues[0], pending);
         rt
     }
 
