@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -94,7 +95,11 @@ fn damaged(path: &Path, what: &str) -> io::Error {
 impl LocalLog {
     /// Open (or make) the store in `dir`: what was not done is in [`DurableStore::take_pending`].
     pub fn open(dir: &Path) -> io::Result<LocalLog> {
-        fs::create_dir_all(dir)?;
+        // The state's own modes: the messages are the workflow's data, for its user only.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
         let mut names: Vec<(Seq, PathBuf)> = fs::read_dir(dir)?
             .filter_map(Result::ok)
             .filter_map(|e| {
@@ -115,6 +120,7 @@ impl LocalLog {
             segments: Vec::new(),
             tail: File::open("/dev/null")?,
             journal: OpenOptions::new()
+                .mode(0o600)
                 .create(true)
                 .append(true)
                 .open(&journal_path)?,
@@ -234,7 +240,11 @@ impl LocalLog {
 
     fn begin_segment(&mut self) -> io::Result<()> {
         let path = self.dir.join(format!("seg-{:020}.log", self.next_seq));
-        self.tail = OpenOptions::new().create(true).append(true).open(&path)?;
+        self.tail = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)?;
         self.segments.push(Segment {
             path,
             end: self.next_seq,
@@ -281,7 +291,12 @@ impl LocalLog {
             }
         }
         let fresh = self.dir.join("journal.new");
-        let mut file = File::create(&fresh)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&fresh)?;
         file.write_all(&text)?;
         file.sync_all()?;
         let path = self.dir.join("journal.log");

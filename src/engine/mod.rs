@@ -100,9 +100,17 @@ pub fn open_stores(
     }
     for entry in std::fs::read_dir(&root).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !plan.channels.iter().any(|c| c.durable && c.name == name) {
+        // An empty store (a reload took its channel away before anything was written) says nothing.
+        let bytes: u64 = std::fs::read_dir(entry.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|f| f.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        if bytes > 0 && !plan.channels.iter().any(|c| c.durable && c.name == name) {
             reporter.notice(&format!(
-                "{} holds the store of a durable channel `{name}` this file does not have: its messages are kept there (remove the folder to drop them)",
+                "{} holds the store of a durable channel `{name}` this file does not have ({bytes} bytes): what it kept stays there (remove the folder to drop it)",
                 entry.path().display()
             ));
         }

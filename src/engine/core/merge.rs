@@ -137,7 +137,7 @@ impl<W: World> Core<W> {
             let existed = k < old.len() && !old[k].retired;
             if c.durable && !existed && !self.world.stored() {
                 return Err(format!(
-                    "channel `{}` is durable: it keeps its messages in the state, and this runner has none (`--state none`)",
+                    "new channel `{}` is durable: it keeps its messages in the state, and this runner has none (`--state none`)",
                     c.name
                 ));
             }
