@@ -497,3 +497,28 @@ fn a_stdin_reader_of_a_kept_backlog_makes_progress_across_kills() {
     assert!(first > 1, "the backlog began again at {first}");
     assert!(first <= 100_001, "{first}");
 }
+
+#[test]
+fn a_file_that_only_reads_a_durable_queue_drains_it_and_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let state_arg = state.to_str().unwrap();
+    let fill = dir.path().join("fill.yaml");
+    std::fs::write(
+        &fill,
+        "channels:\n  work: { durable: true }\njobs:\n  produce: { run: seq 3, stdout: work }\n  read: { run: cat, stdin: work, enabled: false }\n",
+    )
+    .unwrap();
+    assert_eq!(run_json(&fill, &["--state", state_arg]).0, Some(0));
+    // No writer at all (validate warns `no-writer`): the channel is closed at the start, its reader gets what it
+    // kept, then its end.
+    let drain = dir.path().join("drain.yaml");
+    std::fs::write(
+        &drain,
+        "channels:\n  work: { durable: true }\njobs:\n  read: { run: cat, stdin: work }\n",
+    )
+    .unwrap();
+    let (code, ev) = run_json(&drain, &["--state", state_arg]);
+    assert_eq!(code, Some(0), "{ev:?}");
+    assert_eq!(output_lines(&ev, "read"), ["1", "2", "3"]);
+}

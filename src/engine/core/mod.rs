@@ -345,6 +345,13 @@ impl<W: World> Core<W> {
             }
             self.pump_each(j);
         }
+        // A channel no job writes is closed at once: its readers get what it holds (a durable queue's kept
+        // messages), then their end, as `validate`'s `no-writer` warning says.
+        for c in 0..self.plan.channels.len() {
+            if self.plan.channels[c].writers.is_empty() {
+                self.settle_channel(c);
+            }
+        }
         self.settle();
     }
 

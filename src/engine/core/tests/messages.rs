@@ -213,3 +213,14 @@ fn a_run_that_finished_its_batch_on_the_stop_has_done_it() {
     assert_eq!(h.core.world.done, [b"1\n".to_vec()]);
     assert_eq!(h.core.world.left(h.channel("jobs")), 0);
 }
+
+#[test]
+fn a_channel_no_job_writes_is_closed_at_the_start() {
+    let mut h =
+        Harness::new("name: t\nchannels:\n  q: {}\njobs:\n  read: { run: cat, stdin: q }\n");
+    assert!(
+        h.core.world.closed.contains(&h.channel("q")),
+        "{:?}",
+        h.take()
+    );
+}
