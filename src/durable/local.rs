@@ -401,8 +401,7 @@ impl DurableStore for LocalLog {
             range.start,
             range.count,
         );
-        let times = self.deliveries_of(range.start) + 1;
-        self.deliveries.insert(range.start, (range.end(), times));
+        count_delivery(&mut self.deliveries, range.start, range.end());
         Ok(())
     }
 
@@ -471,6 +470,40 @@ fn parse_record(data: &[u8]) -> Option<(RecordAt, usize)> {
         .then_some((RecordAt { seq, count, millis }, size))
 }
 
+/// One more delivery of the messages `[start, end)`, in a map of disjoint ranges (start -> (end, times)): the
+/// ranges it cuts are split, so a later batch of another size counts each message's deliveries right.
+fn count_delivery(map: &mut BTreeMap<Seq, (Seq, u32)>, start: Seq, end: Seq) {
+    if start >= end {
+        return;
+    }
+    for at in [start, end] {
+        let cut = map
+            .range(..at)
+            .next_back()
+            .filter(|(_, &(e, _))| at < e)
+            .map(|(&s, &(e, t))| (s, e, t));
+        if let Some((s, e, t)) = cut {
+            map.insert(s, (at, t));
+            map.insert(at, (e, t));
+        }
+    }
+    let mut next = start;
+    let inside: Vec<(Seq, Seq, u32)> = map
+        .range(start..end)
+        .map(|(&s, &(e, t))| (s, e, t))
+        .collect();
+    for (s, e, t) in inside {
+        if next < s {
+            map.insert(next, (s, 1));
+        }
+        map.insert(s, (e, t + 1));
+        next = e;
+    }
+    if next < end {
+        map.insert(next, (end, 1));
+    }
+}
+
 fn journal_record(out: &mut Vec<u8>, kind: u8, seq: Seq, count: u64) {
     let start = out.len();
     out.push(kind);
@@ -520,15 +553,7 @@ fn read_journal(path: &Path) -> io::Result<(Marks, u64)> {
         match record[0] {
             LOW => marks.low = marks.low.max(seq),
             DONE => marks.done.insert(seq, seq + count),
-            DELIVERED => {
-                let times = marks
-                    .deliveries
-                    .range(..=seq)
-                    .next_back()
-                    .filter(|(_, &(end, _))| seq < end)
-                    .map_or(0, |(_, &(_, t))| t);
-                marks.deliveries.insert(seq, (seq + count, times + 1));
-            }
+            DELIVERED => count_delivery(&mut marks.deliveries, seq, seq + count),
             _ => unreachable!("the kinds are checked above"),
         }
     }

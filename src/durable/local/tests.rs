@@ -320,3 +320,29 @@ fn segments_gone_before_their_done_marks_reached_the_disk_are_done() {
     assert_eq!(pending[0].seq, first);
     assert_eq!(log.usage().depth, 11 - first);
 }
+
+#[test]
+fn deliveries_are_counted_per_message_whatever_the_batches() {
+    let mut map = BTreeMap::new();
+    count_delivery(&mut map, 1, 11);
+    count_delivery(&mut map, 11, 21);
+    // A later start takes batches of 3.
+    count_delivery(&mut map, 1, 4);
+    count_delivery(&mut map, 4, 7);
+    let times = |map: &BTreeMap<Seq, (Seq, u32)>, upto: Seq| {
+        (1..=upto)
+            .map(|seq| {
+                map.range(..=seq)
+                    .next_back()
+                    .filter(|(_, &(e, _))| seq < e)
+                    .map_or(0, |(_, &(_, t))| t)
+            })
+            .collect::<Vec<u32>>()
+    };
+    assert_eq!(times(&map, 12), [2, 2, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1]);
+    count_delivery(&mut map, 5, 15);
+    assert_eq!(
+        times(&map, 16),
+        [2, 2, 2, 2, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2, 1, 1]
+    );
+}
