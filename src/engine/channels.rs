@@ -53,8 +53,10 @@ impl ChannelRt {
 
 /// What a durable queue's store kept waits first, in pieces of about `KEPT_PIECE` bytes: a `stdin:` reader's
 /// messages are done a piece at a time, so after a crash it is given again no more than a piece and a pipe.
-fn kept_first(queue: &Queue, pending: impl IntoIterator<Item = Pending>) {
+fn kept_first(rt: &ChannelRt, pending: impl IntoIterator<Item = Pending>) {
     for p in pending {
+        // Only a durable queue keeps messages, and it has one queue.
+        let queue = &rt.queues[0];
         let mut rest: &[u8] = &p.bytes;
         let mut seq = p.seq;
         while !rest.is_empty() {
@@ -139,7 +141,7 @@ impl Channels {
             .map(|(i, c)| {
                 let (durable, pending) = stores.remove(&i).unzip();
                 let rt = build(c, Arc::default(), durable);
-                kept_first(&rt.queues[0], pending.into_iter().flatten());
+                kept_first(&rt, pending.into_iter().flatten());
                 rt
             })
             .collect();
@@ -172,7 +174,7 @@ impl Channels {
     fn build_new(&self, plan: &Plan, c: ChannelId, stats: Arc<Stats>) -> ChannelRt {
         let (durable, pending) = self.open_store(&plan.channels[c]);
         let rt = build(&plan.channels[c], stats, durable);
-        kept_first(&rt.queues[0], pending);
+        kept_first(&rt, pending);
         rt
     }
 

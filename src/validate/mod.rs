@@ -669,7 +669,7 @@ impl<'d, 'o> Rules<'d, 'o> {
                         format!("channel `{}` is read but no job writes it", name.value),
                     )
                     .label("no writer")
-                    .help("its readers get end-of-file at once; add a job with `stdout:` to it"),
+                    .help("its readers wait until a reload gives it a writer (a durable queue's get what it kept, then end-of-file); add a job with `stdout:` to it"),
                 );
             }
         }

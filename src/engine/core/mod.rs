@@ -345,10 +345,10 @@ impl<W: World> Core<W> {
             }
             self.pump_each(j);
         }
-        // A channel no job writes is closed at once: its readers get what it holds (a durable queue's kept
-        // messages), then their end, as `validate`'s `no-writer` warning says.
+        // A durable queue no job writes is closed at once: its readers get what it kept, then their end (a file
+        // that drains a store). Another channel with no writer waits for a reload to give it one.
         for c in 0..self.plan.channels.len() {
-            if self.plan.channels[c].writers.is_empty() {
+            if self.plan.channels[c].writers.is_empty() && self.plan.channels[c].durable {
                 self.settle_channel(c);
             }
         }

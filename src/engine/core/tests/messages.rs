@@ -215,12 +215,17 @@ fn a_run_that_finished_its_batch_on_the_stop_has_done_it() {
 }
 
 #[test]
-fn a_channel_no_job_writes_is_closed_at_the_start() {
-    let mut h =
-        Harness::new("name: t\nchannels:\n  q: {}\njobs:\n  read: { run: cat, stdin: q }\n");
+fn a_durable_queue_no_job_writes_is_closed_at_the_start_another_channel_waits_for_a_writer() {
+    let mut h = Harness::new(
+        "name: t\nchannels:\n  q: {}\n  kept: { durable: true }\njobs:\n  read: { run: cat, stdin: q }\n  drain: { run: cat, stdin: kept }\n",
+    );
+    let trace = h.take();
     assert!(
-        h.core.world.closed.contains(&h.channel("q")),
-        "{:?}",
-        h.take()
+        h.core.world.closed.contains(&h.channel("kept")),
+        "{trace:?}"
+    );
+    assert!(
+        !h.core.world.closed.contains(&h.channel("q")),
+        "a reload may give it a writer"
     );
 }
