@@ -375,9 +375,38 @@ fn text(status: &Status, now: DateTime<Utc>, color: bool) -> String {
         out.push('\n');
         out.push_str(&table(&headers, &runs, color));
     }
-    let durable = status.channels.iter().any(|c| c["store"].is_object());
-    let channels: Vec<Vec<String>> = status
-        .channels
+    out.push_str(&channels_table(&status.channels, color));
+    out
+}
+
+/// A durable queue's store as `status` shows it: messages not done, the oldest one's age, bytes on disk.
+fn store_cells(store: &serde_json::Value) -> [String; 3] {
+    if !store.is_object() {
+        return ["-".into(), "-".into(), "-".into()];
+    }
+    let oldest = store["oldest"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| {
+            let age = (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+                .to_std()
+                .unwrap_or_default();
+            format!("{} ago", crate::values::format_duration(age))
+        })
+        .unwrap_or_else(|| "-".into());
+    let bytes = store["bytes_on_disk"].as_u64().unwrap_or(0);
+    [
+        store["depth"].as_u64().unwrap_or(0).to_string(),
+        oldest,
+        format!("{:.1} KiB", bytes as f64 / 1024.0),
+    ]
+}
+
+/// The live runner's channels, with what a durable queue's store keeps when there is one.
+fn channels_table(channels: &[serde_json::Value], color: bool) -> String {
+    let mut out = String::new();
+    let durable = channels.iter().any(|c| c["store"].is_object());
+    let channels: Vec<Vec<String>> = channels
         .iter()
         .map(|c| {
             let n = |k: &str| c[k].as_u64().unwrap_or(0).to_string();
@@ -403,27 +432,4 @@ fn text(status: &Status, now: DateTime<Utc>, color: bool) -> String {
         out.push_str(&table(&headers, &channels, color));
     }
     out
-}
-
-/// A durable queue's store as `status` shows it: messages not done, the oldest one's age, bytes on disk.
-fn store_cells(store: &serde_json::Value) -> [String; 3] {
-    if !store.is_object() {
-        return ["-".into(), "-".into(), "-".into()];
-    }
-    let oldest = store["oldest"]
-        .as_str()
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| {
-            let age = (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
-                .to_std()
-                .unwrap_or_default();
-            format!("{} ago", crate::values::format_duration(age))
-        })
-        .unwrap_or_else(|| "-".into());
-    let bytes = store["bytes_on_disk"].as_u64().unwrap_or(0);
-    [
-        store["depth"].as_u64().unwrap_or(0).to_string(),
-        oldest,
-        format!("{:.1} KiB", bytes as f64 / 1024.0),
-    ]
 }

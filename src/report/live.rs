@@ -185,26 +185,7 @@ impl LiveView {
             .zip(channels)
             .zip(self.samples.iter_mut())
         {
-            samples.push_back((now, c.out));
-            while samples.len() > 2 && now.duration_since(samples[0].0) > RATE_WINDOW {
-                samples.pop_front();
-            }
-            let (t0, out0) = samples[0];
-            let elapsed = now.duration_since(t0).as_secs_f64();
-            let rate = if elapsed > 0.0 {
-                (c.out - out0) as f64 / elapsed
-            } else {
-                0.0
-            };
-            // A durable queue says what its store keeps where others say their rate (a line fits 80 columns).
-            let last = match c.stored {
-                Some(depth) => format!("stored {depth:>6}"),
-                None => format!("{rate:>9.1}/s"),
-            };
-            let msg = format!(
-                "{:<width$}  {:<9} in {:>9}  out {:>9}  waiting {:>6}  {last}",
-                c.name, c.kind, c.taken_in, c.out, c.waiting
-            );
+            let msg = channel_line(c, samples, now, width);
             if bar.message() != msg {
                 bar.set_message(msg);
             }
@@ -276,6 +257,36 @@ impl Drop for QuietControlEcho {
             }
         }
     }
+}
+
+/// One channel's line: its counts, and its rate over the last few seconds (`samples`, updated here), or what a
+/// durable queue's store keeps.
+fn channel_line(
+    c: &ChannelLine,
+    samples: &mut std::collections::VecDeque<(Instant, u64)>,
+    now: Instant,
+    width: usize,
+) -> String {
+    samples.push_back((now, c.out));
+    while samples.len() > 2 && now.duration_since(samples[0].0) > RATE_WINDOW {
+        samples.pop_front();
+    }
+    let (t0, out0) = samples[0];
+    let elapsed = now.duration_since(t0).as_secs_f64();
+    let rate = if elapsed > 0.0 {
+        (c.out - out0) as f64 / elapsed
+    } else {
+        0.0
+    };
+    // A durable queue says what its store keeps where others say their rate (a line fits 80 columns).
+    let last = match c.stored {
+        Some(depth) => format!("stored {depth:>6}"),
+        None => format!("{rate:>9.1}/s"),
+    };
+    format!(
+        "{:<width$}  {:<9} in {:>9}  out {:>9}  waiting {:>6}  {last}",
+        c.name, c.kind, c.taken_in, c.out, c.waiting
+    )
 }
 
 #[cfg(test)]
