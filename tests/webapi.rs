@@ -409,3 +409,24 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn streams_are_bounded_so_status_and_health_are_always_answered() {
+    let runner = Runner::start(&workflow());
+    // As many streams as are allowed at once, held open.
+    let open: Vec<web::Sse> = (0..16)
+        .map(|_| web::Sse::open(runner.port, "/api/v1/events", &[]))
+        .collect();
+    // One more is refused at once, with when to try again; a followed log counts too.
+    let refused = runner.get("/api/v1/events");
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(refused.header("retry-after"), Some("5"));
+    assert!(refused.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("16 streams are open"));
+    // Everything else is answered meanwhile.
+    assert_eq!(runner.get("/healthz").status, 200);
+    assert_eq!(runner.get("/api/v1/status").status, 200);
+    drop(open);
+}

@@ -52,7 +52,18 @@ pub struct Context {
     pub plan: std::sync::Mutex<Option<Arc<crate::plan::Plan>>>,
     /// The status, asked of the dispatcher at most once at a time however many clients ask.
     status: coalesce::Coalescer<Arc<api::Snapshot>>,
+    /// Streams open at once (events, followed logs): a stream holds its connection for as long as it is read,
+    /// and the connections are bounded, so streams alone must never take them all.
+    pub streams: Arc<tokio::sync::Semaphore>,
 }
+
+/// The most streams open at once: a quarter of the TCP connections (64), so status, health checks and metrics are
+/// always answered.
+pub const MAX_STREAMS: usize = 16;
+
+/// How often an idle stream writes a comment: a client gone without a word is found then, and its place given
+/// back.
+pub const STREAM_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Context {
     pub fn new(
@@ -80,6 +91,7 @@ impl Context {
             reloading: Default::default(),
             plan: Default::default(),
             status,
+            streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
         }
     }
 

@@ -53,16 +53,22 @@ pub async fn log(
     };
     let file = log_path(&ctx, &row, &job, number);
     if !query.follow.unwrap_or(false) {
-        return match tokio::fs::read(&file).await {
-            Ok(bytes) => text(bytes),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => text(Vec::new()),
+        return match tokio::fs::File::open(&file).await {
+            Ok(opened) => text(opened),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "").into_response()
+            }
             Err(e) => error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("{}: {e}", file.display()),
             ),
         };
     }
+    let Ok(permit) = ctx.streams.clone().try_acquire_owned() else {
+        return super::events::too_many_streams();
+    };
     let follow = Follow {
+        _permit: permit,
         ctx,
         job,
         run: number,
@@ -78,12 +84,32 @@ pub async fn log(
         Some((Ok::<_, Infallible>(event), f))
     });
     Sse::new(events)
-        .keep_alive(KeepAlive::default())
+        .keep_alive(KeepAlive::new().interval(super::STREAM_KEEP_ALIVE))
         .into_response()
 }
 
-fn text(bytes: Vec<u8>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], bytes).into_response()
+/// The whole log, sent as it is read (a piece at a time: a log of gigabytes costs the runner a piece, not the log).
+fn text(file: tokio::fs::File) -> Response {
+    let pieces = stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let mut piece = vec![0u8; CHUNK];
+        match file.read(&mut piece).await {
+            Ok(0) => None,
+            Ok(n) => {
+                piece.truncate(n);
+                Some((Ok::<_, std::io::Error>(piece), Some(file)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        axum::body::Body::from_stream(pieces),
+    )
+        .into_response()
 }
 
 /// Where the run's output is: the file its row names, or where the runner puts it.
@@ -99,8 +125,35 @@ fn log_path(ctx: &Context, row: &RunRow, job: &str, run: u64) -> PathBuf {
     }
 }
 
+/// How much of `bytes` ends on a whole UTF-8 character: all of it, but for a character cut at the end (bytes that
+/// are not UTF-8 at all are sent as they are, replaced).
+fn utf8_whole(bytes: &[u8]) -> usize {
+    // The last byte that starts a character (or is ASCII), within the longest character's reach of the end.
+    let from = bytes.len().saturating_sub(4);
+    for i in (from..bytes.len()).rev() {
+        let b = bytes[i];
+        if b & 0xC0 == 0x80 {
+            continue;
+        }
+        let width = match b {
+            0xF0..=0xF4 => 4,
+            0xE0..=0xEF => 3,
+            0xC2..=0xDF => 2,
+            _ => 1,
+        };
+        return if i + width > bytes.len() && i > 0 {
+            i
+        } else {
+            bytes.len()
+        };
+    }
+    bytes.len()
+}
+
 /// A log followed: where it was read up to, and whether the run ended.
 struct Follow {
+    /// One of the streams open at once, given back when the follower goes.
+    _permit: tokio::sync::OwnedSemaphorePermit,
     ctx: Arc<Context>,
     job: String,
     run: u64,
@@ -145,6 +198,8 @@ impl Follow {
         let mut buf = Vec::new();
         file.take(CHUNK as u64).read_to_end(&mut buf).await.ok()?;
         let cut = match all || buf.len() == CHUNK {
+            // A piece cut by its size ends on a whole character (the rest comes with the next piece).
+            true if buf.len() == CHUNK && !all => utf8_whole(&buf),
             true => buf.len(),
             false => buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1),
         };
@@ -194,5 +249,22 @@ impl Follow {
             Ok((row, _)) if row.outcome != Outcome::Running => Some(row.outcome),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_piece_ends_on_a_whole_character() {
+        let text = "xé".repeat(3);
+        let bytes = text.as_bytes();
+        // Cut inside the last `é` (two bytes): the piece stops before it.
+        assert_eq!(
+            super::utf8_whole(&bytes[..bytes.len() - 1]),
+            bytes.len() - 2
+        );
+        assert_eq!(super::utf8_whole(bytes), bytes.len());
+        // Bytes that are not UTF-8 are not held back.
+        assert_eq!(super::utf8_whole(b"ab\xff"), 3);
     }
 }
