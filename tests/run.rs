@@ -989,8 +989,18 @@ fn memory_and_cpu_limits_are_a_cgroup_of_the_run_and_a_run_killed_for_memory_say
     );
     assert_eq!(quota[1], (64u64 << 20).to_string(), "{quota:?}");
     assert_eq!(exit("quota")["code"], 0);
-    // The run's cgroup is gone with it.
+    // The run's cgroup is gone with it, and the runner's folder of cgroups with the runner.
     assert!(!Path::new(quota[2]).exists(), "{quota:?}");
+    let runner_folder = Path::new(quota[2]).parent().unwrap();
+    assert!(
+        runner_folder
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("flowrun-"),
+        "{quota:?}"
+    );
+    assert!(!runner_folder.exists(), "{}", runner_folder.display());
     assert_eq!(output_lines(&ev, "check"), ["gone"]);
     assert_eq!(out.status.code(), Some(1), "hog failed");
 }

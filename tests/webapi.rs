@@ -428,5 +428,31 @@ fn streams_are_bounded_so_status_and_health_are_always_answered() {
     // Everything else is answered meanwhile.
     assert_eq!(runner.get("/healthz").status, 200);
     assert_eq!(runner.get("/api/v1/status").status, 200);
+    // Clients gone without a word: their places come back once the streams' keep-alive finds them gone (3 s).
     drop(open);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while stream_status(runner.port) != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the places did not come back"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// The status of a request for the event stream, read off its first line (the stream is then let go).
+fn stream_status(port: u16) -> u16 {
+    use std::io::{BufRead, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .write_all(b"GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(stream)
+        .read_line(&mut line)
+        .unwrap();
+    line.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }

@@ -400,6 +400,8 @@ pub struct Target {
     /// A durable queue's pieces appended and not yet committed, in order, with their commit: the pump reads on
     /// while the disk syncs, and they reach the queue once committed (see `Target::forward`).
     pub uncommitted: Arc<Mutex<VecDeque<(u64, Chunk, bool)>>>,
+    /// The store of a durable queue (fixed for the channel's life: a reload does not change it under a writer).
+    pub durable: Option<Arc<Durable>>,
 }
 
 /// How often a pump waiting for a commit looks whether the runner is stopping.
@@ -451,7 +453,7 @@ impl Target {
         let pieces: Vec<_> = self.uncommitted.lock().unwrap().drain(..).collect();
         for (_, piece, _) in pieces {
             self.stats.discard(piece.count as u64);
-            if let Some(durable) = self.durable() {
+            if let Some(durable) = &self.durable {
                 durable.lose(piece.count as u64);
             }
         }
@@ -500,13 +502,9 @@ impl Target {
         self.forward(durable, UNCOMMITTED_BYTES).await;
     }
 
-    fn durable(&self) -> Option<Arc<Durable>> {
-        self.fanout.now().first().and_then(|q| q.durable.clone())
-    }
-
     /// At the pump's end: every piece of a durable queue it still holds, delivered once committed.
     pub async fn flush(&self) {
-        if let Some(durable) = self.durable() {
+        if let Some(durable) = &self.durable {
             self.forward(&durable, 0).await;
         }
     }
@@ -514,16 +512,20 @@ impl Target {
     /// Resolves once the oldest piece the pump holds is committed (never, when it holds none): a writer that
     /// writes a line now and then must not wait for its next line to see this one delivered.
     async fn oldest_committed(&self) {
+        // A plain queue's pump never waits here (no lock taken on its path).
+        let Some(durable) = &self.durable else {
+            return std::future::pending().await;
+        };
         let oldest = self.uncommitted.lock().unwrap().front().map(|(g, _, _)| *g);
-        match (oldest, self.durable()) {
-            (Some(generation), Some(durable)) => durable.committed(generation).await,
-            _ => std::future::pending().await,
+        match oldest {
+            Some(generation) => durable.committed(generation).await,
+            None => std::future::pending().await,
         }
     }
 
     /// Deliver what is committed, waiting for nothing.
     async fn deliver_committed(&self) {
-        if let Some(durable) = self.durable() {
+        if let Some(durable) = &self.durable {
             self.forward(&durable, usize::MAX).await;
         }
     }
@@ -562,8 +564,8 @@ impl Target {
             };
             // A durable queue's messages are committed before anyone can see them (a queue channel has one
             // queue): they wait with the pump for their commit.
-            if let Some(durable) = queues.first().and_then(|q| q.durable.clone()) {
-                self.hold(&durable, piece, room == usize::MAX).await;
+            if let Some(durable) = &self.durable {
+                self.hold(durable, piece, room == usize::MAX).await;
                 continue;
             }
             // A broadcast reader whose job has ended gets no more copies (its queue would only grow); the copy
@@ -582,9 +584,7 @@ impl Target {
             }
         }
         // A durable queue always has a reader: the next start's.
-        let queues = self.fanout.now();
-        queues.first().is_some_and(|q| q.durable.is_some())
-            || !queues.iter().all(|q| q.is_orphaned())
+        self.durable.is_some() || !self.fanout.now().iter().all(|q| q.is_orphaned())
     }
 }
 

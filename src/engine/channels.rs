@@ -280,6 +280,7 @@ impl Channels {
             max_message: self.plan.channels[channel].max_message,
             wake,
             uncommitted: Arc::default(),
+            durable: c.durable.clone(),
         }
     }
 
