@@ -505,7 +505,7 @@ impl Target {
     /// At the pump's end: every piece of a durable queue it still holds, delivered once committed.
     pub async fn flush(&self) {
         if let Some(durable) = &self.durable {
-            self.forward(&durable, 0).await;
+            self.forward(durable, 0).await;
         }
     }
 
@@ -526,7 +526,7 @@ impl Target {
     /// Deliver what is committed, waiting for nothing.
     async fn deliver_committed(&self) {
         if let Some(durable) = &self.durable {
-            self.forward(&durable, usize::MAX).await;
+            self.forward(durable, usize::MAX).await;
         }
     }
 
