@@ -86,8 +86,14 @@ fn on_state(command: Command) -> Result<i32, Error> {
         Command::Status {
             file,
             state,
+            store,
             format,
-        } => crate::inspect::status(&file, state.dir.as_deref(), format),
+        } => match store.url() {
+            Some(url) => {
+                crate::inspect::cluster_status(&file, &url, store.cluster.as_deref(), format)
+            }
+            None => crate::inspect::status(&file, state.dir.as_deref(), format),
+        },
         Command::History {
             file,
             jobs,
@@ -96,6 +102,7 @@ fn on_state(command: Command) -> Result<i32, Error> {
             failed,
             tries,
             state,
+            store,
             format,
         } => crate::inspect::history(
             &file,
@@ -107,6 +114,8 @@ fn on_state(command: Command) -> Result<i32, Error> {
                 tries,
                 state: state.dir.as_deref(),
                 format,
+                store: store.url(),
+                cluster: store.cluster.as_deref(),
             },
         ),
         Command::Logs {
@@ -115,7 +124,13 @@ fn on_state(command: Command) -> Result<i32, Error> {
             run,
             follow,
             state,
-        } => crate::inspect::logs(&file, &job, run, follow, state.dir.as_deref()),
+            store,
+        } => match store.url() {
+            Some(url) => {
+                crate::inspect::cluster_logs(&file, &url, store.cluster.as_deref(), &job, run)
+            }
+            None => crate::inspect::logs(&file, &job, run, follow, state.dir.as_deref()),
+        },
         Command::Trigger {
             file,
             job,

@@ -67,6 +67,8 @@ pub enum Command {
         file: PathBuf,
         #[command(flatten)]
         state: StateArg,
+        #[command(flatten)]
+        store: StoreArg,
         /// text (aligned columns, local times), json (for scripts).
         #[arg(long, value_enum, default_value_t = Mode::Text)]
         format: Mode,
@@ -92,6 +94,8 @@ pub enum Command {
         tries: bool,
         #[command(flatten)]
         state: StateArg,
+        #[command(flatten)]
+        store: StoreArg,
         /// text (aligned columns, local times), json (an array of rows).
         #[arg(long, value_enum, default_value_t = Mode::Text)]
         format: Mode,
@@ -110,6 +114,8 @@ pub enum Command {
         follow: bool,
         #[command(flatten)]
         state: StateArg,
+        #[command(flatten)]
+        store: StoreArg,
     },
     /// Fire a job of the running runner now (it obeys max_instances and its executor).
     Trigger {
@@ -251,6 +257,55 @@ pub struct RunArgs {
     /// Reload the workflow when its file changes.
     #[arg(long)]
     pub watch: bool,
+    /// Share the workflow with other runners through Redis (SPEC §9): redis://[USER:PASSWORD@]HOST:PORT/DB.
+    /// Default: $FLOWRUN_STORE; without either, this runner is alone (the embedded store).
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+    /// The cluster's name in the store (default: the workflow's `name`, else the file's stem).
+    #[arg(long, value_name = "NAME", requires = "store")]
+    pub cluster: Option<String>,
+    /// This runner's id in the cluster (default: HOST:STATE-HASH, the same at every start on one state folder).
+    #[arg(long, value_name = "ID", requires = "store")]
+    pub runner_id: Option<String>,
+    /// How long this runner's heartbeat holds without renewal (renewed every third of it); its live runs are
+    /// taken over by another runner once it lapses.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_lease)]
+    pub lease: std::time::Duration,
+}
+
+/// The cluster's store to read from (SPEC §9), instead of this host's state.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArg {
+    /// Read the cluster's store: redis://[USER:PASSWORD@]HOST:PORT/DB (default: $FLOWRUN_STORE).
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+    /// The cluster's name in the store (default: the workflow's `name`, else the file's stem).
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
+}
+
+impl StoreArg {
+    /// The store given, else $FLOWRUN_STORE.
+    pub fn url(&self) -> Option<String> {
+        store_url(self.store.as_deref())
+    }
+}
+
+/// `--store`, else $FLOWRUN_STORE (an empty value is none).
+pub fn store_url(given: Option<&str>) -> Option<String> {
+    given
+        .map(str::to_string)
+        .or_else(|| std::env::var("FLOWRUN_STORE").ok())
+        .filter(|s| !s.is_empty())
+}
+
+/// A lease: at least a second (renewed every third of it), at most a day.
+fn parse_lease(text: &str) -> Result<std::time::Duration, String> {
+    let lease = parse_duration_arg(text)?;
+    if lease < std::time::Duration::from_secs(1) || lease > std::time::Duration::from_secs(86_400) {
+        return Err(format!("{text}: a lease is from 1s to 24h"));
+    }
+    Ok(lease)
 }
 
 /// Where the workflow's state lives (SPEC §4).

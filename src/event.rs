@@ -65,6 +65,8 @@ pub enum Event {
         at_least: bool,
         late: std::time::Duration,
         grace: std::time::Duration,
+        /// Why, when not for lateness alone (`store unreachable`: no runner of the cluster could claim it).
+        reason: Option<String>,
     },
     /// Messages of an `each` run that failed its last attempt went to its dead-letter channel.
     MessageDead {
@@ -245,6 +247,21 @@ pub fn missed_reason(
         format_duration(late),
         format_duration(grace)
     )
+}
+
+/// Why firings were missed: the reason given (`store unreachable`), then their lateness.
+pub fn missed_text(
+    reason: &Option<String>,
+    count: u64,
+    at_least: bool,
+    late: std::time::Duration,
+    grace: std::time::Duration,
+) -> String {
+    let lateness = missed_reason(count, at_least, late, grace);
+    match reason {
+        Some(why) => format!("{why}; {lateness}"),
+        None => lateness,
+    }
 }
 
 /// The flat JSON object of one event (SPEC §3). Field order is the log's.
@@ -430,12 +447,13 @@ impl Event {
                 at_least,
                 late,
                 grace,
+                reason,
                 ..
             } => Record {
                 scheduled: Some(timestamp(*scheduled)),
                 messages: (*count > 1).then_some(*count),
                 count: Some(*count),
-                reason: Some(missed_reason(*count, *at_least, *late, *grace)),
+                reason: Some(missed_text(reason, *count, *at_least, *late, *grace)),
                 ..Record::new("run.missed", ts).job(job, None)
             },
             Event::MessageDead {
@@ -626,9 +644,15 @@ impl Event {
                 next.map(|n| format!("; next {}", timestamp(n)))
                     .unwrap_or_default()
             )),
-            Event::RunMissed { job, scheduled, .. } => Some(format!(
-                "{job} missed its firing at {}",
-                timestamp(*scheduled)
+            Event::RunMissed {
+                job,
+                scheduled,
+                reason,
+                ..
+            } => Some(format!(
+                "{job} missed its firing at {}{}",
+                timestamp(*scheduled),
+                reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
             )),
             Event::MessageDead {
                 job,

@@ -34,6 +34,8 @@
 mod address;
 pub mod app;
 pub mod cli;
+/// A cluster of runners sharing Redis (SPEC §9): claims, heartbeats, the shared history.
+mod cluster;
 mod commands;
 mod control;
 /// Diagnostics: codes, severities, and how they are printed.

@@ -71,6 +71,9 @@ pub struct Metrics {
     resident: Gauge,
     open_fds: Gauge,
     start_time: FloatGauge,
+    /// In a cluster (SPEC §9): 1 while the cluster's store answers, else 0.
+    store_up: Gauge,
+    store_answers: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     /// What the monotonic counters read from snapshots had reached at the last scrape.
     seen: Mutex<HashMap<String, f64>>,
     /// The jobs and channels of the last scrape: the gauges of those a reload removed go with them.
@@ -120,6 +123,8 @@ impl Metrics {
             resident: Gauge::default(),
             open_fds: Gauge::default(),
             start_time: Gauge::default(),
+            store_up: Gauge::default(),
+            store_answers: None,
             seen: Mutex::new(HashMap::new()),
             present: Mutex::new((Vec::new(), Vec::new())),
         };
@@ -214,6 +219,18 @@ impl Metrics {
     }
 
     /// Count what an event says (called for every event, on the dispatcher thread: a few atomic adds).
+    /// A runner of a cluster: `flowrun_store_up` says whether its store answers (`answers`, kept by the
+    /// claimer and the heartbeat).
+    pub fn with_store(mut self, answers: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Metrics {
+        self.registry.register(
+            "flowrun_store_up",
+            "1 while the cluster's store (Redis) answers this runner, else 0",
+            self.store_up.clone(),
+        );
+        self.store_answers = Some(answers);
+        self
+    }
+
     pub fn observe(&self, event: &Event) {
         let job = |name: &str| JobLabel {
             job: name.to_string(),
@@ -329,6 +346,10 @@ impl Metrics {
             .unwrap_or(0.0);
         self.cpu.inc_by((process.cpu_seconds - before).max(0.0));
         self.resident.set(process.resident_bytes as i64);
+        if let Some(answers) = &self.store_answers {
+            let up = answers.load(std::sync::atomic::Ordering::Acquire);
+            self.store_up.set(i64::from(up));
+        }
         self.open_fds.set(process.open_fds as i64);
         self.start_time
             .set(status.started.timestamp_micros() as f64 / 1e6);

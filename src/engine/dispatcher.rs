@@ -20,8 +20,10 @@ use super::process;
 use super::runlog::RunLog;
 use super::supervise::{supervise, LineSink, RunEnd};
 use super::{Ending, Input, Msg, Options, Stop};
+use crate::cluster::claims::{Asked, Claimer};
+use crate::cluster::Answer;
 use crate::event::{timestamp, Event, Summary};
-use crate::plan::{JobId, Plan};
+use crate::plan::{JobId, Plan, Trigger};
 use crate::report::{ChannelLine, JobLine, LiveView, Reporter};
 
 /// What the shell holds of a live run besides its log (in the world): its probe and the probe's deadline, its
@@ -62,6 +64,8 @@ pub(super) struct Dispatcher {
     recovered: u64,
     /// Where a SIGHUP asks the control API's thread for a reload.
     pub(super) reload_on_hup: Option<tokio::sync::mpsc::UnboundedSender<()>>,
+    /// The runner's cluster: who asks its store, and how long claims are kept.
+    cluster: Option<(Claimer, crate::cluster::Config)>,
 }
 
 /// The instant of an input.
@@ -80,13 +84,23 @@ impl Dispatcher {
         options: Options,
     ) -> Dispatcher {
         let mut memory = options.state.map(super::record::Recorder::new);
-        let setup = match &mut memory {
+        let mut setup = match &mut memory {
             Some(m) => m.setup(options.log_dir.clone()),
             None => Setup {
                 log_dir: options.log_dir.clone(),
                 ..Setup::default()
             },
         };
+        // The claimer answers through the dispatcher's own messages.
+        let cluster = options.cluster.map(|link| {
+            let answers = tx.clone();
+            let reply: crate::cluster::claims::Reply = Arc::new(move |key, answer| {
+                let _ = answers.send(Msg::Claimed { key, answer });
+            });
+            let claimer = Claimer::start(&link.config, link.client, reply, link.up);
+            (claimer, link.config)
+        });
+        setup.cluster = cluster.is_some();
         let recovered = memory.as_ref().map_or(0, |m| m.recovered);
         let stores_at = memory
             .as_ref()
@@ -112,6 +126,7 @@ impl Dispatcher {
             observers: options.observers,
             recovered,
             reload_on_hup: None,
+            cluster,
         }
     }
 
@@ -177,6 +192,7 @@ impl Dispatcher {
             },
             Input::Msg(Msg::Prepared { job, env }) => CoreInput::Prepared { job, env },
             Input::Msg(Msg::Wake(c)) => CoreInput::Wake(c),
+            Input::Msg(Msg::Claimed { key, answer }) => CoreInput::Claimed { key, answer },
             Input::Timer => CoreInput::Timer,
             Input::Stop(stop) => CoreInput::Stop(stop),
             Input::ViewTick => return self.refresh_view(),
@@ -254,7 +270,57 @@ impl Dispatcher {
                 self.io.remove(&id);
             }
             Effect::Manual(news) => self.tell(news),
+            Effect::Claim {
+                key,
+                job,
+                trigger,
+                at,
+                number,
+            } => self.claim(key, job, trigger, at, number),
+            Effect::Number { key, job } => {
+                let name = self.core.plan.jobs[job].name.clone();
+                match &self.cluster {
+                    Some((claimer, _)) => claimer.ask(key, Asked::Number { job: name }),
+                    None => self.answer_alone(key),
+                }
+            }
         }
+    }
+
+    /// Ask the cluster's store for a firing of `job`'s trigger at `at` (kept past any instant another runner
+    /// could ask for it).
+    fn claim(
+        &mut self,
+        key: u64,
+        job: JobId,
+        trigger: usize,
+        at: chrono::DateTime<Utc>,
+        number: bool,
+    ) {
+        let j = &self.core.plan.jobs[job];
+        let (Some((claimer, config)), Some(Trigger::Time { rule, .. })) =
+            (&self.cluster, j.triggers.get(trigger))
+        else {
+            return self.answer_alone(key);
+        };
+        claimer.ask(
+            key,
+            Asked::Claim {
+                job: j.name.clone(),
+                fingerprint: rule.fingerprint(),
+                at,
+                ttl: config.claim_ttl(j.misfire_grace),
+                number,
+            },
+        );
+    }
+
+    /// A question for a cluster this runner is not in (or of a trigger a reload took away): nobody else has it.
+    fn answer_alone(&self, key: u64) {
+        let _ = self.tx.send(Msg::Claimed {
+            key,
+            answer: Answer::Lost,
+        });
     }
 
     fn tell(&mut self, news: Manual) {

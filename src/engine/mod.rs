@@ -61,6 +61,8 @@ pub struct Options {
     pub serve: Option<Serve>,
     /// The durable queues' stores (opened with the state, see [`open_stores`]).
     pub stores: channels::Stores,
+    /// The runner's cluster (SPEC §9): time firings are claimed there, run numbers come from there.
+    pub cluster: Option<crate::cluster::Link>,
 }
 
 /// Open the store of every durable queue of `plan` under `state/queues/NAME` (what they hold not done waits
@@ -218,6 +220,11 @@ enum Msg {
     Prepared {
         job: crate::plan::JobId,
         env: Result<envfile::FileEnv, String>,
+    },
+    /// The cluster's store answered a claim or a number.
+    Claimed {
+        key: u64,
+        answer: crate::cluster::Answer,
     },
 }
 

@@ -15,6 +15,8 @@ pub struct Persist {
     pub recovered: u64,
     /// The first block of every job's run numbers is on disk (not when the store was full at the start).
     pub numbers_on_disk: bool,
+    /// The writer of the cluster's shared history (SPEC §9), when the runner is in one.
+    pub cluster: Option<History>,
 }
 
 /// The dispatcher's view of [`Persist`].
@@ -23,6 +25,8 @@ pub struct Recorder {
     pub history: History,
     pub recovered: u64,
     pub numbers_on_disk: bool,
+    /// The writer of the cluster's shared history: it gets a copy of every history row.
+    cluster: Option<History>,
     remembered: crate::store::Memory,
     /// Ops of the input being handled, handed to the writer at its end (one hand-over per input).
     buffer: std::cell::RefCell<Vec<Op>>,
@@ -43,6 +47,7 @@ impl Recorder {
             history: p.history,
             recovered: p.recovered,
             numbers_on_disk: p.numbers_on_disk,
+            cluster: p.cluster,
             remembered: p.memory,
             buffer: Default::default(),
             urgent: Default::default(),
@@ -72,6 +77,7 @@ impl Recorder {
     /// Hand what this input recorded to the writer (and wait for the commit when it must be durable).
     pub fn hand_over(&self) {
         let mut ops = self.buffer.borrow_mut();
+        self.mirror(&ops);
         if self.durable.replace(false) {
             self.urgent.set(false);
             self.history.commit_now(&mut ops);
@@ -84,13 +90,34 @@ impl Recorder {
     pub fn commit_all(&self) -> bool {
         self.durable.set(false);
         self.urgent.set(false);
-        self.history.commit_now(&mut self.buffer.borrow_mut())
+        let mut ops = self.buffer.borrow_mut();
+        self.mirror(&ops);
+        self.history.commit_now(&mut ops)
     }
 
-    /// Hand over the rest and let the writer commit it and end (the lock is let go).
+    /// The history rows among `ops` go to the cluster's shared history too.
+    fn mirror(&self, ops: &[Op]) {
+        let Some(cluster) = &self.cluster else { return };
+        let mut rows: Vec<Op> = ops
+            .iter()
+            .filter(|op| {
+                matches!(
+                    op,
+                    Op::Append(_) | Op::Update(_) | Op::Retry(_) | Op::Try(_)
+                )
+            })
+            .cloned()
+            .collect();
+        cluster.send_all(&mut rows, false);
+    }
+
+    /// Hand over the rest and let the writers commit it and end (the lock is let go).
     pub fn close(self) {
         self.hand_over();
         self.history.close();
+        if let Some(cluster) = self.cluster {
+            cluster.close();
+        }
     }
 
     /// What the core starts from: what a previous runner left (taken: the core keeps it from now on).
@@ -103,6 +130,7 @@ impl Recorder {
             numbers_on_disk: self.numbers_on_disk,
             paused: memory.paused,
             log_dir,
+            cluster: self.cluster.is_some(),
         }
     }
 }

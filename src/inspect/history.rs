@@ -19,11 +19,29 @@ pub struct Args<'a> {
     pub tries: bool,
     pub state: Option<&'a str>,
     pub format: Mode,
+    /// The cluster's store to read instead of the state (`--store`), and the cluster's name.
+    pub store: Option<String>,
+    pub cluster: Option<&'a str>,
 }
 
 pub fn history(file: &Path, args: Args<'_>) -> Result<i32, Error> {
     let now = Utc::now();
     let since = args.since.map(|s| parse_since(s, now)).transpose()?;
+    if let Some(url) = &args.store {
+        let query = Query {
+            jobs: args.jobs.to_vec(),
+            limit: args.limit as usize,
+            since,
+            failed: args.failed,
+            run: None,
+        };
+        let rows = super::cluster::history(file, url, args.cluster, query)?;
+        let tries = match args.tries {
+            true => super::cluster::tries(file, url, args.cluster, &rows)?,
+            false => Vec::new(),
+        };
+        return print(&rows, &tries, &args, now, "no rows match\n".into());
+    }
     let opened = open(file, args.state)?;
     for job in args.jobs {
         opened.known_job(file, job)?;
@@ -52,11 +70,30 @@ pub fn history(file: &Path, args: Args<'_>) -> Result<i32, Error> {
             .map_err(Error::from)?,
         _ => Vec::new(),
     };
+    let none = match opened.store {
+        None => format!(
+            "no history yet: no runner has run {} with the state {}\n",
+            file.display(),
+            opened.dir.display()
+        ),
+        Some(_) => "no rows match\n".to_string(),
+    };
+    print(&rows, &tries, &args, now, none)
+}
+
+/// The rows as asked (`none`: what is said of no row).
+fn print(
+    rows: &[RunRow],
+    tries: &[Vec<RunRow>],
+    args: &Args<'_>,
+    now: DateTime<Utc>,
+    none: String,
+) -> Result<i32, Error> {
     match args.format {
         Mode::Json if args.tries => {
             let with: Vec<serde_json::Value> = rows
                 .iter()
-                .zip(&tries)
+                .zip(tries)
                 .map(|(r, t)| {
                     let mut v = serde_json::to_value(r).expect("rows serialize");
                     v["tries"] = serde_json::to_value(t).expect("tries serialize");
@@ -72,15 +109,8 @@ pub fn history(file: &Path, args: Args<'_>) -> Result<i32, Error> {
             text.push('\n');
             crate::output::print_out(&text);
         }
-        Mode::Text if rows.is_empty() => crate::output::print_out(&match opened.store {
-            None => format!(
-                "no history yet: no runner has run {} with the state {}\n",
-                file.display(),
-                opened.dir.display()
-            ),
-            Some(_) => "no rows match\n".to_string(),
-        }),
-        Mode::Text => crate::output::print_out(&text(&rows, &tries, now, color_on_stdout())),
+        Mode::Text if rows.is_empty() => crate::output::print_out(&none),
+        Mode::Text => crate::output::print_out(&text(rows, tries, now, color_on_stdout())),
     }
     Ok(crate::exit::OK)
 }
@@ -161,6 +191,9 @@ fn row_line(r: &RunRow, now: DateTime<Utc>, zone: chrono_tz::Tz, color: bool) ->
     }
     if let Some(reason) = &r.reason {
         note.push(crate::output::escape_controls(reason).into_owned());
+    }
+    if let Some(runner) = &r.runner {
+        note.push(format!("on {}", crate::output::escape_controls(runner)));
     }
     vec![
         format!(

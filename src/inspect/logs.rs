@@ -97,7 +97,7 @@ pub fn logs(
 
 /// The job and run asked for: `JOB#N` names run N as `JOB N` does (job names cannot hold a `#`, so the split is
 /// never ambiguous); the number given both ways is refused rather than one silently winning.
-fn job_and_run(arg: &str, run: Option<u64>) -> Result<(String, Option<u64>), Error> {
+pub(super) fn job_and_run(arg: &str, run: Option<u64>) -> Result<(String, Option<u64>), Error> {
     let Some((job, number)) = arg.split_once('#') else {
         return Ok((arg.to_string(), run));
     };

@@ -1,9 +1,11 @@
 //! The commands that read a workflow's state without running it (SPEC §4): `status`, `history`, `logs`.
 
+mod cluster;
 mod history;
 mod logs;
 mod status;
 
+pub use cluster::{logs as cluster_logs, status as cluster_status};
 pub use history::{history, Args as HistoryArgs};
 pub use logs::logs;
 pub use status::status;

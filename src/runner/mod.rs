@@ -1,6 +1,7 @@
 //! `flowrun FILE` (`flowrun run`): the plan loaded, the state opened, the API served on its own thread, the
 //! engine run on a multi-threaded runtime, and the exit code of how it ended.
 
+mod cluster;
 mod listen;
 mod state;
 
@@ -51,9 +52,9 @@ pub fn run(args: RunArgs) -> Result<i32, Error> {
         live.as_ref().map(|v| v.multi()),
     ));
     // The state and where its runs' logs go (made and checked once, here).
-    let (state, logs) = match open_state(&args, &plan, &reporter)? {
-        Some((state, logs)) => (Some(state), Some(logs)),
-        None => (None, None),
+    let (state, logs, joined) = match open_state(&args, &plan, &reporter)? {
+        Some(o) => (Some(o.persist), Some(o.logs), o.joined),
+        None => (None, None, None),
     };
     // Reading the store back and reserving numbers for every job left freed heap behind: give it back too.
     // SAFETY: malloc_trim only releases free heap memory.
@@ -72,7 +73,11 @@ pub fn run(args: RunArgs) -> Result<i32, Error> {
     if let Some(notice) = cgroup_notice(&plan) {
         reporter.notice(&notice);
     }
-    let metrics = Arc::new(crate::control::Metrics::new());
+    let metrics = match &joined {
+        Some(j) => crate::control::Metrics::new().with_store(j.link.up.clone()),
+        None => crate::control::Metrics::new(),
+    };
+    let metrics = Arc::new(metrics);
     let observer = {
         let metrics = metrics.clone();
         Arc::new(move |e: &crate::event::Event| {
@@ -93,7 +98,9 @@ pub fn run(args: RunArgs) -> Result<i32, Error> {
         Some(logs) => Some(logs),
         None => log_root(args.log_dir.as_deref(), None)?,
     };
+    let heartbeat = joined.as_ref().map(|j| j.beat(reporter.clone()));
     let options = Options {
+        cluster: joined.map(|j| j.link),
         run_for: args.run_for,
         log_dir,
         live,
@@ -104,6 +111,10 @@ pub fn run(args: RunArgs) -> Result<i32, Error> {
         stores,
     };
     let ending = runtime.block_on(crate::engine::run(plan, reporter.clone(), options, signals));
+    // After the engine (and its writers): a runner that left no live run leaves the cluster at once.
+    if let Some(heartbeat) = heartbeat {
+        heartbeat.stop();
+    }
     crate::systemd::stopping();
     crate::engine::cgroup::remove_mine();
     if let Some(api) = api.lock().unwrap_or_else(|e| e.into_inner()).take() {

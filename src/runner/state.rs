@@ -16,10 +16,13 @@ pub fn open_state(
     args: &RunArgs,
     plan: &Plan,
     reporter: &Arc<Reporter>,
-) -> Result<Option<(crate::engine::Persist, PathBuf)>, Error> {
+) -> Result<Option<Opened>, Error> {
     let Some(path) = state_dir(args, plan, reporter)? else {
+        // A cluster's runner needs a state: said by `cluster::config`.
+        super::cluster::config(args, plan, None)?;
         return Ok(None);
     };
+    let cluster = super::cluster::config(args, plan, Some(&path))?;
     use crate::store::{SqliteStore, Store};
     let path = path.as_path();
     let store_error = Error::from;
@@ -53,7 +56,17 @@ pub fn open_state(
         }
         Err(e) => return Err(store_error(e)),
     };
-    let memory = store.memory().map_err(store_error)?;
+    let mut memory = store.memory().map_err(store_error)?;
+    let mut recovered = recovered;
+    let joined = match cluster {
+        Some(cluster) => {
+            let (joined, n) =
+                super::cluster::join(cluster, plan, &mut memory, path, args.keep, reporter)?;
+            recovered += n;
+            Some(joined)
+        }
+        None => None,
+    };
     if !memory.forgotten.is_empty() {
         reporter.notice(&format!(
             "the state remembered firings of {} at times that are not times or lie ahead of the clock (was the clock set back?): their triggers start afresh",
@@ -82,14 +95,27 @@ pub fn open_state(
         reporter.clone(),
     );
     history.send_all(&mut later, true);
+    let mut joined = joined;
     let persist = crate::engine::Persist {
         dir: path.to_path_buf(),
         history,
         memory,
         recovered,
         numbers_on_disk,
+        cluster: joined.as_mut().and_then(|j| j.history.take()),
     };
-    Ok(Some((persist, logs)))
+    Ok(Some(Opened {
+        persist,
+        logs,
+        joined,
+    }))
+}
+
+/// The state opened: the engine's part, where logs go, and the runner's cluster when it joined one.
+pub struct Opened {
+    pub persist: crate::engine::Persist,
+    pub logs: PathBuf,
+    pub joined: Option<super::cluster::Joined>,
 }
 
 /// The state folder: made (or checked) by the rules of `store::dir`; `None` when there is none (`--state none`, or

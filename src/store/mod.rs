@@ -64,6 +64,9 @@ pub struct RunRow {
     pub pid: Option<u32>,
     /// The run's log file, when it printed anything.
     pub log: Option<String>,
+    /// The runner of a cluster that ran it (SPEC §9); `None` in a runner's own store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner: Option<String>,
 }
 
 impl RunRow {
@@ -88,6 +91,7 @@ impl RunRow {
             catch_up: false,
             pid: None,
             log: None,
+            runner: None,
         }
     }
 }

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{Op, Outcome, RunRow};
-use crate::event::{missed_reason, Event, RunExit};
+use crate::event::{missed_text, Event, RunExit};
 
 /// What `event`, emitted at `at`, changes in the history: every op, in order (a run's end is its try's row and,
 /// for its last try, the run's row).
@@ -120,6 +120,7 @@ fn missed(at: DateTime<Utc>, event: &Event) -> Option<RunRow> {
         at_least,
         late,
         grace,
+        reason,
         ..
     } = event
     else {
@@ -130,7 +131,7 @@ fn missed(at: DateTime<Utc>, event: &Event) -> Option<RunRow> {
         scheduled: Some(*scheduled),
         ended: Some(at),
         count: *count,
-        reason: Some(missed_reason(*count, *at_least, *late, *grace)),
+        reason: Some(missed_text(reason, *count, *at_least, *late, *grace)),
         lateness_ms: Some(late.as_micros().min(i64::MAX as u128) as f64 / 1000.0),
         catch_up: *catch_up,
         ..RunRow::new(job.clone(), Outcome::Missed)

@@ -293,6 +293,7 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
         catch_up: r.get(15)?,
         pid: r.get(16)?,
         log: r.get(17)?,
+        runner: None,
     })
 }
 

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::claims::{Claiming, Missed};
 use super::ledger::Cause;
 use super::{Core, Effect, Later, Manual, World};
 use crate::engine::core::runs::{Batch, Pending, Run, RunId, RunState, StopCause};
@@ -220,29 +221,52 @@ impl<W: World> Core<W> {
 
     /// Start a run: give it a number (once that number is on disk: else it waits, `false`), then have it
     /// spawned ([`Effect::Spawn`], answered by `spawned` or `spawn_failed`).
-    fn start_run(
+    pub(super) fn start_run(
         &mut self,
         pending: Pending,
         executor: usize,
         pin: bool,
         env: Result<FileEnv, String>,
     ) -> bool {
-        // A retry is a try of its run: it keeps the run's number (given already, and on disk).
-        if pending.number.is_none() && !self.number_ready(pending.job) {
+        // A retry is a try of its run: it keeps the run's number (given already, and on disk). In a cluster a
+        // new run's number comes from the cluster's counter (with its claim, or asked for now).
+        if pending.number.is_none() && pending.granted.is_none() && self.cluster {
+            self.ask_number(pending, executor, pin, env);
+            return true;
+        }
+        if pending.number.is_none() && !self.cluster && !self.number_ready(pending.job) {
             self.hold(pending, executor);
             return false;
         }
         self.store_back();
         let state = &mut self.jobs[pending.job];
-        let number = match pending.number {
-            Some(number) => number,
-            None => {
+        let number = match (pending.number, pending.granted) {
+            (Some(number), _) => number,
+            (None, Some(number)) => {
+                state.counts.runs += 1;
+                number
+            }
+            (None, None) => {
                 let number = state.next_number;
                 state.next_number += 1;
                 state.counts.runs += 1;
                 number
             }
         };
+        self.start_numbered(pending, executor, pin, env, number);
+        true
+    }
+
+    /// Start a run with its number: have it spawned.
+    fn start_numbered(
+        &mut self,
+        pending: Pending,
+        executor: usize,
+        pin: bool,
+        env: Result<FileEnv, String>,
+        number: u64,
+    ) {
+        let state = &mut self.jobs[pending.job];
         state.counts.tries += 1;
         state.live += 1;
         let id = self.new_run_id();
@@ -252,7 +276,6 @@ impl<W: World> Core<W> {
             Ok(env) => self.out.push_back(Effect::Spawn { id, pin, env }),
             Err(e) => self.spawn_failed(id, e),
         }
-        true
     }
 
     /// Run `id`'s process is up: its row and `run.start`, its timeout. (Its log, probe and the task that tends
@@ -360,22 +383,22 @@ impl<W: World> Core<W> {
                     trigger,
                     at_least,
                 } => {
-                    self.jobs[job].counts.missed += count;
                     // Handled even without a store: a reload resumes the trigger after it.
                     self.record_handled(job, trigger, scheduled);
-                    let downtime = self.downtime(job, trigger, scheduled);
-                    self.emit(Event::RunMissed {
-                        job: self.plan.jobs[job].name.clone(),
+                    let missed = Missed {
+                        job,
+                        trigger,
                         scheduled,
-                        trigger: self.trigger_text(job, Cause::Trigger(trigger)),
-                        catch_up: scheduled < self.started_at,
-                        downtime,
-                        next: self.timetable.next_of(job),
+                        late,
                         count,
                         at_least,
-                        late: late.to_std().unwrap_or_default(),
-                        grace: self.plan.jobs[job].misfire_grace,
-                    });
+                        downtime: self.downtime(job, trigger, scheduled),
+                    };
+                    // In a cluster the runner that claims the miss says it (once for the cluster).
+                    match self.cluster {
+                        true => self.claim(Claiming::Miss(missed)),
+                        false => self.say_missed(missed, None),
+                    }
                 }
                 Due::Fire {
                     job,
@@ -386,8 +409,9 @@ impl<W: World> Core<W> {
                 } => {
                     self.record_handled(job, trigger, scheduled);
                     let catch_up = first_due < self.started_at;
-                    // At the start, a job that starts anyway runs once for both (see `start`).
-                    if catch_up && self.starting && self.starts_itself(job) {
+                    // At the start, a job that starts anyway runs once for both (see `start`); not in a cluster,
+                    // where the catch-up is claimed once for all the runners that start.
+                    if catch_up && self.starting && self.starts_itself(job) && !self.cluster {
                         self.start_covers.insert(job, (coalesced, first_due));
                         continue;
                     }
@@ -398,6 +422,11 @@ impl<W: World> Core<W> {
                         catch_up,
                         ..self.pending_by(job, trigger)
                     };
+                    // A claimed firing is on the cluster's store before it runs: an `at` too.
+                    if self.cluster {
+                        self.claim(Claiming::Fire { pending, trigger });
+                        continue;
+                    }
                     match &self.plan.jobs[job].triggers[trigger] {
                         Trigger::Time {
                             rule: TimeSpec::At { .. },

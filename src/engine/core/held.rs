@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use super::{Core, Later, Manual, World};
 use crate::engine::core::runs::Pending;
-use crate::event::Event;
 use crate::plan::{JobId, Trigger};
 
 /// How often a failing store is tried again for what waits on it.
@@ -69,6 +68,13 @@ impl<W: World> Core<W> {
             self.held.retry = true;
             self.later(STORE_RETRY, Later::StoreRetry);
         }
+        if !self.held.said && self.cluster {
+            self.held.said = true;
+            self.notice(format!(
+                "the cluster's store does not answer: runs that need a new run number wait for it (asked every {}s)",
+                STORE_RETRY.as_secs()
+            ));
+        }
         if !self.held.said {
             self.held.said = true;
             self.notice(format!(
@@ -124,20 +130,17 @@ impl<W: World> Core<W> {
         pending: &Pending,
         late: chrono::Duration,
     ) {
-        self.jobs[job].counts.missed += 1;
         self.record_handled(job, trigger, pending.scheduled);
-        self.emit(Event::RunMissed {
-            job: self.plan.jobs[job].name.clone(),
+        let missed = super::claims::Missed {
+            job,
+            trigger,
             scheduled: pending.scheduled,
-            trigger: self.trigger_text(job, super::ledger::Cause::Trigger(trigger)),
-            catch_up: pending.scheduled < self.started_at,
-            downtime: None,
-            next: self.timetable.next_of(job),
+            late,
             count: 1,
             at_least: false,
-            late: late.to_std().unwrap_or_default(),
-            grace: self.plan.jobs[job].misfire_grace,
-        });
+            downtime: None,
+        };
+        self.say_missed(missed, None);
     }
 
     /// At a stop, or when their job goes (`flowrun stop JOB`, a reload): held `at` firings of the jobs `of` picks

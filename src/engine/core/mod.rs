@@ -11,6 +11,7 @@
 //! few vectors (`tests.rs`).
 
 mod admit;
+mod claims;
 mod done;
 mod ending;
 mod held;
@@ -90,6 +91,12 @@ pub(super) enum Input {
     /// Messages arrived (or came back) in this channel, where an `each` job may wait.
     Wake(ChannelId),
     Stop(Stop),
+    /// The cluster's store answered the claim or number asked under this key ([`Effect::Claim`],
+    /// [`Effect::Number`]).
+    Claimed {
+        key: u64,
+        answer: crate::cluster::Answer,
+    },
 }
 
 /// What the core asks the shell to do.
@@ -134,6 +141,20 @@ pub(super) enum Effect {
     },
     /// News for a caller waiting on a manual firing.
     Manual(Manual),
+    /// Claim the firing of the job's trigger at `at` in the cluster (with a run number from its counter when
+    /// `number`), then send [`Input::Claimed`] under `key`.
+    Claim {
+        key: u64,
+        job: JobId,
+        trigger: usize,
+        at: DateTime<Utc>,
+        number: bool,
+    },
+    /// Take the job's next run number from the cluster's counter, then send [`Input::Claimed`] under `key`.
+    Number {
+        key: u64,
+        job: JobId,
+    },
 }
 
 /// What a caller waiting on a manual firing (by its key) hears.
@@ -172,6 +193,15 @@ pub(super) enum Later {
         executor: usize,
         pin: bool,
     },
+    /// A claim out to the cluster's store (no timer), or one to ask again (a timer: the store did not answer).
+    Claim(claims::Claiming),
+    /// A run admitted to a worker (`executor`) waiting for its number from the cluster's counter.
+    Number {
+        pending: Pending,
+        executor: usize,
+        pin: bool,
+        env: Result<FileEnv, String>,
+    },
 }
 
 impl Later {
@@ -181,6 +211,8 @@ impl Later {
             Later::Fire(p) | Later::Retry(p) => Some(p.job),
             Later::Prepare { pending, .. } => Some(pending.job),
             Later::Restart(job) => Some(*job),
+            Later::Claim(what) => what.job_to_run(),
+            Later::Number { pending, .. } => Some(pending.job),
             Later::Timeout(_) | Later::Kill(_) | Later::StoreRetry | Later::Resume(_) => None,
         }
     }
@@ -198,6 +230,8 @@ pub(super) struct Setup {
     pub paused: HashMap<String, Option<DateTime<Utc>>>,
     /// Runs' output goes to DIR/JOB/RUN.log (their history rows name it).
     pub log_dir: Option<PathBuf>,
+    /// One runner of a cluster (SPEC §9): time firings are claimed, run numbers come from the cluster.
+    pub cluster: bool,
 }
 
 pub(super) struct Core<W: World> {
@@ -246,6 +280,10 @@ pub(super) struct Core<W: World> {
     /// Pauses a previous runner left, applied at the start.
     remembered_pauses: HashMap<String, Option<DateTime<Utc>>>,
     held: held::Held,
+    /// One runner of a cluster: time firings are claimed, run numbers come from the cluster's counters.
+    pub cluster: bool,
+    /// That the cluster's store does not answer was said (and that it does again will be).
+    unreachable_said: bool,
     /// The instant of the input being decided.
     pub now: Now,
     pub out: VecDeque<Effect>,
@@ -307,6 +345,8 @@ impl<W: World> Core<W> {
             last_runs: setup.last_runs,
             remembered_pauses: setup.paused,
             held: Default::default(),
+            cluster: setup.cluster,
+            unreachable_said: false,
             now,
             out: VecDeque::new(),
             world,
@@ -373,6 +413,7 @@ impl<W: World> Core<W> {
                 }
             }
             Input::Stop(stop) => self.on_stop(stop),
+            Input::Claimed { key, answer } => self.on_claimed(key, answer),
         }
         self.settle();
     }
@@ -499,8 +540,10 @@ impl<W: World> Core<W> {
                 self.fire(self.pending_now(job));
             }
             Later::Timeout(id) => self.on_timeout(id),
-            // Comes with its env by `Input::Prepared`, never by a timer.
-            Later::Prepare { .. } => {}
+            // Comes with its env by `Input::Prepared`, never by a timer; a number by `Input::Claimed`.
+            Later::Prepare { .. } | Later::Number { .. } => {}
+            // The store did not answer: ask again.
+            Later::Claim(what) => self.claim(what),
             Later::StoreRetry => self.on_store_retry(),
             Later::Resume(job) => {
                 if let Some(p) = &mut self.jobs[job].paused {

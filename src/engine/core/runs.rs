@@ -46,6 +46,8 @@ pub struct Pending {
     /// A retry: the number of the run it is a try of (tries belong to their run), and when its first try began.
     pub number: Option<u64>,
     pub run_started: Option<DateTime<Utc>>,
+    /// A new run's number the cluster's counter gave (with its claim, or asked for at its admission).
+    pub granted: Option<u64>,
 }
 
 impl Pending {
@@ -65,6 +67,7 @@ impl Pending {
             handles: None,
             number: None,
             run_started: None,
+            granted: None,
         }
     }
 }

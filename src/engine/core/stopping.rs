@@ -49,6 +49,18 @@ impl<W: World> Core<W> {
                     self.manual_skipped(pending.manual, why.into());
                     self.give_back(pending);
                 }
+                Later::Number {
+                    pending, executor, ..
+                } => {
+                    self.executors.busy[executor] -= 1;
+                    self.manual_skipped(pending.manual, why.into());
+                    self.give_back(pending);
+                }
+                Later::Claim(super::claims::Claiming::Fire { pending, .. }) => {
+                    self.manual_skipped(pending.manual, why.into());
+                    self.give_back(pending);
+                }
+                Later::Claim(super::claims::Claiming::Miss(_)) => {}
                 Later::Timeout(_) | Later::Kill(_) | Later::StoreRetry | Later::Resume(_) => {}
             }
         }

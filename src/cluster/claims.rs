@@ -1,0 +1,198 @@
+//! The claimer: the engine's questions to the cluster's store (claim this firing, give a run number), asked on
+//! the async runtime over one multiplexed connection, so claims asked together travel as one pipeline and the
+//! dispatcher never waits for an answer (it comes back as an input). A store that does not answer is answered
+//! `Unreachable` at once (the engine asks again within the firing's grace); the connection is made again at the
+//! next question, not more often than every [`RECONNECT`].
+
+use chrono::{DateTime, Utc};
+use redis::aio::MultiplexedConnection;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+use super::{scripts, Answer, Config, Keys};
+
+/// How long a connection to the store may take to be made, and an answer to come.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// After a failed connection, questions are answered `Unreachable` for this long before the next try.
+const RECONNECT: Duration = Duration::from_millis(200);
+
+/// A question of the engine.
+pub enum Asked {
+    /// Claim the firing of `job`'s trigger `fingerprint` at `at` (with a run number when `number`).
+    Claim {
+        job: String,
+        fingerprint: String,
+        at: DateTime<Utc>,
+        ttl: Duration,
+        number: bool,
+    },
+    /// The job's next run number.
+    Number { job: String },
+}
+
+/// Who hears the answers: the engine's key of the question, and the answer.
+pub type Reply = Arc<dyn Fn(u64, Answer) + Send + Sync>;
+
+/// The engine's handle on the claimer task.
+pub struct Claimer {
+    tx: UnboundedSender<(u64, Asked)>,
+}
+
+impl Claimer {
+    /// Start the claimer on the current tokio runtime. `up` is set while the store answers.
+    pub fn start(
+        config: &Config,
+        client: redis::Client,
+        reply: Reply,
+        up: Arc<AtomicBool>,
+    ) -> Claimer {
+        let (tx, rx) = unbounded_channel();
+        let task = Task {
+            client,
+            keys: config.keys(),
+            runner: config.runner_id.clone(),
+            reply,
+            up,
+            conn: None,
+            failed_at: None,
+            dead: Arc::new(AtomicBool::new(false)),
+        };
+        tokio::spawn(task.run(rx));
+        Claimer { tx }
+    }
+
+    pub fn ask(&self, key: u64, what: Asked) {
+        let _ = self.tx.send((key, what));
+    }
+}
+
+struct Task {
+    client: redis::Client,
+    keys: Keys,
+    runner: String,
+    reply: Reply,
+    up: Arc<AtomicBool>,
+    conn: Option<MultiplexedConnection>,
+    failed_at: Option<Instant>,
+    /// A question failed on the connection: make it again at the next.
+    dead: Arc<AtomicBool>,
+}
+
+impl Task {
+    async fn run(mut self, mut rx: UnboundedReceiver<(u64, Asked)>) {
+        while let Some((key, what)) = rx.recv().await {
+            let conn = match self.connection().await {
+                Ok(conn) => conn,
+                Err(why) => {
+                    (self.reply)(key, Answer::Unreachable(why));
+                    continue;
+                }
+            };
+            let (keys, runner, reply, dead, up) = (
+                self.keys.clone(),
+                self.runner.clone(),
+                self.reply.clone(),
+                self.dead.clone(),
+                self.up.clone(),
+            );
+            tokio::spawn(async move {
+                let (answer, failed) = ask(conn, &keys, &runner, what).await;
+                match failed {
+                    true => dead.store(true, Ordering::Release),
+                    false => up.store(true, Ordering::Release),
+                }
+                reply(key, answer);
+            });
+        }
+    }
+
+    /// The connection, made again when the last one failed (not sooner than [`RECONNECT`] after a failed try).
+    async fn connection(&mut self) -> Result<MultiplexedConnection, String> {
+        if self.dead.swap(false, Ordering::AcqRel) {
+            self.conn = None;
+        }
+        if let Some(conn) = &self.conn {
+            return Ok(conn.clone());
+        }
+        if self.failed_at.is_some_and(|t| t.elapsed() < RECONNECT) {
+            return Err("not connected".into());
+        }
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+        match self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+        {
+            Ok(conn) => {
+                self.failed_at = None;
+                self.conn = Some(conn.clone());
+                Ok(conn)
+            }
+            Err(e) => {
+                self.failed_at = Some(Instant::now());
+                self.up.store(false, Ordering::Release);
+                Err(e.to_string())
+            }
+        }
+    }
+}
+
+/// The store's answer, and whether the connection failed (to be made again).
+async fn ask(
+    mut conn: MultiplexedConnection,
+    keys: &Keys,
+    runner: &str,
+    what: Asked,
+) -> (Answer, bool) {
+    match what {
+        Asked::Claim {
+            job,
+            fingerprint,
+            at,
+            ttl,
+            number,
+        } => {
+            let at_ms = at.timestamp_millis();
+            let answer: Result<i64, _> = scripts::CLAIM
+                .key(keys.claim(&job, &fingerprint, at_ms))
+                .key(keys.handled())
+                .key(keys.counter(&job))
+                .key(keys.runner(runner))
+                .arg(runner)
+                .arg(ttl.as_millis() as u64)
+                .arg(Keys::handled_field(&job, &fingerprint))
+                .arg(at_ms)
+                .arg(if number { "1" } else { "0" })
+                .invoke_async(&mut conn)
+                .await;
+            match answer {
+                Ok(-2) => (
+                    Answer::Unreachable(
+                        "this runner's lease lapsed; it claims again once its heartbeat is renewed"
+                            .into(),
+                    ),
+                    false,
+                ),
+                Ok(-1) => (Answer::Lost, false),
+                Ok(0) => (Answer::Won(None), false),
+                Ok(n) => (Answer::Won(Some(n as u64)), false),
+                Err(e) => (Answer::Unreachable(e.to_string()), true),
+            }
+        }
+        Asked::Number { job } => {
+            let answer: Result<u64, _> = redis::cmd("INCR")
+                .arg(keys.counter(&job))
+                .query_async(&mut conn)
+                .await;
+            match answer {
+                Ok(n) => (Answer::Won(Some(n)), false),
+                Err(e) => (Answer::Unreachable(e.to_string()), true),
+            }
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! A runner's heartbeat (SPEC §9): a key that expires after the lease, renewed every lease/3 on a thread of its
+//! own, which also watches the others: the live runs of a runner whose heartbeat is gone are taken over, once
+//! (one script takes them and deletes them), and marked `interrupted`; the engine hears of them, to try again
+//! those with tries left (`failover`). A runner whose own heartbeat lapsed (it was paused, or cut off from the
+//! store, longer than its lease) may not claim until it is renewed: the claim script checks it.
+
+use chrono::Utc;
+use redis::Commands;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use super::store::connect;
+use super::{scripts, Config, Keys, RunnerInfo};
+use crate::report::Reporter;
+use crate::store::{Outcome, RunRow};
+
+/// Who hears of runs taken over from a dead runner (already marked `interrupted` in the store).
+pub type OnTakeOver = Arc<Mutex<Option<Box<dyn Fn(Vec<RunRow>) + Send>>>>;
+
+/// Why a runner cannot join its cluster.
+#[derive(Debug)]
+pub enum JoinError {
+    /// Another runner with the same id is alive.
+    Taken(String),
+    /// The store does not answer.
+    Unreachable(String),
+}
+
+/// Join the cluster as `info.id`: refused while a runner of that id has a heartbeat; the runs a previous runner
+/// of this id left `running` (it died) are marked interrupted (returns how many).
+pub fn join(config: &Config, client: &redis::Client, info: &RunnerInfo) -> Result<u64, JoinError> {
+    let keys = config.keys();
+    let unreachable = |e: redis::RedisError| JoinError::Unreachable(e.to_string());
+    let mut conn = connect(client).map_err(unreachable)?;
+    let json = serde_json::to_string(info).expect("runner info is JSON");
+    let taken = |holder: Option<String>| {
+        let holder: Option<RunnerInfo> = holder.and_then(|h| serde_json::from_str(&h).ok());
+        JoinError::Taken(match holder {
+            Some(h) => format!(
+                "runner id `{}` is already in cluster `{}` (host {}, pid {}): give this runner another --runner-id",
+                info.id, config.name, h.host, h.pid
+            ),
+            None => format!("runner id `{}` is already in cluster `{}`: give this runner another --runner-id", info.id, config.name),
+        })
+    };
+    let holder: Option<String> = conn.get(keys.runner(&info.id)).map_err(unreachable)?;
+    if holder.is_some() {
+        return Err(taken(holder));
+    }
+    let rows = take_over(&mut conn, &keys, &info.id, &info.id, config).map_err(unreachable)?;
+    let set: Option<String> = redis::cmd("SET")
+        .arg(keys.runner(&info.id))
+        .arg(&json)
+        .arg("NX")
+        .arg("PX")
+        .arg(config.lease.as_millis() as u64)
+        .query(&mut conn)
+        .map_err(unreachable)?;
+    if set.is_none() {
+        let holder: Option<String> = conn.get(keys.runner(&info.id)).map_err(unreachable)?;
+        return Err(taken(holder));
+    }
+    let _: i64 = conn.sadd(keys.runners(), &info.id).map_err(unreachable)?;
+    Ok(rows.len() as u64)
+}
+
+/// Take over the live runs of runner `dead` (whose heartbeat is gone), as `by`: marked interrupted in the store,
+/// and returned (none when another runner took them first, or the heartbeat is back).
+fn take_over(
+    conn: &mut redis::Connection,
+    keys: &Keys,
+    dead: &str,
+    by: &str,
+    config: &Config,
+) -> redis::RedisResult<Vec<RunRow>> {
+    let taken: Vec<String> = scripts::TAKE_OVER
+        .key(keys.runner(dead))
+        .key(keys.live(dead))
+        .key(keys.runners())
+        .arg(dead)
+        .invoke(conn)?;
+    let now = Utc::now();
+    let mut rows = Vec::new();
+    for text in taken {
+        let Ok(mut row) = serde_json::from_str::<RunRow>(&text) else {
+            continue;
+        };
+        let Some(number) = row.run else { continue };
+        row.outcome = Outcome::Interrupted;
+        row.ended = Some(now);
+        row.duration_ms = row
+            .started
+            .map(|s| (now - s).num_milliseconds().max(0) as u64);
+        row.reason = Some(match dead == by {
+            true => "its runner died (its next start found it running)".into(),
+            false => format!(
+                "its runner {dead} stopped answering (no heartbeat for {}s); taken over by {by}",
+                config.lease.as_secs_f64()
+            ),
+        });
+        let json = serde_json::to_string(&row).expect("a row is JSON");
+        let _: i64 = scripts::SAVE_RUN
+            .key(keys.run(&row.job, number))
+            .key(keys.live(dead))
+            .key(keys.history())
+            .arg(json)
+            .arg(format!("{}#{number}", row.job))
+            .arg("0")
+            .arg(dead)
+            .arg(100_000)
+            .arg(0)
+            .arg("")
+            .invoke(conn)?;
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// The heartbeat thread's handle.
+pub struct Heartbeat {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Heartbeat {
+    /// Renew `info`'s heartbeat every lease/3 and watch the other runners. `up` says whether the store answers.
+    pub fn start(
+        config: Config,
+        client: redis::Client,
+        info: RunnerInfo,
+        up: Arc<AtomicBool>,
+        reporter: Arc<Reporter>,
+        on_take_over: OnTakeOver,
+    ) -> Heartbeat {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let beat = Beat {
+            keys: config.keys(),
+            config,
+            client,
+            info,
+            up,
+            reporter,
+            on_take_over,
+            conn: None,
+            said_down: false,
+        };
+        let shared = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("flowrun-heartbeat".into())
+            .spawn(move || beat.run(&shared))
+            .expect("the heartbeat thread can start");
+        Heartbeat {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stop beating; the heartbeat goes at once when this runner left no live run (else it expires, and another
+    /// runner marks them interrupted).
+    pub fn stop(mut self) {
+        {
+            let (lock, wake) = &*self.stop;
+            *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            wake.notify_one();
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+struct Beat {
+    config: Config,
+    keys: Keys,
+    client: redis::Client,
+    info: RunnerInfo,
+    up: Arc<AtomicBool>,
+    reporter: Arc<Reporter>,
+    on_take_over: OnTakeOver,
+    conn: Option<redis::Connection>,
+    said_down: bool,
+}
+
+impl Beat {
+    fn run(mut self, stop: &(Mutex<bool>, Condvar)) {
+        let every = self.config.lease / 3;
+        let mut first = true;
+        loop {
+            match self.beat(first) {
+                Ok(()) => {
+                    self.up.store(true, Ordering::Release);
+                    if self.said_down {
+                        self.said_down = false;
+                        self.reporter
+                            .notice("the cluster's store answers the heartbeat again");
+                    }
+                }
+                Err(e) => {
+                    self.conn = None;
+                    self.up.store(false, Ordering::Release);
+                    if !self.said_down {
+                        self.said_down = true;
+                        self.reporter.notice(&format!(
+                            "the cluster's store does not answer the heartbeat ({e}): once the lease ({}s) is over, this runner claims nothing until it answers again",
+                            self.config.lease.as_secs_f64()
+                        ));
+                    }
+                }
+            }
+            first = false;
+            let (lock, wake) = stop;
+            let stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+            let (stopped, _) = wake
+                .wait_timeout_while(stopped, every, |s| !*s)
+                .unwrap_or_else(|e| e.into_inner());
+            if *stopped {
+                drop(stopped);
+                self.leave();
+                return;
+            }
+        }
+    }
+
+    fn conn(&mut self) -> redis::RedisResult<&mut redis::Connection> {
+        if self.conn.is_none() {
+            self.conn = Some(connect(&self.client)?);
+        }
+        Ok(self.conn.as_mut().expect("made above"))
+    }
+
+    /// Renew this runner's heartbeat, then take over the runs of runners whose heartbeat is gone.
+    fn beat(&mut self, first: bool) -> redis::RedisResult<()> {
+        let json = serde_json::to_string(&self.info).expect("runner info is JSON");
+        let (keys, id, lease) = (
+            self.keys.clone(),
+            self.info.id.clone(),
+            self.config.lease.as_millis() as u64,
+        );
+        let conn = self.conn()?;
+        let was: i64 = scripts::RENEW
+            .key(keys.runner(&id))
+            .key(keys.runners())
+            .arg(json)
+            .arg(lease)
+            .arg(&id)
+            .invoke(conn)?;
+        if was == 0 && !first {
+            self.reporter.notice(&format!(
+                "this runner's lease lapsed (it was paused, or cut off from the store, longer than {}s): other runners may have taken over its runs; it claims again from now",
+                self.config.lease.as_secs_f64()
+            ));
+        }
+        let others: Vec<String> = self.conn()?.smembers(keys.runners())?;
+        for other in others.into_iter().filter(|o| *o != id) {
+            let config = self.config.clone();
+            let rows = take_over(self.conn()?, &keys, &other, &id, &config)?;
+            if rows.is_empty() {
+                continue;
+            }
+            self.reporter.notice(&format!(
+                "runner {other} stopped answering: {} of its runs are marked interrupted ({})",
+                rows.len(),
+                rows.iter()
+                    .map(|r| format!("{}#{}", r.job, r.run.unwrap_or(0)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            if let Some(tell) = &*self.on_take_over.lock().unwrap_or_else(|e| e.into_inner()) {
+                tell(rows);
+            }
+        }
+        Ok(())
+    }
+
+    /// At a clean stop: the heartbeat goes when no live run is left in the store.
+    fn leave(&mut self) {
+        let (keys, id) = (self.keys.clone(), self.info.id.clone());
+        let Ok(conn) = self.conn() else { return };
+        let live: i64 = conn.hlen(keys.live(&id)).unwrap_or(1);
+        if live == 0 {
+            let _: redis::RedisResult<i64> = conn.del(keys.runner(&id));
+            let _: redis::RedisResult<i64> = conn.srem(keys.runners(), &id);
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! The cluster's atomic steps, each one Lua script run by Redis as one command: no other client's command comes
+//! between its reads and its writes.
+
+use std::sync::LazyLock;
+
+/// Claim a firing. KEYS: the claim, the handled hash, the job's counter, this runner's heartbeat.
+/// ARGV: the runner's id, the claim's time to live (ms), the handled field, the instant (ms), `1` for a number.
+/// Returns -2 when this runner's lease lapsed (its heartbeat is gone: it may not claim until it renews it), -1
+/// when another runner has the firing, else the run's number (0 when none was asked for). The handled instant
+/// only moves forward.
+pub static CLAIM: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[4]) == 0 then return -2 end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return -1 end
+local last = tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '-1')
+if tonumber(ARGV[4]) > last then redis.call('HSET', KEYS[2], ARGV[3], ARGV[4]) end
+if ARGV[5] == '1' then return redis.call('INCR', KEYS[3]) end
+return 0
+"#,
+    )
+});
+
+/// Renew a heartbeat. KEYS: the heartbeat, the runners set. ARGV: the info (JSON), the lease (ms), the id.
+/// Returns 1 when the heartbeat was still there, 0 when it had lapsed (it is set again either way).
+pub static RENEW: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+local was = redis.call('EXISTS', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+return was
+"#,
+    )
+});
+
+/// Take over the live runs of a runner whose heartbeat is gone. KEYS: its heartbeat, its live hash, the runners
+/// set. ARGV: its id. Returns the rows (JSON) taken, once: the live hash goes with them, so no other runner takes
+/// them too. A runner whose heartbeat is back keeps them.
+pub static TAKE_OVER: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return {} end
+local rows = redis.call('HVALS', KEYS[2])
+redis.call('DEL', KEYS[2])
+redis.call('SREM', KEYS[3], ARGV[1])
+return rows
+"#,
+    )
+});
+
+/// Write a run's row. KEYS: the run's hash, the runner's live hash, the history stream. ARGV: the row (JSON), the
+/// live field (`JOB#N`), `1` when the run is live (else it leaves the live hash), the runner's id, the stream's cap,
+/// the hash's time to live once ended (ms, 0: none), the output's tail (may be empty). The stream names the run
+/// once, at its first row.
+pub static SAVE_RUN: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+local new = 1 - redis.call('EXISTS', KEYS[1])
+redis.call('HSET', KEYS[1], 'row', ARGV[1], 'runner', ARGV[4])
+if ARGV[3] == '1' then
+  redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
+else
+  redis.call('HDEL', KEYS[2], ARGV[2])
+  if tonumber(ARGV[6]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[6]) end
+end
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'tail', ARGV[7]) end
+if new == 1 then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'run', KEYS[1])
+end
+return new
+"#,
+    )
+});
