@@ -98,6 +98,12 @@ impl Dispatcher {
                 let _ = answers.send(Msg::Claimed { key, answer });
             });
             let claimer = Claimer::start(&link.config, link.client, reply, link.up);
+            // The heartbeat's thread tells of runs it took over from a runner that stopped answering.
+            let taken = tx.clone();
+            *link.on_take_over.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(Box::new(move |rows| {
+                    let _ = taken.send(Msg::TakenOver(rows));
+                }));
             (claimer, link.config)
         });
         setup.cluster = cluster.is_some();
@@ -193,6 +199,7 @@ impl Dispatcher {
             Input::Msg(Msg::Prepared { job, env }) => CoreInput::Prepared { job, env },
             Input::Msg(Msg::Wake(c)) => CoreInput::Wake(c),
             Input::Msg(Msg::Claimed { key, answer }) => CoreInput::Claimed { key, answer },
+            Input::Msg(Msg::TakenOver(rows)) => CoreInput::TakenOver(rows),
             Input::Timer => CoreInput::Timer,
             Input::Stop(stop) => CoreInput::Stop(stop),
             Input::ViewTick => return self.refresh_view(),

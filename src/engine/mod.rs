@@ -226,6 +226,8 @@ enum Msg {
         key: u64,
         answer: crate::cluster::Answer,
     },
+    /// Runs of a runner that stopped answering, taken over by this one.
+    TakenOver(Vec<crate::store::RunRow>),
 }
 
 /// One input of the dispatcher.

@@ -257,6 +257,7 @@ mod tests {
             grace: Duration::from_secs(1),
             downtime: None,
             next: None,
+            reason: None,
         };
         let (_, r) = row(history_op(at(), &missed));
         assert_eq!((r.outcome, r.count, r.catch_up), (Outcome::Missed, 4, true));

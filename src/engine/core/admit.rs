@@ -231,6 +231,10 @@ impl<W: World> Core<W> {
         // A retry is a try of its run: it keeps the run's number (given already, and on disk). In a cluster a
         // new run's number comes from the cluster's counter (with its claim, or asked for now).
         if pending.number.is_none() && pending.granted.is_none() && self.cluster {
+            if self.held.numbers_wait {
+                self.hold(pending, executor);
+                return false;
+            }
             self.ask_number(pending, executor, pin, env);
             return true;
         }

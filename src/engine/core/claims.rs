@@ -108,8 +108,11 @@ impl<W: World> Core<W> {
                     self.start_run(pending, executor, pin, env);
                 }
                 // The counter did not answer: the firing waits at the front of its queue, asked again with the
-                // store (see `held`).
-                _ => self.hold(pending, executor),
+                // store's retry (see `held`), not at once.
+                _ => {
+                    self.held.numbers_wait = true;
+                    self.hold(pending, executor);
+                }
             },
             // Called off meanwhile (a stop, `flowrun stop JOB`, a reload).
             _ => {}
@@ -190,6 +193,40 @@ impl<W: World> Core<W> {
         if self.unreachable_said {
             self.unreachable_said = false;
             self.notice("the cluster's store answers again: time firings are claimed again".into());
+        }
+    }
+
+    /// Runs another runner left when it stopped answering (marked interrupted in the store): a run whose job
+    /// retries and has tries left is tried again here, as its next try (its number kept).
+    pub(super) fn on_taken_over(&mut self, rows: Vec<crate::store::RunRow>) {
+        for row in rows {
+            let (Some(job), Some(number)) = (self.plan.job_id(&row.job), row.run) else {
+                continue;
+            };
+            let tries_left = self.plan.jobs[job]
+                .retry
+                .as_ref()
+                .is_some_and(|r| r.again(row.attempt, None));
+            if self.retired(job) || !tries_left {
+                continue;
+            }
+            self.undo_done(job);
+            let pending = Pending {
+                scheduled: row.scheduled.unwrap_or(self.now.utc),
+                first_due: self.now.utc,
+                attempt: row.attempt + 1,
+                number: Some(number),
+                run_started: row.started,
+                failover: row.runner.as_deref().map(std::sync::Arc::from),
+                ..self.pending_now(job)
+            };
+            self.notice(format!(
+                "{}#{number} is tried again here (try {}): its runner {} stopped answering",
+                row.job,
+                row.attempt + 1,
+                row.runner.as_deref().unwrap_or("?")
+            ));
+            self.enqueue(pending);
         }
     }
 

@@ -297,6 +297,7 @@ impl<W: World> Core<W> {
                 handles: run.handles,
                 number: Some(run.number),
                 run_started: Some(run.run_started),
+                failover: run.failover.clone(),
                 ..self.pending_now(run.job)
             };
             self.later(backoff, Later::Retry(pending));

@@ -21,6 +21,8 @@ pub struct Held {
     retry: bool,
     /// The wait was said (and its end will be).
     said: bool,
+    /// The cluster's counter did not give a number: runs wait for the next retry (not asked again at once).
+    pub numbers_wait: bool,
 }
 
 impl<W: World> Core<W> {
@@ -88,7 +90,11 @@ impl<W: World> Core<W> {
     pub(super) fn store_back(&mut self) {
         if self.held.said && self.held.ats.is_empty() {
             self.held.said = false;
-            self.notice("the state store is written again: what waited for it goes on".into());
+            let text = match self.cluster {
+                true => "the cluster's store gives run numbers again: what waited for it goes on",
+                false => "the state store is written again: what waited for it goes on",
+            };
+            self.notice(text.into());
         }
     }
 
@@ -96,6 +102,7 @@ impl<W: World> Core<W> {
     /// is on disk; the executors' queues are tried by `admit`, after this input, as after any.
     pub(super) fn on_store_retry(&mut self) {
         self.held.retry = false;
+        self.held.numbers_wait = false;
         if self.held.ats.is_empty() {
             // Only run numbers wait: `admit` asks for them, and says the end of the wait when they come.
             return;

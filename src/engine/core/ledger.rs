@@ -159,6 +159,7 @@ impl<W: World> Core<W> {
             Cause::Manual => "manual (flowrun trigger)".to_string(),
             Cause::Restart => "restart".to_string(),
             Cause::Handler(j) => format!("on_failure of {}", self.plan.jobs[j].name),
+            Cause::Failover => "failover".to_string(),
         }
     }
 
@@ -182,15 +183,23 @@ pub enum Cause {
     Restart,
     /// The `on_failure` of this job, whose run failed for good.
     Handler(JobId),
+    /// A run of the cluster whose runner stopped answering, tried again here.
+    Failover,
 }
 
 impl Cause {
     pub fn of(pending: &Pending) -> Cause {
-        Cause::from_parts(pending.manual, pending.trigger, pending.handles)
+        match pending.failover {
+            Some(_) => Cause::Failover,
+            None => Cause::from_parts(pending.manual, pending.trigger, pending.handles),
+        }
     }
 
     pub fn of_run(run: &Run) -> Cause {
-        Cause::from_parts(run.manual, run.trigger, run.handles)
+        match run.failover {
+            Some(_) => Cause::Failover,
+            None => Cause::from_parts(run.manual, run.trigger, run.handles),
+        }
     }
 
     fn from_parts(manual: Option<u64>, trigger: Option<usize>, handles: Option<JobId>) -> Cause {

@@ -97,6 +97,9 @@ pub(super) enum Input {
         key: u64,
         answer: crate::cluster::Answer,
     },
+    /// Runs of a runner of the cluster that stopped answering, marked interrupted by this one: those with tries
+    /// left are tried again here (trigger `failover`).
+    TakenOver(Vec<crate::store::RunRow>),
 }
 
 /// What the core asks the shell to do.
@@ -279,7 +282,7 @@ pub(super) struct Core<W: World> {
     pub last_runs: HashMap<String, u64>,
     /// Pauses a previous runner left, applied at the start.
     remembered_pauses: HashMap<String, Option<DateTime<Utc>>>,
-    held: held::Held,
+    pub(super) held: held::Held,
     /// One runner of a cluster: time firings are claimed, run numbers come from the cluster's counters.
     pub cluster: bool,
     /// That the cluster's store does not answer was said (and that it does again will be).
@@ -414,6 +417,7 @@ impl<W: World> Core<W> {
             }
             Input::Stop(stop) => self.on_stop(stop),
             Input::Claimed { key, answer } => self.on_claimed(key, answer),
+            Input::TakenOver(rows) => self.on_taken_over(rows),
         }
         self.settle();
     }

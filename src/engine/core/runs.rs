@@ -48,6 +48,8 @@ pub struct Pending {
     pub run_started: Option<DateTime<Utc>>,
     /// A new run's number the cluster's counter gave (with its claim, or asked for at its admission).
     pub granted: Option<u64>,
+    /// A try of a run whose runner of the cluster stopped answering (that runner's id): tried again here.
+    pub failover: Option<Arc<str>>,
 }
 
 impl Pending {
@@ -68,6 +70,7 @@ impl Pending {
             number: None,
             run_started: None,
             granted: None,
+            failover: None,
         }
     }
 }
@@ -121,6 +124,8 @@ pub struct Run {
     pub upstream: Option<Arc<str>>,
     /// The job whose failed run it handles (`on_failure`).
     pub handles: Option<JobId>,
+    /// A try taken over from a runner of the cluster that stopped answering (its id).
+    pub failover: Option<Arc<str>>,
     /// The executor whose worker it holds.
     pub executor: usize,
     pub input: Option<Batch>,
@@ -165,6 +170,7 @@ impl Run {
             manual: pending.manual,
             upstream: pending.upstream.clone(),
             handles: pending.handles,
+            failover: pending.failover.clone(),
             executor,
             input: pending.input,
             first_due: pending.first_due,

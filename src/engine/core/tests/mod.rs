@@ -3,6 +3,7 @@
 //! `exit a#1 failed`, `signal 1001 TERM`...). No process, no thread, no sleep: time is a number the test moves.
 //! The world is a few vectors (`Fake`); timers armed by the core fire when the test's clock passes them.
 
+mod claims;
 mod firing;
 mod joins;
 mod lifecycle;
@@ -189,6 +190,8 @@ pub(super) struct Harness {
     pub on_disk_at_spawns: Vec<usize>,
     /// Inputs the shell would deliver later (wakes, the end of a run that could not start, env reads).
     later: VecDeque<Input>,
+    /// Claims and numbers asked of the cluster's store and not answered yet (keys, oldest first).
+    pub asked: VecDeque<u64>,
 }
 
 /// A plan from a workflow's text (it must be valid).
@@ -268,6 +271,7 @@ impl Harness {
             events: Vec::new(),
             on_disk_at_spawns: Vec::new(),
             later: VecDeque::new(),
+            asked: VecDeque::new(),
         }
     }
 
@@ -291,6 +295,15 @@ impl Harness {
     pub fn input(&mut self, input: Input) {
         self.core.handle(input, self.now());
         self.pump();
+    }
+
+    /// The cluster's store answers the oldest question asked of it.
+    pub fn answer(&mut self, answer: crate::cluster::Answer) {
+        let key = self
+            .asked
+            .pop_front()
+            .expect("a question asked of the store");
+        self.input(Input::Claimed { key, answer });
     }
 
     /// Let `d` pass: timers due meanwhile fire in their order, then the timetable is looked at.
@@ -421,6 +434,24 @@ impl Harness {
             Effect::Wake(c) => self.later.push_back(Input::Wake(c)),
             Effect::StopProbe(id) => self.trace.push(format!("stop probe {id}")),
             Effect::Ended { .. } => {}
+            Effect::Claim {
+                key,
+                job,
+                at,
+                number,
+                ..
+            } => {
+                let name = &self.core.plan.jobs[job].name;
+                let at = (at - self.utc0).num_milliseconds();
+                let what = if number { "firing" } else { "miss" };
+                self.trace.push(format!("claim {what} {name} at {at}ms"));
+                self.asked.push_back(key);
+            }
+            Effect::Number { key, job } => {
+                let name = &self.core.plan.jobs[job].name;
+                self.trace.push(format!("number {name}"));
+                self.asked.push_back(key);
+            }
             Effect::Manual(news) => self.trace.push(match news {
                 Manual::Queued(key) => format!("manual {key} queued"),
                 Manual::Skipped(key, why) => format!("manual {key} skipped: {why}"),
