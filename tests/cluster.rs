@@ -447,3 +447,60 @@ fn status_lists_the_runners_from_any_host_and_flags_another_file() {
     // A clean stop leaves the cluster at once.
     assert_eq!(status(&file)["runners"].as_array().map(Vec::len), Some(0));
 }
+
+#[test]
+fn an_after_join_hears_the_whole_clusters_runs_and_fires_once_per_completion() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    let (dir, file) = common::flow(
+        r#"
+name: joins
+jobs:
+  a:
+    run: echo "$FLOWRUN_RUN" >> a.txt
+    trigger: { cron: "* * * * * *" }
+  c:
+    run: echo "$FLOWRUN_RUN" >> c.txt
+    trigger: { cron: "* * * * * *" }
+  b:
+    run: printf '%s %s\n' "$RUNNER" "$FLOWRUN_UPSTREAM" >> b.txt
+    trigger: { after: [a, c] }
+"#,
+    );
+    let root = dir.path();
+    let one = runner(&file, &redis, "one", root, &[]);
+    let two = runner(&file, &redis, "two", root, &[]);
+    let lines = |name: &str| {
+        std::fs::read_to_string(root.join(name))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    wait_for(Duration::from_secs(30), "six joins", || {
+        lines("b.txt").len() >= 6
+    });
+    assert_eq!(one.stop(), Some(0));
+    assert_eq!(two.stop(), Some(0));
+    let mut seen = std::collections::HashSet::new();
+    let mut where_ran = std::collections::HashSet::new();
+    for line in lines("b.txt") {
+        let (who, json) = line.split_once(' ').unwrap();
+        where_ran.insert(who.to_string());
+        let runs: Vec<Value> = serde_json::from_str(json).unwrap();
+        assert_eq!(runs.len(), 2, "{json}");
+        let key: Vec<String> = runs
+            .iter()
+            .map(|r| format!("{}#{}", r["job"].as_str().unwrap(), r["run"]))
+            .collect();
+        assert!(seen.insert(key.clone()), "the join of {key:?} fired twice");
+    }
+    // Each a and c run took part in at most one join; the joins used runs from both runners.
+    let a_runs: std::collections::HashSet<String> = lines("a.txt").into_iter().collect();
+    assert!(a_runs.len() >= 6);
+    let used: Vec<String> = seen.iter().map(|k| k[0].clone()).collect();
+    let unique: std::collections::HashSet<&String> = used.iter().collect();
+    assert_eq!(unique.len(), used.len(), "an upstream run took part twice");
+    eprintln!("joins fired on {where_ran:?}");
+}

@@ -28,6 +28,8 @@ pub enum Asked {
         at: DateTime<Utc>,
         ttl: Duration,
         number: bool,
+        /// A time firing moves its trigger's handled instant (a join's firing has none).
+        handled: bool,
     },
     /// The job's next run number.
     Number { job: String },
@@ -156,8 +158,13 @@ async fn ask(
             at,
             ttl,
             number,
+            handled,
         } => {
             let at_ms = at.timestamp_millis();
+            let field = match handled {
+                true => Keys::handled_field(&job, &fingerprint),
+                false => String::new(),
+            };
             let answer: Result<i64, _> = scripts::CLAIM
                 .key(keys.claim(&job, &fingerprint, at_ms))
                 .key(keys.handled())
@@ -165,7 +172,7 @@ async fn ask(
                 .key(keys.runner(runner))
                 .arg(runner)
                 .arg(ttl.as_millis() as u64)
-                .arg(Keys::handled_field(&job, &fingerprint))
+                .arg(field)
                 .arg(at_ms)
                 .arg(if number { "1" } else { "0" })
                 .invoke_async(&mut conn)

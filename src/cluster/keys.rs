@@ -53,6 +53,11 @@ impl Keys {
         format!("{}history", self.prefix)
     }
 
+    /// The stream of runs that ended for good, in the one order every runner's joins hear them.
+    pub fn ends(&self) -> String {
+        format!("{}ends", self.prefix)
+    }
+
     /// One run: its row (`row`), its tries (`try:N`), the last of its output (`tail`), its runner (`runner`).
     pub fn run(&self, job: &str, number: u64) -> String {
         format!("{}run:{job}:{number}", self.prefix)

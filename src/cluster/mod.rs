@@ -13,6 +13,7 @@
 //! `broadcast` and plain queues, `start` triggers.
 
 pub mod claims;
+pub mod ends;
 pub mod heartbeat;
 pub mod keys;
 pub mod scripts;
@@ -140,6 +141,17 @@ pub enum Answer {
     Lost,
     /// The store did not answer (or refused: this runner's lease lapsed), why.
     Unreachable(String),
+}
+
+/// A run of the cluster that ended for good, as the stream of ends tells every runner (for `after` joins).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunEnded {
+    pub job: String,
+    pub run: u64,
+    pub succeeded: bool,
+    pub code: Option<i32>,
+    pub signal: Option<String>,
+    pub runner: String,
 }
 
 /// What a runner says of itself in its heartbeat (read by `flowrun status --store` from any host).

@@ -97,7 +97,16 @@ impl Dispatcher {
             let reply: crate::cluster::claims::Reply = Arc::new(move |key, answer| {
                 let _ = answers.send(Msg::Claimed { key, answer });
             });
-            let claimer = Claimer::start(&link.config, link.client, reply, link.up);
+            let claimer = Claimer::start(&link.config, link.client.clone(), reply, link.up);
+            // Every end of the cluster, in its one order, for the joins.
+            let ends = tx.clone();
+            crate::cluster::ends::follow(
+                &link.config,
+                link.client.clone(),
+                Arc::new(move |end| {
+                    let _ = ends.send(Msg::ClusterEnded(end));
+                }),
+            );
             // The heartbeat's thread tells of runs it took over from a runner that stopped answering.
             let taken = tx.clone();
             *link.on_take_over.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -200,6 +209,7 @@ impl Dispatcher {
             Input::Msg(Msg::Wake(c)) => CoreInput::Wake(c),
             Input::Msg(Msg::Claimed { key, answer }) => CoreInput::Claimed { key, answer },
             Input::Msg(Msg::TakenOver(rows)) => CoreInput::TakenOver(rows),
+            Input::Msg(Msg::ClusterEnded(end)) => CoreInput::ClusterEnded(end),
             Input::Timer => CoreInput::Timer,
             Input::Stop(stop) => CoreInput::Stop(stop),
             Input::ViewTick => return self.refresh_view(),
@@ -283,7 +293,8 @@ impl Dispatcher {
                 trigger,
                 at,
                 number,
-            } => self.claim(key, job, trigger, at, number),
+                join,
+            } => self.claim(key, (job, trigger), at, number, join),
             Effect::Number { key, job } => {
                 let name = self.core.plan.jobs[job].name.clone();
                 match &self.cluster {
@@ -299,25 +310,30 @@ impl Dispatcher {
     fn claim(
         &mut self,
         key: u64,
-        job: JobId,
-        trigger: usize,
+        (job, trigger): (JobId, usize),
         at: chrono::DateTime<Utc>,
         number: bool,
+        join: Option<String>,
     ) {
         let j = &self.core.plan.jobs[job];
-        let (Some((claimer, config)), Some(Trigger::Time { rule, .. })) =
-            (&self.cluster, j.triggers.get(trigger))
-        else {
+        let Some((claimer, config)) = &self.cluster else {
             return self.answer_alone(key);
+        };
+        let (fingerprint, at, handled) = match (join, j.triggers.get(trigger)) {
+            // A join's firing has no instant: every runner names it by the runs that completed it.
+            (Some(join), _) => (join, chrono::DateTime::UNIX_EPOCH, false),
+            (None, Some(Trigger::Time { rule, .. })) => (rule.fingerprint(), at, true),
+            _ => return self.answer_alone(key),
         };
         claimer.ask(
             key,
             Asked::Claim {
                 job: j.name.clone(),
-                fingerprint: rule.fingerprint(),
+                fingerprint,
                 at,
                 ttl: config.claim_ttl(j.misfire_grace),
                 number,
+                handled,
             },
         );
     }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use super::ledger::Cause;
 use super::{Core, Effect, Later, World};
 use crate::cluster::Answer;
+use crate::engine::core::outcome::{Milestone, RunResult};
 use crate::engine::core::runs::Pending;
 use crate::engine::envfile::FileEnv;
 use crate::event::Event;
@@ -64,6 +65,19 @@ impl<W: World> Core<W> {
             Claiming::Fire { pending, trigger } => (pending.job, *trigger, pending.scheduled, true),
             Claiming::Miss(m) => (m.job, m.trigger, m.scheduled, false),
         };
+        // A join is claimed by the runs that completed it (the same on every runner: they hear the ends in the
+        // cluster's one order), not by an instant.
+        let join = match &what {
+            Claiming::Fire {
+                pending:
+                    Pending {
+                        upstream: Some(upstream),
+                        ..
+                    },
+                ..
+            } => Some(join_fingerprint(upstream)),
+            _ => None,
+        };
         let key = self.arranged.insert(Later::Claim(what));
         self.out.push_back(Effect::Claim {
             key,
@@ -71,6 +85,34 @@ impl<W: World> Core<W> {
             trigger,
             at,
             number,
+            join,
+        });
+    }
+
+    /// The end of a run of the cluster (this runner's or another's), from the cluster's stream of ends: the
+    /// `after` joins that wait for its job hear it.
+    pub(super) fn on_cluster_end(&mut self, end: crate::cluster::RunEnded) {
+        let Some(job) = self.plan.job_id(&end.job) else {
+            return;
+        };
+        let result = match end.succeeded {
+            true => RunResult::Succeeded,
+            false => RunResult::Failed,
+        };
+        let milestone = Milestone::Ended {
+            result,
+            was_ready: false,
+        };
+        self.propagate(job, milestone, || {
+            serde_json::json!({
+                "job": end.job,
+                "run": end.run,
+                "status": if end.succeeded { "succeeded" } else { "failed" },
+                "code": end.code,
+                "signal": end.signal,
+                "log": serde_json::Value::Null,
+                "runner": end.runner,
+            })
         });
     }
 
@@ -247,4 +289,18 @@ impl<W: World> Core<W> {
             reason,
         });
     }
+}
+
+/// The fingerprint of a join's firing: the runs that completed it (`job#run`, sorted), hashed.
+fn join_fingerprint(upstream: &str) -> String {
+    let runs: Vec<serde_json::Value> = serde_json::from_str(upstream).unwrap_or_default();
+    let mut names: Vec<String> = runs
+        .iter()
+        .map(|r| format!("{}#{}", r["job"].as_str().unwrap_or(""), r["run"]))
+        .collect();
+    names.sort();
+    format!(
+        "after-{}",
+        crate::cluster::fnv_hex(names.join(",").as_bytes())
+    )
 }

@@ -109,9 +109,13 @@ impl<W: World> Core<W> {
             };
             let was_ready = run.ready;
             let log = self.world.log_written(id);
-            self.propagate(run.job, Milestone::Ended { result, was_ready }, || {
-                upstream_entry(job, &run, status, c.code, c.signal.as_deref(), log)
-            });
+            // In a cluster, joins hear every end (this runner's too) from the cluster's stream of ends, in its
+            // one order, so every runner completes the same joins with the same runs (see `claims`).
+            if !self.cluster {
+                self.propagate(run.job, Milestone::Ended { result, was_ready }, || {
+                    upstream_entry(job, &run, status, c.code, c.signal.as_deref(), log)
+                });
+            }
         }
         self.restart_if_due(&run, job, c.outcome, c.code);
         self.drain_handler_backlog(run.job);
@@ -456,10 +460,21 @@ impl<W: World> Core<W> {
 
     fn fire_joins(&mut self, complete: Vec<(JobId, usize, String)>) {
         for (d, t, upstream) in complete {
-            self.fire(Pending {
+            let pending = Pending {
                 upstream: Some(Arc::from(upstream)),
                 ..self.pending_by(d, t)
-            });
+            };
+            // In a cluster every runner completes the join: the runner that claims it (by its upstream runs)
+            // fires it.
+            match self.cluster {
+                true => self.claim(super::claims::Claiming::Fire {
+                    pending,
+                    trigger: t,
+                }),
+                false => {
+                    self.fire(pending);
+                }
+            }
         }
     }
 

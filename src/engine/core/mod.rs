@@ -100,6 +100,8 @@ pub(super) enum Input {
     /// Runs of a runner of the cluster that stopped answering, marked interrupted by this one: those with tries
     /// left are tried again here (trigger `failover`).
     TakenOver(Vec<crate::store::RunRow>),
+    /// A run of the cluster ended for good (from its stream of ends: this runner's runs too).
+    ClusterEnded(crate::cluster::RunEnded),
 }
 
 /// What the core asks the shell to do.
@@ -152,6 +154,8 @@ pub(super) enum Effect {
         trigger: usize,
         at: DateTime<Utc>,
         number: bool,
+        /// A join's firing: its fingerprint (the runs that completed it), claimed with no instant.
+        join: Option<String>,
     },
     /// Take the job's next run number from the cluster's counter, then send [`Input::Claimed`] under `key`.
     Number {
@@ -418,6 +422,7 @@ impl<W: World> Core<W> {
             Input::Stop(stop) => self.on_stop(stop),
             Input::Claimed { key, answer } => self.on_claimed(key, answer),
             Input::TakenOver(rows) => self.on_taken_over(rows),
+            Input::ClusterEnded(end) => self.on_cluster_end(end),
         }
         self.settle();
     }

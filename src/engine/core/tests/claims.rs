@@ -207,3 +207,82 @@ jobs:
     });
     assert_eq!(start.as_deref(), Some("failover"));
 }
+
+fn ended(job: &str, run: u64, runner: &str) -> Input {
+    Input::ClusterEnded(crate::cluster::RunEnded {
+        job: job.into(),
+        run,
+        succeeded: true,
+        code: Some(0),
+        signal: None,
+        runner: runner.into(),
+    })
+}
+
+const JOIN: &str = "
+name: t
+jobs:
+  a: { run: 'true', trigger: { interval: 1h } }
+  c: { run: 'true', trigger: { interval: 1h } }
+  b: { run: 'true', trigger: { after: [a, c] } }
+";
+
+#[test]
+fn a_join_hears_the_clusters_ends_and_its_firing_is_claimed_by_the_runs_that_completed_it() {
+    let mut h = clustered(JOIN);
+    h.take();
+    h.input(ended("a", 1, "x"));
+    assert!(h.take().is_empty(), "half a join fires nothing");
+    h.input(ended("c", 4, "y"));
+    let trace = h.take();
+    assert_eq!(trace.len(), 1, "{trace:?}");
+    assert!(trace[0].starts_with("claim firing b"), "{trace:?}");
+    h.answer(Answer::Won(Some(9)));
+    assert_eq!(h.take(), ["start b#9"]);
+    let upstream = h.events.iter().rev().find_map(|e| match e {
+        crate::event::Event::RunStart { job, .. } if job == "b" => Some(()),
+        _ => None,
+    });
+    assert!(upstream.is_some());
+}
+
+#[test]
+fn in_a_cluster_a_local_end_reaches_the_joins_only_through_the_stream() {
+    let mut h = clustered(
+        "
+name: t
+jobs:
+  a: { run: 'true', trigger: { interval: 1s } }
+  b: { run: 'true', trigger: { after: a } }
+",
+    );
+    h.advance(Duration::from_secs(1));
+    h.take();
+    h.answer(Answer::Won(Some(1)));
+    h.exit("a", 0);
+    assert_eq!(h.take(), ["start a#1", "exit a#1 succeeded"], "no join yet");
+    // Its end comes back from the cluster's stream, as every runner hears it.
+    h.input(ended("a", 1, "me"));
+    let trace = h.take();
+    assert!(trace[0].starts_with("claim firing b"), "{trace:?}");
+    h.answer(Answer::Lost);
+    assert!(h.take().is_empty(), "another runner fires it");
+}
+
+#[test]
+fn the_claim_of_a_join_names_its_runs_whatever_order_they_came_in() {
+    let fingerprint = |h: &mut Harness| match h.core.out.iter().find_map(|e| match e {
+        crate::engine::core::Effect::Claim { join, .. } => join.clone(),
+        _ => None,
+    }) {
+        Some(f) => f,
+        None => panic!("no claim"),
+    };
+    let mut one = clustered(JOIN);
+    let mut two = clustered(JOIN);
+    one.core.handle(ended("a", 1, "x"), one.now());
+    one.core.handle(ended("c", 4, "y"), one.now());
+    two.core.handle(ended("c", 4, "y"), two.now());
+    two.core.handle(ended("a", 1, "x"), two.now());
+    assert_eq!(fingerprint(&mut one), fingerprint(&mut two));
+}
