@@ -2,7 +2,7 @@
 //!
 //! Each comparison runs A and B interleaved for several rounds (FLOWRUN_BENCH_ROUNDS, default 5) and prints
 //! the medians and their ratio. Names: pipe, queue, python, broadcast, each, validate, lateness, state, flood,
-//! idle, scale, hop, api, rss.
+//! idle, scale, hop, api, rss, cluster.
 //! Not part of CI's pass/fail: timings depend on the machine; the goals are printed next to the figures.
 
 use std::io::{BufRead, BufReader};
@@ -297,6 +297,9 @@ if __name__ == '__main__':\n    m = mp.Manager()\n    q = m.Queue()\n\
     }
     if want("state") {
         state(d);
+    }
+    if want("cluster") {
+        cluster(d);
     }
     if want("flood") {
         // A neighbour printing as fast as it can must not delay time triggers (the printer thread takes it).
@@ -1002,4 +1005,168 @@ fn api_client(
         *counts.entry(status.unwrap_or(0)).or_default() += 1;
     }
     (counts.into_iter().collect(), bytes)
+}
+
+/// A `redis-server` on a free port (no persistence: the cluster's figures, not the disk's), or `None` without one.
+fn redis_on_free_port(dir: &Path) -> Option<(std::process::Child, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::create_dir_all(dir).unwrap();
+    let server = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+        ])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .ok()?;
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while client.get_connection().is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not answer");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some((server, url))
+}
+
+/// Several runners on one Redis (SPEC §9): the lateness a claim adds to a 100 ms interval (one runner with the
+/// store against the embedded one, then three runners sharing it); 1,000 jobs every second claimed by three
+/// runners (firings a second, lateness); 10,000 idle cron jobs on three runners (each runner's memory, Redis's).
+fn cluster(d: &Path) {
+    let Some((mut server, url)) = redis_on_free_port(&d.join("cluster-redis")) else {
+        println!("cluster    skipped (no redis-server)");
+        return;
+    };
+    let f = write(
+        d,
+        "cluster-interval.yaml",
+        "name: lat\njobs:\n  tick: { run: [/bin/true], trigger: { interval: 100ms } }\n",
+    );
+    for round in 0..2 {
+        let state = d.join(format!("cluster-embedded-{round}"));
+        let embedded = lateness_with(&f, 20, &["--state", state.to_str().unwrap()]);
+        print_lateness("interval 100ms, embedded", &embedded);
+        let state = d.join(format!("cluster-one-{round}"));
+        let one = lateness_with(
+            &f,
+            20,
+            &[
+                "--state",
+                state.to_str().unwrap(),
+                "--store",
+                &url,
+                "--runner-id",
+                &format!("one{round}"),
+            ],
+        );
+        print_lateness("interval 100ms, Redis store", &one);
+    }
+    // Three runners share the firings: the lateness of the runs, wherever they ran.
+    let three = run_cluster(d, &f, &url, 3, 20);
+    print_lateness("interval 100ms, 3 runners", &three.0);
+    let f = write(
+        d,
+        "cluster-thousand.yaml",
+        &format!(
+            "name: thousand\n{}",
+            many_jobs(1000, "{ cron: '* * * * * *' }")
+        ),
+    );
+    let (late, runs, _) = run_cluster(d, &f, &url, 3, 10);
+    print_lateness("1,000 jobs every 1s, 3 runners", &late);
+    println!("cluster    1,000 jobs every 1s on 3 runners for 10 s: {runs} runs ({:.0} firings a second claimed and run)", runs as f64 / 10.0);
+    let f = write(
+        d,
+        "cluster-idle.yaml",
+        &format!("name: idle\n{}", many_jobs(10_000, "{ cron: '0 0 1 1 *' }")),
+    );
+    let (_, _, rss) = run_cluster(d, &f, &url, 3, 5);
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let info: String = redis::cmd("INFO").arg("memory").query(&mut con).unwrap();
+    let used = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    println!(
+        "cluster    10,000 idle cron jobs on 3 runners: runners {} MiB resident; Redis used_memory {:.1} MiB (all the benches' keys)",
+        rss.iter().map(|r| format!("{:.1}", *r as f64 / 1024.0)).collect::<Vec<_>>().join(" / "),
+        used as f64 / 1024.0 / 1024.0
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+/// Run `n` runners of `file` on the store for `secs` seconds: the lateness of every run (ms, sorted), how many
+/// runs, and each runner's resident memory (KiB) just before its end.
+fn run_cluster(
+    d: &Path,
+    file: &Path,
+    url: &str,
+    n: usize,
+    secs: u64,
+) -> (Vec<f64>, usize, Vec<u64>) {
+    let stem = file.file_stem().unwrap().to_string_lossy().into_owned();
+    let children: Vec<std::process::Child> = (0..n)
+        .map(|i| {
+            Command::new(flowrun())
+                .arg(file)
+                .args([
+                    "--log-format",
+                    "json",
+                    "--progress",
+                    "never",
+                    "--for",
+                    &format!("{secs}s"),
+                ])
+                .arg("--state")
+                .arg(d.join(format!("cluster-{stem}-{i}")))
+                .args(["--store", url, "--runner-id", &format!("{stem}-{i}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let pids: Vec<u32> = children.iter().map(|c| c.id()).collect();
+    // Each runner's memory a little before its end.
+    let sampler = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(secs.saturating_sub(1).max(1)));
+        pids.iter().map(|p| rss_and_cpu(*p).0).collect::<Vec<u64>>()
+    });
+    let readers: Vec<_> = children
+        .into_iter()
+        .map(|mut child| {
+            std::thread::spawn(move || {
+                let mut late = Vec::new();
+                for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+                    let line = line.unwrap();
+                    if line.starts_with(r#"{"event":"run.start""#) {
+                        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                        late.push(v["lateness_us"].as_f64().unwrap_or(0.0) / 1000.0);
+                    }
+                }
+                child.wait().unwrap();
+                late
+            })
+        })
+        .collect();
+    let mut late: Vec<f64> = readers
+        .into_iter()
+        .flat_map(|r| r.join().unwrap())
+        .collect();
+    late.sort_by(f64::total_cmp);
+    let runs = late.len();
+    (late, runs, sampler.join().unwrap())
 }
