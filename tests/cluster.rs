@@ -504,3 +504,97 @@ jobs:
     assert_eq!(unique.len(), used.len(), "an upstream run took part twice");
     eprintln!("joins fired on {where_ran:?}");
 }
+
+#[test]
+fn a_shared_durable_queue_feeds_workers_on_three_runners_and_loses_nothing_when_one_is_killed() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    const N: u64 = 100_000;
+    let (dir, file) = common::flow(&format!(
+        r#"
+name: work
+channels:
+  tasks: {{ kind: queue, durable: true, capacity: 5000 }}
+jobs:
+  produce:
+    run: seq 1 {N}
+    stdout: tasks
+    trigger: {{ cron: "0 0 1 1 *" }}
+  work:
+    run: cat >> "out-$RUNNER.txt"
+    trigger: {{ each: tasks, batch: 200 }}
+    max_instances: 2
+"#
+    ));
+    let root = dir.path();
+    let mut runners: Vec<Runner> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|id| runner(&file, &redis, id, root, &[]))
+        .collect();
+    let done = || -> Vec<u64> {
+        let mut all = Vec::new();
+        for id in ["w1", "w2", "w3"] {
+            let text =
+                std::fs::read_to_string(root.join(format!("out-{id}.txt"))).unwrap_or_default();
+            // A run killed mid-write may leave its last line cut: only whole lines count.
+            all.extend(text.lines().filter_map(|l| l.parse::<u64>().ok()));
+        }
+        all
+    };
+    // The runners are up (each has its heartbeat) before the producer is fired on one of them.
+    wait_for(Duration::from_secs(20), "three runners", || {
+        let out = common::cmd()
+            .arg("status")
+            .arg(&file)
+            .args(["--store", &redis.url(), "--format", "json"])
+            .output()
+            .unwrap();
+        serde_json::from_slice::<Value>(&out.stdout)
+            .is_ok_and(|s| s["runners"].as_array().is_some_and(|r| r.len() == 3))
+    });
+    let fired = common::cmd()
+        .arg("trigger")
+        .arg(&file)
+        .arg("produce")
+        .arg("--state")
+        .arg(root.join("w1"))
+        .output()
+        .unwrap();
+    assert!(fired.status.success(), "{fired:?}");
+    // Kill a runner that is not the producer's while the work is under way.
+    wait_for(Duration::from_secs(60), "a third of the work", || {
+        done().len() as u64 > N / 3
+    });
+    let mut killed = runners.remove(1);
+    killed.child.kill().unwrap();
+    killed.child.wait().unwrap();
+    wait_for(Duration::from_secs(120), "every message done", || {
+        let all: std::collections::HashSet<u64> = done().into_iter().collect();
+        all.len() as u64 == N
+    });
+    for r in runners {
+        assert_eq!(r.stop(), Some(0));
+    }
+    let all = done();
+    let unique: std::collections::HashSet<u64> = all.iter().copied().collect();
+    assert_eq!(unique.len() as u64, N);
+    assert!(unique.iter().all(|m| (1..=N).contains(m)));
+    // Duplicates only from the runs alive at the kill: at most max_instances x batch.
+    let duplicates = all.len() - unique.len();
+    assert!(duplicates <= 2 * 200, "{duplicates} messages done twice");
+    let per_runner: Vec<usize> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|id| {
+            std::fs::read_to_string(root.join(format!("out-{id}.txt")))
+                .unwrap_or_default()
+                .lines()
+                .count()
+        })
+        .collect();
+    assert!(
+        per_runner.iter().filter(|n| **n > 0).count() >= 2,
+        "the work was shared: {per_runner:?}"
+    );
+    eprintln!("shared queue: {N} messages, per runner {per_runner:?}, {duplicates} done twice");
+}

@@ -58,6 +58,16 @@ impl Keys {
         format!("{}ends", self.prefix)
     }
 
+    /// A shared durable queue's stream (consumer group `readers`).
+    pub fn queue(&self, channel: &str) -> String {
+        format!("{}queue:{channel}", self.prefix)
+    }
+
+    /// A shared durable queue's message counter (`FLOWRUN_MESSAGE_SEQ`).
+    pub fn queue_seq(&self, channel: &str) -> String {
+        format!("{}queue-seq:{channel}", self.prefix)
+    }
+
     /// One run: its row (`row`), its tries (`try:N`), the last of its output (`tail`), its runner (`runner`).
     pub fn run(&self, job: &str, number: u64) -> String {
         format!("{}run:{job}:{number}", self.prefix)

@@ -16,6 +16,7 @@ pub mod claims;
 pub mod ends;
 pub mod heartbeat;
 pub mod keys;
+pub mod queue;
 pub mod scripts;
 pub mod store;
 

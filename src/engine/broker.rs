@@ -218,6 +218,19 @@ impl Queue {
     /// may go at once: it is handed straight to a ready reader rather than waiting, so `capacity` (which bounds
     /// messages that wait for want of a reader) still holds, and the pump and feeder trade large blocks instead of
     /// ping-ponging `capacity` messages at a time.
+    /// How many more messages may wait here before `capacity` (a cluster's consumer reads no more than this).
+    pub fn free(&self) -> usize {
+        let inner = self.inner.lock().unwrap();
+        self.capacity
+            .load(Ordering::Relaxed)
+            .saturating_sub(inner.waiting)
+    }
+
+    /// Woken when room appears.
+    pub fn space(&self) -> Arc<Notify> {
+        self.space.clone()
+    }
+
     fn room(&self) -> usize {
         let inner = self.inner.lock().unwrap();
         if inner.waiting == 0 && inner.idle_feeders > 0 {
@@ -462,6 +475,14 @@ impl Target {
     /// A committed piece reaches the durable queue (with no reader in this runner: counted as left, and kept in
     /// the store for the next start, not held in memory).
     fn deliver(&self, piece: Chunk, all_gone: bool) {
+        // Committed to the cluster's stream: the cluster's readers (this runner's too, through its consumer) take
+        // it from there. Counted as in and handed out here.
+        if self.durable.as_ref().is_some_and(|d| d.shared) {
+            let n = piece.count as u64;
+            self.stats.taken_in.fetch_add(n, Ordering::Relaxed);
+            self.stats.handed_out.fetch_add(n, Ordering::Relaxed);
+            return;
+        }
         if all_gone {
             self.stats.discard(piece.count as u64);
             return;
@@ -535,6 +556,11 @@ impl Target {
     async fn push(&self, mut chunk: Chunk) -> bool {
         while chunk.count > 0 {
             let (queues, room) = loop {
+                // A queue shared by the cluster's runners is the stream: its room is the stream's (its commit
+                // waits while the stream is full), not this runner's queue's.
+                if self.durable.as_ref().is_some_and(|d| d.shared) {
+                    break (self.fanout.now(), chunk.count);
+                }
                 // The queues of one channel share one `space` signal, so one wait covers them all.
                 let notified = self.space.notified();
                 tokio::pin!(notified);

@@ -20,6 +20,8 @@ pub struct Durable {
     name: String,
     /// Messages given up at a stop because the store could not commit them.
     lost: std::sync::atomic::AtomicU64,
+    /// The store is the cluster's stream (SPEC §9): committed messages are read back through the consumer.
+    pub shared: bool,
 }
 
 #[derive(Default)]
@@ -42,20 +44,32 @@ impl Durable {
             reporter.notice(&format!("channel `{name}`: {note}"));
         }
         let pending = log.take_pending();
+        let durable = Durable::start(Box::new(log), name, reporter, false)?;
+        Ok((durable, pending))
+    }
+
+    /// A durable channel over `store`, with its committer (`shared`: the store is the cluster's stream).
+    pub fn start(
+        store: Box<dyn DurableStore>,
+        name: &str,
+        reporter: Arc<Reporter>,
+        shared: bool,
+    ) -> std::io::Result<Arc<Durable>> {
         let (committed, _) = tokio::sync::watch::channel(0);
         let durable = Arc::new(Durable {
-            store: Mutex::new(Box::new(log)),
+            store: Mutex::new(store),
             gens: Mutex::new(Gens::default()),
             changed: Condvar::new(),
             committed,
             name: name.to_string(),
             lost: std::sync::atomic::AtomicU64::new(0),
+            shared,
         });
         let weak = Arc::downgrade(&durable);
         std::thread::Builder::new()
             .name(format!("flowrun-commit-{name}"))
             .spawn(move || commit_loop(&weak, &reporter))?;
-        Ok((durable, pending))
+        Ok(durable)
     }
 
     fn store(&self) -> std::sync::MutexGuard<'_, Box<dyn DurableStore>> {
@@ -178,6 +192,11 @@ fn commit_loop(durable: &std::sync::Weak<Durable>, reporter: &Reporter) {
                 if std::mem::take(&mut g.failing) {
                     reporter.notice(&format!("channel `{}`: its store commits again", d.name));
                 }
+            }
+            // A shared queue's stream is full: its writers wait for room, as for a full queue (not a failure).
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                drop(d);
+                std::thread::sleep(Duration::from_millis(50));
             }
             Err(e) => {
                 let mut g = d.gens.lock().unwrap_or_else(|e| e.into_inner());

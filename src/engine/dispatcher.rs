@@ -125,6 +125,29 @@ impl Dispatcher {
             memory,
             logs: HashMap::new(),
         };
+        // This runner's readers of the durable queues its cluster shares read through its consumers.
+        if let Some((_, config)) = &cluster {
+            for (c, consumer) in options.consumers {
+                let rt = &world.channels.all[c];
+                let Some(queue) = rt
+                    .queues
+                    .first()
+                    .filter(|_| !plan.channels[c].readers.is_empty())
+                else {
+                    continue;
+                };
+                let wake = tx.clone();
+                super::consume::start(
+                    consumer,
+                    queue.clone(),
+                    config.lease,
+                    rt.stats.clone(),
+                    Arc::new(move || {
+                        let _ = wake.send(Msg::Wake(c));
+                    }),
+                );
+            }
+        }
         let workflow = plan.path.display().to_string();
         Dispatcher {
             core: Core::new(plan, world, setup, now()),

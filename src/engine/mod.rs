@@ -18,6 +18,7 @@ mod broker;
 pub(crate) mod cgroup;
 mod channels;
 mod committer;
+mod consume;
 mod core;
 mod dispatcher;
 mod envfile;
@@ -63,6 +64,8 @@ pub struct Options {
     pub stores: channels::Stores,
     /// The runner's cluster (SPEC §9): time firings are claimed there, run numbers come from there.
     pub cluster: Option<crate::cluster::Link>,
+    /// Its consumers of the durable queues the cluster shares.
+    pub consumers: Consumers,
 }
 
 /// Open the store of every durable queue of `plan` under `state/queues/NAME` (what they hold not done waits
@@ -71,8 +74,15 @@ pub fn open_stores(
     plan: &Plan,
     state: Option<&std::path::Path>,
     reporter: &Arc<Reporter>,
-) -> Result<channels::Stores, String> {
+    cluster: Option<&crate::cluster::Link>,
+) -> Result<(channels::Stores, Consumers), String> {
     let mut stores = channels::Stores::new();
+    if let Some(link) = cluster {
+        return open_shared(plan, link, reporter).map(|(s, c)| {
+            stores.extend(s);
+            (stores, c)
+        });
+    }
     let durable: Vec<usize> = (0..plan.channels.len())
         .filter(|&c| plan.channels[c].durable)
         .collect();
@@ -84,7 +94,7 @@ pub fn open_stores(
                 plan.channels[c].name
             ))
         }
-        (None, None) => return Ok(stores),
+        (None, None) => return Ok((stores, Consumers::new())),
     };
     for c in durable {
         let name = &plan.channels[c].name;
@@ -100,6 +110,7 @@ pub fn open_stores(
         }
         stores.insert(c, (store, pending));
     }
+    let stores = (stores, Consumers::new());
     for entry in std::fs::read_dir(&root).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         // An empty store (a reload took its channel away before anything was written) says nothing.
@@ -118,6 +129,33 @@ pub fn open_stores(
         }
     }
     Ok(stores)
+}
+
+/// This runner's consumers of the durable queues its cluster shares, by channel.
+pub type Consumers =
+    std::collections::HashMap<crate::plan::ChannelId, crate::cluster::queue::Consumer>;
+
+/// A cluster's runner: every durable queue is a stream of the cluster's store, read through a consumer.
+fn open_shared(
+    plan: &Plan,
+    link: &crate::cluster::Link,
+    reporter: &Arc<Reporter>,
+) -> Result<(channels::Stores, Consumers), String> {
+    let mut stores = channels::Stores::new();
+    let mut consumers = Consumers::new();
+    for (c, channel) in plan.channels.iter().enumerate().filter(|(_, c)| c.durable) {
+        let name = &channel.name;
+        let store = crate::cluster::queue::StreamStore::open(&link.config, link.client.clone(), name, channel.capacity)
+            .map_err(|e| format!("the stream of durable channel `{name}` in the cluster's store cannot be opened: {e}"))?;
+        consumers.insert(
+            c,
+            crate::cluster::queue::Consumer::new(&link.config, link.client.clone(), name, &store),
+        );
+        let durable = committer::Durable::start(Box::new(store), name, reporter.clone(), true)
+            .map_err(|e| format!("durable channel `{name}`: {e}"))?;
+        stores.insert(c, (durable, Vec::new()));
+    }
+    Ok((stores, consumers))
 }
 
 /// Starts the control API with the engine's handle; gives back where a SIGHUP asks for a reload (`None`: the API

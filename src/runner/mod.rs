@@ -60,8 +60,13 @@ pub fn run(args: RunArgs) -> Result<i32, Error> {
     // SAFETY: malloc_trim only releases free heap memory.
     unsafe { libc::malloc_trim(0) };
     let state_dir = state.as_ref().map(|s| s.dir.clone());
-    let stores =
-        crate::engine::open_stores(&plan, state_dir.as_deref(), &reporter).map_err(Error::Setup)?;
+    let (stores, consumers) = crate::engine::open_stores(
+        &plan,
+        state_dir.as_deref(),
+        &reporter,
+        joined.as_ref().map(|j| &j.link),
+    )
+    .map_err(Error::Setup)?;
     let (listeners, notice, bound) = {
         let _guard = runtime.enter();
         crate::control::bind(state_dir.as_deref(), listen.map(|(a, _)| a))
@@ -101,6 +106,7 @@ pub fn run(args: RunArgs) -> Result<i32, Error> {
     let heartbeat = joined.as_ref().map(|j| j.beat(reporter.clone()));
     let options = Options {
         cluster: joined.map(|j| j.link),
+        consumers,
         run_for: args.run_for,
         log_dir,
         live,

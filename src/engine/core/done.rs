@@ -193,6 +193,11 @@ impl<W: World> Core<W> {
         let channel = &plan.channels[c];
         let done = |jobs: &[JobId]| jobs.iter().all(|&j| self.jobs[j].done);
         let (writers_done, readers_done) = (done(&channel.writers), done(&channel.readers));
+        // A durable queue shared by a cluster never closes: writers on other runners may add to it at any time,
+        // and this runner's writers write to the cluster whoever reads here.
+        if self.cluster && channel.durable {
+            return;
+        }
         if !self.world.closed(c) && writers_done && !self.runs.values().any(|r| r.writes == Some(c))
         {
             let messages = self.world.close(c);
