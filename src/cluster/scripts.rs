@@ -8,18 +8,26 @@ use std::sync::LazyLock;
 /// handled instant), the instant (ms), `1` for a number.
 /// Returns -2 when this runner's lease lapsed (its heartbeat is gone: it may not claim until it renews it), -1
 /// when another runner has the firing, else the run's number (0 when none was asked for). The handled instant
-/// only moves forward.
+/// only moves forward. The claim holds `RUNNER|NUMBER`, so asking again for a firing this runner already won (its
+/// first answer was lost: a timeout) answers the same: a claim is never lost by its own winner.
 pub static CLAIM: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r#"
 if redis.call('EXISTS', KEYS[4]) == 0 then return -2 end
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return -1 end
+local held = redis.call('GET', KEYS[1])
+if held then
+  local who, n = string.match(held, '^(.*)|(%d+)$')
+  if who == ARGV[1] then return tonumber(n) end
+  return -1
+end
+local n = 0
+if ARGV[5] == '1' then n = redis.call('INCR', KEYS[3]) end
+redis.call('SET', KEYS[1], ARGV[1] .. '|' .. n, 'PX', ARGV[2])
 if ARGV[3] ~= '' then
   local last = tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '-1')
   if tonumber(ARGV[4]) > last then redis.call('HSET', KEYS[2], ARGV[3], ARGV[4]) end
 end
-if ARGV[5] == '1' then return redis.call('INCR', KEYS[3]) end
-return 0
+return n
 "#,
     )
 });
