@@ -91,30 +91,9 @@ impl Dispatcher {
                 ..Setup::default()
             },
         };
-        // The claimer answers through the dispatcher's own messages.
-        let cluster = options.cluster.map(|link| {
-            let answers = tx.clone();
-            let reply: crate::cluster::claims::Reply = Arc::new(move |key, answer| {
-                let _ = answers.send(Msg::Claimed { key, answer });
-            });
-            let claimer = Claimer::start(&link.config, link.client.clone(), reply, link.up);
-            // Every end of the cluster, in its one order, for the joins.
-            let ends = tx.clone();
-            crate::cluster::ends::follow(
-                &link.config,
-                link.client.clone(),
-                Arc::new(move |end| {
-                    let _ = ends.send(Msg::ClusterEnded(end));
-                }),
-            );
-            // The heartbeat's thread tells of runs it took over from a runner that stopped answering.
-            let taken = tx.clone();
-            *link.on_take_over.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some(Box::new(move |rows| {
-                    let _ = taken.send(Msg::TakenOver(rows));
-                }));
-            (claimer, link.config)
-        });
+        let cluster = options
+            .cluster
+            .map(|link| super::clustered::link(link, &tx));
         setup.cluster = cluster.is_some();
         let recovered = memory.as_ref().map_or(0, |m| m.recovered);
         let stores_at = memory
@@ -125,28 +104,8 @@ impl Dispatcher {
             memory,
             logs: HashMap::new(),
         };
-        // This runner's readers of the durable queues its cluster shares read through its consumers.
         if let Some((_, config)) = &cluster {
-            for (c, consumer) in options.consumers {
-                let rt = &world.channels.all[c];
-                let Some(queue) = rt
-                    .queues
-                    .first()
-                    .filter(|_| !plan.channels[c].readers.is_empty())
-                else {
-                    continue;
-                };
-                let wake = tx.clone();
-                super::consume::start(
-                    consumer,
-                    queue.clone(),
-                    config.lease,
-                    rt.stats.clone(),
-                    Arc::new(move || {
-                        let _ = wake.send(Msg::Wake(c));
-                    }),
-                );
-            }
+            super::clustered::consume(options.consumers, &world.channels, &plan, config, &tx);
         }
         let workflow = plan.path.display().to_string();
         Dispatcher {

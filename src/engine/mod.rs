@@ -17,6 +17,7 @@
 mod broker;
 pub(crate) mod cgroup;
 mod channels;
+mod clustered;
 mod committer;
 mod consume;
 mod core;

@@ -85,48 +85,51 @@ pub fn status(file: &Path, url: &str, cluster: Option<&str>, format: Mode) -> Re
             "no runner of cluster `{name}` is up in {}\n",
             crate::cluster::shown_url(url)
         )),
-        Mode::Text => {
-            let rows: Vec<Vec<String>> = runners
-                .iter()
-                .map(|r| {
-                    vec![
-                        r.info.id.clone(),
-                        r.info.host.clone(),
-                        r.info.pid.to_string(),
-                        r.info.version.clone(),
-                        match r.file_differs {
-                            true => format!("{} (DIFFERS)", r.info.file_hash),
-                            false => r.info.file_hash.clone(),
-                        },
-                        crate::timefmt::duration_ms(r.heartbeat_age_ms),
-                        r.live_runs.to_string(),
-                    ]
-                })
-                .collect();
-            let mut text = format!("cluster `{name}`: {} runner(s)\n", runners.len());
-            text.push_str(&table(
-                &[
-                    "RUNNER",
-                    "HOST",
-                    "PID",
-                    "VERSION",
-                    "FILE",
-                    "HEARTBEAT",
-                    "LIVE",
-                ],
-                &rows,
-                crate::output::color_on_stdout(),
-            ));
-            if runners.iter().any(|r| r.file_differs) {
-                text.push_str(&format!(
-                    "DIFFERS: that runner runs another text of the workflow than {} ({hash})\n",
-                    file.display()
-                ));
-            }
-            crate::output::print_out(&text);
-        }
+        Mode::Text => crate::output::print_out(&runners_text(&name, &runners, file, &hash)),
     }
     Ok(crate::exit::OK)
+}
+
+/// The runners as a table, with a line for a runner whose file differs.
+fn runners_text(name: &str, runners: &[Runner], file: &Path, hash: &str) -> String {
+    let rows: Vec<Vec<String>> = runners
+        .iter()
+        .map(|r| {
+            vec![
+                r.info.id.clone(),
+                r.info.host.clone(),
+                r.info.pid.to_string(),
+                r.info.version.clone(),
+                match r.file_differs {
+                    true => format!("{} (DIFFERS)", r.info.file_hash),
+                    false => r.info.file_hash.clone(),
+                },
+                crate::timefmt::duration_ms(r.heartbeat_age_ms),
+                r.live_runs.to_string(),
+            ]
+        })
+        .collect();
+    let mut text = format!("cluster `{name}`: {} runner(s)\n", runners.len());
+    text.push_str(&table(
+        &[
+            "RUNNER",
+            "HOST",
+            "PID",
+            "VERSION",
+            "FILE",
+            "HEARTBEAT",
+            "LIVE",
+        ],
+        &rows,
+        crate::output::color_on_stdout(),
+    ));
+    if runners.iter().any(|r| r.file_differs) {
+        text.push_str(&format!(
+            "DIFFERS: that runner runs another text of the workflow than {} ({hash})\n",
+            file.display()
+        ));
+    }
+    text
 }
 
 /// The cluster's history, newest first.

@@ -23,20 +23,10 @@ pub fn open_state(
         return Ok(None);
     };
     let cluster = super::cluster::config(args, plan, Some(&path))?;
-    use crate::store::{SqliteStore, Store};
+    use crate::store::Store;
     let path = path.as_path();
     let store_error = Error::from;
-    let mut store = SqliteStore::open(path).map_err(store_error)?;
-    store.lock().map_err(|e| match (&e, args.only.first()) {
-        (crate::store::StoreError::Held { .. }, Some(job)) => Error::Usage {
-            message: e.to_string(),
-            help: Some(format!(
-                "to run {job} now in the running runner: `flowrun trigger {} {job}`",
-                args.file.display()
-            )),
-        },
-        _ => store_error(e),
-    })?;
+    let mut store = locked_store(args, path)?;
     replay_unwritten(&mut store, path, reporter);
     // A store that can be read but not written (a full disk) does not keep the runner from starting: what the
     // start would write goes to the writer, tried again until it is written, and runs wait for their numbers.
@@ -57,22 +47,16 @@ pub fn open_state(
         Err(e) => return Err(store_error(e)),
     };
     let mut memory = store.memory().map_err(store_error)?;
-    let mut recovered = recovered;
-    let joined = match cluster {
+    let (mut joined, more) = match cluster {
         Some(cluster) => {
             let (joined, n) =
                 super::cluster::join(cluster, plan, &mut memory, path, args.keep, reporter)?;
-            recovered += n;
-            Some(joined)
+            (Some(joined), n)
         }
-        None => None,
+        None => (None, 0),
     };
-    if !memory.forgotten.is_empty() {
-        reporter.notice(&format!(
-            "the state remembered firings of {} at times that are not times or lie ahead of the clock (was the clock set back?): their triggers start afresh",
-            memory.forgotten.join(", ")
-        ));
-    }
+    let recovered = recovered + more;
+    say_forgotten(&memory, reporter);
     // Run numbers are reserved a block ahead before any is given: a crash can leave a gap, never a repeat.
     let numbers_on_disk = match store.apply(&first_blocks(plan, &memory)) {
         Ok(()) => true,
@@ -84,18 +68,8 @@ pub fn open_state(
         }
         Err(e) => return Err(store_error(e)),
     };
-    // Pruning deletes log files only under these folders, whatever a history row names.
-    let logs = log_root(args.log_dir.as_deref(), Some(path))?.unwrap_or_else(|| path.join("logs"));
-    let log_roots = vec![path.join("logs"), logs.clone()];
-    let history = crate::store::writer::History::start(
-        Box::new(store),
-        args.keep,
-        log_roots,
-        path.to_path_buf(),
-        reporter.clone(),
-    );
+    let (history, logs) = start_writer(args, store, path, reporter)?;
     history.send_all(&mut later, true);
-    let mut joined = joined;
     let persist = crate::engine::Persist {
         dir: path.to_path_buf(),
         history,
@@ -109,6 +83,53 @@ pub fn open_state(
         logs,
         joined,
     }))
+}
+
+/// Triggers whose remembered instants cannot be believed start afresh: said once.
+fn say_forgotten(memory: &crate::store::Memory, reporter: &Reporter) {
+    if !memory.forgotten.is_empty() {
+        reporter.notice(&format!(
+            "the state remembered firings of {} at times that are not times or lie ahead of the clock (was the clock set back?): their triggers start afresh",
+            memory.forgotten.join(", ")
+        ));
+    }
+}
+
+/// The store's writer, and where the runs' logs go (pruning deletes log files only under these folders, whatever
+/// a history row names).
+fn start_writer(
+    args: &RunArgs,
+    store: crate::store::SqliteStore,
+    path: &Path,
+    reporter: &Arc<Reporter>,
+) -> Result<(crate::store::writer::History, PathBuf), Error> {
+    let logs = log_root(args.log_dir.as_deref(), Some(path))?.unwrap_or_else(|| path.join("logs"));
+    let log_roots = vec![path.join("logs"), logs.clone()];
+    let history = crate::store::writer::History::start(
+        Box::new(store),
+        args.keep,
+        log_roots,
+        path.to_path_buf(),
+        reporter.clone(),
+    );
+    Ok((history, logs))
+}
+
+/// The state's store, locked (one runner per state): a second runner is refused, with a hint for `--only`.
+fn locked_store(args: &RunArgs, path: &Path) -> Result<crate::store::SqliteStore, Error> {
+    use crate::store::Store;
+    let mut store = crate::store::SqliteStore::open(path).map_err(Error::from)?;
+    store.lock().map_err(|e| match (&e, args.only.first()) {
+        (crate::store::StoreError::Held { .. }, Some(job)) => Error::Usage {
+            message: e.to_string(),
+            help: Some(format!(
+                "to run {job} now in the running runner: `flowrun trigger {} {job}`",
+                args.file.display()
+            )),
+        },
+        _ => Error::from(e),
+    })?;
+    Ok(store)
 }
 
 /// The state opened: the engine's part, where logs go, and the runner's cluster when it joined one.
