@@ -598,3 +598,41 @@ jobs:
     );
     eprintln!("shared queue: {N} messages, per runner {per_runner:?}, {duplicates} done twice");
 }
+
+#[test]
+fn run_numbers_go_on_after_the_store_lost_its_data() {
+    let Some(mut redis) = Redis::start(false) else {
+        return;
+    };
+    let (dir, file) = common::flow("name: once\njobs:\n  a: { run: 'true' }\n");
+    let state = dir.path().join("s");
+    let run = |redis: &Redis| {
+        let out = common::cmd()
+            .arg(&file)
+            .arg("--state")
+            .arg(&state)
+            .args([
+                "--store",
+                &redis.url(),
+                "--runner-id",
+                "solo",
+                "--log-format",
+                "json",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let events = common::events(&out.stderr);
+        let start = events
+            .iter()
+            .find(|e| e["event"] == "run.start")
+            .expect("a run");
+        start["run"].as_u64().unwrap()
+    };
+    assert_eq!(run(&redis), 1);
+    assert_eq!(run(&redis), 2);
+    // Redis restarted with nothing (no persistence): the counter goes on from this runner's history.
+    redis.kill();
+    redis.up();
+    assert_eq!(run(&redis), 3);
+}

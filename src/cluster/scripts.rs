@@ -83,3 +83,14 @@ return new
 "#,
     )
 });
+
+/// Raise a counter to at least a value. KEYS: the counter. ARGV: the value.
+pub static RAISE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+local c = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > c then redis.call('SET', KEYS[1], ARGV[1]) end
+return 0
+"#,
+    )
+});

@@ -86,7 +86,7 @@ pub fn config(
 pub fn join(
     (config, client): (Config, redis::Client),
     plan: &Plan,
-    memory: &mut Memory,
+    (memory, given): (&mut Memory, std::collections::HashMap<String, u64>),
     state: &Path,
     keep: std::time::Duration,
     reporter: &Arc<Reporter>,
@@ -107,6 +107,10 @@ pub fn join(
         Ok(n) => {
             recovered = n;
             up.store(true, std::sync::atomic::Ordering::Release);
+            // A store that lost its data (no persistence) must not give numbers this runner gave already.
+            if let Err(e) = raise_counters(&config, &client, &given) {
+                reporter.notice(&format!("the cluster's run counters cannot be checked ({e})"));
+            }
             match handled(&config, &client, plan) {
                 Ok(handled) => memory.handled = handled,
                 Err(e) => reporter.notice(&format!(
@@ -157,6 +161,23 @@ pub fn join(
         history: Some(history),
     };
     Ok((joined, recovered))
+}
+
+/// Raise each job's counter in the cluster to at least the last number this runner's history has.
+fn raise_counters(
+    config: &Config,
+    client: &redis::Client,
+    last_runs: &std::collections::HashMap<String, u64>,
+) -> redis::RedisResult<()> {
+    let mut conn = connect(client)?;
+    let keys = config.keys();
+    for (job, last) in last_runs {
+        let _: i64 = crate::cluster::scripts::RAISE
+            .key(keys.counter(job))
+            .arg(*last)
+            .invoke(&mut conn)?;
+    }
+    Ok(())
 }
 
 /// The cluster's handled instants; an interval without `start` that none has is anchored now, once for the whole

@@ -49,8 +49,20 @@ pub fn open_state(
     let mut memory = store.memory().map_err(store_error)?;
     let (mut joined, more) = match cluster {
         Some(cluster) => {
-            let (joined, n) =
-                super::cluster::join(cluster, plan, &mut memory, path, args.keep, reporter)?;
+            // The numbers this runner's history has: the cluster's counters never go below them.
+            let given = plan
+                .jobs
+                .iter()
+                .filter_map(|j| Some((j.name.clone(), store.last_run(&j.name).ok()??)))
+                .collect();
+            let (joined, n) = super::cluster::join(
+                cluster,
+                plan,
+                (&mut memory, given),
+                path,
+                args.keep,
+                reporter,
+            )?;
             (Some(joined), n)
         }
         None => (None, 0),
