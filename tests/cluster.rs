@@ -636,3 +636,105 @@ fn run_numbers_go_on_after_the_store_lost_its_data() {
     redis.up();
     assert_eq!(run(&redis), 3);
 }
+
+#[test]
+fn a_tls_store_is_reached_with_rediss_and_a_private_authority() {
+    if redis_server().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // A private authority and a certificate for 127.0.0.1 it signed.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let server = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca_cert, &ca_key)
+        .unwrap();
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let ca_pem = write("ca.pem", ca_cert.pem());
+    let cert = write("server.pem", server.pem());
+    let key = write("server.key", key.serialize_pem());
+    let port = free_port();
+    let mut child = Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args([
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--tls-auth-clients",
+            "no",
+        ])
+        .arg("--tls-cert-file")
+        .arg(&cert)
+        .arg("--tls-key-file")
+        .arg(&key)
+        .arg("--tls-ca-cert-file")
+        .arg(&ca_pem)
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(20), "redis-server on TLS", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let url = format!("rediss://127.0.0.1:{port}/0");
+    let (flow_dir, file) = common::flow(TICKS);
+    let out = common::cmd()
+        .arg(&file)
+        .arg("--state")
+        .arg(flow_dir.path().join("s"))
+        .args([
+            "--store",
+            &url,
+            "--runner-id",
+            "tls",
+            "--for",
+            "2500ms",
+            "--log-format",
+            "json",
+        ])
+        .env("FLOWRUN_STORE_CA", &ca_pem)
+        .env("RUNNER", "tls")
+        .output()
+        .unwrap();
+    let events = common::events(&out.stderr);
+    let starts = events.iter().filter(|e| e["event"] == "run.start").count();
+    assert!(starts >= 1, "{}", String::from_utf8_lossy(&out.stderr));
+    let history = common::cmd()
+        .arg("history")
+        .arg(&file)
+        .args(["--store", &url, "--format", "json"])
+        .env("FLOWRUN_STORE_CA", &ca_pem)
+        .output()
+        .unwrap();
+    let rows: Vec<Value> = serde_json::from_slice(&history.stdout).unwrap_or_default();
+    assert_eq!(rows.len(), starts, "{history:?}");
+    // Without the authority, the server's certificate is not trusted, and that is said.
+    let refused = common::cmd()
+        .arg("history")
+        .arg(&file)
+        .args(["--store", &url])
+        .env_remove("FLOWRUN_STORE_CA")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let _ = child.kill();
+    let _ = child.wait();
+}

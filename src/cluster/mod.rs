@@ -73,17 +73,12 @@ pub fn shown_url(url: &str) -> String {
     }
 }
 
-/// Check a `--store` address: `redis://` (or `rediss://`, refused by this build with a hint).
+/// Check a `--store` address: `redis://`, or `rediss://` (TLS).
 pub fn check_url(url: &str) -> Result<redis::Client, String> {
     let scheme = url.split("://").next().unwrap_or_default();
     match scheme {
         "redis" => {}
-        "rediss" => {
-            return Err(format!(
-                "--store {}: this build of flowrun has no TLS; reach Redis over a TLS tunnel (stunnel, spiped, ssh -L) with a redis:// address",
-                shown_url(url)
-            ))
-        }
+        "rediss" => return tls_client(url),
         _ => {
             return Err(format!(
                 "--store {}: not a Redis address; write redis://[USER:PASSWORD@]HOST:PORT/DB",
@@ -92,6 +87,32 @@ pub fn check_url(url: &str) -> Result<redis::Client, String> {
         }
     }
     redis::Client::open(url).map_err(|e| format!("--store {}: {e}", shown_url(url)))
+}
+
+/// A client of a TLS store: the server's certificate is checked against the system's authorities, or against
+/// the one in `$FLOWRUN_STORE_CA` (a PEM file: a private authority).
+fn tls_client(url: &str) -> Result<redis::Client, String> {
+    // rustls's crypto is ring, chosen once for the process (an error means it was chosen already). ring has no
+    // post-quantum key exchange (hence the deprecation); aws-lc-rs has, but needs cmake and a long C build.
+    #[allow(deprecated)]
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let shown = shown_url(url);
+    match std::env::var_os("FLOWRUN_STORE_CA") {
+        Some(path) => {
+            let pem = std::fs::read(&path).map_err(|e| {
+                format!(
+                    "--store {shown}: FLOWRUN_STORE_CA {}: {e}",
+                    std::path::Path::new(&path).display()
+                )
+            })?;
+            let certs = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            };
+            redis::Client::build_with_tls(url, certs).map_err(|e| format!("--store {shown}: {e}"))
+        }
+        None => redis::Client::open(url).map_err(|e| format!("--store {shown}: {e}")),
+    }
 }
 
 /// FNV-1a, 64 bits, as hex: stable across versions and machines (std's hasher is not).
@@ -185,7 +206,10 @@ mod tests {
     #[test]
     fn addresses_are_checked_with_a_hint() {
         assert!(check_url("redis://127.0.0.1:6379/0").is_ok());
-        assert!(check_url("rediss://h:1/0").unwrap_err().contains("TLS"));
+        assert!(
+            check_url("rediss://h:1/0").is_ok(),
+            "TLS with the system's authorities"
+        );
         assert!(check_url("http://h/").unwrap_err().contains("redis://"));
     }
 }
