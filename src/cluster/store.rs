@@ -59,9 +59,9 @@ impl RedisStore {
     }
 
     fn error(&self, e: impl std::fmt::Display) -> StoreError {
-        StoreError::Io {
-            path: self.url.clone(),
-            source: std::io::Error::other(e.to_string()),
+        StoreError::Cluster {
+            url: self.url.clone(),
+            why: e.to_string(),
         }
     }
 

@@ -28,10 +28,15 @@ fn cluster_of(
 }
 
 fn unreachable(url: &str, e: impl std::fmt::Display) -> Error {
-    Error::Setup(format!(
-        "the cluster's store {} does not answer: {e}",
-        crate::cluster::shown_url(url)
-    ))
+    let e = e.to_string();
+    // A store error names the store already.
+    match e.starts_with("the cluster's store") {
+        true => Error::Setup(e),
+        false => Error::Setup(format!(
+            "the cluster's store {} does not answer: {e}",
+            crate::cluster::shown_url(url)
+        )),
+    }
 }
 
 /// One runner as the store shows it.

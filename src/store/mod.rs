@@ -36,6 +36,9 @@ pub enum StoreError {
         path: String,
         source: std::io::Error,
     },
+    /// The cluster's store (Redis) did not answer, or refused.
+    #[error("the cluster's store {url}: {why}")]
+    Cluster { url: String, why: String },
 }
 
 /// One row of history: a run (with its number), or a skipped or missed firing (without).
