@@ -287,17 +287,35 @@ fn redis_killed_and_restarted_runs_nothing_twice_and_says_what_was_missed() {
     };
     let (dir, file) = common::flow(TICKS);
     let root = dir.path();
-    let a = runner(&file, &redis, "a", root, &[]);
+    let port = free_port().to_string();
+    let a = runner(&file, &redis, "a", root, &["--listen", &port]);
     let b = runner(&file, &redis, "b", root, &[]);
     let out = root.join("ticks.txt");
+    let store_up = || -> Option<String> {
+        let mut s =
+            std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        text.lines()
+            .find(|l| l.starts_with("flowrun_store_up "))
+            .map(|l| l["flowrun_store_up ".len()..].to_string())
+    };
     wait_for(Duration::from_secs(20), "the first ticks", || {
         ticks(&out).len() >= 3
     });
+    assert_eq!(store_up().as_deref(), Some("1"));
     let down_at = chrono::Utc::now().timestamp();
     redis.kill();
-    std::thread::sleep(Duration::from_secs(3));
+    wait_for(Duration::from_secs(20), "flowrun_store_up 0", || {
+        store_up().as_deref() == Some("0")
+    });
+    std::thread::sleep(Duration::from_secs(2));
     let up_at = chrono::Utc::now().timestamp();
     redis.up();
+    wait_for(Duration::from_secs(20), "flowrun_store_up 1", || {
+        store_up().as_deref() == Some("1")
+    });
     wait_for(Duration::from_secs(20), "ticks after the restart", || {
         ticks(&out).iter().any(|t| seconds_of(&t.0) > up_at + 3)
     });
