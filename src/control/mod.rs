@@ -22,6 +22,7 @@ mod stalled;
 mod thread;
 pub mod timeouts;
 
+pub use api::{trigger_answer, trigger_end, trigger_waits};
 pub use metrics::Metrics;
 pub use server::{bind, Listeners};
 pub use thread::ApiThread;

@@ -97,6 +97,9 @@ impl Dispatcher {
             let reply: crate::cluster::claims::Reply = Arc::new(move |key, answer| {
                 let _ = answers.send(Msg::Claimed { key, answer });
             });
+            // Manual firings asked through the store (`flowrun trigger --store`), taken as the control API's.
+            let engine = super::requests::EngineHandle { tx: tx.clone() };
+            crate::cluster::inbox::start(&link.config, link.client.clone(), engine);
             let claimer = Claimer::start(&link.config, link.client, reply, link.up);
             // The heartbeat's thread tells of runs it took over from a runner that stopped answering.
             let taken = tx.clone();
