@@ -24,7 +24,7 @@ const POLL: Duration = Duration::from_secs(1);
 const RECONNECT: Duration = Duration::from_secs(1);
 /// How long a request's taker (or its cancellation) is kept, and how old a request may be when a runner finds it
 /// (older ones are dropped: their command gave up long ago).
-const TAKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+const TAKEN_TTL: Duration = Duration::from_secs(2 * 3600);
 const STALE: Duration = Duration::from_secs(3600);
 /// How long a reply list is kept after its last answer (its command reads it at once, unless it died).
 const REPLY_TTL: Duration = Duration::from_secs(600);
@@ -286,15 +286,20 @@ pub fn ask(
             }
         }
     };
+    // Answered: the request is in no list any more, its taker need not be kept.
+    let done = |conn: &mut redis::Connection| {
+        let _: redis::RedisResult<i64> =
+            conn.del(&[reply.clone(), keys.trigger_taken(&request.id)]);
+    };
     if !first.more {
-        let _: redis::RedisResult<i64> = conn.del(&reply);
+        done(&mut conn);
         return Ok(Asked::Answer(first.status, first.body));
     }
     // The run's end: as long as it takes, while its runner keeps its heartbeat.
     loop {
         match next_answer(&mut conn, &reply, std::time::Instant::now() + POLL) {
             Ok(Some(end)) => {
-                let _: redis::RedisResult<i64> = conn.del(&reply);
+                done(&mut conn);
                 return Ok(Asked::Answer(end.status, end.body));
             }
             Ok(None) => {

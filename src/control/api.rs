@@ -34,6 +34,7 @@ pub fn router(ctx: Arc<Context>, tcp: bool) -> Router {
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/events", get(super::events::events))
         .route("/api/v1/graph", get(super::graph::graph))
+        .route("/api/v1/cluster", get(super::cluster::cluster))
         .route("/api/v1/jobs/{job}/runs/{run}", get(super::runs::run))
         .route("/api/v1/jobs/{job}/runs/{run}/log", get(super::runlog::log))
         .route("/api/v1/openapi.json", get(openapi))

@@ -88,10 +88,14 @@ pub fn run(args: RunArgs) -> Result<i32, Error> {
         }) as crate::engine::Observer
     };
     let plan = Arc::new(plan);
+    let cluster = joined.as_ref().map(|j| crate::control::ClusterView {
+        config: j.link.config.clone(),
+        client: j.link.client.clone(),
+    });
     let (serve, api) = api_server(
         &args,
         listeners,
-        (metrics, state_dir, token, plan.clone()),
+        (metrics, state_dir, token, plan.clone(), cluster),
         reporter.clone(),
     );
     let log_dir = match logs {
@@ -180,11 +184,12 @@ type ApiSlot = Arc<std::sync::Mutex<Option<crate::control::ApiThread>>>;
 fn api_server(
     args: &RunArgs,
     listeners: crate::control::Listeners,
-    (metrics, state_dir, token, plan): (
+    (metrics, state_dir, token, plan, cluster): (
         Arc<crate::control::Metrics>,
         Option<std::path::PathBuf>,
         Option<String>,
         Arc<Plan>,
+        Option<crate::control::ClusterView>,
     ),
     reporter: Arc<Reporter>,
 ) -> (crate::engine::Serve, ApiSlot) {
@@ -204,7 +209,8 @@ fn api_server(
             only,
             api_reporter.clone(),
         )
-        .with_plan(plan);
+        .with_plan(plan)
+        .with_cluster(cluster);
         let served = crate::control::serve(listeners, control, watch, reloads);
         let reload = match served {
             Ok(thread) => {
