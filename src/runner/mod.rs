@@ -95,7 +95,8 @@ pub fn run(args: RunArgs) -> Result<i32, Error> {
     let (serve, api) = api_server(
         &args,
         listeners,
-        (metrics, state_dir, token, plan.clone(), cluster),
+        (metrics, state_dir, token, plan.clone()),
+        cluster,
         reporter.clone(),
     );
     let log_dir = match logs {
@@ -184,13 +185,13 @@ type ApiSlot = Arc<std::sync::Mutex<Option<crate::control::ApiThread>>>;
 fn api_server(
     args: &RunArgs,
     listeners: crate::control::Listeners,
-    (metrics, state_dir, token, plan, cluster): (
+    (metrics, state_dir, token, plan): (
         Arc<crate::control::Metrics>,
         Option<std::path::PathBuf>,
         Option<String>,
         Arc<Plan>,
-        Option<crate::control::ClusterView>,
     ),
+    cluster: Option<crate::control::ClusterView>,
     reporter: Arc<Reporter>,
 ) -> (crate::engine::Serve, ApiSlot) {
     let (file, watch, only) = (args.file.clone(), args.watch, args.only.clone());
