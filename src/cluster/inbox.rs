@@ -256,8 +256,11 @@ pub fn ask(
     let _: i64 = conn
         .rpush(keys.triggers(), &text)
         .map_err(|e| e.to_string())?;
+    // Past this point the request is sent: a store lost now may still hand it to a runner when it comes back.
+    let sent =
+        |e: String| format!("{e} (the request was sent: it may still fire once the store is back)");
     let deadline = std::time::Instant::now() + bound;
-    let first = match next_answer(&mut conn, &reply, deadline)? {
+    let first = match next_answer(&mut conn, &reply, deadline).map_err(sent)? {
         Some(answer) => answer,
         None => {
             // Nothing within the bound: cancel it, unless a runner took it just now.
@@ -268,13 +271,13 @@ pub fn ask(
                 .arg("PX")
                 .arg(TAKEN_TTL.as_millis() as u64)
                 .query(&mut conn)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| sent(e.to_string()))?;
             if cancelled.is_some() {
                 let _: redis::RedisResult<i64> = conn.lrem(keys.triggers(), 1, &text);
                 return Ok(Asked::NotTaken(alive));
             }
             let taker: Option<String> = conn.get(keys.trigger_taken(&request.id)).ok().flatten();
-            match next_answer(&mut conn, &reply, std::time::Instant::now() + bound)? {
+            match next_answer(&mut conn, &reply, std::time::Instant::now() + bound).map_err(sent)? {
                 Some(answer) => answer,
                 None => {
                     return Ok(Asked::Silent(format!(
@@ -321,7 +324,10 @@ pub fn ask(
                         break;
                     }
                     if std::time::Instant::now() > back {
-                        return Err(e);
+                        return Err(format!(
+                            "{e} (while waiting for the run's end on runner {})",
+                            first.runner
+                        ));
                     }
                 }
             }
