@@ -136,7 +136,17 @@ fn on_state(command: Command) -> Result<i32, Error> {
             job,
             wait,
             state,
-        } => crate::control::commands::trigger(&file, &job, wait, state.dir.as_deref()),
+            store,
+        } => match store.url() {
+            Some(url) => crate::control::commands::trigger_in_cluster(
+                &file,
+                &job,
+                wait,
+                &url,
+                store.cluster.as_deref(),
+            ),
+            None => crate::control::commands::trigger(&file, &job, wait, state.dir.as_deref()),
+        },
         Command::Stop { file, job, state } => {
             crate::control::commands::stop(&file, job.as_deref(), state.dir.as_deref())
         }

@@ -129,6 +129,9 @@ pub enum Command {
         wait: bool,
         #[command(flatten)]
         state: StateArg,
+        /// With --store: fire it on one live runner of the cluster, from any host (no local runner needed).
+        #[command(flatten)]
+        store: StoreArg,
     },
     /// Stop the running runner (as SIGTERM does), or only the live runs of JOB.
     Stop {

@@ -7,6 +7,7 @@
 //! Without chromedriver the tests say they are skipped and pass, unless `FLOWRUN_REQUIRE_BROWSER=1` (CI sets it).
 //! Every wait polls the page or the API against a deadline.
 
+mod redis_server;
 mod web;
 
 use fantoccini::key::Key;
@@ -105,12 +106,21 @@ where
     F: FnOnce(Client, Runner) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    with_browser_args(name, yaml, &[], test)
+}
+
+/// [`with_browser_on`], with more arguments of the runner.
+fn with_browser_args<F, Fut>(name: &str, yaml: &str, args: &[&str], test: F)
+where
+    F: FnOnce(Client, Runner) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let Some((_driver, port)) = chromedriver() else {
         eprintln!("{name}: skipped");
         return;
     };
-    let runner = Runner::start(yaml);
+    let runner = Runner::start_with(yaml, args);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -530,6 +540,66 @@ fn the_jobs_table_makes_only_the_rows_in_sight_and_scrolls_to_the_last() {
         // The filter finds a job far down.
         eval(&client, "const f = document.querySelector('input[type=search]'); f.value = 'job-1234'; f.dispatchEvent(new Event('input')); return true").await;
         until(&client, "one row", "const rows = document.querySelectorAll('.jobs .row'); return rows.length === 1 && rows[0].dataset.job === 'job-1234'").await;
+        no_errors(&client).await;
+    });
+}
+
+#[test]
+fn a_runner_of_a_cluster_shows_the_runners_and_one_alone_does_not() {
+    // Alone: no Runners link (GET /api/v1/cluster answers 404), and no error for it.
+    with_browser("alone", |client, runner| async move {
+        open_with_token(&client, &runner).await;
+        until(
+            &client,
+            "the probe of the cluster",
+            "return performance.getEntriesByType('resource').some(e => e.name.endsWith('/api/v1/cluster'))",
+        )
+        .await;
+        let hidden = eval(
+            &client,
+            "return document.querySelector('nav a[data-view=runners]').hidden",
+        )
+        .await;
+        assert_eq!(hidden, Value::Bool(true));
+        no_errors(&client).await;
+    });
+    let Some(redis) = redis_server::Redis::start(false) else {
+        return;
+    };
+    let url = redis.url();
+    let args = [
+        "--store",
+        url.as_str(),
+        "--runner-id",
+        "web-1",
+        "--lease",
+        "2s",
+    ];
+    with_browser_args("cluster", workflow(), &args, |client, runner| async move {
+        open_with_token(&client, &runner).await;
+        until(
+            &client,
+            "the Runners link",
+            "return !document.querySelector('nav a[data-view=runners]').hidden",
+        )
+        .await;
+        client.goto(&page(&runner, "#/runners")).await.unwrap();
+        until(
+            &client,
+            "this runner's row",
+            "const r = document.querySelector('#runners tr[data-runner=\"web-1\"]'); return !!r && r.innerText.includes('(this one)') && r.innerText.includes('same')",
+        )
+        .await;
+        let title = eval(
+            &client,
+            "return document.querySelector('main h2').textContent",
+        )
+        .await;
+        assert!(
+            title.as_str().unwrap().starts_with("Runners of cluster"),
+            "{title}"
+        );
+        screenshot(&client, "runners").await;
         no_errors(&client).await;
     });
 }

@@ -2,115 +2,26 @@
 //! folders: a per-second cron runs each tick exactly once across three runners while one is SIGKILLed and one
 //! SIGSTOPped past its lease; Redis itself killed and restarted mid-run (append-only file) runs nothing twice and
 //! reports the firings it missed; a SIGKILLed runner's live run is marked interrupted by another and tried again
-//! there (`failover`); `status --store` lists the runners from any host and flags one running another file.
+//! there (`failover`); `status --store` lists the runners from any host and flags one running another file;
+//! `trigger --store` fires a job on exactly one live runner from any host (its answer, `--wait`, no runner up, a
+//! request no runner took never fires later); `GET /api/v1/cluster` lists the runners.
 //!
 //! The tests start `redis-server` (Debian's package) on free ports. Without it they say they are skipped and pass,
 //! unless `FLOWRUN_REQUIRE_REDIS=1` (CI sets it). The cron tests run for wall-clock seconds: time is what they test;
 //! every wait for a condition polls it against a deadline.
 
 mod common;
+mod openapi;
+mod redis_server;
+mod web;
+
+use redis_server::{free_port, redis_server, Redis};
 
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A `redis-server` of a test, on a free port, in a folder of its own.
-struct Redis {
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-    appendonly: bool,
-}
-
-fn redis_server() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("redis-server"))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        if std::env::var("FLOWRUN_REQUIRE_REDIS").as_deref() == Ok("1") {
-            panic!(
-                "FLOWRUN_REQUIRE_REDIS=1 and no redis-server on PATH: apt-get install redis-server"
-            );
-        }
-        eprintln!("skipped: no redis-server on PATH (apt-get install redis-server to run it)");
-    }
-    found
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Redis {
-    fn start(appendonly: bool) -> Option<Redis> {
-        redis_server()?;
-        let mut redis = Redis {
-            child: None,
-            port: free_port(),
-            dir: tempfile::tempdir().unwrap(),
-            appendonly,
-        };
-        redis.up();
-        Some(redis)
-    }
-
-    /// (Re)start the server on its port and folder, and wait until it answers.
-    fn up(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", ""])
-            .args(["--appendonly", if self.appendonly { "yes" } else { "no" }])
-            .args(["--appendfsync", "always"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.answers() {
-            assert!(Instant::now() < deadline, "redis-server did not answer");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn answers(&self) -> bool {
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-        let mut buf = [0u8; 16];
-        s.write_all(b"PING\r\n").is_ok()
-            && s.read(&mut buf)
-                .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// A runner of the cluster: its process and the file its JSON events go to.
 struct Runner {
@@ -124,7 +35,12 @@ fn runner(file: &Path, redis: &Redis, id: &str, root: &Path, extra: &[&str]) -> 
         .arg(file)
         .arg("--state")
         .arg(root.join(id))
-        .args(["--store", &redis.url(), "--runner-id", id, "--lease", "2s"])
+        .args(["--store", &redis.url(), "--runner-id", id])
+        // A test that wants another lease gives it.
+        .args(match extra.contains(&"--lease") {
+            true => &[][..],
+            false => &["--lease", "2s"][..],
+        })
         .args(["--progress", "never", "--log-format", "json"])
         .args(extra)
         .env("RUNNER", id)
@@ -276,7 +192,22 @@ fn every_tick_runs_once_across_three_runners_with_one_killed_and_one_paused_past
     assert!(history.status.success(), "{history:?}");
     let rows: Vec<Value> = serde_json::from_slice(&history.stdout).unwrap();
     let runs: Vec<&Value> = rows.iter().filter(|r| r["run"].is_u64()).collect();
-    assert_eq!(runs.len(), lines.len(), "one history row per run");
+    // One row per run, but those the SIGKILLed runner started in its last history window (50 ms) before the
+    // kill: its writer never sent them (README: a SIGKILL can lose the last 50 ms of rows).
+    let ran: std::collections::HashSet<u64> = lines.iter().map(|l| l.1).collect();
+    let lost = lines.len() - runs.len();
+    assert!(lost <= 2, "{lost} runs have no row");
+    assert!(runs
+        .iter()
+        .all(|r| ran.contains(&r["run"].as_u64().unwrap())));
+    let unwritten: Vec<&(String, u64, String)> = lines
+        .iter()
+        .filter(|l| !runs.iter().any(|r| r["run"] == l.1))
+        .collect();
+    assert!(
+        unwritten.iter().all(|l| l.2 == "r1"),
+        "only the killed runner's: {unwritten:?}"
+    );
     assert!(runs.iter().all(|r| r["runner"].is_string()));
 }
 
@@ -755,4 +686,233 @@ fn a_tls_store_is_reached_with_rediss_and_a_private_authority() {
     assert!(!refused.status.success());
     let _ = child.kill();
     let _ = child.wait();
+}
+
+const FIRED: &str = r#"
+name: fired
+jobs:
+  hello:
+    run: echo "$RUNNER $FLOWRUN_RUN" >> fired.txt
+    trigger: { cron: "0 0 1 1 *" }
+  bad:
+    run: exit 3
+    trigger: { cron: "0 0 1 1 *" }
+"#;
+
+/// The runners with a heartbeat, as `status --store` lists them.
+fn live_runners(file: &Path, redis: &Redis) -> usize {
+    let out = common::cmd()
+        .arg("status")
+        .arg(file)
+        .args(["--store", &redis.url(), "--format", "json"])
+        .output()
+        .unwrap();
+    serde_json::from_slice::<Value>(&out.stdout).unwrap_or_default()["runners"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+/// `flowrun trigger FILE JOB --store URL [more]`: its exit code, stdout and stderr.
+fn trigger(file: &Path, redis: &Redis, job: &str, more: &[&str]) -> (Option<i32>, String, String) {
+    let out = common::cmd()
+        .arg("trigger")
+        .arg(file)
+        .arg(job)
+        .args(["--store", &redis.url()])
+        .args(more)
+        .env("FLOWRUN_ANSWER_TIMEOUT", "3s")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn lines_of(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn trigger_with_store_fires_once_on_one_of_two_runners_and_waits_for_its_end() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    let (dir, file) = common::flow(FIRED);
+    let root = dir.path();
+    let a = runner(&file, &redis, "a", root, &[]);
+    let b = runner(&file, &redis, "b", root, &[]);
+    wait_for(Duration::from_secs(20), "two runners' heartbeats", || {
+        live_runners(&file, &redis) == 2
+    });
+    let fired = root.join("fired.txt");
+    // Without --wait: the answer as through the control socket, the run's number.
+    let (code, out, err) = trigger(&file, &redis, "hello", &[]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(out.trim(), "hello#1 started", "{err}");
+    wait_for(Duration::from_secs(10), "the run's line", || {
+        !lines_of(&fired).is_empty()
+    });
+    // With --wait: the run's end, and the command's exit code is its result.
+    for n in 2..=6 {
+        let (code, out, err) = trigger(&file, &redis, "hello", &["--wait"]);
+        assert_eq!(code, Some(0), "{out}{err}");
+        assert_eq!(out.trim(), format!("hello#{n} succeeded (exit 0)"), "{err}");
+        assert_eq!(lines_of(&fired).len(), n as usize, "one run per trigger");
+    }
+    let (code, out, err) = trigger(&file, &redis, "bad", &["--wait"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert_eq!(out.trim(), "bad#1 failed (exit 3)", "{err}");
+    // An unknown job is refused before anything is sent.
+    let (code, _, err) = trigger(&file, &redis, "nope", &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("`nope` is not a job of"), "{err}");
+    // Each firing ran once, on one runner: the runners' own events say so, and the numbers are all different.
+    let logs = [a.events.clone(), b.events.clone()];
+    assert_eq!(a.stop(), Some(0));
+    assert_eq!(b.stop(), Some(0));
+    let lines = lines_of(&fired);
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    let mut numbers: Vec<&str> = lines.iter().map(|l| l.split(' ').nth(1).unwrap()).collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    assert_eq!(numbers.len(), 6, "{lines:?}");
+    let starts: usize = logs
+        .iter()
+        .map(|log| {
+            common::events(&std::fs::read(log).unwrap())
+                .iter()
+                .filter(|e| e["event"] == "run.start" && e["job"] == "hello")
+                .count()
+        })
+        .sum();
+    assert_eq!(starts, 6);
+}
+
+#[test]
+fn trigger_with_store_and_no_runner_to_take_it_says_so_and_never_fires_it_later() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    let (dir, file) = common::flow(FIRED);
+    let root = dir.path();
+    let fired = root.join("fired.txt");
+    // No runner at all: said at once, nothing sent.
+    let started = Instant::now();
+    let (code, out, err) = trigger(&file, &redis, "hello", &[]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(err.contains("no runner of cluster `fired` is up"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // A runner with a heartbeat that does not answer (stopped; its lease is long): the command waits its bound,
+    // says nobody took the request, and cancels it.
+    let one = runner(&file, &redis, "one", root, &["--lease", "30s"]);
+    wait_for(Duration::from_secs(20), "the runner's heartbeat", || {
+        live_runners(&file, &redis) == 1
+    });
+    one.signal(libc::SIGSTOP);
+    let started = Instant::now();
+    let (code, out, err) = trigger(&file, &redis, "hello", &[]);
+    let took = started.elapsed();
+    one.signal(libc::SIGCONT);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(
+        err.contains(
+            "no runner of cluster `fired` took the request within 3.0s (1 with a heartbeat: one)"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("`hello` was not fired, and will not be"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(10), "the bound is 3 s: {took:?}");
+    // Continued, the runner takes the next request; the cancelled one never runs (not before, not after).
+    let (code, out, err) = trigger(&file, &redis, "hello", &["--wait"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.starts_with("hello#") && out.contains("succeeded"),
+        "{out}"
+    );
+    assert_eq!(one.stop(), Some(0));
+    assert_eq!(lines_of(&fired).len(), 1, "{:?}", lines_of(&fired));
+}
+
+#[test]
+fn the_api_lists_the_runners_of_its_cluster() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    let (dir, file) = common::flow(FIRED);
+    let root = dir.path();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let a = runner(&file, &redis, "a", root, &["--listen", &listen]);
+    // A runner of another text of the file, in the same cluster.
+    let edited = root.join("edited.yaml");
+    std::fs::write(&edited, format!("{FIRED}\n# edited\n")).unwrap();
+    let b = runner(&edited, &redis, "b", root, &[]);
+    let get = || {
+        let answer = web::request(port, "GET", "/api/v1/cluster", &[]);
+        openapi::conforms(
+            "GET",
+            "/api/v1/cluster",
+            answer.status,
+            answer.header("content-type"),
+            &answer.body,
+        );
+        answer
+    };
+    wait_for(Duration::from_secs(20), "both runners in the API", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && get().json()["runners"]
+                .as_array()
+                .is_some_and(|r| r.len() == 2)
+    });
+    let answer = get();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let doc = answer.json();
+    assert_eq!(doc["cluster"], "fired");
+    assert_eq!(doc["runner"], "a");
+    let runners = doc["runners"].as_array().unwrap();
+    let (ra, rb) = (&runners[0], &runners[1]);
+    assert_eq!(
+        (ra["id"].as_str(), rb["id"].as_str()),
+        (Some("a"), Some("b"))
+    );
+    assert_eq!(ra["pid"], a.child.id());
+    assert_eq!(rb["pid"], b.child.id());
+    assert_eq!(ra["file_differs"], false);
+    assert_eq!(rb["file_differs"], true, "b runs another text");
+    assert_eq!(ra["live_runs"], 0);
+    assert!(ra["heartbeat_age_ms"].as_u64().unwrap() < 2000);
+    assert_eq!(ra["version"], env!("CARGO_PKG_VERSION"));
+    // The same as `status --store --format json` gives.
+    let status = common::cmd()
+        .arg("status")
+        .arg(&file)
+        .args(["--store", &redis.url(), "--format", "json"])
+        .output()
+        .unwrap();
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    for key in [
+        "id",
+        "host",
+        "pid",
+        "version",
+        "file",
+        "file_hash",
+        "started",
+        "lease_ms",
+        "file_differs",
+    ] {
+        assert_eq!(status["runners"][0][key], ra[key], "{key}");
+        assert_eq!(status["runners"][1][key], rb[key], "{key}");
+    }
+    assert_eq!(a.stop(), Some(0));
+    assert_eq!(b.stop(), Some(0));
 }

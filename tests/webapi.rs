@@ -273,6 +273,8 @@ fn every_answer_of_the_whole_api_matches_the_document() {
         ("/healthz", "/healthz"),
         ("/metrics", "/metrics"),
         ("/api/v1/openapi.json", "/api/v1/openapi.json"),
+        // Not in a cluster: 404 with a JSON error.
+        ("/api/v1/cluster", "/api/v1/cluster"),
     ];
     let fired = runner.post("/api/v1/jobs/a/trigger?wait=true");
     spec.check("post", "/api/v1/jobs/{job}/trigger", &fired);
@@ -280,6 +282,12 @@ fn every_answer_of_the_whole_api_matches_the_document() {
     for (path, template) in gets {
         spec.check("get", template, &runner.get(path));
     }
+    let cluster = runner.get("/api/v1/cluster");
+    assert_eq!(cluster.status, 404, "not in a cluster: {}", cluster.body);
+    assert!(cluster.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("--store"));
     // The run's row is written by the store's writer after its end: poll for it with a deadline.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let history = loop {

@@ -72,4 +72,21 @@ impl Keys {
     pub fn run(&self, job: &str, number: u64) -> String {
         format!("{}run:{job}:{number}", self.prefix)
     }
+
+    /// Manual firings asked by `flowrun trigger --store` (a list of JSON requests: `RPUSH` by the command, `BLPOP`
+    /// by one runner).
+    pub fn triggers(&self) -> String {
+        format!("{}triggers", self.prefix)
+    }
+
+    /// Who has a trigger request: the runner that took it, or `cancelled` by the command that gave up on it
+    /// (`SET NX`: whichever comes first holds).
+    pub fn trigger_taken(&self, id: &str) -> String {
+        format!("{}trigger:{id}", self.prefix)
+    }
+
+    /// The answers to a trigger request (a list: `RPUSH` by the runner, `BLPOP` by the command; it expires).
+    pub fn reply(&self, id: &str) -> String {
+        format!("{}reply:{id}", self.prefix)
+    }
 }

@@ -34,6 +34,7 @@ pub fn router(ctx: Arc<Context>, tcp: bool) -> Router {
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/events", get(super::events::events))
         .route("/api/v1/graph", get(super::graph::graph))
+        .route("/api/v1/cluster", get(super::cluster::cluster))
         .route("/api/v1/jobs/{job}/runs/{run}", get(super::runs::run))
         .route("/api/v1/jobs/{job}/runs/{run}/log", get(super::runlog::log))
         .route("/api/v1/openapi.json", get(openapi))
@@ -245,7 +246,26 @@ async fn trigger(
     let Some((reply, ended)) = ctx.engine.trigger(&job, wait).await else {
         return engine_gone();
     };
-    let code = match &reply {
+    let (code, answer) = trigger_answer(&reply);
+    match (ended, trigger_waits(&reply)) {
+        (Some(ended), true) => {
+            let (code, end) = trigger_end(ended).await;
+            json_value(code, end)
+        }
+        _ => json_value(code, answer),
+    }
+}
+
+fn json_value(code: u16, body: serde_json::Value) -> Response {
+    let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (code, Json(body)).into_response()
+}
+
+/// The answer to a manual firing, as the API gives it (status code and body): 200 `started` with the run number,
+/// 202 `queued`, 409 `skipped` (or refused: paused, cannot run), 404 unknown job, 503 stopping. The same for a
+/// firing asked through the cluster's store (`flowrun trigger --store`).
+pub fn trigger_answer(reply: &TriggerReply) -> (u16, serde_json::Value) {
+    let code = match reply {
         TriggerReply::Started { .. } => StatusCode::OK,
         TriggerReply::Queued => StatusCode::ACCEPTED,
         TriggerReply::Skipped { .. } => StatusCode::CONFLICT,
@@ -256,35 +276,42 @@ async fn trigger(
                 Refusal::Stopping => StatusCode::SERVICE_UNAVAILABLE,
             };
             return (
-                status,
-                Json(json!({ "status": "refused", "error": reason })),
-            )
-                .into_response();
+                status.as_u16(),
+                json!({ "status": "refused", "error": reason }),
+            );
         }
     };
-    let waits = matches!(reply, TriggerReply::Started { .. } | TriggerReply::Queued);
-    match (ended, waits) {
-        (Some(ended), true) => match ended.await {
-            Ok(end) if end.outcome == "skipped" => (
-                StatusCode::CONFLICT,
-                Json(json!({ "status": "skipped", "reason": end.reason })),
-            )
-                .into_response(),
-            Ok(end) => (
-                StatusCode::OK,
-                Json(
-                    json!({ "status": "ended", "run": end.run, "outcome": end.outcome,
-                             "code": end.code, "signal": end.signal, "success": end.success,
-                             "reason": end.reason }),
-                ),
-            )
-                .into_response(),
-            Err(_) => error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the runner stopped before the run ended",
-            ),
-        },
-        _ => (code, Json(reply)).into_response(),
+    (
+        code.as_u16(),
+        serde_json::to_value(reply).unwrap_or_default(),
+    )
+}
+
+/// Whether a caller waiting for the end of this firing has an end to wait for (it started or was queued).
+pub fn trigger_waits(reply: &TriggerReply) -> bool {
+    matches!(reply, TriggerReply::Started { .. } | TriggerReply::Queued)
+}
+
+/// How a waited firing ended, as the API gives it: 200 `ended` with its outcome, 409 `skipped`, 503 when the
+/// runner stopped first.
+pub async fn trigger_end(
+    ended: tokio::sync::oneshot::Receiver<crate::engine::requests::RunEnded>,
+) -> (u16, serde_json::Value) {
+    match ended.await {
+        Ok(end) if end.outcome == "skipped" => (
+            StatusCode::CONFLICT.as_u16(),
+            json!({ "status": "skipped", "reason": end.reason }),
+        ),
+        Ok(end) => (
+            StatusCode::OK.as_u16(),
+            json!({ "status": "ended", "run": end.run, "outcome": end.outcome,
+                     "code": end.code, "signal": end.signal, "success": end.success,
+                     "reason": end.reason }),
+        ),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE.as_u16(),
+            json!({ "error": "the runner stopped before the run ended" }),
+        ),
     }
 }
 

@@ -7,6 +7,7 @@ use crate::output::{line_err, line_out, print_err};
 use std::path::{Path, PathBuf};
 
 use super::client::{request, Failure};
+use crate::cluster::inbox::Asked;
 use crate::error::Error;
 use crate::store::dir;
 
@@ -80,6 +81,66 @@ pub fn trigger(file: &Path, job: &str, wait: bool, state: Option<&str>) -> Resul
     // Without --wait the answer comes at once; with it, when the run ends (however long that is).
     let timeout = (!wait).then(super::timeouts::answer);
     let (status, body) = ask(file, state, "POST", &path, None, timeout)?;
+    said_trigger(file, job, status, &body)
+}
+
+/// `flowrun trigger FILE JOB --store URL`: fired on one live runner of the cluster, from any host; the same
+/// lines and exit codes as through the control socket. An unknown job is refused before anything is sent; with
+/// no live runner, or none that takes the request within the answer timeout, it says so (exit 2) and the request
+/// is cancelled: it never fires later.
+pub fn trigger_in_cluster(
+    file: &Path,
+    job: &str,
+    wait: bool,
+    url: &str,
+    cluster: Option<&str>,
+) -> Result<i32, Error> {
+    let plan = crate::load::load_plan(file)?;
+    if !plan.jobs.iter().any(|j| j.name == job) {
+        let names: Vec<&str> = plan.jobs.iter().map(|j| j.name.as_str()).collect();
+        return Err(Error::Usage {
+            message: format!("`{job}` is not a job of {}", file.display()),
+            help: Some(crate::diagnostics::suggestion_help(job, &names, "job")),
+        });
+    }
+    let name = cluster.map_or_else(|| plan.name.clone(), str::to_string);
+    let client = crate::cluster::check_url(url).map_err(Error::Setup)?;
+    let shown = crate::cluster::shown_url(url);
+    let unreachable =
+        |e: String| Error::Setup(format!("the cluster's store {shown} does not answer: {e}"));
+    let bound = super::timeouts::answer();
+    let keys = crate::cluster::Keys::new(&name);
+    let status_hint = format!(
+        "`flowrun status {} --store {shown}` lists the cluster's runners",
+        file.display()
+    );
+    match crate::cluster::inbox::ask(&client, &keys, job, wait, bound).map_err(unreachable)? {
+        Asked::Answer(status, body) => said_trigger(file, job, status, &body),
+        Asked::NoRunner => Err(Error::Usage {
+            message: format!("no runner of cluster `{name}` is up in {shown}: `{job}` was not fired"),
+            help: Some(format!(
+                "start one with `flowrun {} --store {shown}`",
+                file.display()
+            )),
+        }),
+        Asked::NotTaken(alive) => Err(Error::Usage {
+            message: format!(
+                "no runner of cluster `{name}` took the request within {} ({} with a heartbeat: {}): `{job}` was not fired, and will not be",
+                crate::timefmt::duration_ms(bound.as_millis() as u64),
+                alive.len(),
+                alive.join(", ")
+            ),
+            help: Some(format!("{status_hint}; FLOWRUN_ANSWER_TIMEOUT waits longer")),
+        }),
+        Asked::Silent(why) => {
+            line_err(format_args!("{job}: {why}"));
+            Ok(crate::exit::FAILED)
+        }
+    }
+}
+
+/// What the answer to a manual firing says: its line and the command's exit code.
+fn said_trigger(file: &Path, job: &str, status: u16, body: &Value) -> Result<i32, Error> {
     let text = |key: &str| body.get(key).map(|v| v.to_string()).unwrap_or_default();
     match (status, body.get("status").and_then(Value::as_str)) {
         (200, Some("ended")) => {
@@ -115,11 +176,11 @@ pub fn trigger(file: &Path, job: &str, wait: bool, state: Option<&str>) -> Resul
                 Some("skipped") => "skipped",
                 _ => "not fired",
             };
-            line_err(format_args!("{job}: {what}: {}", said(&body)));
+            line_err(format_args!("{job}: {what}: {}", said(body)));
             Ok(crate::exit::FAILED)
         }
         (404, _) => Err(Error::Usage {
-            message: said(&body),
+            message: said(body),
             help: Some(format!(
                 "`flowrun status {}` lists the jobs",
                 file.display()
@@ -127,10 +188,10 @@ pub fn trigger(file: &Path, job: &str, wait: bool, state: Option<&str>) -> Resul
         }),
         // The runner is up but stopping (or stopped before a waited run ended): the run did not succeed.
         (503, _) => {
-            line_err(format_args!("{job}: {}", said(&body)));
+            line_err(format_args!("{job}: {}", said(body)));
             Ok(crate::exit::FAILED)
         }
-        _ => Err(Error::Setup(said(&body))),
+        _ => Err(Error::Setup(said(body))),
     }
 }
 

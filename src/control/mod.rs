@@ -4,6 +4,7 @@
 
 mod api;
 pub mod client;
+mod cluster;
 mod coalesce;
 pub mod commands;
 mod events;
@@ -22,6 +23,8 @@ mod stalled;
 mod thread;
 pub mod timeouts;
 
+pub use api::{trigger_answer, trigger_end, trigger_waits};
+pub use cluster::ClusterView;
 pub use metrics::Metrics;
 pub use server::{bind, Listeners};
 pub use thread::ApiThread;
@@ -55,6 +58,8 @@ pub struct Context {
     /// Streams open at once (events, followed logs): a stream holds its connection for as long as it is read,
     /// and the connections are bounded, so streams alone must never take them all.
     pub streams: Arc<tokio::sync::Semaphore>,
+    /// The runner's cluster, when it is in one (`GET /api/v1/cluster`).
+    pub cluster: Option<ClusterView>,
 }
 
 /// The most streams open at once: a quarter of the TCP connections (64), so status, health checks and metrics are
@@ -92,12 +97,19 @@ impl Context {
             plan: Default::default(),
             status,
             streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
+            cluster: None,
         }
     }
 
     /// The plan the runner started with (the graph's, until a reload replaces it).
     pub fn with_plan(self, plan: Arc<crate::plan::Plan>) -> Context {
         *self.plan.lock().unwrap_or_else(|e| e.into_inner()) = Some(plan);
+        self
+    }
+
+    /// The runner's cluster (`GET /api/v1/cluster` lists its runners).
+    pub fn with_cluster(mut self, cluster: Option<ClusterView>) -> Context {
+        self.cluster = cluster;
         self
     }
 

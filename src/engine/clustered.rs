@@ -20,6 +20,9 @@ pub(super) fn link(
         let _ = answers.send(Msg::Claimed { key, answer });
     });
     let claimer = Claimer::start(&link.config, link.client.clone(), reply, link.up);
+    // Manual firings asked through the store (`flowrun trigger --store`), taken as the control API's.
+    let engine = super::requests::EngineHandle { tx: tx.clone() };
+    crate::cluster::inbox::start(&link.config, link.client.clone(), engine);
     // Every end of the cluster, in its one order, for the joins.
     let ends = tx.clone();
     crate::cluster::ends::follow(

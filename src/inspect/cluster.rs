@@ -39,39 +39,34 @@ fn unreachable(url: &str, e: impl std::fmt::Display) -> Error {
     }
 }
 
-/// One runner as the store shows it.
+/// One runner as the store shows it (`status --store --format json`, and the API's `/api/v1/cluster`).
 #[derive(serde::Serialize)]
-struct Runner {
+pub struct Runner {
     #[serde(flatten)]
-    info: RunnerInfo,
+    pub info: RunnerInfo,
     /// Milliseconds since its last heartbeat.
-    heartbeat_age_ms: u64,
-    live_runs: u64,
+    pub heartbeat_age_ms: u64,
+    pub live_runs: u64,
     /// It runs another text of the workflow than the file given.
-    file_differs: bool,
+    pub file_differs: bool,
 }
 
-pub fn status(file: &Path, url: &str, cluster: Option<&str>, format: Mode) -> Result<i32, Error> {
-    let (_, name, hash) = cluster_of(file, cluster)?;
-    let client = crate::cluster::check_url(url).map_err(Error::Setup)?;
-    let mut conn = connect(&client).map_err(|e| unreachable(url, e))?;
-    let keys = Keys::new(&name);
-    let mut ids: Vec<String> = conn
-        .smembers(keys.runners())
-        .map_err(|e| unreachable(url, e))?;
+/// The runners of a cluster with a heartbeat, by id; `hash` is the file's, to flag the others.
+pub fn runners(
+    conn: &mut redis::Connection,
+    keys: &Keys,
+    hash: &str,
+) -> redis::RedisResult<Vec<Runner>> {
+    let mut ids: Vec<String> = conn.smembers(keys.runners())?;
     ids.sort();
     let mut runners = Vec::new();
     for id in ids {
-        let info: Option<String> = conn
-            .get(keys.runner(&id))
-            .map_err(|e| unreachable(url, e))?;
+        let info: Option<String> = conn.get(keys.runner(&id))?;
         let Some(info) = info.and_then(|i| serde_json::from_str::<RunnerInfo>(&i).ok()) else {
             continue;
         };
-        let left: i64 = conn
-            .pttl(keys.runner(&id))
-            .map_err(|e| unreachable(url, e))?;
-        let live: u64 = conn.hlen(keys.live(&id)).map_err(|e| unreachable(url, e))?;
+        let left: i64 = conn.pttl(keys.runner(&id))?;
+        let live: u64 = conn.hlen(keys.live(&id))?;
         runners.push(Runner {
             heartbeat_age_ms: info.lease_ms.saturating_sub(left.max(0) as u64),
             file_differs: info.file_hash != hash,
@@ -79,6 +74,15 @@ pub fn status(file: &Path, url: &str, cluster: Option<&str>, format: Mode) -> Re
             info,
         });
     }
+    Ok(runners)
+}
+
+pub fn status(file: &Path, url: &str, cluster: Option<&str>, format: Mode) -> Result<i32, Error> {
+    let (_, name, hash) = cluster_of(file, cluster)?;
+    let client = crate::cluster::check_url(url).map_err(Error::Setup)?;
+    let mut conn = connect(&client).map_err(|e| unreachable(url, e))?;
+    let keys = Keys::new(&name);
+    let runners = runners(&mut conn, &keys, &hash).map_err(|e| unreachable(url, e))?;
     match format {
         Mode::Json => {
             let doc = serde_json::json!({ "cluster": name, "runners": runners });

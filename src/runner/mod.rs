@@ -93,10 +93,15 @@ pub fn run(args: RunArgs) -> Result<i32, Error> {
         }) as crate::engine::Observer
     };
     let plan = Arc::new(plan);
+    let cluster = joined.as_ref().map(|j| crate::control::ClusterView {
+        config: j.link.config.clone(),
+        client: j.link.client.clone(),
+    });
     let (serve, api) = api_server(
         &args,
         listeners,
         (metrics, state_dir, token, plan.clone()),
+        cluster,
         reporter.clone(),
     );
     let log_dir = match logs {
@@ -192,6 +197,7 @@ fn api_server(
         Option<String>,
         Arc<Plan>,
     ),
+    cluster: Option<crate::control::ClusterView>,
     reporter: Arc<Reporter>,
 ) -> (crate::engine::Serve, ApiSlot) {
     let (file, watch, only) = (args.file.clone(), args.watch, args.only.clone());
@@ -210,7 +216,8 @@ fn api_server(
             only,
             api_reporter.clone(),
         )
-        .with_plan(plan);
+        .with_plan(plan)
+        .with_cluster(cluster);
         let served = crate::control::serve(listeners, control, watch, reloads);
         let reload = match served {
             Ok(thread) => {

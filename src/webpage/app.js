@@ -1,5 +1,6 @@
 // The page's shell: the token from the address (`#token=...`, then taken out of the address bar), the views by
-// the address's fragment (#/jobs, #/timeline, #/history, #/channels, #/graph, #/run/JOB/N), the event stream.
+// the address's fragment (#/jobs, #/timeline, #/history, #/channels, #/graph, #/runners, #/run/JOB/N), the event
+// stream.
 import { token } from './api.js';
 import { act } from './actions.js';
 import { follow, poll, refresh, state, listen } from './store.js';
@@ -9,6 +10,7 @@ import { runView } from './run.js';
 import { historyView } from './history.js';
 import { channelsView } from './channels.js';
 import { graphView } from './graph.js';
+import { probeCluster, runnersView } from './runners.js';
 
 const views = {
   jobs: jobsView,
@@ -16,6 +18,7 @@ const views = {
   history: historyView,
   channels: channelsView,
   graph: graphView,
+  runners: runnersView,
   run: runView,
 };
 
@@ -78,3 +81,4 @@ window.addEventListener('hashchange', route);
 route();
 refresh();
 poll();
+probeCluster();

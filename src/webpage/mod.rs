@@ -22,6 +22,7 @@ pub const FILES: &[(&str, &str, &str)] = &[
     ("history.js", JS, include_str!("history.js")),
     ("channels.js", JS, include_str!("channels.js")),
     ("graph.js", JS, include_str!("graph.js")),
+    ("runners.js", JS, include_str!("runners.js")),
 ];
 
 const HTML: &str = "text/html; charset=utf-8";

@@ -45,6 +45,11 @@ impl Drop for Runner {
 
 impl Runner {
     pub fn start(yaml: &str) -> Runner {
+        Runner::start_with(yaml, &[])
+    }
+
+    /// [`Runner::start`], with more arguments of the runner.
+    pub fn start_with(yaml: &str, extra: &[&str]) -> Runner {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("flow.yaml");
         std::fs::write(&file, yaml).unwrap();
@@ -55,6 +60,7 @@ impl Runner {
             .args(["--log-format", "json", "--state"])
             .arg(&state)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
             .env("FLOWRUN_TOKEN", TOKEN)
             .env("XDG_STATE_HOME", dir.path())
             .current_dir(dir.path())
