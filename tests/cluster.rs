@@ -916,3 +916,54 @@ fn the_api_lists_the_runners_of_its_cluster() {
     assert_eq!(a.stop(), Some(0));
     assert_eq!(b.stop(), Some(0));
 }
+
+#[test]
+fn a_runs_last_output_is_read_from_any_host() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    let (dir, file) = common::flow(
+        "name: talk\njobs:\n  say:\n    run: for i in $(seq 1 20000); do echo \"line $i\"; done\n",
+    );
+    let out = common::cmd()
+        .arg(&file)
+        .arg("--state")
+        .arg(dir.path().join("s"))
+        .args([
+            "--store",
+            &redis.url(),
+            "--runner-id",
+            "talker",
+            "--progress",
+            "never",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // From "another host": no state, only the store.
+    let logs = common::cmd()
+        .arg("logs")
+        .arg(&file)
+        .arg("say")
+        .args(["--store", &redis.url(), "--state", "none"])
+        .output()
+        .unwrap();
+    assert!(logs.status.success(), "{logs:?}");
+    let text = String::from_utf8_lossy(&logs.stdout);
+    assert!(text.len() as u64 <= 64 * 1024, "{} bytes", text.len());
+    assert!(
+        text.len() > 60 * 1024,
+        "the last 64 KiB: {} bytes",
+        text.len()
+    );
+    assert!(text.contains("line 20000\n"), "its last lines");
+    assert!(!text.contains("line 1\n"), "not its first");
+    let named = common::cmd()
+        .arg("logs")
+        .arg(&file)
+        .arg("say#1")
+        .args(["--store", &redis.url()])
+        .output()
+        .unwrap();
+    assert_eq!(named.stdout, logs.stdout);
+}
