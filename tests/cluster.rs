@@ -967,3 +967,70 @@ fn a_runs_last_output_is_read_from_any_host() {
         .unwrap();
     assert_eq!(named.stdout, logs.stdout);
 }
+
+#[test]
+fn stdin_readers_on_two_runners_take_a_shared_queue_through_its_capacity() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    // Capacity well below the messages: the producer waits for what the readers take out of their pipes.
+    let (dir, file) = common::flow(
+        r#"
+name: sq
+channels:
+  tasks: { kind: queue, durable: true, capacity: 300 }
+jobs:
+  produce:
+    run: seq 1 5000
+    stdout: tasks
+    trigger: { cron: "0 0 1 1 *" }
+  read:
+    run: cat >> "out-$RUNNER.txt"
+    stdin: tasks
+"#,
+    );
+    let root = dir.path();
+    let a = runner(&file, &redis, "a", root, &[]);
+    let b = runner(&file, &redis, "b", root, &[]);
+    wait_for(Duration::from_secs(20), "two runners", || {
+        let out = common::cmd()
+            .arg("status")
+            .arg(&file)
+            .args(["--store", &redis.url(), "--format", "json"])
+            .output()
+            .unwrap();
+        serde_json::from_slice::<Value>(&out.stdout)
+            .is_ok_and(|s| s["runners"].as_array().is_some_and(|r| r.len() == 2))
+    });
+    let fired = common::cmd()
+        .arg("trigger")
+        .arg(&file)
+        .arg("produce")
+        .args(["--store", &redis.url()])
+        .output()
+        .unwrap();
+    assert!(fired.status.success(), "{fired:?}");
+    let lines = |id: &str| -> Vec<u64> {
+        std::fs::read_to_string(root.join(format!("out-{id}.txt")))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.parse().ok())
+            .collect()
+    };
+    wait_for(Duration::from_secs(60), "every message read", || {
+        lines("a").len() + lines("b").len() == 5000
+    });
+    assert_eq!(a.stop(), Some(0));
+    assert_eq!(b.stop(), Some(0));
+    let mut all = [lines("a"), lines("b")].concat();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (1..=5000).collect::<Vec<u64>>(),
+        "each once, none lost"
+    );
+    assert!(
+        !lines("a").is_empty() && !lines("b").is_empty(),
+        "both read"
+    );
+}

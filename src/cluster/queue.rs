@@ -191,9 +191,10 @@ impl DurableStore for StreamStore {
     fn stage(&mut self) -> io::Result<Sync> {
         if !self.appended.is_empty() {
             let batch = std::mem::take(&mut self.appended);
-            // At most 1,000 messages a script: Redis runs one script at a time.
+            // At most 1,000 messages a script (Redis runs one script at a time), and no more than the capacity
+            // (a batch goes in whole or waits).
             let mut outbox = self.outbox.lock().unwrap();
-            for part in batch.chunks(1000) {
+            for part in batch.chunks(self.capacity.clamp(1, 1000)) {
                 outbox.batches.push(part.to_vec());
             }
         }

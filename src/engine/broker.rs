@@ -927,7 +927,7 @@ pub async fn feed(
     pipe_size: usize,
 ) {
     feed.state.lock().unwrap().pipe_size = pipe_size;
-    while let Some(chunks) = queue.pop_chunks(pipe_size.max(64 * 1024), &feed).await {
+    while let Some(chunks) = next_chunks(&queue, &feed, pipe_size).await {
         {
             let mut s = feed.state.lock().unwrap();
             for chunk in &chunks {
@@ -981,6 +981,26 @@ pub async fn feed(
     let _ = pipe.shutdown().await;
 }
 
+/// How often a feeder waiting for messages looks whether its reader took what it was sent out of the pipe.
+const READ_LOOK: Duration = Duration::from_millis(100);
+
+/// The next messages for a `stdin:` reader. While it waits, what the reader takes out of its pipe is done now and
+/// then (a durable queue's messages must not wait for the next write to be done: a shared queue's writers wait for
+/// room in the stream, which only done messages make).
+async fn next_chunks(queue: &Arc<Queue>, feed: &Arc<Feed>, pipe_size: usize) -> Option<Vec<Chunk>> {
+    let max = pipe_size.max(64 * 1024);
+    loop {
+        let holds = queue.durable.is_some() && !feed.state.lock().unwrap().sent.is_empty();
+        if !holds {
+            return queue.pop_chunks(max, feed).await;
+        }
+        tokio::select! {
+            chunks = queue.pop_chunks(max, feed) => return chunks,
+            _ = tokio::time::sleep(READ_LOOK) => done_reading(queue, feed),
+        }
+    }
+}
+
 /// A durable queue's messages the reader has taken out of its pipe (all it was sent, less what the pipe still
 /// holds) are done, a chunk at a time; the feed forgets them.
 fn done_reading(queue: &Queue, feed: &Feed) {
@@ -991,7 +1011,7 @@ fn done_reading(queue: &Queue, feed: &Feed) {
     let mut s = feed.state.lock().unwrap();
     let consumed = s.written.saturating_sub(unread);
     let mut read = Vec::new();
-    while s.sent.len() > 1 && s.sent[0].0 + s.sent[0].1.bytes().len() as u64 <= consumed {
+    while !s.sent.is_empty() && s.sent[0].0 + s.sent[0].1.bytes().len() as u64 <= consumed {
         read.extend(s.sent.pop_front().and_then(|(_, c)| c.range()));
     }
     drop(s);
