@@ -52,10 +52,19 @@ impl Claimer {
         up: Arc<AtomicBool>,
     ) -> Claimer {
         let (tx, rx) = unbounded_channel();
+        // Claims name this process, not only its id: a runner started under the same id while this one was
+        // paused never takes this one's claims for its own.
+        let incarnation = format!(
+            "{}#{}#{}",
+            config.runner_id,
+            std::process::id(),
+            chrono::Utc::now().timestamp_millis()
+        );
         let task = Task {
             client,
             keys: config.keys(),
             runner: config.runner_id.clone(),
+            incarnation,
             reply,
             up,
             conn: None,
@@ -75,6 +84,8 @@ struct Task {
     client: redis::Client,
     keys: Keys,
     runner: String,
+    /// This process in the runner's claims.
+    incarnation: String,
     reply: Reply,
     up: Arc<AtomicBool>,
     conn: Option<MultiplexedConnection>,
@@ -95,7 +106,7 @@ impl Task {
             };
             let (keys, runner, reply, dead, up) = (
                 self.keys.clone(),
-                self.runner.clone(),
+                (self.runner.clone(), self.incarnation.clone()),
                 self.reply.clone(),
                 self.dead.clone(),
                 self.up.clone(),
@@ -148,7 +159,7 @@ impl Task {
 async fn ask(
     mut conn: MultiplexedConnection,
     keys: &Keys,
-    runner: &str,
+    (runner, incarnation): &(String, String),
     what: Asked,
 ) -> (Answer, bool) {
     match what {
@@ -170,7 +181,7 @@ async fn ask(
                 .key(keys.handled())
                 .key(keys.counter(&job))
                 .key(keys.runner(runner))
-                .arg(runner)
+                .arg(incarnation)
                 .arg(ttl.as_millis() as u64)
                 .arg(field)
                 .arg(at_ms)
@@ -178,13 +189,7 @@ async fn ask(
                 .invoke_async(&mut conn)
                 .await;
             match answer {
-                Ok(-2) => (
-                    Answer::Unreachable(
-                        "this runner's lease lapsed; it claims again once its heartbeat is renewed"
-                            .into(),
-                    ),
-                    false,
-                ),
+                Ok(-2) => (Answer::Lapsed, false),
                 Ok(-1) => (Answer::Lost, false),
                 Ok(0) => (Answer::Won(None), false),
                 Ok(n) => (Answer::Won(Some(n as u64)), false),

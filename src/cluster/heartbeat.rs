@@ -25,13 +25,27 @@ pub enum JoinError {
     Taken(String),
     /// The store does not answer.
     Unreachable(String),
+    /// The store answered, and refused (a wrong password, a database that does not exist, not Redis).
+    Refused(String),
+}
+
+/// A store that cannot be reached now, or one that refuses this runner whatever the time.
+fn join_error(e: redis::RedisError) -> JoinError {
+    match e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_refusal()
+        || e.is_connection_dropped()
+    {
+        true => JoinError::Unreachable(e.to_string()),
+        false => JoinError::Refused(e.to_string()),
+    }
 }
 
 /// Join the cluster as `info.id`: refused while a runner of that id has a heartbeat; the runs a previous runner
 /// of this id left `running` (it died) are marked interrupted (returns how many).
 pub fn join(config: &Config, client: &redis::Client, info: &RunnerInfo) -> Result<u64, JoinError> {
     let keys = config.keys();
-    let unreachable = |e: redis::RedisError| JoinError::Unreachable(e.to_string());
+    let unreachable = join_error;
     let mut conn = connect(client).map_err(unreachable)?;
     let json = serde_json::to_string(info).expect("runner info is JSON");
     let taken = |holder: Option<String>| {
@@ -45,8 +59,18 @@ pub fn join(config: &Config, client: &redis::Client, info: &RunnerInfo) -> Resul
         })
     };
     let holder: Option<String> = conn.get(keys.runner(&info.id)).map_err(unreachable)?;
-    if holder.is_some() {
-        return Err(taken(holder));
+    if let Some(held) = &holder {
+        // A runner of this id on this host whose process is gone (killed, and started again within its lease):
+        // its heartbeat is let go now rather than waited out.
+        let dead_here = serde_json::from_str::<RunnerInfo>(held)
+            .is_ok_and(|h| h.host == info.host && !alive(h.pid));
+        if !dead_here {
+            return Err(taken(holder));
+        }
+        let _: i64 = redis::cmd("DEL")
+            .arg(keys.runner(&info.id))
+            .query(&mut conn)
+            .map_err(unreachable)?;
     }
     let rows = take_over(&mut conn, &keys, &info.id, &info.id, config).map_err(unreachable)?;
     let set: Option<String> = redis::cmd("SET")
@@ -63,6 +87,19 @@ pub fn join(config: &Config, client: &redis::Client, info: &RunnerInfo) -> Resul
     }
     let _: i64 = conn.sadd(keys.runners(), &info.id).map_err(unreachable)?;
     Ok(rows.len() as u64)
+}
+
+/// Whether process `pid` of this host lives (a zombie does not).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
 }
 
 /// Take over the live runs of runner `dead` (whose heartbeat is gone), as `by`: marked interrupted in the store,
@@ -144,6 +181,8 @@ impl Heartbeat {
             on_take_over,
             conn: None,
             said_down: false,
+            taken: Arc::new(AtomicBool::new(false)),
+            quiet_until: None,
         };
         let shared = stop.clone();
         let thread = std::thread::Builder::new()
@@ -180,6 +219,10 @@ struct Beat {
     on_take_over: OnTakeOver,
     conn: Option<redis::Connection>,
     said_down: bool,
+    /// Another runner holds this id now: nothing more is renewed or taken over, and the heartbeat is not deleted.
+    taken: Arc<AtomicBool>,
+    /// After the store answered again: no take-over until then (the others need a renewal to show they live).
+    quiet_until: Option<std::time::Instant>,
 }
 
 impl Beat {
@@ -187,10 +230,36 @@ impl Beat {
         let every = self.config.lease / 3;
         let mut first = true;
         loop {
+            // Once another runner holds the id, it is left to it (this one is stopping).
+            if !self.taken.load(Ordering::Acquire) {
+                self.beat_once(first);
+            }
+            first = false;
+            let (lock, wake) = stop;
+            let stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+            let (stopped, _) = wake
+                .wait_timeout_while(stopped, every, |s| !*s)
+                .unwrap_or_else(|e| e.into_inner());
+            if *stopped {
+                drop(stopped);
+                if !self.taken.load(Ordering::Acquire) {
+                    self.leave();
+                }
+                return;
+            }
+        }
+    }
+
+    /// One beat, and what it says of the store.
+    fn beat_once(&mut self, first: bool) {
+        {
             match self.beat(first) {
                 Ok(()) => {
                     self.up.store(true, Ordering::Release);
                     if self.said_down {
+                        // Runners whose heartbeats lapsed while the store was away get a lease to renew them
+                        // before any is taken for dead.
+                        self.quiet_until = Some(std::time::Instant::now() + self.config.lease);
                         self.said_down = false;
                         self.reporter
                             .notice("the cluster's store answers the heartbeat again");
@@ -207,17 +276,6 @@ impl Beat {
                         ));
                     }
                 }
-            }
-            first = false;
-            let (lock, wake) = stop;
-            let stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
-            let (stopped, _) = wake
-                .wait_timeout_while(stopped, every, |s| !*s)
-                .unwrap_or_else(|e| e.into_inner());
-            if *stopped {
-                drop(stopped);
-                self.leave();
-                return;
             }
         }
     }
@@ -245,11 +303,28 @@ impl Beat {
             .arg(lease)
             .arg(&id)
             .invoke(conn)?;
+        if was < 0 {
+            // Another runner started under this id while this one's lease had lapsed: two runners of one id would
+            // claim and take over as one. This one stops.
+            self.reporter.notice(&format!(
+                "runner id `{id}` was taken by another runner while this one's lease had lapsed (it was paused or cut off): this runner stops"
+            ));
+            self.taken.store(true, std::sync::atomic::Ordering::Release);
+            // SAFETY: a signal to this process; its handler stops the runner as SIGTERM does.
+            unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+            return Ok(());
+        }
         if was == 0 && !first {
             self.reporter.notice(&format!(
                 "this runner's lease lapsed (it was paused, or cut off from the store, longer than {}s): other runners may have taken over its runs; it claims again from now",
                 self.config.lease.as_secs_f64()
             ));
+        }
+        if self
+            .quiet_until
+            .is_some_and(|t| std::time::Instant::now() < t)
+        {
+            return Ok(());
         }
         let others: Vec<String> = self.conn()?.smembers(keys.runners())?;
         for other in others.into_iter().filter(|o| *o != id) {

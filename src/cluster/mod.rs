@@ -118,6 +118,24 @@ fn tls_client(url: &str) -> Result<redis::Client, String> {
     }
 }
 
+/// A cluster name (`colon`: false: it is part of every key's prefix, `flowrun:NAME:`) or a runner id (HOST:HASH by
+/// default): one word of printable characters, none of `*?[]` (Redis's patterns), at most 128 bytes.
+pub fn check_name(what: &str, name: &str, colon: bool) -> Result<(), String> {
+    let bad = name.is_empty()
+        || name.len() > 128
+        || name.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || "*?[]".contains(c) || (c == ':' && !colon)
+        });
+    let banned = if colon { "`*?[]`" } else { "`:*?[]`" };
+    match bad {
+        true => Err(format!(
+            "{what} `{}`: one word of up to 128 bytes, without spaces or any of {banned}",
+            name.escape_debug()
+        )),
+        false => Ok(()),
+    }
+}
+
 /// FNV-1a, 64 bits, as hex: stable across versions and machines (std's hasher is not).
 pub fn fnv_hex(bytes: &[u8]) -> String {
     let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
@@ -164,8 +182,11 @@ pub enum Answer {
     Won(Option<u64>),
     /// Another runner has it.
     Lost,
-    /// The store did not answer (or refused: this runner's lease lapsed), why.
+    /// The store did not answer, why.
     Unreachable(String),
+    /// This runner's lease lapsed (it was paused or cut off): it may not claim until its heartbeat is renewed;
+    /// the other runners had the firing meanwhile.
+    Lapsed,
 }
 
 /// A run of the cluster that ended for good, as the stream of ends tells every runner (for `after` joins).
@@ -204,6 +225,16 @@ mod tests {
         );
         assert_eq!(shown_url("redis://h:6379/0"), "redis://h:6379/0");
         assert_eq!(shown_url("redis://u@h/0"), "redis://u@h/0");
+    }
+
+    #[test]
+    fn names_are_one_plain_word() {
+        assert!(check_name("--cluster", "nightly-jobs_2", false).is_ok());
+        assert!(check_name("--runner-id", "host.lan:ab12", true).is_ok());
+        assert!(check_name("--cluster", "a:b", false).is_err());
+        for bad in ["", "a b", "a*", "x\ny", &"n".repeat(129)] {
+            assert!(check_name("--cluster", bad, false).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -4,11 +4,11 @@
 use std::sync::LazyLock;
 
 /// Claim a firing. KEYS: the claim, the handled hash, the job's counter, this runner's heartbeat.
-/// ARGV: the runner's id, the claim's time to live (ms), the handled field (empty for a join's firing, which has no
+/// ARGV: the claiming process (`ID#PID#START`), the claim's time to live (ms), the handled field (empty for a join's firing, which has no
 /// handled instant), the instant (ms), `1` for a number.
 /// Returns -2 when this runner's lease lapsed (its heartbeat is gone: it may not claim until it renews it), -1
 /// when another runner has the firing, else the run's number (0 when none was asked for). The handled instant
-/// only moves forward. The claim holds `RUNNER|NUMBER`, so asking again for a firing this runner already won (its
+/// only moves forward. The claim holds `RUNNER|NUMBER`, so asking again for a firing this process already won (its
 /// first answer was lost: a timeout) answers the same: a claim is never lost by its own winner.
 pub static CLAIM: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
@@ -33,14 +33,17 @@ return n
 });
 
 /// Renew a heartbeat. KEYS: the heartbeat, the runners set. ARGV: the info (JSON), the lease (ms), the id.
-/// Returns 1 when the heartbeat was still there, 0 when it had lapsed (it is set again either way).
+/// Returns 1 when the heartbeat was still there, 0 when it had lapsed (it is set again), -1 when another runner
+/// holds it (it started under this id while this one's lease had lapsed: it is left to that runner).
 pub static RENEW: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r#"
-local was = redis.call('EXISTS', KEYS[1])
+local held = redis.call('GET', KEYS[1])
+if held and held ~= ARGV[1] then return -1 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[3])
-return was
+if held then return 1 end
+return 0
 "#,
     )
 });

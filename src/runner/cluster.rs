@@ -71,12 +71,14 @@ pub fn config(
         lease: args.lease,
         file_hash: crate::cluster::fnv_hex(&bytes),
     };
-    if config.runner_id.is_empty() || config.runner_id.contains(char::is_whitespace) {
-        return Err(Error::Usage {
-            message: format!("--runner-id `{}`: an id is one word", config.runner_id),
-            help: Some("e.g. --runner-id web-1".into()),
-        });
-    }
+    let usage = |message: String, help: &str| Error::Usage {
+        message,
+        help: Some(help.into()),
+    };
+    crate::cluster::check_name("--cluster", &config.name, false)
+        .map_err(|m| usage(m, "e.g. --cluster nightly (default: the workflow's `name`)"))?;
+    crate::cluster::check_name("--runner-id", &config.runner_id, true)
+        .map_err(|m| usage(m, "e.g. --runner-id web-1"))?;
     Ok(Some((config, client)))
 }
 
@@ -127,18 +129,31 @@ pub fn join(
                 )),
             })
         }
+        Err(JoinError::Refused(e)) => {
+            return Err(Error::Usage {
+                message: format!("the cluster's store {} refuses this runner: {e}", config.shown_url()),
+                help: Some("check the password (or user), the database number and that the address is Redis's".into()),
+            })
+        }
         Err(JoinError::Unreachable(e)) => reporter.notice(&format!(
             "the cluster's store {} does not answer ({e}): the runner starts, and claims no time firing until it does",
             config.shown_url()
         )),
     }
-    let spill = state.join("cluster");
-    crate::store::dir::private_dir(&spill).map_err(|e| {
-        Error::Setup(format!(
-            "the folder {} cannot be made: {e}",
-            spill.display()
-        ))
-    })?;
+    // What a clean stop could not write to this cluster's history, kept for this cluster only (another store or
+    // cluster name never gets it).
+    let which = format!("{}|{}", config.shown_url(), config.name);
+    let spill = state
+        .join("cluster")
+        .join(&crate::cluster::fnv_hex(which.as_bytes())[..12]);
+    crate::store::dir::private_dir(&state.join("cluster"))
+        .and_then(|()| crate::store::dir::private_dir(&spill))
+        .map_err(|e| {
+            Error::Setup(format!(
+                "the folder {} cannot be made: {e}",
+                spill.display()
+            ))
+        })?;
     let mut store = RedisStore::new(&config, client.clone(), keep);
     match crate::store::writer::replay(&mut store, &spill) {
         Ok(0) => {}

@@ -341,8 +341,10 @@ fn tried(tx: &rusqlite::Transaction<'_>, row: &RunRow) -> rusqlite::Result<()> {
 fn insert(tx: &rusqlite::Transaction<'_>, row: &RunRow) -> rusqlite::Result<()> {
     cached(tx,
         &format!(
-            "INSERT INTO runs ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
-             ?15, ?16, ?17, ?18)"
+            // OR REPLACE: a run number given again (only in a cluster whose store lost its counters) replaces the
+            // old row rather than stopping the history for good.
+            "INSERT OR REPLACE INTO runs ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
+             ?13, ?14, ?15, ?16, ?17, ?18)"
         ),
         params![
             row.job,

@@ -27,12 +27,17 @@ impl<W: World> Core<W> {
         }
         let max = self.plan.jobs[job].max_instances;
         let paused = self.is_paused(job);
+        // Firings whose claims are still out to the cluster's store are not runs: they may never be.
+        let alive = match self.cluster {
+            true => self.instances(job) - self.arranged.claims_of(job),
+            false => self.instances(job),
+        };
         // A failure handler told of more failures than it may run at once takes them in turn.
-        if pending.handles.is_some() && !paused && self.instances(job) >= max {
+        if pending.handles.is_some() && !paused && alive >= max {
             self.jobs[job].handler_backlog.push_back(pending);
             return true;
         }
-        if paused || self.instances(job) >= max {
+        if paused || alive >= max {
             self.jobs[job].counts.skipped += 1;
             let why = match paused {
                 true => SkipReason::Paused,

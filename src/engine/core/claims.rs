@@ -182,6 +182,19 @@ impl<W: World> Core<W> {
             // Another runner has it (runs it, or said its miss).
             (Answer::Lost, _) => self.store_answers(),
             (Answer::Unreachable(why), what) => self.claim_unanswered(what, why),
+            // Asked again while the firing's grace lasts (the heartbeat is renewed within a third of the lease);
+            // past it, the other runners had it: this one says nothing of it.
+            (Answer::Lapsed, Claiming::Fire { pending, trigger }) => {
+                let late = (self.now.utc - pending.first_due)
+                    .to_std()
+                    .unwrap_or_default();
+                let grace = self.plan.jobs[job].misfire_grace;
+                if late <= grace && !self.stopping {
+                    let wait = CLAIM_RETRY.min(grace - late).max(Duration::from_millis(1));
+                    self.later(wait, Later::Claim(Claiming::Fire { pending, trigger }));
+                }
+            }
+            (Answer::Lapsed, Claiming::Miss(_)) => {}
         }
         self.watch_job(job);
     }

@@ -169,6 +169,14 @@ impl Arranged {
         by_job
     }
 
+    /// Claims of job `j`'s firings out to the cluster's store (or waiting to be asked again).
+    pub fn claims_of(&self, j: JobId) -> usize {
+        self.by_key
+            .values()
+            .filter(|l| matches!(l, Later::Claim(c) if c.job_to_run() == Some(j)))
+            .count()
+    }
+
     /// Firings, retries and restarts of job `j` on their way.
     pub fn count(&self, j: JobId) -> usize {
         self.per_job.get(j)

@@ -286,3 +286,44 @@ fn the_claim_of_a_join_names_its_runs_whatever_order_they_came_in() {
     two.core.handle(ended("a", 1, "x"), two.now());
     assert_eq!(fingerprint(&mut one), fingerprint(&mut two));
 }
+
+#[test]
+fn a_claim_still_out_is_not_a_run_for_max_instances() {
+    let mut h = clustered(EVERY_SECOND);
+    h.advance(Duration::from_secs(1));
+    h.take();
+    h.answer(Answer::Unreachable("stalled".into()));
+    h.take();
+    // The next firing comes while the first one's claim is asked again: it is claimed, not skipped.
+    h.advance(Duration::from_secs(1));
+    let trace = h.take();
+    assert!(
+        trace.contains(&"claim firing a at 2000ms".to_string()),
+        "{trace:?}"
+    );
+    assert!(!trace.iter().any(|l| l.starts_with("skipped")), "{trace:?}");
+}
+
+#[test]
+fn a_runner_whose_lease_lapsed_asks_again_within_the_grace_and_says_nothing_beyond() {
+    let mut h = clustered(EVERY_SECOND);
+    h.advance(Duration::from_secs(1));
+    h.take();
+    h.answer(Answer::Lapsed);
+    assert!(
+        h.take().is_empty(),
+        "no notice: the heartbeat renews itself"
+    );
+    h.advance(Duration::from_millis(250));
+    assert_eq!(h.take(), ["claim firing a at 1000ms"]);
+    h.elapsed += Duration::from_secs(3);
+    h.answer(Answer::Lapsed);
+    assert!(
+        h.take().is_empty(),
+        "past the grace: the others had it; no miss is said"
+    );
+    assert!(!h
+        .events
+        .iter()
+        .any(|e| matches!(e, crate::event::Event::RunMissed { .. })));
+}
