@@ -2,7 +2,8 @@
 //! folders: a per-second cron runs each tick exactly once across three runners while one is SIGKILLed and one
 //! SIGSTOPped past its lease; Redis itself killed and restarted mid-run (append-only file) runs nothing twice and
 //! reports the firings it missed; a SIGKILLed runner's live run is marked interrupted by another and tried again
-//! there (`failover`); `status --store` lists the runners from any host and flags one running another file;
+//! there (`failover`); `after` joins over runs of several runners fire once per completion, a runner restarted
+//! mid-way included; `status --store` lists the runners from any host and flags one running another file;
 //! `trigger --store` fires a job on exactly one live runner from any host (its answer, `--wait`, no runner up, a
 //! request no runner took never fires later); `GET /api/v1/cluster` lists the runners.
 //!
@@ -427,8 +428,14 @@ jobs:
             .map(str::to_string)
             .collect::<Vec<_>>()
     };
-    wait_for(Duration::from_secs(30), "six joins", || {
-        lines("b.txt").len() >= 6
+    wait_for(Duration::from_secs(30), "three joins", || {
+        lines("b.txt").len() >= 3
+    });
+    // A runner that stops and starts again mid-way: the joins' state is the cluster's, not its own.
+    assert_eq!(one.stop(), Some(0));
+    let one = runner(&file, &redis, "one", root, &[]);
+    wait_for(Duration::from_secs(30), "eight joins", || {
+        lines("b.txt").len() >= 8
     });
     assert_eq!(one.stop(), Some(0));
     assert_eq!(two.stop(), Some(0));

@@ -33,6 +33,15 @@ pub enum Asked {
     },
     /// The job's next run number.
     Number { job: String },
+    /// A join (job `job`'s `after` trigger `fingerprint`) hears a run's end that meets its status.
+    Join {
+        job: String,
+        fingerprint: String,
+        positions: Vec<usize>,
+        run: String,
+        upstreams: usize,
+        any: bool,
+    },
 }
 
 /// Who hears the answers: the engine's key of the question, and the answer.
@@ -193,6 +202,39 @@ async fn ask(
                 Ok(-1) => (Answer::Lost, false),
                 Ok(0) => (Answer::Won(None), false),
                 Ok(n) => (Answer::Won(Some(n as u64)), false),
+                Err(e) => (Answer::Unreachable(e.to_string()), true),
+            }
+        }
+        Asked::Join {
+            job,
+            fingerprint,
+            positions,
+            run,
+            upstreams,
+            any,
+        } => {
+            let positions: Vec<String> = positions.iter().map(usize::to_string).collect();
+            let answer: Result<Vec<String>, _> = scripts::JOIN
+                .key(keys.join(&job, &fingerprint))
+                .arg(positions.join(","))
+                .arg(run)
+                .arg(upstreams)
+                .arg(if any { "1" } else { "0" })
+                .invoke_async(&mut conn)
+                .await;
+            match answer {
+                Ok(flat) if flat.is_empty() => (Answer::Joined(None), false),
+                Ok(flat) => {
+                    let mut runs: Vec<(usize, String)> = flat
+                        .chunks(2)
+                        .filter_map(|p| Some((p.first()?.parse().ok()?, p.get(1)?.clone())))
+                        .collect();
+                    runs.sort_by_key(|r| r.0);
+                    (
+                        Answer::Joined(Some(runs.into_iter().map(|r| r.1).collect())),
+                        false,
+                    )
+                }
                 Err(e) => (Answer::Unreachable(e.to_string()), true),
             }
         }

@@ -53,9 +53,10 @@ impl Keys {
         format!("{}history", self.prefix)
     }
 
-    /// The stream of runs that ended for good, in the one order every runner's joins hear them.
-    pub fn ends(&self) -> String {
-        format!("{}ends", self.prefix)
+    /// The state of a join (`after` trigger `fingerprint` of job `job`): upstream position -> the run that reached
+    /// it (JSON, as `FLOWRUN_UPSTREAM` names it).
+    pub fn join(&self, job: &str, fingerprint: &str) -> String {
+        format!("{}join:{job}:{fingerprint}", self.prefix)
     }
 
     /// A shared durable queue's stream (consumer group `readers`).

@@ -3,6 +3,8 @@
 //!
 //! - time firings: claimed by (job, trigger fingerprint, instant) with `SET NX PX`, in one script that also moves
 //!   the trigger's handled instant forward only and takes the run's number (`claims`);
+//! - `after` joins: one state per join in Redis, told of each run's end by the runner that ran it, in one script
+//!   that says when the end completes the join (that runner fires it: once, whatever runners come and go);
 //! - run numbers: one counter per job (`INCR`);
 //! - runners: a heartbeat key per runner that expires after the lease, renewed every lease/3, and the rows of its
 //!   live runs, taken over (marked `interrupted`) by another runner once the heartbeat is gone (`heartbeat`);
@@ -15,7 +17,6 @@
 //! `broadcast` and plain queues, `start` triggers.
 
 pub mod claims;
-pub mod ends;
 pub mod heartbeat;
 pub mod inbox;
 pub mod keys;
@@ -187,17 +188,8 @@ pub enum Answer {
     /// This runner's lease lapsed (it was paused or cut off): it may not claim until its heartbeat is renewed;
     /// the other runners had the firing meanwhile.
     Lapsed,
-}
-
-/// A run of the cluster that ended for good, as the stream of ends tells every runner (for `after` joins).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunEnded {
-    pub job: String,
-    pub run: u64,
-    pub succeeded: bool,
-    pub code: Option<i32>,
-    pub signal: Option<String>,
-    pub runner: String,
+    /// A join heard an end: the runs that completed it (in the join's order), when this end completed it.
+    Joined(Option<Vec<String>>),
 }
 
 /// What a runner says of itself in its heartbeat (read by `flowrun status --store` from any host).

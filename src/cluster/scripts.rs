@@ -97,3 +97,22 @@ return 0
 "#,
     )
 });
+
+/// A join hears a run's end that meets its status. KEYS: the join's state. ARGV: the upstream positions the run's
+/// job holds (comma separated), the run (JSON), the number of upstreams, `1` for an any-join. Returns the runs that
+/// completed the join, by position (`POS`, `RUN`, ...), and starts it over; or nothing. One script: the runner
+/// whose end completes a join is the one that fires it, once.
+pub static JOIN: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+for k in string.gmatch(ARGV[1], '[^,]+') do redis.call('HSET', KEYS[1], k, ARGV[2]) end
+local have = redis.call('HLEN', KEYS[1])
+if (ARGV[4] == '1' and have >= 1) or have >= tonumber(ARGV[3]) then
+  local all = redis.call('HGETALL', KEYS[1])
+  redis.call('DEL', KEYS[1])
+  return all
+end
+return {}
+"#,
+    )
+});

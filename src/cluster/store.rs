@@ -122,12 +122,6 @@ impl RedisStore {
 
     fn apply_one(&mut self, op: &Op) -> Result<(), StoreError> {
         match op {
-            // A run's last row tells every runner's joins of its end.
-            Op::Update(row) if super::ends::end_of(row).is_some() => {
-                self.save_run(row, row.run.unwrap_or(0))?;
-                let runner = self.runner.clone();
-                self.with(|c, k| super::ends::publish(c, k, &runner, row))
-            }
             Op::Append(row) | Op::Update(row) | Op::Retry(row) => match row.run {
                 Some(n) => self.save_run(row, n),
                 None => {

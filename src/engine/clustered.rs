@@ -23,15 +23,6 @@ pub(super) fn link(
     // Manual firings asked through the store (`flowrun trigger --store`), taken as the control API's.
     let engine = super::requests::EngineHandle { tx: tx.clone() };
     crate::cluster::inbox::start(&link.config, link.client.clone(), engine);
-    // Every end of the cluster, in its one order, for the joins.
-    let ends = tx.clone();
-    crate::cluster::ends::follow(
-        &link.config,
-        link.client.clone(),
-        Arc::new(move |end| {
-            let _ = ends.send(Msg::ClusterEnded(end));
-        }),
-    );
     // The heartbeat's thread tells of runs it took over from a runner that stopped answering.
     let taken = tx.clone();
     *link.on_take_over.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(move |rows| {

@@ -191,7 +191,6 @@ impl Dispatcher {
             Input::Msg(Msg::Wake(c)) => CoreInput::Wake(c),
             Input::Msg(Msg::Claimed { key, answer }) => CoreInput::Claimed { key, answer },
             Input::Msg(Msg::TakenOver(rows)) => CoreInput::TakenOver(rows),
-            Input::Msg(Msg::ClusterEnded(end)) => CoreInput::ClusterEnded(end),
             Input::Timer => CoreInput::Timer,
             Input::Stop(stop) => CoreInput::Stop(stop),
             Input::ViewTick => return self.refresh_view(),
@@ -275,8 +274,14 @@ impl Dispatcher {
                 trigger,
                 at,
                 number,
-                join,
-            } => self.claim(key, (job, trigger), at, number, join),
+            } => self.claim(key, (job, trigger), at, number),
+            Effect::JoinEnd {
+                key,
+                job,
+                trigger,
+                positions,
+                run,
+            } => self.join_end(key, (job, trigger), positions, run),
             Effect::Number { key, job } => {
                 let name = self.core.plan.jobs[job].name.clone();
                 match &self.cluster {
@@ -295,18 +300,14 @@ impl Dispatcher {
         (job, trigger): (JobId, usize),
         at: chrono::DateTime<Utc>,
         number: bool,
-        join: Option<String>,
     ) {
         let j = &self.core.plan.jobs[job];
-        let Some((claimer, config)) = &self.cluster else {
+        let (Some((claimer, config)), Some(Trigger::Time { rule, .. })) =
+            (&self.cluster, j.triggers.get(trigger))
+        else {
             return self.answer_alone(key);
         };
-        let (fingerprint, at, handled) = match (join, j.triggers.get(trigger)) {
-            // A join's firing has no instant: every runner names it by the runs that completed it.
-            (Some(join), _) => (join, chrono::DateTime::UNIX_EPOCH, false),
-            (None, Some(Trigger::Time { rule, .. })) => (rule.fingerprint(), at, true),
-            _ => return self.answer_alone(key),
-        };
+        let (fingerprint, handled) = (rule.fingerprint(), true);
         claimer.ask(
             key,
             Asked::Claim {
@@ -316,6 +317,47 @@ impl Dispatcher {
                 ttl: config.claim_ttl(j.misfire_grace),
                 number,
                 handled,
+            },
+        );
+    }
+
+    /// Tell a join kept in the cluster's store of a run's end (by the join's job and a fingerprint of its
+    /// trigger, the same on every runner of the same file).
+    fn join_end(
+        &mut self,
+        key: u64,
+        (job, trigger): (JobId, usize),
+        positions: Vec<usize>,
+        run: String,
+    ) {
+        let j = &self.core.plan.jobs[job];
+        let (Some((claimer, _)), Some(Trigger::After { jobs, status, any })) =
+            (&self.cluster, j.triggers.get(trigger))
+        else {
+            return self.answer_alone(key);
+        };
+        let names: Vec<&str> = jobs
+            .iter()
+            .map(|&u| self.core.plan.jobs[u].name.as_str())
+            .collect();
+        let shape = format!("{trigger}|{}|{status:?}|{any}", names.join(","));
+        // `FLOWRUN_UPSTREAM` names the runner of each run.
+        let run = match serde_json::from_str::<serde_json::Value>(&run) {
+            Ok(mut entry) => {
+                entry["runner"] = serde_json::Value::String(config_id(&self.cluster));
+                entry.to_string()
+            }
+            Err(_) => run,
+        };
+        claimer.ask(
+            key,
+            Asked::Join {
+                job: j.name.clone(),
+                fingerprint: crate::cluster::fnv_hex(shape.as_bytes()),
+                positions,
+                run,
+                upstreams: jobs.len(),
+                any: *any,
             },
         );
     }
@@ -677,4 +719,12 @@ impl Dispatcher {
         self.reporter.text(&table);
         ending
     }
+}
+
+/// This runner's id in its cluster.
+fn config_id(cluster: &Option<(Claimer, crate::cluster::Config)>) -> String {
+    cluster
+        .as_ref()
+        .map(|(_, c)| c.runner_id.clone())
+        .unwrap_or_default()
 }

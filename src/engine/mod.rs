@@ -267,8 +267,6 @@ enum Msg {
     },
     /// Runs of a runner that stopped answering, taken over by this one.
     TakenOver(Vec<crate::store::RunRow>),
-    /// A run of the cluster ended for good (its stream of ends).
-    ClusterEnded(crate::cluster::RunEnded),
 }
 
 /// One input of the dispatcher.

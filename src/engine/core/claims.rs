@@ -13,14 +13,23 @@ use std::time::Duration;
 use super::ledger::Cause;
 use super::{Core, Effect, Later, World};
 use crate::cluster::Answer;
-use crate::engine::core::outcome::{Milestone, RunResult};
+use crate::engine::core::outcome::Milestone;
 use crate::engine::core::runs::Pending;
 use crate::engine::envfile::FileEnv;
 use crate::event::Event;
-use crate::plan::JobId;
+use crate::plan::{JobId, Trigger};
 
 /// How soon a claim the store did not answer is asked again (within the firing's grace).
 pub(super) const CLAIM_RETRY: Duration = Duration::from_millis(250);
+
+/// A run's end told to a join (job `job`'s `after` trigger `trigger`): its job's positions among the join's
+/// upstreams, and the run as `FLOWRUN_UPSTREAM` names it.
+pub struct JoinEnd {
+    pub job: JobId,
+    pub trigger: usize,
+    pub positions: Vec<usize>,
+    pub run: String,
+}
 
 /// What a claim is for.
 pub enum Claiming {
@@ -65,19 +74,6 @@ impl<W: World> Core<W> {
             Claiming::Fire { pending, trigger } => (pending.job, *trigger, pending.scheduled, true),
             Claiming::Miss(m) => (m.job, m.trigger, m.scheduled, false),
         };
-        // A join is claimed by the runs that completed it (the same on every runner: they hear the ends in the
-        // cluster's one order), not by an instant.
-        let join = match &what {
-            Claiming::Fire {
-                pending:
-                    Pending {
-                        upstream: Some(upstream),
-                        ..
-                    },
-                ..
-            } => Some(join_fingerprint(upstream)),
-            _ => None,
-        };
         let key = self.arranged.insert(Later::Claim(what));
         self.out.push_back(Effect::Claim {
             key,
@@ -85,35 +81,75 @@ impl<W: World> Core<W> {
             trigger,
             at,
             number,
-            join,
         });
     }
 
-    /// The end of a run of the cluster (this runner's or another's), from the cluster's stream of ends: the
-    /// `after` joins that wait for its job hear it.
-    pub(super) fn on_cluster_end(&mut self, end: crate::cluster::RunEnded) {
-        let Some(job) = self.plan.job_id(&end.job) else {
-            return;
-        };
-        let result = match end.succeeded {
-            true => RunResult::Succeeded,
-            false => RunResult::Failed,
-        };
-        let milestone = Milestone::Ended {
-            result,
-            was_ready: false,
-        };
-        self.propagate(job, milestone, || {
-            serde_json::json!({
-                "job": end.job,
-                "run": end.run,
-                "status": if end.succeeded { "succeeded" } else { "failed" },
-                "code": end.code,
-                "signal": end.signal,
-                "log": serde_json::Value::Null,
-                "runner": end.runner,
-            })
-        });
+    /// A run of this runner ended for good: the joins that wait for its job hear it through the cluster's store,
+    /// where each join's state is kept for every runner; when this end completes a join, this runner fires it.
+    /// (Kept here too, only for whether the join can still complete.)
+    pub(super) fn tell_joins(
+        &mut self,
+        job: JobId,
+        milestone: Milestone,
+        entry: serde_json::Value,
+    ) {
+        let plan = self.plan.clone();
+        for (d, t) in self.joins_on[job].clone() {
+            let Trigger::After { jobs, status, .. } = &plan.jobs[d].triggers[t] else {
+                continue;
+            };
+            let positions: Vec<usize> = (0..jobs.len()).filter(|&k| jobs[k] == job).collect();
+            for &k in &positions {
+                self.jobs[d].joins[t].record(k, milestone, *status);
+            }
+            if milestone.meets(*status) {
+                self.ask_join(JoinEnd {
+                    job: d,
+                    trigger: t,
+                    positions,
+                    run: entry.to_string(),
+                });
+            }
+        }
+    }
+
+    pub(super) fn ask_join(&mut self, end: JoinEnd) {
+        let key = self.arranged.insert(Later::JoinEnd(end));
+        if let Some(Later::JoinEnd(end)) = self.arranged.get(key) {
+            self.out.push_back(Effect::JoinEnd {
+                key,
+                job: end.job,
+                trigger: end.trigger,
+                positions: end.positions.clone(),
+                run: end.run.clone(),
+            });
+        }
+    }
+
+    /// The store answered a join: the runs that completed it fire its job here (no claim: the store's one script
+    /// gave the completion to this runner only); a store that did not answer is asked again.
+    fn join_answered(&mut self, end: JoinEnd, answer: Answer) {
+        let job = end.job;
+        match answer {
+            Answer::Joined(Some(runs)) => {
+                let runs: Vec<serde_json::Value> = runs
+                    .iter()
+                    .filter_map(|r| serde_json::from_str(r).ok())
+                    .collect();
+                let (upstream, _) = super::upstream::upstream_text(runs);
+                let pending = Pending {
+                    upstream: Some(std::sync::Arc::from(upstream)),
+                    ..self.pending_by(end.job, end.trigger)
+                };
+                self.fire(pending);
+            }
+            Answer::Joined(None) => {}
+            _ if self.stopping => {}
+            _ => {
+                self.later(super::held::STORE_RETRY, Later::JoinEnd(end));
+            }
+        }
+        self.watch_job(job);
     }
 
     /// A run (admitted to a worker of `executor`) needs its number from the cluster: the worker is held until
@@ -156,6 +192,7 @@ impl<W: World> Core<W> {
                     self.hold(pending, executor);
                 }
             },
+            Some(Later::JoinEnd(end)) => self.join_answered(end, answer),
             // Called off meanwhile (a stop, `flowrun stop JOB`, a reload).
             _ => {}
         }
@@ -194,7 +231,8 @@ impl<W: World> Core<W> {
                     self.later(wait, Later::Claim(Claiming::Fire { pending, trigger }));
                 }
             }
-            (Answer::Lapsed, Claiming::Miss(_)) => {}
+            // Not an answer to a claim.
+            (Answer::Lapsed, Claiming::Miss(_)) | (Answer::Joined(_), _) => {}
         }
         self.watch_job(job);
     }
@@ -302,18 +340,4 @@ impl<W: World> Core<W> {
             reason,
         });
     }
-}
-
-/// The fingerprint of a join's firing: the runs that completed it (`job#run`, sorted), hashed.
-fn join_fingerprint(upstream: &str) -> String {
-    let runs: Vec<serde_json::Value> = serde_json::from_str(upstream).unwrap_or_default();
-    let mut names: Vec<String> = runs
-        .iter()
-        .map(|r| format!("{}#{}", r["job"].as_str().unwrap_or(""), r["run"]))
-        .collect();
-    names.sort();
-    format!(
-        "after-{}",
-        crate::cluster::fnv_hex(names.join(",").as_bytes())
-    )
 }

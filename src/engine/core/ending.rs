@@ -109,12 +109,17 @@ impl<W: World> Core<W> {
             };
             let was_ready = run.ready;
             let log = self.world.log_written(id);
-            // In a cluster, joins hear every end (this runner's too) from the cluster's stream of ends, in its
-            // one order, so every runner completes the same joins with the same runs (see `claims`).
-            if !self.cluster {
-                self.propagate(run.job, Milestone::Ended { result, was_ready }, || {
+            let milestone = Milestone::Ended { result, was_ready };
+            // In a cluster the joins are kept in its store, for every runner (see `claims`).
+            match self.cluster {
+                true if !self.joins_on[run.job].is_empty() => {
+                    let entry = upstream_entry(job, &run, status, c.code, c.signal.as_deref(), log);
+                    self.tell_joins(run.job, milestone, entry);
+                }
+                true => {}
+                false => self.propagate(run.job, milestone, || {
                     upstream_entry(job, &run, status, c.code, c.signal.as_deref(), log)
-                });
+                }),
             }
         }
         self.restart_if_due(&run, job, c.outcome, c.code);
@@ -464,17 +469,7 @@ impl<W: World> Core<W> {
                 upstream: Some(Arc::from(upstream)),
                 ..self.pending_by(d, t)
             };
-            // In a cluster every runner completes the join: the runner that claims it (by its upstream runs)
-            // fires it.
-            match self.cluster {
-                true => self.claim(super::claims::Claiming::Fire {
-                    pending,
-                    trigger: t,
-                }),
-                false => {
-                    self.fire(pending);
-                }
-            }
+            self.fire(pending);
         }
     }
 

@@ -100,8 +100,6 @@ pub(super) enum Input {
     /// Runs of a runner of the cluster that stopped answering, marked interrupted by this one: those with tries
     /// left are tried again here (trigger `failover`).
     TakenOver(Vec<crate::store::RunRow>),
-    /// A run of the cluster ended for good (from its stream of ends: this runner's runs too).
-    ClusterEnded(crate::cluster::RunEnded),
 }
 
 /// What the core asks the shell to do.
@@ -154,13 +152,20 @@ pub(super) enum Effect {
         trigger: usize,
         at: DateTime<Utc>,
         number: bool,
-        /// A join's firing: its fingerprint (the runs that completed it), claimed with no instant.
-        join: Option<String>,
     },
     /// Take the job's next run number from the cluster's counter, then send [`Input::Claimed`] under `key`.
     Number {
         key: u64,
         job: JobId,
+    },
+    /// Tell the join (job `job`'s trigger `trigger`) kept in the cluster's store of a run's end (`run`, at the
+    /// join's upstream `positions`), then send [`Input::Claimed`] under `key` ([`crate::cluster::Answer::Joined`]).
+    JoinEnd {
+        key: u64,
+        job: JobId,
+        trigger: usize,
+        positions: Vec<usize>,
+        run: String,
     },
 }
 
@@ -202,6 +207,8 @@ pub(super) enum Later {
     },
     /// A claim out to the cluster's store (no timer), or one to ask again (a timer: the store did not answer).
     Claim(claims::Claiming),
+    /// A run's end told to a join kept in the cluster's store (waiting for the answer, or to ask again).
+    JoinEnd(claims::JoinEnd),
     /// A run admitted to a worker (`executor`) waiting for its number from the cluster's counter.
     Number {
         pending: Pending,
@@ -219,6 +226,7 @@ impl Later {
             Later::Prepare { pending, .. } => Some(pending.job),
             Later::Restart(job) => Some(*job),
             Later::Claim(what) => what.job_to_run(),
+            Later::JoinEnd(end) => Some(end.job),
             Later::Number { pending, .. } => Some(pending.job),
             Later::Timeout(_) | Later::Kill(_) | Later::StoreRetry | Later::Resume(_) => None,
         }
@@ -422,7 +430,6 @@ impl<W: World> Core<W> {
             Input::Stop(stop) => self.on_stop(stop),
             Input::Claimed { key, answer } => self.on_claimed(key, answer),
             Input::TakenOver(rows) => self.on_taken_over(rows),
-            Input::ClusterEnded(end) => self.on_cluster_end(end),
         }
         self.settle();
     }
@@ -553,6 +560,7 @@ impl<W: World> Core<W> {
             Later::Prepare { .. } | Later::Number { .. } => {}
             // The store did not answer: ask again.
             Later::Claim(what) => self.claim(what),
+            Later::JoinEnd(end) => self.ask_join(end),
             Later::StoreRetry => self.on_store_retry(),
             Later::Resume(job) => {
                 if let Some(p) = &mut self.jobs[job].paused {

@@ -61,6 +61,8 @@ impl<W: World> Core<W> {
                     self.give_back(pending);
                 }
                 Later::Claim(super::claims::Claiming::Miss(_)) => {}
+                // The end is told no more: the join's state in the store waits for the next.
+                Later::JoinEnd(_) => {}
                 Later::Timeout(_) | Later::Kill(_) | Later::StoreRetry | Later::Resume(_) => {}
             }
         }

@@ -132,6 +132,10 @@ impl Arranged {
         key
     }
 
+    pub fn get(&self, key: u64) -> Option<&Later> {
+        self.by_key.get(&key)
+    }
+
     pub fn remove(&mut self, key: u64) -> Option<Later> {
         let later = self.by_key.remove(&key)?;
         if let Some(job) = later.job_to_run() {
@@ -169,11 +173,16 @@ impl Arranged {
         by_job
     }
 
-    /// Claims of job `j`'s firings out to the cluster's store (or waiting to be asked again).
+    /// Claims of job `j`'s firings, and ends told to its joins, out to the cluster's store (or waiting to be asked
+    /// again).
     pub fn claims_of(&self, j: JobId) -> usize {
         self.by_key
             .values()
-            .filter(|l| matches!(l, Later::Claim(c) if c.job_to_run() == Some(j)))
+            .filter(|l| match l {
+                Later::Claim(c) => c.job_to_run() == Some(j),
+                Later::JoinEnd(end) => end.job == j,
+                _ => false,
+            })
             .count()
     }
 

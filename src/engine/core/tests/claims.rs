@@ -208,17 +208,6 @@ jobs:
     assert_eq!(start.as_deref(), Some("failover"));
 }
 
-fn ended(job: &str, run: u64, runner: &str) -> Input {
-    Input::ClusterEnded(crate::cluster::RunEnded {
-        job: job.into(),
-        run,
-        succeeded: true,
-        code: Some(0),
-        signal: None,
-        runner: runner.into(),
-    })
-}
-
 const JOIN: &str = "
 name: t
 jobs:
@@ -228,26 +217,7 @@ jobs:
 ";
 
 #[test]
-fn a_join_hears_the_clusters_ends_and_its_firing_is_claimed_by_the_runs_that_completed_it() {
-    let mut h = clustered(JOIN);
-    h.take();
-    h.input(ended("a", 1, "x"));
-    assert!(h.take().is_empty(), "half a join fires nothing");
-    h.input(ended("c", 4, "y"));
-    let trace = h.take();
-    assert_eq!(trace.len(), 1, "{trace:?}");
-    assert!(trace[0].starts_with("claim firing b"), "{trace:?}");
-    h.answer(Answer::Won(Some(9)));
-    assert_eq!(h.take(), ["start b#9"]);
-    let upstream = h.events.iter().rev().find_map(|e| match e {
-        crate::event::Event::RunStart { job, .. } if job == "b" => Some(()),
-        _ => None,
-    });
-    assert!(upstream.is_some());
-}
-
-#[test]
-fn in_a_cluster_a_local_end_reaches_the_joins_only_through_the_stream() {
+fn a_join_is_told_of_this_runners_ends_and_fires_when_the_store_says_this_end_completed_it() {
     let mut h = clustered(
         "
 name: t
@@ -258,33 +228,58 @@ jobs:
     );
     h.advance(Duration::from_secs(1));
     h.take();
-    h.answer(Answer::Won(Some(1)));
+    h.answer(Answer::Won(Some(4)));
     h.exit("a", 0);
-    assert_eq!(h.take(), ["start a#1", "exit a#1 succeeded"], "no join yet");
-    // Its end comes back from the cluster's stream, as every runner hears it.
-    h.input(ended("a", 1, "me"));
-    let trace = h.take();
-    assert!(trace[0].starts_with("claim firing b"), "{trace:?}");
-    h.answer(Answer::Lost);
-    assert!(h.take().is_empty(), "another runner fires it");
+    assert_eq!(
+        h.take(),
+        ["start a#4", "exit a#4 succeeded", "join b hears [0]"],
+        "the join is told, not fired here on its own"
+    );
+    h.answer(Answer::Joined(Some(vec![
+        r#"{"job":"a","run":4,"status":"succeeded","runner":"me"}"#.into(),
+    ])));
+    assert_eq!(h.take(), ["number b"]);
+    h.answer(Answer::Won(Some(9)));
+    assert_eq!(h.take(), ["start b#9"]);
 }
 
 #[test]
-fn the_claim_of_a_join_names_its_runs_whatever_order_they_came_in() {
-    let fingerprint = |h: &mut Harness| match h.core.out.iter().find_map(|e| match e {
-        crate::engine::core::Effect::Claim { join, .. } => join.clone(),
-        _ => None,
-    }) {
-        Some(f) => f,
-        None => panic!("no claim"),
-    };
-    let mut one = clustered(JOIN);
-    let mut two = clustered(JOIN);
-    one.core.handle(ended("a", 1, "x"), one.now());
-    one.core.handle(ended("c", 4, "y"), one.now());
-    two.core.handle(ended("c", 4, "y"), two.now());
-    two.core.handle(ended("a", 1, "x"), two.now());
-    assert_eq!(fingerprint(&mut one), fingerprint(&mut two));
+fn a_join_another_runner_completes_or_one_still_half_way_fires_nothing_here() {
+    let mut h = clustered(JOIN);
+    h.advance(Duration::from_secs(3600));
+    h.take();
+    h.answer(Answer::Won(Some(1)));
+    h.answer(Answer::Lost);
+    // `a` ends here; the store says the join is not complete (it waits for `c`, wherever it runs).
+    h.exit("a", 0);
+    assert_eq!(
+        h.take(),
+        ["start a#1", "exit a#1 succeeded", "join b hears [0]"]
+    );
+    h.answer(Answer::Joined(None));
+    assert!(h.take().is_empty());
+    assert!(!h.core.jobs[h.job("b")].done, "the join can still complete");
+}
+
+#[test]
+fn an_end_the_store_did_not_take_is_told_again() {
+    let mut h = clustered(
+        "
+name: t
+jobs:
+  a: { run: 'true', trigger: { interval: 1s } }
+  b: { run: 'true', trigger: { after: a } }
+",
+    );
+    h.advance(Duration::from_secs(1));
+    h.answer(Answer::Won(Some(1)));
+    h.exit("a", 0);
+    h.take();
+    h.answer(Answer::Unreachable("refused".into()));
+    assert!(h.take().is_empty());
+    h.advance(Duration::from_secs(1));
+    let trace = h.take();
+    assert!(trace.contains(&"join b hears [0]".to_string()), "{trace:?}");
 }
 
 #[test]

@@ -447,6 +447,16 @@ impl Harness {
                 self.trace.push(format!("claim {what} {name} at {at}ms"));
                 self.asked.push_back(key);
             }
+            Effect::JoinEnd {
+                key,
+                job,
+                positions,
+                ..
+            } => {
+                let name = &self.core.plan.jobs[job].name;
+                self.trace.push(format!("join {name} hears {positions:?}"));
+                self.asked.push_back(key);
+            }
             Effect::Number { key, job } => {
                 let name = &self.core.plan.jobs[job].name;
                 self.trace.push(format!("number {name}"));
