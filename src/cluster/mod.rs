@@ -18,9 +18,9 @@
 
 pub mod claims;
 pub mod heartbeat;
-pub mod inbox;
 pub mod keys;
 pub mod queue;
+pub mod runners;
 pub mod scripts;
 pub mod store;
 

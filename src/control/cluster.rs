@@ -28,7 +28,7 @@ pub async fn cluster(State(ctx): State<Arc<Context>>) -> Response {
     let read = tokio::task::spawn_blocking(move || {
         let config = &view.config;
         let mut conn = crate::cluster::store::connect(&view.client).map_err(|e| e.to_string())?;
-        crate::inspect::cluster_runners(&mut conn, &config.keys(), &config.file_hash)
+        crate::cluster::runners::runners(&mut conn, &config.keys(), &config.file_hash)
             .map_err(|e| e.to_string())
             .map(|runners| {
                 serde_json::json!({

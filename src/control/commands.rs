@@ -7,7 +7,7 @@ use crate::output::{line_err, line_out, print_err};
 use std::path::{Path, PathBuf};
 
 use super::client::{request, Failure};
-use crate::cluster::inbox::Asked;
+use super::inbox::Asked;
 use crate::error::Error;
 use crate::store::dir;
 
@@ -114,7 +114,7 @@ pub fn trigger_in_cluster(
         "`flowrun status {} --store {shown}` lists the cluster's runners",
         file.display()
     );
-    match crate::cluster::inbox::ask(&client, &keys, job, wait, bound).map_err(unreachable)? {
+    match super::inbox::ask(&client, &keys, job, wait, bound).map_err(unreachable)? {
         Asked::Answer(status, body) => said_trigger(file, job, status, &body),
         Asked::NoRunner => Err(Error::Usage {
             message: format!("no runner of cluster `{name}` is up in {shown}: `{job}` was not fired"),

@@ -10,6 +10,7 @@ pub mod commands;
 mod events;
 mod graph;
 mod history_pages;
+pub mod inbox;
 pub mod metrics;
 mod pause;
 mod procfs;

@@ -20,9 +20,6 @@ pub(super) fn link(
         let _ = answers.send(Msg::Claimed { key, answer });
     });
     let claimer = Claimer::start(&link.config, link.client.clone(), reply, link.up);
-    // Manual firings asked through the store (`flowrun trigger --store`), taken as the control API's.
-    let engine = super::requests::EngineHandle { tx: tx.clone() };
-    crate::cluster::inbox::start(&link.config, link.client.clone(), engine);
     // The heartbeat's thread tells of runs it took over from a runner that stopped answering.
     let taken = tx.clone();
     *link.on_take_over.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(move |rows| {

@@ -3,13 +3,12 @@
 //! differs from the one given; `history` is the whole cluster's, each row naming its runner; `logs` prints the last
 //! 64 KiB of a run's output as its runner kept it with its row.
 
-use redis::Commands;
 use std::io::Write;
 use std::path::Path;
 
 use super::table;
 use crate::cluster::store::{connect, RedisStore};
-use crate::cluster::{Keys, RunnerInfo};
+use crate::cluster::Keys;
 use crate::error::Error;
 use crate::report::Mode;
 use crate::store::{Query, RunRow};
@@ -39,50 +38,13 @@ fn unreachable(url: &str, e: impl std::fmt::Display) -> Error {
     }
 }
 
-/// One runner as the store shows it (`status --store --format json`, and the API's `/api/v1/cluster`).
-#[derive(serde::Serialize)]
-pub struct Runner {
-    #[serde(flatten)]
-    pub info: RunnerInfo,
-    /// Milliseconds since its last heartbeat.
-    pub heartbeat_age_ms: u64,
-    pub live_runs: u64,
-    /// It runs another text of the workflow than the file given.
-    pub file_differs: bool,
-}
-
-/// The runners of a cluster with a heartbeat, by id; `hash` is the file's, to flag the others.
-pub fn runners(
-    conn: &mut redis::Connection,
-    keys: &Keys,
-    hash: &str,
-) -> redis::RedisResult<Vec<Runner>> {
-    let mut ids: Vec<String> = conn.smembers(keys.runners())?;
-    ids.sort();
-    let mut runners = Vec::new();
-    for id in ids {
-        let info: Option<String> = conn.get(keys.runner(&id))?;
-        let Some(info) = info.and_then(|i| serde_json::from_str::<RunnerInfo>(&i).ok()) else {
-            continue;
-        };
-        let left: i64 = conn.pttl(keys.runner(&id))?;
-        let live: u64 = conn.hlen(keys.live(&id))?;
-        runners.push(Runner {
-            heartbeat_age_ms: info.lease_ms.saturating_sub(left.max(0) as u64),
-            file_differs: info.file_hash != hash,
-            live_runs: live,
-            info,
-        });
-    }
-    Ok(runners)
-}
-
 pub fn status(file: &Path, url: &str, cluster: Option<&str>, format: Mode) -> Result<i32, Error> {
     let (_, name, hash) = cluster_of(file, cluster)?;
     let client = crate::cluster::check_url(url).map_err(Error::Setup)?;
     let mut conn = connect(&client).map_err(|e| unreachable(url, e))?;
     let keys = Keys::new(&name);
-    let runners = runners(&mut conn, &keys, &hash).map_err(|e| unreachable(url, e))?;
+    let runners = crate::cluster::runners::runners(&mut conn, &keys, &hash)
+        .map_err(|e| unreachable(url, e))?;
     match format {
         Mode::Json => {
             let doc = serde_json::json!({ "cluster": name, "runners": runners });
@@ -100,7 +62,12 @@ pub fn status(file: &Path, url: &str, cluster: Option<&str>, format: Mode) -> Re
 }
 
 /// The runners as a table, with a line for a runner whose file differs.
-fn runners_text(name: &str, runners: &[Runner], file: &Path, hash: &str) -> String {
+fn runners_text(
+    name: &str,
+    runners: &[crate::cluster::runners::Runner],
+    file: &Path,
+    hash: &str,
+) -> String {
     let rows: Vec<Vec<String>> = runners
         .iter()
         .map(|r| {

@@ -5,7 +5,7 @@ mod history;
 mod logs;
 mod status;
 
-pub use cluster::{logs as cluster_logs, runners as cluster_runners, status as cluster_status};
+pub use cluster::{logs as cluster_logs, status as cluster_status};
 pub use history::{history, Args as HistoryArgs};
 pub use logs::logs;
 pub use status::status;

@@ -205,7 +205,8 @@ fn api_server(
     let api: ApiSlot = Default::default();
     let api_slot = api.clone();
     let api_reporter = reporter;
-    let serve = Box::new(move |engine| {
+    let serve = Box::new(move |engine: crate::engine::requests::EngineHandle| {
+        let engine_for_inbox = engine.clone();
         let (hup, reloads) = tokio::sync::mpsc::unbounded_channel();
         let control = crate::control::Context::new(
             engine,
@@ -217,7 +218,15 @@ fn api_server(
             api_reporter.clone(),
         )
         .with_plan(plan)
-        .with_cluster(cluster);
+        .with_cluster(cluster.clone());
+        // Manual firings asked through the cluster's store (`flowrun trigger --store`), taken as the API's.
+        if let Some(view) = &cluster {
+            crate::control::inbox::start(
+                &view.config,
+                view.client.clone(),
+                engine_for_inbox.clone(),
+            );
+        }
         let served = crate::control::serve(listeners, control, watch, reloads);
         let reload = match served {
             Ok(thread) => {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::time::Duration;
 
-use super::{Config, Keys};
+use crate::cluster::{Config, Keys};
 use crate::engine::requests::{EngineHandle, Refusal, TriggerReply};
 
 /// How long a runner's `BLPOP` waits before it looks again whether its engine still takes requests.
@@ -76,7 +76,7 @@ async fn connect(
     response: Duration,
 ) -> redis::RedisResult<MultiplexedConnection> {
     let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(super::claims::CONNECT_TIMEOUT))
+        .set_connection_timeout(Some(crate::cluster::claims::CONNECT_TIMEOUT))
         .set_response_timeout(Some(response));
     client
         .get_multiplexed_async_connection_with_config(&config)
@@ -90,7 +90,12 @@ impl Inbox {
         while self.engine.healthy().await {
             let conn = match waiting.as_mut() {
                 Some(conn) => conn,
-                None => match connect(&self.client, POLL + super::claims::RESPONSE_TIMEOUT).await {
+                None => match connect(
+                    &self.client,
+                    POLL + crate::cluster::claims::RESPONSE_TIMEOUT,
+                )
+                .await
+                {
                     Ok(conn) => waiting.insert(conn),
                     Err(_) => {
                         tokio::time::sleep(RECONNECT).await;
@@ -120,7 +125,8 @@ impl Inbox {
 
     /// Take the request (unless its command gave up on it), fire it, answer.
     async fn handle(self, request: TriggerRequest, text: String) {
-        let Ok(mut conn) = connect(&self.client, super::claims::RESPONSE_TIMEOUT).await else {
+        let Ok(mut conn) = connect(&self.client, crate::cluster::claims::RESPONSE_TIMEOUT).await
+        else {
             // The store went away between the pop and now: the command hears nothing, cancels and says so.
             return;
         };
@@ -151,14 +157,14 @@ impl Inbox {
             | None => return self.give_back(&mut conn, &request, &text).await,
             Some(fired) => fired,
         };
-        let (status, body) = crate::control::trigger_answer(&reply);
-        let ended = ended.filter(|_| crate::control::trigger_waits(&reply));
+        let (status, body) = super::trigger_answer(&reply);
+        let ended = ended.filter(|_| super::trigger_waits(&reply));
         self.answer(&mut conn, &request, status, body, ended.is_some())
             .await;
         if let Some(ended) = ended {
-            let (status, body) = crate::control::trigger_end(ended).await;
+            let (status, body) = super::trigger_end(ended).await;
             // A run may take long: the connection of its start may have been dropped since.
-            match connect(&self.client, super::claims::RESPONSE_TIMEOUT).await {
+            match connect(&self.client, crate::cluster::claims::RESPONSE_TIMEOUT).await {
                 Ok(mut conn) => self.answer(&mut conn, &request, status, body, false).await,
                 Err(_) => self.answer(&mut conn, &request, status, body, false).await,
             }
@@ -208,7 +214,8 @@ impl Inbox {
                 return;
             }
             tokio::time::sleep(RECONNECT).await;
-            if let Ok(fresh) = connect(&self.client, super::claims::RESPONSE_TIMEOUT).await {
+            if let Ok(fresh) = connect(&self.client, crate::cluster::claims::RESPONSE_TIMEOUT).await
+            {
                 *conn = fresh;
             }
         }
@@ -240,7 +247,7 @@ pub fn ask(
     bound: Duration,
 ) -> Result<Asked, String> {
     use redis::Commands;
-    let mut conn = super::store::connect(client).map_err(|e| e.to_string())?;
+    let mut conn = crate::cluster::store::connect(client).map_err(|e| e.to_string())?;
     let alive = live_runners(&mut conn, keys).map_err(|e| e.to_string())?;
     if alive.is_empty() {
         return Ok(Asked::NoRunner);
@@ -319,7 +326,7 @@ pub fn ask(
                 let back = std::time::Instant::now() + bound;
                 loop {
                     std::thread::sleep(RECONNECT);
-                    if let Ok(c) = super::store::connect(client) {
+                    if let Ok(c) = crate::cluster::store::connect(client) {
                         conn = c;
                         break;
                     }
@@ -387,6 +394,6 @@ fn request_id() -> String {
         "{nanos:x}-{:x}-{:x}-{}",
         std::process::id(),
         COUNT.fetch_add(1, Ordering::Relaxed),
-        &super::fnv_hex(super::hostname().as_bytes())[..8]
+        &crate::cluster::fnv_hex(crate::cluster::hostname().as_bytes())[..8]
     )
 }
