@@ -223,18 +223,7 @@ async fn ask(
                 .invoke_async(&mut conn)
                 .await;
             match answer {
-                Ok(flat) if flat.is_empty() => (Answer::Joined(None), false),
-                Ok(flat) => {
-                    let mut runs: Vec<(usize, String)> = flat
-                        .chunks(2)
-                        .filter_map(|p| Some((p.first()?.parse().ok()?, p.get(1)?.clone())))
-                        .collect();
-                    runs.sort_by_key(|r| r.0);
-                    (
-                        Answer::Joined(Some(runs.into_iter().map(|r| r.1).collect())),
-                        false,
-                    )
-                }
+                Ok(flat) => (Answer::Joined(completed(flat)), false),
                 Err(e) => (Answer::Unreachable(e.to_string()), true),
             }
         }
@@ -249,4 +238,17 @@ async fn ask(
             }
         }
     }
+}
+
+/// The runs that completed a join, in the join's order (the script's `POS, RUN, ...`), or none.
+fn completed(flat: Vec<String>) -> Option<Vec<String>> {
+    if flat.is_empty() {
+        return None;
+    }
+    let mut runs: Vec<(usize, String)> = flat
+        .chunks(2)
+        .filter_map(|p| Some((p.first()?.parse().ok()?, p.get(1)?.clone())))
+        .collect();
+    runs.sort_by_key(|r| r.0);
+    Some(runs.into_iter().map(|r| r.1).collect())
 }

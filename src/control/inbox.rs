@@ -306,18 +306,32 @@ pub fn ask(
         return Ok(Asked::Answer(first.status, first.body));
     }
     // The run's end: as long as it takes, while its runner keeps its heartbeat.
+    let end = wait_for_end(client, &mut conn, keys, &reply, &first.runner, bound);
+    if let Ok(Asked::Answer(..)) = &end {
+        done(&mut conn);
+    }
+    end
+}
+
+/// The answer that comes when the run ends, as long as it takes while its runner `runner` keeps its heartbeat; a
+/// store that goes away meanwhile is waited for (bounded).
+fn wait_for_end(
+    client: &redis::Client,
+    conn: &mut redis::Connection,
+    keys: &Keys,
+    reply: &str,
+    runner: &str,
+    bound: Duration,
+) -> Result<Asked, String> {
+    use redis::Commands;
     loop {
-        match next_answer(&mut conn, &reply, std::time::Instant::now() + POLL) {
-            Ok(Some(end)) => {
-                done(&mut conn);
-                return Ok(Asked::Answer(end.status, end.body));
-            }
+        match next_answer(conn, reply, std::time::Instant::now() + POLL) {
+            Ok(Some(end)) => return Ok(Asked::Answer(end.status, end.body)),
             Ok(None) => {
-                let alive: redis::RedisResult<bool> = conn.exists(keys.runner(&first.runner));
+                let alive: redis::RedisResult<bool> = conn.exists(keys.runner(runner));
                 if alive == Ok(false) {
                     return Ok(Asked::Silent(format!(
-                        "runner {} stopped answering (its heartbeat lapsed) before the run ended",
-                        first.runner
+                        "runner {runner} stopped answering (its heartbeat lapsed) before the run ended"
                     )));
                 }
             }
@@ -327,13 +341,12 @@ pub fn ask(
                 loop {
                     std::thread::sleep(RECONNECT);
                     if let Ok(c) = crate::cluster::store::connect(client) {
-                        conn = c;
+                        *conn = c;
                         break;
                     }
                     if std::time::Instant::now() > back {
                         return Err(format!(
-                            "{e} (while waiting for the run's end on runner {})",
-                            first.runner
+                            "{e} (while waiting for the run's end on runner {runner})"
                         ));
                     }
                 }

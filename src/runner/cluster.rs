@@ -140,8 +140,29 @@ pub fn join(
             config.shown_url()
         )),
     }
-    // What a clean stop could not write to this cluster's history, kept for this cluster only (another store or
-    // cluster name never gets it).
+    let history = history_writer(&config, &client, state, keep, reporter)?;
+    let joined = Joined {
+        link: Link {
+            config,
+            client,
+            up,
+            on_take_over: Default::default(),
+        },
+        info,
+        history: Some(history),
+    };
+    Ok((joined, recovered))
+}
+
+/// The writer of the cluster's shared history, after what the last runner could not write to it is written.
+/// What a clean stop cannot write is kept for this store and cluster only (another never gets it).
+fn history_writer(
+    config: &Config,
+    client: &redis::Client,
+    state: &Path,
+    keep: std::time::Duration,
+    reporter: &Arc<Reporter>,
+) -> Result<History, Error> {
     let which = format!("{}|{}", config.shown_url(), config.name);
     let spill = state
         .join("cluster")
@@ -154,7 +175,7 @@ pub fn join(
                 spill.display()
             ))
         })?;
-    let mut store = RedisStore::new(&config, client.clone(), keep);
+    let mut store = RedisStore::new(config, client.clone(), keep);
     match crate::store::writer::replay(&mut store, &spill) {
         Ok(0) => {}
         Ok(n) => reporter.notice(&format!(
@@ -164,18 +185,13 @@ pub fn join(
             "what the last runner could not write to the shared history is not written now ({e}): it is left there"
         )),
     }
-    let history = History::start(Box::new(store), keep, Vec::new(), spill, reporter.clone());
-    let joined = Joined {
-        link: Link {
-            config,
-            client,
-            up,
-            on_take_over: Default::default(),
-        },
-        info,
-        history: Some(history),
-    };
-    Ok((joined, recovered))
+    Ok(History::start(
+        Box::new(store),
+        keep,
+        Vec::new(),
+        spill,
+        reporter.clone(),
+    ))
 }
 
 /// Raise each job's counter in the cluster to at least the last number this runner's history has.

@@ -49,12 +49,7 @@ pub fn open_state(
     let mut memory = store.memory().map_err(store_error)?;
     let (mut joined, more) = match cluster {
         Some(cluster) => {
-            // The numbers this runner's history has: the cluster's counters never go below them.
-            let given = plan
-                .jobs
-                .iter()
-                .filter_map(|j| Some((j.name.clone(), store.last_run(&j.name).ok()??)))
-                .collect();
+            let given = numbers_given(&store, plan);
             let (joined, n) = super::cluster::join(
                 cluster,
                 plan,
@@ -95,6 +90,17 @@ pub fn open_state(
         logs,
         joined,
     }))
+}
+
+/// The last run number of each job this runner's history has: the cluster's counters never go below them.
+fn numbers_given(
+    store: &crate::store::SqliteStore,
+    plan: &Plan,
+) -> std::collections::HashMap<String, u64> {
+    plan.jobs
+        .iter()
+        .filter_map(|j| Some((j.name.clone(), store.last_run(&j.name).ok()??)))
+        .collect()
 }
 
 /// Triggers whose remembered instants cannot be believed start afresh: said once.
