@@ -1041,3 +1041,54 @@ jobs:
         "both read"
     );
 }
+
+#[test]
+fn a_firing_claimed_by_a_runner_that_died_before_starting_it_is_run_by_another() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let at = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
+    let job = |head: &str, extra: &str| {
+        format!(
+            "name: orphan\n{head}jobs:\n  once:\n    run: echo \"$RUNNER $FLOWRUN_RUN\" >> ran.txt\n    trigger: [{{ at: \"{at}\" }}, {{ cron: \"0 0 1 1 *\" }}]\n    misfire_grace: 1h\n{extra}"
+        )
+    };
+    // The first runner claims the firing, then waits for a worker its blocker holds: claimed, not started. The
+    // second runs the same job, with workers to spare.
+    let stuck = root.join("stuck.yaml");
+    std::fs::write(
+        &stuck,
+        job(
+            "executors: { one: { max_workers: 1 } }\n",
+            "    executor: one\n  blocker: { run: sleep 60, executor: one }\n",
+        ),
+    )
+    .unwrap();
+    let free = root.join("free.yaml");
+    std::fs::write(&free, job("", "")).unwrap();
+    let mut first = runner(&stuck, &redis, "first", root, &[]);
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    wait_for(Duration::from_secs(20), "the first runner's claim", || {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("flowrun:orphan:claim:*")
+            .query(&mut conn)
+            .unwrap();
+        !keys.is_empty()
+    });
+    let second = runner(&free, &redis, "second", root, &[]);
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let ran = || std::fs::read_to_string(root.join("ran.txt")).unwrap_or_default();
+    // Taken over once the first one's heartbeat is gone (lease 2 s), and run, with the number it was claimed with.
+    wait_for(
+        Duration::from_secs(20),
+        "the firing run by the second runner",
+        || !ran().is_empty(),
+    );
+    assert_eq!(ran().trim(), "second 1");
+    assert_eq!(second.stop(), Some(0));
+    assert_eq!(ran().lines().count(), 1, "once");
+}

@@ -33,6 +33,8 @@ pub enum Asked {
     },
     /// The job's next run number.
     Number { job: String },
+    /// Take over claim `claim`, if it still holds `value` (its runner died before starting its firing).
+    Reclaim { claim: String, value: String },
     /// A join (job `job`'s `after` trigger `fingerprint`) hears a run's end that meets its status.
     Join {
         job: String,
@@ -224,6 +226,19 @@ async fn ask(
                 .await;
             match answer {
                 Ok(flat) => (Answer::Joined(completed(flat)), false),
+                Err(e) => (Answer::Unreachable(e.to_string()), true),
+            }
+        }
+        Asked::Reclaim { claim, value } => {
+            let answer: Result<i64, _> = scripts::RECLAIM
+                .key(claim)
+                .arg(value)
+                .arg(incarnation)
+                .invoke_async(&mut conn)
+                .await;
+            match answer {
+                Ok(n) if n > 0 => (Answer::Won(Some(n as u64)), false),
+                Ok(_) => (Answer::Lost, false),
                 Err(e) => (Answer::Unreachable(e.to_string()), true),
             }
         }

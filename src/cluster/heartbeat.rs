@@ -15,8 +15,30 @@ use super::{scripts, Config, Keys, RunnerInfo};
 use crate::report::Reporter;
 use crate::store::{Outcome, RunRow};
 
-/// Who hears of runs taken over from a dead runner (already marked `interrupted` in the store).
-pub type OnTakeOver = Arc<Mutex<Option<Box<dyn Fn(Vec<RunRow>) + Send>>>>;
+/// Who hears of what was taken over from a dead runner: its live runs (already marked `interrupted` in the store)
+/// and the firings it claimed and never started.
+pub type OnTakeOver = Arc<Mutex<Option<Box<dyn Fn(TakenOver) + Send>>>>;
+
+/// What a runner left when its heartbeat went.
+#[derive(Debug, Default)]
+pub struct TakenOver {
+    pub rows: Vec<RunRow>,
+    pub orphans: Vec<Orphan>,
+}
+
+/// A time firing a dead runner claimed and never started (no run of its number was ever written).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Orphan {
+    pub job: String,
+    pub fingerprint: String,
+    pub at: chrono::DateTime<Utc>,
+    pub number: u64,
+    /// The claim's key and value as found (taken over only if still so).
+    pub key: String,
+    pub value: String,
+    /// The runner that claimed it.
+    pub runner: String,
+}
 
 /// Why a runner cannot join its cluster.
 #[derive(Debug)]
@@ -72,7 +94,9 @@ pub fn join(config: &Config, client: &redis::Client, info: &RunnerInfo) -> Resul
             .query(&mut conn)
             .map_err(unreachable)?;
     }
-    let rows = take_over(&mut conn, &keys, &info.id, &info.id, config).map_err(unreachable)?;
+    let rows = take_over(&mut conn, &keys, &info.id, &info.id, config)
+        .map_err(unreachable)?
+        .rows;
     let set: Option<String> = redis::cmd("SET")
         .arg(keys.runner(&info.id))
         .arg(&json)
@@ -110,15 +134,24 @@ fn take_over(
     dead: &str,
     by: &str,
     config: &Config,
-) -> redis::RedisResult<Vec<RunRow>> {
-    let taken: Vec<String> = scripts::TAKE_OVER
+) -> redis::RedisResult<TakenOver> {
+    let mut taken: Vec<redis::Value> = scripts::TAKE_OVER
         .key(keys.runner(dead))
         .key(keys.live(dead))
         .key(keys.runners())
         .arg(dead)
         .invoke(conn)?;
+    let first =
+        !taken.is_empty() && redis::from_redis_value::<i64>(taken.remove(0)).is_ok_and(|f| f == 1);
+    let taken: Vec<String> = taken
+        .into_iter()
+        .filter_map(|v| redis::from_redis_value(v).ok())
+        .collect();
     let now = Utc::now();
     let mut rows = Vec::new();
+    if !first {
+        return Ok(TakenOver::default());
+    }
     for text in taken {
         let Ok(mut row) = serde_json::from_str::<RunRow>(&text) else {
             continue;
@@ -151,7 +184,73 @@ fn take_over(
             .invoke(conn)?;
         rows.push(row);
     }
-    Ok(rows)
+    let orphans = match dead == by {
+        // Its own claims a runner's next start leaves (it cannot tell them from its claims to come).
+        true => Vec::new(),
+        false => orphans(conn, keys, dead)?,
+    };
+    Ok(TakenOver { rows, orphans })
+}
+
+/// The time firings runner `dead` claimed and never started: its claims (`ID#PID#START|NUMBER`) whose run was
+/// never written.
+fn orphans(
+    conn: &mut redis::Connection,
+    keys: &Keys,
+    dead: &str,
+) -> redis::RedisResult<Vec<Orphan>> {
+    let pattern = format!("{}*", keys.claim_prefix());
+    let mut found = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query(conn)?;
+        for key in batch {
+            let Some(value) = conn.get::<_, Option<String>>(&key)? else {
+                continue;
+            };
+            let Some((who, number)) = value.rsplit_once('|') else {
+                continue;
+            };
+            let number: u64 = number.parse().unwrap_or(0);
+            if number == 0 || who.split('#').next() != Some(dead) {
+                continue;
+            }
+            let rest = &key[keys.claim_prefix().len()..];
+            let mut parts = rest.rsplitn(3, ':');
+            let (Some(at), Some(fingerprint), Some(job)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let (Some(at), false) = (
+                at.parse::<i64>()
+                    .ok()
+                    .and_then(|ms| chrono::TimeZone::timestamp_millis_opt(&Utc, ms).single()),
+                conn.exists::<_, bool>(keys.run(job, number))?,
+            ) else {
+                continue;
+            };
+            found.push(Orphan {
+                job: job.to_string(),
+                fingerprint: fingerprint.to_string(),
+                at,
+                number,
+                key: key.clone(),
+                value: value.clone(),
+                runner: dead.to_string(),
+            });
+        }
+        if next == 0 {
+            return Ok(found);
+        }
+        cursor = next;
+    }
 }
 
 /// The heartbeat thread's handle.
@@ -329,20 +428,24 @@ impl Beat {
         let others: Vec<String> = self.conn()?.smembers(keys.runners())?;
         for other in others.into_iter().filter(|o| *o != id) {
             let config = self.config.clone();
-            let rows = take_over(self.conn()?, &keys, &other, &id, &config)?;
-            if rows.is_empty() {
+            let taken = take_over(self.conn()?, &keys, &other, &id, &config)?;
+            if taken.rows.is_empty() && taken.orphans.is_empty() {
                 continue;
             }
-            self.reporter.notice(&format!(
-                "runner {other} stopped answering: {} of its runs are marked interrupted ({})",
-                rows.len(),
-                rows.iter()
-                    .map(|r| format!("{}#{}", r.job, r.run.unwrap_or(0)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
+            if !taken.rows.is_empty() {
+                self.reporter.notice(&format!(
+                    "runner {other} stopped answering: {} of its runs are marked interrupted ({})",
+                    taken.rows.len(),
+                    taken
+                        .rows
+                        .iter()
+                        .map(|r| format!("{}#{}", r.job, r.run.unwrap_or(0)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
             if let Some(tell) = &*self.on_take_over.lock().unwrap_or_else(|e| e.into_inner()) {
-                tell(rows);
+                tell(taken);
             }
         }
         Ok(())

@@ -43,6 +43,11 @@ impl Keys {
         format!("{}claim:{job}:{fingerprint}:{at_ms}", self.prefix)
     }
 
+    /// What every claim's key starts with.
+    pub fn claim_prefix(&self) -> String {
+        format!("{}claim:", self.prefix)
+    }
+
     /// A job's run counter.
     pub fn counter(&self, job: &str) -> String {
         format!("{}runs:{job}", self.prefix)

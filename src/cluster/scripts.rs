@@ -49,15 +49,17 @@ return 0
 });
 
 /// Take over the live runs of a runner whose heartbeat is gone. KEYS: its heartbeat, its live hash, the runners
-/// set. ARGV: its id. Returns the rows (JSON) taken, once: the live hash goes with them, so no other runner takes
-/// them too. A runner whose heartbeat is back keeps them.
+/// set. ARGV: its id. Returns `1` when this caller is the one that took it over (then its claims are this caller's
+/// to look at), then the rows (JSON) taken, once: the live hash goes with them, so no other runner takes them too.
+/// A runner whose heartbeat is back keeps them (`0`).
 pub static TAKE_OVER: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r#"
-if redis.call('EXISTS', KEYS[1]) == 1 then return {} end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
 local rows = redis.call('HVALS', KEYS[2])
 redis.call('DEL', KEYS[2])
-redis.call('SREM', KEYS[3], ARGV[1])
+local first = redis.call('SREM', KEYS[3], ARGV[1])
+table.insert(rows, 1, first)
 return rows
 "#,
     )
@@ -113,6 +115,20 @@ if (ARGV[4] == '1' and have >= 1) or have >= tonumber(ARGV[3]) then
   return all
 end
 return {}
+"#,
+    )
+});
+
+/// Take over a claim whose runner died before starting its firing. KEYS: the claim. ARGV: its value as found, this
+/// process (`ID#PID#START`). Returns the run's number when the claim is this process's now, else -1 (another took
+/// it, or it changed).
+pub static RECLAIM: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local n = string.match(ARGV[1], '|(%d+)$') or '0'
+redis.call('SET', KEYS[1], ARGV[2] .. '|' .. n, 'KEEPTTL')
+return tonumber(n)
 "#,
     )
 });

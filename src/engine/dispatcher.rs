@@ -190,7 +190,7 @@ impl Dispatcher {
             Input::Msg(Msg::Prepared { job, env }) => CoreInput::Prepared { job, env },
             Input::Msg(Msg::Wake(c)) => CoreInput::Wake(c),
             Input::Msg(Msg::Claimed { key, answer }) => CoreInput::Claimed { key, answer },
-            Input::Msg(Msg::TakenOver(rows)) => CoreInput::TakenOver(rows),
+            Input::Msg(Msg::TakenOver(taken)) => CoreInput::TakenOver(taken),
             Input::Timer => CoreInput::Timer,
             Input::Stop(stop) => CoreInput::Stop(stop),
             Input::ViewTick => return self.refresh_view(),
@@ -275,6 +275,10 @@ impl Dispatcher {
                 at,
                 number,
             } => self.claim(key, (job, trigger), at, number),
+            Effect::Reclaim { key, claim, value } => match &self.cluster {
+                Some((claimer, _)) => claimer.ask(key, Asked::Reclaim { claim, value }),
+                None => self.answer_alone(key),
+            },
             Effect::JoinEnd {
                 key,
                 job,

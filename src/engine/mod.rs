@@ -266,7 +266,7 @@ enum Msg {
         answer: crate::cluster::Answer,
     },
     /// Runs of a runner that stopped answering, taken over by this one.
-    TakenOver(Vec<crate::store::RunRow>),
+    TakenOver(crate::cluster::heartbeat::TakenOver),
 }
 
 /// One input of the dispatcher.

@@ -402,6 +402,7 @@ impl<W: World> Core<W> {
                         count,
                         at_least,
                         downtime: self.downtime(job, trigger, scheduled),
+                        reason: None,
                     };
                     // In a cluster the runner that claims the miss says it (once for the cluster).
                     match self.cluster {

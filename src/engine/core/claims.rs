@@ -48,6 +48,8 @@ pub struct Missed {
     pub count: u64,
     pub at_least: bool,
     pub downtime: Option<Duration>,
+    /// Why, beyond lateness (a runner that claimed it died before starting it).
+    pub reason: Option<String>,
 }
 
 impl Claiming {
@@ -214,7 +216,8 @@ impl<W: World> Core<W> {
             }
             (Answer::Won(_), Claiming::Miss(m)) => {
                 self.store_answers();
-                self.say_missed(m, None)
+                let reason = m.reason.clone();
+                self.say_missed(m, reason)
             }
             // Another runner has it (runs it, or said its miss).
             (Answer::Lost, _) => self.store_answers(),
@@ -267,6 +270,7 @@ impl<W: World> Core<W> {
             count: pending.coalesced.max(1),
             at_least: false,
             downtime: None,
+            reason: None,
         };
         self.say_missed(missed, Some("store unreachable".into()));
     }
@@ -291,8 +295,11 @@ impl<W: World> Core<W> {
 
     /// Runs another runner left when it stopped answering (marked interrupted in the store): a run whose job
     /// retries and has tries left is tried again here, as its next try (its number kept).
-    pub(super) fn on_taken_over(&mut self, rows: Vec<crate::store::RunRow>) {
-        for row in rows {
+    pub(super) fn on_taken_over(&mut self, taken: crate::cluster::heartbeat::TakenOver) {
+        for orphan in taken.orphans {
+            self.on_orphan(orphan);
+        }
+        for row in taken.rows {
             let (Some(job), Some(number)) = (self.plan.job_id(&row.job), row.run) else {
                 continue;
             };
@@ -321,6 +328,51 @@ impl<W: World> Core<W> {
             ));
             self.enqueue(pending);
         }
+    }
+
+    /// A time firing a runner that stopped answering claimed and never started: it is run here if its grace still
+    /// lasts, else said missed, by whichever runner takes its claim over (once).
+    fn on_orphan(&mut self, orphan: crate::cluster::heartbeat::Orphan) {
+        let Some(job) = self.plan.job_id(&orphan.job).filter(|&j| !self.retired(j)) else {
+            return;
+        };
+        let trigger = self.plan.jobs[job].triggers.iter().position(
+            |t| matches!(t, Trigger::Time { rule, .. } if rule.fingerprint() == orphan.fingerprint),
+        );
+        let Some(trigger) = trigger else { return };
+        let late = self.now.utc - orphan.at;
+        let grace = self.plan.jobs[job].misfire_grace;
+        let what = match late.to_std().unwrap_or_default() <= grace {
+            true => Claiming::Fire {
+                pending: Pending {
+                    scheduled: orphan.at,
+                    first_due: orphan.at,
+                    coalesced: 1,
+                    ..self.pending_by(job, trigger)
+                },
+                trigger,
+            },
+            false => Claiming::Miss(Missed {
+                job,
+                trigger,
+                scheduled: orphan.at,
+                late,
+                count: 1,
+                at_least: false,
+                downtime: None,
+                reason: Some(format!(
+                    "its runner {} claimed it and stopped answering before starting it",
+                    orphan.runner
+                )),
+            }),
+        };
+        self.undo_done(job);
+        let key = self.arranged.insert(Later::Claim(what));
+        self.out.push_back(Effect::Reclaim {
+            key,
+            claim: orphan.key,
+            value: orphan.value,
+        });
     }
 
     /// Say firings missed: one history row and `run.missed`.

@@ -146,6 +146,7 @@ impl<W: World> Core<W> {
             count: 1,
             at_least: false,
             downtime: None,
+            reason: None,
         };
         self.say_missed(missed, None);
     }

@@ -99,7 +99,7 @@ pub(super) enum Input {
     },
     /// Runs of a runner of the cluster that stopped answering, marked interrupted by this one: those with tries
     /// left are tried again here (trigger `failover`).
-    TakenOver(Vec<crate::store::RunRow>),
+    TakenOver(crate::cluster::heartbeat::TakenOver),
 }
 
 /// What the core asks the shell to do.
@@ -157,6 +157,13 @@ pub(super) enum Effect {
     Number {
         key: u64,
         job: JobId,
+    },
+    /// Take over the claim `claim` (still holding `value`) of a runner that died before starting its firing, then
+    /// send [`Input::Claimed`] under `key`.
+    Reclaim {
+        key: u64,
+        claim: String,
+        value: String,
     },
     /// Tell the join (job `job`'s trigger `trigger`) kept in the cluster's store of a run's end (`run`, at the
     /// join's upstream `positions`), then send [`Input::Claimed`] under `key` ([`crate::cluster::Answer::Joined`]).
@@ -429,7 +436,7 @@ impl<W: World> Core<W> {
             }
             Input::Stop(stop) => self.on_stop(stop),
             Input::Claimed { key, answer } => self.on_claimed(key, answer),
-            Input::TakenOver(rows) => self.on_taken_over(rows),
+            Input::TakenOver(taken) => self.on_taken_over(taken),
         }
         self.settle();
     }

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use super::{Harness, Input};
+use crate::cluster::heartbeat::{Orphan, TakenOver};
 use crate::cluster::Answer;
 use crate::engine::core::Setup;
 use crate::store::{Outcome, RunRow};
@@ -187,11 +188,10 @@ jobs:
         runner: Some("host-2".into()),
         ..RunRow::new(job.into(), Outcome::Interrupted)
     };
-    h.input(Input::TakenOver(vec![
-        row("a", 1),
-        row("b", 1),
-        row("a", 3),
-    ]));
+    h.input(Input::TakenOver(TakenOver {
+        rows: vec![row("a", 1), row("b", 1), row("a", 3)],
+        orphans: Vec::new(),
+    }));
     let trace = h.take();
     assert_eq!(
         trace,
@@ -321,4 +321,67 @@ fn a_runner_whose_lease_lapsed_asks_again_within_the_grace_and_says_nothing_beyo
         .events
         .iter()
         .any(|e| matches!(e, crate::event::Event::RunMissed { .. })));
+}
+
+fn orphan(h: &Harness, at_ms: i64) -> Orphan {
+    let rule = match &h.core.plan.jobs[0].triggers[0] {
+        crate::plan::Trigger::Time { rule, .. } => rule.fingerprint(),
+        _ => unreachable!(),
+    };
+    Orphan {
+        job: "a".into(),
+        fingerprint: rule,
+        at: h.utc0 + chrono::Duration::milliseconds(at_ms),
+        number: 12,
+        key: "flowrun:t:claim:a:x:1000".into(),
+        value: "dead#1#2|12".into(),
+        runner: "dead".into(),
+    }
+}
+
+#[test]
+fn a_firing_a_dead_runner_claimed_and_never_started_runs_here_within_its_grace() {
+    let mut h = clustered(
+        "
+name: t
+jobs:
+  a: { run: 'true', trigger: { interval: 1h }, misfire_grace: 10m }
+",
+    );
+    h.take();
+    h.elapsed = Duration::from_secs(60);
+    let o = orphan(&h, 0);
+    h.input(Input::TakenOver(TakenOver {
+        rows: Vec::new(),
+        orphans: vec![o],
+    }));
+    assert_eq!(h.take(), ["reclaim flowrun:t:claim:a:x:1000"]);
+    h.answer(Answer::Won(Some(12)));
+    assert_eq!(h.take(), ["start a#12"], "its number kept");
+}
+
+#[test]
+fn one_past_its_grace_is_said_missed_with_why_by_the_runner_that_takes_its_claim() {
+    let mut h = clustered(
+        "
+name: t
+jobs:
+  a: { run: 'true', trigger: { interval: 1h }, misfire_grace: 1s }
+",
+    );
+    h.take();
+    h.elapsed = Duration::from_secs(60);
+    let o = orphan(&h, 0);
+    h.input(Input::TakenOver(TakenOver {
+        rows: Vec::new(),
+        orphans: vec![o],
+    }));
+    h.take();
+    h.answer(Answer::Won(Some(12)));
+    let reason = h.events.iter().find_map(|e| match e {
+        crate::event::Event::RunMissed { reason, .. } => reason.clone(),
+        _ => None,
+    });
+    assert!(reason.is_some_and(|r| r.contains("runner dead claimed it and stopped answering")));
+    assert!(h.core.runs.is_empty());
 }

@@ -447,6 +447,10 @@ impl Harness {
                 self.trace.push(format!("claim {what} {name} at {at}ms"));
                 self.asked.push_back(key);
             }
+            Effect::Reclaim { key, claim, .. } => {
+                self.trace.push(format!("reclaim {claim}"));
+                self.asked.push_back(key);
+            }
             Effect::JoinEnd {
                 key,
                 job,
