@@ -182,30 +182,15 @@ async fn ask(
             number,
             handled,
         } => {
-            let at_ms = at.timestamp_millis();
-            let field = match handled {
-                true => Keys::handled_field(&job, &fingerprint),
-                false => String::new(),
+            let claim = ClaimAsk {
+                job: &job,
+                fingerprint: &fingerprint,
+                at,
+                ttl,
+                number,
+                handled,
             };
-            let answer: Result<i64, _> = scripts::CLAIM
-                .key(keys.claim(&job, &fingerprint, at_ms))
-                .key(keys.handled())
-                .key(keys.counter(&job))
-                .key(keys.runner(runner))
-                .arg(incarnation)
-                .arg(ttl.as_millis() as u64)
-                .arg(field)
-                .arg(at_ms)
-                .arg(if number { "1" } else { "0" })
-                .invoke_async(&mut conn)
-                .await;
-            match answer {
-                Ok(-2) => (Answer::Lapsed, false),
-                Ok(-1) => (Answer::Lost, false),
-                Ok(0) => (Answer::Won(None), false),
-                Ok(n) => (Answer::Won(Some(n as u64)), false),
-                Err(e) => (Answer::Unreachable(e.to_string()), true),
-            }
+            claim_firing(&mut conn, keys, (runner, incarnation), claim).await
         }
         Asked::Join {
             job,
@@ -252,6 +237,56 @@ async fn ask(
                 Err(e) => (Answer::Unreachable(e.to_string()), true),
             }
         }
+    }
+}
+
+/// A claim's question.
+struct ClaimAsk<'a> {
+    job: &'a str,
+    fingerprint: &'a str,
+    at: DateTime<Utc>,
+    ttl: Duration,
+    number: bool,
+    handled: bool,
+}
+
+/// Claim a time firing (one script: see `scripts::CLAIM`).
+async fn claim_firing(
+    conn: &mut MultiplexedConnection,
+    keys: &Keys,
+    (runner, incarnation): (&str, &str),
+    ClaimAsk {
+        job,
+        fingerprint,
+        at,
+        ttl,
+        number,
+        handled,
+    }: ClaimAsk<'_>,
+) -> (Answer, bool) {
+    let at_ms = at.timestamp_millis();
+    let field = match handled {
+        true => Keys::handled_field(job, fingerprint),
+        false => String::new(),
+    };
+    let answer: Result<i64, _> = scripts::CLAIM
+        .key(keys.claim(job, fingerprint, at_ms))
+        .key(keys.handled())
+        .key(keys.counter(job))
+        .key(keys.runner(runner))
+        .arg(incarnation)
+        .arg(ttl.as_millis() as u64)
+        .arg(field)
+        .arg(at_ms)
+        .arg(if number { "1" } else { "0" })
+        .invoke_async(conn)
+        .await;
+    match answer {
+        Ok(-2) => (Answer::Lapsed, false),
+        Ok(-1) => (Answer::Lost, false),
+        Ok(0) => (Answer::Won(None), false),
+        Ok(n) => (Answer::Won(Some(n as u64)), false),
+        Err(e) => (Answer::Unreachable(e.to_string()), true),
     }
 }
 
