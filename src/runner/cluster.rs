@@ -28,6 +28,14 @@ pub struct Joined {
 }
 
 impl Joined {
+    /// What the API shows of the cluster (`GET /api/v1/cluster`).
+    pub fn view(&self) -> crate::control::ClusterView {
+        crate::control::ClusterView {
+            config: self.link.config.clone(),
+            client: self.link.client.clone(),
+        }
+    }
+
     /// Start the heartbeat (the runner joined its cluster: it is renewed from now).
     pub fn beat(&self, reporter: Arc<Reporter>) -> Heartbeat {
         Heartbeat::start(

@@ -78,25 +78,9 @@ pub fn run(args: RunArgs) -> Result<i32, Error> {
     if let Some(notice) = cgroup_notice(&plan) {
         reporter.notice(&notice);
     }
-    let metrics = match &joined {
-        Some(j) => crate::control::Metrics::new().with_store(j.link.up.clone()),
-        None => crate::control::Metrics::new(),
-    };
-    let metrics = Arc::new(metrics);
-    let observer = {
-        let metrics = metrics.clone();
-        Arc::new(move |e: &crate::event::Event| {
-            metrics.observe(e);
-            if let crate::event::Event::RunnerStopping { .. } = e {
-                crate::systemd::stopping();
-            }
-        }) as crate::engine::Observer
-    };
+    let (metrics, observer) = metrics_and_observer(joined.as_ref());
     let plan = Arc::new(plan);
-    let cluster = joined.as_ref().map(|j| crate::control::ClusterView {
-        config: j.link.config.clone(),
-        client: j.link.client.clone(),
-    });
+    let cluster = joined.as_ref().map(cluster::Joined::view);
     let (serve, api) = api_server(
         &args,
         listeners,
@@ -122,7 +106,17 @@ pub fn run(args: RunArgs) -> Result<i32, Error> {
         stores,
     };
     let ending = runtime.block_on(crate::engine::run(plan, reporter.clone(), options, signals));
-    // After the engine (and its writers): a runner that left no live run leaves the cluster at once.
+    wind_down(heartbeat, &api);
+    let ending = ending.map_err(Error::Setup)?;
+    reporter.flush();
+    // Tasks blocked on pipes of orphaned grandchildren must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    Ok(ending.code())
+}
+
+/// After the engine (and its writers): the cluster is left (at once when no live run is left), systemd hears of
+/// the stop, the runner's cgroup folder goes, and the API's thread ends (its socket removed).
+fn wind_down(heartbeat: Option<crate::cluster::heartbeat::Heartbeat>, api: &ApiSlot) {
     if let Some(heartbeat) = heartbeat {
         heartbeat.stop();
     }
@@ -131,11 +125,28 @@ pub fn run(args: RunArgs) -> Result<i32, Error> {
     if let Some(api) = api.lock().unwrap_or_else(|e| e.into_inner()).take() {
         api.stop();
     }
-    let ending = ending.map_err(Error::Setup)?;
-    reporter.flush();
-    // Tasks blocked on pipes of orphaned grandchildren must not hold the exit.
-    runtime.shutdown_timeout(Duration::from_millis(100));
-    Ok(ending.code())
+}
+
+/// The metrics (with `flowrun_store_up` in a cluster), and the observer of the engine's events that keeps them
+/// and tells systemd of the stop.
+fn metrics_and_observer(
+    joined: Option<&cluster::Joined>,
+) -> (Arc<crate::control::Metrics>, crate::engine::Observer) {
+    let metrics = match joined {
+        Some(j) => crate::control::Metrics::new().with_store(j.link.up.clone()),
+        None => crate::control::Metrics::new(),
+    };
+    let metrics = Arc::new(metrics);
+    let observer = {
+        let metrics = metrics.clone();
+        Arc::new(move |e: &crate::event::Event| {
+            metrics.observe(e);
+            if let crate::event::Event::RunnerStopping { .. } = e {
+                crate::systemd::stopping();
+            }
+        }) as crate::engine::Observer
+    };
+    (metrics, observer)
 }
 
 /// What of the jobs' `limits: { memory, cpu }` no cgroup can hold here, said once at the start.
