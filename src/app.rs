@@ -80,7 +80,7 @@ pub fn jobs(args: crate::cli::JobsArgs) {
 }
 
 /// The commands on a workflow's state and its running runner: `status`, `history`, `logs`, `trigger`, `stop`,
-/// `reload`.
+/// `reload`, `ui`, `pause`, `resume`; with `--store`, the cluster's instead of this host's.
 fn on_state(command: Command) -> Result<i32, Error> {
     match command {
         Command::Status {
@@ -94,30 +94,7 @@ fn on_state(command: Command) -> Result<i32, Error> {
             }
             None => crate::inspect::status(&file, state.dir.as_deref(), format),
         },
-        Command::History {
-            file,
-            jobs,
-            limit,
-            since,
-            failed,
-            tries,
-            state,
-            store,
-            format,
-        } => crate::inspect::history(
-            &file,
-            crate::inspect::HistoryArgs {
-                jobs: &jobs,
-                limit,
-                since: since.as_deref(),
-                failed,
-                tries,
-                state: state.dir.as_deref(),
-                format,
-                store: store.url(),
-                cluster: store.cluster.as_deref(),
-            },
-        ),
+        command @ Command::History { .. } => history(command),
         Command::Logs {
             file,
             job,
@@ -147,6 +124,45 @@ fn on_state(command: Command) -> Result<i32, Error> {
             ),
             None => crate::control::commands::trigger(&file, &job, wait, state.dir.as_deref()),
         },
+        command => on_runner(command),
+    }
+}
+
+/// `history`, of this host's state or of the cluster's store.
+fn history(command: Command) -> Result<i32, Error> {
+    let Command::History {
+        file,
+        jobs,
+        limit,
+        since,
+        failed,
+        tries,
+        state,
+        store,
+        format,
+    } = command
+    else {
+        return Err(Error::Setup("not history".into()));
+    };
+    crate::inspect::history(
+        &file,
+        crate::inspect::HistoryArgs {
+            jobs: &jobs,
+            limit,
+            since: since.as_deref(),
+            failed,
+            tries,
+            state: state.dir.as_deref(),
+            format,
+            store: store.url(),
+            cluster: store.cluster.as_deref(),
+        },
+    )
+}
+
+/// The commands that ask this host's running runner: `stop`, `reload`, `ui`, `pause`, `resume`.
+fn on_runner(command: Command) -> Result<i32, Error> {
+    match command {
         Command::Stop { file, job, state } => {
             crate::control::commands::stop(&file, job.as_deref(), state.dir.as_deref())
         }
