@@ -139,17 +139,33 @@ pub fn start_until(
         .spawn()
         .unwrap();
     let mut reader = std::io::BufReader::new(child.stderr.take().unwrap());
+    // A runner that never says what is awaited must fail the test, not hang it: killed after two minutes, its
+    // stream ends and the test says so.
+    let awaited = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let (awaited, pid) = (awaited.clone(), child.id() as i32);
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(120));
+            if !awaited.load(std::sync::atomic::Ordering::Acquire) {
+                // SAFETY: a signal to the test's own child, still unwaited (the test holds it).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        });
+    }
     let mut seen = Vec::new();
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap() == 0 {
+            // Reaped now: its pid may be another's soon, and must not be killed.
+            awaited.store(true, std::sync::atomic::Ordering::Release);
             let _ = child.wait();
-            panic!("the runner ended early: {seen:?}");
+            panic!("the runner ended early (or was killed after 120 s): {seen:?}");
         }
         let e: Value = serde_json::from_str(&line).unwrap();
         let done = until(&e);
         seen.push(e);
         if done {
+            awaited.store(true, std::sync::atomic::Ordering::Release);
             return (child, reader, seen);
         }
     }
