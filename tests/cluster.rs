@@ -1092,3 +1092,50 @@ fn a_firing_claimed_by_a_runner_that_died_before_starting_it_is_run_by_another()
     assert_eq!(second.stop(), Some(0));
     assert_eq!(ran().lines().count(), 1, "once");
 }
+
+#[test]
+fn a_redis_stall_longer_than_the_lease_leaves_every_tick_run_or_said_missed() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    let (dir, file) = common::flow(TICKS);
+    let root = dir.path();
+    let a = runner(&file, &redis, "a", root, &[]);
+    let b = runner(&file, &redis, "b", root, &[]);
+    let out = root.join("ticks.txt");
+    wait_for(Duration::from_secs(20), "the first ticks", || {
+        ticks(&out).len() >= 2
+    });
+    // Redis answers no client for 4 s: both runners' 2 s leases lapse.
+    let stalled_at = chrono::Utc::now().timestamp();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(4000)
+        .arg("ALL")
+        .query(&mut conn)
+        .unwrap();
+    wait_for(Duration::from_secs(30), "ticks after the stall", || {
+        ticks(&out)
+            .iter()
+            .any(|t| seconds_of(&t.0) > stalled_at + 8)
+    });
+    let (ea, eb) = (a.events(), b.events());
+    assert_eq!(a.stop(), Some(0));
+    assert_eq!(b.stop(), Some(0));
+    let lines = ticks(&out);
+    let ran: std::collections::HashSet<i64> = lines.iter().map(|l| seconds_of(&l.0)).collect();
+    let mut said: std::collections::HashSet<i64> = std::collections::HashSet::new();
+    for e in ea.iter().chain(&eb).filter(|e| e["event"] == "run.missed") {
+        said.insert(seconds_of(e["scheduled"].as_str().unwrap()));
+    }
+    exactly_once(&lines, &[(stalled_at - 1, stalled_at + 8)]);
+    let (first, last) = (*ran.iter().min().unwrap(), stalled_at + 8);
+    for s in first..=last {
+        assert!(
+            ran.contains(&s) || said.contains(&s),
+            "the tick at {s} was neither run nor said missed (ran {ran:?}, said {said:?})"
+        );
+    }
+}

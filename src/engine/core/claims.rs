@@ -222,20 +222,37 @@ impl<W: World> Core<W> {
             // Another runner has it (runs it, or said its miss).
             (Answer::Lost, _) => self.store_answers(),
             (Answer::Unreachable(why), what) => self.claim_unanswered(what, why),
-            // Asked again while the firing's grace lasts (the heartbeat is renewed within a third of the lease);
-            // past it, the other runners had it: this one says nothing of it.
-            (Answer::Lapsed, Claiming::Fire { pending, trigger }) => {
-                let late = (self.now.utc - pending.first_due)
-                    .to_std()
-                    .unwrap_or_default();
-                let grace = self.plan.jobs[job].misfire_grace;
-                if late <= grace && !self.stopping {
-                    let wait = CLAIM_RETRY.min(grace - late).max(Duration::from_millis(1));
-                    self.later(wait, Later::Claim(Claiming::Fire { pending, trigger }));
-                }
+            // Asked again while the firing's grace lasts (the heartbeat is renewed within a third of the lease).
+            // Past it, the firing is claimed as a miss: said by whichever runner claims it, once its heartbeat is
+            // renewed; a live runner that ran it has its claim already. (Every runner's lease lapses when the
+            // store stalls longer than the lease: then no one ran it, and the miss must still be said.)
+            (Answer::Lapsed, Claiming::Fire { pending, trigger }) if !self.stopping => {
+                let late = self.now.utc - pending.first_due;
+                let (late_std, grace) = (
+                    late.to_std().unwrap_or_default(),
+                    self.plan.jobs[job].misfire_grace,
+                );
+                let what = match late_std <= grace {
+                    true => Claiming::Fire { pending, trigger },
+                    false => Claiming::Miss(Missed {
+                        job,
+                        trigger,
+                        scheduled: pending.scheduled,
+                        late,
+                        count: pending.coalesced.max(1),
+                        at_least: false,
+                        downtime: None,
+                        reason: Some("store unreachable".into()),
+                    }),
+                };
+                let wait = CLAIM_RETRY.min(grace.saturating_sub(late_std));
+                self.later(wait.max(Duration::from_millis(1)), Later::Claim(what));
             }
-            // Not an answer to a claim.
-            (Answer::Lapsed, Claiming::Miss(_)) | (Answer::Joined(_), _) => {}
+            (Answer::Lapsed, Claiming::Miss(m)) if !self.stopping => {
+                self.later(CLAIM_RETRY, Later::Claim(Claiming::Miss(m)));
+            }
+            // Not an answer to a claim (or the runner stops).
+            (Answer::Lapsed, _) | (Answer::Joined(_), _) => {}
         }
         self.watch_job(job);
     }

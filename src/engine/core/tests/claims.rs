@@ -300,9 +300,15 @@ fn a_claim_still_out_is_not_a_run_for_max_instances() {
 }
 
 #[test]
-fn a_runner_whose_lease_lapsed_asks_again_within_the_grace_and_says_nothing_beyond() {
-    let mut h = clustered(EVERY_SECOND);
-    h.advance(Duration::from_secs(1));
+fn a_runner_whose_lease_lapsed_asks_again_within_the_grace_then_claims_the_miss() {
+    let mut h = clustered(
+        "
+name: t
+jobs:
+  a: { run: 'true', trigger: { interval: 10s }, misfire_grace: 2s }
+",
+    );
+    h.advance(Duration::from_secs(10));
     h.take();
     h.answer(Answer::Lapsed);
     assert!(
@@ -310,17 +316,23 @@ fn a_runner_whose_lease_lapsed_asks_again_within_the_grace_and_says_nothing_beyo
         "no notice: the heartbeat renews itself"
     );
     h.advance(Duration::from_millis(250));
-    assert_eq!(h.take(), ["claim firing a at 1000ms"]);
+    assert_eq!(h.take(), ["claim firing a at 10000ms"]);
+    // Past the grace: the firing is claimed as a miss (asked again while the lease is still lapsed).
     h.elapsed += Duration::from_secs(3);
     h.answer(Answer::Lapsed);
-    assert!(
-        h.take().is_empty(),
-        "past the grace: the others had it; no miss is said"
-    );
-    assert!(!h
-        .events
-        .iter()
-        .any(|e| matches!(e, crate::event::Event::RunMissed { .. })));
+    h.advance(Duration::from_millis(1));
+    assert_eq!(h.take(), ["claim miss a at 10000ms"]);
+    h.answer(Answer::Lapsed);
+    h.advance(Duration::from_millis(250));
+    assert_eq!(h.take(), ["claim miss a at 10000ms"]);
+    // Renewed: this runner has the miss, and says it (a runner that ran it would have had the claim).
+    h.answer(Answer::Won(None));
+    let reason = h.events.iter().find_map(|e| match e {
+        crate::event::Event::RunMissed { reason, .. } => reason.clone(),
+        _ => None,
+    });
+    assert_eq!(reason.as_deref(), Some("store unreachable"));
+    assert!(h.core.runs.is_empty());
 }
 
 fn orphan(h: &Harness, at_ms: i64) -> Orphan {
