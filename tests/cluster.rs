@@ -1121,9 +1121,12 @@ fn a_redis_stall_longer_than_the_lease_leaves_every_tick_run_or_said_missed() {
             .iter()
             .any(|t| seconds_of(&t.0) > stalled_at + 8)
     });
-    let (ea, eb) = (a.events(), b.events());
+    // Read once the runners ended: a miss waits for its claim until a heartbeat is renewed.
+    let (ea_path, eb_path) = (a.events.clone(), b.events.clone());
     assert_eq!(a.stop(), Some(0));
     assert_eq!(b.stop(), Some(0));
+    let read = |p: &Path| common::events(&std::fs::read(p).unwrap_or_default());
+    let (ea, eb) = (read(&ea_path), read(&eb_path));
     let lines = ticks(&out);
     let ran: std::collections::HashSet<i64> = lines.iter().map(|l| seconds_of(&l.0)).collect();
     let mut said: std::collections::HashSet<i64> = std::collections::HashSet::new();
@@ -1138,4 +1141,47 @@ fn a_redis_stall_longer_than_the_lease_leaves_every_tick_run_or_said_missed() {
             "the tick at {s} was neither run nor said missed (ran {ran:?}, said {said:?})"
         );
     }
+}
+
+#[test]
+fn a_trigger_a_frozen_runner_popped_is_sent_again_to_a_live_one() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    let (dir, file) = common::flow(FIRED);
+    let root = dir.path();
+    // The frozen runner alone first, stopped while it waits on the list: the request it pops gets no answer.
+    let frozen = runner(&file, &redis, "frozen", root, &["--lease", "60s"]);
+    wait_for(Duration::from_secs(20), "the first runner", || {
+        live_runners(&file, &redis) == 1
+    });
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    wait_for(Duration::from_secs(20), "its wait on the list", || {
+        let clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut conn).unwrap();
+        clients.contains("cmd=blpop")
+    });
+    frozen.signal(libc::SIGSTOP);
+    let (file2, url) = (file.clone(), redis.url());
+    let asked = std::thread::spawn(move || {
+        common::cmd()
+            .arg("trigger")
+            .arg(&file2)
+            .arg("hello")
+            .args(["--store", &url])
+            .env("FLOWRUN_ANSWER_TIMEOUT", "15s")
+            .output()
+            .unwrap()
+    });
+    // A live runner comes: the request is sent again for it.
+    let live = runner(&file, &redis, "live", root, &[]);
+    let out = asked.join().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let fired = || std::fs::read_to_string(root.join("fired.txt")).unwrap_or_default();
+    assert_eq!(fired().trim(), "live 1");
+    // Continued: what it popped was cancelled, and never fires.
+    frozen.signal(libc::SIGCONT);
+    assert_eq!(frozen.stop(), Some(0));
+    assert_eq!(live.stop(), Some(0));
+    assert_eq!(fired().lines().count(), 1, "{}", fired());
 }

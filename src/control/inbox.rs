@@ -28,6 +28,9 @@ const TAKEN_TTL: Duration = Duration::from_secs(2 * 3600);
 const STALE: Duration = Duration::from_secs(3600);
 /// How long a reply list is kept after its last answer (its command reads it at once, unless it died).
 const REPLY_TTL: Duration = Duration::from_secs(600);
+/// How long a request may wait unanswered before it is cancelled and sent again (a runner that took it answers
+/// at once; one that popped it and froze never will).
+const RESEND: Duration = Duration::from_secs(2);
 /// The value of [`Keys::trigger_taken`] when the command gave up on the request.
 const CANCELLED: &str = "cancelled";
 
@@ -252,50 +255,51 @@ pub fn ask(
     if alive.is_empty() {
         return Ok(Asked::NoRunner);
     }
-    let request = TriggerRequest {
-        id: request_id(),
-        job: job.to_string(),
-        wait,
-        sent_ms: chrono::Utc::now().timestamp_millis(),
-    };
-    let text = serde_json::to_string(&request).expect("a request is JSON");
-    let reply = keys.reply(&request.id);
-    let _: i64 = conn
-        .rpush(keys.triggers(), &text)
-        .map_err(|e| e.to_string())?;
-    // Past this point the request is sent: a store lost now may still hand it to a runner when it comes back.
+    // Past the first send the request may fire: a store lost now may still hand it to a runner when it comes back.
     let sent =
         |e: String| format!("{e} (the request was sent: it may still fire once the store is back)");
     let deadline = std::time::Instant::now() + bound;
-    let first = match next_answer(&mut conn, &reply, deadline).map_err(sent)? {
-        Some(answer) => answer,
-        None => {
-            // Nothing within the bound: cancel it, unless a runner took it just now.
-            let cancelled: Option<String> = redis::cmd("SET")
-                .arg(keys.trigger_taken(&request.id))
-                .arg(CANCELLED)
-                .arg("NX")
-                .arg("PX")
-                .arg(TAKEN_TTL.as_millis() as u64)
-                .query(&mut conn)
-                .map_err(|e| sent(e.to_string()))?;
-            if cancelled.is_some() {
-                let _: redis::RedisResult<i64> = conn.lrem(keys.triggers(), 1, &text);
-                return Ok(Asked::NotTaken(alive));
+    let (request, first) = loop {
+        let request = TriggerRequest {
+            id: request_id(),
+            job: job.to_string(),
+            wait,
+            sent_ms: chrono::Utc::now().timestamp_millis(),
+        };
+        let text = serde_json::to_string(&request).expect("a request is JSON");
+        let _: i64 = conn
+            .rpush(keys.triggers(), &text)
+            .map_err(|e| e.to_string())?;
+        let reply = keys.reply(&request.id);
+        // A runner that took it answers at once: a request not answered within RESEND was popped by a runner
+        // that froze (SIGSTOP) or died, or waits in the list; it is cancelled (unless taken meanwhile) and sent
+        // again, for a live runner, while the bound lasts.
+        let soon = deadline.min(std::time::Instant::now() + RESEND);
+        if let Some(answer) = next_answer(&mut conn, &reply, soon).map_err(sent)? {
+            break (request, answer);
+        }
+        if cancel(&mut conn, keys, &request.id).map_err(|e| sent(e.to_string()))? {
+            let _: redis::RedisResult<i64> = conn.lrem(keys.triggers(), 1, &text);
+            if std::time::Instant::now() < deadline {
+                continue;
             }
-            let taker: Option<String> = conn.get(keys.trigger_taken(&request.id)).ok().flatten();
-            match next_answer(&mut conn, &reply, std::time::Instant::now() + bound).map_err(sent)? {
-                Some(answer) => answer,
-                None => {
-                    return Ok(Asked::Silent(format!(
-                        "runner {} took the request and gave no answer within {}",
-                        taker.unwrap_or_else(|| "?".into()),
-                        crate::timefmt::duration_ms(2 * bound.as_millis() as u64)
-                    )))
-                }
+            let alive = live_runners(&mut conn, keys).map_err(|e| e.to_string())?;
+            return Ok(Asked::NotTaken(alive));
+        }
+        // Taken by a runner: its answer comes (bounded).
+        let taker: Option<String> = conn.get(keys.trigger_taken(&request.id)).ok().flatten();
+        match next_answer(&mut conn, &reply, std::time::Instant::now() + bound).map_err(sent)? {
+            Some(answer) => break (request, answer),
+            None => {
+                return Ok(Asked::Silent(format!(
+                    "runner {} took the request and gave no answer within {}",
+                    taker.unwrap_or_else(|| "?".into()),
+                    crate::timefmt::duration_ms(bound.as_millis() as u64)
+                )))
             }
         }
     };
+    let reply = keys.reply(&request.id);
     // Answered: the request is in no list any more, its taker need not be kept.
     let done = |conn: &mut redis::Connection| {
         let _: redis::RedisResult<i64> =
@@ -353,6 +357,18 @@ fn wait_for_end(
             }
         }
     }
+}
+
+/// Cancel request `id` unless a runner took it first: whether it is cancelled (then no runner ever fires it).
+fn cancel(conn: &mut redis::Connection, keys: &Keys, id: &str) -> redis::RedisResult<bool> {
+    let cancelled: Option<String> = redis::cmd("SET")
+        .arg(keys.trigger_taken(id))
+        .arg(CANCELLED)
+        .arg("NX")
+        .arg("PX")
+        .arg(TAKEN_TTL.as_millis() as u64)
+        .query(conn)?;
+    Ok(cancelled.is_some())
 }
 
 /// The ids of the runners whose heartbeat is alive.
