@@ -9,12 +9,13 @@
 //! - runners: a heartbeat key per runner that expires after the lease, renewed every lease/3, and the rows of its
 //!   live runs, taken over (marked `interrupted`) by another runner once the heartbeat is gone (`heartbeat`);
 //! - history: one hash per run (its row, its tries, the last 64 KiB of its output) and a capped stream of rows
-//!   (`store`), read from any host (`read`);
+//!   (`store`), read from any host (`runners`, and `inspect`'s `--store` commands);
+//! - durable queues: a stream with one consumer group, written and read by every runner (`queue`);
 //! - manual firings from any host (`flowrun trigger --store`): a list of requests each taken by one runner
-//!   (`BLPOP`, then `SET NX` against the command's cancellation), answered on a reply list (`inbox`).
+//!   (`BLPOP`, then `SET NX` against the command's cancellation), answered on a reply list (`control::inbox`).
 //!
-//! Everything else stays with each runner: its state folder (logs, local history, durable queues), `pipe`,
-//! `broadcast` and plain queues, `start` triggers.
+//! Everything else stays with each runner: its state folder (logs, local history), `pipe`, `broadcast` and plain
+//! queues, `start` triggers, pauses.
 
 pub mod claims;
 pub mod heartbeat;

@@ -1,5 +1,5 @@
-//! The shell's side of a runner in a cluster (SPEC §9): the claimer, the stream of ends and the heartbeat's
-//! take-overs answer through the dispatcher's own messages; the consumers of the durable queues the cluster shares
+//! The shell's side of a runner in a cluster (SPEC §9): the claimer and the heartbeat's take-overs answer through
+//! the dispatcher's own messages; the consumers of the durable queues the cluster shares
 //! fill this runner's queues.
 
 use std::sync::Arc;

@@ -1,6 +1,8 @@
 //! What a runner remembers (SPEC §4): the last handled instant of each time trigger, the run counters and one
 //! history row per run, skip and miss. One interface, [`Store`], with the embedded SQLite backend today; each
-//! method is written so that a networked store (Redis, SPEC §7) can do it atomically (see the method docs).
+//! method is written so that a networked store can do it atomically (see the method docs). A runner of a cluster
+//! (SPEC §9) keeps this store for itself and writes its history rows to Redis too (`cluster::store`); its claims,
+//! numbers and joins are the cluster's (`cluster::claims`).
 //!
 //! The engine never waits for the store: it sends [`Op`]s to one writer thread ([`writer::History`]) that commits
 //! them in groups, so a slow disk cannot make a timer late.
@@ -254,8 +256,8 @@ pub trait Store: Send {
     /// [`Op::Handled`] moves a trigger's handled instant forward only (a late write never moves it back); under
     /// the one-runner lock, handling a firing is claiming it. Redis: `MULTI`/`EXEC` of a Lua max on the handled
     /// hash, `XADD` to the workflow's capped history stream and `HSET` of each run's hash. Several runners of
-    /// one workflow (SPEC §7) would claim a firing before running it, synchronously, by `SET job:fp:at NX PX`:
-    /// the one method this interface would gain then.
+    /// one workflow (SPEC §9) claim a firing before running it, asynchronously, outside this interface (see
+    /// `cluster::claims`).
     fn apply(&mut self, ops: &[Op]) -> Result<(), StoreError>;
     /// Give back the space the store's journal took (after a full disk, at a clean stop). SQLite: a TRUNCATE
     /// checkpoint of the WAL, which otherwise keeps its largest size. Redis: nothing.
