@@ -2,7 +2,7 @@
 //!
 //! Each comparison runs A and B interleaved for several rounds (FLOWRUN_BENCH_ROUNDS, default 5) and prints
 //! the medians and their ratio. Names: pipe, queue, python, broadcast, each, validate, lateness, state, flood,
-//! idle, scale, hop, api, rss, cluster.
+//! idle, scale, hop, api, rss, cluster (sharedq: its shared durable queue alone).
 //! Not part of CI's pass/fail: timings depend on the machine; the goals are printed next to the figures.
 
 use std::io::{BufRead, BufReader};
@@ -300,6 +300,12 @@ if __name__ == '__main__':\n    m = mp.Manager()\n    q = m.Queue()\n\
     }
     if want("cluster") {
         cluster(d);
+    } else if want("sharedq") {
+        if let Some((mut server, url)) = redis_on_free_port(&d.join("sharedq-redis")) {
+            shared_queue(d, &url);
+            let _ = server.kill();
+            let _ = server.wait();
+        }
     }
     if want("flood") {
         // A neighbour printing as fast as it can must not delay time triggers (the printer thread takes it).
@@ -1104,8 +1110,95 @@ fn cluster(d: &Path) {
         rss.iter().map(|r| format!("{:.1}", *r as f64 / 1024.0)).collect::<Vec<_>>().join(" / "),
         used as f64 / 1024.0 / 1024.0
     );
+    shared_queue(d, &url);
     let _ = server.kill();
     let _ = server.wait();
+}
+
+/// 200,000 messages through a durable queue into `each` workers (batch 1,000): one runner with its local store,
+/// against one and three runners sharing the queue through Redis (time until every message is in the workers'
+/// output; a shared queue never closes, so its runners are stopped after).
+fn shared_queue(d: &Path, url: &str) {
+    const N: usize = 200_000;
+    // The producer fires once for the cluster (an `at`, claimed); times are counted from that instant.
+    let text = |name: &str, at: &str| {
+        format!(
+            "name: {name}\nchannels: {{ q: {{ durable: true, capacity: 20000 }} }}\njobs:\n  produce:\n    run: seq 1 {N}\n    stdout: q\n    trigger: {{ at: \"{at}\" }}\n  work:\n    run: cat >> out-$RUNNER.txt\n    trigger: {{ each: q, batch: 1000 }}\n    max_instances: 2\n"
+        )
+    };
+    let soon = || {
+        let lead = Duration::from_millis(1500);
+        let at = chrono::Utc::now() + chrono::Duration::from_std(lead).unwrap();
+        (at.to_rfc3339(), Instant::now() + lead)
+    };
+    let lines = |dir: &Path| -> usize {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("out-"))
+            .map(|e| std::fs::read(e.path()).map_or(0, |b| memchr::memchr_iter(b'\n', &b).count()))
+            .sum()
+    };
+    for round in 0..2 {
+        let dir = d.join(format!("sq-local-{round}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (at, start) = soon();
+        let f = write(&dir, "q.yaml", &text(&format!("sqlocal{round}"), &at));
+        let status = Command::new(flowrun())
+            .arg(&f)
+            .arg("--state")
+            .arg(dir.join("s"))
+            .args(["--progress", "never"])
+            .env("RUNNER", "one")
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let local = start.elapsed();
+        assert_eq!(lines(&dir), N);
+        for runners in [1usize, 3] {
+            let dir = d.join(format!("sq-{runners}-{round}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let (at, start) = soon();
+            let f = write(&dir, "q.yaml", &text(&format!("sq{runners}x{round}"), &at));
+            let mut children: Vec<std::process::Child> = (0..runners)
+                .map(|i| {
+                    Command::new(flowrun())
+                        .arg(&f)
+                        .arg("--state")
+                        .arg(dir.join(format!("s{i}")))
+                        .args([
+                            "--store",
+                            url,
+                            "--runner-id",
+                            &format!("r{i}"),
+                            "--progress",
+                            "never",
+                        ])
+                        .env("RUNNER", format!("r{i}"))
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .unwrap()
+                })
+                .collect();
+            while lines(&dir) < N {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let shared = start.elapsed();
+            for c in &mut children {
+                // SAFETY: a signal to our own child.
+                unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+                c.wait().unwrap();
+            }
+            println!(
+                "cluster    {N} messages through a durable queue into `each` workers: local store {:.2}s; shared through Redis, {runners} runner(s) {:.2}s ({:.2}x)",
+                local.as_secs_f64(),
+                shared.as_secs_f64(),
+                shared.as_secs_f64() / local.as_secs_f64()
+            );
+        }
+    }
 }
 
 /// Run `n` runners of `file` on the store for `secs` seconds: the lateness of every run (ms, sorted), how many
