@@ -260,8 +260,8 @@ pub struct RunArgs {
     /// Reload the workflow when its file changes.
     #[arg(long)]
     pub watch: bool,
-    /// Share the workflow with other runners through Redis (SPEC §9): redis://[USER:PASSWORD@]HOST:PORT/DB.
-    /// Default: $FLOWRUN_STORE; without either, this runner is alone (the embedded store).
+    /// Share the workflow with other runners through Redis: redis://[USER:PASSWORD@]HOST:PORT/DB (rediss:// for
+    /// TLS). Default: $FLOWRUN_STORE; without either, or with an empty value, this runner is alone.
     #[arg(long, value_name = "URL")]
     pub store: Option<String>,
     /// The cluster's name in the store (default: the workflow's `name`, else the file's stem).
