@@ -691,6 +691,18 @@ fn a_tls_store_is_reached_with_rediss_and_a_private_authority() {
         .output()
         .unwrap();
     assert!(!refused.status.success());
+    // A runner that does not trust the server's certificate is refused at its start (it would never claim).
+    let untrusting = common::cmd()
+        .arg(&file)
+        .arg("--state")
+        .arg(flow_dir.path().join("s2"))
+        .args(["--store", &url, "--runner-id", "doubter", "--for", "3s"])
+        .env_remove("FLOWRUN_STORE_CA")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&untrusting.stderr);
+    assert_eq!(untrusting.status.code(), Some(2), "{err}");
+    assert!(err.contains("refuses this runner"), "{err}");
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -53,13 +53,14 @@ pub enum JoinError {
 
 /// A store that cannot be reached now, or one that refuses this runner whatever the time.
 fn join_error(e: redis::RedisError) -> JoinError {
-    match e.is_io_error()
-        || e.is_timeout()
-        || e.is_connection_refusal()
-        || e.is_connection_dropped()
-    {
-        true => JoinError::Unreachable(e.to_string()),
-        false => JoinError::Refused(e.to_string()),
+    let text = e.to_string();
+    // A certificate this runner does not trust is refused now and at every try: not a store that is away.
+    let untrusted = text.to_ascii_lowercase().contains("certificate");
+    let away =
+        e.is_io_error() || e.is_timeout() || e.is_connection_refusal() || e.is_connection_dropped();
+    match away && !untrusted {
+        true => JoinError::Unreachable(text),
+        false => JoinError::Refused(text),
     }
 }
 
