@@ -214,10 +214,6 @@ impl Queue {
         self.orphaned.load(Ordering::Acquire)
     }
 
-    /// How many messages a writer may add now. When nothing waits and a reader's feeder is parked, a whole read
-    /// may go at once: it is handed straight to a ready reader rather than waiting, so `capacity` (which bounds
-    /// messages that wait for want of a reader) still holds, and the pump and feeder trade large blocks instead of
-    /// ping-ponging `capacity` messages at a time.
     /// How many more messages may wait here before `capacity` (a cluster's consumer reads no more than this).
     pub fn free(&self) -> usize {
         let inner = self.inner.lock().unwrap();
@@ -231,6 +227,10 @@ impl Queue {
         self.space.clone()
     }
 
+    /// How many messages a writer may add now. When nothing waits and a reader's feeder is parked, a whole read
+    /// may go at once: it is handed straight to a ready reader rather than waiting, so `capacity` (which bounds
+    /// messages that wait for want of a reader) still holds, and the pump and feeder trade large blocks instead of
+    /// ping-ponging `capacity` messages at a time.
     fn room(&self) -> usize {
         let inner = self.inner.lock().unwrap();
         if inner.waiting == 0 && inner.idle_feeders > 0 {
