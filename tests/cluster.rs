@@ -1197,3 +1197,63 @@ fn a_trigger_a_frozen_runner_popped_is_sent_again_to_a_live_one() {
     assert_eq!(live.stop(), Some(0));
     assert_eq!(fired().lines().count(), 1, "{}", fired());
 }
+
+#[test]
+fn the_cluster_example_runs_on_two_runners() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // The example as it is, but its crons moved to a year's start: here `trigger --store` fires them, so no minute
+    // turning during the test adds a firing.
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows/cluster.yaml"),
+    )
+    .unwrap();
+    assert!(text.contains("\"0 * * * * *\"") && text.contains("\"30 * * * * *\""));
+    let file = root.join("cluster.yaml");
+    let quiet = text
+        .replace("\"0 * * * * *\"", "\"0 0 1 1 *\"")
+        .replace("\"30 * * * * *\"", "\"0 0 1 1 *\"");
+    std::fs::write(&file, quiet).unwrap();
+    let one = runner(&file, &redis, "one", root, &[]);
+    let two = runner(&file, &redis, "two", root, &[]);
+    wait_for(Duration::from_secs(20), "two runners", || {
+        live_runners(&file, &redis) == 2
+    });
+    for job in ["split", "report"] {
+        let (code, out, err) = trigger(&file, &redis, job, &[]);
+        assert_eq!(code, Some(0), "{out}{err}");
+    }
+    let worked = |events: &[Value]| -> u64 {
+        events
+            .iter()
+            .filter(|e| e["event"] == "output" && e["job"] == "work")
+            .filter_map(|e| e["line"].as_str()?.split(' ').nth(1)?.parse::<u64>().ok())
+            .sum()
+    };
+    let summaries = |events: &[Value]| {
+        events
+            .iter()
+            .filter(|e| e["event"] == "run.start" && e["job"] == "summary")
+            .count()
+    };
+    wait_for(
+        Duration::from_secs(30),
+        "the 100 items worked and the summary",
+        || {
+            let (a, b) = (one.events(), two.events());
+            worked(&a) + worked(&b) == 100 && summaries(&a) + summaries(&b) == 1
+        },
+    );
+    let (a, b) = (one.events(), two.events());
+    assert_eq!(one.stop(), Some(0));
+    assert_eq!(two.stop(), Some(0));
+    assert_eq!(worked(&a) + worked(&b), 100);
+    assert_eq!(
+        summaries(&a) + summaries(&b),
+        1,
+        "the join fired once for the cluster"
+    );
+}
