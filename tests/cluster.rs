@@ -53,6 +53,18 @@ fn runner(file: &Path, redis: &Redis, id: &str, root: &Path, extra: &[&str]) -> 
     Runner { child, events }
 }
 
+/// A test that fails leaves no runner behind (a stopped one is continued first, so it can end).
+impl Drop for Runner {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: signals to our own child, not yet reaped (try_wait said it runs).
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGCONT) };
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Runner {
     fn signal(&self, signal: i32) {
         // SAFETY: a signal to our own child.
