@@ -109,18 +109,9 @@ impl<W: World> Core<W> {
             };
             let was_ready = run.ready;
             let log = self.world.log_written(id);
-            let milestone = Milestone::Ended { result, was_ready };
-            // In a cluster the joins are kept in its store, for every runner (see `claims`).
-            match self.cluster {
-                true if !self.joins_on[run.job].is_empty() => {
-                    let entry = upstream_entry(job, &run, status, c.code, c.signal.as_deref(), log);
-                    self.tell_joins(run.job, milestone, entry);
-                }
-                true => {}
-                false => self.propagate(run.job, milestone, || {
-                    upstream_entry(job, &run, status, c.code, c.signal.as_deref(), log)
-                }),
-            }
+            self.propagate(run.job, Milestone::Ended { result, was_ready }, || {
+                upstream_entry(job, &run, status, c.code, c.signal.as_deref(), log)
+            });
         }
         self.restart_if_due(&run, job, c.outcome, c.code);
         self.drain_handler_backlog(run.job);
@@ -380,6 +371,11 @@ impl<W: World> Core<W> {
             return;
         }
         let upstream = upstream();
+        // In a cluster, an end is told to the joins kept in its store, for every runner (see `claims`); readiness
+        // stays with the runner whose service it is.
+        if self.cluster && matches!(milestone, Milestone::Ended { .. }) {
+            return self.tell_joins(job, milestone, upstream);
+        }
         let mut complete = Vec::new();
         for i in 0..self.joins_on[job].len() {
             let (d, t) = self.joins_on[job][i];
