@@ -66,7 +66,13 @@ fn join_error(e: redis::RedisError) -> JoinError {
 
 /// Join the cluster as `info.id`: refused while a runner of that id has a heartbeat; the runs a previous runner
 /// of this id left `running` (it died) are marked interrupted (returns how many).
-pub fn join(config: &Config, client: &redis::Client, info: &RunnerInfo) -> Result<u64, JoinError> {
+/// `alive`: whether a process of this host lives (a runner of this id whose process is gone is let go at once).
+pub fn join(
+    config: &Config,
+    client: &redis::Client,
+    info: &RunnerInfo,
+    alive: fn(u32) -> bool,
+) -> Result<u64, JoinError> {
     let keys = config.keys();
     let unreachable = join_error;
     let mut conn = connect(client).map_err(unreachable)?;
@@ -112,19 +118,6 @@ pub fn join(config: &Config, client: &redis::Client, info: &RunnerInfo) -> Resul
     }
     let _: i64 = conn.sadd(keys.runners(), &info.id).map_err(unreachable)?;
     Ok(rows.len() as u64)
-}
-
-/// Whether process `pid` of this host lives (a zombie does not).
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z'),
-        Err(_) => false,
-    }
 }
 
 /// Take over the live runs of runner `dead` (whose heartbeat is gone), as `by`: marked interrupted in the store,

@@ -113,7 +113,8 @@ pub fn join(
     };
     let up = Arc::new(AtomicBool::new(false));
     let mut recovered = 0;
-    match crate::cluster::heartbeat::join(&config, &client, &info) {
+    let alive = |pid| crate::engine::process::any_running(&[pid]);
+    match crate::cluster::heartbeat::join(&config, &client, &info, alive) {
         Ok(n) => {
             recovered = n;
             up.store(true, std::sync::atomic::Ordering::Release);

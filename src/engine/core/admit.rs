@@ -407,7 +407,7 @@ impl<W: World> Core<W> {
                     // In a cluster the runner that claims the miss says it (once for the cluster).
                     match self.cluster {
                         true => self.claim(Claiming::Miss(missed)),
-                        false => self.say_missed(missed, None),
+                        false => self.say_missed(missed),
                     }
                 }
                 Due::Fire {

@@ -52,6 +52,25 @@ pub struct Missed {
     pub reason: Option<String>,
 }
 
+/// Why a firing no runner could claim was missed.
+const UNREACHABLE: &str = "store unreachable";
+
+impl Missed {
+    /// A firing (by the job's trigger `trigger`) missed `late` after its instant, for `reason`.
+    fn of(pending: &Pending, trigger: usize, late: chrono::Duration, reason: &str) -> Missed {
+        Missed {
+            job: pending.job,
+            trigger,
+            scheduled: pending.scheduled,
+            late,
+            count: pending.coalesced.max(1),
+            at_least: false,
+            downtime: None,
+            reason: Some(reason.into()),
+        }
+    }
+}
+
 impl Claiming {
     pub fn job(&self) -> JobId {
         match self {
@@ -216,8 +235,7 @@ impl<W: World> Core<W> {
             }
             (Answer::Won(_), Claiming::Miss(m)) => {
                 self.store_answers();
-                let reason = m.reason.clone();
-                self.say_missed(m, reason)
+                self.say_missed(m)
             }
             // Another runner has it (runs it, or said its miss).
             (Answer::Lost, _) => self.store_answers(),
@@ -234,16 +252,7 @@ impl<W: World> Core<W> {
                 );
                 let what = match late_std <= grace {
                     true => Claiming::Fire { pending, trigger },
-                    false => Claiming::Miss(Missed {
-                        job,
-                        trigger,
-                        scheduled: pending.scheduled,
-                        late,
-                        count: pending.coalesced.max(1),
-                        at_least: false,
-                        downtime: None,
-                        reason: Some("store unreachable".into()),
-                    }),
+                    false => Claiming::Miss(Missed::of(&pending, trigger, late, UNREACHABLE)),
                 };
                 let wait = CLAIM_RETRY.min(grace.saturating_sub(late_std));
                 self.later(wait.max(Duration::from_millis(1)), Later::Claim(what));
@@ -265,7 +274,13 @@ impl<W: World> Core<W> {
         }
         let (pending, trigger) = match what {
             Claiming::Fire { pending, trigger } => (pending, trigger),
-            Claiming::Miss(m) => return self.say_missed(m, Some("store unreachable".into())),
+            Claiming::Miss(m) => {
+                let reason = m.reason.clone().unwrap_or_else(|| UNREACHABLE.into());
+                return self.say_missed(Missed {
+                    reason: Some(reason),
+                    ..m
+                });
+            }
         };
         let job = pending.job;
         let late = self.now.utc - pending.first_due;
@@ -279,17 +294,7 @@ impl<W: World> Core<W> {
             );
             return;
         }
-        let missed = Missed {
-            job,
-            trigger,
-            scheduled: pending.scheduled,
-            late,
-            count: pending.coalesced.max(1),
-            at_least: false,
-            downtime: None,
-            reason: None,
-        };
-        self.say_missed(missed, Some("store unreachable".into()));
+        self.say_missed(Missed::of(&pending, trigger, late, UNREACHABLE));
     }
 
     /// The store did not answer a claim: said once, until it answers again (`store_back`).
@@ -393,7 +398,7 @@ impl<W: World> Core<W> {
     }
 
     /// Say firings missed: one history row and `run.missed`.
-    pub(super) fn say_missed(&mut self, m: Missed, reason: Option<String>) {
+    pub(super) fn say_missed(&mut self, m: Missed) {
         self.jobs[m.job].counts.missed += m.count;
         self.emit(Event::RunMissed {
             job: self.plan.jobs[m.job].name.clone(),
@@ -406,7 +411,7 @@ impl<W: World> Core<W> {
             at_least: m.at_least,
             late: m.late.to_std().unwrap_or_default(),
             grace: self.plan.jobs[m.job].misfire_grace,
-            reason,
+            reason: m.reason,
         });
     }
 }

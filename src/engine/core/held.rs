@@ -148,7 +148,7 @@ impl<W: World> Core<W> {
             downtime: None,
             reason: None,
         };
-        self.say_missed(missed, None);
+        self.say_missed(missed);
     }
 
     /// At a stop, or when their job goes (`flowrun stop JOB`, a reload): held `at` firings of the jobs `of` picks
