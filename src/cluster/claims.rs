@@ -21,16 +21,8 @@ const RECONNECT: Duration = Duration::from_millis(200);
 
 /// A question of the engine.
 pub enum Asked {
-    /// Claim the firing of `job`'s trigger `fingerprint` at `at` (with a run number when `number`).
-    Claim {
-        job: String,
-        fingerprint: String,
-        at: DateTime<Utc>,
-        ttl: Duration,
-        number: bool,
-        /// A time firing moves its trigger's handled instant (a join's firing has none).
-        handled: bool,
-    },
+    /// Claim a time firing.
+    Claim(Claim),
     /// The job's next run number.
     Number { job: String },
     /// Take over claim `claim`, if it still holds `value` (its runner died before starting its firing).
@@ -44,6 +36,15 @@ pub enum Asked {
         upstreams: usize,
         any: bool,
     },
+}
+
+/// A time firing to claim: `job`'s trigger `fingerprint` at `at`, kept `ttl`, with a run number when `number`.
+pub struct Claim {
+    pub job: String,
+    pub fingerprint: String,
+    pub at: DateTime<Utc>,
+    pub ttl: Duration,
+    pub number: bool,
 }
 
 /// Who hears the answers: the engine's key of the question, and the answer.
@@ -174,24 +175,7 @@ async fn ask(
     what: Asked,
 ) -> (Answer, bool) {
     match what {
-        Asked::Claim {
-            job,
-            fingerprint,
-            at,
-            ttl,
-            number,
-            handled,
-        } => {
-            let claim = ClaimAsk {
-                job: &job,
-                fingerprint: &fingerprint,
-                at,
-                ttl,
-                number,
-                handled,
-            };
-            claim_firing(&mut conn, keys, (runner, incarnation), claim).await
-        }
+        Asked::Claim(claim) => claim_firing(&mut conn, keys, (runner, incarnation), &claim).await,
         Asked::Join {
             job,
             fingerprint,
@@ -240,45 +224,25 @@ async fn ask(
     }
 }
 
-/// A claim's question.
-struct ClaimAsk<'a> {
-    job: &'a str,
-    fingerprint: &'a str,
-    at: DateTime<Utc>,
-    ttl: Duration,
-    number: bool,
-    handled: bool,
-}
-
 /// Claim a time firing (one script: see `scripts::CLAIM`).
 async fn claim_firing(
     conn: &mut MultiplexedConnection,
     keys: &Keys,
     (runner, incarnation): (&str, &str),
-    ClaimAsk {
-        job,
-        fingerprint,
-        at,
-        ttl,
-        number,
-        handled,
-    }: ClaimAsk<'_>,
+    claim: &Claim,
 ) -> (Answer, bool) {
-    let at_ms = at.timestamp_millis();
-    let field = match handled {
-        true => Keys::handled_field(job, fingerprint),
-        false => String::new(),
-    };
+    let (job, fingerprint) = (claim.job.as_str(), claim.fingerprint.as_str());
+    let at_ms = claim.at.timestamp_millis();
     let answer: Result<i64, _> = scripts::CLAIM
         .key(keys.claim(job, fingerprint, at_ms))
         .key(keys.handled())
         .key(keys.counter(job))
         .key(keys.runner(runner))
         .arg(incarnation)
-        .arg(ttl.as_millis() as u64)
-        .arg(field)
+        .arg(claim.ttl.as_millis() as u64)
+        .arg(Keys::handled_field(job, fingerprint))
         .arg(at_ms)
-        .arg(if number { "1" } else { "0" })
+        .arg(if claim.number { "1" } else { "0" })
         .invoke_async(conn)
         .await;
     match answer {

@@ -4,8 +4,8 @@
 use std::sync::LazyLock;
 
 /// Claim a firing. KEYS: the claim, the handled hash, the job's counter, this runner's heartbeat.
-/// ARGV: the claiming process (`ID#PID#START`), the claim's time to live (ms), the handled field (empty for a join's firing, which has no
-/// handled instant), the instant (ms), `1` for a number.
+/// ARGV: the claiming process (`ID#PID#START`), the claim's time to live (ms), the handled field, the instant
+/// (ms), `1` for a number.
 /// Returns -2 when this runner's lease lapsed (its heartbeat is gone: it may not claim until it renews it), -1
 /// when another runner has the firing, else the run's number (0 when none was asked for). The handled instant
 /// only moves forward. The claim holds `RUNNER|NUMBER`, so asking again for a firing this process already won (its
@@ -23,10 +23,8 @@ end
 local n = 0
 if ARGV[5] == '1' then n = redis.call('INCR', KEYS[3]) end
 redis.call('SET', KEYS[1], ARGV[1] .. '|' .. n, 'PX', ARGV[2])
-if ARGV[3] ~= '' then
-  local last = tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '-1')
-  if tonumber(ARGV[4]) > last then redis.call('HSET', KEYS[2], ARGV[3], ARGV[4]) end
-end
+local last = tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '-1')
+if tonumber(ARGV[4]) > last then redis.call('HSET', KEYS[2], ARGV[3], ARGV[4]) end
 return n
 "#,
     )

@@ -20,7 +20,7 @@ use super::process;
 use super::runlog::RunLog;
 use super::supervise::{supervise, LineSink, RunEnd};
 use super::{Ending, Input, Msg, Options, Stop};
-use crate::cluster::claims::{Asked, Claimer};
+use crate::cluster::claims::{Asked, Claim, Claimer};
 use crate::cluster::Answer;
 use crate::event::{timestamp, Event, Summary};
 use crate::plan::{JobId, Plan, Trigger};
@@ -311,18 +311,14 @@ impl Dispatcher {
         else {
             return self.answer_alone(key);
         };
-        let (fingerprint, handled) = (rule.fingerprint(), true);
-        claimer.ask(
-            key,
-            Asked::Claim {
-                job: j.name.clone(),
-                fingerprint,
-                at,
-                ttl: config.claim_ttl(j.misfire_grace),
-                number,
-                handled,
-            },
-        );
+        let claim = Claim {
+            job: j.name.clone(),
+            fingerprint: rule.fingerprint(),
+            at,
+            ttl: config.claim_ttl(j.misfire_grace),
+            number,
+        };
+        claimer.ask(key, Asked::Claim(claim));
     }
 
     /// Tell a join kept in the cluster's store of a run's end (by the join's job and a fingerprint of its
