@@ -230,8 +230,14 @@ impl<W: World> Core<W> {
                 },
             ) => {
                 self.store_answers();
-                pending.granted = number;
-                self.dispatch_firing(pending, trigger);
+                // Won only past its grace (the store answered late): this runner holds it, and says it missed.
+                let late = self.now.utc - pending.scheduled;
+                if late.to_std().unwrap_or_default() > self.plan.jobs[job].misfire_grace {
+                    self.say_missed(Missed::of(&pending, trigger, late, UNREACHABLE));
+                } else {
+                    pending.granted = number;
+                    self.dispatch_firing(pending, trigger);
+                }
             }
             (Answer::Won(_), Claiming::Miss(m)) => {
                 self.store_answers();

@@ -397,3 +397,19 @@ jobs:
     assert!(reason.is_some_and(|r| r.contains("runner dead claimed it and stopped answering")));
     assert!(h.core.runs.is_empty());
 }
+
+#[test]
+fn a_claim_won_only_past_the_grace_is_said_missed_not_run_late() {
+    let mut h = clustered(EVERY_SECOND);
+    h.advance(Duration::from_secs(1));
+    h.take();
+    // The store answered 2.5 s later (a stall): the grace (2 s) is over.
+    h.elapsed += Duration::from_millis(2500);
+    h.answer(Answer::Won(Some(4)));
+    assert!(h.core.runs.is_empty(), "not run late");
+    let reason = h.events.iter().find_map(|e| match e {
+        crate::event::Event::RunMissed { reason, .. } => reason.clone(),
+        _ => None,
+    });
+    assert_eq!(reason.as_deref(), Some("store unreachable"));
+}
