@@ -196,14 +196,7 @@ fn every_tick_runs_once_across_three_runners_with_one_killed_and_one_paused_past
     let runners: std::collections::HashSet<&str> = lines.iter().map(|l| l.2.as_str()).collect();
     assert!(runners.len() >= 2, "the ticks were shared: {runners:?}");
     // The shared history has each run once, naming its runner.
-    let history = common::cmd()
-        .arg("history")
-        .arg(&file)
-        .args(["--store", &redis.url(), "--limit", "0", "--format", "json"])
-        .output()
-        .unwrap();
-    assert!(history.status.success(), "{history:?}");
-    let rows: Vec<Value> = serde_json::from_slice(&history.stdout).unwrap();
+    let rows = history(&file, &redis, &["--limit", "0"]);
     let runs: Vec<&Value> = rows.iter().filter(|r| r["run"].is_u64()).collect();
     // One row per run, but those the SIGKILLed runner started in its last history window (50 ms) before the
     // kill: its writer never sent them (README: a SIGKILL can lose the last 50 ms of rows).
@@ -310,14 +303,9 @@ jobs:
     });
     // Its row is in the store as running (the shared history is written a window after the start).
     let running = || {
-        let out = common::cmd()
-            .arg("history")
-            .arg(&file)
-            .args(["--store", &redis.url(), "--format", "json"])
-            .output()
-            .unwrap();
-        let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        rows.iter().any(|r| r["outcome"] == "running")
+        history(&file, &redis, &[])
+            .iter()
+            .any(|r| r["outcome"] == "running")
     };
     wait_for(
         Duration::from_secs(20),
@@ -346,13 +334,7 @@ jobs:
     for r in runners {
         r.stop();
     }
-    let history = common::cmd()
-        .arg("history")
-        .arg(&file)
-        .args(["--store", &redis.url(), "--tries", "--format", "json"])
-        .output()
-        .unwrap();
-    let rows: Vec<Value> = serde_json::from_slice(&history.stdout).unwrap();
+    let rows = history(&file, &redis, &["--tries"]);
     let row = rows.iter().find(|r| r["job"] == "long").expect("its row");
     assert_eq!(row["attempt"], 2);
     assert_eq!(row["trigger"], "failover");
@@ -512,14 +494,7 @@ jobs:
     };
     // The runners are up (each has its heartbeat) before the producer is fired on one of them.
     wait_for(Duration::from_secs(20), "three runners", || {
-        let out = common::cmd()
-            .arg("status")
-            .arg(&file)
-            .args(["--store", &redis.url(), "--format", "json"])
-            .output()
-            .unwrap();
-        serde_json::from_slice::<Value>(&out.stdout)
-            .is_ok_and(|s| s["runners"].as_array().is_some_and(|r| r.len() == 3))
+        live_runners(&file, &redis) == 3
     });
     let fired = common::cmd()
         .arg("trigger")
@@ -741,6 +716,19 @@ fn live_runners(file: &Path, redis: &Redis) -> usize {
     serde_json::from_slice::<Value>(&out.stdout).unwrap_or_default()["runners"]
         .as_array()
         .map_or(0, Vec::len)
+}
+
+/// `flowrun history FILE --store URL --format json [more]`: the cluster's rows (it must succeed).
+fn history(file: &Path, redis: &Redis, more: &[&str]) -> Vec<Value> {
+    let out = common::cmd()
+        .arg("history")
+        .arg(file)
+        .args(["--store", &redis.url(), "--format", "json"])
+        .args(more)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// `flowrun trigger FILE JOB --store URL [more]`: its exit code, stdout and stderr.
@@ -1024,23 +1012,10 @@ jobs:
     let a = runner(&file, &redis, "a", root, &[]);
     let b = runner(&file, &redis, "b", root, &[]);
     wait_for(Duration::from_secs(20), "two runners", || {
-        let out = common::cmd()
-            .arg("status")
-            .arg(&file)
-            .args(["--store", &redis.url(), "--format", "json"])
-            .output()
-            .unwrap();
-        serde_json::from_slice::<Value>(&out.stdout)
-            .is_ok_and(|s| s["runners"].as_array().is_some_and(|r| r.len() == 2))
+        live_runners(&file, &redis) == 2
     });
-    let fired = common::cmd()
-        .arg("trigger")
-        .arg(&file)
-        .arg("produce")
-        .args(["--store", &redis.url()])
-        .output()
-        .unwrap();
-    assert!(fired.status.success(), "{fired:?}");
+    let (code, out, err) = trigger(&file, &redis, "produce", &[]);
+    assert_eq!(code, Some(0), "{out}{err}");
     let lines = |id: &str| -> Vec<u64> {
         std::fs::read_to_string(root.join(format!("out-{id}.txt")))
             .unwrap_or_default()

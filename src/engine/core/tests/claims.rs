@@ -327,46 +327,54 @@ jobs:
     assert_eq!(h.take(), ["claim miss a at 10000ms"]);
     // Renewed: this runner has the miss, and says it (a runner that ran it would have had the claim).
     h.answer(Answer::Won(None));
-    let reason = h.events.iter().find_map(|e| match e {
-        crate::event::Event::RunMissed { reason, .. } => reason.clone(),
-        _ => None,
-    });
+    let reason = missed_reason(&h);
     assert_eq!(reason.as_deref(), Some("store unreachable"));
     assert!(h.core.runs.is_empty());
 }
 
-fn orphan(h: &Harness, at_ms: i64) -> Orphan {
-    let rule = match &h.core.plan.jobs[0].triggers[0] {
+/// A core whose job `a` (misfire_grace `grace`) hears, a minute in, of a firing at 0 a runner `dead` claimed
+/// (run 12) and never started.
+fn orphaned(grace: &str) -> Harness {
+    let mut h = clustered(&format!(
+        "
+name: t
+jobs:
+  a: {{ run: 'true', trigger: {{ interval: 1h }}, misfire_grace: {grace} }}
+"
+    ));
+    h.take();
+    h.elapsed = Duration::from_secs(60);
+    let fingerprint = match &h.core.plan.jobs[0].triggers[0] {
         crate::plan::Trigger::Time { rule, .. } => rule.fingerprint(),
         _ => unreachable!(),
     };
-    Orphan {
+    let orphan = Orphan {
         job: "a".into(),
-        fingerprint: rule,
-        at: h.utc0 + chrono::Duration::milliseconds(at_ms),
+        fingerprint,
+        at: h.utc0,
         number: 12,
         key: "flowrun:t:claim:a:x:1000".into(),
         value: "dead#1#2|12".into(),
         runner: "dead".into(),
-    }
+    };
+    h.input(Input::TakenOver(TakenOver {
+        rows: Vec::new(),
+        orphans: vec![orphan],
+    }));
+    h
+}
+
+/// The reason of the first firing said missed.
+fn missed_reason(h: &Harness) -> Option<String> {
+    h.events.iter().find_map(|e| match e {
+        crate::event::Event::RunMissed { reason, .. } => reason.clone(),
+        _ => None,
+    })
 }
 
 #[test]
 fn a_firing_a_dead_runner_claimed_and_never_started_runs_here_within_its_grace() {
-    let mut h = clustered(
-        "
-name: t
-jobs:
-  a: { run: 'true', trigger: { interval: 1h }, misfire_grace: 10m }
-",
-    );
-    h.take();
-    h.elapsed = Duration::from_secs(60);
-    let o = orphan(&h, 0);
-    h.input(Input::TakenOver(TakenOver {
-        rows: Vec::new(),
-        orphans: vec![o],
-    }));
+    let mut h = orphaned("10m");
     assert_eq!(h.take(), ["reclaim flowrun:t:claim:a:x:1000"]);
     h.answer(Answer::Won(Some(12)));
     assert_eq!(h.take(), ["start a#12"], "its number kept");
@@ -374,26 +382,10 @@ jobs:
 
 #[test]
 fn one_past_its_grace_is_said_missed_with_why_by_the_runner_that_takes_its_claim() {
-    let mut h = clustered(
-        "
-name: t
-jobs:
-  a: { run: 'true', trigger: { interval: 1h }, misfire_grace: 1s }
-",
-    );
-    h.take();
-    h.elapsed = Duration::from_secs(60);
-    let o = orphan(&h, 0);
-    h.input(Input::TakenOver(TakenOver {
-        rows: Vec::new(),
-        orphans: vec![o],
-    }));
+    let mut h = orphaned("1s");
     h.take();
     h.answer(Answer::Won(Some(12)));
-    let reason = h.events.iter().find_map(|e| match e {
-        crate::event::Event::RunMissed { reason, .. } => reason.clone(),
-        _ => None,
-    });
+    let reason = missed_reason(&h);
     assert!(reason.is_some_and(|r| r.contains("runner dead claimed it and stopped answering")));
     assert!(h.core.runs.is_empty());
 }
@@ -407,9 +399,6 @@ fn a_claim_won_only_past_the_grace_is_said_missed_not_run_late() {
     h.elapsed += Duration::from_millis(2500);
     h.answer(Answer::Won(Some(4)));
     assert!(h.core.runs.is_empty(), "not run late");
-    let reason = h.events.iter().find_map(|e| match e {
-        crate::event::Event::RunMissed { reason, .. } => reason.clone(),
-        _ => None,
-    });
+    let reason = missed_reason(&h);
     assert_eq!(reason.as_deref(), Some("store unreachable"));
 }
