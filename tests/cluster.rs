@@ -1251,3 +1251,91 @@ fn the_cluster_example_runs_on_two_runners() {
         "the join fired once for the cluster"
     );
 }
+
+#[test]
+fn a_claim_is_kept_for_the_grace_the_lease_and_a_minute_then_goes() {
+    let Some(redis) = Redis::start(false) else {
+        return;
+    };
+    let (dir, file) = common::flow(TICKS);
+    let one = runner(&file, &redis, "one", dir.path(), &[]);
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let claims = |conn: &mut redis::Connection| -> Vec<String> {
+        redis::cmd("KEYS")
+            .arg("flowrun:ticks:claim:*")
+            .query(conn)
+            .unwrap()
+    };
+    wait_for(Duration::from_secs(20), "a claim", || {
+        !claims(&mut conn).is_empty()
+    });
+    assert_eq!(one.stop(), Some(0));
+    // misfire_grace 1 s + lease 2 s + 60 s: no key lives for ever.
+    for key in claims(&mut conn) {
+        let ttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut conn).unwrap();
+        assert!((55_000..=63_000).contains(&ttl), "{key}: {ttl} ms");
+    }
+}
+
+#[test]
+fn history_rows_a_clean_stop_could_not_write_to_the_cluster_are_written_at_the_next_start() {
+    let Some(mut redis) = Redis::start(false) else {
+        return;
+    };
+    let (dir, file) = common::flow("name: spill\njobs:\n  a: { run: sleep 2 }\n");
+    let state = dir.path().join("s");
+    let start = |redis: &Redis| {
+        common::cmd()
+            .arg(&file)
+            .arg("--state")
+            .arg(&state)
+            .args([
+                "--store",
+                &redis.url(),
+                "--runner-id",
+                "solo",
+                "--log-format",
+                "json",
+            ])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = start(&redis);
+    wait_for(
+        Duration::from_secs(20),
+        "the run's row in the cluster",
+        || {
+            history(&file, &redis, &[])
+                .iter()
+                .any(|r| r["outcome"] == "running")
+        },
+    );
+    // Redis goes while the run lives: its end cannot reach the cluster, and the runner's work ends.
+    redis.kill();
+    let out = first.wait_with_output().unwrap();
+    let notices = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{notices}");
+    let spill = std::fs::read_dir(state.join("cluster"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("unwritten.jsonl"))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("kept for the next start: {notices}"));
+    // Back (without its data): the next start writes them first, and its file goes.
+    redis.up();
+    let second = start(&redis).wait_with_output().unwrap();
+    assert!(second.status.success(), "{second:?}");
+    assert!(!spill.exists(), "written, and its file gone");
+    let rows = history(&file, &redis, &["--limit", "0"]);
+    let first_run = rows
+        .iter()
+        .find(|r| r["run"] == 1)
+        .expect("the first start's run");
+    assert_eq!(first_run["outcome"], "succeeded");
+    assert!(
+        rows.iter().any(|r| r["run"] == 2),
+        "the second start's run: {rows:?}"
+    );
+}

@@ -861,6 +861,28 @@ mod tests {
     }
 
     #[test]
+    fn a_run_number_given_again_replaces_its_row_and_the_history_goes_on() {
+        // A cluster's store that lost its counters gives a number again (SPEC §9): the history must not stop.
+        let (_dir, mut store) = locked();
+        let old = row("a", Some(1), Outcome::Succeeded, "2026-01-01T00:00:00Z");
+        let again = row("a", Some(1), Outcome::Running, "2026-01-02T00:00:00Z");
+        store.apply(&[Op::Append(Box::new(old))]).unwrap();
+        store.apply(&[Op::Append(Box::new(again))]).unwrap();
+        let rows = store.history(&Query::default()).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].started, Some(t("2026-01-02T00:00:00Z")));
+        store
+            .apply(&[Op::Append(Box::new(row(
+                "a",
+                Some(2),
+                Outcome::Running,
+                "2026-01-03T00:00:00Z",
+            )))])
+            .unwrap();
+        assert_eq!(store.history(&Query::default()).unwrap().len(), 2);
+    }
+
+    #[test]
     fn a_newer_schema_is_refused_before_anything_is_written() {
         let dir = tempfile::tempdir().unwrap();
         let conn = Connection::open(dir.path().join("state.db")).unwrap();
